@@ -1,0 +1,157 @@
+//! FLV tag-body inspection: is this video frame a keyframe, is this message a
+//! sequence header. Understands legacy FLV headers and enhanced RTMP (`ex`
+//! headers carrying a FourCC), so HEVC/AV1/VP9 pass through correctly.
+//!
+//! Pure functions over the first bytes of a payload; nothing is copied.
+
+/// Legacy FLV video codec id for H.264/AVC.
+pub const CODEC_AVC: u8 = 7;
+/// Legacy FLV sound format for AAC.
+pub const SOUND_AAC: u8 = 10;
+/// Enhanced RTMP: `SoundFormat` value announcing an ex audio header.
+const SOUND_EX_HEADER: u8 = 9;
+
+/// Frame type 1: a keyframe (seekable frame).
+const FRAME_KEY: u8 = 1;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VideoTagInfo {
+    pub keyframe: bool,
+    pub sequence_header: bool,
+    /// Legacy codec id, or `None` for an enhanced header (see `fourcc`).
+    pub codec_id: Option<u8>,
+    /// FourCC of an enhanced RTMP header (`hvc1`, `av01`, `vp09`, `avc1`).
+    pub fourcc: Option<[u8; 4]>,
+}
+
+/// Reads a video tag body's header. An empty or truncated payload reads as a
+/// plain inter frame: the message is still relayed, just never started from.
+pub fn inspect_video(payload: &[u8]) -> VideoTagInfo {
+    let Some(&first) = payload.first() else {
+        return VideoTagInfo::default();
+    };
+    if first & 0x80 != 0 {
+        // Enhanced RTMP: IsExHeader | FrameType(3 bits) | PacketType(4 bits) | FourCC.
+        let frame_type = (first >> 4) & 0x07;
+        let packet_type = first & 0x0f;
+        let fourcc = payload.get(1..5).map(|b| [b[0], b[1], b[2], b[3]]);
+        // PacketType 0 = SequenceStart, 5 = MPEG2TSSequenceStart.
+        let sequence_header = packet_type == 0 || packet_type == 5;
+        // A command frame (frame type 5) carries no picture.
+        return VideoTagInfo {
+            keyframe: frame_type == FRAME_KEY && !sequence_header,
+            sequence_header,
+            codec_id: None,
+            fourcc,
+        };
+    }
+    let frame_type = first >> 4;
+    let codec_id = first & 0x0f;
+    // AVC (and the de-facto HEVC id 12 some encoders used before enhanced RTMP)
+    // carry an AVCPacketType byte: 0 = sequence header.
+    let sequence_header =
+        (codec_id == CODEC_AVC || codec_id == 12) && payload.get(1).copied() == Some(0);
+    VideoTagInfo {
+        keyframe: frame_type == FRAME_KEY && !sequence_header,
+        sequence_header,
+        codec_id: Some(codec_id),
+        fourcc: None,
+    }
+}
+
+/// Whether an audio tag body is a decoder configuration (AAC AudioSpecificConfig,
+/// or an enhanced-audio SequenceStart).
+pub fn is_audio_sequence_header(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first >> 4 {
+        SOUND_AAC => payload.get(1).copied() == Some(0),
+        // Enhanced audio: SoundFormat 9 | AudioPacketType (0 = SequenceStart).
+        SOUND_EX_HEADER => first & 0x0f == 0,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_avc_keyframe_and_sequence_header() {
+        assert_eq!(
+            inspect_video(&[0x17, 0x00, 0, 0, 0]),
+            VideoTagInfo {
+                keyframe: false,
+                sequence_header: true,
+                codec_id: Some(7),
+                fourcc: None
+            }
+        );
+        let key = inspect_video(&[0x17, 0x01, 0, 0, 0, 0xaa]);
+        assert!(key.keyframe && !key.sequence_header);
+        let inter = inspect_video(&[0x27, 0x01, 0, 0, 0, 0xaa]);
+        assert!(!inter.keyframe && !inter.sequence_header);
+    }
+
+    #[test]
+    fn enhanced_hevc_headers() {
+        // IsExHeader | keyframe (1<<4) | SequenceStart (0), FourCC hvc1.
+        let seq = inspect_video(&[0x90, b'h', b'v', b'c', b'1', 1, 2, 3]);
+        assert!(seq.sequence_header && !seq.keyframe);
+        assert_eq!(seq.fourcc, Some(*b"hvc1"));
+        // keyframe, CodedFramesX (3).
+        let key = inspect_video(&[0x93, b'h', b'v', b'c', b'1', 9]);
+        assert!(key.keyframe && !key.sequence_header);
+        // inter frame (2<<4), CodedFrames (1).
+        let inter = inspect_video(&[0xa1, b'a', b'v', b'0', b'1', 0, 0, 0]);
+        assert!(!inter.keyframe && !inter.sequence_header);
+    }
+
+    #[test]
+    fn truncated_payloads_are_plain_frames() {
+        assert_eq!(inspect_video(&[]), VideoTagInfo::default());
+        assert!(!inspect_video(&[0x17]).sequence_header);
+        assert!(!is_audio_sequence_header(&[]));
+        assert!(!is_audio_sequence_header(&[0xaf]));
+    }
+
+    #[test]
+    fn aac_sequence_header() {
+        assert!(is_audio_sequence_header(&[0xaf, 0x00, 0x12, 0x10]));
+        assert!(!is_audio_sequence_header(&[0xaf, 0x01, 0x21]));
+        // MP3 has no sequence header.
+        assert!(!is_audio_sequence_header(&[0x2f, 0x00]));
+        assert!(is_audio_sequence_header(&[0x90, b'O', b'p', b'u', b's']));
+    }
+}
+
+/// AMF0 encoding of the string `@setDataFrame`: type marker, u16 length, bytes.
+pub const AMF0_SET_DATA_FRAME: &[u8] = b"\x02\x00\x0d@setDataFrame";
+const AMF0_ON_METADATA: &[u8] = b"\x02\x00\x0aonMetaData";
+
+/// Whether an AMF0 data message is the stream's metadata, in either the form
+/// publishers send (`@setDataFrame`, `onMetaData`, object) or the bare form
+/// (`onMetaData`, object).
+pub fn is_metadata(payload: &[u8]) -> bool {
+    payload.starts_with(AMF0_ON_METADATA)
+        || payload
+            .strip_prefix(AMF0_SET_DATA_FRAME)
+            .is_some_and(|rest| rest.starts_with(AMF0_ON_METADATA))
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+
+    #[test]
+    fn recognises_both_metadata_forms() {
+        let mut full = AMF0_SET_DATA_FRAME.to_vec();
+        full.extend_from_slice(AMF0_ON_METADATA);
+        full.push(0x08);
+        assert!(is_metadata(&full));
+        assert!(is_metadata(&full[AMF0_SET_DATA_FRAME.len()..]));
+        assert!(!is_metadata(b"\x02\x00\x0aonCuePoint"));
+        assert!(!is_metadata(AMF0_SET_DATA_FRAME));
+    }
+}

@@ -1,0 +1,285 @@
+//! The stream hub: one per configured stream. Ingest pushes each message once;
+//! the hub keeps what a late joiner needs (metadata, sequence headers, the
+//! current GOP) and hands a reference-counted clone of the message to every
+//! destination queue. The hub never waits on a destination.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use crate::flv;
+use crate::message::{MediaKind, MediaMessage};
+use crate::queue::DestinationQueue;
+
+/// A GOP longer than this (a 30 s keyframe interval at high bitrate) is not
+/// cached: late joiners then wait for the next keyframe instead.
+const GOP_CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether a publisher is live, and which publish session this is, so a
+/// destination can tell a new publish from the one it already served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveState {
+    pub live: bool,
+    pub session: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("a publisher is already live on this stream")]
+    AlreadyLive,
+}
+
+#[derive(Default)]
+struct HubState {
+    publisher: Option<u64>,
+    next_session: u64,
+    metadata: Option<MediaMessage>,
+    video_header: Option<MediaMessage>,
+    audio_header: Option<MediaMessage>,
+    /// From the last video keyframe on; empty when no keyframe is cached.
+    gop: Vec<MediaMessage>,
+    gop_bytes: usize,
+    subscribers: Vec<Arc<DestinationQueue>>,
+}
+
+pub struct StreamHub {
+    id: String,
+    state: Mutex<HubState>,
+    live: watch::Sender<LiveState>,
+}
+
+impl StreamHub {
+    pub fn new(id: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.into(),
+            state: Mutex::new(HubState::default()),
+            live: watch::Sender::new(LiveState::default()),
+        })
+    }
+
+    /// The stream's public id (never its key).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims the stream for a publisher. A second publisher on a live stream
+    /// is refused; the first keeps streaming.
+    pub fn try_publish(self: &Arc<Self>) -> Result<PublishGuard, PublishError> {
+        let mut state = self.lock();
+        if state.publisher.is_some() {
+            return Err(PublishError::AlreadyLive);
+        }
+        state.next_session += 1;
+        let session = state.next_session;
+        state.publisher = Some(session);
+        drop(state);
+        self.live.send_replace(LiveState {
+            live: true,
+            session,
+        });
+        Ok(PublishGuard {
+            hub: Arc::clone(self),
+            session,
+        })
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.borrow().live
+    }
+
+    /// Follows publish starts and stops.
+    pub fn watch_live(&self) -> watch::Receiver<LiveState> {
+        self.live.subscribe()
+    }
+
+    /// Attaches a destination queue to the live publish: it is primed with the
+    /// metadata, the sequence headers and the cached GOP (so it starts at once,
+    /// on a keyframe), then receives every live message. Returns the publish
+    /// session, or `None` when no publisher is live.
+    pub fn subscribe(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
+        let mut state = self.lock();
+        let session = state.publisher?;
+        let has_video = state.video_header.is_some();
+        queue.reset(has_video, state.gop.is_empty());
+        let cached = [&state.metadata, &state.video_header, &state.audio_header];
+        for message in cached.into_iter().flatten() {
+            queue.push_replay(message.clone());
+        }
+        for message in &state.gop {
+            queue.push_replay(message.clone());
+        }
+        state.subscribers.retain(|q| !Arc::ptr_eq(q, queue));
+        state.subscribers.push(Arc::clone(queue));
+        Some(session)
+    }
+
+    pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
+        self.lock().subscribers.retain(|q| !Arc::ptr_eq(q, queue));
+    }
+
+    fn publish(&self, session: u64, message: MediaMessage) {
+        let mut state = self.lock();
+        if state.publisher != Some(session) {
+            return;
+        }
+        match message.kind {
+            MediaKind::Data if flv::is_metadata(&message.payload) => {
+                state.metadata = Some(message.clone());
+            }
+            MediaKind::Video if message.sequence_header => {
+                state.video_header = Some(message.clone());
+            }
+            MediaKind::Audio if message.sequence_header => {
+                state.audio_header = Some(message.clone());
+            }
+            MediaKind::Video | MediaKind::Audio => {
+                if message.keyframe {
+                    state.gop.clear();
+                    state.gop_bytes = 0;
+                }
+                let starts_with_keyframe = state.gop.first().is_some_and(|m| m.keyframe);
+                if starts_with_keyframe || message.keyframe {
+                    if state.gop_bytes + message.len() > GOP_CACHE_MAX_BYTES {
+                        state.gop.clear();
+                        state.gop_bytes = 0;
+                    } else {
+                        state.gop_bytes += message.len();
+                        state.gop.push(message.clone());
+                    }
+                }
+            }
+            MediaKind::Data => {}
+        }
+        for queue in &state.subscribers {
+            queue.push(&message);
+        }
+    }
+
+    fn end_publish(&self, session: u64) {
+        let mut state = self.lock();
+        if state.publisher != Some(session) {
+            return;
+        }
+        for queue in state.subscribers.drain(..) {
+            queue.end();
+        }
+        let next_session = state.next_session;
+        *state = HubState {
+            next_session,
+            ..HubState::default()
+        };
+        drop(state);
+        self.live.send_replace(LiveState {
+            live: false,
+            session,
+        });
+    }
+}
+
+/// Held by the ingest connection that owns the stream. Dropping it (the
+/// connection ended, cleanly or not) ends the publish.
+pub struct PublishGuard {
+    hub: Arc<StreamHub>,
+    session: u64,
+}
+
+impl PublishGuard {
+    pub fn push(&self, message: MediaMessage) {
+        self.hub.publish(self.session, message);
+    }
+
+    pub fn hub(&self) -> &Arc<StreamHub> {
+        &self.hub
+    }
+}
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        self.hub.end_publish(self.session);
+    }
+}
+
+/// Stream keys to hubs: how ingest finds the stream a publisher names.
+#[derive(Default)]
+pub struct HubDirectory {
+    by_key: RwLock<HashMap<String, Arc<StreamHub>>>,
+}
+
+impl HubDirectory {
+    pub fn insert(&self, key: &crate::StreamKey, hub: Arc<StreamHub>) {
+        self.by_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.expose().to_string(), hub);
+    }
+
+    pub fn lookup(&self, key: &str) -> Option<Arc<StreamHub>> {
+        self.by_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Batch;
+    use bytes::Bytes;
+
+    fn video(ts: u32, key: bool) -> MediaMessage {
+        let body = vec![if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0, 0xab];
+        MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
+    }
+
+    #[test]
+    fn second_publisher_is_refused_until_the_first_ends() {
+        let hub = StreamHub::new("main");
+        let first = hub.try_publish().unwrap();
+        assert!(matches!(hub.try_publish(), Err(PublishError::AlreadyLive)));
+        drop(first);
+        assert!(!hub.is_live());
+        assert!(hub.try_publish().is_ok());
+    }
+
+    #[tokio::test]
+    async fn late_joiner_gets_headers_then_the_current_gop_sharing_payloads() {
+        let hub = StreamHub::new("main");
+        let publish = hub.try_publish().unwrap();
+        let header = MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
+        publish.push(header);
+        publish.push(video(0, true));
+        publish.push(video(33, false));
+        publish.push(video(66, true));
+        let shared = video(99, false);
+        publish.push(shared.clone());
+
+        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        assert!(hub.subscribe(&queue).is_some());
+        publish.push(video(132, false));
+        let mut out = Vec::new();
+        queue.next_batch(&mut out, 64).await;
+        let stamps: Vec<u32> = out.iter().map(|m| m.timestamp).collect();
+        assert_eq!(stamps, vec![0, 66, 99, 132]);
+        assert!(out[0].sequence_header);
+        // Zero copy: the queued message points at the very bytes ingest pushed.
+        assert_eq!(out[2].payload.as_ptr(), shared.payload.as_ptr());
+
+        drop(publish);
+        out.clear();
+        assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    #[test]
+    fn subscribe_without_a_publisher_is_none() {
+        let hub = StreamHub::new("main");
+        let queue = Arc::new(DestinationQueue::new(1024));
+        assert_eq!(hub.subscribe(&queue), None);
+    }
+}

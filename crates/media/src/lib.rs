@@ -1,0 +1,14 @@
+//! Types shared by Prism's ingest and fan-out: the media message that travels the
+//! pipeline, FLV tag inspection, redacted secrets, and the per-stream hub that hands
+//! every message to every destination queue without copying its payload.
+
+pub mod flv;
+pub mod hub;
+pub mod message;
+pub mod queue;
+pub mod secret;
+
+pub use hub::{HubDirectory, LiveState, PublishError, PublishGuard, StreamHub};
+pub use message::{MediaKind, MediaMessage};
+pub use queue::{Batch, DestinationQueue, QueueStats};
+pub use secret::StreamKey;

@@ -1,0 +1,71 @@
+//! The unit that travels the pipeline: one RTMP/FLV message, payload shared.
+
+use bytes::Bytes;
+
+use crate::flv;
+
+/// What an RTMP message carries; the values are the RTMP message type ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio = 8,
+    Video = 9,
+    /// AMF0 data (`@setDataFrame`/`onMetaData`, cue points, captions).
+    Data = 18,
+}
+
+impl MediaKind {
+    pub fn type_id(self) -> u8 {
+        self as u8
+    }
+}
+
+/// One media message as received at ingest. The payload is the FLV tag body
+/// exactly as the publisher sent it; every destination shares the same
+/// `Bytes` (cloning it bumps a reference count, it never copies).
+#[derive(Clone, Debug)]
+pub struct MediaMessage {
+    pub kind: MediaKind,
+    /// RTMP timestamp in milliseconds, as the publisher stamped it.
+    pub timestamp: u32,
+    pub payload: Bytes,
+    /// A video frame a decoder can start from.
+    pub keyframe: bool,
+    /// A decoder configuration record (AVC/HEVC/AV1 sequence start, AAC
+    /// AudioSpecificConfig): never dropped, replayed to every late joiner.
+    pub sequence_header: bool,
+}
+
+impl MediaMessage {
+    /// Builds a message and classifies it from its FLV tag header.
+    pub fn new(kind: MediaKind, timestamp: u32, payload: Bytes) -> Self {
+        let (keyframe, sequence_header) = match kind {
+            MediaKind::Video => {
+                let info = flv::inspect_video(&payload);
+                (info.keyframe, info.sequence_header)
+            }
+            MediaKind::Audio => (false, flv::is_audio_sequence_header(&payload)),
+            MediaKind::Data => (false, false),
+        };
+        Self {
+            kind,
+            timestamp,
+            payload,
+            keyframe,
+            sequence_header,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// Whether a queue that is over budget may drop this message. Sequence
+    /// headers and metadata are tiny and every frame after them depends on them.
+    pub fn droppable(&self) -> bool {
+        !self.sequence_header && self.kind != MediaKind::Data
+    }
+}

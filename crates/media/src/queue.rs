@@ -1,0 +1,276 @@
+//! The bounded queue between a stream hub and one destination task.
+//!
+//! The hub pushes without ever waiting: a queue over its byte budget drops
+//! frames instead, and then keeps dropping until the next video keyframe, so
+//! the destination never receives frames whose reference pictures it missed.
+//! Sequence headers and metadata are never dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::message::{MediaKind, MediaMessage};
+
+/// Counters a destination exposes; read by the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub dropped_frames: AtomicU64,
+    pub queued_bytes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<MediaMessage>,
+    queued_bytes: usize,
+    /// Set after a drop (or when a destination joins mid-GOP): drop media
+    /// until a video keyframe arrives.
+    awaiting_keyframe: bool,
+    /// Whether the stream carries video at all; an audio-only stream has no
+    /// keyframe to wait for.
+    stream_has_video: bool,
+    ended: bool,
+}
+
+/// One destination's queue. The hub holds it behind an `Arc` and pushes; the
+/// destination task pops batches. The lock is per destination and held only
+/// for a push or a batch pop, never across I/O.
+#[derive(Debug)]
+pub struct DestinationQueue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    budget_bytes: usize,
+    pub stats: QueueStats,
+}
+
+/// What `next_batch` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// Messages were moved into the caller's buffer.
+    Ready,
+    /// The publisher stopped and every queued message has been handed out.
+    Ended,
+}
+
+impl DestinationQueue {
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+            budget_bytes,
+            stats: QueueStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every mutation is a single push or drain), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the queue for a new subscription: `start_mid_gop` tells it the
+    /// hub had no keyframe to replay, so media waits for the next one.
+    pub(crate) fn reset(&self, stream_has_video: bool, start_mid_gop: bool) {
+        let mut state = self.lock();
+        state.items.clear();
+        state.queued_bytes = 0;
+        state.ended = false;
+        state.stream_has_video = stream_has_video;
+        state.awaiting_keyframe = stream_has_video && start_mid_gop;
+        self.stats.queued_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Queues a message replayed from the hub's cache (sequence headers,
+    /// metadata, the current GOP): accepted whatever the budget, since a
+    /// destination cannot start without it.
+    pub(crate) fn push_replay(&self, message: MediaMessage) {
+        let mut state = self.lock();
+        state.queued_bytes += message.len();
+        state.items.push_back(message);
+        self.stats
+            .queued_bytes
+            .store(state.queued_bytes as u64, Ordering::Relaxed);
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Queues a live message, or drops it by the policy above. Never blocks
+    /// on the destination.
+    pub fn push(&self, message: &MediaMessage) {
+        let mut state = self.lock();
+        if state.ended {
+            return;
+        }
+        if message.kind == MediaKind::Video && message.sequence_header {
+            state.stream_has_video = true;
+        }
+        if message.droppable() {
+            let is_keyframe = message.kind == MediaKind::Video && message.keyframe;
+            if state.awaiting_keyframe && !is_keyframe {
+                drop(state);
+                self.count_drop(message);
+                return;
+            }
+            if state.queued_bytes + message.len() > self.budget_bytes {
+                if is_keyframe {
+                    // Everything still queued is stale: shed it (keeping the
+                    // headers) so the destination restarts on this keyframe.
+                    let before = state.items.len();
+                    state.items.retain(|m| !m.droppable());
+                    let shed = (before - state.items.len()) as u64;
+                    state.queued_bytes = state.items.iter().map(MediaMessage::len).sum();
+                    self.stats.dropped_frames.fetch_add(shed, Ordering::Relaxed);
+                } else {
+                    state.awaiting_keyframe = state.stream_has_video;
+                    drop(state);
+                    self.count_drop(message);
+                    return;
+                }
+            }
+            if is_keyframe {
+                state.awaiting_keyframe = false;
+            }
+        }
+        state.queued_bytes += message.len();
+        state.items.push_back(message.clone());
+        self.stats
+            .queued_bytes
+            .store(state.queued_bytes as u64, Ordering::Relaxed);
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    fn count_drop(&self, message: &MediaMessage) {
+        if message.kind != MediaKind::Data {
+            self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the end of the publish: the destination drains what is queued,
+    /// then sees `Batch::Ended`.
+    pub(crate) fn end(&self) {
+        self.lock().ended = true;
+        self.ready.notify_one();
+    }
+
+    /// Moves up to `max` queued messages into `out` (which the caller reuses,
+    /// so the steady state allocates nothing), waiting while the queue is empty.
+    pub async fn next_batch(&self, out: &mut Vec<MediaMessage>, max: usize) -> Batch {
+        loop {
+            {
+                let mut state = self.lock();
+                if !state.items.is_empty() {
+                    let n = state.items.len().min(max);
+                    let mut taken = 0;
+                    for message in state.items.drain(..n) {
+                        taken += message.len();
+                        out.push(message);
+                    }
+                    state.queued_bytes -= taken;
+                    self.stats
+                        .queued_bytes
+                        .store(state.queued_bytes as u64, Ordering::Relaxed);
+                    return Batch::Ready;
+                }
+                if state.ended {
+                    return Batch::Ended;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    pub fn dropped_frames(&self) -> u64 {
+        self.stats.dropped_frames.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn video(ts: u32, key: bool, len: usize) -> MediaMessage {
+        let mut body = vec![if key { 0x17 } else { 0x27 }, 0x01];
+        body.resize(len, 0);
+        MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
+    }
+
+    fn audio(ts: u32) -> MediaMessage {
+        MediaMessage::new(MediaKind::Audio, ts, Bytes::from_static(&[0xaf, 0x01, 1, 2]))
+    }
+
+    fn video_header() -> MediaMessage {
+        MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]))
+    }
+
+    async fn drain(queue: &DestinationQueue) -> Vec<MediaMessage> {
+        let mut out = Vec::new();
+        while queue.lock().items.len() > 0 {
+            queue.next_batch(&mut out, 1024).await;
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn over_budget_drops_until_next_keyframe() {
+        let queue = DestinationQueue::new(1000);
+        queue.reset(true, false);
+        queue.push(&video_header());
+        queue.push(&video(0, true, 400));
+        queue.push(&video(33, false, 400));
+        // Over budget: dropped, and so is everything until a keyframe.
+        queue.push(&video(66, false, 400));
+        queue.push(&audio(70));
+        queue.push(&video(99, false, 10));
+        assert_eq!(queue.dropped_frames(), 3);
+        // The keyframe does not fit either: stale media is shed, headers kept.
+        queue.push(&video(132, true, 700));
+        let out = drain(&queue).await;
+        let stamps: Vec<(u32, bool)> = out.iter().map(|m| (m.timestamp, m.keyframe)).collect();
+        assert_eq!(stamps, vec![(0, false), (132, true)]);
+        assert!(out[0].sequence_header);
+        assert_eq!(queue.dropped_frames(), 5);
+    }
+
+    #[tokio::test]
+    async fn sequence_headers_and_metadata_are_never_dropped() {
+        let queue = DestinationQueue::new(10);
+        queue.reset(true, true);
+        queue.push(&video(0, false, 100));
+        queue.push(&video_header());
+        queue.push(&MediaMessage::new(MediaKind::Data, 0, Bytes::from(vec![2u8; 64])));
+        let out = drain(&queue).await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(queue.dropped_frames(), 1);
+    }
+
+    #[tokio::test]
+    async fn joining_mid_gop_waits_for_a_keyframe_but_audio_only_does_not() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(true, true);
+        queue.push(&video(0, false, 10));
+        queue.push(&audio(1));
+        queue.push(&video(33, true, 10));
+        queue.push(&audio(34));
+        assert_eq!(drain(&queue).await.len(), 2);
+
+        queue.reset(false, true);
+        queue.push(&audio(1));
+        assert_eq!(drain(&queue).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn end_is_seen_after_the_queue_drains() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(false, false);
+        queue.push(&audio(1));
+        queue.end();
+        queue.push(&audio(2));
+        let mut out = Vec::new();
+        assert_eq!(queue.next_batch(&mut out, 16).await, Batch::Ready);
+        assert_eq!(out.len(), 1);
+        assert_eq!(queue.next_batch(&mut out, 16).await, Batch::Ended);
+    }
+}
