@@ -1,0 +1,10 @@
+//! Prism's fan-out: one task per destination, each with its own bounded queue,
+//! pushing the stream over RTMP with chunk headers written per destination and
+//! payloads shared by all of them.
+
+pub mod client;
+pub mod destination;
+pub mod url;
+
+pub use destination::{spawn_destination, DestinationConfig, DestinationHandle, DestinationState, DestinationStatus};
+pub use url::DestinationUrl;

@@ -1,0 +1,326 @@
+//! RTMP chunk writer: turns messages into chunk headers plus slices of the
+//! payloads, for one vectored write. Written by hand because rml_rtmp's
+//! `ChunkSerializer` copies every payload into a fresh `Vec` per call, which
+//! would cost one payload copy per message per destination; here only the
+//! few header bytes are written, into a buffer reused across batches, and the
+//! payload `Bytes` are referenced, never copied.
+//!
+//! Every message starts with a type-0 (full) header, so no header-compression
+//! state is shared with anything else writing on the connection.
+
+use std::io::IoSlice;
+
+use bytes::Bytes;
+
+/// The largest timestamp a chunk header carries inline; beyond it the header
+/// holds 0xFFFFFF and a 4-byte extended timestamp follows.
+const MAX_INLINE_TIMESTAMP: u32 = 0x00FF_FFFF;
+/// RTMP limits a message length to 24 bits.
+pub const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
+
+#[derive(Clone, Copy, Debug)]
+enum Segment {
+    Header { start: u32, end: u32 },
+    Payload { index: u32, start: u32, end: u32 },
+}
+
+/// One message to chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageHeader {
+    pub chunk_stream_id: u8,
+    pub type_id: u8,
+    pub message_stream_id: u32,
+    pub timestamp: u32,
+}
+
+/// Accumulates messages as header bytes and payload references until the
+/// caller writes them out; `clear` keeps the buffers' capacity, so a writer
+/// in steady state allocates nothing.
+#[derive(Debug)]
+pub struct ChunkWriter {
+    chunk_size: usize,
+    headers: Vec<u8>,
+    payloads: Vec<Bytes>,
+    segments: Vec<Segment>,
+    pending: usize,
+}
+
+impl ChunkWriter {
+    /// `chunk_size` must match what the connection announced with SetChunkSize.
+    pub fn new(chunk_size: usize) -> Self {
+        assert!(chunk_size >= 1, "chunk size must be positive");
+        Self {
+            chunk_size,
+            headers: Vec::with_capacity(1024),
+            payloads: Vec::with_capacity(64),
+            segments: Vec::with_capacity(256),
+            pending: 0,
+        }
+    }
+
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Applies a new outbound chunk size: the SetChunkSize message announcing
+    /// it must already be queued, since the peer reads it before what follows.
+    pub fn set_chunk_size(&mut self, chunk_size: usize) {
+        assert!(chunk_size >= 1, "chunk size must be positive");
+        self.chunk_size = chunk_size;
+    }
+
+    /// Queues one message. Payloads longer than 24 bits cannot be sent over
+    /// RTMP; the caller checks `MAX_MESSAGE_LEN` (ingest cannot produce them).
+    pub fn push(&mut self, header: MessageHeader, payload: &Bytes) {
+        debug_assert!(payload.len() <= MAX_MESSAGE_LEN);
+        debug_assert!((2..64).contains(&header.chunk_stream_id));
+        let extended = header.timestamp >= MAX_INLINE_TIMESTAMP;
+        let index = self.payloads.len() as u32;
+        self.payloads.push(payload.clone());
+
+        let start = self.headers.len() as u32;
+        self.headers.push(header.chunk_stream_id); // fmt 0
+        let inline_ts = if extended {
+            MAX_INLINE_TIMESTAMP
+        } else {
+            header.timestamp
+        };
+        self.headers.extend_from_slice(&inline_ts.to_be_bytes()[1..]);
+        self.headers
+            .extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        self.headers.push(header.type_id);
+        self.headers
+            .extend_from_slice(&header.message_stream_id.to_le_bytes());
+        if extended {
+            self.headers
+                .extend_from_slice(&header.timestamp.to_be_bytes());
+        }
+        self.push_header_segment(start);
+
+        let len = payload.len();
+        let mut offset = 0;
+        loop {
+            let end = (offset + self.chunk_size).min(len);
+            if end > offset {
+                self.segments.push(Segment::Payload {
+                    index,
+                    start: offset as u32,
+                    end: end as u32,
+                });
+                self.pending += end - offset;
+            }
+            offset = end;
+            if offset >= len {
+                break;
+            }
+            // Continuation chunk: fmt 3, repeating the extended timestamp.
+            let start = self.headers.len() as u32;
+            self.headers.push(0xC0 | header.chunk_stream_id);
+            if extended {
+                self.headers
+                    .extend_from_slice(&header.timestamp.to_be_bytes());
+            }
+            self.push_header_segment(start);
+        }
+    }
+
+    fn push_header_segment(&mut self, start: u32) {
+        let end = self.headers.len() as u32;
+        self.pending += (end - start) as usize;
+        // Adjacent header bytes (a short message followed by the next one's
+        // header) merge into one segment, saving an iovec.
+        if let Some(Segment::Header { end: prev_end, .. }) = self.segments.last_mut() {
+            if *prev_end == start {
+                *prev_end = end;
+                return;
+            }
+        }
+        self.segments.push(Segment::Header { start, end });
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.headers.clear();
+        self.payloads.clear();
+        self.segments.clear();
+        self.pending = 0;
+    }
+
+    fn segment_bytes(&self, segment: Segment) -> &[u8] {
+        match segment {
+            Segment::Header { start, end } => &self.headers[start as usize..end as usize],
+            Segment::Payload { index, start, end } => {
+                &self.payloads[index as usize][start as usize..end as usize]
+            }
+        }
+    }
+
+    /// Fills `slices` with the queued bytes from `cursor` on, at most
+    /// `slices.len()` of them; returns how many were filled.
+    pub fn io_slices<'a>(&'a self, cursor: Cursor, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        let mut skip = cursor.offset;
+        for &segment in self.segments.iter().skip(cursor.segment) {
+            if filled == slices.len() {
+                break;
+            }
+            let bytes = &self.segment_bytes(segment)[skip..];
+            skip = 0;
+            slices[filled] = IoSlice::new(bytes);
+            filled += 1;
+        }
+        filled
+    }
+
+    /// Moves `cursor` past `written` bytes.
+    pub fn advance(&self, cursor: &mut Cursor, mut written: usize) {
+        while written > 0 {
+            let remaining = self.segment_bytes(self.segments[cursor.segment]).len() - cursor.offset;
+            if written < remaining {
+                cursor.offset += written;
+                return;
+            }
+            written -= remaining;
+            cursor.segment += 1;
+            cursor.offset = 0;
+        }
+    }
+
+    /// Whether `cursor` has passed every queued byte.
+    pub fn is_done(&self, cursor: Cursor) -> bool {
+        cursor.segment >= self.segments.len()
+    }
+
+    /// Every queued byte in order; for tests and for transports that cannot
+    /// write vectored.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.pending);
+        for &segment in &self.segments {
+            out.extend_from_slice(self.segment_bytes(segment));
+        }
+        out
+    }
+}
+
+/// A position in a `ChunkWriter`'s queued bytes, for resuming after a
+/// partial write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    segment: usize,
+    offset: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rml_rtmp::chunk_io::ChunkDeserializer;
+
+    fn header(csid: u8, ts: u32) -> MessageHeader {
+        MessageHeader {
+            chunk_stream_id: csid,
+            type_id: 9,
+            message_stream_id: 1,
+            timestamp: ts,
+        }
+    }
+
+    /// What the writer produces must parse with an independent RTMP chunk
+    /// parser (rml_rtmp's) back into the same messages.
+    fn round_trip(chunk_size: usize, messages: &[(u8, u32, Bytes)]) {
+        let mut writer = ChunkWriter::new(chunk_size);
+        for (csid, ts, payload) in messages {
+            writer.push(header(*csid, *ts), payload);
+        }
+        let bytes = writer.to_vec();
+        assert_eq!(bytes.len(), writer.pending_bytes());
+        let mut parser = ChunkDeserializer::new();
+        parser.set_max_chunk_size(chunk_size).unwrap();
+        let mut parsed = Vec::new();
+        let mut input: &[u8] = &bytes;
+        while let Some(message) = parser.get_next_message(input).unwrap() {
+            parsed.push(message);
+            input = &[];
+        }
+        assert_eq!(parsed.len(), messages.len());
+        for (got, (_, ts, payload)) in parsed.iter().zip(messages) {
+            assert_eq!(got.timestamp.value, *ts);
+            assert_eq!(got.type_id, 9);
+            assert_eq!(got.message_stream_id, 1);
+            assert_eq!(&got.data, payload);
+        }
+    }
+
+    #[test]
+    fn round_trips_through_an_independent_parser() {
+        let big = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let exact = Bytes::from(vec![7u8; 4096]);
+        round_trip(
+            4096,
+            &[
+                (6, 0, big.clone()),
+                (4, 20, Bytes::from_static(b"abc")),
+                (6, 40, exact),
+                (4, 60, Bytes::new()),
+            ],
+        );
+        round_trip(128, &[(6, 1, big)]);
+    }
+
+    #[test]
+    fn extended_timestamps_repeat_on_continuation_chunks() {
+        let payload = Bytes::from(vec![1u8; 300]);
+        round_trip(128, &[(6, 0x0100_0000, payload.clone()), (6, 0x0100_0021, payload)]);
+        let mut writer = ChunkWriter::new(128);
+        writer.push(header(6, 0x0100_0000), &Bytes::from(vec![1u8; 130]));
+        let bytes = writer.to_vec();
+        // 12-byte header + 4 extended, 128 bytes, 1-byte fmt-3 header + 4 extended, 2 bytes.
+        assert_eq!(bytes.len(), 16 + 128 + 5 + 2);
+        assert_eq!(&bytes[1..4], &[0xff, 0xff, 0xff]);
+        assert_eq!(bytes[144], 0xC6);
+        assert_eq!(&bytes[145..149], &[1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut writer = ChunkWriter::new(100);
+        let payload = Bytes::from((0..250u32).map(|i| i as u8).collect::<Vec<u8>>());
+        writer.push(header(6, 5), &payload);
+        writer.push(header(4, 6), &Bytes::from_static(b"xy"));
+        let expected = writer.to_vec();
+        let mut out = Vec::new();
+        let mut cursor = Cursor::default();
+        // Write 7 bytes at a time through at most 2 slices.
+        while !writer.is_done(cursor) {
+            let mut slices = [IoSlice::new(&[]); 2];
+            let n = writer.io_slices(cursor, &mut slices);
+            let mut budget = 7;
+            for slice in &slices[..n] {
+                let take = slice.len().min(budget);
+                out.extend_from_slice(&slice[..take]);
+                budget -= take;
+            }
+            writer.advance(&mut cursor, 7 - budget);
+        }
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn the_payload_is_referenced_not_copied() {
+        let payload = Bytes::from(vec![3u8; 5000]);
+        let mut writer = ChunkWriter::new(4096);
+        writer.push(header(6, 0), &payload);
+        let mut slices = [IoSlice::new(&[]); 8];
+        let n = writer.io_slices(Cursor::default(), &mut slices);
+        assert_eq!(n, 4); // header, 4096 bytes, fmt-3 header, 904 bytes
+        assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+        assert_eq!(slices[3].as_ptr(), payload[4096..].as_ptr());
+    }
+}
