@@ -4,7 +4,6 @@
 //! retries with jittered exponential backoff while the publisher stays live.
 //! Nothing here is ever awaited by ingest or by another destination.
 
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use prism_media::chunk::{ChunkWriter, Cursor};
+use prism_media::chunk::ChunkWriter;
 use prism_media::{rtmp, Batch, DestinationQueue, MediaMessage, StreamHub};
 
 use crate::client::{ClientEvent, PublishClient};
@@ -26,8 +25,6 @@ use crate::url::{DestinationUrl, Scheme};
 
 /// How many queued messages one write batch takes at most.
 const BATCH_MESSAGES: usize = 256;
-/// iovecs per `writev` call (Linux allows 1024; 64 keeps the array on the stack).
-const IOVECS_PER_WRITE: usize = 64;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session live this long resets the backoff; shorter ones keep doubling it,
@@ -460,37 +457,16 @@ async fn finish<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Writes everything queued on `out` with vectored writes, then clears it.
-/// Each write call must make progress within the write timeout.
+/// Writes everything queued on `out`; a write that makes no progress within
+/// the write timeout fails the session.
 async fn flush<W: AsyncWrite + Unpin>(
     writer: &mut W,
     out: &mut ChunkWriter,
     config: &DestinationConfig,
 ) -> Result<(), String> {
-    let mut cursor = Cursor::default();
-    while !out.is_done(cursor) {
-        let mut slices = [IoSlice::new(&[]); IOVECS_PER_WRITE];
-        let filled = out.io_slices(cursor, &mut slices);
-        let written = match tokio::time::timeout(
-            config.write_timeout,
-            writer.write_vectored(&slices[..filled]),
-        )
+    out.write_to(writer, Some(config.write_timeout))
         .await
-        {
-            Ok(Ok(0)) => return Err("connection closed while writing".into()),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(format!("write failed: {e}")),
-            Err(_) => {
-                return Err(format!(
-                    "server accepted no data for {} s",
-                    config.write_timeout.as_secs()
-                ))
-            }
-        };
-        out.advance(&mut cursor, written);
-    }
-    out.clear();
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// Rebases timestamps so each destination session's timeline starts at 0 on

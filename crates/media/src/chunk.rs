@@ -324,3 +324,50 @@ mod tests {
         assert_eq!(slices[3].as_ptr(), payload[4096..].as_ptr());
     }
 }
+
+/// Why a `write_to` did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed while writing")]
+    Closed,
+    #[error("peer accepted no data for {} s", .0.as_secs())]
+    Stalled(std::time::Duration),
+}
+
+impl ChunkWriter {
+    /// Writes everything queued with vectored writes (each write call takes up
+    /// to 64 iovecs), resuming after partial writes, then clears the writer.
+    /// With `stall_timeout`, a write call that makes no progress for that long
+    /// fails, so a peer that stopped reading cannot hold the caller forever.
+    pub async fn write_to<W>(
+        &mut self,
+        writer: &mut W,
+        stall_timeout: Option<std::time::Duration>,
+    ) -> Result<(), WriteError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        const IOVECS_PER_WRITE: usize = 64;
+        let mut cursor = Cursor::default();
+        while !self.is_done(cursor) {
+            let mut slices = [IoSlice::new(&[]); IOVECS_PER_WRITE];
+            let filled = self.io_slices(cursor, &mut slices);
+            let write = writer.write_vectored(&slices[..filled]);
+            let written = match stall_timeout {
+                Some(limit) => tokio::time::timeout(limit, write)
+                    .await
+                    .map_err(|_| WriteError::Stalled(limit))??,
+                None => write.await?,
+            };
+            if written == 0 {
+                return Err(WriteError::Closed);
+            }
+            self.advance(&mut cursor, written);
+        }
+        self.clear();
+        Ok(())
+    }
+}

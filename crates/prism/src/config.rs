@@ -1,0 +1,407 @@
+//! The TOML configuration: parsing, validation, and errors that name the
+//! file, line, column and field to fix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use prism_fanout::DestinationUrl;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    rtmp: Spanned<RawRtmp>,
+    #[serde(default)]
+    fanout: RawFanout,
+    #[serde(default)]
+    streams: Vec<RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtmp {
+    listen: Spanned<String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_publish_timeout")]
+    publish_timeout_s: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFanout {
+    #[serde(default = "default_queue_budget")]
+    queue_budget_kib: Spanned<u64>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_s: u64,
+    #[serde(default = "default_write_timeout")]
+    write_timeout_s: u64,
+}
+
+impl Default for RawFanout {
+    fn default() -> Self {
+        Self {
+            queue_budget_kib: default_queue_budget(),
+            connect_timeout_s: default_connect_timeout(),
+            write_timeout_s: default_write_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_publish_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30
+}
+fn default_queue_budget() -> Spanned<u64> {
+    Spanned::new(0..0, 8 * 1024)
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_write_timeout() -> u64 {
+    20
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    id: Spanned<String>,
+    key: Spanned<String>,
+    #[serde(default)]
+    destinations: Vec<RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    id: Spanned<String>,
+    url: Spanned<String>,
+    key: Option<Spanned<String>>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub rtmp: RtmpConfig,
+    pub fanout: FanoutConfig,
+    pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Debug)]
+pub struct RtmpConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub publish_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct FanoutConfig {
+    pub queue_budget_bytes: usize,
+    pub connect_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct StreamConfig {
+    pub id: String,
+    pub key: prism_media::StreamKey,
+    pub destinations: Vec<DestinationEntry>,
+}
+
+#[derive(Debug)]
+pub struct DestinationEntry {
+    pub id: String,
+    pub url: DestinationUrl,
+    pub enabled: bool,
+}
+
+/// A configuration error, shown as `FILE:LINE:COL: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let error = |span: Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+
+        let rtmp_span = raw.rtmp.span();
+        let rtmp = raw.rtmp.into_inner();
+        let listen = rtmp.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+            error(
+                rtmp.listen.span(),
+                format!(
+                    "rtmp.listen: {:?} is not an address:port (e.g. \"0.0.0.0:1935\")",
+                    rtmp.listen.get_ref()
+                ),
+            )
+        })?;
+        if rtmp.max_connections == 0 {
+            return Err(error(rtmp_span, "rtmp.max_connections must be at least 1".into()));
+        }
+
+        let budget_kib = *raw.fanout.queue_budget_kib.get_ref();
+        if budget_kib < 64 {
+            return Err(error(
+                raw.fanout.queue_budget_kib.span(),
+                "fanout.queue_budget_kib must be at least 64 (one second of video needs more)".into(),
+            ));
+        }
+
+        let mut streams = Vec::with_capacity(raw.streams.len());
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut keys: HashMap<String, String> = HashMap::new();
+        for (index, stream) in raw.streams.into_iter().enumerate() {
+            let id = stream.id.get_ref().clone();
+            check_id(&id).map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
+            if ids.insert(id.clone(), index).is_some() {
+                return Err(error(
+                    stream.id.span(),
+                    format!("streams[{index}].id: duplicate stream id {id:?}"),
+                ));
+            }
+            let key = stream.key.get_ref();
+            if key.trim().is_empty() {
+                return Err(error(stream.key.span(), format!("streams[{index}].key: must not be empty")));
+            }
+            if key.chars().any(|c| c.is_whitespace() || c == '/' || c == '?') {
+                return Err(error(
+                    stream.key.span(),
+                    format!("streams[{index}].key: must not contain whitespace, '/' or '?'"),
+                ));
+            }
+            // Never echo the key itself: name the stream that already has it.
+            if let Some(other) = keys.insert(key.clone(), id.clone()) {
+                return Err(error(
+                    stream.key.span(),
+                    format!("streams[{index}].key: duplicate stream key (stream {other:?} uses the same key)"),
+                ));
+            }
+
+            let mut destinations = Vec::with_capacity(stream.destinations.len());
+            let mut destination_ids = HashMap::new();
+            for (d, destination) in stream.destinations.into_iter().enumerate() {
+                let field = format!("streams[{index}].destinations[{d}]");
+                let dest_id = destination.id.get_ref().clone();
+                check_id(&dest_id).map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
+                if destination_ids.insert(dest_id.clone(), d).is_some() {
+                    return Err(error(
+                        destination.id.span(),
+                        format!("{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"),
+                    ));
+                }
+                let url = DestinationUrl::parse(
+                    destination.url.get_ref(),
+                    destination.key.as_ref().map(|k| k.get_ref().as_str()),
+                )
+                .map_err(|e| error(destination.url.span(), format!("{field}.url: {e}")))?;
+                destinations.push(DestinationEntry {
+                    id: dest_id,
+                    url,
+                    enabled: destination.enabled,
+                });
+            }
+            streams.push(StreamConfig {
+                id,
+                key: prism_media::StreamKey::new(stream.key.into_inner()),
+                destinations,
+            });
+        }
+
+        Ok(Config {
+            rtmp: RtmpConfig {
+                listen,
+                max_connections: rtmp.max_connections,
+                publish_timeout: Duration::from_secs(rtmp.publish_timeout_s.max(1)),
+                idle_timeout: Duration::from_secs(rtmp.idle_timeout_s.max(1)),
+            },
+            fanout: FanoutConfig {
+                queue_budget_bytes: (budget_kib * 1024) as usize,
+                connect_timeout: Duration::from_secs(raw.fanout.connect_timeout_s.max(1)),
+                write_timeout: Duration::from_secs(raw.fanout.write_timeout_s.max(1)),
+            },
+            streams,
+        })
+    }
+}
+
+/// Ids appear in logs, metrics labels and API paths: keep them plain.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(format!("{id:?} may only contain letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[rtmp]
+listen = "127.0.0.1:1935"
+
+[[streams]]
+id = "main"
+key = "live_8f2c1d"
+
+  [[streams.destinations]]
+  id = "youtube"
+  url = "rtmp://a.rtmp.youtube.com/live2"
+  key = "xxxx-xxxx-xxxx"
+
+  [[streams.destinations]]
+  id = "custom"
+  url = "rtmp://ingest.example.com/app/fullkey"
+  enabled = false
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("prism.toml"), text)
+    }
+
+    fn error_text(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.rtmp.listen, "127.0.0.1:1935".parse().unwrap());
+        let stream = &config.streams[0];
+        assert_eq!(stream.id, "main");
+        assert_eq!(stream.key.expose(), "live_8f2c1d");
+        assert_eq!(stream.destinations[0].url.stream_name.expose(), "xxxx-xxxx-xxxx");
+        assert!(stream.destinations[0].enabled);
+        assert_eq!(stream.destinations[1].url.app, "app");
+        assert!(!stream.destinations[1].enabled);
+        assert_eq!(config.fanout.queue_budget_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/prism.toml");
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn unknown_field_names_line_column_and_field() {
+        let text = GOOD.replace("  enabled = false", "  enable = false");
+        let message = error_text(&text);
+        assert!(message.starts_with("prism.toml:17:3: unknown field `enable`"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_names_its_line() {
+        let message = error_text("[rtmp]\nlisten = \"0.0.0.0:1935\n");
+        assert!(message.starts_with("prism.toml:2:"), "{message}");
+    }
+
+    #[test]
+    fn missing_section() {
+        let message = error_text("[[streams]]\nid = \"a\"\nkey = \"k\"\n");
+        assert!(message.contains("missing field `rtmp`"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_stream_key_does_not_echo_the_key() {
+        let text = format!("{GOOD}\n[[streams]]\nid = \"backup\"\nkey = \"live_8f2c1d\"\n");
+        let message = error_text(&text);
+        assert!(message.starts_with("prism.toml:21:7: streams[1].key: duplicate stream key"), "{message}");
+        assert!(message.contains("\"main\""));
+        assert!(!message.contains("live_8f2c1d"));
+    }
+
+    #[test]
+    fn duplicate_ids() {
+        let text = format!("{GOOD}\n[[streams]]\nid = \"main\"\nkey = \"other\"\n");
+        assert!(error_text(&text).contains("streams[1].id: duplicate stream id \"main\""));
+        let text = GOOD.replace("id = \"custom\"", "id = \"youtube\"");
+        let message = error_text(&text);
+        assert!(message.starts_with("prism.toml:15:8: streams[0].destinations[1].id: duplicate"), "{message}");
+    }
+
+    #[test]
+    fn bad_url_and_bad_listen() {
+        let text = GOOD.replace("rtmp://ingest.example.com/app/fullkey", "http://example.com/x");
+        let message = error_text(&text);
+        assert!(
+            message.starts_with("prism.toml:16:9: streams[0].destinations[1].url: url must start with rtmp://"),
+            "{message}"
+        );
+        let text = GOOD.replace("rtmp://ingest.example.com/app/fullkey", "rtmp://ingest.example.com/app");
+        assert!(error_text(&text).contains("no stream key"));
+        let text = GOOD.replace("127.0.0.1:1935", "localhost");
+        let message = error_text(&text);
+        assert!(message.starts_with("prism.toml:3:10: rtmp.listen"), "{message}");
+    }
+
+    #[test]
+    fn bad_ids_and_empty_keys() {
+        let text = GOOD.replace("id = \"main\"", "id = \"main stream\"");
+        assert!(error_text(&text).contains("streams[0].id"));
+        let text = GOOD.replace("key = \"live_8f2c1d\"", "key = \"\"");
+        assert!(error_text(&text).contains("streams[0].key: must not be empty"));
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncdé f", 8), (2, 5));
+        assert_eq!(line_column("", 0), (1, 1));
+    }
+}
