@@ -120,9 +120,7 @@ impl PublishClient {
                 Err(e) => return Err(ClientError::Protocol(e.to_string())),
             };
             input = &[];
-            let message = payload
-                .to_rtmp_message()
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let message = rtmp::decode_message(&payload).map_err(ClientError::Protocol)?;
             self.handle_message(message, out, &mut events)?;
         }
         if let Some(window) = self.ack_window {

@@ -231,7 +231,7 @@ async fn run(
                 }
                 let delay = jittered(backoff);
                 warn!(
-                    stream = hub.id(),
+                    stream = %hub.id(),
                     destination = %config.id,
                     url = %config.url,
                     error = %error,
@@ -288,7 +288,7 @@ async fn session(
     *served = Some(publish_session);
     status.set_state(DestinationState::Live);
     status.set_error(None);
-    info!(stream = hub.id(), destination = %config.id, url = %config.url, "destination live");
+    info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination live");
 
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut timeline = Timeline::default();

@@ -131,7 +131,7 @@ async fn handle_connection(
         connection.process(&read_buf[..n], directory).await?;
     }
     if let Some(guard) = connection.publish {
-        info!(stream = guard.hub().id(), %remote, "publish ended: connection closed");
+        info!(stream = %guard.hub().id(), %remote, "publish ended: connection closed");
     }
     Ok(())
 }
@@ -171,11 +171,11 @@ impl Connection {
                     match hub.try_publish() {
                         Ok(guard) => {
                             self.session.accept_publish(&mut self.out).map_err(|e| e.to_string())?;
-                            info!(stream = hub.id(), %remote, protocol = "rtmp", "publish started");
+                            info!(stream = %hub.id(), %remote, protocol = "rtmp", "publish started");
                             self.publish = Some(guard);
                         }
                         Err(e) => {
-                            warn!(stream = hub.id(), %remote, "publish refused: {e}");
+                            warn!(stream = %hub.id(), %remote, "publish refused: {e}");
                             refused = Some(e.to_string());
                             break;
                         }
@@ -183,7 +183,7 @@ impl Connection {
                 }
                 IngestEvent::PublishEnded => {
                     if let Some(guard) = self.publish.take() {
-                        info!(stream = guard.hub().id(), %remote, "publish stopped by the encoder");
+                        info!(stream = %guard.hub().id(), %remote, "publish stopped by the encoder");
                     }
                 }
             }

@@ -143,9 +143,7 @@ impl IngestSession {
             }
             return Ok(());
         }
-        let message = payload
-            .to_rtmp_message()
-            .map_err(|e| IngestError::Protocol(e.to_string()))?;
+        let message = rtmp::decode_message(&payload).map_err(IngestError::Protocol)?;
         match message {
             RtmpMessage::SetChunkSize { size } => {
                 if size == 0 || size > rtmp::MAX_INBOUND_CHUNK_SIZE {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
-use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::messages::{MessagePayload, RtmpMessage};
 use rml_rtmp::time::RtmpTimestamp;
 
 use crate::chunk::{ChunkWriter, MessageHeader};
@@ -133,5 +133,78 @@ pub fn object_string<'a>(value: &'a Amf0Value, field: &str) -> Option<&'a str> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Decodes a non-media message. AMF0 commands are decoded here rather than by
+/// rml_rtmp, whose command decoder panics on a command of fewer than three
+/// values (servers send such `onBWDone`/`_result` messages); a command missing
+/// its transaction id or object gets 0 and null, as other servers read it.
+pub fn decode_message(payload: &MessagePayload) -> Result<RtmpMessage, String> {
+    if payload.type_id != 20 {
+        return payload.to_rtmp_message().map_err(|e| e.to_string());
+    }
+    let mut cursor = std::io::Cursor::new(&payload.data[..]);
+    let mut values = rml_amf0::deserialize(&mut cursor)
+        .map_err(|e| format!("bad AMF0 command: {e}"))?
+        .into_iter();
+    let command_name = match values.next() {
+        Some(Amf0Value::Utf8String(name)) => name,
+        _ => return Err("AMF0 command does not start with its name".into()),
+    };
+    let transaction_id = match values.next() {
+        Some(Amf0Value::Number(id)) => id,
+        _ => 0.0,
+    };
+    let command_object = values.next().unwrap_or(Amf0Value::Null);
+    Ok(RtmpMessage::Amf0Command {
+        command_name,
+        transaction_id,
+        command_object,
+        additional_arguments: values.collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command_payload(values: Vec<Amf0Value>) -> MessagePayload {
+        MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id: 20,
+            message_stream_id: 0,
+            data: Bytes::from(rml_amf0::serialize(&values).unwrap()),
+        }
+    }
+
+    #[test]
+    fn short_commands_decode_instead_of_panicking() {
+        let message = decode_message(&command_payload(vec![string("onBWDone")])).unwrap();
+        assert!(matches!(
+            message,
+            RtmpMessage::Amf0Command { ref command_name, transaction_id, command_object: Amf0Value::Null, .. }
+                if command_name == "onBWDone" && transaction_id == 0.0
+        ));
+        assert!(decode_message(&command_payload(vec![Amf0Value::Number(1.0)])).is_err());
+        assert!(decode_message(&command_payload(vec![])).is_err());
+    }
+
+    #[test]
+    fn full_commands_keep_their_arguments() {
+        let message = decode_message(&command_payload(vec![
+            string("publish"),
+            Amf0Value::Number(5.0),
+            Amf0Value::Null,
+            string("key"),
+            string("live"),
+        ]))
+        .unwrap();
+        match message {
+            RtmpMessage::Amf0Command { additional_arguments, .. } => {
+                assert_eq!(additional_arguments, vec![string("key"), string("live")])
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
