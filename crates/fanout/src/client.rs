@@ -217,8 +217,22 @@ impl PublishClient {
                     Amf0Value::Null,
                     vec![name.clone()],
                 )?;
-                rtmp::queue_command(out, 0, "FCPublish", TXN_FC_PUBLISH, Amf0Value::Null, vec![name])?;
-                rtmp::queue_command(out, 0, "createStream", TXN_CREATE_STREAM, Amf0Value::Null, vec![])?;
+                rtmp::queue_command(
+                    out,
+                    0,
+                    "FCPublish",
+                    TXN_FC_PUBLISH,
+                    Amf0Value::Null,
+                    vec![name],
+                )?;
+                rtmp::queue_command(
+                    out,
+                    0,
+                    "createStream",
+                    TXN_CREATE_STREAM,
+                    Amf0Value::Null,
+                    vec![],
+                )?;
                 self.state = State::CreatingStream;
             }
             ("_result", State::CreatingStream) if transaction_id == TXN_CREATE_STREAM => {
@@ -252,7 +266,11 @@ impl PublishClient {
                         self.state = State::Live { stream_id };
                         events.push(ClientEvent::PublishStarted { stream_id });
                     }
-                    _ if level == "error" || code.ends_with(".BadName") || code.ends_with(".Failed") || code.ends_with(".Rejected") => {
+                    _ if level == "error"
+                        || code.ends_with(".BadName")
+                        || code.ends_with(".Failed")
+                        || code.ends_with(".Rejected") =>
+                    {
                         events.push(rejection(info, "the server refused the stream"));
                         self.state = State::Closed;
                     }
@@ -268,7 +286,14 @@ impl PublishClient {
     pub fn unpublish(&mut self, out: &mut ChunkWriter) -> Result<(), ClientError> {
         if let State::Live { stream_id } | State::Publishing { stream_id } = self.state {
             let name = string(self.url.stream_name.expose());
-            rtmp::queue_command(out, 0, "FCUnpublish", TXN_FC_UNPUBLISH, Amf0Value::Null, vec![name])?;
+            rtmp::queue_command(
+                out,
+                0,
+                "FCUnpublish",
+                TXN_FC_UNPUBLISH,
+                Amf0Value::Null,
+                vec![name],
+            )?;
             rtmp::queue_command(
                 out,
                 stream_id,
@@ -385,7 +410,10 @@ mod tests {
             } => {
                 assert_eq!(command_name, "connect");
                 assert_eq!(object_string(command_object, "app"), Some("live2"));
-                assert_eq!(object_string(command_object, "tcUrl"), Some("rtmp://h/live2"));
+                assert_eq!(
+                    object_string(command_object, "tcUrl"),
+                    Some("rtmp://h/live2")
+                );
             }
             other => panic!("expected connect, got {other:?}"),
         }
@@ -400,7 +428,10 @@ mod tests {
         );
 
         client
-            .handle_input(&reply(command("_result", 4.0, vec![Amf0Value::Number(7.0)]), 0), &mut out)
+            .handle_input(
+                &reply(command("_result", 4.0, vec![Amf0Value::Number(7.0)]), 0),
+                &mut out,
+            )
             .unwrap();
         let publish = sent(&mut out, &mut server);
         match &publish[0] {
@@ -416,13 +447,19 @@ mod tests {
         }
         assert_eq!(client.stream_id(), None);
         let events = client
-            .handle_input(&reply(status("NetStream.Publish.Start", "status", ""), 7), &mut out)
+            .handle_input(
+                &reply(status("NetStream.Publish.Start", "status", ""), 7),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(events, vec![ClientEvent::PublishStarted { stream_id: 7 }]);
         assert_eq!(client.stream_id(), Some(7));
 
         client.unpublish(&mut out).unwrap();
-        assert_eq!(command_names(&sent(&mut out, &mut server)), ["FCUnpublish", "deleteStream"]);
+        assert_eq!(
+            command_names(&sent(&mut out, &mut server)),
+            ["FCUnpublish", "deleteStream"]
+        );
     }
 
     #[test]
@@ -430,13 +467,21 @@ mod tests {
         let mut client = client();
         let mut out = ChunkWriter::new(128);
         client.start(&mut out).unwrap();
-        client.handle_input(&reply(command("_result", 1.0, vec![]), 0), &mut out).unwrap();
         client
-            .handle_input(&reply(command("_result", 4.0, vec![Amf0Value::Number(1.0)]), 0), &mut out)
+            .handle_input(&reply(command("_result", 1.0, vec![]), 0), &mut out)
+            .unwrap();
+        client
+            .handle_input(
+                &reply(command("_result", 4.0, vec![Amf0Value::Number(1.0)]), 0),
+                &mut out,
+            )
             .unwrap();
         let events = client
             .handle_input(
-                &reply(status("NetStream.Publish.BadName", "error", "invalid stream key"), 1),
+                &reply(
+                    status("NetStream.Publish.BadName", "error", "invalid stream key"),
+                    1,
+                ),
                 &mut out,
             )
             .unwrap();
@@ -470,7 +515,9 @@ mod tests {
         ));
         let _ = Bytes::new();
         // A chunk header announcing a message type with a nonsense body.
-        let garbage = [0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        let garbage = [
+            0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
         assert!(client.handle_input(&garbage, &mut out).is_err());
     }
 }

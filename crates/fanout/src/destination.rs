@@ -12,7 +12,7 @@ use rand::Rng;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -43,6 +43,8 @@ pub struct DestinationConfig {
     pub connect_timeout: Duration,
     /// A write that makes no progress for this long ends the session.
     pub write_timeout: Duration,
+    /// SO_SNDBUF for the destination socket.
+    pub socket_send_buffer_bytes: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +97,10 @@ impl DestinationStatus {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn dropped_frames(&self) -> u64 {
@@ -235,6 +240,7 @@ async fn run(
                     destination = %config.id,
                     url = %config.url,
                     error = %error,
+                    dropped_frames = status.dropped_frames(),
                     retry_in_ms = delay.as_millis() as u64,
                     "destination failed; retrying"
                 );
@@ -345,7 +351,13 @@ async fn session(
     end
 }
 
-type Connected = (OwnedReadHalf, OwnedWriteHalf, PublishClient, ChunkWriter, u32);
+type Connected = (
+    OwnedReadHalf,
+    OwnedWriteHalf,
+    PublishClient,
+    ChunkWriter,
+    u32,
+);
 
 /// Opens the connection and runs it up to `NetStream.Publish.Start`.
 async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, String> {
@@ -353,7 +365,15 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, St
     let mut out = ChunkWriter::new(128);
     let mut client = PublishClient::new(config.url.clone());
     let mut read_buf = vec![0u8; 16 * 1024];
-    let stream_id = publish(&mut client, &mut reader, &mut writer, &mut out, &mut read_buf, config).await?;
+    let stream_id = publish(
+        &mut client,
+        &mut reader,
+        &mut writer,
+        &mut out,
+        &mut read_buf,
+        config,
+    )
+    .await?;
     Ok((reader, writer, client, out, stream_id))
 }
 
@@ -375,12 +395,31 @@ async fn open(config: &DestinationConfig) -> Result<TcpStream, String> {
     if config.url.scheme == Scheme::Rtmps {
         return Err("rtmps:// destinations are not supported by this build".into());
     }
-    let stream = TcpStream::connect((config.url.host.as_str(), config.url.port))
+    let (host, port) = (config.url.host.as_str(), config.url.port);
+    let mut last_error = format!("{host} did not resolve to any address");
+    let addresses = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("connect to {}:{} failed: {e}", config.url.host, config.url.port))?;
-    // Frames go out as soon as they are written; batching happens above.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    for address in addresses {
+        let socket = if address.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("cannot open a socket: {e}"))?;
+        // A bounded kernel buffer keeps what a slow destination holds visible
+        // to the queue's budget, instead of megabytes hidden in the kernel.
+        let _ = socket.set_send_buffer_size(config.socket_send_buffer_bytes);
+        match socket.connect(address).await {
+            Ok(stream) => {
+                // Frames go out as soon as they are written; batching happens above.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last_error = format!("connect to {address} failed: {e}"),
+        }
+    }
+    Err(last_error)
 }
 
 /// Handshake, connect, createStream, publish; returns the message stream id.
@@ -400,18 +439,27 @@ where
     let c0c1 = handshake
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("handshake: {e:?}"))?;
-    writer.write_all(&c0c1).await.map_err(|e| format!("write failed: {e}"))?;
+    writer
+        .write_all(&c0c1)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
     let leftover = loop {
         let n = read_some(reader, read_buf).await?;
         match handshake.process_bytes(&read_buf[..n]) {
             Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                writer.write_all(&response_bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                writer
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
             }
             Ok(HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             }) => {
-                writer.write_all(&response_bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                writer
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
                 break remaining_bytes;
             }
             Err(e) => return Err(format!("RTMP handshake failed: {e:?}")),
@@ -421,9 +469,11 @@ where
     flush(writer, out, config).await?;
     let mut input = leftover;
     loop {
-        let events = client.handle_input(&input, out).map_err(|e| e.to_string())?;
+        let events = client
+            .handle_input(&input, out)
+            .map_err(|e| e.to_string())?;
         flush(writer, out, config).await?;
-        for event in events {
+        if let Some(event) = events.into_iter().next() {
             match event {
                 ClientEvent::PublishStarted { stream_id } => return Ok(stream_id),
                 ClientEvent::Rejected { code, reason } => {

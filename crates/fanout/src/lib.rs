@@ -6,5 +6,7 @@ pub mod client;
 pub mod destination;
 pub mod url;
 
-pub use destination::{spawn_destination, DestinationConfig, DestinationHandle, DestinationState, DestinationStatus};
+pub use destination::{
+    spawn_destination, DestinationConfig, DestinationHandle, DestinationState, DestinationStatus,
+};
 pub use url::DestinationUrl;

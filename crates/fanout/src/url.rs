@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn server_url_plus_key() {
-        let url = DestinationUrl::parse("rtmp://a.rtmp.youtube.com/live2", Some("abcd-efgh-ijkl")).unwrap();
+        let url = DestinationUrl::parse("rtmp://a.rtmp.youtube.com/live2", Some("abcd-efgh-ijkl"))
+            .unwrap();
         assert_eq!(url.host, "a.rtmp.youtube.com");
         assert_eq!(url.port, 1935);
         assert_eq!(url.app, "live2");
@@ -147,7 +148,8 @@ mod tests {
 
     #[test]
     fn rtmps_with_trailing_slash_and_nested_app() {
-        let url = DestinationUrl::parse("rtmps://live-api-s.facebook.com:443/rtmp/", Some("FB-1")).unwrap();
+        let url = DestinationUrl::parse("rtmps://live-api-s.facebook.com:443/rtmp/", Some("FB-1"))
+            .unwrap();
         assert_eq!(url.scheme, Scheme::Rtmps);
         assert_eq!(url.app, "rtmp");
         let url = DestinationUrl::parse("rtmp://[::1]/a/b/key", None).unwrap();
@@ -160,7 +162,11 @@ mod tests {
         let cases = [
             ("http://x/app", None, UrlError::Scheme("http".into())),
             ("rtmp:///app/k", None, UrlError::NoHost),
-            ("rtmp://host:99999/app", Some("k"), UrlError::Port("99999".into())),
+            (
+                "rtmp://host:99999/app",
+                Some("k"),
+                UrlError::Port("99999".into()),
+            ),
             ("rtmp://host", Some("k"), UrlError::NoApp),
             ("rtmp://host/app", None, UrlError::NoKey),
             ("rtmp://host/ app", Some("k"), UrlError::Whitespace),

@@ -170,7 +170,9 @@ impl Connection {
                     };
                     match hub.try_publish() {
                         Ok(guard) => {
-                            self.session.accept_publish(&mut self.out).map_err(|e| e.to_string())?;
+                            self.session
+                                .accept_publish(&mut self.out)
+                                .map_err(|e| e.to_string())?;
                             info!(stream = %hub.id(), %remote, protocol = "rtmp", "publish started");
                             self.publish = Some(guard);
                         }
@@ -207,19 +209,28 @@ impl Connection {
 async fn handshake(socket: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, String> {
     let mut handshake = Handshake::new(PeerType::Server);
     loop {
-        let n = socket.read(buf).await.map_err(|e| format!("read failed: {e}"))?;
+        let n = socket
+            .read(buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
         if n == 0 {
             return Err("closed during the handshake".into());
         }
         match handshake.process_bytes(&buf[..n]) {
             Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                socket.write_all(&response_bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                socket
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
             }
             Ok(HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             }) => {
-                socket.write_all(&response_bytes).await.map_err(|e| format!("write failed: {e}"))?;
+                socket
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
                 return Ok(remaining_bytes);
             }
             Err(e) => return Err(format!("bad RTMP handshake: {e:?}")),

@@ -10,7 +10,9 @@
 use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::ChunkDeserializer;
-use rml_rtmp::messages::{MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType};
+use rml_rtmp::messages::{
+    MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType,
+};
 
 use prism_media::chunk::ChunkWriter;
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
@@ -126,7 +128,10 @@ impl IngestSession {
             _ => None,
         };
         if let Some(kind) = kind {
-            if self.publish == (Publish::Accepted { stream_id: payload.message_stream_id })
+            if self.publish
+                == (Publish::Accepted {
+                    stream_id: payload.message_stream_id,
+                })
                 && !payload.data.is_empty()
             {
                 let data = match kind {
@@ -202,7 +207,13 @@ impl IngestSession {
             "connect" if !self.connected => {
                 self.connected = true;
                 let _app = object_string(command_object, "app");
-                rtmp::queue(out, RtmpMessage::WindowAcknowledgement { size: WINDOW_ACK_SIZE }, 0)?;
+                rtmp::queue(
+                    out,
+                    RtmpMessage::WindowAcknowledgement {
+                        size: WINDOW_ACK_SIZE,
+                    },
+                    0,
+                )?;
                 rtmp::queue(
                     out,
                     RtmpMessage::SetPeerBandwidth {
@@ -211,7 +222,13 @@ impl IngestSession {
                     },
                     0,
                 )?;
-                rtmp::queue(out, RtmpMessage::SetChunkSize { size: rtmp::OUTBOUND_CHUNK_SIZE }, 0)?;
+                rtmp::queue(
+                    out,
+                    RtmpMessage::SetChunkSize {
+                        size: rtmp::OUTBOUND_CHUNK_SIZE,
+                    },
+                    0,
+                )?;
                 out.set_chunk_size(rtmp::OUTBOUND_CHUNK_SIZE as usize);
                 rtmp::queue_command(
                     out,
@@ -325,16 +342,32 @@ impl IngestSession {
             },
             0,
         )?;
-        self.queue_status(out, stream_id, "status", "NetStream.Publish.Start", "Publishing.")
+        self.queue_status(
+            out,
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            "Publishing.",
+        )
     }
 
     /// Refuses the pending publish request with the encoder-visible reason.
-    pub fn reject_publish(&mut self, out: &mut ChunkWriter, description: &str) -> Result<(), IngestError> {
+    pub fn reject_publish(
+        &mut self,
+        out: &mut ChunkWriter,
+        description: &str,
+    ) -> Result<(), IngestError> {
         let Publish::Requested { stream_id } = self.publish else {
             return Ok(());
         };
         self.publish = Publish::None;
-        self.queue_status(out, stream_id, "error", "NetStream.Publish.BadName", description)
+        self.queue_status(
+            out,
+            stream_id,
+            "error",
+            "NetStream.Publish.BadName",
+            description,
+        )
     }
 }
 
@@ -426,10 +459,18 @@ mod tests {
                 command("connect", 1.0, object([("app", string("live"))]), vec![]),
                 0,
             ),
-            (command("releaseStream", 2.0, Amf0Value::Null, vec![string("k")]), 0),
+            (
+                command("releaseStream", 2.0, Amf0Value::Null, vec![string("k")]),
+                0,
+            ),
             (command("createStream", 3.0, Amf0Value::Null, vec![]), 0),
             (
-                command("publish", 0.0, Amf0Value::Null, vec![string("live_key"), string("live")]),
+                command(
+                    "publish",
+                    0.0,
+                    Amf0Value::Null,
+                    vec![string("live_key"), string("live")],
+                ),
                 1,
             ),
         ]);
@@ -443,7 +484,9 @@ mod tests {
         let mut out = ChunkWriter::new(128);
         let mut encoder = ChunkDeserializer::new();
         let events = publish_flow(&mut session, &mut out);
-        assert!(matches!(&events[..], [IngestEvent::PublishRequested { stream_key }] if stream_key == "live_key"));
+        assert!(
+            matches!(&events[..], [IngestEvent::PublishRequested { stream_key }] if stream_key == "live_key")
+        );
         let connect_replies = replies(&mut out, &mut encoder);
         assert!(connect_replies.iter().any(|m| matches!(
             m,
@@ -453,14 +496,22 @@ mod tests {
 
         session.accept_publish(&mut out).unwrap();
         let accepted = replies(&mut out, &mut encoder);
-        assert_eq!(status_code(accepted.last().unwrap()).as_deref(), Some("NetStream.Publish.Start"));
+        assert_eq!(
+            status_code(accepted.last().unwrap()).as_deref(),
+            Some("NetStream.Publish.Start")
+        );
 
         // Bare onMetaData with an ECMA array carrying a custom field.
-        let mut meta = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x06custom\x02\x00\x01x\x00\x00\x09".to_vec();
+        let mut meta =
+            b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x06custom\x02\x00\x01x\x00\x00\x09"
+                .to_vec();
         let raw_meta = meta.clone();
         let video = Bytes::from_static(&[0x17, 0x01, 0, 0, 0, 0xaa, 0xbb]);
         let mut writer = ChunkWriter::new(128);
-        for (type_id, body) in [(18u8, Bytes::from(std::mem::take(&mut meta))), (9, video.clone())] {
+        for (type_id, body) in [
+            (18u8, Bytes::from(std::mem::take(&mut meta))),
+            (9, video.clone()),
+        ] {
             writer.push(
                 MessageHeader {
                     chunk_stream_id: 4,
@@ -472,7 +523,9 @@ mod tests {
             );
         }
         let mut events = Vec::new();
-        session.handle_input(&writer.to_vec(), &mut out, &mut events).unwrap();
+        session
+            .handle_input(&writer.to_vec(), &mut out, &mut events)
+            .unwrap();
         match &events[..] {
             [IngestEvent::Media(m), IngestEvent::Media(v)] => {
                 assert_eq!(m.kind, MediaKind::Data);
@@ -486,7 +539,10 @@ mod tests {
         }
 
         let mut events = Vec::new();
-        let end = encoder_sends(vec![(command("FCUnpublish", 5.0, Amf0Value::Null, vec![string("k")]), 0)]);
+        let end = encoder_sends(vec![(
+            command("FCUnpublish", 5.0, Amf0Value::Null, vec![string("k")]),
+            0,
+        )]);
         session.handle_input(&end, &mut out, &mut events).unwrap();
         assert!(matches!(&events[..], [IngestEvent::PublishEnded]));
     }
@@ -498,9 +554,14 @@ mod tests {
         let mut encoder = ChunkDeserializer::new();
         publish_flow(&mut session, &mut out);
         replies(&mut out, &mut encoder);
-        session.reject_publish(&mut out, "unknown stream key").unwrap();
+        session
+            .reject_publish(&mut out, "unknown stream key")
+            .unwrap();
         let rejected = replies(&mut out, &mut encoder);
-        assert_eq!(status_code(&rejected[0]).as_deref(), Some("NetStream.Publish.BadName"));
+        assert_eq!(
+            status_code(&rejected[0]).as_deref(),
+            Some("NetStream.Publish.BadName")
+        );
 
         let mut writer = ChunkWriter::new(4096);
         writer.push(
@@ -513,7 +574,9 @@ mod tests {
             &Bytes::from_static(&[0x17, 1, 0, 0, 0]),
         );
         let mut events = Vec::new();
-        session.handle_input(&writer.to_vec(), &mut out, &mut events).unwrap();
+        session
+            .handle_input(&writer.to_vec(), &mut out, &mut events)
+            .unwrap();
         assert!(events.is_empty());
     }
 
@@ -528,7 +591,11 @@ mod tests {
             Err(IngestError::ChunkSize(_))
         ));
         let mut session = IngestSession::new();
-        let garbage = [0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
-        assert!(session.handle_input(&garbage, &mut out, &mut events).is_err());
+        let garbage = [
+            0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(session
+            .handle_input(&garbage, &mut out, &mut events)
+            .is_err());
     }
 }

@@ -85,7 +85,8 @@ impl ChunkWriter {
         } else {
             header.timestamp
         };
-        self.headers.extend_from_slice(&inline_ts.to_be_bytes()[1..]);
+        self.headers
+            .extend_from_slice(&inline_ts.to_be_bytes()[1..]);
         self.headers
             .extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
         self.headers.push(header.type_id);
@@ -277,7 +278,10 @@ mod tests {
     #[test]
     fn extended_timestamps_repeat_on_continuation_chunks() {
         let payload = Bytes::from(vec![1u8; 300]);
-        round_trip(128, &[(6, 0x0100_0000, payload.clone()), (6, 0x0100_0021, payload)]);
+        round_trip(
+            128,
+            &[(6, 0x0100_0000, payload.clone()), (6, 0x0100_0021, payload)],
+        );
         let mut writer = ChunkWriter::new(128);
         writer.push(header(6, 0x0100_0000), &Bytes::from(vec![1u8; 130]));
         let bytes = writer.to_vec();

@@ -252,7 +252,8 @@ mod tests {
     async fn late_joiner_gets_headers_then_the_current_gop_sharing_payloads() {
         let hub = StreamHub::new("main");
         let publish = hub.try_publish().unwrap();
-        let header = MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
+        let header =
+            MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
         publish.push(header);
         publish.push(video(0, true));
         publish.push(video(33, false));

@@ -198,16 +198,24 @@ mod tests {
     }
 
     fn audio(ts: u32) -> MediaMessage {
-        MediaMessage::new(MediaKind::Audio, ts, Bytes::from_static(&[0xaf, 0x01, 1, 2]))
+        MediaMessage::new(
+            MediaKind::Audio,
+            ts,
+            Bytes::from_static(&[0xaf, 0x01, 1, 2]),
+        )
     }
 
     fn video_header() -> MediaMessage {
-        MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]))
+        MediaMessage::new(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+        )
     }
 
     async fn drain(queue: &DestinationQueue) -> Vec<MediaMessage> {
         let mut out = Vec::new();
-        while queue.lock().items.len() > 0 {
+        while !queue.lock().items.is_empty() {
             queue.next_batch(&mut out, 1024).await;
         }
         out
@@ -240,7 +248,11 @@ mod tests {
         queue.reset(true, true);
         queue.push(&video(0, false, 100));
         queue.push(&video_header());
-        queue.push(&MediaMessage::new(MediaKind::Data, 0, Bytes::from(vec![2u8; 64])));
+        queue.push(&MediaMessage::new(
+            MediaKind::Data,
+            0,
+            Bytes::from(vec![2u8; 64]),
+        ));
         let out = drain(&queue).await;
         assert_eq!(out.len(), 2);
         assert_eq!(queue.dropped_frames(), 1);

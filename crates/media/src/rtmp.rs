@@ -201,7 +201,10 @@ mod tests {
         ]))
         .unwrap();
         match message {
-            RtmpMessage::Amf0Command { additional_arguments, .. } => {
+            RtmpMessage::Amf0Command {
+                additional_arguments,
+                ..
+            } => {
                 assert_eq!(additional_arguments, vec![string("key"), string("live")])
             }
             other => panic!("{other:?}"),

@@ -43,6 +43,8 @@ struct RawFanout {
     connect_timeout_s: u64,
     #[serde(default = "default_write_timeout")]
     write_timeout_s: u64,
+    #[serde(default = "default_send_buffer")]
+    socket_send_buffer_kib: u32,
 }
 
 impl Default for RawFanout {
@@ -51,6 +53,7 @@ impl Default for RawFanout {
             queue_budget_kib: default_queue_budget(),
             connect_timeout_s: default_connect_timeout(),
             write_timeout_s: default_write_timeout(),
+            socket_send_buffer_kib: default_send_buffer(),
         }
     }
 }
@@ -72,6 +75,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_write_timeout() -> u64 {
     20
+}
+fn default_send_buffer() -> u32 {
+    512
 }
 fn default_true() -> bool {
     true
@@ -117,6 +123,7 @@ pub struct FanoutConfig {
     pub queue_budget_bytes: usize,
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
+    pub socket_send_buffer_bytes: u32,
 }
 
 #[derive(Debug)]
@@ -179,14 +186,18 @@ impl Config {
             )
         })?;
         if rtmp.max_connections == 0 {
-            return Err(error(rtmp_span, "rtmp.max_connections must be at least 1".into()));
+            return Err(error(
+                rtmp_span,
+                "rtmp.max_connections must be at least 1".into(),
+            ));
         }
 
         let budget_kib = *raw.fanout.queue_budget_kib.get_ref();
         if budget_kib < 64 {
             return Err(error(
                 raw.fanout.queue_budget_kib.span(),
-                "fanout.queue_budget_kib must be at least 64 (one second of video needs more)".into(),
+                "fanout.queue_budget_kib must be at least 64 (one second of video needs more)"
+                    .into(),
             ));
         }
 
@@ -195,7 +206,8 @@ impl Config {
         let mut keys: HashMap<String, String> = HashMap::new();
         for (index, stream) in raw.streams.into_iter().enumerate() {
             let id = stream.id.get_ref().clone();
-            check_id(&id).map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
+            check_id(&id)
+                .map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
             if ids.insert(id.clone(), index).is_some() {
                 return Err(error(
                     stream.id.span(),
@@ -204,9 +216,15 @@ impl Config {
             }
             let key = stream.key.get_ref();
             if key.trim().is_empty() {
-                return Err(error(stream.key.span(), format!("streams[{index}].key: must not be empty")));
+                return Err(error(
+                    stream.key.span(),
+                    format!("streams[{index}].key: must not be empty"),
+                ));
             }
-            if key.chars().any(|c| c.is_whitespace() || c == '/' || c == '?') {
+            if key
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c == '?')
+            {
                 return Err(error(
                     stream.key.span(),
                     format!("streams[{index}].key: must not contain whitespace, '/' or '?'"),
@@ -225,11 +243,14 @@ impl Config {
             for (d, destination) in stream.destinations.into_iter().enumerate() {
                 let field = format!("streams[{index}].destinations[{d}]");
                 let dest_id = destination.id.get_ref().clone();
-                check_id(&dest_id).map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
+                check_id(&dest_id)
+                    .map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
                 if destination_ids.insert(dest_id.clone(), d).is_some() {
                     return Err(error(
                         destination.id.span(),
-                        format!("{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"),
+                        format!(
+                            "{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"
+                        ),
                     ));
                 }
                 let url = DestinationUrl::parse(
@@ -261,6 +282,8 @@ impl Config {
                 queue_budget_bytes: (budget_kib * 1024) as usize,
                 connect_timeout: Duration::from_secs(raw.fanout.connect_timeout_s.max(1)),
                 write_timeout: Duration::from_secs(raw.fanout.write_timeout_s.max(1)),
+                socket_send_buffer_bytes: raw.fanout.socket_send_buffer_kib.clamp(16, 64 * 1024)
+                    * 1024,
             },
             streams,
         })
@@ -272,8 +295,13 @@ fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
-        return Err(format!("{id:?} may only contain letters, digits, '-', '_' and '.'"));
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "{id:?} may only contain letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }
@@ -326,7 +354,10 @@ key = "live_8f2c1d"
         let stream = &config.streams[0];
         assert_eq!(stream.id, "main");
         assert_eq!(stream.key.expose(), "live_8f2c1d");
-        assert_eq!(stream.destinations[0].url.stream_name.expose(), "xxxx-xxxx-xxxx");
+        assert_eq!(
+            stream.destinations[0].url.stream_name.expose(),
+            "xxxx-xxxx-xxxx"
+        );
         assert!(stream.destinations[0].enabled);
         assert_eq!(stream.destinations[1].url.app, "app");
         assert!(!stream.destinations[1].enabled);
@@ -343,7 +374,10 @@ key = "live_8f2c1d"
     fn unknown_field_names_line_column_and_field() {
         let text = GOOD.replace("  enabled = false", "  enable = false");
         let message = error_text(&text);
-        assert!(message.starts_with("prism.toml:17:3: unknown field `enable`"), "{message}");
+        assert!(
+            message.starts_with("prism.toml:17:3: unknown field `enable`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -362,7 +396,10 @@ key = "live_8f2c1d"
     fn duplicate_stream_key_does_not_echo_the_key() {
         let text = format!("{GOOD}\n[[streams]]\nid = \"backup\"\nkey = \"live_8f2c1d\"\n");
         let message = error_text(&text);
-        assert!(message.starts_with("prism.toml:21:7: streams[1].key: duplicate stream key"), "{message}");
+        assert!(
+            message.starts_with("prism.toml:21:7: streams[1].key: duplicate stream key"),
+            "{message}"
+        );
         assert!(message.contains("\"main\""));
         assert!(!message.contains("live_8f2c1d"));
     }
@@ -373,22 +410,36 @@ key = "live_8f2c1d"
         assert!(error_text(&text).contains("streams[1].id: duplicate stream id \"main\""));
         let text = GOOD.replace("id = \"custom\"", "id = \"youtube\"");
         let message = error_text(&text);
-        assert!(message.starts_with("prism.toml:15:8: streams[0].destinations[1].id: duplicate"), "{message}");
+        assert!(
+            message.starts_with("prism.toml:15:8: streams[0].destinations[1].id: duplicate"),
+            "{message}"
+        );
     }
 
     #[test]
     fn bad_url_and_bad_listen() {
-        let text = GOOD.replace("rtmp://ingest.example.com/app/fullkey", "http://example.com/x");
+        let text = GOOD.replace(
+            "rtmp://ingest.example.com/app/fullkey",
+            "http://example.com/x",
+        );
         let message = error_text(&text);
         assert!(
-            message.starts_with("prism.toml:16:9: streams[0].destinations[1].url: url must start with rtmp://"),
+            message.starts_with(
+                "prism.toml:16:9: streams[0].destinations[1].url: url must start with rtmp://"
+            ),
             "{message}"
         );
-        let text = GOOD.replace("rtmp://ingest.example.com/app/fullkey", "rtmp://ingest.example.com/app");
+        let text = GOOD.replace(
+            "rtmp://ingest.example.com/app/fullkey",
+            "rtmp://ingest.example.com/app",
+        );
         assert!(error_text(&text).contains("no stream key"));
         let text = GOOD.replace("127.0.0.1:1935", "localhost");
         let message = error_text(&text);
-        assert!(message.starts_with("prism.toml:3:10: rtmp.listen"), "{message}");
+        assert!(
+            message.starts_with("prism.toml:3:10: rtmp.listen"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ fn main() -> ExitCode {
             "{}: ok ({} streams, {} destinations)",
             path.display(),
             config.streams.len(),
-            config.streams.iter().map(|s| s.destinations.len()).sum::<usize>()
+            config
+                .streams
+                .iter()
+                .map(|s| s.destinations.len())
+                .sum::<usize>()
         );
         return ExitCode::SUCCESS;
     }
@@ -71,7 +75,10 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -107,6 +114,7 @@ async fn run(config: Config) -> Result<(), String> {
                     queue_budget_bytes: config.fanout.queue_budget_bytes,
                     connect_timeout: config.fanout.connect_timeout,
                     write_timeout: config.fanout.write_timeout,
+                    socket_send_buffer_bytes: config.fanout.socket_send_buffer_bytes,
                 },
             ));
         }
@@ -132,8 +140,14 @@ async fn run(config: Config) -> Result<(), String> {
     let _ = shutdown_tx.send(true);
     let _ = ingest.await;
     let stop_all = futures_join_all(destinations);
-    if tokio::time::timeout(SHUTDOWN_GRACE, stop_all).await.is_err() {
-        warn!("some destinations did not close within {} s", SHUTDOWN_GRACE.as_secs());
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
+        .await
+        .is_err()
+    {
+        warn!(
+            "some destinations did not close within {} s",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
     info!("stopped");
     Ok(())

@@ -1,0 +1,318 @@
+//! End to end: the real `prism` binary between a real ffmpeg publisher and
+//! real RTMP receivers on loopback, with ffprobe and a full decode checking
+//! every recording.
+
+mod support;
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const STREAM_KEY: &str = "live_e2e_8f2c1d9a";
+
+fn config(rtmp_port: u16, destinations: &str) -> String {
+    format!(
+        r#"
+[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+
+[fanout]
+connect_timeout_s = 3
+write_timeout_s = 3
+
+[[streams]]
+id = "main"
+key = "{STREAM_KEY}"
+{destinations}
+"#
+    )
+}
+
+fn destination(id: &str, url: &str) -> String {
+    format!("\n  [[streams.destinations]]\n  id = \"{id}\"\n  url = \"{url}\"\n")
+}
+
+#[test]
+fn relays_one_publish_to_three_receivers_that_decode_it() {
+    require_ffmpeg();
+    let scratch = Scratch::new("three");
+    let rtmp_port = free_port();
+    let ports = [free_port(), free_port(), free_port()];
+    let keys = [
+        "dest-key-one-1111",
+        "dest-key-two-2222",
+        "dest-key-three-3333",
+    ];
+    let mut destinations = String::new();
+    let mut receivers = Vec::new();
+    for (i, (port, key)) in ports.iter().zip(keys).enumerate() {
+        destinations += &destination(
+            &format!("d{i}"),
+            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        );
+        receivers.push(Ffmpeg::receiver(
+            *port,
+            "live",
+            key,
+            &scratch.file(&format!("d{i}.flv")),
+        ));
+    }
+    let mut prism = Prism::start(&scratch, &config(rtmp_port, &destinations), rtmp_port);
+
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 6, scratch.file("pub.log"));
+    assert!(
+        publisher.wait(Duration::from_secs(30)).success(),
+        "publisher: {}",
+        publisher.log()
+    );
+    for receiver in &mut receivers {
+        // Each receiver ends when Prism unpublishes and closes its session.
+        receiver.wait(Duration::from_secs(15));
+    }
+    for i in 0..3 {
+        let probe = assert_good_recording(&scratch.file(&format!("d{i}.flv")), 6.0);
+        assert!(
+            probe.format_tags.contains("prism_probe=relayed-whole"),
+            "onMetaData lost the publisher's custom field: {}",
+            probe.format_tags
+        );
+    }
+    let (status, _) = prism.terminate();
+    assert!(status.success());
+    let log = prism.log();
+    assert!(log.contains("publish started"), "{log}");
+    assert_eq!(log.matches("destination live").count(), 3, "{log}");
+    prism.assert_log_free_of(&[STREAM_KEY, keys[0], keys[1], keys[2]]);
+}
+
+#[test]
+fn unknown_key_is_refused_and_the_log_names_the_address_not_the_key() {
+    require_ffmpeg();
+    let scratch = Scratch::new("unknown");
+    let rtmp_port = free_port();
+    let prism = Prism::start(&scratch, &config(rtmp_port, ""), rtmp_port);
+    let wrong_key = "not_the_right_key_5150";
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(wrong_key), 2, scratch.file("pub.log"));
+    let status = publisher.wait(Duration::from_secs(20));
+    assert!(!status.success(), "a publish with an unknown key must fail");
+    prism.wait_for_log(
+        "publish refused: unknown stream key",
+        Duration::from_secs(5),
+    );
+    let log = prism.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("unknown stream key"))
+        .unwrap();
+    assert!(line.contains("remote=127.0.0.1:"), "{line}");
+    prism.assert_log_free_of(&[wrong_key, STREAM_KEY]);
+}
+
+#[test]
+fn a_second_publisher_on_a_live_key_is_refused_and_the_first_keeps_streaming() {
+    require_ffmpeg();
+    let scratch = Scratch::new("second");
+    let rtmp_port = free_port();
+    let port = free_port();
+    let out = scratch.file("out.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "k", &out);
+    let cfg = config(
+        rtmp_port,
+        &destination("only", &format!("rtmp://127.0.0.1:{port}/live/k")),
+    );
+    let prism = Prism::start(&scratch, &cfg, rtmp_port);
+
+    let mut first = Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 8, scratch.file("first.log"));
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+    let mut second = Ffmpeg::publisher(
+        &prism.publish_url(STREAM_KEY),
+        2,
+        scratch.file("second.log"),
+    );
+    assert!(
+        !second.wait(Duration::from_secs(20)).success(),
+        "the second publisher must be refused"
+    );
+    assert!(
+        first.wait(Duration::from_secs(30)).success(),
+        "first publisher: {}",
+        first.log()
+    );
+    receiver.wait(Duration::from_secs(15));
+    assert_good_recording(&out, 8.0);
+    assert!(prism.log().contains("already live"));
+    prism.assert_log_free_of(&[STREAM_KEY]);
+}
+
+#[test]
+fn dead_and_stalled_destinations_do_not_hurt_the_others() {
+    require_ffmpeg();
+    let scratch = Scratch::new("faults");
+    let rtmp_port = free_port();
+    let good = [free_port(), free_port()];
+    let closed_port = free_port(); // nothing listens here
+    let black_hole = BlackHole::start();
+    let stalling = StallingSink::start();
+
+    let mut destinations = String::new();
+    destinations += &destination(
+        "closed",
+        &format!("rtmp://127.0.0.1:{closed_port}/live/x-closed"),
+    );
+    destinations += &destination(
+        "blackhole",
+        &format!("rtmp://127.0.0.1:{}/live/x-hole", black_hole.port),
+    );
+    destinations += &destination(
+        "stalled",
+        &format!("rtmp://127.0.0.1:{}/live/x-stall", stalling.port),
+    );
+    let mut receivers = Vec::new();
+    for (i, port) in good.iter().enumerate() {
+        destinations += &destination(
+            &format!("good{i}"),
+            &format!("rtmp://127.0.0.1:{port}/live/g{i}"),
+        );
+        receivers.push(Ffmpeg::receiver(
+            *port,
+            "live",
+            &format!("g{i}"),
+            &scratch.file(&format!("g{i}.flv")),
+        ));
+    }
+    // A small queue budget so the stalled destination goes over it quickly.
+    let cfg =
+        config(rtmp_port, &destinations).replace("[fanout]", "[fanout]\nqueue_budget_kib = 256");
+    let mut prism = Prism::start(&scratch, &cfg, rtmp_port);
+
+    // 2 Mbit/s, so the stalled destination fills its socket and queue within seconds.
+    let mut publisher = Ffmpeg::publisher_at(
+        &prism.publish_url(STREAM_KEY),
+        12,
+        Some(2000),
+        scratch.file("pub.log"),
+    );
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "publisher: {}",
+        publisher.log()
+    );
+    for receiver in &mut receivers {
+        receiver.wait(Duration::from_secs(15));
+    }
+    for i in 0..2 {
+        assert_good_recording(&scratch.file(&format!("g{i}.flv")), 12.0);
+    }
+    let log = prism.log();
+    assert!(
+        black_hole.accepted.load(Ordering::Relaxed) >= 1,
+        "the black hole was never tried"
+    );
+    assert!(
+        stalling.publishes.load(Ordering::Relaxed) >= 1,
+        "the stalling sink never got a publish"
+    );
+    for (id, why) in [
+        ("closed", "connect to 127.0.0.1"),
+        ("blackhole", "did not accept the publish"),
+        ("stalled", "accepted no data"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("destination={id}")) && l.contains(why)),
+            "no retry line for {id} saying {why:?}:\n{log}"
+        );
+    }
+    let (status, took) = prism.terminate();
+    assert!(
+        status.success() && took < Duration::from_secs(5),
+        "{status:?} after {took:?}"
+    );
+    prism.assert_log_free_of(&[STREAM_KEY, "x-closed", "x-hole", "x-stall"]);
+}
+
+#[test]
+fn sigterm_mid_show_unpublishes_cleanly_and_exits_zero() {
+    require_ffmpeg();
+    let scratch = Scratch::new("sigterm");
+    let rtmp_port = free_port();
+    let port = free_port();
+    let out = scratch.file("out.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "k", &out);
+    let cfg = config(
+        rtmp_port,
+        &destination("only", &format!("rtmp://127.0.0.1:{port}/live/k")),
+    );
+    let mut prism = Prism::start(&scratch, &cfg, rtmp_port);
+    let _publisher = Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 30, scratch.file("pub.log"));
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+
+    let (status, took) = prism.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    // The receiver ends because Prism unpublished and closed, not because it was killed.
+    let started = Instant::now();
+    receiver.wait(Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // What arrived before the shutdown is a whole, decodable recording.
+    let probe = assert_good_recording(&out, probe_duration(&out));
+    assert!(probe.duration >= 3.0, "{probe:?}");
+}
+
+/// The duration ffprobe reports, for recordings whose length the test does
+/// not control.
+fn probe_duration(path: &std::path::Path) -> f64 {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn check_validates_and_reports_file_line_column() {
+    let scratch = Scratch::new("check");
+    let good = scratch.file("good.toml");
+    std::fs::write(&good, config(1935, &destination("a", "rtmp://h/app/key"))).unwrap();
+    let ok = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("--config")
+        .arg(&good)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let bad = scratch.file("bad.toml");
+    let text = config(1935, &destination("a", "rtmp://h/app/key")).replace("url =", "uri =");
+    std::fs::write(&bad, text).unwrap();
+    let failed = Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("--config")
+        .arg(&bad)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let expected = format!("{}:15:3: unknown field `uri`", bad.display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}

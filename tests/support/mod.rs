@@ -1,0 +1,580 @@
+//! Helpers for the end-to-end suite: the real `prism` binary, real ffmpeg
+//! publishers and receivers, ffprobe/ffmpeg checks of what arrived, and two
+//! misbehaving destinations written here (one that never reads, one that
+//! accepts the publish and then stalls).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Fails loudly (never skips) when the media tools are missing.
+pub fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let ok = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "{tool} is required by the end-to-end tests: run scripts/test.sh (installs it) or apt-get install -y ffmpeg"
+        );
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scratch directory removed on drop (kept when the test panicked, for a look).
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "prism-e2e-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !thread::panicking() && std::env::var_os("PRISM_KEEP_SCRATCH").is_none() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port} after {within:?}");
+}
+
+/// The `prism` daemon under test.
+pub struct Prism {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+    pub rtmp_port: u16,
+}
+
+impl Prism {
+    /// Writes `config` to the scratch dir and starts the daemon on it; returns
+    /// once the RTMP listener accepts connections.
+    pub fn start(scratch: &Scratch, config: &str, rtmp_port: u16) -> Self {
+        let config_path = scratch.file("prism.toml");
+        fs::write(&config_path, config).unwrap();
+        let log_path = scratch.file("prism.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_prism"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prism");
+        let prism = Self {
+            child: Some(child),
+            log_path,
+            rtmp_port,
+        };
+        // Probing the ingest port costs one refused-handshake log line; fine.
+        wait_for_port(rtmp_port, Duration::from_secs(10));
+        prism
+    }
+
+    pub fn publish_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (lines are written as they happen).
+    pub fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("prism log never said {needle:?}:\n{}", self.log());
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
+    pub fn terminate(&mut self) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("prism already stopped");
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = started + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("prism did not exit within 15 s of SIGTERM:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that no secret appears anywhere in the log.
+    pub fn assert_log_free_of(&self, secrets: &[&str]) {
+        let log = self.log();
+        for secret in secrets {
+            assert!(
+                !log.contains(secret),
+                "secret {secret:?} leaked into the log:\n{log}"
+            );
+        }
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running ffmpeg process (publisher or receiver), killed on drop.
+pub struct Ffmpeg {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Ffmpeg {
+    fn spawn(args: &[String], log_path: PathBuf) -> Self {
+        let log = fs::File::create(&log_path).unwrap();
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ffmpeg");
+        Self {
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    /// An RTMP server (ffmpeg in listen mode) recording what it receives to `out`.
+    pub fn receiver(port: u16, app: &str, name: &str, out: &Path) -> Self {
+        let args = vec![
+            "-listen".into(),
+            "1".into(),
+            "-f".into(),
+            "flv".into(),
+            "-i".into(),
+            format!("rtmp://127.0.0.1:{port}/{app}/{name}"),
+            "-c".into(),
+            "copy".into(),
+            "-f".into(),
+            "flv".into(),
+            out.display().to_string(),
+        ];
+        let receiver = Self::spawn(&args, out.with_extension("log"));
+        // ffmpeg accepts exactly one connection, so it cannot be probed;
+        // give it a moment to bind. Prism retries anyway if it is late.
+        thread::sleep(Duration::from_millis(300));
+        receiver
+    }
+
+    /// A publisher of a synthetic H.264 + AAC stream, paced in real time.
+    /// `-metadata prism_probe=...` travels in onMetaData, so a receiver's
+    /// copy shows whether metadata was relayed whole.
+    pub fn publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
+        Self::publisher_at(url, seconds, None, log_path)
+    }
+
+    /// A publisher at a constant video bitrate (x264 pads with filler data),
+    /// for tests that need real volume on the wire.
+    pub fn publisher_at(
+        url: &str,
+        seconds: u32,
+        video_kbps: Option<u32>,
+        log_path: PathBuf,
+    ) -> Self {
+        let mut rate: Vec<String> = Vec::new();
+        if let Some(kbps) = video_kbps {
+            rate = [
+                "-b:v".to_string(),
+                format!("{kbps}k"),
+                "-minrate".into(),
+                format!("{kbps}k"),
+                "-maxrate".into(),
+                format!("{kbps}k"),
+                "-bufsize".into(),
+                format!("{}k", kbps / 2),
+                "-x264-params".into(),
+                "nal-hrd=cbr".into(),
+            ]
+            .to_vec();
+        }
+        let head: Vec<String> = [
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let tail: Vec<String> = [
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-metadata",
+            "prism_probe=relayed-whole",
+            "-f",
+            "flv",
+            url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let args: Vec<String> = head.into_iter().chain(rate).chain(tail).collect();
+        Self::spawn(&args, log_path)
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, within: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("already waited");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!(
+                    "ffmpeg did not finish within {within:?}: {}",
+                    fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What ffprobe and a full ffmpeg decode say about a recorded file.
+#[derive(Debug)]
+pub struct Probe {
+    pub codecs: Vec<String>,
+    pub duration: f64,
+    pub format_tags: String,
+}
+
+/// Checks that `path` holds H.264 + AAC that decodes without a single error,
+/// lasting `expected_secs` within 10 %, with strictly increasing timestamps
+/// per stream.
+pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
+    assert!(path.exists(), "{} was never written", path.display());
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name:format=duration:format_tags",
+        ])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ffprobe failed on {}",
+        path.display()
+    );
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let codecs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("codec_name="))
+        .map(str::to_string)
+        .collect();
+    let duration: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("duration="))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    let mut sorted = codecs.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["aac", "h264"], "{}: {text}", path.display());
+    assert!(
+        (duration - expected_secs).abs() <= expected_secs * 0.10,
+        "{}: duration {duration} s, expected {expected_secs} s ± 10 %",
+        path.display()
+    );
+
+    let packets = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,dts",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    let mut last: [Option<i64>; 2] = [None, None];
+    let mut counts = [0usize; 2];
+    for line in String::from_utf8_lossy(&packets.stdout).lines() {
+        let mut fields = line.split(',');
+        let stream: usize = fields.next().unwrap().parse().unwrap();
+        let dts: i64 = fields.next().unwrap().parse().unwrap();
+        if let Some(previous) = last[stream] {
+            assert!(
+                dts > previous,
+                "{}: stream {stream} dts {dts} after {previous}",
+                path.display()
+            );
+        }
+        last[stream] = Some(dts);
+        counts[stream] += 1;
+    }
+    assert!(
+        counts.iter().all(|&c| c > 10),
+        "{}: too few packets {counts:?}",
+        path.display()
+    );
+
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{}: decoding reported errors: {errors}",
+        path.display()
+    );
+    Probe {
+        codecs,
+        duration,
+        format_tags: text,
+    }
+}
+
+/// A destination that accepts TCP connections and never reads a byte.
+pub struct BlackHole {
+    pub port: u16,
+    pub accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl BlackHole {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (Arc::clone(&accepted), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        held.push(socket);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An RTMP server that completes the handshake and accepts the publish, then
+/// never reads again: the case of a destination whose link or process froze
+/// mid-show. Counts the publishes it accepted.
+pub struct StallingSink {
+    pub port: u16,
+    pub publishes: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StallingSink {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let publishes = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (Arc::clone(&publishes), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        socket.set_nonblocking(false).unwrap();
+                        let count = Arc::clone(&count);
+                        let socket = thread::spawn(move || {
+                            let accepted = accept_publish(&socket).is_some();
+                            if accepted {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            socket
+                        });
+                        held.push(socket);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self {
+            port,
+            publishes,
+            stop,
+        }
+    }
+}
+
+impl Drop for StallingSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection up to an accepted publish, using Prism's own
+/// server-side session (the protocol code under test elsewhere).
+fn accept_publish(mut socket: &TcpStream) -> Option<()> {
+    use prism_ingest::session::{IngestEvent, IngestSession};
+    use prism_media::chunk::ChunkWriter;
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let mut handshake = Handshake::new(PeerType::Server);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut leftover = loop {
+        let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
+        match handshake.process_bytes(&buf[..n]).ok()? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).ok()?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket.write_all(&response_bytes).ok()?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut session = IngestSession::new();
+    let mut out = ChunkWriter::new(128);
+    let mut events = Vec::new();
+    loop {
+        session
+            .handle_input(&leftover, &mut out, &mut events)
+            .ok()?;
+        let requested = events
+            .drain(..)
+            .any(|e| matches!(e, IngestEvent::PublishRequested { .. }));
+        if requested {
+            session.accept_publish(&mut out).ok()?;
+        }
+        socket.write_all(&out.to_vec()).ok()?;
+        out.clear();
+        if requested {
+            return Some(());
+        }
+        let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
+        leftover = buf[..n].to_vec();
+    }
+}
