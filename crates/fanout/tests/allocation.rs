@@ -1,0 +1,45 @@
+//! Zero copy, measured: relaying a message to N destinations allocates no
+//! payload copy per destination. A counting allocator sees every byte.
+
+#[path = "../../../benches/support/counting_alloc.rs"]
+mod counting_alloc;
+#[path = "../../../benches/support/fanout_rig.rs"]
+mod fanout_rig;
+
+use counting_alloc::{allocated_bytes, CountingAllocator};
+use fanout_rig::FanoutRig;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// The bound from the performance issue: headers only.
+const MAX_BYTES_PER_MESSAGE_PER_DESTINATION: u64 = 64;
+
+#[test]
+fn relaying_allocates_no_payload_copy_per_destination() {
+    for destinations in [1, 10, 100] {
+        let mut rig = FanoutRig::new(destinations);
+        // Messages are built before measuring: ingest allocates each payload once.
+        let mut messages = Vec::new();
+        for i in 0..400u32 {
+            messages.push(FanoutRig::video(100 * 1024, i * 40, i % 50 == 0));
+            messages.push(FanoutRig::audio(400, i * 40 + 20));
+        }
+        let (warm_up, measured) = messages.split_at(200);
+        for message in warm_up {
+            rig.relay(message.clone());
+        }
+        let before = allocated_bytes();
+        for message in measured {
+            rig.relay(message.clone());
+        }
+        let allocated = allocated_bytes() - before;
+        let per = allocated as f64 / (measured.len() * destinations) as f64;
+        println!("{destinations} destinations: {per:.2} bytes allocated per message per destination");
+        assert!(
+            per <= MAX_BYTES_PER_MESSAGE_PER_DESTINATION as f64,
+            "{destinations} destinations: {per:.1} bytes/message/destination (payloads are 100 KiB)"
+        );
+        assert!(rig.bytes_written > (measured.len() * destinations * 400) as u64);
+    }
+}
