@@ -47,7 +47,11 @@ fn fanout(c: &mut Criterion) {
 
             group.throughput(Throughput::Elements(destinations as u64));
             group.bench_function(format!("{destinations}_destinations"), |b| {
-                b.iter_batched(&mut next, |m| rig.relay(m), criterion::BatchSize::SmallInput)
+                b.iter_batched(
+                    &mut next,
+                    |m| rig.relay(m),
+                    criterion::BatchSize::SmallInput,
+                )
             });
         }
         group.finish();

@@ -316,3 +316,50 @@ fn check_validates_and_reports_file_line_column() {
     let expected = format!("{}:15:3: unknown field `uri`", bad.display());
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
+
+#[test]
+fn a_destination_that_comes_up_late_joins_on_a_keyframe_with_headers() {
+    require_ffmpeg();
+    let scratch = Scratch::new("late");
+    let rtmp_port = free_port();
+    let port = free_port();
+    let cfg = config(
+        rtmp_port,
+        &destination("late", &format!("rtmp://127.0.0.1:{port}/live/k")),
+    );
+    let prism = Prism::start(&scratch, &cfg, rtmp_port);
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 10, scratch.file("pub.log"));
+    // Nothing listens yet: the destination fails and backs off.
+    prism.wait_for_log("destination=late", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let out = scratch.file("late.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "k", &out);
+    assert!(publisher.wait(Duration::from_secs(30)).success());
+    receiver.wait(Duration::from_secs(15));
+
+    // It joined mid-stream, so it got less than the whole show, but what it got
+    // starts on a keyframe after the sequence headers: it decodes cleanly.
+    let got = probe_duration(&out);
+    assert!(got > 2.0 && got < 9.5, "late joiner recorded {got} s");
+    assert_good_recording(&out, got);
+    let first_video = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=flags",
+        ])
+        .args(["-read_intervals", "%+#1", "-of", "csv=p=0"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let flags = String::from_utf8_lossy(&first_video.stdout);
+    assert!(
+        flags.trim_start().starts_with('K'),
+        "first video packet flags {flags:?}"
+    );
+    assert!(prism.log().contains("destination live"));
+}

@@ -24,10 +24,16 @@ impl FanoutRig {
             .map(|_| {
                 let queue = Arc::new(DestinationQueue::new(64 * 1024 * 1024));
                 hub.subscribe(&queue).expect("live");
-                (queue, ChunkWriter::new(rtmp::OUTBOUND_CHUNK_SIZE as usize), Vec::with_capacity(256))
+                (
+                    queue,
+                    ChunkWriter::new(rtmp::OUTBOUND_CHUNK_SIZE as usize),
+                    Vec::with_capacity(256),
+                )
             })
             .collect();
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         Self {
             publish,
             destinations,

@@ -35,7 +35,9 @@ fn relaying_allocates_no_payload_copy_per_destination() {
         }
         let allocated = allocated_bytes() - before;
         let per = allocated as f64 / (measured.len() * destinations) as f64;
-        println!("{destinations} destinations: {per:.2} bytes allocated per message per destination");
+        println!(
+            "{destinations} destinations: {per:.2} bytes allocated per message per destination"
+        );
         assert!(
             per <= MAX_BYTES_PER_MESSAGE_PER_DESTINATION as f64,
             "{destinations} destinations: {per:.1} bytes/message/destination (payloads are 100 KiB)"
