@@ -26,7 +26,7 @@ fn fanout(c: &mut Criterion) {
             let mut next = move || {
                 timestamp += 40;
                 if len > 1000 {
-                    FanoutRig::video(len, timestamp, timestamp % 2000 == 0)
+                    FanoutRig::video(len, timestamp, timestamp.is_multiple_of(2000))
                 } else {
                     FanoutRig::audio(len, timestamp)
                 }

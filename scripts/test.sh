@@ -13,4 +13,13 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg
 fi
 
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test binary, so the total is not lost among
+# the per-binary summaries (the last of which is often an empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "prism: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

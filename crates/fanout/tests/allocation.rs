@@ -22,7 +22,7 @@ fn relaying_allocates_no_payload_copy_per_destination() {
         // Messages are built before measuring: ingest allocates each payload once.
         let mut messages = Vec::new();
         for i in 0..400u32 {
-            messages.push(FanoutRig::video(100 * 1024, i * 40, i % 50 == 0));
+            messages.push(FanoutRig::video(100 * 1024, i * 40, i.is_multiple_of(50)));
             messages.push(FanoutRig::audio(400, i * 40 + 20));
         }
         let (warm_up, measured) = messages.split_at(200);
