@@ -30,6 +30,18 @@ key = "{STREAM_KEY}"
     )
 }
 
+/// A config with one destination: an ffmpeg receiver recording to `out.flv`.
+fn one_receiver(scratch: &Scratch, rtmp_port: u16) -> (String, Ffmpeg, std::path::PathBuf) {
+    let port = free_port();
+    let out = scratch.file("out.flv");
+    let receiver = Ffmpeg::receiver(port, "live", "k", &out);
+    let cfg = config(
+        rtmp_port,
+        &destination("only", &format!("rtmp://127.0.0.1:{port}/live/k")),
+    );
+    (cfg, receiver, out)
+}
+
 fn destination(id: &str, url: &str) -> String {
     format!("\n  [[streams.destinations]]\n  id = \"{id}\"\n  url = \"{url}\"\n")
 }
@@ -117,13 +129,7 @@ fn a_second_publisher_on_a_live_key_is_refused_and_the_first_keeps_streaming() {
     require_ffmpeg();
     let scratch = Scratch::new("second");
     let rtmp_port = free_port();
-    let port = free_port();
-    let out = scratch.file("out.flv");
-    let mut receiver = Ffmpeg::receiver(port, "live", "k", &out);
-    let cfg = config(
-        rtmp_port,
-        &destination("only", &format!("rtmp://127.0.0.1:{port}/live/k")),
-    );
+    let (cfg, mut receiver, out) = one_receiver(&scratch, rtmp_port);
     let prism = Prism::start(&scratch, &cfg, rtmp_port);
 
     let mut first = Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 8, scratch.file("first.log"));
@@ -240,13 +246,7 @@ fn sigterm_mid_show_unpublishes_cleanly_and_exits_zero() {
     require_ffmpeg();
     let scratch = Scratch::new("sigterm");
     let rtmp_port = free_port();
-    let port = free_port();
-    let out = scratch.file("out.flv");
-    let mut receiver = Ffmpeg::receiver(port, "live", "k", &out);
-    let cfg = config(
-        rtmp_port,
-        &destination("only", &format!("rtmp://127.0.0.1:{port}/live/k")),
-    );
+    let (cfg, mut receiver, out) = one_receiver(&scratch, rtmp_port);
     let mut prism = Prism::start(&scratch, &cfg, rtmp_port);
     let _publisher = Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 30, scratch.file("pub.log"));
     prism.wait_for_log("destination live", Duration::from_secs(10));

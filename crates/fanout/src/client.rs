@@ -320,24 +320,12 @@ fn rejection(info: &Amf0Value, fallback: &str) -> ClientEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use prism_media::chunk::{ChunkWriter, MessageHeader};
-    use rml_rtmp::messages::MessagePayload;
+    use prism_media::chunk::ChunkWriter;
 
     /// Parses what the client queued, as a server would.
     fn sent(out: &mut ChunkWriter, parser: &mut ChunkDeserializer) -> Vec<RtmpMessage> {
-        let bytes = out.to_vec();
+        let messages = rtmp::read_messages(parser, &out.to_vec()).unwrap();
         out.clear();
-        let mut messages = Vec::new();
-        let mut input: &[u8] = &bytes;
-        while let Some(payload) = parser.get_next_message(input).unwrap() {
-            input = &[];
-            let message = payload.to_rtmp_message().unwrap();
-            if let RtmpMessage::SetChunkSize { size } = message {
-                parser.set_max_chunk_size(size as usize).unwrap();
-            }
-            messages.push(message);
-        }
         messages
     }
 
@@ -353,19 +341,8 @@ mod tests {
 
     /// Serializes a server reply.
     fn reply(message: RtmpMessage, stream_id: u32) -> Vec<u8> {
-        let payload: MessagePayload = message
-            .into_message_payload(rml_rtmp::time::RtmpTimestamp::new(0), stream_id)
-            .unwrap();
         let mut writer = ChunkWriter::new(128);
-        writer.push(
-            MessageHeader {
-                chunk_stream_id: 3,
-                type_id: payload.type_id,
-                message_stream_id: stream_id,
-                timestamp: 0,
-            },
-            &payload.data,
-        );
+        rtmp::queue(&mut writer, message, stream_id).unwrap();
         writer.to_vec()
     }
 
@@ -513,7 +490,6 @@ mod tests {
                 ..
             }
         ));
-        let _ = Bytes::new();
         // A chunk header announcing a message type with a nonsense body.
         let garbage = [
             0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::handshake::PeerType;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -361,16 +361,17 @@ type Connected = (
 
 /// Opens the connection and runs it up to `NetStream.Publish.Start`.
 async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, String> {
-    let (mut reader, mut writer) = open(config).await?.into_split();
+    let mut stream = open(config).await?;
+    let leftover = rtmp::handshake(&mut stream, PeerType::Client).await?;
+    let (mut reader, mut writer) = stream.into_split();
     let mut out = ChunkWriter::new(128);
     let mut client = PublishClient::new(config.url.clone());
-    let mut read_buf = vec![0u8; 16 * 1024];
     let stream_id = publish(
         &mut client,
         &mut reader,
         &mut writer,
         &mut out,
-        &mut read_buf,
+        leftover,
         config,
     )
     .await?;
@@ -422,67 +423,39 @@ async fn open(config: &DestinationConfig) -> Result<TcpStream, String> {
     Err(last_error)
 }
 
-/// Handshake, connect, createStream, publish; returns the message stream id.
+/// `connect`, `createStream`, `publish` (after the handshake); returns the
+/// message stream id media goes on.
 async fn publish<R, W>(
     client: &mut PublishClient,
     reader: &mut R,
     writer: &mut W,
     out: &mut ChunkWriter,
-    read_buf: &mut [u8],
+    leftover: Vec<u8>,
     config: &DestinationConfig,
 ) -> Result<u32, String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut handshake = Handshake::new(PeerType::Client);
-    let c0c1 = handshake
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| format!("handshake: {e:?}"))?;
-    writer
-        .write_all(&c0c1)
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
-    let leftover = loop {
-        let n = read_some(reader, read_buf).await?;
-        match handshake.process_bytes(&read_buf[..n]) {
-            Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                writer
-                    .write_all(&response_bytes)
-                    .await
-                    .map_err(|e| format!("write failed: {e}"))?;
-            }
-            Ok(HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            }) => {
-                writer
-                    .write_all(&response_bytes)
-                    .await
-                    .map_err(|e| format!("write failed: {e}"))?;
-                break remaining_bytes;
-            }
-            Err(e) => return Err(format!("RTMP handshake failed: {e:?}")),
-        }
-    };
     client.start(out).map_err(|e| e.to_string())?;
-    flush(writer, out, config).await?;
-    let mut input = leftover;
+    let mut events = client
+        .handle_input(&leftover, out)
+        .map_err(|e| e.to_string())?;
+    let mut read_buf = vec![0u8; 16 * 1024];
     loop {
-        let events = client
-            .handle_input(&input, out)
-            .map_err(|e| e.to_string())?;
         flush(writer, out, config).await?;
         if let Some(event) = events.into_iter().next() {
-            match event {
-                ClientEvent::PublishStarted { stream_id } => return Ok(stream_id),
+            return match event {
+                ClientEvent::PublishStarted { stream_id } => Ok(stream_id),
                 ClientEvent::Rejected { code, reason } => {
-                    return Err(format!("server refused the stream: {code}: {reason}"))
+                    Err(format!("server refused the stream: {code}: {reason}"))
                 }
-            }
+            };
         }
-        let n = read_some(reader, read_buf).await?;
-        input = read_buf[..n].to_vec();
+        let n = read_some(reader, &mut read_buf).await?;
+        events = client
+            .handle_input(&read_buf[..n], out)
+            .map_err(|e| e.to_string())?;
     }
 }
 

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rml_rtmp::handshake::PeerType;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use prism_media::chunk::ChunkWriter;
+use prism_media::rtmp;
 use prism_media::{HubDirectory, PublishGuard};
 
 use crate::session::{IngestEvent, IngestSession};
@@ -94,9 +95,10 @@ async fn handle_connection(
     let mut read_buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::Instant::now() + limits.publish_timeout;
 
-    let leftover = tokio::time::timeout_at(deadline, handshake(&mut socket, &mut read_buf))
-        .await
-        .map_err(|_| "handshake timed out".to_string())??;
+    let leftover =
+        tokio::time::timeout_at(deadline, rtmp::handshake(&mut socket, PeerType::Server))
+            .await
+            .map_err(|_| "handshake timed out".to_string())??;
 
     let mut connection = Connection {
         socket,
@@ -202,39 +204,6 @@ impl Connection {
             flush(&mut self.socket, &mut self.out).await?;
         }
         Ok(())
-    }
-}
-
-/// Runs the server side of the RTMP handshake; returns bytes read past it.
-async fn handshake(socket: &mut TcpStream, buf: &mut [u8]) -> Result<Vec<u8>, String> {
-    let mut handshake = Handshake::new(PeerType::Server);
-    loop {
-        let n = socket
-            .read(buf)
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if n == 0 {
-            return Err("closed during the handshake".into());
-        }
-        match handshake.process_bytes(&buf[..n]) {
-            Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                socket
-                    .write_all(&response_bytes)
-                    .await
-                    .map_err(|e| format!("write failed: {e}"))?;
-            }
-            Ok(HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            }) => {
-                socket
-                    .write_all(&response_bytes)
-                    .await
-                    .map_err(|e| format!("write failed: {e}"))?;
-                return Ok(remaining_bytes);
-            }
-            Err(e) => return Err(format!("bad RTMP handshake: {e:?}")),
-        }
     }
 }
 

@@ -392,24 +392,12 @@ fn normalize_data(data: Bytes) -> Option<Bytes> {
 mod tests {
     use super::*;
     use prism_media::chunk::MessageHeader;
-    use rml_rtmp::time::RtmpTimestamp;
 
     /// Serializes what an encoder would send.
     fn encoder_sends(messages: Vec<(RtmpMessage, u32)>) -> Vec<u8> {
         let mut writer = ChunkWriter::new(128);
         for (message, stream_id) in messages {
-            let payload = message
-                .into_message_payload(RtmpTimestamp::new(0), stream_id)
-                .unwrap();
-            writer.push(
-                MessageHeader {
-                    chunk_stream_id: 3,
-                    type_id: payload.type_id,
-                    message_stream_id: stream_id,
-                    timestamp: 0,
-                },
-                &payload.data,
-            );
+            rtmp::queue(&mut writer, message, stream_id).unwrap();
         }
         writer.to_vec()
     }
@@ -424,18 +412,8 @@ mod tests {
     }
 
     fn replies(out: &mut ChunkWriter, parser: &mut ChunkDeserializer) -> Vec<RtmpMessage> {
-        let bytes = out.to_vec();
+        let messages = rtmp::read_messages(parser, &out.to_vec()).unwrap();
         out.clear();
-        let mut messages = Vec::new();
-        let mut input: &[u8] = &bytes;
-        while let Some(payload) = parser.get_next_message(input).unwrap() {
-            input = &[];
-            let message = payload.to_rtmp_message().unwrap();
-            if let RtmpMessage::SetChunkSize { size } = message {
-                parser.set_max_chunk_size(size as usize).unwrap();
-            }
-            messages.push(message);
-        }
         messages
     }
 

@@ -10,8 +10,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
+use rml_rtmp::chunk_io::ChunkDeserializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage};
 use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::chunk::{ChunkWriter, MessageHeader};
 use crate::message::MediaKind;
@@ -133,6 +136,72 @@ pub fn object_string<'a>(value: &'a Amf0Value, field: &str) -> Option<&'a str> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Parses every complete message in `bytes` (then whatever the parser held
+/// back from earlier calls), following SetChunkSize as it goes. For tools and
+/// tests that read a peer's replies whole.
+pub fn read_messages(
+    parser: &mut ChunkDeserializer,
+    bytes: &[u8],
+) -> Result<Vec<RtmpMessage>, String> {
+    let mut messages = Vec::new();
+    let mut input = bytes;
+    while let Some(payload) = parser.get_next_message(input).map_err(|e| e.to_string())? {
+        input = &[];
+        let message = decode_message(&payload)?;
+        if let RtmpMessage::SetChunkSize { size } = message {
+            parser
+                .set_max_chunk_size(size as usize)
+                .map_err(|e| e.to_string())?;
+        }
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Runs the RTMP handshake on `socket` as `peer` (a client speaks first);
+/// returns the bytes the peer sent past the handshake.
+pub async fn handshake<S>(socket: &mut S, peer: PeerType) -> Result<Vec<u8>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let is_client = peer == PeerType::Client;
+    let mut handshake = Handshake::new(peer);
+    if is_client {
+        let c0c1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| format!("handshake: {e:?}"))?;
+        socket
+            .write_all(&c0c1)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            return Err("connection closed during the RTMP handshake".into());
+        }
+        let (response, leftover) = match handshake.process_bytes(&buf[..n]) {
+            Ok(HandshakeProcessResult::InProgress { response_bytes }) => (response_bytes, None),
+            Ok(HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            }) => (response_bytes, Some(remaining_bytes)),
+            Err(e) => return Err(format!("bad RTMP handshake: {e:?}")),
+        };
+        socket
+            .write_all(&response)
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        if let Some(leftover) = leftover {
+            return Ok(leftover);
+        }
     }
 }
 
