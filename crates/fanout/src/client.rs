@@ -10,8 +10,7 @@
 //! that text to fix a wrong key.
 
 use rml_amf0::Amf0Value;
-use rml_rtmp::chunk_io::ChunkDeserializer;
-use rml_rtmp::messages::{RtmpMessage, UserControlEventType};
+use rml_rtmp::messages::RtmpMessage;
 
 use prism_media::chunk::ChunkWriter;
 use prism_media::rtmp::{self, object, object_string, string};
@@ -51,16 +50,14 @@ pub enum ClientError {
     Protocol(String),
     #[error(transparent)]
     Encode(#[from] rtmp::EncodeError),
+    #[error(transparent)]
+    Inbound(#[from] rtmp::InboundError),
 }
 
 pub struct PublishClient {
     url: DestinationUrl,
     state: State,
-    parser: ChunkDeserializer,
-    /// The server's acknowledgement window, once it announced one.
-    ack_window: Option<u32>,
-    bytes_received: u64,
-    bytes_acked: u64,
+    inbound: rtmp::Inbound,
 }
 
 impl PublishClient {
@@ -68,10 +65,7 @@ impl PublishClient {
         Self {
             url,
             state: State::Connecting,
-            parser: ChunkDeserializer::new(),
-            ack_window: None,
-            bytes_received: 0,
-            bytes_acked: 0,
+            inbound: rtmp::Inbound::new(),
         }
     }
 
@@ -110,83 +104,29 @@ impl PublishClient {
         bytes: &[u8],
         out: &mut ChunkWriter,
     ) -> Result<Vec<ClientEvent>, ClientError> {
-        self.bytes_received += bytes.len() as u64;
         let mut events = Vec::new();
-        let mut input = bytes;
-        loop {
-            let payload = match self.parser.get_next_message(input) {
-                Ok(Some(payload)) => payload,
-                Ok(None) => break,
-                Err(e) => return Err(ClientError::Protocol(e.to_string())),
-            };
-            input = &[];
-            let message = rtmp::decode_message(&payload).map_err(ClientError::Protocol)?;
-            self.handle_message(message, out, &mut events)?;
-        }
-        if let Some(window) = self.ack_window {
-            if self.bytes_received - self.bytes_acked >= u64::from(window) {
-                self.bytes_acked = self.bytes_received;
-                rtmp::queue(
-                    out,
-                    RtmpMessage::Acknowledgement {
-                        // The sequence number is the byte count so far, mod 2^32.
-                        sequence_number: self.bytes_received as u32,
-                    },
-                    0,
-                )?;
-            }
-        }
-        Ok(events)
-    }
-
-    fn handle_message(
-        &mut self,
-        message: RtmpMessage,
-        out: &mut ChunkWriter,
-        events: &mut Vec<ClientEvent>,
-    ) -> Result<(), ClientError> {
-        match message {
-            RtmpMessage::SetChunkSize { size } => {
-                if size == 0 || size > rtmp::MAX_INBOUND_CHUNK_SIZE {
-                    return Err(ClientError::Protocol(format!("chunk size {size} refused")));
-                }
-                self.parser
-                    .set_max_chunk_size(size as usize)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            }
-            RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size.max(1)),
-            RtmpMessage::UserControl {
-                event_type: UserControlEventType::PingRequest,
-                timestamp,
-                ..
-            } => {
-                rtmp::queue(
-                    out,
-                    RtmpMessage::UserControl {
-                        event_type: UserControlEventType::PingResponse,
-                        timestamp,
-                        stream_id: None,
-                        buffer_length: None,
-                    },
-                    0,
-                )?;
-            }
-            RtmpMessage::Amf0Command {
+        self.inbound.feed(bytes)?;
+        while let Some(payload) = self.inbound.next(out)? {
+            // Servers send commands, and sometimes data (onMetaData echoes,
+            // bandwidth probes) that a publisher has no use for.
+            if let RtmpMessage::Amf0Command {
                 command_name,
                 transaction_id,
                 command_object,
                 additional_arguments,
-            } => self.handle_command(
-                &command_name,
-                transaction_id,
-                &command_object,
-                &additional_arguments,
-                out,
-                events,
-            )?,
-            _ => {}
+            } = rtmp::decode_message(&payload).map_err(ClientError::Protocol)?
+            {
+                self.handle_command(
+                    &command_name,
+                    transaction_id,
+                    &command_object,
+                    &additional_arguments,
+                    out,
+                    &mut events,
+                )?;
+            }
         }
-        Ok(())
+        Ok(events)
     }
 
     fn handle_command(
@@ -321,6 +261,8 @@ fn rejection(info: &Amf0Value, fallback: &str) -> ClientEvent {
 mod tests {
     use super::*;
     use prism_media::chunk::ChunkWriter;
+    use rml_rtmp::chunk_io::ChunkDeserializer;
+    use rml_rtmp::messages::UserControlEventType;
 
     /// Parses what the client queued, as a server would.
     fn sent(out: &mut ChunkWriter, parser: &mut ChunkDeserializer) -> Vec<RtmpMessage> {

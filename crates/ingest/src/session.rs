@@ -9,7 +9,6 @@
 
 use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
-use rml_rtmp::chunk_io::ChunkDeserializer;
 use rml_rtmp::messages::{
     MessagePayload, PeerBandwidthLimitType, RtmpMessage, UserControlEventType,
 };
@@ -38,8 +37,8 @@ pub enum IngestEvent {
 pub enum IngestError {
     #[error("malformed RTMP: {0}")]
     Protocol(String),
-    #[error("peer asked for chunk size {0}, over the limit of {max}", max = rtmp::MAX_INBOUND_CHUNK_SIZE)]
-    ChunkSize(u32),
+    #[error(transparent)]
+    Inbound(#[from] rtmp::InboundError),
     #[error(transparent)]
     Encode(#[from] rtmp::EncodeError),
 }
@@ -52,13 +51,10 @@ enum Publish {
 }
 
 pub struct IngestSession {
-    parser: ChunkDeserializer,
+    inbound: rtmp::Inbound,
     connected: bool,
     next_stream_id: u32,
     publish: Publish,
-    ack_window: Option<u32>,
-    bytes_received: u64,
-    bytes_acked: u64,
 }
 
 impl Default for IngestSession {
@@ -70,13 +66,10 @@ impl Default for IngestSession {
 impl IngestSession {
     pub fn new() -> Self {
         Self {
-            parser: ChunkDeserializer::new(),
+            inbound: rtmp::Inbound::new(),
             connected: false,
             next_stream_id: 1,
             publish: Publish::None,
-            ack_window: None,
-            bytes_received: 0,
-            bytes_acked: 0,
         }
     }
 
@@ -88,28 +81,9 @@ impl IngestSession {
         out: &mut ChunkWriter,
         events: &mut Vec<IngestEvent>,
     ) -> Result<(), IngestError> {
-        self.bytes_received += bytes.len() as u64;
-        let mut input = bytes;
-        loop {
-            let payload = match self.parser.get_next_message(input) {
-                Ok(Some(payload)) => payload,
-                Ok(None) => break,
-                Err(e) => return Err(IngestError::Protocol(e.to_string())),
-            };
-            input = &[];
+        self.inbound.feed(bytes)?;
+        while let Some(payload) = self.inbound.next(out)? {
             self.handle_payload(payload, out, events)?;
-        }
-        if let Some(window) = self.ack_window {
-            if self.bytes_received - self.bytes_acked >= u64::from(window) {
-                self.bytes_acked = self.bytes_received;
-                rtmp::queue(
-                    out,
-                    RtmpMessage::Acknowledgement {
-                        sequence_number: self.bytes_received as u32,
-                    },
-                    0,
-                )?;
-            }
         }
         Ok(())
     }
@@ -148,37 +122,15 @@ impl IngestSession {
             }
             return Ok(());
         }
-        let message = rtmp::decode_message(&payload).map_err(IngestError::Protocol)?;
-        match message {
-            RtmpMessage::SetChunkSize { size } => {
-                if size == 0 || size > rtmp::MAX_INBOUND_CHUNK_SIZE {
-                    return Err(IngestError::ChunkSize(size));
-                }
-                self.parser
-                    .set_max_chunk_size(size as usize)
-                    .map_err(|e| IngestError::Protocol(e.to_string()))?;
-            }
-            RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size.max(1)),
-            RtmpMessage::UserControl {
-                event_type: UserControlEventType::PingRequest,
-                timestamp,
-                ..
-            } => rtmp::queue(
-                out,
-                RtmpMessage::UserControl {
-                    event_type: UserControlEventType::PingResponse,
-                    timestamp,
-                    stream_id: None,
-                    buffer_length: None,
-                },
-                0,
-            )?,
-            RtmpMessage::Amf0Command {
-                command_name,
-                transaction_id,
-                command_object,
-                additional_arguments,
-            } => self.handle_command(
+        // Anything else (AMF3 commands, aborts, bandwidth notices) needs no answer.
+        if let RtmpMessage::Amf0Command {
+            command_name,
+            transaction_id,
+            command_object,
+            additional_arguments,
+        } = rtmp::decode_message(&payload).map_err(IngestError::Protocol)?
+        {
+            self.handle_command(
                 &command_name,
                 transaction_id,
                 &command_object,
@@ -186,8 +138,7 @@ impl IngestSession {
                 payload.message_stream_id,
                 out,
                 events,
-            )?,
-            _ => {}
+            )?;
         }
         Ok(())
     }
@@ -392,6 +343,7 @@ fn normalize_data(data: Bytes) -> Option<Bytes> {
 mod tests {
     use super::*;
     use prism_media::chunk::MessageHeader;
+    use rml_rtmp::chunk_io::ChunkDeserializer;
 
     /// Serializes what an encoder would send.
     fn encoder_sends(messages: Vec<(RtmpMessage, u32)>) -> Vec<u8> {
@@ -564,10 +516,13 @@ mod tests {
         let mut out = ChunkWriter::new(128);
         let mut events = Vec::new();
         let big = encoder_sends(vec![(RtmpMessage::SetChunkSize { size: 0x7fff_ffff }, 0)]);
-        assert!(matches!(
-            session.handle_input(&big, &mut out, &mut events),
-            Err(IngestError::ChunkSize(_))
-        ));
+        let error = session
+            .handle_input(&big, &mut out, &mut events)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("chunk size 2147483647"),
+            "{error}"
+        );
         let mut session = IngestSession::new();
         let garbage = [
             0x03, 0, 0, 0, 0, 0, 4, 20, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::ChunkDeserializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::messages::{MessagePayload, RtmpMessage};
+use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -136,6 +136,125 @@ pub fn object_string<'a>(value: &'a Amf0Value, field: &str) -> Option<&'a str> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The receiving half both RTMP roles share: the chunk parser, the peer's
+/// chunk size and acknowledgement window, and answers to pings. Protocol
+/// control messages are handled here; everything else is handed out.
+pub struct Inbound {
+    parser: ChunkDeserializer,
+    /// The first message parsed by `feed`, not yet handed out.
+    pending: Option<MessagePayload>,
+    ack_window: Option<u32>,
+    bytes_received: u64,
+    bytes_acked: u64,
+}
+
+/// A byte stream that is not RTMP, or asks for more than Prism allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InboundError(pub String);
+
+impl From<EncodeError> for InboundError {
+    fn from(e: EncodeError) -> Self {
+        InboundError(e.to_string())
+    }
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Inbound {
+    pub fn new() -> Self {
+        Self {
+            parser: ChunkDeserializer::new(),
+            pending: None,
+            ack_window: None,
+            bytes_received: 0,
+            bytes_acked: 0,
+        }
+    }
+
+    /// Takes bytes read from the peer; then call `next` until it is `None`.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), InboundError> {
+        debug_assert!(self.pending.is_none(), "drain `next` before feeding more");
+        self.bytes_received += bytes.len() as u64;
+        self.pending = self
+            .parser
+            .get_next_message(bytes)
+            .map_err(|e| InboundError(format!("malformed RTMP chunk: {e}")))?;
+        Ok(())
+    }
+
+    /// The next complete message that is not protocol control. Control
+    /// messages are applied (chunk size, acknowledgement window) or answered
+    /// (pings) on the way, and an acknowledgement is queued when one is due.
+    pub fn next(&mut self, out: &mut ChunkWriter) -> Result<Option<MessagePayload>, InboundError> {
+        loop {
+            let payload = match self.pending.take() {
+                Some(payload) => payload,
+                None => match self.parser.get_next_message(&[]) {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => {
+                        self.queue_ack_if_due(out)?;
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(InboundError(format!("malformed RTMP chunk: {e}"))),
+                },
+            };
+            if !matches!(payload.type_id, 1 | 4 | 5) {
+                return Ok(Some(payload));
+            }
+            match decode_message(&payload).map_err(InboundError)? {
+                RtmpMessage::SetChunkSize { size } => {
+                    if size == 0 || size > MAX_INBOUND_CHUNK_SIZE {
+                        return Err(InboundError(format!(
+                            "peer asked for chunk size {size}, over the limit of {MAX_INBOUND_CHUNK_SIZE}"
+                        )));
+                    }
+                    self.parser
+                        .set_max_chunk_size(size as usize)
+                        .map_err(|e| InboundError(e.to_string()))?;
+                }
+                RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size.max(1)),
+                RtmpMessage::UserControl {
+                    event_type: UserControlEventType::PingRequest,
+                    timestamp,
+                    ..
+                } => queue(
+                    out,
+                    RtmpMessage::UserControl {
+                        event_type: UserControlEventType::PingResponse,
+                        timestamp,
+                        stream_id: None,
+                        buffer_length: None,
+                    },
+                    0,
+                )?,
+                _ => {}
+            }
+        }
+    }
+
+    fn queue_ack_if_due(&mut self, out: &mut ChunkWriter) -> Result<(), EncodeError> {
+        if let Some(window) = self.ack_window {
+            if self.bytes_received - self.bytes_acked >= u64::from(window) {
+                self.bytes_acked = self.bytes_received;
+                queue(
+                    out,
+                    RtmpMessage::Acknowledgement {
+                        // The sequence number is the byte count so far, mod 2^32.
+                        sequence_number: self.bytes_received as u32,
+                    },
+                    0,
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
