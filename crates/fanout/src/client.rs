@@ -72,14 +72,7 @@ impl PublishClient {
     /// Queues the opening messages (after the handshake): our chunk size, then
     /// `connect`. The writer switches to the new chunk size here.
     pub fn start(&mut self, out: &mut ChunkWriter) -> Result<(), ClientError> {
-        rtmp::queue(
-            out,
-            RtmpMessage::SetChunkSize {
-                size: rtmp::OUTBOUND_CHUNK_SIZE,
-            },
-            0,
-        )?;
-        out.set_chunk_size(rtmp::OUTBOUND_CHUNK_SIZE as usize);
+        rtmp::queue_outbound_chunk_size(out)?;
         let command = object([
             ("app", string(&self.url.app)),
             ("type", string("nonprivate")),

@@ -173,14 +173,7 @@ impl IngestSession {
                     },
                     0,
                 )?;
-                rtmp::queue(
-                    out,
-                    RtmpMessage::SetChunkSize {
-                        size: rtmp::OUTBOUND_CHUNK_SIZE,
-                    },
-                    0,
-                )?;
-                out.set_chunk_size(rtmp::OUTBOUND_CHUNK_SIZE as usize);
+                rtmp::queue_outbound_chunk_size(out)?;
                 rtmp::queue_command(
                     out,
                     0,

@@ -69,6 +69,20 @@ pub fn queue(
     Ok(())
 }
 
+/// Announces Prism's outbound chunk size and switches the writer to it; the
+/// peer reads the announcement before anything queued after it.
+pub fn queue_outbound_chunk_size(writer: &mut ChunkWriter) -> Result<(), EncodeError> {
+    queue(
+        writer,
+        RtmpMessage::SetChunkSize {
+            size: OUTBOUND_CHUNK_SIZE,
+        },
+        0,
+    )?;
+    writer.set_chunk_size(OUTBOUND_CHUNK_SIZE as usize);
+    Ok(())
+}
+
 /// Queues an AMF0 command.
 pub fn queue_command(
     writer: &mut ChunkWriter,
