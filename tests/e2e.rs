@@ -363,3 +363,23 @@ fn a_destination_that_comes_up_late_joins_on_a_keyframe_with_headers() {
     );
     assert!(prism.log().contains("destination live"));
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let scratch = Scratch::new("json");
+    let rtmp_port = free_port();
+    let cfg = format!("log_format = \"json\"\n{}", config(rtmp_port, ""));
+    let mut prism = Prism::start(&scratch, &cfg, rtmp_port);
+    prism.wait_for_log("rtmp ingest listening", Duration::from_secs(5));
+    prism.terminate();
+    let log = prism.log();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        assert!(
+            line.starts_with('{') && line.ends_with('}') && line.contains("\"level\":\"INFO\""),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(log.contains("\"message\":\"stream configured\""), "{log}");
+    prism.assert_log_free_of(&[STREAM_KEY]);
+}

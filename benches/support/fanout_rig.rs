@@ -19,7 +19,12 @@ pub struct FanoutRig {
 impl FanoutRig {
     pub fn new(destinations: usize) -> Self {
         let hub = StreamHub::new("bench");
-        let publish = hub.try_publish().expect("fresh hub");
+        let publish = hub
+            .try_publish(
+                prism_media::IngestProtocol::Rtmp,
+                "127.0.0.1:1".parse().unwrap(),
+            )
+            .expect("fresh hub");
         let destinations = (0..destinations)
             .map(|_| {
                 let queue = Arc::new(DestinationQueue::new(64 * 1024 * 1024));

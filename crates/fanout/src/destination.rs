@@ -127,7 +127,7 @@ pub struct DestinationHandle {
     pub id: String,
     pub status: Arc<DestinationStatus>,
     control: watch::Sender<Control>,
-    task: JoinHandle<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl DestinationHandle {
@@ -138,9 +138,12 @@ impl DestinationHandle {
     }
 
     /// Ends the task: a live session is unpublished cleanly first.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.control.send_modify(|c| c.shutdown = true);
-        let _ = self.task.await;
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -163,7 +166,7 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
         id,
         status,
         control,
-        task,
+        task: Mutex::new(Some(task)),
     }
 }
 
@@ -269,6 +272,8 @@ async fn session(
     control: &mut watch::Receiver<Control>,
     served: &mut Option<u64>,
 ) -> SessionEnd {
+    info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination connecting");
+    let connect_started = Instant::now();
     let setup = tokio::time::timeout(config.connect_timeout, connect_and_publish(config));
     let (mut reader, mut writer, mut client, mut out, stream_id) = tokio::select! {
         result = setup => match result {
@@ -294,10 +299,24 @@ async fn session(
     *served = Some(publish_session);
     status.set_state(DestinationState::Live);
     status.set_error(None);
-    info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination live");
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    metrics::histogram!(
+        "prism_destination_connect_seconds",
+        "stream" => hub.id().to_string(),
+        "destination" => config.id.clone()
+    )
+    .record(connect_seconds);
+    info!(
+        stream = %hub.id(),
+        destination = %config.id,
+        url = %config.url,
+        connect_ms = (connect_seconds * 1000.0) as u64,
+        "destination live"
+    );
 
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut timeline = Timeline::default();
+    let mut telemetry = SessionTelemetry::new(status.dropped_frames());
     let end = loop {
         tokio::select! {
             biased;
@@ -337,6 +356,7 @@ async fn session(
                 for message in batch.drain(..) {
                     if let Some(timestamp) = timeline.rebase(&message) {
                         rtmp::queue_media(&mut out, message.kind, stream_id, timestamp, &message.payload);
+                        telemetry.arrivals.push(message.received_at);
                     }
                 }
                 let pending = out.pending_bytes() as u64;
@@ -344,6 +364,7 @@ async fn session(
                     break SessionEnd::Failed(e);
                 }
                 status.bytes_sent.fetch_add(pending, Ordering::Relaxed);
+                telemetry.written(hub, config, status);
             }
         }
     };
@@ -490,6 +511,64 @@ async fn flush<W: AsyncWrite + Unpin>(
     out.write_to(writer, Some(config.write_timeout))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Relay latency samples and the drop summary of one live session. Samples
+/// collect in a reused buffer and go to the metrics recorder once a second,
+/// so the per-message path neither allocates nor touches a shared lock.
+struct SessionTelemetry {
+    arrivals: Vec<Instant>,
+    latencies: Vec<f64>,
+    last_flush: Instant,
+    last_drop_report: Instant,
+    dropped_at_last_report: u64,
+}
+
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl SessionTelemetry {
+    fn new(dropped_frames: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            arrivals: Vec::with_capacity(BATCH_MESSAGES),
+            latencies: Vec::with_capacity(1024),
+            last_flush: now,
+            last_drop_report: now,
+            dropped_at_last_report: dropped_frames,
+        }
+    }
+
+    /// After a batch reached the socket: its messages' latency is now known.
+    fn written(&mut self, hub: &StreamHub, config: &DestinationConfig, status: &DestinationStatus) {
+        let now = Instant::now();
+        for arrived in self.arrivals.drain(..) {
+            self.latencies
+                .push(now.saturating_duration_since(arrived).as_secs_f64());
+        }
+        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH {
+            self.last_flush = now;
+            let histogram = metrics::histogram!("prism_relay_latency_seconds", "stream" => hub.id().to_string());
+            for latency in self.latencies.drain(..) {
+                histogram.record(latency);
+            }
+        }
+        if now.duration_since(self.last_drop_report) >= DROP_REPORT_EVERY {
+            self.last_drop_report = now;
+            let dropped = status.dropped_frames();
+            let new_drops = dropped - self.dropped_at_last_report;
+            self.dropped_at_last_report = dropped;
+            if new_drops > 0 {
+                warn!(
+                    stream = %hub.id(),
+                    destination = %config.id,
+                    dropped_frames = new_drops,
+                    queue_budget_kib = config.queue_budget_bytes / 1024,
+                    "destination is slower than the stream: frames dropped in the last 10 s"
+                );
+            }
+        }
+    }
 }
 
 /// Rebases timestamps so each destination session's timeline starts at 0 on

@@ -4,9 +4,11 @@
 
 pub mod client;
 pub mod destination;
+pub mod registry;
 pub mod url;
 
 pub use destination::{
     spawn_destination, DestinationConfig, DestinationHandle, DestinationState, DestinationStatus,
 };
+pub use registry::{Registry, StreamEntry};
 pub use url::DestinationUrl;

@@ -13,9 +13,11 @@ use tracing::{debug, info, warn};
 
 use prism_media::chunk::ChunkWriter;
 use prism_media::rtmp;
-use prism_media::{HubDirectory, PublishGuard};
+use prism_media::{HubDirectory, IngestProtocol, PublishGuard};
 
+use crate::announce::PublishAnnouncer;
 use crate::session::{IngestEvent, IngestSession};
+use crate::stats::{IngestStats, OpenSession, RejectReason};
 
 /// Replies to an encoder are tiny; one that cannot take them is gone.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +49,7 @@ pub async fn serve_rtmp(
     listener: TcpListener,
     directory: Arc<HubDirectory>,
     limits: IngestLimits,
+    stats: Arc<IngestStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -71,9 +74,11 @@ pub async fn serve_rtmp(
         let directory = Arc::clone(&directory);
         let limits = limits.clone();
         let shutdown = shutdown.clone();
+        let stats = Arc::clone(&stats);
         connections.spawn(async move {
             let _permit = permit;
-            match handle_connection(socket, remote, &directory, &limits, shutdown).await {
+            let _open = OpenSession::new(&stats);
+            match handle_connection(socket, remote, &directory, &limits, &stats, shutdown).await {
                 Ok(()) => debug!(%remote, "rtmp connection closed"),
                 Err(reason) => info!(%remote, %reason, "rtmp connection ended"),
             }
@@ -89,6 +94,7 @@ async fn handle_connection(
     remote: SocketAddr,
     directory: &HubDirectory,
     limits: &IngestLimits,
+    stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let _ = socket.set_nodelay(true);
@@ -98,7 +104,11 @@ async fn handle_connection(
     let leftover =
         tokio::time::timeout_at(deadline, rtmp::handshake(&mut socket, PeerType::Server))
             .await
-            .map_err(|_| "handshake timed out".to_string())??;
+            .map_err(|_| {
+                stats.count_rejection(RejectReason::Timeout);
+                "handshake timed out".to_string()
+            })?
+            .inspect_err(|_| stats.count_rejection(RejectReason::ProtocolError))?;
 
     let mut connection = Connection {
         socket,
@@ -107,6 +117,8 @@ async fn handle_connection(
         out: ChunkWriter::new(128),
         events: Vec::new(),
         publish: None,
+        announcer: PublishAnnouncer::default(),
+        stats,
     };
     connection.process(&leftover, directory).await?;
     loop {
@@ -119,7 +131,10 @@ async fn handle_connection(
             } else {
                 tokio::time::timeout_at(deadline, connection.socket.read(&mut read_buf))
                     .await
-                    .map_err(|_| "no publish before the timeout".to_string())
+                    .map_err(|_| {
+                        stats.count_rejection(RejectReason::Timeout);
+                        "no publish before the timeout".to_string()
+                    })
             }
         };
         let n = tokio::select! {
@@ -133,13 +148,13 @@ async fn handle_connection(
         connection.process(&read_buf[..n], directory).await?;
     }
     if let Some(guard) = connection.publish {
-        info!(stream = %guard.hub().id(), %remote, "publish ended: connection closed");
+        log_publish_stopped(&guard, remote, "connection closed");
     }
     Ok(())
 }
 
 /// One encoder connection past the handshake.
-struct Connection {
+struct Connection<'a> {
     socket: TcpStream,
     remote: SocketAddr,
     session: IngestSession,
@@ -147,39 +162,50 @@ struct Connection {
     /// Reused across reads, so the steady state allocates nothing here.
     events: Vec<IngestEvent>,
     publish: Option<PublishGuard>,
+    announcer: PublishAnnouncer,
+    stats: &'a IngestStats,
 }
 
-impl Connection {
+impl Connection<'_> {
     /// Runs bytes through the session, acts on its events, sends its replies.
     async fn process(&mut self, bytes: &[u8], directory: &HubDirectory) -> Result<(), String> {
         let remote = self.remote;
-        self.session
+        if let Err(e) = self
+            .session
             .handle_input(bytes, &mut self.out, &mut self.events)
-            .map_err(|e| e.to_string())?;
+        {
+            if self.publish.is_none() {
+                self.stats.count_rejection(RejectReason::ProtocolError);
+            }
+            return Err(e.to_string());
+        }
         let mut refused = None;
         for event in self.events.drain(..) {
             match event {
                 IngestEvent::Media(message) => {
-                    if let Some(publish) = &self.publish {
+                    if let Some(publish) = &mut self.publish {
+                        self.announcer.observe(&message, publish.hub().id(), remote);
                         publish.push(message);
                     }
                 }
                 IngestEvent::PublishRequested { stream_key } => {
                     let Some(hub) = directory.lookup(&stream_key) else {
                         warn!(%remote, "publish refused: unknown stream key");
+                        self.stats.count_rejection(RejectReason::UnknownKey);
                         refused = Some("unknown stream key".to_string());
                         break;
                     };
-                    match hub.try_publish() {
+                    match hub.try_publish(IngestProtocol::Rtmp, remote) {
                         Ok(guard) => {
                             self.session
                                 .accept_publish(&mut self.out)
                                 .map_err(|e| e.to_string())?;
-                            info!(stream = %hub.id(), %remote, protocol = "rtmp", "publish started");
+                            debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
                             self.publish = Some(guard);
                         }
                         Err(e) => {
                             warn!(stream = %hub.id(), %remote, "publish refused: {e}");
+                            self.stats.count_rejection(RejectReason::AlreadyLive);
                             refused = Some(e.to_string());
                             break;
                         }
@@ -187,7 +213,7 @@ impl Connection {
                 }
                 IngestEvent::PublishEnded => {
                     if let Some(guard) = self.publish.take() {
-                        info!(stream = %guard.hub().id(), %remote, "publish stopped by the encoder");
+                        log_publish_stopped(&guard, remote, "the encoder unpublished");
                     }
                 }
             }
@@ -205,6 +231,22 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+fn log_publish_stopped(guard: &PublishGuard, remote: SocketAddr, reason: &str) {
+    let hub = guard.hub();
+    let seconds = hub
+        .publisher()
+        .and_then(|p| p.since.elapsed().ok())
+        .map_or(0, |d| d.as_secs());
+    info!(
+        stream = %hub.id(),
+        %remote,
+        protocol = "rtmp",
+        reason,
+        seconds,
+        "publish stopped"
+    );
 }
 
 async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), String> {

@@ -155,3 +155,71 @@ mod metadata_tests {
         assert!(!is_metadata(AMF0_SET_DATA_FRAME));
     }
 }
+
+/// A short codec name for logs and the API, from a video sequence header
+/// or frame.
+pub fn video_codec_name(payload: &[u8]) -> Option<&'static str> {
+    let info = inspect_video(payload);
+    if let Some(fourcc) = info.fourcc {
+        return Some(match &fourcc {
+            b"avc1" => "h264",
+            b"hvc1" => "hevc",
+            b"av01" => "av1",
+            b"vp09" => "vp9",
+            b"vp08" => "vp8",
+            _ => "unknown",
+        });
+    }
+    Some(match info.codec_id? {
+        2 => "sorenson-h263",
+        4 | 5 => "vp6",
+        CODEC_AVC => "h264",
+        12 => "hevc",
+        _ => "unknown",
+    })
+}
+
+/// A short codec name for logs and the API, from an audio tag body.
+pub fn audio_codec_name(payload: &[u8]) -> Option<&'static str> {
+    let first = *payload.first()?;
+    Some(match first >> 4 {
+        SOUND_AAC => "aac",
+        2 | 14 => "mp3",
+        11 => "speex",
+        SOUND_EX_HEADER => match payload.get(1..5)? {
+            b"Opus" => "opus",
+            b"mp4a" => "aac",
+            b"ac-3" => "ac3",
+            b"ec-3" => "eac3",
+            b"fLaC" => "flac",
+            b".mp3" => "mp3",
+            _ => "unknown",
+        },
+        _ => "other",
+    })
+}
+
+#[cfg(test)]
+mod codec_name_tests {
+    use super::*;
+
+    #[test]
+    fn names_legacy_and_enhanced_codecs() {
+        assert_eq!(video_codec_name(&[0x17, 0]), Some("h264"));
+        assert_eq!(
+            video_codec_name(&[0x90, b'h', b'v', b'c', b'1']),
+            Some("hevc")
+        );
+        assert_eq!(
+            video_codec_name(&[0x90, b'a', b'v', b'0', b'1']),
+            Some("av1")
+        );
+        assert_eq!(video_codec_name(&[]), None);
+        assert_eq!(audio_codec_name(&[0xaf, 0]), Some("aac"));
+        assert_eq!(
+            audio_codec_name(&[0x90, b'O', b'p', b'u', b's']),
+            Some("opus")
+        );
+        assert_eq!(audio_codec_name(&[0x2f]), Some("mp3"));
+    }
+}

@@ -4,7 +4,10 @@
 //! destination queue. The hub never waits on a destination.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -47,6 +50,53 @@ pub struct StreamHub {
     id: String,
     state: Mutex<HubState>,
     live: watch::Sender<LiveState>,
+    stats: HubStats,
+    publisher: Mutex<Option<PublisherInfo>>,
+}
+
+/// How a publisher reached Prism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestProtocol {
+    Rtmp = 0,
+    Srt = 1,
+}
+
+impl IngestProtocol {
+    pub const ALL: [IngestProtocol; 2] = [IngestProtocol::Rtmp, IngestProtocol::Srt];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestProtocol::Rtmp => "rtmp",
+            IngestProtocol::Srt => "srt",
+        }
+    }
+}
+
+/// Who is publishing, for the API and logs.
+#[derive(Clone, Debug)]
+pub struct PublisherInfo {
+    pub protocol: IngestProtocol,
+    pub remote: SocketAddr,
+    pub since: SystemTime,
+}
+
+/// Ingest counters of one stream, updated by the publishing connection
+/// (relaxed atomics: one writer, read at scrape time).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Payload bytes received, by `IngestProtocol`.
+    bytes: [AtomicU64; 2],
+    pub video_frames: AtomicU64,
+    pub audio_frames: AtomicU64,
+    pub data_messages: AtomicU64,
+    /// Payload bits per second over the last full second.
+    pub bitrate_bps: AtomicU64,
+}
+
+impl HubStats {
+    pub fn bytes(&self, protocol: IngestProtocol) -> u64 {
+        self.bytes[protocol as usize].load(Ordering::Relaxed)
+    }
 }
 
 impl StreamHub {
@@ -55,6 +105,8 @@ impl StreamHub {
             id: id.into(),
             state: Mutex::new(HubState::default()),
             live: watch::Sender::new(LiveState::default()),
+            stats: HubStats::default(),
+            publisher: Mutex::new(None),
         })
     }
 
@@ -67,9 +119,25 @@ impl StreamHub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// The live publisher, if any.
+    pub fn publisher(&self) -> Option<PublisherInfo> {
+        self.publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Claims the stream for a publisher. A second publisher on a live stream
     /// is refused; the first keeps streaming.
-    pub fn try_publish(self: &Arc<Self>) -> Result<PublishGuard, PublishError> {
+    pub fn try_publish(
+        self: &Arc<Self>,
+        protocol: IngestProtocol,
+        remote: SocketAddr,
+    ) -> Result<PublishGuard, PublishError> {
         let mut state = self.lock();
         if state.publisher.is_some() {
             return Err(PublishError::AlreadyLive);
@@ -78,6 +146,11 @@ impl StreamHub {
         let session = state.next_session;
         state.publisher = Some(session);
         drop(state);
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(PublisherInfo {
+            protocol,
+            remote,
+            since: SystemTime::now(),
+        });
         self.live.send_replace(LiveState {
             live: true,
             session,
@@ -85,6 +158,11 @@ impl StreamHub {
         Ok(PublishGuard {
             hub: Arc::clone(self),
             session,
+            protocol,
+            window: BitrateWindow {
+                started: Instant::now(),
+                bytes: 0,
+            },
         })
     }
 
@@ -174,6 +252,8 @@ impl StreamHub {
             ..HubState::default()
         };
         drop(state);
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.stats.bitrate_bps.store(0, Ordering::Relaxed);
         self.live.send_replace(LiveState {
             live: false,
             session,
@@ -186,10 +266,37 @@ impl StreamHub {
 pub struct PublishGuard {
     hub: Arc<StreamHub>,
     session: u64,
+    protocol: IngestProtocol,
+    window: BitrateWindow,
+}
+
+struct BitrateWindow {
+    started: Instant,
+    bytes: u64,
 }
 
 impl PublishGuard {
-    pub fn push(&self, message: MediaMessage) {
+    pub fn push(&mut self, message: MediaMessage) {
+        let stats = &self.hub.stats;
+        let len = message.len() as u64;
+        stats.bytes[self.protocol as usize].fetch_add(len, Ordering::Relaxed);
+        let frames = match message.kind {
+            MediaKind::Video => &stats.video_frames,
+            MediaKind::Audio => &stats.audio_frames,
+            MediaKind::Data => &stats.data_messages,
+        };
+        frames.fetch_add(1, Ordering::Relaxed);
+        let window = &mut self.window;
+        window.bytes += len;
+        let elapsed = message
+            .received_at
+            .saturating_duration_since(window.started);
+        if elapsed.as_millis() >= 1000 {
+            let bps = window.bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            stats.bitrate_bps.store(bps as u64, Ordering::Relaxed);
+            window.started = message.received_at;
+            window.bytes = 0;
+        }
         self.hub.publish(self.session, message);
     }
 
@@ -233,6 +340,10 @@ mod tests {
     use crate::queue::Batch;
     use bytes::Bytes;
 
+    fn addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
     fn video(ts: u32, key: bool) -> MediaMessage {
         let body = vec![if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0, 0xab];
         MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
@@ -241,17 +352,22 @@ mod tests {
     #[test]
     fn second_publisher_is_refused_until_the_first_ends() {
         let hub = StreamHub::new("main");
-        let first = hub.try_publish().unwrap();
-        assert!(matches!(hub.try_publish(), Err(PublishError::AlreadyLive)));
+        let first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        assert!(matches!(
+            hub.try_publish(IngestProtocol::Rtmp, addr()),
+            Err(PublishError::AlreadyLive)
+        ));
+        assert_eq!(hub.publisher().unwrap().protocol, IngestProtocol::Rtmp);
         drop(first);
         assert!(!hub.is_live());
-        assert!(hub.try_publish().is_ok());
+        assert!(hub.publisher().is_none());
+        assert!(hub.try_publish(IngestProtocol::Rtmp, addr()).is_ok());
     }
 
     #[tokio::test]
     async fn late_joiner_gets_headers_then_the_current_gop_sharing_payloads() {
         let hub = StreamHub::new("main");
-        let publish = hub.try_publish().unwrap();
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let header =
             MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
         publish.push(header);

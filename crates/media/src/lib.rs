@@ -10,7 +10,10 @@ pub mod queue;
 pub mod rtmp;
 pub mod secret;
 
-pub use hub::{HubDirectory, LiveState, PublishError, PublishGuard, StreamHub};
+pub use hub::{
+    HubDirectory, HubStats, IngestProtocol, LiveState, PublishError, PublishGuard, PublisherInfo,
+    StreamHub,
+};
 pub use message::{MediaKind, MediaMessage};
 pub use queue::{Batch, DestinationQueue, QueueStats};
 pub use secret::StreamKey;

@@ -1,5 +1,7 @@
 //! The unit that travels the pipeline: one RTMP/FLV message, payload shared.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::flv;
@@ -33,6 +35,9 @@ pub struct MediaMessage {
     /// A decoder configuration record (AVC/HEVC/AV1 sequence start, AAC
     /// AudioSpecificConfig): never dropped, replayed to every late joiner.
     pub sequence_header: bool,
+    /// When ingest finished receiving it: the start of the relay latency
+    /// each destination measures.
+    pub received_at: Instant,
 }
 
 impl MediaMessage {
@@ -52,6 +57,7 @@ impl MediaMessage {
             payload,
             keyframe,
             sequence_header,
+            received_at: Instant::now(),
         }
     }
 

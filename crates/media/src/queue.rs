@@ -27,6 +27,9 @@ struct QueueState {
     /// Set after a drop (or when a destination joins mid-GOP): drop media
     /// until a video keyframe arrives.
     awaiting_keyframe: bool,
+    /// The wait is for the destination's first keyframe: what it skips was
+    /// never its to send, so it is not counted as dropped.
+    awaiting_first_keyframe: bool,
     /// Whether the stream carries video at all; an audio-only stream has no
     /// keyframe to wait for.
     stream_has_video: bool,
@@ -78,6 +81,7 @@ impl DestinationQueue {
         state.ended = false;
         state.stream_has_video = stream_has_video;
         state.awaiting_keyframe = stream_has_video && start_mid_gop;
+        state.awaiting_first_keyframe = state.awaiting_keyframe;
         self.stats.queued_bytes.store(0, Ordering::Relaxed);
     }
 
@@ -108,8 +112,11 @@ impl DestinationQueue {
         if message.droppable() {
             let is_keyframe = message.kind == MediaKind::Video && message.keyframe;
             if state.awaiting_keyframe && !is_keyframe {
+                let first = state.awaiting_first_keyframe;
                 drop(state);
-                self.count_drop(message);
+                if !first {
+                    self.count_drop(message);
+                }
                 return;
             }
             if state.queued_bytes + message.len() > self.budget_bytes {
@@ -123,6 +130,7 @@ impl DestinationQueue {
                     self.stats.dropped_frames.fetch_add(shed, Ordering::Relaxed);
                 } else {
                     state.awaiting_keyframe = state.stream_has_video;
+                    state.awaiting_first_keyframe = false;
                     drop(state);
                     self.count_drop(message);
                     return;
@@ -130,6 +138,7 @@ impl DestinationQueue {
             }
             if is_keyframe {
                 state.awaiting_keyframe = false;
+                state.awaiting_first_keyframe = false;
             }
         }
         state.queued_bytes += message.len();
@@ -245,8 +254,11 @@ mod tests {
     #[tokio::test]
     async fn sequence_headers_and_metadata_are_never_dropped() {
         let queue = DestinationQueue::new(10);
-        queue.reset(true, true);
-        queue.push(&video(0, false, 100));
+        queue.reset(true, false);
+        // A keyframe is queued even when it alone exceeds the budget...
+        queue.push(&video(0, true, 100));
+        // ...but the frame after it is over budget and dropped.
+        queue.push(&video(40, false, 100));
         queue.push(&video_header());
         queue.push(&MediaMessage::new(
             MediaKind::Data,
@@ -254,7 +266,8 @@ mod tests {
             Bytes::from(vec![2u8; 64]),
         ));
         let out = drain(&queue).await;
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3);
+        assert!(out[1].sequence_header && out[2].kind == MediaKind::Data);
         assert_eq!(queue.dropped_frames(), 1);
     }
 
@@ -267,6 +280,8 @@ mod tests {
         queue.push(&video(33, true, 10));
         queue.push(&audio(34));
         assert_eq!(drain(&queue).await.len(), 2);
+        // Frames before a joiner's first keyframe were never its to send.
+        assert_eq!(queue.dropped_frames(), 0);
 
         queue.reset(false, true);
         queue.push(&audio(1));

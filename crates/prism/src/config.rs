@@ -15,7 +15,10 @@ use prism_fanout::DestinationUrl;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    log_format: LogFormat,
     rtmp: Spanned<RawRtmp>,
+    metrics: Option<RawMetrics>,
     #[serde(default)]
     fanout: RawFanout,
     #[serde(default)]
@@ -32,6 +35,21 @@ struct RawRtmp {
     publish_timeout_s: u64,
     #[serde(default = "default_idle_timeout")]
     idle_timeout_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +123,10 @@ struct RawDestination {
 /// A validated configuration.
 #[derive(Debug)]
 pub struct Config {
+    pub log_format: LogFormat,
     pub rtmp: RtmpConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
+    pub metrics_listen: Option<SocketAddr>,
     pub fanout: FanoutConfig,
     pub streams: Vec<StreamConfig>,
 }
@@ -174,17 +195,17 @@ impl Config {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
 
+        let metrics_listen = match &raw.metrics {
+            None => None,
+            Some(metrics) => Some(
+                parse_listen(&metrics.listen, "metrics.listen")
+                    .map_err(|m| error(metrics.listen.span(), m))?,
+            ),
+        };
         let rtmp_span = raw.rtmp.span();
         let rtmp = raw.rtmp.into_inner();
-        let listen = rtmp.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
-            error(
-                rtmp.listen.span(),
-                format!(
-                    "rtmp.listen: {:?} is not an address:port (e.g. \"0.0.0.0:1935\")",
-                    rtmp.listen.get_ref()
-                ),
-            )
-        })?;
+        let listen =
+            parse_listen(&rtmp.listen, "rtmp.listen").map_err(|m| error(rtmp.listen.span(), m))?;
         if rtmp.max_connections == 0 {
             return Err(error(
                 rtmp_span,
@@ -272,6 +293,8 @@ impl Config {
         }
 
         Ok(Config {
+            log_format: raw.log_format,
+            metrics_listen,
             rtmp: RtmpConfig {
                 listen,
                 max_connections: rtmp.max_connections,
@@ -288,6 +311,15 @@ impl Config {
             streams,
         })
     }
+}
+
+fn parse_listen(value: &Spanned<String>, field: &str) -> Result<SocketAddr, String> {
+    value.get_ref().parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "{field}: {:?} is not an address:port (e.g. \"0.0.0.0:1935\")",
+            value.get_ref()
+        )
+    })
 }
 
 /// Ids appear in logs, metrics labels and API paths: keep them plain.
@@ -440,6 +472,27 @@ key = "live_8f2c1d"
             message.starts_with("prism.toml:3:10: rtmp.listen"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn metrics_and_log_format() {
+        let config = parse(&format!(
+            "log_format = \"json\"\n{GOOD}\n[metrics]\nlisten = \"127.0.0.1:9100\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(parse(GOOD).unwrap().metrics_listen, None);
+        let message = error_text(&format!("log_format = \"xml\"\n{GOOD}"));
+        assert!(
+            message.starts_with("prism.toml:1:14: unknown variant `xml`"),
+            "{message}"
+        );
+        let message = error_text(&format!("{GOOD}\n[metrics]\nlisten = \"9100\"\n"));
+        assert!(message.contains("metrics.listen"), "{message}");
     }
 
     #[test]

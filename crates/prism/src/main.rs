@@ -2,21 +2,23 @@
 //! the destination tasks from the TOML config; handles signals.
 
 mod config;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use prism_fanout::{spawn_destination, DestinationConfig, DestinationHandle};
-use prism_ingest::{serve_rtmp, IngestLimits};
+use prism_fanout::{spawn_destination, DestinationConfig, Registry, StreamEntry};
+use prism_ingest::{serve_rtmp, IngestLimits, IngestStats};
 use prism_media::{HubDirectory, StreamHub};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
+use crate::telemetry::Telemetry;
 
 /// The config used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "config/prism.toml";
@@ -67,13 +69,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        );
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,29 +100,52 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    let registry = Arc::new(Registry::default());
+    let ingest_stats = Arc::new(IngestStats::default());
+    // Installed first, so destination tasks record into it from their start.
+    let telemetry = match config.metrics_listen {
+        Some(_) => Some(Telemetry::install(
+            Arc::clone(&registry),
+            Arc::clone(&ingest_stats),
+        )?),
+        None => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(config.rtmp.listen)
         .await
         .map_err(|e| format!("cannot listen for RTMP on {}: {e}", config.rtmp.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(telemetry::bind(address).await?),
+        None => None,
+    };
 
     let directory = Arc::new(HubDirectory::default());
-    let mut destinations: Vec<DestinationHandle> = Vec::new();
     for stream in &config.streams {
         let hub = StreamHub::new(stream.id.clone());
         directory.insert(&stream.key, Arc::clone(&hub));
-        for entry in &stream.destinations {
-            destinations.push(spawn_destination(
-                Arc::clone(&hub),
-                DestinationConfig {
-                    id: entry.id.clone(),
-                    url: entry.url.clone(),
-                    enabled: entry.enabled,
-                    queue_budget_bytes: config.fanout.queue_budget_bytes,
-                    connect_timeout: config.fanout.connect_timeout,
-                    write_timeout: config.fanout.write_timeout,
-                    socket_send_buffer_bytes: config.fanout.socket_send_buffer_bytes,
-                },
-            ));
-        }
+        let destinations = stream
+            .destinations
+            .iter()
+            .map(|entry| {
+                Arc::new(spawn_destination(
+                    Arc::clone(&hub),
+                    DestinationConfig {
+                        id: entry.id.clone(),
+                        url: entry.url.clone(),
+                        enabled: entry.enabled,
+                        queue_budget_bytes: config.fanout.queue_budget_bytes,
+                        connect_timeout: config.fanout.connect_timeout,
+                        write_timeout: config.fanout.write_timeout,
+                        socket_send_buffer_bytes: config.fanout.socket_send_buffer_bytes,
+                    },
+                ))
+            })
+            .collect();
+        registry.add_stream(StreamEntry {
+            id: stream.id.clone(),
+            hub,
+            destinations: RwLock::new(destinations),
+        });
         info!(
             stream = %stream.id,
             key = %stream.key,
@@ -133,14 +161,36 @@ async fn run(config: Config) -> Result<(), String> {
         idle_timeout: config.rtmp.idle_timeout,
     };
     info!(listen = %config.rtmp.listen, "rtmp ingest listening");
-    let ingest = tokio::spawn(serve_rtmp(listener, directory, limits, shutdown_rx));
+    let ingest = tokio::spawn(serve_rtmp(
+        listener,
+        directory,
+        limits,
+        ingest_stats,
+        shutdown_rx.clone(),
+    ));
+    let metrics_server = match (metrics_listener, &telemetry) {
+        (Some(listener), Some(telemetry)) => {
+            info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "metrics listening");
+            let mut stop = shutdown_rx.clone();
+            Some(tokio::spawn(telemetry::serve(
+                listener,
+                Arc::clone(telemetry),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )))
+        }
+        _ => None,
+    };
+    if let Some(telemetry) = &telemetry {
+        telemetry.set_ready();
+    }
 
     wait_for_signal().await;
     info!("shutting down: closing publishers, unpublishing destinations");
     let _ = shutdown_tx.send(true);
     let _ = ingest.await;
-    let stop_all = futures_join_all(destinations);
-    if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
+    if tokio::time::timeout(SHUTDOWN_GRACE, registry.shutdown())
         .await
         .is_err()
     {
@@ -149,17 +199,11 @@ async fn run(config: Config) -> Result<(), String> {
             SHUTDOWN_GRACE.as_secs()
         );
     }
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     info!("stopped");
     Ok(())
-}
-
-/// Shuts every destination down concurrently.
-async fn futures_join_all(destinations: Vec<DestinationHandle>) {
-    let mut set = tokio::task::JoinSet::new();
-    for destination in destinations {
-        set.spawn(destination.shutdown());
-    }
-    while set.join_next().await.is_some() {}
 }
 
 async fn wait_for_signal() {

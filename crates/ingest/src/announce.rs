@@ -1,0 +1,85 @@
+//! The "publish started" log line, written once the stream has shown what it
+//! carries: codecs from the sequence headers, resolution and frame rate from
+//! `onMetaData`. Looks only at the first messages of a publish.
+
+use std::net::SocketAddr;
+
+use rml_amf0::Amf0Value;
+use tracing::info;
+
+use prism_media::{flv, MediaKind, MediaMessage};
+
+/// Messages to wait for a video keyframe before announcing anyway (an
+/// audio-only stream has none).
+const ANNOUNCE_AFTER_MESSAGES: u32 = 200;
+
+#[derive(Default)]
+pub(crate) struct PublishAnnouncer {
+    done: bool,
+    seen: u32,
+    video_codec: Option<&'static str>,
+    audio_codec: Option<&'static str>,
+    width: Option<f64>,
+    height: Option<f64>,
+    framerate: Option<f64>,
+}
+
+impl PublishAnnouncer {
+    pub(crate) fn observe(&mut self, message: &MediaMessage, stream: &str, remote: SocketAddr) {
+        if self.done {
+            return;
+        }
+        self.seen += 1;
+        match message.kind {
+            MediaKind::Video => {
+                self.video_codec = self.video_codec.or(flv::video_codec_name(&message.payload));
+            }
+            MediaKind::Audio => {
+                self.audio_codec = self.audio_codec.or(flv::audio_codec_name(&message.payload));
+            }
+            MediaKind::Data if flv::is_metadata(&message.payload) => {
+                self.read_metadata(&message.payload)
+            }
+            MediaKind::Data => {}
+        }
+        if (message.kind == MediaKind::Video && message.keyframe)
+            || self.seen >= ANNOUNCE_AFTER_MESSAGES
+        {
+            self.done = true;
+            let resolution = match (self.width, self.height) {
+                (Some(w), Some(h)) => format!("{w}x{h}"),
+                _ => "unknown".into(),
+            };
+            info!(
+                stream,
+                %remote,
+                protocol = "rtmp",
+                video = self.video_codec.unwrap_or("none"),
+                audio = self.audio_codec.unwrap_or("none"),
+                resolution,
+                fps = self.framerate.unwrap_or(0.0),
+                "publish started"
+            );
+        }
+    }
+
+    fn read_metadata(&mut self, payload: &[u8]) {
+        let mut cursor = std::io::Cursor::new(payload);
+        let Ok(values) = rml_amf0::deserialize(&mut cursor) else {
+            return;
+        };
+        let Some(Amf0Value::Object(fields)) = values
+            .into_iter()
+            .find(|v| matches!(v, Amf0Value::Object(_)))
+        else {
+            return;
+        };
+        let number = |name: &str| match fields.get(name) {
+            Some(Amf0Value::Number(n)) if n.is_finite() && *n > 0.0 => Some(*n),
+            _ => None,
+        };
+        self.width = number("width");
+        self.height = number("height");
+        self.framerate = number("framerate");
+    }
+}

@@ -1,0 +1,251 @@
+//! Metrics and health: `/metrics` (Prometheus text), `/healthz` (the process
+//! answers) and `/readyz` (config loaded, listeners bound).
+//!
+//! The media path keeps its counts in plain atomics (per stream, per
+//! destination); a scrape copies them into the `metrics` recorder and renders.
+//! So recording costs the hot path one relaxed atomic add, and a stream or
+//! destination that is removed stops being refreshed: the recorder's idle
+//! timeout then drops its series, so labels never pile up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+use prism_fanout::destination::DestinationState;
+use prism_fanout::Registry;
+use prism_ingest::{IngestStats, RejectReason};
+use prism_media::IngestProtocol;
+
+/// Series not refreshed for this long are dropped. Every scrape refreshes the
+/// series of everything that exists, so only removed things (and histograms
+/// with no new observation) age out.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+const DESTINATION_STATES: [DestinationState; 5] = [
+    DestinationState::Idle,
+    DestinationState::Connecting,
+    DestinationState::Live,
+    DestinationState::Retrying,
+    DestinationState::Disabled,
+];
+
+pub struct Telemetry {
+    prometheus: PrometheusHandle,
+    process: metrics_process::Collector,
+    registry: Arc<Registry>,
+    ingest: Arc<IngestStats>,
+    ready: AtomicBool,
+}
+
+impl Telemetry {
+    /// Installs the global metrics recorder.
+    pub fn install(registry: Arc<Registry>, ingest: Arc<IngestStats>) -> Result<Arc<Self>, String> {
+        let latency_buckets = [
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        let connect_buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let prometheus = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::ALL, Some(IDLE_TIMEOUT))
+            .set_buckets_for_metric(
+                Matcher::Full("prism_relay_latency_seconds".into()),
+                &latency_buckets,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("prism_destination_connect_seconds".into()),
+                    &connect_buckets,
+                )
+            })
+            .map_err(|e| format!("metrics: {e}"))?
+            .install_recorder()
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        // The standard `process_*` names, as every Prometheus client library exports them.
+        let process = metrics_process::Collector::default();
+        process.describe();
+        describe();
+        Ok(Arc::new(Self {
+            prometheus,
+            process,
+            registry,
+            ingest,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Marks the daemon ready: config loaded, every listener bound.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Copies every count into the recorder and renders the exposition.
+    pub fn render(&self) -> String {
+        let ingest = &self.ingest;
+        gauge!("prism_ingest_sessions", "protocol" => "rtmp")
+            .set(ingest.open_sessions.load(Ordering::Relaxed) as f64);
+        for reason in RejectReason::ALL {
+            counter!("prism_ingest_publish_rejected_total", "reason" => reason.as_str())
+                .absolute(ingest.rejections(reason));
+        }
+        for stream in self.registry.streams() {
+            let hub = &stream.hub;
+            let stats = hub.stats();
+            let id = stream.id.clone();
+            for protocol in IngestProtocol::ALL {
+                counter!("prism_ingest_bytes_total", "stream" => id.clone(), "protocol" => protocol.as_str())
+                    .absolute(stats.bytes(protocol));
+            }
+            for (kind, frames) in [
+                ("video", &stats.video_frames),
+                ("audio", &stats.audio_frames),
+                ("data", &stats.data_messages),
+            ] {
+                counter!("prism_ingest_frames_total", "stream" => id.clone(), "kind" => kind)
+                    .absolute(frames.load(Ordering::Relaxed));
+            }
+            gauge!("prism_stream_live", "stream" => id.clone()).set(if hub.is_live() {
+                1.0
+            } else {
+                0.0
+            });
+            gauge!("prism_stream_bitrate_bits_per_second", "stream" => id.clone())
+                .set(stats.bitrate_bps.load(Ordering::Relaxed) as f64);
+
+            for destination in stream.destinations() {
+                let status = &destination.status;
+                let labels = [
+                    ("stream", id.clone()),
+                    ("destination", destination.id.clone()),
+                ];
+                let current = status.state();
+                for state in DESTINATION_STATES {
+                    let mut with_state = labels.to_vec();
+                    with_state.push(("state", state.as_str().to_string()));
+                    gauge!("prism_destination_state", &with_state).set(if state == current {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                }
+                counter!("prism_destination_bytes_sent_total", &labels)
+                    .absolute(status.bytes_sent.load(Ordering::Relaxed));
+                counter!("prism_destination_frames_dropped_total", &labels)
+                    .absolute(status.dropped_frames());
+                counter!("prism_destination_reconnects_total", &labels)
+                    .absolute(status.reconnects.load(Ordering::Relaxed));
+                gauge!("prism_destination_queue_bytes", &labels)
+                    .set(status.queue.stats.queued_bytes.load(Ordering::Relaxed) as f64);
+            }
+        }
+        self.process.collect();
+        self.prometheus.render()
+    }
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("prism_ingest_sessions", "Encoder connections open now.");
+    describe_counter!(
+        "prism_ingest_bytes_total",
+        Unit::Bytes,
+        "Media payload bytes received from publishers."
+    );
+    describe_counter!(
+        "prism_ingest_frames_total",
+        "Media messages received from publishers, by kind."
+    );
+    describe_counter!(
+        "prism_ingest_publish_rejected_total",
+        "Publish attempts refused, by reason."
+    );
+    describe_gauge!(
+        "prism_stream_live",
+        "1 while a publisher is live on the stream."
+    );
+    describe_gauge!(
+        "prism_stream_bitrate_bits_per_second",
+        "Ingest payload bitrate over the last second."
+    );
+    describe_gauge!(
+        "prism_destination_state",
+        "1 for the destination's current state, 0 for the others."
+    );
+    describe_counter!(
+        "prism_destination_bytes_sent_total",
+        Unit::Bytes,
+        "Bytes written to the destination's socket."
+    );
+    describe_counter!(
+        "prism_destination_frames_dropped_total",
+        "Frames dropped because the destination fell behind its queue budget."
+    );
+    describe_counter!(
+        "prism_destination_reconnects_total",
+        "Connection attempts after the first during a publish."
+    );
+    describe_gauge!(
+        "prism_destination_queue_bytes",
+        Unit::Bytes,
+        "Payload bytes waiting in the destination's queue."
+    );
+    describe_histogram!(
+        "prism_destination_connect_seconds",
+        Unit::Seconds,
+        "From TCP connect to an accepted publish."
+    );
+    describe_histogram!(
+        "prism_relay_latency_seconds",
+        Unit::Seconds,
+        "From a message's arrival at ingest to its last byte written to a destination socket."
+    );
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Arc<Telemetry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(telemetry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_page(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry.render(),
+    )
+}
+
+async fn ready(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
+    if telemetry.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+/// Binds the metrics listener, with an error that names the address.
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))
+}
