@@ -1,1 +1,14 @@
+//! Prism's control plane: the TOML configuration (parsing, validation,
+//! write-back), live changes and reloads applied as a diff, and the admin
+//! HTTP API that drives them.
 
+pub mod api;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod persist;
+pub mod platforms;
+
+pub use api::router;
+pub use config::{Config, ConfigError, LogFormat};
+pub use control::Controller;

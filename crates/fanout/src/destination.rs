@@ -86,6 +86,8 @@ impl DestinationState {
 pub struct DestinationStatus {
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
+    /// Bumped on every state or error change, for event streams.
+    changes: watch::Sender<()>,
     pub bytes_sent: AtomicU64,
     pub reconnects: AtomicU64,
     pub queue: Arc<DestinationQueue>,
@@ -107,12 +109,25 @@ impl DestinationStatus {
         self.queue.dropped_frames()
     }
 
+    /// Resolves on each state or error change; ends (with `Err`) when the
+    /// destination is gone.
+    pub fn watch_changes(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
+
     fn set_state(&self, state: DestinationState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+        if self.state.swap(state as u8, Ordering::Relaxed) != state as u8 {
+            self.changes.send_replace(());
+        }
     }
 
     fn set_error(&self, error: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != error {
+            *last = error;
+            drop(last);
+            self.changes.send_replace(());
+        }
     }
 }
 
@@ -152,6 +167,7 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
     let status = Arc::new(DestinationStatus {
         state: AtomicU8::new(DestinationState::Idle as u8),
         last_error: Mutex::new(None),
+        changes: watch::Sender::new(()),
         bytes_sent: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
         queue: Arc::new(DestinationQueue::new(config.queue_budget_bytes)),

@@ -121,6 +121,7 @@ async fn handle_connection(
         stats,
     };
     connection.process(&leftover, directory).await?;
+    let mut hub_live = None;
     loop {
         let live = connection.publish.is_some();
         let read = async {
@@ -137,6 +138,21 @@ async fn handle_connection(
                     })
             }
         };
+        // Follows the hub, so a publish the hub ended (its stream was removed)
+        // closes the connection instead of feeding nothing.
+        if connection.publish.is_none() {
+            hub_live = None;
+        } else if hub_live.is_none() {
+            hub_live = connection.publish.as_ref().map(|p| p.hub().watch_live());
+        }
+        let publish_ended = async {
+            match hub_live.as_mut() {
+                Some(live) => {
+                    let _ = live.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             read = read => match read? {
                 Ok(0) => break,
@@ -144,6 +160,14 @@ async fn handle_connection(
                 Err(e) => return Err(format!("read failed: {e}")),
             },
             _ = shutdown.changed() => break,
+            () = publish_ended => {
+                if connection.publish.as_ref().is_some_and(|p| !p.is_current()) {
+                    info!(%remote, "publish ended: the stream was removed");
+                    connection.publish = None;
+                    return Ok(());
+                }
+                continue;
+            }
         };
         connection.process(&read_buf[..n], directory).await?;
     }

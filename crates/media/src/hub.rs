@@ -196,6 +196,16 @@ impl StreamHub {
         Some(session)
     }
 
+    /// Ends the live publish, if any, as if the publisher had left; its
+    /// connection sees `is_current` turn false and closes. For a stream
+    /// being removed.
+    pub fn end_current_publish(&self) {
+        let session = self.lock().publisher;
+        if let Some(session) = session {
+            self.end_publish(session);
+        }
+    }
+
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
         self.lock().subscribers.retain(|q| !Arc::ptr_eq(q, queue));
     }
@@ -303,6 +313,12 @@ impl PublishGuard {
     pub fn hub(&self) -> &Arc<StreamHub> {
         &self.hub
     }
+
+    /// False once the hub ended this publish on its own (the stream was
+    /// removed): the connection should close.
+    pub fn is_current(&self) -> bool {
+        self.hub.lock().publisher == Some(self.session)
+    }
 }
 
 impl Drop for PublishGuard {
@@ -323,6 +339,13 @@ impl HubDirectory {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.expose().to_string(), hub);
+    }
+
+    pub fn remove(&self, key: &crate::StreamKey) {
+        self.by_key
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key.expose());
     }
 
     pub fn lookup(&self, key: &str) -> Option<Arc<StreamHub>> {

@@ -1,23 +1,23 @@
 //! `prism`: the relay daemon. Wires the ingest listener, the stream hubs and
 //! the destination tasks from the TOML config; handles signals.
 
-mod config;
 mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use prism_fanout::{spawn_destination, DestinationConfig, Registry, StreamEntry};
+use prism_fanout::Registry;
 use prism_ingest::{serve_rtmp, IngestLimits, IngestStats};
-use prism_media::{HubDirectory, StreamHub};
+use prism_media::HubDirectory;
 
-use crate::config::{Config, LogFormat};
+use prism_admin::{Config, Controller, LogFormat};
+
 use crate::telemetry::Telemetry;
 
 /// The config used when `--config` is not given.
@@ -48,7 +48,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let config = match Config::load(&path) {
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}:1:1: cannot read the config file: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::parse(&path, &text) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -90,7 +97,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(path, text, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!("{message}");
@@ -99,53 +106,40 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> {
     let registry = Arc::new(Registry::default());
     let ingest_stats = Arc::new(IngestStats::default());
     // Installed first, so destination tasks record into it from their start.
     let telemetry = match config.metrics_listen {
-        Some(_) => Some(Telemetry::install(
-            Arc::clone(&registry),
-            Arc::clone(&ingest_stats),
-        )?),
+        Some(_) => Some(Telemetry::install(Arc::clone(&registry), Arc::clone(&ingest_stats))?),
         None => None,
     };
 
-    let listener = tokio::net::TcpListener::bind(config.rtmp.listen)
+    // Bind every listener before starting anything, so a taken port fails
+    // the start with a clear message.
+    let rtmp_listen = config.rtmp.listen;
+    let listener = tokio::net::TcpListener::bind(rtmp_listen)
         .await
-        .map_err(|e| format!("cannot listen for RTMP on {}: {e}", config.rtmp.listen))?;
+        .map_err(|e| format!("cannot listen for RTMP on {rtmp_listen}: {e}"))?;
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(telemetry::bind(address).await?),
         None => None,
     };
-
-    let directory = Arc::new(HubDirectory::default());
+    let admin_listener = match &config.admin {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .map_err(|e| format!("cannot listen for the admin API on {}: {e}", admin.listen))?,
+        ),
+        None => None,
+    };
+    let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
+    let limits = IngestLimits {
+        max_connections: config.rtmp.max_connections,
+        publish_timeout: config.rtmp.publish_timeout,
+        idle_timeout: config.rtmp.idle_timeout,
+    };
     for stream in &config.streams {
-        let hub = StreamHub::new(stream.id.clone());
-        directory.insert(&stream.key, Arc::clone(&hub));
-        let destinations = stream
-            .destinations
-            .iter()
-            .map(|entry| {
-                Arc::new(spawn_destination(
-                    Arc::clone(&hub),
-                    DestinationConfig {
-                        id: entry.id.clone(),
-                        url: entry.url.clone(),
-                        enabled: entry.enabled,
-                        queue_budget_bytes: config.fanout.queue_budget_bytes,
-                        connect_timeout: config.fanout.connect_timeout,
-                        write_timeout: config.fanout.write_timeout,
-                        socket_send_buffer_bytes: config.fanout.socket_send_buffer_bytes,
-                    },
-                ))
-            })
-            .collect();
-        registry.add_stream(StreamEntry {
-            id: stream.id.clone(),
-            hub,
-            destinations: RwLock::new(destinations),
-        });
         info!(
             stream = %stream.id,
             key = %stream.key,
@@ -154,13 +148,11 @@ async fn run(config: Config) -> Result<(), String> {
         );
     }
 
+    let directory = Arc::new(HubDirectory::default());
+    let controller = Controller::start(&path, &text, config, Arc::clone(&registry), Arc::clone(&directory))?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = IngestLimits {
-        max_connections: config.rtmp.max_connections,
-        publish_timeout: config.rtmp.publish_timeout,
-        idle_timeout: config.rtmp.idle_timeout,
-    };
-    info!(listen = %config.rtmp.listen, "rtmp ingest listening");
+    info!(listen = %rtmp_listen, "rtmp ingest listening");
     let ingest = tokio::spawn(serve_rtmp(
         listener,
         directory,
@@ -172,23 +164,39 @@ async fn run(config: Config) -> Result<(), String> {
         (Some(listener), Some(telemetry)) => {
             info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "metrics listening");
             let mut stop = shutdown_rx.clone();
-            Some(tokio::spawn(telemetry::serve(
-                listener,
-                Arc::clone(telemetry),
-                async move {
-                    let _ = stop.changed().await;
-                },
-            )))
+            Some(tokio::spawn(telemetry::serve(listener, Arc::clone(telemetry), async move {
+                let _ = stop.changed().await;
+            })))
         }
         _ => None,
     };
+    let admin_server = admin_listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            info!(listen = %address, auth = admin_token.is_some(), "admin API listening");
+        }
+        let app = prism_admin::router(Arc::clone(&controller), admin_token);
+        tokio::spawn(async move { axum::serve(listener, app).await })
+    });
     if let Some(telemetry) = &telemetry {
         telemetry.set_ready();
     }
 
-    wait_for_signal().await;
+    loop {
+        match wait_for_signal().await {
+            Signal::Reload => {
+                if let Err(e) = controller.reload().await {
+                    error!("reload refused, the running configuration stays: {}", e.message);
+                }
+            }
+            Signal::Stop => break,
+        }
+    }
     info!("shutting down: closing publishers, unpublishing destinations");
     let _ = shutdown_tx.send(true);
+    // Event streams never end on their own: the admin server is stopped, not drained.
+    if let Some(server) = admin_server {
+        server.abort();
+    }
     let _ = ingest.await;
     if tokio::time::timeout(SHUTDOWN_GRACE, registry.shutdown())
         .await
@@ -206,18 +214,22 @@ async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+enum Signal {
+    Reload,
+    Stop,
+}
+
+/// SIGINT or SIGTERM stop; SIGHUP reloads the config.
+async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let (Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the daemon");
+        let _ = tokio::signal::ctrl_c().await;
+        return Signal::Stop;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => Signal::Stop,
+        _ = terminate.recv() => Signal::Stop,
+        _ = hangup.recv() => Signal::Reload,
     }
 }

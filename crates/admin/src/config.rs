@@ -19,6 +19,7 @@ struct RawConfig {
     log_format: LogFormat,
     rtmp: Spanned<RawRtmp>,
     metrics: Option<RawMetrics>,
+    admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     fanout: RawFanout,
     #[serde(default)]
@@ -35,6 +36,16 @@ struct RawRtmp {
     publish_timeout_s: u64,
     #[serde(default = "default_idle_timeout")]
     idle_timeout_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    insecure_no_auth: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,7 +125,8 @@ struct RawStream {
 #[serde(deny_unknown_fields)]
 struct RawDestination {
     id: Spanned<String>,
-    url: Spanned<String>,
+    platform: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
     #[serde(default = "default_true")]
     enabled: bool,
@@ -127,9 +139,30 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
     pub streams: Vec<StreamConfig>,
 }
+
+/// The admin API's listener and credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// `None` only with `insecure_no_auth` on a loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// Shorter tokens are refused: an admin token guards every destination key.
+const MIN_TOKEN_LEN: usize = 16;
 
 #[derive(Debug)]
 pub struct RtmpConfig {
@@ -155,8 +188,11 @@ pub struct StreamConfig {
 }
 
 #[derive(Debug)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DestinationEntry {
     pub id: String,
+    /// The preset it was made from, if any (`config/platforms.toml`).
+    pub platform: Option<String>,
     pub url: DestinationUrl,
     pub enabled: bool,
 }
@@ -201,6 +237,53 @@ impl Config {
                 parse_listen(&metrics.listen, "metrics.listen")
                     .map_err(|m| error(metrics.listen.span(), m))?,
             ),
+        };
+        let admin = match &raw.admin {
+            None => None,
+            Some(section) => {
+                let span = section.span();
+                let admin = section.get_ref();
+                let listen = parse_listen(&admin.listen, "admin.listen").map_err(|m| error(admin.listen.span(), m))?;
+                let token = match (&admin.token, &admin.token_file) {
+                    (Some(_), Some(file)) => {
+                        return Err(error(file.span(), "admin: set either token or token_file, not both".into()))
+                    }
+                    (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
+                    (None, Some(file)) => {
+                        let file_path = Path::new(file.get_ref());
+                        let file_path = if file_path.is_relative() {
+                            path.parent().unwrap_or(Path::new(".")).join(file_path)
+                        } else {
+                            file_path.to_path_buf()
+                        };
+                        let text = std::fs::read_to_string(&file_path).map_err(|e| {
+                            error(file.span(), format!("admin.token_file: cannot read {}: {e}", file_path.display()))
+                        })?;
+                        Some((text.trim().to_string(), file.span()))
+                    }
+                    (None, None) => std::env::var("PRISM_ADMIN_TOKEN").ok().map(|t| (t.trim().to_string(), span.clone())),
+                };
+                if let Some((token, span)) = &token {
+                    if token.len() < MIN_TOKEN_LEN {
+                        return Err(error(
+                            span.clone(),
+                            format!("admin token must be at least {MIN_TOKEN_LEN} characters"),
+                        ));
+                    }
+                }
+                if token.is_none() && !(admin.insecure_no_auth && listen.ip().is_loopback()) {
+                    return Err(error(
+                        span,
+                        "admin: set token, token_file or the PRISM_ADMIN_TOKEN environment variable \
+                         (insecure_no_auth = true is accepted only on a loopback listen address)"
+                            .into(),
+                    ));
+                }
+                Some(AdminConfig {
+                    listen,
+                    token: token.map(|(t, _)| t),
+                })
+            }
         };
         let rtmp_span = raw.rtmp.span();
         let rtmp = raw.rtmp.into_inner();
@@ -274,13 +357,31 @@ impl Config {
                         ),
                     ));
                 }
-                let url = DestinationUrl::parse(
-                    destination.url.get_ref(),
-                    destination.key.as_ref().map(|k| k.get_ref().as_str()),
-                )
-                .map_err(|e| error(destination.url.span(), format!("{field}.url: {e}")))?;
+                let platform = match &destination.platform {
+                    None => None,
+                    Some(name) => Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
+                        let known: Vec<&str> = crate::platforms::all().iter().map(|p| p.id.as_str()).collect();
+                        error(
+                            name.span(),
+                            format!("{field}.platform: unknown platform {:?} (known: {})", name.get_ref(), known.join(", ")),
+                        )
+                    })?),
+                };
+                let (url_text, url_span) = match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
+                    (Some(url), _) => (url.get_ref().as_str(), url.span()),
+                    (None, Some(preset)) => (preset.as_str(), destination.id.span()),
+                    (None, None) => {
+                        return Err(error(
+                            destination.id.span(),
+                            format!("{field}: missing field `url` (or a `platform` whose preset has one)"),
+                        ))
+                    }
+                };
+                let url = DestinationUrl::parse(url_text, destination.key.as_ref().map(|k| k.get_ref().as_str()))
+                    .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
                 destinations.push(DestinationEntry {
                     id: dest_id,
+                    platform: platform.map(|p| p.id.clone()),
                     url,
                     enabled: destination.enabled,
                 });
@@ -295,6 +396,7 @@ impl Config {
         Ok(Config {
             log_format: raw.log_format,
             metrics_listen,
+            admin,
             rtmp: RtmpConfig {
                 listen,
                 max_connections: rtmp.max_connections,
@@ -493,6 +595,32 @@ key = "live_8f2c1d"
         );
         let message = error_text(&format!("{GOOD}\n[metrics]\nlisten = \"9100\"\n"));
         assert!(message.contains("metrics.listen"), "{message}");
+    }
+
+    #[test]
+    fn platform_presets_fill_the_url() {
+        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"twitch\"");
+        let config = parse(&text).unwrap();
+        let twitch = &config.streams[0].destinations[0];
+        assert_eq!(twitch.platform.as_deref(), Some("twitch"));
+        assert_eq!(twitch.url.tc_url, "rtmp://live.twitch.tv/app");
+        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"myspace\"");
+        assert!(error_text(&text).contains("unknown platform \"myspace\""));
+        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"custom\"");
+        assert!(error_text(&text).contains("missing field `url`"));
+    }
+
+    #[test]
+    fn admin_needs_a_token_unless_loopback_and_insecure() {
+        let with = |section: &str| parse(&format!("{GOOD}\n[admin]\n{section}\n"));
+        let admin = with("listen = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdef\"").unwrap().admin.unwrap();
+        assert_eq!(admin.token.as_deref(), Some("0123456789abcdef"));
+        assert!(!format!("{admin:?}").contains("0123456789abcdef"));
+        assert!(with("listen = \"127.0.0.1:8080\"\ninsecure_no_auth = true").unwrap().admin.unwrap().token.is_none());
+        let open = with("listen = \"0.0.0.0:8080\"\ninsecure_no_auth = true").unwrap_err().to_string();
+        assert!(open.contains("loopback"), "{open}");
+        let short = with("listen = \"127.0.0.1:8080\"\ntoken = \"short\"").unwrap_err().to_string();
+        assert!(short.contains("at least 16"), "{short}");
     }
 
     #[test]

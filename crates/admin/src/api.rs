@@ -1,0 +1,629 @@
+//! The admin HTTP API (axum): every route but `/healthz` needs the bearer
+//! token; request bodies are parsed strictly and errors name the field.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+use toml_edit::{value, DocumentMut, Table};
+
+use prism_fanout::{Registry, StreamEntry};
+
+use crate::config::{Config, DestinationEntry, StreamConfig};
+use crate::control::{Controller, Event};
+use crate::error::ApiError;
+use crate::{persist, platforms};
+
+/// Every route the router serves, as (method, path). The OpenAPI document
+/// must list exactly these; a test holds both to the router.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/platforms"),
+    ("GET", "/v1/events"),
+    ("POST", "/v1/reload"),
+    ("GET", "/v1/streams"),
+    ("POST", "/v1/streams"),
+    ("GET", "/v1/streams/{id}"),
+    ("DELETE", "/v1/streams/{id}"),
+    ("GET", "/v1/streams/{id}/destinations"),
+    ("POST", "/v1/streams/{id}/destinations"),
+    ("GET", "/v1/streams/{id}/destinations/{dest}"),
+    ("PATCH", "/v1/streams/{id}/destinations/{dest}"),
+    ("DELETE", "/v1/streams/{id}/destinations/{dest}"),
+    ("PUT", "/v1/streams/{id}/destinations/{dest}/enable"),
+    ("PUT", "/v1/streams/{id}/destinations/{dest}/disable"),
+    ("PUT", "/v1/streams/{id}/restreams"),
+];
+
+/// The OpenAPI 3 document, kept beside the code.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+#[derive(Clone)]
+struct App {
+    controller: Arc<Controller>,
+    token: Option<Arc<str>>,
+}
+
+/// The router; `token` is `None` only for a loopback listener the operator
+/// marked `insecure_no_auth`.
+pub fn router(controller: Arc<Controller>, token: Option<String>) -> Router {
+    let app = App {
+        controller,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/platforms", get(list_platforms))
+        .route("/v1/events", get(events))
+        .route("/v1/reload", post(reload))
+        .route("/v1/streams", get(list_streams).post(add_stream))
+        .route("/v1/streams/{id}", get(get_stream).delete(remove_stream))
+        .route("/v1/streams/{id}/destinations", get(list_destinations).post(add_destination))
+        .route(
+            "/v1/streams/{id}/destinations/{dest}",
+            get(get_destination).patch(patch_destination).delete(remove_destination),
+        )
+        .route("/v1/streams/{id}/destinations/{dest}/enable", put(enable_destination))
+        .route("/v1/streams/{id}/destinations/{dest}/disable", put(disable_destination))
+        .route("/v1/streams/{id}/restreams", put(replace_restreams))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(app)
+}
+
+async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time, so response timing does not reveal how much of a
+        // guessed token was right.
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Parses a JSON body strictly; the error names the offending field.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("malformed JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request(inner.to_string())
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+// ---- views ----------------------------------------------------------------
+
+#[derive(Serialize)]
+struct StreamView {
+    id: String,
+    live: bool,
+    ingest: Option<IngestView>,
+    destinations: Vec<DestinationView>,
+}
+
+#[derive(Serialize)]
+struct IngestView {
+    protocol: &'static str,
+    remote: String,
+    since: String,
+    bitrate_kbps: u64,
+}
+
+#[derive(Serialize)]
+struct DestinationView {
+    id: String,
+    platform: Option<String>,
+    /// The server URL, without the key.
+    url: String,
+    key_hint: String,
+    enabled: bool,
+    state: &'static str,
+    last_error: Option<String>,
+    bytes_sent: u64,
+    dropped_frames: u64,
+    reconnects: u64,
+}
+
+fn destination_view(entry: Option<&StreamEntry>, destination: &DestinationEntry) -> DestinationView {
+    use std::sync::atomic::Ordering;
+    let handle = entry.and_then(|e| e.destination(&destination.id));
+    let status = handle.as_ref().map(|h| &h.status);
+    DestinationView {
+        id: destination.id.clone(),
+        platform: destination.platform.clone(),
+        url: destination.url.tc_url.clone(),
+        key_hint: destination.url.stream_name.hint(),
+        enabled: destination.enabled,
+        state: status.map_or("idle", |s| s.state().as_str()),
+        last_error: status.and_then(|s| s.last_error()),
+        bytes_sent: status.map_or(0, |s| s.bytes_sent.load(Ordering::Relaxed)),
+        dropped_frames: status.map_or(0, |s| s.dropped_frames()),
+        reconnects: status.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),
+    }
+}
+
+fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
+    use std::sync::atomic::Ordering;
+    let entry = registry.stream(&stream.id);
+    let ingest = entry.as_ref().and_then(|e| {
+        let publisher = e.hub.publisher()?;
+        Some(IngestView {
+            protocol: publisher.protocol.as_str(),
+            remote: publisher.remote.to_string(),
+            since: humantime::format_rfc3339_seconds(publisher.since).to_string(),
+            bitrate_kbps: e.hub.stats().bitrate_bps.load(Ordering::Relaxed) / 1000,
+        })
+    });
+    StreamView {
+        id: stream.id.clone(),
+        live: ingest.is_some(),
+        ingest,
+        destinations: stream
+            .destinations
+            .iter()
+            .map(|d| destination_view(entry.as_deref(), d))
+            .collect(),
+    }
+}
+
+fn find_stream<'a>(config: &'a Config, id: &str) -> Result<&'a StreamConfig, ApiError> {
+    config
+        .streams
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))
+}
+
+async fn view_of_stream(app: &App, id: &str) -> Result<StreamView, ApiError> {
+    let registry = Arc::clone(app.controller.registry());
+    app.controller
+        .with_config(|config| find_stream(config, id).map(|s| stream_view(&registry, s)))
+        .await
+}
+
+async fn view_of_destination(app: &App, id: &str, dest: &str) -> Result<DestinationView, ApiError> {
+    view_of_stream(app, id)
+        .await?
+        .destinations
+        .into_iter()
+        .find(|d| d.id == dest)
+        .ok_or_else(|| ApiError::not_found(format!("no destination {dest:?} in stream {id:?}")))
+}
+
+fn success() -> Json<serde_json::Value> {
+    Json(json!({ "success": true }))
+}
+
+// ---- handlers -------------------------------------------------------------
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn list_platforms() -> impl IntoResponse {
+    Json(platforms::all())
+}
+
+async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+    // Subscribe before reading the present, so nothing falls between.
+    let live = BroadcastStream::new(app.controller.subscribe()).filter_map(Result::ok);
+    let current = tokio_stream::iter(app.controller.current_state_events());
+    let stream = current.chain(live).map(|event: Event| {
+        let kind = event.kind();
+        Ok(sse::Event::default()
+            .event(kind)
+            .json_data(&event)
+            .unwrap_or_else(|_| sse::Event::default().event(kind)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn reload(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
+    app.controller.reload().await?;
+    Ok(success())
+}
+
+async fn list_streams(State(app): State<App>) -> impl IntoResponse {
+    let registry = Arc::clone(app.controller.registry());
+    let views: Vec<StreamView> = app
+        .controller
+        .with_config(|config| config.streams.iter().map(|s| stream_view(&registry, s)).collect())
+        .await;
+    Json(views)
+}
+
+async fn get_stream(State(app): State<App>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(view_of_stream(&app, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewStream {
+    id: Option<String>,
+    key: Option<String>,
+}
+
+async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+    let request: NewStream = parse_body(&body)?;
+    let (id, key) = app
+        .controller
+        .change(|document, config| {
+            let id = match request.id {
+                Some(id) => {
+                    if config.streams.iter().any(|s| s.id == id) {
+                        return Err(ApiError::conflict(format!("stream {id:?} already exists")));
+                    }
+                    id
+                }
+                None => unique_id("stream", |c| config.streams.iter().any(|s| s.id == c)),
+            };
+            let key = match request.key {
+                Some(key) => {
+                    if config.streams.iter().any(|s| s.key.expose() == key) {
+                        return Err(ApiError::conflict("key: another stream already uses this key"));
+                    }
+                    key
+                }
+                None => generate_key(),
+            };
+            let mut table = Table::new();
+            table["id"] = value(id.as_str());
+            table["key"] = value(key.as_str());
+            persist::streams(document).map_err(ApiError::invalid)?.push(table);
+            Ok((id, key))
+        })
+        .await
+        .map_err(strip_config_path)?;
+    let mut view = serde_json::to_value(view_of_stream(&app, &id).await?).unwrap_or_default();
+    // The only time the key is ever returned: the caller must keep it.
+    view["key"] = json!(key);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn remove_stream(State(app): State<App>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    app.controller
+        .change(|document, _| {
+            let streams = persist::streams(document).map_err(ApiError::invalid)?;
+            let index = persist::position(streams, &id).ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+            streams.remove(index);
+            Ok(())
+        })
+        .await?;
+    Ok(success())
+}
+
+async fn list_destinations(State(app): State<App>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(view_of_stream(&app, &id).await?.destinations))
+}
+
+async fn get_destination(
+    State(app): State<App>,
+    Path((id, dest)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(view_of_destination(&app, &id, &dest).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDestination {
+    id: Option<String>,
+    platform: Option<String>,
+    url: Option<String>,
+    key: String,
+    enabled: Option<bool>,
+}
+
+async fn add_destination(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: NewDestination = parse_body(&body)?;
+    if request.key.trim().is_empty() {
+        return Err(ApiError::invalid("key: must not be empty"));
+    }
+    if let Some(platform) = &request.platform {
+        if platforms::find(platform).is_none() {
+            return Err(ApiError::invalid(format!("platform: unknown platform {platform:?} (see GET /v1/platforms)")));
+        }
+    }
+    let dest = app
+        .controller
+        .change(|document, config| {
+            let stream = find_stream(config, &id)?;
+            let taken = |candidate: &str| stream.destinations.iter().any(|d| d.id == candidate);
+            let dest = match &request.id {
+                Some(dest) if taken(dest) => {
+                    return Err(ApiError::conflict(format!("destination {dest:?} already exists in stream {id:?}")))
+                }
+                Some(dest) => dest.clone(),
+                None => unique_id(request.platform.as_deref().unwrap_or("destination"), taken),
+            };
+            let mut table = Table::new();
+            table["id"] = value(dest.as_str());
+            persist::set_string(&mut table, "platform", request.platform.as_deref());
+            persist::set_string(&mut table, "url", request.url.as_deref());
+            table["key"] = value(request.key.as_str());
+            if let Some(enabled) = request.enabled {
+                table["enabled"] = value(enabled);
+            }
+            destinations_of(document, &id)?.push(table);
+            Ok(dest)
+        })
+        .await
+        .map_err(strip_config_path)?;
+    Ok((StatusCode::CREATED, Json(view_of_destination(&app, &id, &dest).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationPatch {
+    url: Option<String>,
+    key: Option<String>,
+    enabled: Option<bool>,
+}
+
+async fn patch_destination(
+    State(app): State<App>,
+    Path((id, dest)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let patch: DestinationPatch = parse_body(&body)?;
+    if patch.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(ApiError::invalid("key: must not be empty"));
+    }
+    edit_destination(&app, &id, &dest, |table| {
+        if let Some(url) = &patch.url {
+            table["url"] = value(url.as_str());
+        }
+        if let Some(key) = &patch.key {
+            table["key"] = value(key.as_str());
+        }
+        if let Some(enabled) = patch.enabled {
+            table["enabled"] = value(enabled);
+        }
+    })
+    .await?;
+    Ok(Json(view_of_destination(&app, &id, &dest).await?))
+}
+
+async fn enable_destination(
+    State(app): State<App>,
+    Path((id, dest)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    edit_destination(&app, &id, &dest, |table| table["enabled"] = value(true)).await?;
+    Ok(success())
+}
+
+async fn disable_destination(
+    State(app): State<App>,
+    Path((id, dest)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    edit_destination(&app, &id, &dest, |table| table["enabled"] = value(false)).await?;
+    Ok(success())
+}
+
+async fn remove_destination(
+    State(app): State<App>,
+    Path((id, dest)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    app.controller
+        .change(|document, _| {
+            let destinations = destinations_of(document, &id)?;
+            let index = persist::position(destinations, &dest)
+                .ok_or_else(|| ApiError::not_found(format!("no destination {dest:?} in stream {id:?}")))?;
+            destinations.remove(index);
+            Ok(())
+        })
+        .await?;
+    Ok(success())
+}
+
+/// api.video's shape: the whole set of restreams for a stream.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Restream {
+    name: String,
+    #[serde(rename = "serverUrl")]
+    server_url: String,
+    #[serde(rename = "streamKey")]
+    stream_key: String,
+}
+
+async fn replace_restreams(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let restreams: Vec<Restream> = parse_body(&body)?;
+    let mut wanted: Vec<(String, &Restream)> = Vec::with_capacity(restreams.len());
+    for (i, restream) in restreams.iter().enumerate() {
+        let dest = slug(&restream.name);
+        if dest.is_empty() {
+            return Err(ApiError::invalid(format!("[{i}].name: needs at least one letter or digit")));
+        }
+        if wanted.iter().any(|(d, _)| *d == dest) {
+            return Err(ApiError::invalid(format!("[{i}].name: two restreams are both named {dest:?}")));
+        }
+        wanted.push((dest, restream));
+    }
+    app.controller
+        .change(|document, _| {
+            let destinations = destinations_of(document, &id)?;
+            let mut index = 0;
+            while let Some(table) = destinations.get(index) {
+                let current = table.get("id").and_then(|i| i.as_str()).unwrap_or_default();
+                if wanted.iter().any(|(d, _)| d == current) {
+                    index += 1;
+                } else {
+                    destinations.remove(index);
+                }
+            }
+            for (dest, restream) in &wanted {
+                let table = match persist::position(destinations, dest) {
+                    Some(i) => destinations.get_mut(i).expect("position is in range"),
+                    None => {
+                        let mut table = Table::new();
+                        table["id"] = value(dest.as_str());
+                        destinations.push(table);
+                        destinations.get_mut(destinations.len() - 1).expect("just pushed")
+                    }
+                };
+                // Unchanged values are left alone, so an unchanged entry
+                // keeps its connection.
+                if table.get("url").and_then(|v| v.as_str()) != Some(restream.server_url.as_str()) {
+                    table["url"] = value(restream.server_url.as_str());
+                }
+                if table.get("key").and_then(|v| v.as_str()) != Some(restream.stream_key.as_str()) {
+                    table["key"] = value(restream.stream_key.as_str());
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(strip_config_path)?;
+    Ok(Json(view_of_stream(&app, &id).await?.destinations))
+}
+
+// ---- helpers --------------------------------------------------------------
+
+fn destinations_of<'a>(document: &'a mut DocumentMut, id: &str) -> Result<&'a mut toml_edit::ArrayOfTables, ApiError> {
+    let stream = persist::stream(document, id)
+        .map_err(ApiError::invalid)?
+        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+    persist::destinations(stream).map_err(ApiError::invalid)
+}
+
+async fn edit_destination(app: &App, id: &str, dest: &str, edit: impl FnOnce(&mut Table)) -> Result<(), ApiError> {
+    app.controller
+        .change(|document, _| {
+            let destinations = destinations_of(document, id)?;
+            let index = persist::position(destinations, dest)
+                .ok_or_else(|| ApiError::not_found(format!("no destination {dest:?} in stream {id:?}")))?;
+            edit(destinations.get_mut(index).expect("position is in range"));
+            Ok(())
+        })
+        .await
+        .map_err(strip_config_path)
+}
+
+/// Config errors name fields by their place in the file
+/// (`streams[0].destinations[2].url: ...`); an API caller knows them by
+/// their JSON name (`url: ...`).
+fn strip_config_path(mut error: ApiError) -> ApiError {
+    let message = &error.message;
+    if let Some(rest) = message.strip_prefix("streams[") {
+        if let Some((_, after)) = rest.split_once("].") {
+            let after = match after.strip_prefix("destinations[") {
+                Some(inner) => inner.split_once("].").map_or(after, |(_, field)| field),
+                None => after,
+            };
+            error.message = after.to_string();
+        }
+    }
+    error
+}
+
+/// `base`, or `base-2`, `base-3`... whichever is free.
+fn unique_id(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|candidate| !taken(candidate))
+        .expect("some suffix is free")
+}
+
+/// A destination id from a display name: `"YouTube (main)"` → `"youtube-main"`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').chars().take(64).collect()
+}
+
+/// A new stream key: 24 random letters and digits (about 143 bits).
+fn generate_key() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    let random: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("live_{random}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_unique_ids() {
+        assert_eq!(slug("YouTube (main)"), "youtube-main");
+        assert_eq!(slug("  Twitch!! "), "twitch");
+        assert_eq!(slug("***"), "");
+        assert_eq!(unique_id("youtube", |c| c == "youtube" || c == "youtube-2"), "youtube-3");
+    }
+
+    #[test]
+    fn config_paths_become_field_names() {
+        let e = strip_config_path(ApiError::invalid("streams[0].destinations[3].url: no stream key"));
+        assert_eq!(e.message, "url: no stream key");
+        let e = strip_config_path(ApiError::invalid("streams[2].key: must not be empty"));
+        assert_eq!(e.message, "key: must not be empty");
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        let e = parse_body::<NewDestination>(br#"{"key": "k", "urll": "x"}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `urll`"), "{}", e.message);
+        let e = parse_body::<NewDestination>(br#"{"url": "x"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `key`"), "{}", e.message);
+        let e = parse_body::<NewDestination>(br#"{"key": "k", "enabled": "yes"}"#).unwrap_err();
+        assert!(e.message.starts_with("enabled: invalid type"), "{}", e.message);
+        let e = parse_body::<NewDestination>(br#"{"key": "#).unwrap_err();
+        assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn generated_keys_are_long_and_distinct() {
+        let (a, b) = (generate_key(), generate_key());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 29);
+    }
+}

@@ -1,0 +1,112 @@
+//! Writing the config file back: edits go through `toml_edit`, so the
+//! operator's comments, order and formatting survive; the file is replaced
+//! atomically, so a crash at any moment leaves the old file or the new one,
+//! never a torn or empty one.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
+
+/// Writes `text` to a temporary file beside `path`, flushes it to disk, renames
+/// it over `path`, then flushes the directory so the rename itself is durable.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("prism.toml");
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&temp)?;
+        // Keep the original's permissions (it may hold keys: often 0600).
+        if let Ok(metadata) = fs::metadata(path) {
+            file.set_permissions(metadata.permissions())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// The `[[streams]]` array, created when the file has none yet.
+pub fn streams(document: &mut DocumentMut) -> Result<&mut ArrayOfTables, String> {
+    if document.get("streams").is_none() {
+        document["streams"] = Item::ArrayOfTables(ArrayOfTables::new());
+    }
+    document["streams"]
+        .as_array_of_tables_mut()
+        .ok_or_else(|| "the config writes `streams` in a form the API cannot edit; use [[streams]] tables".into())
+}
+
+/// The `[[streams]]` table whose `id` is `id`.
+pub fn stream<'a>(document: &'a mut DocumentMut, id: &str) -> Result<Option<&'a mut Table>, String> {
+    Ok(streams(document)?
+        .iter_mut()
+        .find(|t| t.get("id").and_then(Item::as_str) == Some(id)))
+}
+
+/// A stream's `[[streams.destinations]]` array, created when missing.
+pub fn destinations(stream: &mut Table) -> Result<&mut ArrayOfTables, String> {
+    if stream.get("destinations").is_none() {
+        stream.insert("destinations", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    stream["destinations"]
+        .as_array_of_tables_mut()
+        .ok_or_else(|| "the config writes `destinations` in a form the API cannot edit; use [[streams.destinations]] tables".into())
+}
+
+pub fn position(array: &ArrayOfTables, id: &str) -> Option<usize> {
+    array.iter().position(|t| t.get("id").and_then(Item::as_str) == Some(id))
+}
+
+/// Sets or removes (`None`) a string field.
+pub fn set_string(table: &mut Table, field: &str, text: Option<&str>) {
+    match text {
+        Some(text) => {
+            table[field] = value(text);
+        }
+        None => {
+            table.remove(field);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_keep_comments_and_order() {
+        let text = "# operator's note\n[rtmp]\nlisten = \"0.0.0.0:1935\" # port\n\n[[streams]]\nid = \"main\" # the show\nkey = \"k\"\n";
+        let mut document: DocumentMut = text.parse().unwrap();
+        let main = stream(&mut document, "main").unwrap().unwrap();
+        let mut table = Table::new();
+        set_string(&mut table, "id", Some("yt"));
+        set_string(&mut table, "url", Some("rtmp://a/b"));
+        destinations(main).unwrap().push(table);
+        let out = document.to_string();
+        assert!(out.starts_with("# operator's note\n[rtmp]\nlisten = \"0.0.0.0:1935\" # port\n"), "{out}");
+        assert!(out.contains("id = \"main\" # the show"), "{out}");
+        assert!(out.contains("[[streams.destinations]]\nid = \"yt\"\nurl = \"rtmp://a/b\""), "{out}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("prism-persist-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("prism.toml");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomically(&path, "new = 1\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new = 1\n");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
+        assert_eq!(leftovers.len(), 1, "temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
