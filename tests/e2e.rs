@@ -264,27 +264,6 @@ fn sigterm_mid_show_unpublishes_cleanly_and_exits_zero() {
     assert!(probe.duration >= 3.0, "{probe:?}");
 }
 
-/// The duration ffprobe reports, for recordings whose length the test does
-/// not control.
-fn probe_duration(path: &std::path::Path) -> f64 {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn check_validates_and_reports_file_line_column() {
     let scratch = Scratch::new("check");

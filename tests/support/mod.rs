@@ -94,10 +94,20 @@ impl Prism {
     /// Writes `config` to the scratch dir and starts the daemon on it; returns
     /// once the RTMP listener accepts connections.
     pub fn start(scratch: &Scratch, config: &str, rtmp_port: u16) -> Self {
+        fs::write(scratch.file("prism.toml"), config).unwrap();
+        Self::start_on_file(scratch, rtmp_port)
+    }
+
+    /// Starts the daemon on the scratch dir's existing `prism.toml` (a
+    /// restart); the log is appended to.
+    pub fn start_on_file(scratch: &Scratch, rtmp_port: u16) -> Self {
         let config_path = scratch.file("prism.toml");
-        fs::write(&config_path, config).unwrap();
         let log_path = scratch.file("prism.log");
-        let log = fs::File::create(&log_path).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_prism"))
             .arg("--config")
             .arg(&config_path)
@@ -157,6 +167,16 @@ impl Prism {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends a signal by name (`HUP`, `KILL`, ...).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("prism is running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Asserts that no secret appears anywhere in the log.
@@ -437,6 +457,27 @@ pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
     }
 }
 
+/// The duration ffprobe reports, for recordings whose length the test does
+/// not control.
+pub fn probe_duration(path: &Path) -> f64 {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
 /// A destination that accepts TCP connections and never reads a byte.
 pub struct BlackHole {
     pub port: u16,
@@ -591,11 +632,25 @@ impl Ffmpeg {
 
 /// A plain HTTP/1.0 GET on loopback; returns the status code and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    http(port, "GET", path, None, "")
+}
+
+/// A plain HTTP/1.0 request on loopback, with an optional bearer token and
+/// JSON body; returns the status code and body.
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response

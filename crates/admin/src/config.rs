@@ -187,8 +187,7 @@ pub struct StreamConfig {
     pub destinations: Vec<DestinationEntry>,
 }
 
-#[derive(Debug)]
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationEntry {
     pub id: String,
     /// The preset it was made from, if any (`config/platforms.toml`).
@@ -243,10 +242,14 @@ impl Config {
             Some(section) => {
                 let span = section.span();
                 let admin = section.get_ref();
-                let listen = parse_listen(&admin.listen, "admin.listen").map_err(|m| error(admin.listen.span(), m))?;
+                let listen = parse_listen(&admin.listen, "admin.listen")
+                    .map_err(|m| error(admin.listen.span(), m))?;
                 let token = match (&admin.token, &admin.token_file) {
                     (Some(_), Some(file)) => {
-                        return Err(error(file.span(), "admin: set either token or token_file, not both".into()))
+                        return Err(error(
+                            file.span(),
+                            "admin: set either token or token_file, not both".into(),
+                        ))
                     }
                     (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
                     (None, Some(file)) => {
@@ -257,11 +260,19 @@ impl Config {
                             file_path.to_path_buf()
                         };
                         let text = std::fs::read_to_string(&file_path).map_err(|e| {
-                            error(file.span(), format!("admin.token_file: cannot read {}: {e}", file_path.display()))
+                            error(
+                                file.span(),
+                                format!(
+                                    "admin.token_file: cannot read {}: {e}",
+                                    file_path.display()
+                                ),
+                            )
                         })?;
                         Some((text.trim().to_string(), file.span()))
                     }
-                    (None, None) => std::env::var("PRISM_ADMIN_TOKEN").ok().map(|t| (t.trim().to_string(), span.clone())),
+                    (None, None) => std::env::var("PRISM_ADMIN_TOKEN")
+                        .ok()
+                        .map(|t| (t.trim().to_string(), span.clone())),
                 };
                 if let Some((token, span)) = &token {
                     if token.len() < MIN_TOKEN_LEN {
@@ -359,26 +370,41 @@ impl Config {
                 }
                 let platform = match &destination.platform {
                     None => None,
-                    Some(name) => Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
-                        let known: Vec<&str> = crate::platforms::all().iter().map(|p| p.id.as_str()).collect();
-                        error(
-                            name.span(),
-                            format!("{field}.platform: unknown platform {:?} (known: {})", name.get_ref(), known.join(", ")),
-                        )
-                    })?),
-                };
-                let (url_text, url_span) = match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
-                    (Some(url), _) => (url.get_ref().as_str(), url.span()),
-                    (None, Some(preset)) => (preset.as_str(), destination.id.span()),
-                    (None, None) => {
-                        return Err(error(
-                            destination.id.span(),
-                            format!("{field}: missing field `url` (or a `platform` whose preset has one)"),
-                        ))
+                    Some(name) => {
+                        Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
+                            let known: Vec<&str> = crate::platforms::all()
+                                .iter()
+                                .map(|p| p.id.as_str())
+                                .collect();
+                            error(
+                                name.span(),
+                                format!(
+                                    "{field}.platform: unknown platform {:?} (known: {})",
+                                    name.get_ref(),
+                                    known.join(", ")
+                                ),
+                            )
+                        })?)
                     }
                 };
-                let url = DestinationUrl::parse(url_text, destination.key.as_ref().map(|k| k.get_ref().as_str()))
-                    .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
+                let (url_text, url_span) =
+                    match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
+                        (Some(url), _) => (url.get_ref().as_str(), url.span()),
+                        (None, Some(preset)) => (preset.as_str(), destination.id.span()),
+                        (None, None) => {
+                            return Err(error(
+                                destination.id.span(),
+                                format!(
+                            "{field}: missing field `url` (or a `platform` whose preset has one)"
+                        ),
+                            ))
+                        }
+                    };
+                let url = DestinationUrl::parse(
+                    url_text,
+                    destination.key.as_ref().map(|k| k.get_ref().as_str()),
+                )
+                .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
                 destinations.push(DestinationEntry {
                     id: dest_id,
                     platform: platform.map(|p| p.id.clone()),
@@ -599,27 +625,48 @@ key = "live_8f2c1d"
 
     #[test]
     fn platform_presets_fill_the_url() {
-        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"twitch\"");
+        let text = GOOD.replace(
+            "url = \"rtmp://a.rtmp.youtube.com/live2\"",
+            "platform = \"twitch\"",
+        );
         let config = parse(&text).unwrap();
         let twitch = &config.streams[0].destinations[0];
         assert_eq!(twitch.platform.as_deref(), Some("twitch"));
         assert_eq!(twitch.url.tc_url, "rtmp://live.twitch.tv/app");
-        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"myspace\"");
+        let text = GOOD.replace(
+            "url = \"rtmp://a.rtmp.youtube.com/live2\"",
+            "platform = \"myspace\"",
+        );
         assert!(error_text(&text).contains("unknown platform \"myspace\""));
-        let text = GOOD.replace("url = \"rtmp://a.rtmp.youtube.com/live2\"", "platform = \"custom\"");
+        let text = GOOD.replace(
+            "url = \"rtmp://a.rtmp.youtube.com/live2\"",
+            "platform = \"custom\"",
+        );
         assert!(error_text(&text).contains("missing field `url`"));
     }
 
     #[test]
     fn admin_needs_a_token_unless_loopback_and_insecure() {
         let with = |section: &str| parse(&format!("{GOOD}\n[admin]\n{section}\n"));
-        let admin = with("listen = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdef\"").unwrap().admin.unwrap();
+        let admin = with("listen = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdef\"")
+            .unwrap()
+            .admin
+            .unwrap();
         assert_eq!(admin.token.as_deref(), Some("0123456789abcdef"));
         assert!(!format!("{admin:?}").contains("0123456789abcdef"));
-        assert!(with("listen = \"127.0.0.1:8080\"\ninsecure_no_auth = true").unwrap().admin.unwrap().token.is_none());
-        let open = with("listen = \"0.0.0.0:8080\"\ninsecure_no_auth = true").unwrap_err().to_string();
+        assert!(with("listen = \"127.0.0.1:8080\"\ninsecure_no_auth = true")
+            .unwrap()
+            .admin
+            .unwrap()
+            .token
+            .is_none());
+        let open = with("listen = \"0.0.0.0:8080\"\ninsecure_no_auth = true")
+            .unwrap_err()
+            .to_string();
         assert!(open.contains("loopback"), "{open}");
-        let short = with("listen = \"127.0.0.1:8080\"\ntoken = \"short\"").unwrap_err().to_string();
+        let short = with("listen = \"127.0.0.1:8080\"\ntoken = \"short\"")
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("at least 16"), "{short}");
     }
 

@@ -17,7 +17,9 @@ use toml_edit::DocumentMut;
 use tracing::{info, warn};
 
 use prism_fanout::destination::DestinationState;
-use prism_fanout::{spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry};
+use prism_fanout::{
+    spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
+};
 use prism_media::{HubDirectory, StreamHub};
 
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
@@ -102,7 +104,10 @@ impl Controller {
             events: broadcast::channel(1024).0,
         });
         {
-            let state = controller.state.try_lock().expect("nothing else holds a new controller");
+            let state = controller
+                .state
+                .try_lock()
+                .expect("nothing else holds a new controller");
             for stream in &state.config.streams {
                 controller.add_stream(stream, &state.config.fanout);
             }
@@ -132,7 +137,11 @@ impl Controller {
                 });
             }
             for destination in stream.destinations() {
-                events.push(destination_event(&stream.id, &destination.id, &destination.status));
+                events.push(destination_event(
+                    &stream.id,
+                    &destination.id,
+                    &destination.status,
+                ));
             }
         }
         events
@@ -173,8 +182,11 @@ impl Controller {
         let mut state = self.state.lock().await;
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
-        let config = Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let document: DocumentMut = text.parse().map_err(|e| ApiError::invalid(format!("{e}")))?;
+        let config =
+            Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let document: DocumentMut = text
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("{e}")))?;
         if config.rtmp.listen != state.config.rtmp.listen
             || config.metrics_listen != state.config.metrics_listen
             || config.admin != state.config.admin
@@ -272,7 +284,12 @@ impl Controller {
         self.directory.insert(&stream.key, hub);
     }
 
-    fn add_destination(&self, entry: &StreamEntry, destination: &DestinationEntry, fanout: &FanoutConfig) {
+    fn add_destination(
+        &self,
+        entry: &StreamEntry,
+        destination: &DestinationEntry,
+        fanout: &FanoutConfig,
+    ) {
         let handle = Arc::new(spawn_destination(
             Arc::clone(&entry.hub),
             DestinationConfig {
@@ -298,7 +315,9 @@ impl Controller {
         let events = self.events.clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
-                let Some(status) = status.upgrade() else { break };
+                let Some(status) = status.upgrade() else {
+                    break;
+                };
                 let _ = events.send(destination_event(&stream, &destination, &status));
             }
         });

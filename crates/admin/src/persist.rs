@@ -12,8 +12,14 @@ use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 /// Writes `text` to a temporary file beside `path`, flushes it to disk, renames
 /// it over `path`, then flushes the directory so the rename itself is durable.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("prism.toml");
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("prism.toml");
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = File::create(&temp)?;
@@ -37,13 +43,16 @@ pub fn streams(document: &mut DocumentMut) -> Result<&mut ArrayOfTables, String>
     if document.get("streams").is_none() {
         document["streams"] = Item::ArrayOfTables(ArrayOfTables::new());
     }
-    document["streams"]
-        .as_array_of_tables_mut()
-        .ok_or_else(|| "the config writes `streams` in a form the API cannot edit; use [[streams]] tables".into())
+    document["streams"].as_array_of_tables_mut().ok_or_else(|| {
+        "the config writes `streams` in a form the API cannot edit; use [[streams]] tables".into()
+    })
 }
 
 /// The `[[streams]]` table whose `id` is `id`.
-pub fn stream<'a>(document: &'a mut DocumentMut, id: &str) -> Result<Option<&'a mut Table>, String> {
+pub fn stream<'a>(
+    document: &'a mut DocumentMut,
+    id: &str,
+) -> Result<Option<&'a mut Table>, String> {
     Ok(streams(document)?
         .iter_mut()
         .find(|t| t.get("id").and_then(Item::as_str) == Some(id)))
@@ -60,7 +69,9 @@ pub fn destinations(stream: &mut Table) -> Result<&mut ArrayOfTables, String> {
 }
 
 pub fn position(array: &ArrayOfTables, id: &str) -> Option<usize> {
-    array.iter().position(|t| t.get("id").and_then(Item::as_str) == Some(id))
+    array
+        .iter()
+        .position(|t| t.get("id").and_then(Item::as_str) == Some(id))
 }
 
 /// Sets or removes (`None`) a string field.
@@ -89,9 +100,15 @@ mod tests {
         set_string(&mut table, "url", Some("rtmp://a/b"));
         destinations(main).unwrap().push(table);
         let out = document.to_string();
-        assert!(out.starts_with("# operator's note\n[rtmp]\nlisten = \"0.0.0.0:1935\" # port\n"), "{out}");
+        assert!(
+            out.starts_with("# operator's note\n[rtmp]\nlisten = \"0.0.0.0:1935\" # port\n"),
+            "{out}"
+        );
         assert!(out.contains("id = \"main\" # the show"), "{out}");
-        assert!(out.contains("[[streams.destinations]]\nid = \"yt\"\nurl = \"rtmp://a/b\""), "{out}");
+        assert!(
+            out.contains("[[streams.destinations]]\nid = \"yt\"\nurl = \"rtmp://a/b\""),
+            "{out}"
+        );
     }
 
     #[test]
@@ -104,7 +121,10 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         write_atomically(&path, "new = 1\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "new = 1\n");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
         fs::remove_dir_all(&dir).unwrap();

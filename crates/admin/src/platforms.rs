@@ -48,13 +48,28 @@ mod tests {
 
     #[test]
     fn presets_parse_and_cover_the_big_platforms() {
-        for id in ["youtube", "twitch", "facebook", "instagram", "linkedin", "kick", "x", "tiktok", "trovo", "custom"] {
+        for id in [
+            "youtube",
+            "twitch",
+            "facebook",
+            "instagram",
+            "linkedin",
+            "kick",
+            "x",
+            "tiktok",
+            "trovo",
+            "custom",
+        ] {
             assert!(find(id).is_some(), "missing preset {id}");
         }
         for platform in all() {
             if let Some(url) = &platform.url {
                 let parsed = DestinationUrl::parse(url, Some("key")).unwrap();
-                assert!(url.starts_with(&platform.protocol), "{url} vs {}", platform.protocol);
+                assert!(
+                    url.starts_with(&platform.protocol),
+                    "{url} vs {}",
+                    platform.protocol
+                );
                 assert!(!parsed.app.is_empty());
             } else {
                 assert_eq!(platform.id, "custom");

@@ -28,7 +28,10 @@ impl StreamEntry {
 
     /// Adds a destination, or replaces the one with the same id (returned,
     /// still running: the caller shuts it down).
-    pub fn put_destination(&self, handle: Arc<DestinationHandle>) -> Option<Arc<DestinationHandle>> {
+    pub fn put_destination(
+        &self,
+        handle: Arc<DestinationHandle>,
+    ) -> Option<Arc<DestinationHandle>> {
         let mut destinations = self.destinations.write().unwrap_or_else(|e| e.into_inner());
         match destinations.iter_mut().find(|d| d.id == handle.id) {
             Some(slot) => Some(std::mem::replace(slot, handle)),

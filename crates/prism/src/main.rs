@@ -111,7 +111,10 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     let ingest_stats = Arc::new(IngestStats::default());
     // Installed first, so destination tasks record into it from their start.
     let telemetry = match config.metrics_listen {
-        Some(_) => Some(Telemetry::install(Arc::clone(&registry), Arc::clone(&ingest_stats))?),
+        Some(_) => Some(Telemetry::install(
+            Arc::clone(&registry),
+            Arc::clone(&ingest_stats),
+        )?),
         None => None,
     };
 
@@ -125,14 +128,13 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         Some(address) => Some(telemetry::bind(address).await?),
         None => None,
     };
-    let admin_listener = match &config.admin {
-        Some(admin) => Some(
-            tokio::net::TcpListener::bind(admin.listen)
-                .await
-                .map_err(|e| format!("cannot listen for the admin API on {}: {e}", admin.listen))?,
-        ),
-        None => None,
-    };
+    let admin_listener =
+        match &config.admin {
+            Some(admin) => Some(tokio::net::TcpListener::bind(admin.listen).await.map_err(
+                |e| format!("cannot listen for the admin API on {}: {e}", admin.listen),
+            )?),
+            None => None,
+        };
     let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
     let limits = IngestLimits {
         max_connections: config.rtmp.max_connections,
@@ -149,7 +151,13 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     }
 
     let directory = Arc::new(HubDirectory::default());
-    let controller = Controller::start(&path, &text, config, Arc::clone(&registry), Arc::clone(&directory))?;
+    let controller = Controller::start(
+        &path,
+        &text,
+        config,
+        Arc::clone(&registry),
+        Arc::clone(&directory),
+    )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     info!(listen = %rtmp_listen, "rtmp ingest listening");
@@ -164,9 +172,13 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         (Some(listener), Some(telemetry)) => {
             info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "metrics listening");
             let mut stop = shutdown_rx.clone();
-            Some(tokio::spawn(telemetry::serve(listener, Arc::clone(telemetry), async move {
-                let _ = stop.changed().await;
-            })))
+            Some(tokio::spawn(telemetry::serve(
+                listener,
+                Arc::clone(telemetry),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )))
         }
         _ => None,
     };
@@ -181,14 +193,12 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         telemetry.set_ready();
     }
 
-    loop {
-        match wait_for_signal().await {
-            Signal::Reload => {
-                if let Err(e) = controller.reload().await {
-                    error!("reload refused, the running configuration stays: {}", e.message);
-                }
-            }
-            Signal::Stop => break,
+    while let Signal::Reload = wait_for_signal().await {
+        if let Err(e) = controller.reload().await {
+            error!(
+                "reload refused, the running configuration stays: {}",
+                e.message
+            );
         }
     }
     info!("shutting down: closing publishers, unpublishing destinations");
@@ -222,7 +232,10 @@ enum Signal {
 /// SIGINT or SIGTERM stop; SIGHUP reloads the config.
 async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the daemon");
         let _ = tokio::signal::ctrl_c().await;
         return Signal::Stop;
