@@ -161,8 +161,8 @@ fn dead_and_stalled_destinations_do_not_hurt_the_others() {
     let rtmp_port = free_port();
     let good = [free_port(), free_port()];
     let closed_port = free_port(); // nothing listens here
-    let black_hole = BlackHole::start();
-    let stalling = StallingSink::start();
+    let black_hole = FakeDestination::black_hole();
+    let stalling = FakeDestination::stalling_rtmp();
 
     let mut destinations = String::new();
     destinations += &destination(
@@ -219,7 +219,7 @@ fn dead_and_stalled_destinations_do_not_hurt_the_others() {
         "the black hole was never tried"
     );
     assert!(
-        stalling.publishes.load(Ordering::Relaxed) >= 1,
+        stalling.accepted.load(Ordering::Relaxed) >= 1,
         "the stalling sink never got a publish"
     );
     for (id, why) in [

@@ -478,15 +478,18 @@ pub fn probe_duration(path: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A destination that accepts TCP connections and never reads a byte.
-pub struct BlackHole {
+/// A loopback server for misbehaving destinations: accepts connections on
+/// its own thread, hands each to `serve`, counts the ones `serve` accepts,
+/// and holds every socket open (never closing, never reading more) until dropped.
+pub struct FakeDestination {
     pub port: u16,
+    /// Connections `serve` returned true for.
     pub accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
-impl BlackHole {
-    pub fn start() -> Self {
+impl FakeDestination {
+    fn start(serve: fn(&TcpStream) -> bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -498,8 +501,14 @@ impl BlackHole {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((socket, _)) => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                        held.push(socket);
+                        socket.set_nonblocking(false).unwrap();
+                        let count = Arc::clone(&count);
+                        held.push(thread::spawn(move || {
+                            if serve(&socket) {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            socket
+                        }));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
                 }
@@ -511,60 +520,20 @@ impl BlackHole {
             stop,
         }
     }
-}
 
-impl Drop for BlackHole {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Accepts TCP connections and never reads a byte.
+    pub fn black_hole() -> Self {
+        Self::start(|_| true)
+    }
+
+    /// Completes the RTMP handshake and accepts the publish, then never reads
+    /// again: a destination whose link or process froze mid-show.
+    pub fn stalling_rtmp() -> Self {
+        Self::start(|socket| accept_publish(socket).is_some())
     }
 }
 
-/// An RTMP server that completes the handshake and accepts the publish, then
-/// never reads again: the case of a destination whose link or process froze
-/// mid-show. Counts the publishes it accepted.
-pub struct StallingSink {
-    pub port: u16,
-    pub publishes: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl StallingSink {
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let publishes = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, stopped) = (Arc::clone(&publishes), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((socket, _)) => {
-                        socket.set_nonblocking(false).unwrap();
-                        let count = Arc::clone(&count);
-                        let socket = thread::spawn(move || {
-                            let accepted = accept_publish(&socket).is_some();
-                            if accepted {
-                                count.fetch_add(1, Ordering::Relaxed);
-                            }
-                            socket
-                        });
-                        held.push(socket);
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self {
-            port,
-            publishes,
-            stop,
-        }
-    }
-}
-
-impl Drop for StallingSink {
+impl Drop for FakeDestination {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }

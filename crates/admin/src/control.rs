@@ -167,12 +167,7 @@ impl Controller {
             ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
         })?;
         self.apply(&state.config, &config).await;
-        state.config = config;
-        state.document = document;
-        let _ = self.events.send(Event::ConfigChanged {
-            source: "api",
-            timestamp: now(),
-        });
+        self.commit(&mut state, config, document, "api");
         Ok(result)
     }
 
@@ -195,14 +190,25 @@ impl Controller {
             warn!("reload: listener, admin or log settings changed; they take effect at the next restart");
         }
         self.apply(&state.config, &config).await;
+        self.commit(&mut state, config, document, "reload");
+        info!(path = %self.path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Makes an applied config the running one and tells the event stream.
+    fn commit(
+        &self,
+        state: &mut ControlState,
+        config: Config,
+        document: DocumentMut,
+        source: &'static str,
+    ) {
         state.config = config;
         state.document = document;
         let _ = self.events.send(Event::ConfigChanged {
-            source: "reload",
+            source,
             timestamp: now(),
         });
-        info!(path = %self.path.display(), "configuration reloaded");
-        Ok(())
     }
 
     /// Starts, stops and reconfigures what differs between two configs.
