@@ -18,6 +18,7 @@ struct RawConfig {
     #[serde(default)]
     log_format: LogFormat,
     rtmp: Spanned<RawRtmp>,
+    srt: Option<RawSrt>,
     metrics: Option<RawMetrics>,
     admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
@@ -36,6 +37,19 @@ struct RawRtmp {
     publish_timeout_s: u64,
     #[serde(default = "default_idle_timeout")]
     idle_timeout_s: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSrt {
+    listen: Spanned<String>,
+    #[serde(default = "default_srt_latency")]
+    latency_ms: u64,
+    passphrase: Option<Spanned<String>>,
+}
+
+fn default_srt_latency() -> u64 {
+    120
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +131,7 @@ fn default_true() -> bool {
 struct RawStream {
     id: Spanned<String>,
     key: Spanned<String>,
+    srt_passphrase: Option<Spanned<String>>,
     #[serde(default)]
     destinations: Vec<RawDestination>,
 }
@@ -137,11 +152,41 @@ struct RawDestination {
 pub struct Config {
     pub log_format: LogFormat,
     pub rtmp: RtmpConfig,
+    /// SRT ingest; none when unset.
+    pub srt: Option<SrtConfig>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
     pub metrics_listen: Option<SocketAddr>,
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
     pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtConfig {
+    pub listen: SocketAddr,
+    pub latency: Duration,
+    /// For streams that set no `srt_passphrase` of their own.
+    pub passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for SrtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConfig")
+            .field("listen", &self.listen)
+            .field("latency", &self.latency)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// SRT passphrases are 10 to 79 characters (the SRT specification).
+fn check_passphrase(value: &Spanned<String>, field: &str) -> Result<String, String> {
+    let len = value.get_ref().chars().count();
+    if (10..=79).contains(&len) {
+        Ok(value.get_ref().clone())
+    } else {
+        Err(format!("{field}: an SRT passphrase is 10 to 79 characters (this one has {len})"))
+    }
 }
 
 /// The admin API's listener and credentials.
@@ -184,6 +229,8 @@ pub struct FanoutConfig {
 pub struct StreamConfig {
     pub id: String,
     pub key: prism_media::StreamKey,
+    /// Overrides `[srt] passphrase` for this stream.
+    pub srt_passphrase: Option<String>,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -295,6 +342,17 @@ impl Config {
                     token: token.map(|(t, _)| t),
                 })
             }
+        };
+        let srt = match &raw.srt {
+            None => None,
+            Some(srt) => Some(SrtConfig {
+                listen: parse_listen(&srt.listen, "srt.listen").map_err(|m| error(srt.listen.span(), m))?,
+                latency: Duration::from_millis(srt.latency_ms.clamp(20, 10_000)),
+                passphrase: match &srt.passphrase {
+                    Some(p) => Some(check_passphrase(p, "srt.passphrase").map_err(|m| error(p.span(), m))?),
+                    None => None,
+                },
+            }),
         };
         let rtmp_span = raw.rtmp.span();
         let rtmp = raw.rtmp.into_inner();
@@ -412,8 +470,15 @@ impl Config {
                     enabled: destination.enabled,
                 });
             }
+            let srt_passphrase = match &stream.srt_passphrase {
+                Some(p) => Some(
+                    check_passphrase(p, &format!("streams[{index}].srt_passphrase")).map_err(|m| error(p.span(), m))?,
+                ),
+                None => None,
+            };
             streams.push(StreamConfig {
                 id,
+                srt_passphrase,
                 key: prism_media::StreamKey::new(stream.key.into_inner()),
                 destinations,
             });
@@ -421,6 +486,7 @@ impl Config {
 
         Ok(Config {
             log_format: raw.log_format,
+            srt,
             metrics_listen,
             admin,
             rtmp: RtmpConfig {
@@ -621,6 +687,20 @@ key = "live_8f2c1d"
         );
         let message = error_text(&format!("{GOOD}\n[metrics]\nlisten = \"9100\"\n"));
         assert!(message.contains("metrics.listen"), "{message}");
+    }
+
+    #[test]
+    fn srt_section_and_passphrases() {
+        let text = format!("{GOOD}\n[srt]\nlisten = \"0.0.0.0:9000\"\npassphrase = \"0123456789\"\n");
+        let srt = parse(&text).unwrap().srt.unwrap();
+        assert_eq!(srt.latency, Duration::from_millis(120));
+        assert_eq!(srt.passphrase.as_deref(), Some("0123456789"));
+        assert!(!format!("{srt:?}").contains("0123456789"));
+        let short = error_text(&text.replace("0123456789", "short"));
+        assert!(short.contains("srt.passphrase: an SRT passphrase is 10 to 79 characters"), "{short}");
+        let text = GOOD.replace("key = \"live_8f2c1d\"", "key = \"live_8f2c1d\"\nsrt_passphrase = \"abc\"");
+        let message = error_text(&text);
+        assert!(message.starts_with("prism.toml:8:18: streams[0].srt_passphrase"), "{message}");
     }
 
     #[test]

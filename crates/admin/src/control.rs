@@ -183,6 +183,7 @@ impl Controller {
             .parse()
             .map_err(|e| ApiError::invalid(format!("{e}")))?;
         if config.rtmp.listen != state.config.rtmp.listen
+            || config.srt != state.config.srt
             || config.metrics_listen != state.config.metrics_listen
             || config.admin != state.config.admin
             || config.log_format != state.config.log_format
@@ -233,10 +234,11 @@ impl Controller {
             let Some(entry) = self.registry.stream(&stream.id) else {
                 continue;
             };
-            if before.key != stream.key {
+            if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
-                self.directory.insert(&stream.key, Arc::clone(&entry.hub));
-                info!(stream = %stream.id, key = %stream.key, "stream key changed");
+                self.directory
+                    .insert_with_passphrase(&stream.key, Arc::clone(&entry.hub), stream.srt_passphrase.clone());
+                info!(stream = %stream.id, key = %stream.key, "stream key or SRT passphrase changed");
             }
             for destination in &before.destinations {
                 if !stream.destinations.iter().any(|d| d.id == destination.id) {
@@ -287,7 +289,8 @@ impl Controller {
             self.add_destination(&entry, destination, fanout);
         }
         self.watch_publishes(&hub);
-        self.directory.insert(&stream.key, hub);
+        self.directory
+            .insert_with_passphrase(&stream.key, hub, stream.srt_passphrase.clone());
     }
 
     fn add_destination(

@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use rml_amf0::Amf0Value;
 use tracing::info;
 
-use prism_media::{flv, MediaKind, MediaMessage};
+use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 
 /// Messages to wait for a video keyframe before announcing anyway (an
 /// audio-only stream has none).
 const ANNOUNCE_AFTER_MESSAGES: u32 = 200;
 
-#[derive(Default)]
 pub(crate) struct PublishAnnouncer {
+    protocol: IngestProtocol,
     done: bool,
     seen: u32,
     video_codec: Option<&'static str>,
@@ -25,6 +25,19 @@ pub(crate) struct PublishAnnouncer {
 }
 
 impl PublishAnnouncer {
+    pub(crate) fn new(protocol: IngestProtocol) -> Self {
+        Self {
+            protocol,
+            done: false,
+            seen: 0,
+            video_codec: None,
+            audio_codec: None,
+            width: None,
+            height: None,
+            framerate: None,
+        }
+    }
+
     pub(crate) fn observe(&mut self, message: &MediaMessage, stream: &str, remote: SocketAddr) {
         if self.done {
             return;
@@ -51,9 +64,9 @@ impl PublishAnnouncer {
                 _ => "unknown".into(),
             };
             info!(
-                stream,
+                %stream,
                 %remote,
-                protocol = "rtmp",
+                protocol = self.protocol.as_str(),
                 video = self.video_codec.unwrap_or("none"),
                 audio = self.audio_codec.unwrap_or("none"),
                 resolution,
@@ -82,4 +95,22 @@ impl PublishAnnouncer {
         self.height = number("height");
         self.framerate = number("framerate");
     }
+}
+
+/// The "publish stopped" log line: why, and after how long.
+pub(crate) fn log_publish_stopped(guard: &PublishGuard, remote: SocketAddr, reason: &str) {
+    let hub = guard.hub();
+    let publisher = hub.publisher();
+    let seconds = publisher
+        .as_ref()
+        .and_then(|p| p.since.elapsed().ok())
+        .map_or(0, |d| d.as_secs());
+    info!(
+        stream = %hub.id(),
+        %remote,
+        protocol = publisher.map_or("unknown", |p| p.protocol.as_str()),
+        reason,
+        seconds,
+        "publish stopped"
+    );
 }

@@ -15,7 +15,7 @@ use prism_media::chunk::ChunkWriter;
 use prism_media::rtmp;
 use prism_media::{HubDirectory, IngestProtocol, PublishGuard};
 
-use crate::announce::PublishAnnouncer;
+use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::session::{IngestEvent, IngestSession};
 use crate::stats::{IngestStats, OpenSession, RejectReason};
 
@@ -77,7 +77,7 @@ pub async fn serve_rtmp(
         let stats = Arc::clone(&stats);
         connections.spawn(async move {
             let _permit = permit;
-            let _open = OpenSession::new(&stats);
+            let _open = OpenSession::new(stats.rtmp_sessions());
             match handle_connection(socket, remote, &directory, &limits, &stats, shutdown).await {
                 Ok(()) => debug!(%remote, "rtmp connection closed"),
                 Err(reason) => info!(%remote, %reason, "rtmp connection ended"),
@@ -117,7 +117,7 @@ async fn handle_connection(
         out: ChunkWriter::new(128),
         events: Vec::new(),
         publish: None,
-        announcer: PublishAnnouncer::default(),
+        announcer: PublishAnnouncer::new(IngestProtocol::Rtmp),
         stats,
     };
     connection.process(&leftover, directory).await?;
@@ -255,22 +255,6 @@ impl Connection<'_> {
         }
         Ok(())
     }
-}
-
-fn log_publish_stopped(guard: &PublishGuard, remote: SocketAddr, reason: &str) {
-    let hub = guard.hub();
-    let seconds = hub
-        .publisher()
-        .and_then(|p| p.since.elapsed().ok())
-        .map_or(0, |d| d.as_secs());
-    info!(
-        stream = %hub.id(),
-        %remote,
-        protocol = "rtmp",
-        reason,
-        seconds,
-        "publish stopped"
-    );
 }
 
 async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), String> {

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prism_media::IngestProtocol;
+
 /// Why a publish was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RejectReason {
@@ -10,16 +12,20 @@ pub enum RejectReason {
     AlreadyLive,
     /// No publish (or no handshake) before the timeout.
     Timeout,
-    /// The byte stream was not RTMP the session could follow.
+    /// The byte stream was not RTMP the session could follow, or the SRT
+    /// stream id asked for something Prism does not do.
     ProtocolError,
+    /// SRT: wrong passphrase, or encryption on one side only.
+    Unauthorized,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::UnknownKey,
         RejectReason::AlreadyLive,
         RejectReason::Timeout,
         RejectReason::ProtocolError,
+        RejectReason::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,18 +34,31 @@ impl RejectReason {
             RejectReason::AlreadyLive => "already_live",
             RejectReason::Timeout => "timeout",
             RejectReason::ProtocolError => "protocol_error",
+            RejectReason::Unauthorized => "unauthorized",
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct IngestStats {
-    /// Encoder connections open now.
-    pub open_sessions: AtomicU64,
-    rejected: [AtomicU64; 4],
+    /// Encoder connections open now, by `IngestProtocol`.
+    open_sessions: [AtomicU64; 2],
+    rejected: [AtomicU64; 5],
 }
 
 impl IngestStats {
+    pub fn open_sessions(&self, protocol: IngestProtocol) -> u64 {
+        self.open_sessions[protocol as usize].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rtmp_sessions(&self) -> &AtomicU64 {
+        &self.open_sessions[IngestProtocol::Rtmp as usize]
+    }
+
+    pub(crate) fn srt_sessions(&self) -> &AtomicU64 {
+        &self.open_sessions[IngestProtocol::Srt as usize]
+    }
+
     pub fn count_rejection(&self, reason: RejectReason) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -50,17 +69,17 @@ impl IngestStats {
 }
 
 /// Counts an open connection for as long as it lives.
-pub(crate) struct OpenSession<'a>(&'a IngestStats);
+pub(crate) struct OpenSession<'a>(&'a AtomicU64);
 
 impl<'a> OpenSession<'a> {
-    pub(crate) fn new(stats: &'a IngestStats) -> Self {
-        stats.open_sessions.fetch_add(1, Ordering::Relaxed);
-        Self(stats)
+    pub(crate) fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
     }
 }
 
 impl Drop for OpenSession<'_> {
     fn drop(&mut self) {
-        self.0.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -330,15 +330,26 @@ impl Drop for PublishGuard {
 /// Stream keys to hubs: how ingest finds the stream a publisher names.
 #[derive(Default)]
 pub struct HubDirectory {
-    by_key: RwLock<HashMap<String, Arc<StreamHub>>>,
+    by_key: RwLock<HashMap<String, DirectoryEntry>>,
+}
+
+#[derive(Clone)]
+struct DirectoryEntry {
+    hub: Arc<StreamHub>,
+    srt_passphrase: Option<String>,
 }
 
 impl HubDirectory {
     pub fn insert(&self, key: &crate::StreamKey, hub: Arc<StreamHub>) {
+        self.insert_with_passphrase(key, hub, None);
+    }
+
+    /// Registers a stream whose SRT publishers must use `srt_passphrase`.
+    pub fn insert_with_passphrase(&self, key: &crate::StreamKey, hub: Arc<StreamHub>, srt_passphrase: Option<String>) {
         self.by_key
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.expose().to_string(), hub);
+            .insert(key.expose().to_string(), DirectoryEntry { hub, srt_passphrase });
     }
 
     pub fn remove(&self, key: &crate::StreamKey) {
@@ -349,11 +360,16 @@ impl HubDirectory {
     }
 
     pub fn lookup(&self, key: &str) -> Option<Arc<StreamHub>> {
+        self.lookup_srt(key).map(|(hub, _)| hub)
+    }
+
+    /// The hub and the SRT passphrase its publishers must use, if any.
+    pub fn lookup_srt(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)> {
         self.by_key
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned()
+            .map(|e| (Arc::clone(&e.hub), e.srt_passphrase.clone()))
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use prism_fanout::Registry;
-use prism_ingest::{serve_rtmp, IngestLimits, IngestStats};
+use prism_ingest::{bind_srt, serve_rtmp, serve_srt, IngestLimits, IngestStats, SrtSettings};
 use prism_media::HubDirectory;
 
 use prism_admin::{Config, Controller, LogFormat};
@@ -124,6 +124,16 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     let listener = tokio::net::TcpListener::bind(rtmp_listen)
         .await
         .map_err(|e| format!("cannot listen for RTMP on {rtmp_listen}: {e}"))?;
+    let srt_settings = config.srt.as_ref().map(|srt| SrtSettings {
+        listen: srt.listen,
+        latency: srt.latency,
+        passphrase: srt.passphrase.clone(),
+        idle_timeout: config.rtmp.idle_timeout,
+    });
+    let srt_listener = match &srt_settings {
+        Some(settings) => Some(bind_srt(settings).await?),
+        None => None,
+    };
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(telemetry::bind(address).await?),
         None => None,
@@ -163,11 +173,25 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     info!(listen = %rtmp_listen, "rtmp ingest listening");
     let ingest = tokio::spawn(serve_rtmp(
         listener,
-        directory,
+        Arc::clone(&directory),
         limits,
-        ingest_stats,
+        Arc::clone(&ingest_stats),
         shutdown_rx.clone(),
     ));
+    let srt_server = match (srt_listener, srt_settings) {
+        (Some((listener, incoming)), Some(settings)) => {
+            info!(listen = %settings.listen, latency_ms = settings.latency.as_millis() as u64, "srt ingest listening");
+            Some(tokio::spawn(serve_srt(
+                listener,
+                incoming,
+                settings,
+                Arc::clone(&directory),
+                Arc::clone(&ingest_stats),
+                shutdown_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     let metrics_server = match (metrics_listener, &telemetry) {
         (Some(listener), Some(telemetry)) => {
             info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "metrics listening");
@@ -208,6 +232,9 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         server.abort();
     }
     let _ = ingest.await;
+    if let Some(server) = srt_server {
+        let _ = server.await;
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, registry.shutdown())
         .await
         .is_err()

@@ -90,8 +90,10 @@ impl Telemetry {
     /// Copies every count into the recorder and renders the exposition.
     pub fn render(&self) -> String {
         let ingest = &self.ingest;
-        gauge!("prism_ingest_sessions", "protocol" => "rtmp")
-            .set(ingest.open_sessions.load(Ordering::Relaxed) as f64);
+        for protocol in IngestProtocol::ALL {
+            gauge!("prism_ingest_sessions", "protocol" => protocol.as_str())
+                .set(ingest.open_sessions(protocol) as f64);
+        }
         for reason in RejectReason::ALL {
             counter!("prism_ingest_publish_rejected_total", "reason" => reason.as_str())
                 .absolute(ingest.rejections(reason));

@@ -1,0 +1,260 @@
+//! H.264 helpers for remuxing MPEG-TS (Annex B byte stream) into FLV/RTMP
+//! (AVCC: length-prefixed NAL units plus an AVCDecoderConfigurationRecord).
+
+/// NAL unit types that matter here.
+pub const NAL_IDR: u8 = 5;
+pub const NAL_SPS: u8 = 7;
+pub const NAL_PPS: u8 = 8;
+pub const NAL_AUD: u8 = 9;
+
+/// The NAL units of an Annex B buffer (start codes `00 00 01` or
+/// `00 00 00 01` removed), skipping empty ones.
+pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    // Skip whatever precedes the first start code.
+    match find_start_code(rest) {
+        Some((at, len)) => rest = &rest[at + len..],
+        None => rest = &[],
+    }
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (unit, next) = match find_start_code(rest) {
+                Some((at, len)) => (&rest[..at], &rest[at + len..]),
+                None => (rest, &[][..]),
+            };
+            rest = next;
+            // A trailing zero byte belongs to the next 4-byte start code.
+            let unit = match unit.iter().rposition(|&b| b != 0) {
+                Some(last) => &unit[..=last],
+                None => &[][..],
+            };
+            if !unit.is_empty() {
+                return Some(unit);
+            }
+        }
+        None
+    })
+}
+
+/// Position and length of the next `00 00 01` start code.
+fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i + 2] > 1 {
+            i += 3;
+        } else if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            return Some((i, 3));
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+pub fn nal_type(unit: &[u8]) -> u8 {
+    unit.first().map_or(0, |b| b & 0x1f)
+}
+
+/// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15) for one SPS and PPS.
+pub fn decoder_configuration_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    if sps.len() < 4 || pps.is_empty() || sps.len() > u16::MAX as usize || pps.len() > u16::MAX as usize {
+        return None;
+    }
+    let mut record = Vec::with_capacity(11 + sps.len() + pps.len());
+    record.push(1); // configurationVersion
+    record.extend_from_slice(&sps[1..4]); // profile, compatibility, level
+    record.push(0xff); // 4-byte NAL lengths
+    record.push(0xe1); // one SPS
+    record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    record.extend_from_slice(sps);
+    record.push(1); // one PPS
+    record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    record.extend_from_slice(pps);
+    Some(record)
+}
+
+/// Removes emulation-prevention bytes (`00 00 03` → `00 00`).
+pub fn rbsp(unit: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(unit.len());
+    let mut zeros = 0;
+    for &b in unit {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// Reads bits MSB first, with Exp-Golomb codes.
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    bit: usize,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, bit: 0 }
+    }
+
+    pub fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.bit / 8)?;
+        let value = (byte >> (7 - self.bit % 8)) & 1;
+        self.bit += 1;
+        Some(value as u32)
+    }
+
+    pub fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut value = 0;
+        for _ in 0..n {
+            value = (value << 1) | self.bit()?;
+        }
+        Some(value)
+    }
+
+    /// ue(v)
+    pub fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some(((1u64 << zeros) - 1 + self.bits(zeros)? as u64) as u32)
+    }
+
+    /// se(v)
+    pub fn se(&mut self) -> Option<i32> {
+        let k = self.ue()? as i64;
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) } as i32)
+    }
+}
+
+/// Picture size from an SPS NAL unit (with its header byte).
+pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    let data = rbsp(sps.get(1..)?);
+    let mut r = BitReader::new(&data);
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bit()?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if r.bit()? == 1 {
+            let lists = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.bit()? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i32, 8i32);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.bit()?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(255) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = r.ue()? + 1;
+    let height_units = r.ue()? + 1;
+    let frame_mbs_only = r.bit()?;
+    if frame_mbs_only == 0 {
+        r.bit()?; // mb_adaptive_frame_field_flag
+    }
+    r.bit()?; // direct_8x8_inference_flag
+    let (mut left, mut right, mut top, mut bottom) = (0, 0, 0, 0);
+    if r.bit()? == 1 {
+        left = r.ue()?;
+        right = r.ue()?;
+        top = r.ue()?;
+        bottom = r.ue()?;
+    }
+    let (crop_x, crop_y) = match chroma_format {
+        0 | 3 => (1, 2 - frame_mbs_only),
+        2 => (2, 2 - frame_mbs_only),
+        _ => (2, 2 * (2 - frame_mbs_only)),
+    };
+    let width = (width_mbs * 16).checked_sub((left + right) * crop_x)?;
+    let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub((top + bottom) * crop_y)?;
+    Some((width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // SPSs written by ffmpeg's libx264: baseline 320x240, and high 1920x1080
+    // (which needs cropping: 1088 coded lines, 1080 shown).
+    const SPS_320X240: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00,
+        0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+    ];
+    const SPS_1920X1080: &[u8] = &[
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00,
+        0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60, 0xc6, 0x58,
+    ];
+
+    #[test]
+    fn splits_annex_b_with_both_start_code_lengths() {
+        let data = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7, 0];
+        let units: Vec<&[u8]> = nal_units(&data).collect();
+        assert_eq!(units, vec![&[0x09, 0xf0][..], &[0x67, 1, 2][..], &[0x65, 7][..]]);
+        assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
+        assert_eq!(nal_units(&[]).count(), 0);
+    }
+
+    #[test]
+    fn reads_the_picture_size_from_an_sps() {
+        assert_eq!(sps_dimensions(SPS_320X240), Some((320, 240)));
+        assert_eq!(sps_dimensions(SPS_1920X1080), Some((1920, 1080)));
+        assert_eq!(sps_dimensions(&[0x67]), None);
+    }
+
+    #[test]
+    fn builds_the_decoder_configuration_record() {
+        let record = decoder_configuration_record(SPS_320X240, &[0x68, 0xce, 0x3c, 0x80]).unwrap();
+        assert_eq!(&record[..6], &[1, 0x42, 0xc0, 0x0d, 0xff, 0xe1]);
+        assert_eq!(u16::from_be_bytes([record[6], record[7]]) as usize, SPS_320X240.len());
+        assert_eq!(&record[record.len() - 7..], &[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
+    }
+
+    #[test]
+    fn removes_emulation_prevention() {
+        assert_eq!(rbsp(&[0, 0, 3, 1, 0, 0, 3, 0]), vec![0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn exp_golomb() {
+        // 1 | 010 | 011 | 00100 → ue 0, 1, 2, 3
+        let data = [0b1010_0110, 0b0100_0000];
+        let mut r = BitReader::new(&data);
+        assert_eq!((r.ue(), r.ue(), r.ue(), r.ue()), (Some(0), Some(1), Some(2), Some(3)));
+    }
+}

@@ -1,0 +1,277 @@
+//! MPEG-TS elementary-stream frames → RTMP/FLV media messages, so an SRT
+//! publish reaches destinations exactly like an RTMP one. Sans-IO.
+//!
+//! H.264 Annex B becomes AVCC with an AVCDecoderConfigurationRecord sequence
+//! header (re-sent when the SPS/PPS change); AAC ADTS becomes raw frames with
+//! an AudioSpecificConfig sequence header; PTS−DTS becomes the FLV
+//! composition time; 33-bit 90 kHz timestamps are unwrapped onto one
+//! millisecond timeline; onMetaData is synthesized. A frame that lost data
+//! puts video on hold until the next keyframe: the broken pictures are
+//! dropped, the session goes on.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rml_amf0::Amf0Value;
+
+use prism_media::flv::AMF0_SET_DATA_FRAME;
+use prism_media::{MediaKind, MediaMessage};
+
+use crate::aac::{self, AacConfig};
+use crate::h264;
+use crate::ts::{EsCodec, EsFrame};
+
+const WRAP: i64 = 1 << 33;
+/// The timeline starts this far after the first frame's DTS, so a stream
+/// whose other track begins slightly earlier never goes negative.
+const ORIGIN_HEADROOM_90KHZ: i64 = 2 * 90_000;
+/// Video frames over which the frame rate and bitrate are measured.
+const MEASURE_FRAMES: u32 = 60;
+
+/// What the remuxer dropped, for logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RemuxStats {
+    pub video_frames_dropped: u64,
+    pub audio_frames_dropped: u64,
+    /// Frames of a codec Prism does not relay from TS (e.g. HEVC for now).
+    pub unsupported_frames: u64,
+}
+
+#[derive(Default)]
+pub struct Remuxer {
+    /// Last unwrapped DTS (90 kHz), shared by every track.
+    last_dts: Option<i64>,
+    origin: i64,
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+    dimensions: Option<(u32, u32)>,
+    /// No video is relayed until a keyframe (at start, and after loss).
+    video_waiting: bool,
+    video_started: bool,
+    audio: Option<AacConfig>,
+    measure: Measure,
+    pub stats: RemuxStats,
+}
+
+#[derive(Default)]
+struct Measure {
+    first_dts: Option<i64>,
+    frames: u32,
+    bytes: u64,
+    framerate: Option<f64>,
+    video_kbps: Option<f64>,
+}
+
+impl Remuxer {
+    pub fn new() -> Self {
+        Self {
+            video_waiting: true,
+            ..Self::default()
+        }
+    }
+
+    /// Remuxes one frame; appends the resulting messages to `out`.
+    pub fn push(&mut self, frame: EsFrame, out: &mut Vec<MediaMessage>) {
+        let dts = self.unwrap(frame.dts);
+        let pts = dts + signed_33(frame.pts as i64 - frame.dts as i64);
+        let timestamp = ((dts - self.origin).max(0) / 90) as u32;
+        let composition_ms = ((pts - dts).max(0) / 90).min(0x7f_ffff) as u32;
+        match frame.codec {
+            EsCodec::H264 => self.push_h264(&frame, timestamp, composition_ms, dts, out),
+            EsCodec::AacAdts => self.push_aac(&frame, timestamp, out),
+            EsCodec::Hevc => self.stats.unsupported_frames += 1,
+        }
+    }
+
+    /// Places a 33-bit DTS on one 64-bit timeline: the candidate nearest the
+    /// previous DTS, so a wrap (every 26.5 hours) continues smoothly.
+    fn unwrap(&mut self, raw: u64) -> i64 {
+        let raw = (raw as i64) & (WRAP - 1);
+        let unwrapped = match self.last_dts {
+            None => {
+                self.origin = raw - ORIGIN_HEADROOM_90KHZ;
+                raw
+            }
+            Some(last) => last + signed_33(raw - last.rem_euclid(WRAP)),
+        };
+        self.last_dts = Some(unwrapped);
+        unwrapped
+    }
+
+    fn push_h264(&mut self, frame: &EsFrame, timestamp: u32, composition_ms: u32, dts: i64, out: &mut Vec<MediaMessage>) {
+        if frame.damaged {
+            self.video_waiting = true;
+        }
+        let mut keyframe = false;
+        let mut headers_changed = false;
+        let mut payload_len = 0;
+        for unit in h264::nal_units(&frame.data) {
+            match h264::nal_type(unit) {
+                h264::NAL_SPS => {
+                    if self.sps.as_deref() != Some(unit) {
+                        self.sps = Some(unit.to_vec());
+                        self.dimensions = h264::sps_dimensions(unit);
+                        headers_changed = true;
+                    }
+                }
+                h264::NAL_PPS => {
+                    if self.pps.as_deref() != Some(unit) {
+                        self.pps = Some(unit.to_vec());
+                        headers_changed = true;
+                    }
+                }
+                h264::NAL_AUD => {}
+                nal_type => {
+                    keyframe |= nal_type == h264::NAL_IDR;
+                    payload_len += 4 + unit.len();
+                }
+            }
+        }
+        if headers_changed {
+            if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
+                if let Some(record) = h264::decoder_configuration_record(sps, pps) {
+                    self.push_metadata(timestamp, out);
+                    let mut body = BytesMut::with_capacity(5 + record.len());
+                    body.put_slice(&[0x17, 0x00, 0, 0, 0]);
+                    body.put_slice(&record);
+                    out.push(MediaMessage::new(MediaKind::Video, timestamp, body.freeze()));
+                    self.video_started = true;
+                }
+            }
+        }
+        if payload_len == 0 {
+            return;
+        }
+        if !self.video_started || (self.video_waiting && !keyframe) {
+            self.stats.video_frames_dropped += 1;
+            return;
+        }
+        self.video_waiting = false;
+        let mut body = BytesMut::with_capacity(5 + payload_len);
+        body.put_u8(if keyframe { 0x17 } else { 0x27 });
+        body.put_u8(1); // AVC NALU
+        body.put_slice(&composition_ms.to_be_bytes()[1..]);
+        for unit in h264::nal_units(&frame.data) {
+            if !matches!(h264::nal_type(unit), h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD) {
+                body.put_u32(unit.len() as u32);
+                body.put_slice(unit);
+            }
+        }
+        self.measure_video(dts, body.len(), timestamp, out);
+        out.push(MediaMessage::new(MediaKind::Video, timestamp, body.freeze()));
+    }
+
+    fn push_aac(&mut self, frame: &EsFrame, timestamp: u32, out: &mut Vec<MediaMessage>) {
+        if frame.damaged {
+            // Audio frames stand alone: lose this PES, keep the next.
+            self.stats.audio_frames_dropped += 1;
+            return;
+        }
+        for (i, adts) in aac::adts_frames(&frame.data).enumerate() {
+            if self.audio != Some(adts.config) {
+                self.audio = Some(adts.config);
+                self.push_metadata(timestamp, out);
+                let config = adts.config.audio_specific_config();
+                out.push(MediaMessage::new(
+                    MediaKind::Audio,
+                    timestamp,
+                    Bytes::copy_from_slice(&[0xaf, 0x00, config[0], config[1]]),
+                ));
+            }
+            // 1024 samples per AAC frame.
+            let offset = (i as u64 * 1024 * 1000 / adts.config.sample_rate() as u64) as u32;
+            let mut body = BytesMut::with_capacity(2 + adts.payload.len());
+            body.put_slice(&[0xaf, 0x01]);
+            body.put_slice(adts.payload);
+            out.push(MediaMessage::new(MediaKind::Audio, timestamp.wrapping_add(offset), body.freeze()));
+        }
+    }
+
+    /// Frame rate and video bitrate, measured once over the first frames;
+    /// the metadata is re-sent when they are known.
+    fn measure_video(&mut self, dts: i64, len: usize, timestamp: u32, out: &mut Vec<MediaMessage>) {
+        let measure = &mut self.measure;
+        if measure.framerate.is_some() {
+            return;
+        }
+        let first = *measure.first_dts.get_or_insert(dts);
+        measure.frames += 1;
+        measure.bytes += len as u64;
+        if measure.frames > MEASURE_FRAMES && dts > first {
+            let seconds = (dts - first) as f64 / 90_000.0;
+            measure.framerate = Some(((measure.frames - 1) as f64 / seconds * 100.0).round() / 100.0);
+            measure.video_kbps = Some((measure.bytes as f64 * 8.0 / seconds / 1000.0).round());
+            self.push_metadata(timestamp, out);
+        }
+    }
+
+    /// `@setDataFrame`/`onMetaData` with what is known so far.
+    fn push_metadata(&self, timestamp: u32, out: &mut Vec<MediaMessage>) {
+        let mut fields = std::collections::HashMap::new();
+        let mut set = |name: &str, value: Amf0Value| {
+            fields.insert(name.to_string(), value);
+        };
+        if let Some((width, height)) = self.dimensions {
+            set("width", Amf0Value::Number(width as f64));
+            set("height", Amf0Value::Number(height as f64));
+        }
+        if self.sps.is_some() {
+            set("videocodecid", Amf0Value::Number(7.0));
+        }
+        if let Some(framerate) = self.measure.framerate {
+            set("framerate", Amf0Value::Number(framerate));
+        }
+        if let Some(kbps) = self.measure.video_kbps {
+            set("videodatarate", Amf0Value::Number(kbps));
+        }
+        if let Some(audio) = self.audio {
+            set("audiocodecid", Amf0Value::Number(10.0));
+            set("audiosamplerate", Amf0Value::Number(audio.sample_rate() as f64));
+            set("audiochannels", Amf0Value::Number(audio.channels as f64));
+            set("stereo", Amf0Value::Boolean(audio.channels >= 2));
+        }
+        set("encoder", Amf0Value::Utf8String("Prism (from MPEG-TS)".into()));
+        let values = vec![
+            Amf0Value::Utf8String("onMetaData".into()),
+            Amf0Value::Object(fields),
+        ];
+        let Ok(encoded) = rml_amf0::serialize(&values) else { return };
+        let mut body = BytesMut::with_capacity(AMF0_SET_DATA_FRAME.len() + encoded.len());
+        body.put_slice(AMF0_SET_DATA_FRAME);
+        body.put_slice(&encoded);
+        out.push(MediaMessage::new(MediaKind::Data, timestamp, body.freeze()));
+    }
+}
+
+/// A 33-bit difference as the nearest signed value.
+fn signed_33(diff: i64) -> i64 {
+    let d = diff.rem_euclid(WRAP);
+    if d >= WRAP / 2 {
+        d - WRAP
+    } else {
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dts_unwraps_across_the_33_bit_boundary() {
+        let mut remuxer = Remuxer::new();
+        let near_end = WRAP as u64 - 90_000;
+        let a = remuxer.unwrap(near_end);
+        let b = remuxer.unwrap(near_end + 45_000);
+        let c = remuxer.unwrap(10_000); // wrapped
+        assert_eq!(b - a, 45_000);
+        assert_eq!(c - a, 100_000);
+        // A slightly earlier DTS (the other track) is not a wrap.
+        assert_eq!(remuxer.unwrap(5_000) - a, 95_000);
+    }
+
+    #[test]
+    fn signed_differences() {
+        assert_eq!(signed_33(3000), 3000);
+        assert_eq!(signed_33(-3000), -3000);
+        assert_eq!(signed_33(WRAP - 10), -10);
+    }
+}

@@ -1,0 +1,215 @@
+//! The SRT listener: encoders publish MPEG-TS over SRT, keyed by the stream
+//! id; each publish is demuxed and remuxed into the same stream hub an RTMP
+//! publish feeds, so a destination never knows which protocol the encoder used.
+//!
+//! srt-tokio runs the SRT protocol; access control happens here, before a
+//! connection is accepted, with the SRT reject reasons callers understand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use srt_protocol::packet::CoreRejectReason;
+use srt_protocol::settings::KeySettings;
+use srt_tokio::access::{RejectReason, ServerRejectReason};
+use srt_tokio::options::{KeySize, Passphrase};
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
+
+use crate::announce::{log_publish_stopped, PublishAnnouncer};
+use crate::remux::Remuxer;
+use crate::stats::{IngestStats, OpenSession, RejectReason as Rejection};
+use crate::streamid::publish_key;
+use crate::ts::{EsFrame, TsDemuxer};
+
+#[derive(Clone, Debug)]
+pub struct SrtSettings {
+    pub listen: SocketAddr,
+    /// Receive latency (the SRT buffer that absorbs retransmissions).
+    pub latency: Duration,
+    /// The passphrase for streams that set none of their own.
+    pub passphrase: Option<String>,
+    /// A live publisher that sends nothing for this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+/// Binds the SRT listener (UDP); an error names the address.
+pub async fn bind_srt(settings: &SrtSettings) -> Result<(SrtListener, SrtIncoming), String> {
+    SrtListener::builder()
+        .latency(settings.latency)
+        .bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen for SRT on {}: {e}", settings.listen))
+}
+
+/// Accepts SRT publishers until `shutdown` turns true.
+pub async fn serve_srt(
+    mut listener: SrtListener,
+    mut incoming: SrtIncoming,
+    settings: SrtSettings,
+    directory: Arc<HubDirectory>,
+    stats: Arc<IngestStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let request = tokio::select! {
+            request = incoming.incoming().next() => match request {
+                Some(request) => request,
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let remote = request.remote();
+        let Some((hub, socket)) = admit(request, &settings, &directory, &stats).await else {
+            continue;
+        };
+        let stats = Arc::clone(&stats);
+        let shutdown = shutdown.clone();
+        let idle_timeout = settings.idle_timeout;
+        connections.spawn(async move {
+            let _open = OpenSession::new(stats.srt_sessions());
+            run_publish(hub, socket, remote, idle_timeout, shutdown).await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+    listener.close().await;
+}
+
+/// Access control: who may publish what. Refuses with the SRT reject reason
+/// where the protocol has one; never logs the key.
+async fn admit(
+    request: ConnectionRequest,
+    settings: &SrtSettings,
+    directory: &HubDirectory,
+    stats: &IngestStats,
+) -> Option<(Arc<StreamHub>, SrtSocket)> {
+    let remote = request.remote();
+    let stream_id = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
+    let refuse = |reason: Rejection, why: &str| {
+        stats.count_rejection(reason);
+        warn!(%remote, protocol = "srt", "publish refused: {why}");
+    };
+    let key = match publish_key(&stream_id) {
+        Ok(key) => key,
+        Err(e) => {
+            refuse(Rejection::ProtocolError, &e.to_string());
+            let _ = request.reject(RejectReason::Server(ServerRejectReason::BadMode)).await;
+            return None;
+        }
+    };
+    let Some((hub, stream_passphrase)) = directory.lookup_srt(key) else {
+        refuse(Rejection::UnknownKey, "unknown stream key");
+        let _ = request.reject(RejectReason::Server(ServerRejectReason::Notfound)).await;
+        return None;
+    };
+    if hub.is_live() {
+        refuse(Rejection::AlreadyLive, "a publisher is already live on this stream");
+        let _ = request.reject(RejectReason::Server(ServerRejectReason::Conflict)).await;
+        return None;
+    }
+    let passphrase = stream_passphrase.or_else(|| settings.passphrase.clone());
+    let caller_key_size = request.key_size();
+    let key_settings = match (passphrase, caller_key_size) {
+        (None, KeySize::Unspecified) => None,
+        // Refused here: srt-protocol would panic on a caller that encrypts
+        // when the listener does not.
+        (None, _) => {
+            refuse(Rejection::Unauthorized, "the caller encrypts but the stream has no passphrase");
+            let _ = request.reject(RejectReason::Core(CoreRejectReason::Unsecure)).await;
+            return None;
+        }
+        (Some(passphrase), key_size) => {
+            let Ok(passphrase) = Passphrase::try_from(passphrase) else {
+                refuse(Rejection::Unauthorized, "the configured passphrase is not 10 to 79 characters");
+                let _ = request.reject(RejectReason::Server(ServerRejectReason::InternalServerError)).await;
+                return None;
+            };
+            Some(KeySettings {
+                // Answer with the caller's key length; an unencrypted caller
+                // is then refused by the protocol ("password required").
+                key_size: if key_size == KeySize::Unspecified { KeySize::AES128 } else { key_size },
+                passphrase,
+            })
+        }
+    };
+    match request.accept(key_settings).await {
+        Ok(socket) => Some((hub, socket)),
+        Err(_) => {
+            // srt-protocol refused the handshake itself (BadSecret or Unsecure).
+            refuse(Rejection::Unauthorized, "wrong passphrase, or encryption on one side only");
+            None
+        }
+    }
+}
+
+/// Relays one accepted SRT publish into its hub.
+async fn run_publish(
+    hub: Arc<StreamHub>,
+    mut socket: SrtSocket,
+    remote: SocketAddr,
+    idle_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut publish = match hub.try_publish(IngestProtocol::Srt, remote) {
+        Ok(publish) => publish,
+        Err(e) => {
+            warn!(stream = %hub.id(), %remote, protocol = "srt", "publish refused: {e}");
+            let _ = socket.close_and_finish().await;
+            return;
+        }
+    };
+    debug!(stream = %hub.id(), %remote, protocol = "srt", "publish accepted");
+    let mut live = hub.watch_live();
+    let mut demuxer = TsDemuxer::new();
+    let mut remuxer = Remuxer::new();
+    let mut announcer = PublishAnnouncer::new(IngestProtocol::Srt);
+    let mut frames: Vec<EsFrame> = Vec::new();
+    let mut messages: Vec<MediaMessage> = Vec::new();
+    let reason = loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle_timeout, socket.next()) => next,
+            _ = shutdown.changed() => break "shutting down",
+            _ = live.changed() => {
+                if !publish.is_current() {
+                    break "the stream was removed";
+                }
+                continue;
+            }
+        };
+        let data = match next {
+            Err(_) => break "no data before the idle timeout",
+            Ok(None) => break "the encoder disconnected",
+            Ok(Some(Err(_))) => break "the connection failed",
+            Ok(Some(Ok((_, data)))) => data,
+        };
+        demuxer.push(&data, &mut frames);
+        for frame in frames.drain(..) {
+            remuxer.push(frame, &mut messages);
+        }
+        for message in messages.drain(..) {
+            announcer.observe(&message, hub.id(), remote);
+            publish.push(message);
+        }
+    };
+    let stats = remuxer.stats;
+    if stats.video_frames_dropped + stats.audio_frames_dropped + stats.unsupported_frames > 0 || demuxer.skipped_bytes > 0 {
+        info!(
+            stream = %hub.id(),
+            %remote,
+            video_frames_dropped = stats.video_frames_dropped,
+            audio_frames_dropped = stats.audio_frames_dropped,
+            unsupported_frames = stats.unsupported_frames,
+            skipped_bytes = demuxer.skipped_bytes,
+            "srt publish had losses (frames waited for a keyframe, or were not relayable)"
+        );
+    }
+    log_publish_stopped(&publish, remote, reason);
+    drop(publish);
+    let _ = socket.close_and_finish().await;
+}
