@@ -259,6 +259,21 @@ impl Ffmpeg {
         video_kbps: Option<u32>,
         log_path: PathBuf,
     ) -> Self {
+        Self::publish(url, "flv", seconds, video_kbps, log_path)
+    }
+
+    /// The same synthetic stream as MPEG-TS over SRT (`srt://…?streamid=…`).
+    pub fn srt_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
+        Self::publish(url, "mpegts", seconds, None, log_path)
+    }
+
+    fn publish(
+        url: &str,
+        format: &str,
+        seconds: u32,
+        video_kbps: Option<u32>,
+        log_path: PathBuf,
+    ) -> Self {
         let mut rate: Vec<String> = Vec::new();
         if let Some(kbps) = video_kbps {
             rate = [
@@ -309,7 +324,7 @@ impl Ffmpeg {
             "-metadata",
             "prism_probe=relayed-whole",
             "-f",
-            "flv",
+            format,
             url,
         ]
         .iter()

@@ -185,7 +185,9 @@ fn check_passphrase(value: &Spanned<String>, field: &str) -> Result<String, Stri
     if (10..=79).contains(&len) {
         Ok(value.get_ref().clone())
     } else {
-        Err(format!("{field}: an SRT passphrase is 10 to 79 characters (this one has {len})"))
+        Err(format!(
+            "{field}: an SRT passphrase is 10 to 79 characters (this one has {len})"
+        ))
     }
 }
 
@@ -346,10 +348,13 @@ impl Config {
         let srt = match &raw.srt {
             None => None,
             Some(srt) => Some(SrtConfig {
-                listen: parse_listen(&srt.listen, "srt.listen").map_err(|m| error(srt.listen.span(), m))?,
+                listen: parse_listen(&srt.listen, "srt.listen")
+                    .map_err(|m| error(srt.listen.span(), m))?,
                 latency: Duration::from_millis(srt.latency_ms.clamp(20, 10_000)),
                 passphrase: match &srt.passphrase {
-                    Some(p) => Some(check_passphrase(p, "srt.passphrase").map_err(|m| error(p.span(), m))?),
+                    Some(p) => Some(
+                        check_passphrase(p, "srt.passphrase").map_err(|m| error(p.span(), m))?,
+                    ),
                     None => None,
                 },
             }),
@@ -472,7 +477,8 @@ impl Config {
             }
             let srt_passphrase = match &stream.srt_passphrase {
                 Some(p) => Some(
-                    check_passphrase(p, &format!("streams[{index}].srt_passphrase")).map_err(|m| error(p.span(), m))?,
+                    check_passphrase(p, &format!("streams[{index}].srt_passphrase"))
+                        .map_err(|m| error(p.span(), m))?,
                 ),
                 None => None,
             };
@@ -691,16 +697,26 @@ key = "live_8f2c1d"
 
     #[test]
     fn srt_section_and_passphrases() {
-        let text = format!("{GOOD}\n[srt]\nlisten = \"0.0.0.0:9000\"\npassphrase = \"0123456789\"\n");
+        let text =
+            format!("{GOOD}\n[srt]\nlisten = \"0.0.0.0:9000\"\npassphrase = \"0123456789\"\n");
         let srt = parse(&text).unwrap().srt.unwrap();
         assert_eq!(srt.latency, Duration::from_millis(120));
         assert_eq!(srt.passphrase.as_deref(), Some("0123456789"));
         assert!(!format!("{srt:?}").contains("0123456789"));
         let short = error_text(&text.replace("0123456789", "short"));
-        assert!(short.contains("srt.passphrase: an SRT passphrase is 10 to 79 characters"), "{short}");
-        let text = GOOD.replace("key = \"live_8f2c1d\"", "key = \"live_8f2c1d\"\nsrt_passphrase = \"abc\"");
+        assert!(
+            short.contains("srt.passphrase: an SRT passphrase is 10 to 79 characters"),
+            "{short}"
+        );
+        let text = GOOD.replace(
+            "key = \"live_8f2c1d\"",
+            "key = \"live_8f2c1d\"\nsrt_passphrase = \"abc\"",
+        );
         let message = error_text(&text);
-        assert!(message.starts_with("prism.toml:8:18: streams[0].srt_passphrase"), "{message}");
+        assert!(
+            message.starts_with("prism.toml:8:18: streams[0].srt_passphrase"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -236,8 +236,11 @@ impl Controller {
             };
             if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
-                self.directory
-                    .insert_with_passphrase(&stream.key, Arc::clone(&entry.hub), stream.srt_passphrase.clone());
+                self.directory.insert_with_passphrase(
+                    &stream.key,
+                    Arc::clone(&entry.hub),
+                    stream.srt_passphrase.clone(),
+                );
                 info!(stream = %stream.id, key = %stream.key, "stream key or SRT passphrase changed");
             }
             for destination in &before.destinations {

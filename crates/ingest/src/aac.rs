@@ -16,7 +16,10 @@ pub struct AacConfig {
 
 impl AacConfig {
     pub fn sample_rate(&self) -> u32 {
-        SAMPLE_RATES.get(self.sample_rate_index as usize).copied().unwrap_or(44100)
+        SAMPLE_RATES
+            .get(self.sample_rate_index as usize)
+            .copied()
+            .unwrap_or(44100)
     }
 
     /// The two-byte AudioSpecificConfig (ISO/IEC 14496-3).
@@ -45,9 +48,14 @@ pub fn adts_frames(mut data: &[u8]) -> impl Iterator<Item = AdtsFrame<'_>> {
         let object_type = (data[2] >> 6) + 1;
         let sample_rate_index = (data[2] >> 2) & 0x0f;
         let channels = ((data[2] & 1) << 2) | (data[3] >> 6);
-        let frame_length = (((data[3] & 3) as usize) << 11) | ((data[4] as usize) << 3) | ((data[5] as usize) >> 5);
+        let frame_length = (((data[3] & 3) as usize) << 11)
+            | ((data[4] as usize) << 3)
+            | ((data[5] as usize) >> 5);
         let header = if protection_absent { 7 } else { 9 };
-        if frame_length <= header || frame_length > data.len() || sample_rate_index as usize >= SAMPLE_RATES.len() {
+        if frame_length <= header
+            || frame_length > data.len()
+            || sample_rate_index as usize >= SAMPLE_RATES.len()
+        {
             return None;
         }
         let frame = AdtsFrame {
@@ -92,7 +100,10 @@ mod tests {
         assert_eq!(frames[0].payload, &[1, 2, 3]);
         assert_eq!(frames[1].payload, &[4, 5]);
         let config = frames[0].config;
-        assert_eq!((config.object_type, config.sample_rate(), config.channels), (2, 44100, 2));
+        assert_eq!(
+            (config.object_type, config.sample_rate(), config.channels),
+            (2, 44100, 2)
+        );
         assert_eq!(config.audio_specific_config(), [0x12, 0x10]);
     }
 

@@ -57,7 +57,11 @@ pub fn nal_type(unit: &[u8]) -> u8 {
 
 /// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15) for one SPS and PPS.
 pub fn decoder_configuration_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
-    if sps.len() < 4 || pps.is_empty() || sps.len() > u16::MAX as usize || pps.len() > u16::MAX as usize {
+    if sps.len() < 4
+        || pps.is_empty()
+        || sps.len() > u16::MAX as usize
+        || pps.len() > u16::MAX as usize
+    {
         return None;
     }
     let mut record = Vec::with_capacity(11 + sps.len() + pps.len());
@@ -141,7 +145,10 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     r.bits(16)?; // constraint flags, level
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format = 1;
-    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format = r.ue()?;
         if chroma_format == 3 {
             r.bit()?; // separate_colour_plane_flag
@@ -213,19 +220,24 @@ mod tests {
     // SPSs written by ffmpeg's libx264: baseline 320x240, and high 1920x1080
     // (which needs cropping: 1088 coded lines, 1080 shown).
     const SPS_320X240: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00,
-        0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
+        0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
+        0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
     ];
     const SPS_1920X1080: &[u8] = &[
-        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00,
-        0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60, 0xc6, 0x58,
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00,
+        0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c, 0x60, 0xc6, 0x58,
     ];
 
     #[test]
     fn splits_annex_b_with_both_start_code_lengths() {
-        let data = [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7, 0];
+        let data = [
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7, 0,
+        ];
         let units: Vec<&[u8]> = nal_units(&data).collect();
-        assert_eq!(units, vec![&[0x09, 0xf0][..], &[0x67, 1, 2][..], &[0x65, 7][..]]);
+        assert_eq!(
+            units,
+            vec![&[0x09, 0xf0][..], &[0x67, 1, 2][..], &[0x65, 7][..]]
+        );
         assert_eq!(nal_units(&[1, 2, 3]).count(), 0);
         assert_eq!(nal_units(&[]).count(), 0);
     }
@@ -241,8 +253,14 @@ mod tests {
     fn builds_the_decoder_configuration_record() {
         let record = decoder_configuration_record(SPS_320X240, &[0x68, 0xce, 0x3c, 0x80]).unwrap();
         assert_eq!(&record[..6], &[1, 0x42, 0xc0, 0x0d, 0xff, 0xe1]);
-        assert_eq!(u16::from_be_bytes([record[6], record[7]]) as usize, SPS_320X240.len());
-        assert_eq!(&record[record.len() - 7..], &[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
+        assert_eq!(
+            u16::from_be_bytes([record[6], record[7]]) as usize,
+            SPS_320X240.len()
+        );
+        assert_eq!(
+            &record[record.len() - 7..],
+            &[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]
+        );
     }
 
     #[test]
@@ -255,6 +273,9 @@ mod tests {
         // 1 | 010 | 011 | 00100 → ue 0, 1, 2, 3
         let data = [0b1010_0110, 0b0100_0000];
         let mut r = BitReader::new(&data);
-        assert_eq!((r.ue(), r.ue(), r.ue(), r.ue()), (Some(0), Some(1), Some(2), Some(3)));
+        assert_eq!(
+            (r.ue(), r.ue(), r.ue(), r.ue()),
+            (Some(0), Some(1), Some(2), Some(3))
+        );
     }
 }

@@ -96,7 +96,14 @@ impl Remuxer {
         unwrapped
     }
 
-    fn push_h264(&mut self, frame: &EsFrame, timestamp: u32, composition_ms: u32, dts: i64, out: &mut Vec<MediaMessage>) {
+    fn push_h264(
+        &mut self,
+        frame: &EsFrame,
+        timestamp: u32,
+        composition_ms: u32,
+        dts: i64,
+        out: &mut Vec<MediaMessage>,
+    ) {
         if frame.damaged {
             self.video_waiting = true;
         }
@@ -132,7 +139,11 @@ impl Remuxer {
                     let mut body = BytesMut::with_capacity(5 + record.len());
                     body.put_slice(&[0x17, 0x00, 0, 0, 0]);
                     body.put_slice(&record);
-                    out.push(MediaMessage::new(MediaKind::Video, timestamp, body.freeze()));
+                    out.push(MediaMessage::new(
+                        MediaKind::Video,
+                        timestamp,
+                        body.freeze(),
+                    ));
                     self.video_started = true;
                 }
             }
@@ -150,13 +161,20 @@ impl Remuxer {
         body.put_u8(1); // AVC NALU
         body.put_slice(&composition_ms.to_be_bytes()[1..]);
         for unit in h264::nal_units(&frame.data) {
-            if !matches!(h264::nal_type(unit), h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD) {
+            if !matches!(
+                h264::nal_type(unit),
+                h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD
+            ) {
                 body.put_u32(unit.len() as u32);
                 body.put_slice(unit);
             }
         }
         self.measure_video(dts, body.len(), timestamp, out);
-        out.push(MediaMessage::new(MediaKind::Video, timestamp, body.freeze()));
+        out.push(MediaMessage::new(
+            MediaKind::Video,
+            timestamp,
+            body.freeze(),
+        ));
     }
 
     fn push_aac(&mut self, frame: &EsFrame, timestamp: u32, out: &mut Vec<MediaMessage>) {
@@ -181,7 +199,11 @@ impl Remuxer {
             let mut body = BytesMut::with_capacity(2 + adts.payload.len());
             body.put_slice(&[0xaf, 0x01]);
             body.put_slice(adts.payload);
-            out.push(MediaMessage::new(MediaKind::Audio, timestamp.wrapping_add(offset), body.freeze()));
+            out.push(MediaMessage::new(
+                MediaKind::Audio,
+                timestamp.wrapping_add(offset),
+                body.freeze(),
+            ));
         }
     }
 
@@ -197,7 +219,8 @@ impl Remuxer {
         measure.bytes += len as u64;
         if measure.frames > MEASURE_FRAMES && dts > first {
             let seconds = (dts - first) as f64 / 90_000.0;
-            measure.framerate = Some(((measure.frames - 1) as f64 / seconds * 100.0).round() / 100.0);
+            measure.framerate =
+                Some(((measure.frames - 1) as f64 / seconds * 100.0).round() / 100.0);
             measure.video_kbps = Some((measure.bytes as f64 * 8.0 / seconds / 1000.0).round());
             self.push_metadata(timestamp, out);
         }
@@ -224,16 +247,24 @@ impl Remuxer {
         }
         if let Some(audio) = self.audio {
             set("audiocodecid", Amf0Value::Number(10.0));
-            set("audiosamplerate", Amf0Value::Number(audio.sample_rate() as f64));
+            set(
+                "audiosamplerate",
+                Amf0Value::Number(audio.sample_rate() as f64),
+            );
             set("audiochannels", Amf0Value::Number(audio.channels as f64));
             set("stereo", Amf0Value::Boolean(audio.channels >= 2));
         }
-        set("encoder", Amf0Value::Utf8String("Prism (from MPEG-TS)".into()));
+        set(
+            "encoder",
+            Amf0Value::Utf8String("Prism (from MPEG-TS)".into()),
+        );
         let values = vec![
             Amf0Value::Utf8String("onMetaData".into()),
             Amf0Value::Object(fields),
         ];
-        let Ok(encoded) = rml_amf0::serialize(&values) else { return };
+        let Ok(encoded) = rml_amf0::serialize(&values) else {
+            return;
+        };
         let mut body = BytesMut::with_capacity(AMF0_SET_DATA_FRAME.len() + encoded.len());
         body.put_slice(AMF0_SET_DATA_FRAME);
         body.put_slice(&encoded);

@@ -90,7 +90,10 @@ async fn admit(
     stats: &IngestStats,
 ) -> Option<(Arc<StreamHub>, SrtSocket)> {
     let remote = request.remote();
-    let stream_id = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
+    let stream_id = request
+        .stream_id()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let refuse = |reason: Rejection, why: &str| {
         stats.count_rejection(reason);
         warn!(%remote, protocol = "srt", "publish refused: {why}");
@@ -99,18 +102,27 @@ async fn admit(
         Ok(key) => key,
         Err(e) => {
             refuse(Rejection::ProtocolError, &e.to_string());
-            let _ = request.reject(RejectReason::Server(ServerRejectReason::BadMode)).await;
+            let _ = request
+                .reject(RejectReason::Server(ServerRejectReason::BadMode))
+                .await;
             return None;
         }
     };
     let Some((hub, stream_passphrase)) = directory.lookup_srt(key) else {
         refuse(Rejection::UnknownKey, "unknown stream key");
-        let _ = request.reject(RejectReason::Server(ServerRejectReason::Notfound)).await;
+        let _ = request
+            .reject(RejectReason::Server(ServerRejectReason::Notfound))
+            .await;
         return None;
     };
     if hub.is_live() {
-        refuse(Rejection::AlreadyLive, "a publisher is already live on this stream");
-        let _ = request.reject(RejectReason::Server(ServerRejectReason::Conflict)).await;
+        refuse(
+            Rejection::AlreadyLive,
+            "a publisher is already live on this stream",
+        );
+        let _ = request
+            .reject(RejectReason::Server(ServerRejectReason::Conflict))
+            .await;
         return None;
     }
     let passphrase = stream_passphrase.or_else(|| settings.passphrase.clone());
@@ -120,20 +132,36 @@ async fn admit(
         // Refused here: srt-protocol would panic on a caller that encrypts
         // when the listener does not.
         (None, _) => {
-            refuse(Rejection::Unauthorized, "the caller encrypts but the stream has no passphrase");
-            let _ = request.reject(RejectReason::Core(CoreRejectReason::Unsecure)).await;
+            refuse(
+                Rejection::Unauthorized,
+                "the caller encrypts but the stream has no passphrase",
+            );
+            let _ = request
+                .reject(RejectReason::Core(CoreRejectReason::Unsecure))
+                .await;
             return None;
         }
         (Some(passphrase), key_size) => {
             let Ok(passphrase) = Passphrase::try_from(passphrase) else {
-                refuse(Rejection::Unauthorized, "the configured passphrase is not 10 to 79 characters");
-                let _ = request.reject(RejectReason::Server(ServerRejectReason::InternalServerError)).await;
+                refuse(
+                    Rejection::Unauthorized,
+                    "the configured passphrase is not 10 to 79 characters",
+                );
+                let _ = request
+                    .reject(RejectReason::Server(
+                        ServerRejectReason::InternalServerError,
+                    ))
+                    .await;
                 return None;
             };
             Some(KeySettings {
                 // Answer with the caller's key length; an unencrypted caller
                 // is then refused by the protocol ("password required").
-                key_size: if key_size == KeySize::Unspecified { KeySize::AES128 } else { key_size },
+                key_size: if key_size == KeySize::Unspecified {
+                    KeySize::AES128
+                } else {
+                    key_size
+                },
                 passphrase,
             })
         }
@@ -142,7 +170,10 @@ async fn admit(
         Ok(socket) => Some((hub, socket)),
         Err(_) => {
             // srt-protocol refused the handshake itself (BadSecret or Unsecure).
-            refuse(Rejection::Unauthorized, "wrong passphrase, or encryption on one side only");
+            refuse(
+                Rejection::Unauthorized,
+                "wrong passphrase, or encryption on one side only",
+            );
             None
         }
     }
@@ -198,7 +229,9 @@ async fn run_publish(
         }
     };
     let stats = remuxer.stats;
-    if stats.video_frames_dropped + stats.audio_frames_dropped + stats.unsupported_frames > 0 || demuxer.skipped_bytes > 0 {
+    if stats.video_frames_dropped + stats.audio_frames_dropped + stats.unsupported_frames > 0
+        || demuxer.skipped_bytes > 0
+    {
         info!(
             stream = %hub.id(),
             %remote,

@@ -15,9 +15,16 @@ pub enum StreamIdError {
 impl std::fmt::Display for StreamIdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StreamIdError::Empty => f.write_str("empty stream id: publish with streamid=STREAM_KEY"),
-            StreamIdError::NotPublish(mode) => write!(f, "mode {mode:?} refused: Prism accepts publishers only (m=publish)"),
-            StreamIdError::NoResource => f.write_str("stream id has no r= resource: use #!::r=STREAM_KEY,m=publish"),
+            StreamIdError::Empty => {
+                f.write_str("empty stream id: publish with streamid=STREAM_KEY")
+            }
+            StreamIdError::NotPublish(mode) => write!(
+                f,
+                "mode {mode:?} refused: Prism accepts publishers only (m=publish)"
+            ),
+            StreamIdError::NoResource => {
+                f.write_str("stream id has no r= resource: use #!::r=STREAM_KEY,m=publish")
+            }
         }
     }
 }
@@ -26,22 +33,34 @@ impl std::fmt::Display for StreamIdError {
 pub fn publish_key(stream_id: &str) -> Result<&str, StreamIdError> {
     let stream_id = stream_id.trim();
     // Some tools percent-encode the `#` of the access-control form in URLs.
-    let fields = stream_id.strip_prefix("#!::").or_else(|| stream_id.strip_prefix("%23!::"));
+    let fields = stream_id
+        .strip_prefix("#!::")
+        .or_else(|| stream_id.strip_prefix("%23!::"));
     let Some(fields) = fields else {
         let key = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
-        return if key.is_empty() { Err(StreamIdError::Empty) } else { Ok(key) };
+        return if key.is_empty() {
+            Err(StreamIdError::Empty)
+        } else {
+            Ok(key)
+        };
     };
     let mut resource = None;
     for field in fields.split(',') {
         let (name, value) = field.split_once('=').unwrap_or((field, ""));
         match name.trim() {
             "r" => resource = Some(value.trim()),
-            "m" if value.trim() != "publish" => return Err(StreamIdError::NotPublish(value.trim().to_string())),
+            "m" if value.trim() != "publish" => {
+                return Err(StreamIdError::NotPublish(value.trim().to_string()))
+            }
             _ => {}
         }
     }
     // `r=live/KEY`: the key is the last path segment.
-    let key = resource.ok_or(StreamIdError::NoResource)?.rsplit('/').next().unwrap_or("");
+    let key = resource
+        .ok_or(StreamIdError::NoResource)?
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
     if key.is_empty() {
         Err(StreamIdError::NoResource)
     } else {
@@ -58,7 +77,10 @@ mod tests {
         assert_eq!(publish_key("live_abc"), Ok("live_abc"));
         assert_eq!(publish_key("streamid=live_abc"), Ok("live_abc"));
         assert_eq!(publish_key("#!::r=live_abc,m=publish"), Ok("live_abc"));
-        assert_eq!(publish_key("#!::m=publish,r=live/live_abc,u=alice,s=123"), Ok("live_abc"));
+        assert_eq!(
+            publish_key("#!::m=publish,r=live/live_abc,u=alice,s=123"),
+            Ok("live_abc")
+        );
         assert_eq!(publish_key("#!::r=live_abc"), Ok("live_abc"));
         assert_eq!(publish_key("%23!::r=live_abc,m=publish"), Ok("live_abc"));
     }
@@ -66,9 +88,14 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         assert_eq!(publish_key(""), Err(StreamIdError::Empty));
-        assert_eq!(publish_key("#!::r=k,m=request"), Err(StreamIdError::NotPublish("request".into())));
+        assert_eq!(
+            publish_key("#!::r=k,m=request"),
+            Err(StreamIdError::NotPublish("request".into()))
+        );
         assert_eq!(publish_key("#!::u=alice"), Err(StreamIdError::NoResource));
         assert_eq!(publish_key("#!::r=live/"), Err(StreamIdError::NoResource));
-        assert!(StreamIdError::NotPublish("request".into()).to_string().contains("publishers only"));
+        assert!(StreamIdError::NotPublish("request".into())
+            .to_string()
+            .contains("publishers only"));
     }
 }

@@ -54,7 +54,9 @@ impl DemuxContext for TsContext {
 
     fn construct(&mut self, request: FilterRequest<'_, '_>) -> TsFilter {
         match request {
-            FilterRequest::ByPid(psi::pat::PAT_PID) => TsFilter::Pat(demultiplex::PatPacketFilter::default()),
+            FilterRequest::ByPid(psi::pat::PAT_PID) => {
+                TsFilter::Pat(demultiplex::PatPacketFilter::default())
+            }
             FilterRequest::ByPid(_) => TsFilter::Null(demultiplex::NullPacketFilter::default()),
             FilterRequest::ByStream { stream_type, .. } => {
                 let codec = match stream_type {
@@ -65,9 +67,10 @@ impl DemuxContext for TsContext {
                 };
                 TsFilter::Pes(pes::PesPacketFilter::new(FrameCollector::new(codec)))
             }
-            FilterRequest::Pmt { pid, program_number } => {
-                TsFilter::Pmt(demultiplex::PmtPacketFilter::new(pid, program_number))
-            }
+            FilterRequest::Pmt {
+                pid,
+                program_number,
+            } => TsFilter::Pmt(demultiplex::PmtPacketFilter::new(pid, program_number)),
             FilterRequest::Nit { .. } => TsFilter::Null(demultiplex::NullPacketFilter::default()),
         }
     }
@@ -232,7 +235,7 @@ impl TsDemuxer {
     }
 
     fn push_aligned(&mut self, packets: &[u8]) {
-        debug_assert!(packets.len() % PACKET_SIZE == 0);
+        debug_assert!(packets.len().is_multiple_of(PACKET_SIZE));
         self.demux.push(&mut self.context, packets);
     }
 

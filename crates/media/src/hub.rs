@@ -345,11 +345,22 @@ impl HubDirectory {
     }
 
     /// Registers a stream whose SRT publishers must use `srt_passphrase`.
-    pub fn insert_with_passphrase(&self, key: &crate::StreamKey, hub: Arc<StreamHub>, srt_passphrase: Option<String>) {
+    pub fn insert_with_passphrase(
+        &self,
+        key: &crate::StreamKey,
+        hub: Arc<StreamHub>,
+        srt_passphrase: Option<String>,
+    ) {
         self.by_key
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.expose().to_string(), DirectoryEntry { hub, srt_passphrase });
+            .insert(
+                key.expose().to_string(),
+                DirectoryEntry {
+                    hub,
+                    srt_passphrase,
+                },
+            );
     }
 
     pub fn remove(&self, key: &crate::StreamKey) {

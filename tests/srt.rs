@@ -1,0 +1,174 @@
+//! End to end: ffmpeg publishes MPEG-TS over SRT (the plain stream-id form,
+//! the access-control form, with a passphrase); RTMP receivers get streams
+//! that decode. Wrong passphrases and unknown keys are refused while another
+//! show keeps running.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const PLAIN_KEY: &str = "live_srt_plain_1a2b3c";
+const SECURE_KEY: &str = "live_srt_secure_4d5e6f";
+const PASSPHRASE: &str = "correct-horse-battery-staple";
+
+struct Setup {
+    scratch: Scratch,
+    prism: Prism,
+    srt_port: u16,
+    receivers: Vec<(Ffmpeg, std::path::PathBuf)>,
+}
+
+/// Two streams, each with two ffmpeg RTMP receivers; the second stream
+/// needs a passphrase.
+fn start(name: &str) -> Setup {
+    require_ffmpeg();
+    let scratch = Scratch::new(name);
+    let (rtmp_port, srt_port) = (free_port(), free_port());
+    let mut receivers = Vec::new();
+    let mut streams = String::new();
+    for (stream, key, extra) in [
+        ("plain", PLAIN_KEY, String::new()),
+        (
+            "secure",
+            SECURE_KEY,
+            format!("srt_passphrase = \"{PASSPHRASE}\"\n"),
+        ),
+    ] {
+        streams += &format!("\n[[streams]]\nid = \"{stream}\"\nkey = \"{key}\"\n{extra}");
+        for n in 0..2 {
+            let port = free_port();
+            let out = scratch.file(&format!("{stream}{n}.flv"));
+            receivers.push((
+                Ffmpeg::receiver(port, "live", &format!("{stream}{n}"), &out),
+                out,
+            ));
+            streams += &format!(
+                "\n  [[streams.destinations]]\n  id = \"d{n}\"\n  url = \"rtmp://127.0.0.1:{port}/live/{stream}{n}\"\n"
+            );
+        }
+    }
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 80\n\n[fanout]\nconnect_timeout_s = 3\n{streams}"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
+    Setup {
+        scratch,
+        prism,
+        srt_port,
+        receivers,
+    }
+}
+
+fn srt_url(port: u16, stream_id: &str, passphrase: Option<&str>) -> String {
+    let mut url = format!("srt://127.0.0.1:{port}?streamid={stream_id}");
+    if let Some(passphrase) = passphrase {
+        url += &format!("&passphrase={passphrase}&pbkeylen=16");
+    }
+    url
+}
+
+#[test]
+fn srt_publishes_reach_rtmp_destinations_in_both_stream_id_forms() {
+    let mut setup = start("srt-forms");
+    let port = setup.srt_port;
+    let mut plain = Ffmpeg::srt_publisher(
+        &srt_url(port, PLAIN_KEY, None),
+        8,
+        setup.scratch.file("plain.log"),
+    );
+    let secure_id = format!("#!::r=live/{SECURE_KEY},m=publish,u=alice");
+    let mut secure = Ffmpeg::srt_publisher(
+        &srt_url(port, &secure_id, Some(PASSPHRASE)),
+        8,
+        setup.scratch.file("secure.log"),
+    );
+    assert!(
+        plain.wait(Duration::from_secs(30)).success(),
+        "{}",
+        plain.log()
+    );
+    assert!(
+        secure.wait(Duration::from_secs(30)).success(),
+        "{}",
+        secure.log()
+    );
+    for (receiver, out) in &mut setup.receivers {
+        receiver.wait(Duration::from_secs(15));
+        assert_good_recording(out, 8.0);
+    }
+    let log = setup.prism.log();
+    assert_eq!(
+        log.matches("protocol=\"srt\" video=\"h264\"").count(),
+        2,
+        "{log}"
+    );
+    setup.prism.terminate();
+    setup
+        .prism
+        .assert_log_free_of(&[PLAIN_KEY, SECURE_KEY, PASSPHRASE]);
+}
+
+#[test]
+fn wrong_passphrase_and_unknown_keys_are_refused_while_a_show_runs() {
+    let mut setup = start("srt-refusals");
+    let port = setup.srt_port;
+    let mut show = Ffmpeg::srt_publisher(
+        &srt_url(port, PLAIN_KEY, None),
+        10,
+        setup.scratch.file("show.log"),
+    );
+    setup
+        .prism
+        .wait_for_log("publish started", Duration::from_secs(10));
+
+    let attempts = [
+        (
+            "wrong passphrase",
+            srt_url(port, SECURE_KEY, Some("not-the-passphrase")),
+        ),
+        ("no passphrase", srt_url(port, SECURE_KEY, None)),
+        ("unknown key", srt_url(port, "live_nobody_here_999", None)),
+        (
+            "play mode",
+            srt_url(port, &format!("#!::r={PLAIN_KEY},m=request"), None),
+        ),
+        ("second publisher", srt_url(port, PLAIN_KEY, None)),
+    ];
+    for (what, url) in &attempts {
+        let mut refused = Ffmpeg::srt_publisher(url, 2, setup.scratch.file("refused.log"));
+        assert!(
+            !refused.wait(Duration::from_secs(20)).success(),
+            "{what} was accepted"
+        );
+    }
+    assert!(
+        show.wait(Duration::from_secs(30)).success(),
+        "{}",
+        show.log()
+    );
+    for (receiver, out) in setup.receivers.iter_mut().take(2) {
+        receiver.wait(Duration::from_secs(15));
+        assert_good_recording(out, 10.0);
+    }
+    let log = setup.prism.log();
+    for why in [
+        "wrong passphrase, or encryption on one side only",
+        "unknown stream key",
+        "Prism accepts publishers only",
+        "already live",
+    ] {
+        assert!(log.contains(why), "no refusal saying {why:?}:\n{log}");
+    }
+    let (status, _) = setup.prism.terminate();
+    assert!(status.success());
+    setup.prism.assert_log_free_of(&[
+        PLAIN_KEY,
+        SECURE_KEY,
+        PASSPHRASE,
+        "not-the-passphrase",
+        "live_nobody_here_999",
+    ]);
+}
