@@ -4,6 +4,7 @@
 pub mod aac;
 mod announce;
 pub mod h264;
+pub mod hevc;
 pub mod remux;
 pub mod rtmp;
 pub mod session;

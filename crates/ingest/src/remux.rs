@@ -16,8 +16,8 @@ use prism_media::flv::AMF0_SET_DATA_FRAME;
 use prism_media::{MediaKind, MediaMessage};
 
 use crate::aac::{self, AacConfig};
-use crate::h264;
 use crate::ts::{EsCodec, EsFrame};
+use crate::{h264, hevc};
 
 const WRAP: i64 = 1 << 33;
 /// The timeline starts this far after the first frame's DTS, so a stream
@@ -31,8 +31,6 @@ const MEASURE_FRAMES: u32 = 60;
 pub struct RemuxStats {
     pub video_frames_dropped: u64,
     pub audio_frames_dropped: u64,
-    /// Frames of a codec Prism does not relay from TS (e.g. HEVC for now).
-    pub unsupported_frames: u64,
 }
 
 #[derive(Default)]
@@ -40,8 +38,11 @@ pub struct Remuxer {
     /// Last unwrapped DTS (90 kHz), shared by every track.
     last_dts: Option<i64>,
     origin: i64,
+    /// Parameter sets as last seen (VPS for HEVC only).
+    vps: Option<Vec<u8>>,
     sps: Option<Vec<u8>>,
     pps: Option<Vec<u8>>,
+    video_codec: Option<EsCodec>,
     dimensions: Option<(u32, u32)>,
     /// No video is relayed until a keyframe (at start, and after loss).
     video_waiting: bool,
@@ -75,9 +76,10 @@ impl Remuxer {
         let timestamp = ((dts - self.origin).max(0) / 90) as u32;
         let composition_ms = ((pts - dts).max(0) / 90).min(0x7f_ffff) as u32;
         match frame.codec {
-            EsCodec::H264 => self.push_h264(&frame, timestamp, composition_ms, dts, out),
+            EsCodec::H264 | EsCodec::Hevc => {
+                self.push_video(&frame, timestamp, composition_ms, dts, out)
+            }
             EsCodec::AacAdts => self.push_aac(&frame, timestamp, out),
-            EsCodec::Hevc => self.stats.unsupported_frames += 1,
         }
     }
 
@@ -96,7 +98,8 @@ impl Remuxer {
         unwrapped
     }
 
-    fn push_h264(
+    /// H.264 becomes legacy FLV AVC; HEVC becomes enhanced RTMP (`hvc1`).
+    fn push_video(
         &mut self,
         frame: &EsFrame,
         timestamp: u32,
@@ -104,48 +107,88 @@ impl Remuxer {
         dts: i64,
         out: &mut Vec<MediaMessage>,
     ) {
+        let hevc = frame.codec == EsCodec::Hevc;
+        if self.video_codec.is_some_and(|c| c != frame.codec) {
+            // A publisher that switches codec mid-stream starts over.
+            self.vps = None;
+            self.sps = None;
+            self.pps = None;
+            self.video_started = false;
+        }
+        self.video_codec = Some(frame.codec);
         if frame.damaged {
             self.video_waiting = true;
         }
+        let kind_of = |unit: &[u8]| -> VideoNal {
+            if hevc {
+                match hevc::nal_type(unit) {
+                    hevc::NAL_VPS => VideoNal::Vps,
+                    hevc::NAL_SPS => VideoNal::Sps,
+                    hevc::NAL_PPS => VideoNal::Pps,
+                    hevc::NAL_AUD => VideoNal::Skip,
+                    t if hevc::is_keyframe(t) => VideoNal::Key,
+                    _ => VideoNal::Other,
+                }
+            } else {
+                match h264::nal_type(unit) {
+                    h264::NAL_SPS => VideoNal::Sps,
+                    h264::NAL_PPS => VideoNal::Pps,
+                    h264::NAL_AUD => VideoNal::Skip,
+                    h264::NAL_IDR => VideoNal::Key,
+                    _ => VideoNal::Other,
+                }
+            }
+        };
         let mut keyframe = false;
         let mut headers_changed = false;
         let mut payload_len = 0;
         for unit in h264::nal_units(&frame.data) {
-            match h264::nal_type(unit) {
-                h264::NAL_SPS => {
-                    if self.sps.as_deref() != Some(unit) {
-                        self.sps = Some(unit.to_vec());
-                        self.dimensions = h264::sps_dimensions(unit);
-                        headers_changed = true;
-                    }
-                }
-                h264::NAL_PPS => {
-                    if self.pps.as_deref() != Some(unit) {
-                        self.pps = Some(unit.to_vec());
-                        headers_changed = true;
-                    }
-                }
-                h264::NAL_AUD => {}
-                nal_type => {
-                    keyframe |= nal_type == h264::NAL_IDR;
+            let slot = match kind_of(unit) {
+                VideoNal::Vps => &mut self.vps,
+                VideoNal::Sps => &mut self.sps,
+                VideoNal::Pps => &mut self.pps,
+                VideoNal::Skip => continue,
+                kind => {
+                    keyframe |= kind == VideoNal::Key;
                     payload_len += 4 + unit.len();
+                    continue;
                 }
+            };
+            if slot.as_deref() != Some(unit) {
+                *slot = Some(unit.to_vec());
+                headers_changed = true;
             }
         }
         if headers_changed {
-            if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-                if let Some(record) = h264::decoder_configuration_record(sps, pps) {
-                    self.push_metadata(timestamp, out);
-                    let mut body = BytesMut::with_capacity(5 + record.len());
-                    body.put_slice(&[0x17, 0x00, 0, 0, 0]);
-                    body.put_slice(&record);
-                    out.push(MediaMessage::new(
-                        MediaKind::Video,
-                        timestamp,
-                        body.freeze(),
-                    ));
-                    self.video_started = true;
+            self.dimensions = match (hevc, &self.sps) {
+                (false, Some(sps)) => h264::sps_dimensions(sps),
+                (true, Some(sps)) => hevc::parse_sps(sps).map(|i| (i.width, i.height)),
+                _ => None,
+            };
+            let record = match (hevc, &self.vps, &self.sps, &self.pps) {
+                (false, _, Some(sps), Some(pps)) => h264::decoder_configuration_record(sps, pps),
+                (true, Some(vps), Some(sps), Some(pps)) => {
+                    hevc::decoder_configuration_record(vps, sps, pps)
                 }
+                _ => None,
+            };
+            if let Some(record) = record {
+                self.push_metadata(timestamp, out);
+                let mut body = BytesMut::with_capacity(5 + record.len());
+                if hevc {
+                    // IsExHeader | keyframe | SequenceStart, FourCC.
+                    body.put_u8(0x90);
+                    body.put_slice(hevc::FOURCC);
+                } else {
+                    body.put_slice(&[0x17, 0x00, 0, 0, 0]);
+                }
+                body.put_slice(&record);
+                out.push(MediaMessage::new(
+                    MediaKind::Video,
+                    timestamp,
+                    body.freeze(),
+                ));
+                self.video_started = true;
             }
         }
         if payload_len == 0 {
@@ -156,15 +199,19 @@ impl Remuxer {
             return;
         }
         self.video_waiting = false;
-        let mut body = BytesMut::with_capacity(5 + payload_len);
-        body.put_u8(if keyframe { 0x17 } else { 0x27 });
-        body.put_u8(1); // AVC NALU
+        let mut body = BytesMut::with_capacity(8 + payload_len);
+        let frame_type: u8 = if keyframe { 1 } else { 2 };
+        if hevc {
+            // IsExHeader | frame type | CodedFrames (with composition time), FourCC.
+            body.put_u8(0x80 | (frame_type << 4) | 1);
+            body.put_slice(hevc::FOURCC);
+        } else {
+            body.put_u8((frame_type << 4) | 7);
+            body.put_u8(1); // AVC NALU
+        }
         body.put_slice(&composition_ms.to_be_bytes()[1..]);
         for unit in h264::nal_units(&frame.data) {
-            if !matches!(
-                h264::nal_type(unit),
-                h264::NAL_SPS | h264::NAL_PPS | h264::NAL_AUD
-            ) {
+            if matches!(kind_of(unit), VideoNal::Key | VideoNal::Other) {
                 body.put_u32(unit.len() as u32);
                 body.put_slice(unit);
             }
@@ -236,8 +283,14 @@ impl Remuxer {
             set("width", Amf0Value::Number(width as f64));
             set("height", Amf0Value::Number(height as f64));
         }
-        if self.sps.is_some() {
-            set("videocodecid", Amf0Value::Number(7.0));
+        match self.video_codec {
+            Some(EsCodec::H264) => set("videocodecid", Amf0Value::Number(7.0)),
+            // Enhanced RTMP: the FourCC, as a number.
+            Some(EsCodec::Hevc) => set(
+                "videocodecid",
+                Amf0Value::Number(u32::from_be_bytes(*hevc::FOURCC) as f64),
+            ),
+            _ => {}
         }
         if let Some(framerate) = self.measure.framerate {
             set("framerate", Amf0Value::Number(framerate));
@@ -270,6 +323,17 @@ impl Remuxer {
         body.put_slice(&encoded);
         out.push(MediaMessage::new(MediaKind::Data, timestamp, body.freeze()));
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VideoNal {
+    Vps,
+    Sps,
+    Pps,
+    /// Access unit delimiters: FLV frames are access units already.
+    Skip,
+    Key,
+    Other,
 }
 
 /// A 33-bit difference as the nearest signed value.

@@ -229,17 +229,14 @@ async fn run_publish(
         }
     };
     let stats = remuxer.stats;
-    if stats.video_frames_dropped + stats.audio_frames_dropped + stats.unsupported_frames > 0
-        || demuxer.skipped_bytes > 0
-    {
+    if stats.video_frames_dropped + stats.audio_frames_dropped > 0 || demuxer.skipped_bytes > 0 {
         info!(
             stream = %hub.id(),
             %remote,
             video_frames_dropped = stats.video_frames_dropped,
             audio_frames_dropped = stats.audio_frames_dropped,
-            unsupported_frames = stats.unsupported_frames,
             skipped_bytes = demuxer.skipped_bytes,
-            "srt publish had losses (frames waited for a keyframe, or were not relayable)"
+            "srt publish had losses (video waited for a keyframe after them)"
         );
     }
     log_publish_stopped(&publish, remote, reason);

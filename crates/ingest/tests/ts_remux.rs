@@ -19,6 +19,10 @@ fn scratch() -> PathBuf {
 
 /// A 4 s H.264 + AAC transport stream from ffmpeg; `extra` goes before the output.
 fn make_ts(name: &str, extra: &[&str]) -> Vec<u8> {
+    make_ts_with(name, "libx264", extra)
+}
+
+fn make_ts_with(name: &str, encoder: &str, extra: &[&str]) -> Vec<u8> {
     let path = scratch().join(name);
     let status = Command::new("ffmpeg")
         .args([
@@ -40,7 +44,7 @@ fn make_ts(name: &str, extra: &[&str]) -> Vec<u8> {
         ])
         .args([
             "-c:v",
-            "libx264",
+            encoder,
             "-preset",
             "ultrafast",
             "-pix_fmt",
@@ -317,6 +321,67 @@ fn timestamps_continue_across_the_33_bit_pts_wrap() {
     assert_monotonic(&out.messages);
     let duration = assert_decodes("wrap.flv", &out.messages);
     assert!((duration - 4.0).abs() < 0.2, "duration {duration}");
+}
+
+#[test]
+fn hevc_becomes_enhanced_rtmp_that_rebuilds_into_a_decodable_stream() {
+    let ts = make_ts_with("hevc.ts", "libx265", &["-x265-params", "log-level=error"]);
+    let out = remux(&ts, 1316);
+    let video: Vec<&MediaMessage> = out
+        .messages
+        .iter()
+        .filter(|m| m.kind == MediaKind::Video)
+        .collect();
+    // SequenceStart with FourCC hvc1, then coded frames starting on a keyframe.
+    let header = video[0];
+    assert!(header.sequence_header);
+    assert_eq!(&header.payload[..5], b"\x90hvc1");
+    assert!(video[1].keyframe && &video[1].payload[1..5] == b"hvc1");
+    assert_eq!(video.len() - 1, 99);
+    // The HEVCDecoderConfigurationRecord: version 1, then VPS, SPS, PPS arrays.
+    let record = &header.payload[5..];
+    assert_eq!(record[0], 1);
+    assert_eq!(record[21] & 3, 3, "4-byte NAL lengths");
+    let mut annex_b = Vec::new();
+    let mut at = 23;
+    for expected_type in [32u8, 33, 34] {
+        assert_eq!(record[at] & 0x3f, expected_type);
+        let len = u16::from_be_bytes([record[at + 3], record[at + 4]]) as usize;
+        annex_b.extend_from_slice(&[0, 0, 0, 1]);
+        annex_b.extend_from_slice(&record[at + 5..at + 5 + len]);
+        at += 5 + len;
+    }
+    assert_eq!(at, record.len());
+    // Rebuild an Annex B stream from the length-prefixed frames: it must decode.
+    for frame in &video[1..] {
+        let mut nals = &frame.payload[8..];
+        while nals.len() >= 4 {
+            let len = u32::from_be_bytes([nals[0], nals[1], nals[2], nals[3]]) as usize;
+            annex_b.extend_from_slice(&[0, 0, 0, 1]);
+            annex_b.extend_from_slice(&nals[4..4 + len]);
+            nals = &nals[4 + len..];
+        }
+        assert!(nals.is_empty());
+    }
+    let path = scratch().join("rebuilt.hevc");
+    std::fs::write(&path, annex_b).unwrap();
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "hevc", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        decode.status.success() && errors.trim().is_empty(),
+        "{errors}"
+    );
+    let metadata = out
+        .messages
+        .iter()
+        .find(|m| m.kind == MediaKind::Data)
+        .unwrap();
+    assert!(metadata.payload.windows(5).any(|w| w == b"width"));
 }
 
 mod no_panics {

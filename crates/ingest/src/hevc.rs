@@ -1,0 +1,120 @@
+//! HEVC helpers for remuxing MPEG-TS (Annex B) into enhanced RTMP (FourCC
+//! `hvc1`: length-prefixed NAL units plus an HEVCDecoderConfigurationRecord).
+
+use crate::h264::{rbsp, BitReader};
+
+pub const NAL_VPS: u8 = 32;
+pub const NAL_SPS: u8 = 33;
+pub const NAL_PPS: u8 = 34;
+pub const NAL_AUD: u8 = 35;
+
+/// The enhanced-RTMP FourCC for HEVC.
+pub const FOURCC: &[u8; 4] = b"hvc1";
+
+pub fn nal_type(unit: &[u8]) -> u8 {
+    unit.first().map_or(0, |b| (b >> 1) & 0x3f)
+}
+
+/// IRAP pictures (BLA, IDR, CRA): a decoder can start there.
+pub fn is_keyframe(nal_type: u8) -> bool {
+    (16..=21).contains(&nal_type)
+}
+
+/// What the record needs from the SPS.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpsInfo {
+    /// The 12 bytes of general profile, tier and level.
+    pub general_ptl: [u8; 12],
+    pub max_sub_layers: u8,
+    pub temporal_id_nested: bool,
+    pub chroma_format_idc: u32,
+    pub bit_depth_luma_minus8: u32,
+    pub bit_depth_chroma_minus8: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Parses an SPS NAL unit (with its two-byte header).
+pub fn parse_sps(sps: &[u8]) -> Option<SpsInfo> {
+    let data = rbsp(sps.get(2..)?);
+    let first = *data.first()?;
+    let max_sub_layers_minus1 = ((first >> 1) & 0x07) as usize;
+    let temporal_id_nested = first & 1 == 1;
+    let general_ptl: [u8; 12] = data.get(1..13)?.try_into().ok()?;
+    let mut r = BitReader::new(data.get(13..)?);
+    let mut profile_present = [false; 8];
+    let mut level_present = [false; 8];
+    for i in 0..max_sub_layers_minus1 {
+        profile_present[i] = r.bit()? == 1;
+        level_present[i] = r.bit()? == 1;
+    }
+    if max_sub_layers_minus1 > 0 {
+        for _ in max_sub_layers_minus1..8 {
+            r.bits(2)?;
+        }
+    }
+    for i in 0..max_sub_layers_minus1 {
+        if profile_present[i] {
+            r.bits(32)?;
+            r.bits(32)?;
+            r.bits(24)?;
+        }
+        if level_present[i] {
+            r.bits(8)?;
+        }
+    }
+    r.ue()?; // sps_seq_parameter_set_id
+    let chroma_format_idc = r.ue()?;
+    if chroma_format_idc == 3 {
+        r.bit()?; // separate_colour_plane_flag
+    }
+    let mut width = r.ue()?;
+    let mut height = r.ue()?;
+    if r.bit()? == 1 {
+        let (sub_w, sub_h) = match chroma_format_idc {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        width = width.checked_sub(sub_w * (left + right))?;
+        height = height.checked_sub(sub_h * (top + bottom))?;
+    }
+    Some(SpsInfo {
+        general_ptl,
+        max_sub_layers: max_sub_layers_minus1 as u8 + 1,
+        temporal_id_nested,
+        chroma_format_idc,
+        bit_depth_luma_minus8: r.ue()?,
+        bit_depth_chroma_minus8: r.ue()?,
+        width,
+        height,
+    })
+}
+
+/// The HEVCDecoderConfigurationRecord (ISO/IEC 14496-15, 8.3.3.1) for one
+/// VPS, SPS and PPS, with 4-byte NAL lengths.
+pub fn decoder_configuration_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    let info = parse_sps(sps)?;
+    let mut record = Vec::with_capacity(23 + 15 + vps.len() + sps.len() + pps.len());
+    record.push(1); // configurationVersion
+    record.extend_from_slice(&info.general_ptl);
+    record.extend_from_slice(&[0xf0, 0x00]); // min_spatial_segmentation_idc = 0
+    record.push(0xfc); // parallelismType unknown
+    record.push(0xfc | (info.chroma_format_idc as u8 & 3));
+    record.push(0xf8 | (info.bit_depth_luma_minus8 as u8 & 7));
+    record.push(0xf8 | (info.bit_depth_chroma_minus8 as u8 & 7));
+    record.extend_from_slice(&[0, 0]); // avgFrameRate unknown
+    record.push(((info.max_sub_layers & 7) << 3) | ((info.temporal_id_nested as u8) << 2) | 3);
+    record.push(3); // numOfArrays
+    for (nal_type, unit) in [(NAL_VPS, vps), (NAL_SPS, sps), (NAL_PPS, pps)] {
+        if unit.len() > u16::MAX as usize {
+            return None;
+        }
+        record.push(0x80 | nal_type); // array_completeness
+        record.extend_from_slice(&1u16.to_be_bytes());
+        record.extend_from_slice(&(unit.len() as u16).to_be_bytes());
+        record.extend_from_slice(unit);
+    }
+    Some(record)
+}
