@@ -163,9 +163,13 @@ impl Controller {
         let result = edit(&mut document, &state.config)?;
         let text = document.to_string();
         let config = Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.message))?;
-        persist::write_atomically(&self.path, &text).map_err(|e| {
-            ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
-        })?;
+        // The write (with its fsyncs) runs off the async threads, so a slow
+        // disk never stalls the media path.
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || persist::write_atomically(&path, &text))
+            .await
+            .map_err(|e| ApiError::internal(format!("config write task failed: {e}")))?
+            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", self.path.display())))?;
         self.apply(&state.config, &config).await;
         self.commit(&mut state, config, document, "api");
         Ok(result)

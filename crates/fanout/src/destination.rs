@@ -334,34 +334,19 @@ async fn session(
     let mut timeline = Timeline::default();
     let mut telemetry = SessionTelemetry::new(status.dropped_frames());
     let end = loop {
+        // Checked without registering a waiter: the common wake-up is new
+        // media, and this keeps it to one lock (the queue's).
+        if control.has_changed().unwrap_or(true) {
+            let c = *control.borrow_and_update();
+            if c.shutdown || !c.enabled {
+                break match finish(&mut client, &mut writer, &mut out, config).await {
+                    Ok(()) => SessionEnd::Stopped,
+                    Err(e) => SessionEnd::Failed(e),
+                };
+            }
+        }
         tokio::select! {
             biased;
-            changed = control.changed() => {
-                let c = *control.borrow_and_update();
-                if changed.is_err() || c.shutdown || !c.enabled {
-                    break match finish(&mut client, &mut writer, &mut out, config).await {
-                        Ok(()) => SessionEnd::Stopped,
-                        Err(e) => SessionEnd::Failed(e),
-                    };
-                }
-            }
-            read = reader.read(&mut read_buf) => {
-                match read {
-                    Ok(0) => break SessionEnd::Failed("server closed the connection".into()),
-                    Ok(n) => match client.handle_input(&read_buf[..n], &mut out) {
-                        Ok(events) => {
-                            if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
-                                break SessionEnd::Failed(format!("server ended the publish: {code}: {reason}"));
-                            }
-                            if let Err(e) = flush(&mut writer, &mut out, config).await {
-                                break SessionEnd::Failed(e);
-                            }
-                        }
-                        Err(e) => break SessionEnd::Failed(e.to_string()),
-                    },
-                    Err(e) => break SessionEnd::Failed(format!("read failed: {e}")),
-                }
-            }
             next = queue.next_batch(&mut batch, BATCH_MESSAGES) => {
                 if next == Batch::Ended {
                     break match finish(&mut client, &mut writer, &mut out, config).await {
@@ -381,6 +366,32 @@ async fn session(
                 }
                 status.bytes_sent.fetch_add(pending, Ordering::Relaxed);
                 telemetry.written(hub, config, status);
+            }
+            read = reader.read(&mut read_buf) => {
+                match read {
+                    Ok(0) => break SessionEnd::Failed("server closed the connection".into()),
+                    Ok(n) => match client.handle_input(&read_buf[..n], &mut out) {
+                        Ok(events) => {
+                            if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
+                                break SessionEnd::Failed(format!("server ended the publish: {code}: {reason}"));
+                            }
+                            if let Err(e) = flush(&mut writer, &mut out, config).await {
+                                break SessionEnd::Failed(e);
+                            }
+                        }
+                        Err(e) => break SessionEnd::Failed(e.to_string()),
+                    },
+                    Err(e) => break SessionEnd::Failed(format!("read failed: {e}")),
+                }
+            }
+            changed = control.changed() => {
+                let c = *control.borrow_and_update();
+                if changed.is_err() || c.shutdown || !c.enabled {
+                    break match finish(&mut client, &mut writer, &mut out, config).await {
+                        Ok(()) => SessionEnd::Stopped,
+                        Err(e) => SessionEnd::Failed(e),
+                    };
+                }
             }
         }
     };

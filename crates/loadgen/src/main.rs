@@ -1,0 +1,288 @@
+//! `prism-loadgen`: what a relay costs per destination, measured on one
+//! machine. It publishes a fixed pre-encoded stream (made once with ffmpeg,
+//! so the publisher costs almost nothing) to a relay: Prism, nginx-rtmp with
+//! `push`, or a plain TCP tee (the floor: the same bytes to N sockets, no
+//! protocol work). N sinks in this process receive, count frames and measure
+//! per-message latency (publisher and sinks share one clock). It prints one
+//! table: relay CPU (from /proc, user+sys), RSS, egress, latency, frames lost.
+//!
+//!     cargo build --release -p prism -p prism-loadgen
+//!     target/release/prism-loadgen --destinations 100 --bitrate 6000 --seconds 20 --all
+
+mod relay;
+mod sink;
+mod source;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::relay::Relay;
+use crate::sink::SinkReport;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Measure a relay's cost per destination: Prism, nginx-rtmp push, or a plain TCP tee"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Destinations per stream.
+    #[arg(long, default_value_t = 10)]
+    destinations: usize,
+    /// Streams, each published once and pushed to every destination.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Video bitrate of the synthetic stream, kbit/s (audio adds 128).
+    #[arg(long, default_value_t = 6000)]
+    bitrate: u32,
+    /// Length of the run; the first 3 s are warm-up and not measured.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// The relay to measure.
+    #[arg(long, value_enum, default_value = "prism")]
+    against: Against,
+    /// Measure Prism, nginx-rtmp and the tee one after the other.
+    #[arg(long)]
+    all: bool,
+    /// The prism binary (default: beside this one).
+    #[arg(long)]
+    prism_bin: Option<PathBuf>,
+    /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1).
+    #[arg(long)]
+    prism_threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// (internal) Run as the plain TCP tee relay.
+    Tee {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        sink: String,
+        #[arg(long)]
+        copies: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Against {
+    Prism,
+    Nginx,
+    Tee,
+}
+
+/// Send times of every stamped message, by sequence number: the one clock
+/// the publisher writes and the sinks read.
+pub struct Clock {
+    base: Instant,
+    sent: Vec<AtomicU64>,
+}
+
+impl Clock {
+    fn new(capacity: usize) -> Self {
+        Self {
+            base: Instant::now(),
+            sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    pub fn mark_sent(&self, seq: u64) {
+        if let Some(slot) = self.sent.get(seq as usize) {
+            slot.store(self.now_ns(), Ordering::Relaxed);
+        }
+    }
+
+    /// Nanoseconds since `seq` was sent, if it was.
+    pub fn age_ns(&self, seq: u64) -> Option<u64> {
+        let sent = self.sent.get(seq as usize)?.load(Ordering::Relaxed);
+        (sent != 0).then(|| self.now_ns().saturating_sub(sent))
+    }
+}
+
+/// What one run measured.
+struct Row {
+    relay: Against,
+    streams: usize,
+    destinations: usize,
+    cpu_percent: f64,
+    rss_mib: f64,
+    egress_mbit: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    lost: u64,
+    sent: u64,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(Command::Tee {
+        listen,
+        sink,
+        copies,
+    }) = &args.command
+    {
+        relay::run_tee(listen, sink, *copies);
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let source = match source::prepare(args.bitrate) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("prism-loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let relays = if args.all {
+        vec![Against::Prism, Against::Nginx, Against::Tee]
+    } else {
+        vec![args.against]
+    };
+    let mut rows = Vec::new();
+    for against in relays {
+        eprintln!(
+            "prism-loadgen: {against:?}, {} stream(s) x {} destinations, {} kbit/s, {} s",
+            args.streams, args.destinations, args.bitrate, args.seconds
+        );
+        match runtime.block_on(run(&args, against, &source)) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("prism-loadgen: {against:?} failed: {e}"),
+        }
+    }
+    print_table(&args, &rows);
+}
+
+async fn run(args: &Args, against: Against, source: &source::Source) -> Result<Row, String> {
+    let warmup = Duration::from_secs(3);
+    let duration = Duration::from_secs(args.seconds.max(5));
+    let clocks: Vec<Arc<Clock>> = (0..args.streams)
+        .map(|_| {
+            Arc::new(Clock::new(
+                (duration.as_secs() as usize + 5) * source.messages_per_second() * 2,
+            ))
+        })
+        .collect();
+    let raw = against == Against::Tee;
+    let sinks = sink::start(clocks.clone(), raw).await?;
+    let relay = Relay::start(against, args, sinks.port, args.prism_bin.as_deref()).await?;
+
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    sinks.set_window_start(measure_from);
+    let mut publishers = Vec::new();
+    for (stream, clock) in clocks.iter().enumerate() {
+        let publish = source::publish(
+            source.clone(),
+            relay.publish_target(stream),
+            duration,
+            Arc::clone(clock),
+            raw,
+        );
+        publishers.push(tokio::spawn(publish));
+    }
+    tokio::time::sleep_until((measure_from).into()).await;
+    let cpu_before = relay.cpu_ticks()?;
+    let bytes_before = sinks.bytes();
+    let window_start = Instant::now();
+    let mut sent = 0;
+    for publisher in publishers {
+        sent += publisher.await.map_err(|e| e.to_string())??;
+    }
+    let window = window_start.elapsed();
+    let cpu_after = relay.cpu_ticks()?;
+    let rss = relay.rss_kib()?;
+    let bytes = sinks.bytes() - bytes_before;
+    // Let the last messages arrive before counting what was lost.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report: SinkReport = sinks.report(args.streams * args.destinations);
+    relay.stop().await;
+
+    // USER_HZ is 100 on every Linux architecture Prism targets.
+    let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
+    Ok(Row {
+        relay: against,
+        streams: args.streams,
+        destinations: args.destinations,
+        cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
+        rss_mib: rss as f64 / 1024.0,
+        egress_mbit: bytes as f64 * 8.0 / window.as_secs_f64() / 1e6,
+        p50_ms: report.percentile_ms(0.50),
+        p99_ms: report.percentile_ms(0.99),
+        max_ms: report.percentile_ms(1.0),
+        lost: report.lost,
+        sent,
+    })
+}
+
+fn print_table(args: &Args, rows: &[Row]) {
+    println!();
+    println!(
+        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, {} s (3 s warm-up not measured)",
+        args.streams, args.destinations, args.bitrate, args.seconds
+    );
+    println!(
+        "{:<6} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
+        "relay",
+        "dests",
+        "CPU %",
+        "RSS MiB",
+        "egress",
+        "CPU ms/dest-s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "frames lost"
+    );
+    for row in rows {
+        let destinations = (row.streams * row.destinations) as f64;
+        let per_destination_ms = row.cpu_percent * 10.0 / destinations;
+        let (p50, p99, max, lost) = if row.relay == Against::Tee {
+            ("-".into(), "-".into(), "-".into(), "-".into())
+        } else {
+            (
+                format!("{:.2}", row.p50_ms),
+                format!("{:.2}", row.p99_ms),
+                format!("{:.1}", row.max_ms),
+                format!("{}/{}", row.lost, row.sent * row.destinations as u64),
+            )
+        };
+        println!(
+            "{:<6} {:>5} {:>8.1} {:>9.1} {:>6.0} Mb/s {:>13.3} {:>8} {:>8} {:>8} {:>11}",
+            format!("{:?}", row.relay).to_lowercase(),
+            row.streams * row.destinations,
+            row.cpu_percent,
+            row.rss_mib,
+            row.egress_mbit,
+            per_destination_ms,
+            p50,
+            p99,
+            max,
+            lost
+        );
+    }
+    let find = |relay: Against| {
+        rows.iter()
+            .find(|r| r.relay == relay)
+            .map(|r| r.cpu_percent)
+    };
+    if let Some(prism) = find(Against::Prism) {
+        if let Some(nginx) = find(Against::Nginx) {
+            println!("Prism CPU / nginx-rtmp CPU = {:.2}", prism / nginx);
+        }
+        if let Some(tee) = find(Against::Tee) {
+            println!("Prism CPU / plain tee CPU = {:.2}", prism / tee);
+        }
+    }
+}

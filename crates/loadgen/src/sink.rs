@@ -1,0 +1,217 @@
+//! The sinks: one RTMP server (Prism's own server-side session) taking every
+//! destination connection, counting frames and reading each frame's sequence
+//! number to measure latency on the publisher's clock. In raw mode (the tee)
+//! they only count bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use rml_rtmp::handshake::PeerType;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use prism_ingest::session::{IngestEvent, IngestSession};
+use prism_media::chunk::ChunkWriter;
+use prism_media::{rtmp, MediaKind};
+
+use crate::source::{AUDIO_STAMP_AT, VIDEO_STAMP_AT};
+use crate::Clock;
+
+#[derive(Default)]
+struct Connection {
+    stream: usize,
+    first_seq: Option<u64>,
+    received: u64,
+    latencies_us: Vec<u32>,
+}
+
+struct Shared {
+    clocks: Vec<Arc<Clock>>,
+    bytes: AtomicU64,
+    window_start: OnceLock<Instant>,
+    connections: Mutex<Vec<Arc<Mutex<Connection>>>>,
+}
+
+pub struct Sinks {
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+pub struct SinkReport {
+    latencies_us: Vec<u32>,
+    pub lost: u64,
+}
+
+impl SinkReport {
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        self.latencies_us[index] as f64 / 1000.0
+    }
+}
+
+pub async fn start(clocks: Vec<Arc<Clock>>, raw: bool) -> Result<Sinks, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let shared = Arc::new(Shared {
+        clocks,
+        bytes: AtomicU64::new(0),
+        window_start: OnceLock::new(),
+        connections: Mutex::new(Vec::new()),
+    });
+    let accepting = Arc::clone(&shared);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let shared = Arc::clone(&accepting);
+            tokio::spawn(async move {
+                let _ = socket.set_nodelay(true);
+                if raw {
+                    count_bytes(socket, &shared).await;
+                } else {
+                    let _ = serve(socket, &shared).await;
+                }
+            });
+        }
+    });
+    Ok(Sinks { port, shared })
+}
+
+impl Sinks {
+    pub fn set_window_start(&self, at: Instant) {
+        let _ = self.shared.window_start.set(at);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Latencies of every frame sent after the warm-up, and frames lost:
+    /// sent after a sink's first frame but never received by it.
+    pub fn report(&self, expected_connections: usize) -> SinkReport {
+        let connections = self.shared.connections.lock().unwrap();
+        let mut latencies_us = Vec::new();
+        let mut lost = 0;
+        for connection in connections.iter() {
+            let connection = connection.lock().unwrap();
+            latencies_us.extend_from_slice(&connection.latencies_us);
+            let last_sent = self.shared.clocks[connection.stream].last_seq();
+            if let Some(first) = connection.first_seq {
+                lost += (last_sent + 1 - first).saturating_sub(connection.received);
+            }
+        }
+        if connections.len() < expected_connections {
+            eprintln!(
+                "prism-loadgen: only {} of {expected_connections} destinations connected",
+                connections.len()
+            );
+        }
+        latencies_us.sort_unstable();
+        SinkReport { latencies_us, lost }
+    }
+}
+
+impl Clock {
+    /// The highest sequence number sent so far.
+    pub fn last_seq(&self) -> u64 {
+        self.sent
+            .iter()
+            .rposition(|s| s.load(Ordering::Relaxed) != 0)
+            .map_or(0, |i| i as u64)
+    }
+}
+
+async fn count_bytes(mut socket: TcpStream, shared: &Shared) {
+    let mut buf = vec![0u8; 256 * 1024];
+    while let Ok(n) = socket.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
+    let leftover = rtmp::handshake(&mut socket, PeerType::Server).await?;
+    let mut session = IngestSession::new();
+    let mut out = ChunkWriter::new(128);
+    let mut events = Vec::new();
+    let mut connection: Option<Arc<Mutex<Connection>>> = None;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut input_len = leftover.len().min(buf.len());
+    buf[..input_len].copy_from_slice(&leftover[..input_len]);
+    loop {
+        shared.bytes.fetch_add(input_len as u64, Ordering::Relaxed);
+        session
+            .handle_input(&buf[..input_len], &mut out, &mut events)
+            .map_err(|e| e.to_string())?;
+        for event in events.drain(..) {
+            match event {
+                IngestEvent::PublishRequested { stream_key } => {
+                    session
+                        .accept_publish(&mut out)
+                        .map_err(|e| e.to_string())?;
+                    // Names are s{stream} or s{stream}-d{n}.
+                    let stream = stream_key
+                        .trim_start_matches('s')
+                        .split('-')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let state = Arc::new(Mutex::new(Connection {
+                        stream,
+                        ..Connection::default()
+                    }));
+                    shared.connections.lock().unwrap().push(Arc::clone(&state));
+                    connection = Some(state);
+                }
+                IngestEvent::Media(message) => {
+                    let Some(connection) = &connection else {
+                        continue;
+                    };
+                    if message.sequence_header || message.kind == MediaKind::Data {
+                        continue;
+                    }
+                    let at = if message.kind == MediaKind::Video {
+                        VIDEO_STAMP_AT
+                    } else {
+                        AUDIO_STAMP_AT
+                    };
+                    let Some(stamp) = message.payload.get(at..at + 8) else {
+                        continue;
+                    };
+                    let seq = u64::from_be_bytes(stamp.try_into().unwrap());
+                    let mut state = connection.lock().unwrap();
+                    let clock = &shared.clocks[state.stream];
+                    state.first_seq.get_or_insert(seq);
+                    state.received += 1;
+                    let measuring = shared
+                        .window_start
+                        .get()
+                        .is_some_and(|w| Instant::now() >= *w);
+                    if measuring {
+                        if let Some(age) = clock.age_ns(seq) {
+                            state
+                                .latencies_us
+                                .push((age / 1000).min(u32::MAX as u64) as u32);
+                        }
+                    }
+                }
+                IngestEvent::PublishEnded => {}
+            }
+        }
+        if !out.is_empty() {
+            out.write_to(&mut socket, None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        input_len = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if input_len == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The synthetic stream: a 1080p H.264 + AAC FLV made once with ffmpeg at the
+//! requested bitrate (cached in target/loadgen), parsed into messages, and a
+//! publisher that sends it in real time, looping, each frame stamped with a
+//! sequence number so sinks can measure latency.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rml_rtmp::handshake::PeerType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use prism_fanout::client::{ClientEvent, PublishClient};
+use prism_fanout::DestinationUrl;
+use prism_media::chunk::ChunkWriter;
+use prism_media::{rtmp, MediaKind};
+
+use crate::Clock;
+
+const SOURCE_SECONDS: u32 = 10;
+/// Where the sequence number goes in a frame payload: past the FLV video
+/// header and the first NAL length (video), past the AAC header (audio).
+pub const VIDEO_STAMP_AT: usize = 9;
+pub const AUDIO_STAMP_AT: usize = 2;
+
+#[derive(Clone)]
+pub struct Tag {
+    pub kind: MediaKind,
+    pub timestamp: u32,
+    pub data: Bytes,
+    /// The whole FLV tag, header included, for the raw (tee) publisher.
+    pub raw: Bytes,
+}
+
+#[derive(Clone)]
+pub struct Source {
+    pub tags: Arc<Vec<Tag>>,
+    pub duration_ms: u32,
+}
+
+impl Source {
+    pub fn messages_per_second(&self) -> usize {
+        self.tags.len() * 1000 / self.duration_ms.max(1) as usize + 1
+    }
+}
+
+/// Where a publisher sends.
+pub enum Target {
+    Rtmp(String),
+    /// Plain TCP: the FLV bytes, no protocol (the tee).
+    Raw(String),
+}
+
+pub fn prepare(bitrate_kbps: u32) -> Result<Source, String> {
+    let dir = PathBuf::from("target/loadgen");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("source-{bitrate_kbps}k.flv"));
+    if !path.exists() {
+        eprintln!(
+            "prism-loadgen: encoding the {SOURCE_SECONDS} s source stream once ({})",
+            path.display()
+        );
+        let rate = format!("{bitrate_kbps}k");
+        let status = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1920x1080:rate=30",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &SOURCE_SECONDS.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "60",
+            ])
+            .args([
+                "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate,
+            ])
+            .args([
+                "-x264-params",
+                "nal-hrd=cbr",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-f",
+                "flv",
+            ])
+            .arg(&path)
+            .status()
+            .map_err(|e| format!("ffmpeg is needed to make the source stream: {e}"))?;
+        if !status.success() {
+            let _ = std::fs::remove_file(&path);
+            return Err("ffmpeg failed to encode the source stream".into());
+        }
+    }
+    let file = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_flv(&file).ok_or_else(|| format!("{}: not an FLV file", path.display()))
+}
+
+fn parse_flv(file: &[u8]) -> Option<Source> {
+    let header_len = u32::from_be_bytes(file.get(5..9)?.try_into().ok()?) as usize;
+    let mut at = header_len + 4;
+    let mut tags = Vec::new();
+    while at + 11 <= file.len() {
+        let kind = match file[at] {
+            8 => MediaKind::Audio,
+            9 => MediaKind::Video,
+            18 => MediaKind::Data,
+            _ => return None,
+        };
+        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
+        let timestamp =
+            u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
+        let end = at + 11 + size + 4;
+        if end > file.len() {
+            break;
+        }
+        tags.push(Tag {
+            kind,
+            timestamp,
+            data: Bytes::copy_from_slice(&file[at + 11..at + 11 + size]),
+            raw: Bytes::copy_from_slice(&file[at..end]),
+        });
+        at = end;
+    }
+    let duration_ms = tags.iter().map(|t| t.timestamp).max()? + 34;
+    Some(Source {
+        tags: Arc::new(tags),
+        duration_ms,
+    })
+}
+
+/// Publishes in real time for `duration`, looping the source; returns how
+/// many stamped messages were sent.
+pub async fn publish(
+    source: Source,
+    target: Target,
+    duration: Duration,
+    clock: Arc<Clock>,
+    raw: bool,
+) -> Result<u64, String> {
+    let (url, raw_addr) = match target {
+        Target::Rtmp(url) => (Some(url), None),
+        Target::Raw(addr) => (None, Some(addr)),
+    };
+    let address = match (&url, &raw_addr) {
+        (Some(url), _) => {
+            let parsed = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
+            format!("{}:{}", parsed.host, parsed.port)
+        }
+        (_, Some(addr)) => addr.clone(),
+        _ => unreachable!(),
+    };
+    let mut stream = connect_retrying(&address).await?;
+    let _ = stream.set_nodelay(true);
+    let mut out = ChunkWriter::new(128);
+    let mut stream_id = 0;
+    if let Some(url) = &url {
+        stream_id = rtmp_publish(&mut stream, &mut out, url).await?;
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    // Drain whatever the relay says (acks, pings), so it never blocks on us.
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 4096];
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+
+    let started = Instant::now();
+    let mut seq = 0u64;
+    let mut pass = 0u32;
+    'passes: loop {
+        let offset = pass * source.duration_ms;
+        for tag in source.tags.iter() {
+            let is_header = tag.kind == MediaKind::Data
+                || prism_media::MediaMessage::new(tag.kind, 0, tag.data.clone()).sequence_header;
+            if pass > 0 && is_header {
+                continue;
+            }
+            let due = started + Duration::from_millis((offset + tag.timestamp) as u64);
+            if due.duration_since(started) > duration {
+                break 'passes;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            if raw {
+                writer
+                    .write_all(&tag.raw)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                continue;
+            }
+            let stamp_at = match tag.kind {
+                MediaKind::Video => VIDEO_STAMP_AT,
+                MediaKind::Audio => AUDIO_STAMP_AT,
+                MediaKind::Data => usize::MAX,
+            };
+            let payload = if !is_header && tag.data.len() >= stamp_at + 8 {
+                seq += 1;
+                let mut stamped = BytesMut::from(&tag.data[..]);
+                stamped[stamp_at..stamp_at + 8].copy_from_slice(&seq.to_be_bytes());
+                clock.mark_sent(seq);
+                stamped.freeze()
+            } else {
+                tag.data.clone()
+            };
+            rtmp::queue_media(
+                &mut out,
+                tag.kind,
+                stream_id,
+                offset + tag.timestamp,
+                &payload,
+            );
+            out.write_to(&mut writer, None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        pass += 1;
+    }
+    let _ = writer.shutdown().await;
+    Ok(seq)
+}
+
+async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("connect to {address}: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Handshake, connect, publish; returns the message stream id.
+async fn rtmp_publish(
+    stream: &mut TcpStream,
+    out: &mut ChunkWriter,
+    url: &str,
+) -> Result<u32, String> {
+    let leftover = rtmp::handshake(stream, PeerType::Client).await?;
+    let mut client =
+        PublishClient::new(DestinationUrl::parse(url, None).map_err(|e| e.to_string())?);
+    client.start(out).map_err(|e| e.to_string())?;
+    let mut events = client
+        .handle_input(&leftover, out)
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        out.write_to(stream, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        for event in events.drain(..) {
+            match event {
+                ClientEvent::PublishStarted { stream_id } => return Ok(stream_id),
+                ClientEvent::Rejected { code, reason } => {
+                    return Err(format!("publish refused: {code}: {reason}"))
+                }
+            }
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("relay closed the connection".into());
+        }
+        events = client
+            .handle_input(&buf[..n], out)
+            .map_err(|e| e.to_string())?;
+    }
+}
