@@ -169,7 +169,9 @@ impl Controller {
         tokio::task::spawn_blocking(move || persist::write_atomically(&path, &text))
             .await
             .map_err(|e| ApiError::internal(format!("config write task failed: {e}")))?
-            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", self.path.display())))?;
+            .map_err(|e| {
+                ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
+            })?;
         self.apply(&state.config, &config).await;
         self.commit(&mut state, config, document, "api");
         Ok(result)

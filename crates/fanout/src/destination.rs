@@ -410,19 +410,15 @@ type Connected = (
 /// Opens the connection and runs it up to `NetStream.Publish.Start`.
 async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, String> {
     let mut stream = open(config).await?;
-    let leftover = rtmp::handshake(&mut stream, PeerType::Client).await?;
-    let (mut reader, mut writer) = stream.into_split();
     let mut out = ChunkWriter::new(128);
-    let mut client = PublishClient::new(config.url.clone());
-    let stream_id = publish(
-        &mut client,
-        &mut reader,
-        &mut writer,
+    let (client, stream_id) = start_publish(
+        &mut stream,
+        &config.url,
         &mut out,
-        leftover,
-        config,
+        Some(config.write_timeout),
     )
     .await?;
+    let (reader, writer) = stream.into_split();
     Ok((reader, writer, client, out, stream_id))
 }
 
@@ -471,36 +467,39 @@ async fn open(config: &DestinationConfig) -> Result<TcpStream, String> {
     Err(last_error)
 }
 
-/// `connect`, `createStream`, `publish` (after the handshake); returns the
-/// message stream id media goes on.
-async fn publish<R, W>(
-    client: &mut PublishClient,
-    reader: &mut R,
-    writer: &mut W,
+/// Runs an RTMP publish on a fresh connection: handshake, `connect`,
+/// `createStream`, `publish`. Returns the session and the message stream id
+/// media goes on; `out` is left at the negotiated chunk size. Also what the
+/// load harness publishes with.
+pub async fn start_publish<S>(
+    stream: &mut S,
+    url: &DestinationUrl,
     out: &mut ChunkWriter,
-    leftover: Vec<u8>,
-    config: &DestinationConfig,
-) -> Result<u32, String>
+    write_timeout: Option<Duration>,
+) -> Result<(PublishClient, u32), String>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
+    let leftover = rtmp::handshake(stream, PeerType::Client).await?;
+    let mut client = PublishClient::new(url.clone());
     client.start(out).map_err(|e| e.to_string())?;
     let mut events = client
         .handle_input(&leftover, out)
         .map_err(|e| e.to_string())?;
     let mut read_buf = vec![0u8; 16 * 1024];
     loop {
-        flush(writer, out, config).await?;
+        out.write_to(stream, write_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(event) = events.into_iter().next() {
             return match event {
-                ClientEvent::PublishStarted { stream_id } => Ok(stream_id),
+                ClientEvent::PublishStarted { stream_id } => Ok((client, stream_id)),
                 ClientEvent::Rejected { code, reason } => {
                     Err(format!("server refused the stream: {code}: {reason}"))
                 }
             };
         }
-        let n = read_some(reader, &mut read_buf).await?;
+        let n = read_some(stream, &mut read_buf).await?;
         events = client
             .handle_input(&read_buf[..n], out)
             .map_err(|e| e.to_string())?;

@@ -8,7 +8,8 @@ pub mod registry;
 pub mod url;
 
 pub use destination::{
-    spawn_destination, DestinationConfig, DestinationHandle, DestinationState, DestinationStatus,
+    spawn_destination, start_publish, DestinationConfig, DestinationHandle, DestinationState,
+    DestinationStatus,
 };
 pub use registry::{Registry, StreamEntry};
 pub use url::DestinationUrl;

@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rml_rtmp::handshake::PeerType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use prism_fanout::client::{ClientEvent, PublishClient};
 use prism_fanout::DestinationUrl;
 use prism_media::chunk::ChunkWriter;
 use prism_media::{rtmp, MediaKind};
@@ -170,7 +168,10 @@ pub async fn publish(
     let mut out = ChunkWriter::new(128);
     let mut stream_id = 0;
     if let Some(url) = &url {
-        stream_id = rtmp_publish(&mut stream, &mut out, url).await?;
+        let url = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
+        stream_id = prism_fanout::start_publish(&mut stream, &url, &mut out, None)
+            .await?
+            .1;
     }
     let (mut reader, mut writer) = stream.into_split();
     // Drain whatever the relay says (acks, pings), so it never blocks on us.
@@ -243,41 +244,5 @@ async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-    }
-}
-
-/// Handshake, connect, publish; returns the message stream id.
-async fn rtmp_publish(
-    stream: &mut TcpStream,
-    out: &mut ChunkWriter,
-    url: &str,
-) -> Result<u32, String> {
-    let leftover = rtmp::handshake(stream, PeerType::Client).await?;
-    let mut client =
-        PublishClient::new(DestinationUrl::parse(url, None).map_err(|e| e.to_string())?);
-    client.start(out).map_err(|e| e.to_string())?;
-    let mut events = client
-        .handle_input(&leftover, out)
-        .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        out.write_to(stream, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        for event in events.drain(..) {
-            match event {
-                ClientEvent::PublishStarted { stream_id } => return Ok(stream_id),
-                ClientEvent::Rejected { code, reason } => {
-                    return Err(format!("publish refused: {code}: {reason}"))
-                }
-            }
-        }
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("relay closed the connection".into());
-        }
-        events = client
-            .handle_input(&buf[..n], out)
-            .map_err(|e| e.to_string())?;
     }
 }
