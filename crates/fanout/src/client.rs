@@ -432,3 +432,27 @@ mod tests {
         assert!(client.handle_input(&garbage, &mut out).is_err());
     }
 }
+
+#[cfg(test)]
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever a destination server answers, the client returns an error
+        /// or carries on; it never panics.
+        #[test]
+        fn arbitrary_server_bytes(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8)) {
+            let mut client = PublishClient::new(DestinationUrl::parse("rtmp://h/app", Some("k")).unwrap());
+            let mut out = ChunkWriter::new(128);
+            client.start(&mut out).unwrap();
+            for chunk in chunks {
+                if client.handle_input(&chunk, &mut out).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}

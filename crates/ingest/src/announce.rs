@@ -77,6 +77,9 @@ impl PublishAnnouncer {
     }
 
     fn read_metadata(&mut self, payload: &[u8]) {
+        if !prism_media::rtmp::amf0_depth_ok(payload) {
+            return;
+        }
         let mut cursor = std::io::Cursor::new(payload);
         let Ok(values) = rml_amf0::deserialize(&mut cursor) else {
             return;

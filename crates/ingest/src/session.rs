@@ -525,3 +525,44 @@ mod tests {
             .is_err());
     }
 }
+
+#[cfg(test)]
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever an encoder sends after the handshake, the session returns
+        /// an error or carries on; it never panics.
+        #[test]
+        fn arbitrary_bytes(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8)) {
+            let mut session = IngestSession::new();
+            let mut out = ChunkWriter::new(128);
+            let mut events = Vec::new();
+            for chunk in chunks {
+                if session.handle_input(&chunk, &mut out, &mut events).is_err() {
+                    break;
+                }
+            }
+        }
+
+        /// Plausible chunk headers (small chunk stream ids, message types that
+        /// reach the command decoder) with random bodies.
+        #[test]
+        fn plausible_chunks(messages in proptest::collection::vec((0u8..4, 1u8..23, proptest::collection::vec(any::<u8>(), 0..300)), 1..12)) {
+            let mut session = IngestSession::new();
+            let mut out = ChunkWriter::new(128);
+            let mut events = Vec::new();
+            let mut wire = ChunkWriter::new(128);
+            for (stream, type_id, body) in messages {
+                wire.push(
+                    prism_media::chunk::MessageHeader { chunk_stream_id: 3 + stream, type_id, message_stream_id: 1, timestamp: 0 },
+                    &Bytes::from(body),
+                );
+            }
+            let _ = session.handle_input(&wire.to_vec(), &mut out, &mut events);
+        }
+    }
+}

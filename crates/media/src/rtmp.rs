@@ -338,11 +338,101 @@ where
     }
 }
 
+/// How deep AMF0 objects and arrays may nest. rml_amf0 decodes recursively,
+/// so a message of a million nested objects (an "AMF0 bomb") would overflow
+/// the stack and abort the whole process; real commands nest two or three deep.
+pub const MAX_AMF0_DEPTH: usize = 32;
+
+/// Whether AMF0 `data` nests no deeper than `MAX_AMF0_DEPTH`. An iterative
+/// scan; anything it cannot follow is left to the decoder's own errors.
+pub fn amf0_depth_ok(data: &[u8]) -> bool {
+    // Each open container: object-like (properties until 00 00 09) or a
+    // strict array (a count of values).
+    enum Open {
+        Properties,
+        Values(u32),
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Option<()> {
+        if *at + n > data.len() {
+            return None;
+        }
+        *at += n;
+        Some(())
+    };
+    let u16_at = |at: usize| {
+        data.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |at: usize| {
+        data.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    loop {
+        // Inside an object: a property name first, or the end marker.
+        match stack.last_mut() {
+            Some(Open::Properties) => {
+                let Some(len) = u16_at(at) else { return true };
+                if len == 0 && data.get(at + 2) == Some(&9) {
+                    at += 3;
+                    stack.pop();
+                    continue;
+                }
+                if take(&mut at, 2 + len).is_none() {
+                    return true;
+                }
+            }
+            Some(Open::Values(0)) => {
+                stack.pop();
+                continue;
+            }
+            Some(Open::Values(n)) => *n -= 1,
+            None => {}
+        }
+        let Some(&marker) = data.get(at) else {
+            return true;
+        };
+        at += 1;
+        let step = match marker {
+            0 => take(&mut at, 8),
+            1 => take(&mut at, 1),
+            2 => u16_at(at).and_then(|n| take(&mut at, 2 + n)),
+            3 | 8 => {
+                if marker == 8 && take(&mut at, 4).is_none() {
+                    return true;
+                }
+                stack.push(Open::Properties);
+                Some(())
+            }
+            5 | 6 => Some(()),
+            10 => {
+                let Some(count) = u32_at(at) else { return true };
+                at += 4;
+                stack.push(Open::Values(count));
+                Some(())
+            }
+            11 => take(&mut at, 10),
+            12 => u32_at(at).and_then(|n| take(&mut at, 4 + n as usize)),
+            _ => return true,
+        };
+        if step.is_none() {
+            return true;
+        }
+        if stack.len() > MAX_AMF0_DEPTH {
+            return false;
+        }
+    }
+}
+
 /// Decodes a non-media message. AMF0 commands are decoded here rather than by
 /// rml_rtmp, whose command decoder panics on a command of fewer than three
 /// values (servers send such `onBWDone`/`_result` messages); a command missing
 /// its transaction id or object gets 0 and null, as other servers read it.
 pub fn decode_message(payload: &MessagePayload) -> Result<RtmpMessage, String> {
+    if matches!(payload.type_id, 15 | 17 | 18 | 20) && !amf0_depth_ok(&payload.data) {
+        return Err(format!("AMF0 nested deeper than {MAX_AMF0_DEPTH} levels"));
+    }
     if payload.type_id != 20 {
         return payload.to_rtmp_message().map_err(|e| e.to_string());
     }
@@ -378,6 +468,50 @@ mod tests {
             message_stream_id: 0,
             data: Bytes::from(rml_amf0::serialize(&values).unwrap()),
         }
+    }
+
+    #[test]
+    fn amf0_bombs_are_refused_before_decoding() {
+        // A million nested objects: the recursive decoder would overflow the stack.
+        let mut bomb = vec![2, 0, 4, b'c', b'o', b'n', b'n', 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        for _ in 0..1_000_000 {
+            bomb.extend_from_slice(&[3, 0, 1, b'a']);
+        }
+        assert!(!amf0_depth_ok(&bomb));
+        let payload = MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id: 20,
+            message_stream_id: 0,
+            data: Bytes::from(bomb),
+        };
+        assert!(decode_message(&payload)
+            .unwrap_err()
+            .contains("nested deeper"));
+        // Strict arrays nest too.
+        let mut arrays = Vec::new();
+        for _ in 0..100 {
+            arrays.extend_from_slice(&[10, 0, 0, 0, 1]);
+        }
+        assert!(!amf0_depth_ok(&arrays));
+    }
+
+    #[test]
+    fn real_commands_pass_the_depth_check() {
+        let values = vec![
+            string("connect"),
+            Amf0Value::Number(1.0),
+            object([
+                ("app", string("live")),
+                (
+                    "nested",
+                    object([("deeper", object([("x", Amf0Value::Null)]))]),
+                ),
+            ]),
+            Amf0Value::StrictArray(vec![Amf0Value::Number(1.0), string("a")]),
+        ];
+        assert!(amf0_depth_ok(&rml_amf0::serialize(&values).unwrap()));
+        assert!(amf0_depth_ok(&[]));
+        assert!(amf0_depth_ok(&[0xff, 1, 2]));
     }
 
     #[test]

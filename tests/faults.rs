@@ -1,0 +1,216 @@
+//! End to end: garbage on every listener during a live show. A thousand
+//! junk connections on the RTMP port (raw noise, noise after a valid
+//! handshake, an AMF0 bomb, absurd chunk sizes), junk datagrams on the SRT
+//! port, malformed requests on the admin port: each ends its own
+//! connection; the daemon and the show carry on and the sinks lose nothing.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prism_media::chunk::{ChunkWriter, MessageHeader};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+use support::*;
+
+const STREAM_KEY: &str = "live_faults_7b6a5c4d";
+const TOKEN: &str = "faults-token-0123456789";
+
+/// A tiny deterministic noise source, so a failure can be replayed.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let len = (self.next() as usize) % max;
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Completes the client side of an RTMP handshake; `None` if the server
+/// hung up.
+fn handshake(stream: &mut TcpStream) -> Option<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut handshake = Handshake::new(PeerType::Client);
+    stream
+        .write_all(&handshake.generate_outbound_p0_and_p1().ok()?)
+        .ok()?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).ok().filter(|&n| n > 0)?;
+        match handshake.process_bytes(&buf[..n]).ok()? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).ok()?
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                stream.write_all(&response_bytes).ok()?;
+                return Some(());
+            }
+        }
+    }
+}
+
+fn message(type_id: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut writer = ChunkWriter::new(128);
+    writer.push(
+        MessageHeader {
+            chunk_stream_id: 3,
+            type_id,
+            message_stream_id: 0,
+            timestamp: 0,
+        },
+        &Bytes::from(body),
+    );
+    writer.to_vec()
+}
+
+/// One junk RTMP connection of the kind `n` picks.
+fn junk_rtmp(port: u16, n: usize, noise: &mut Noise) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    match n % 5 {
+        // Pure noise instead of a handshake.
+        0 => {
+            let _ = stream.write_all(&noise.bytes(3000));
+        }
+        // A truncated handshake.
+        1 => {
+            let _ = stream.write_all(&[3; 700]);
+        }
+        // Noise after a valid handshake: into the chunk parser.
+        2 => {
+            if handshake(&mut stream).is_some() {
+                let _ = stream.write_all(&noise.bytes(5000));
+            }
+        }
+        // An AMF0 bomb: a command nested a hundred thousand objects deep.
+        3 => {
+            if handshake(&mut stream).is_some() {
+                let mut bomb = vec![2, 0, 7];
+                bomb.extend_from_slice(b"connect");
+                bomb.extend_from_slice(&[0, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
+                for _ in 0..100_000 {
+                    bomb.extend_from_slice(&[3, 0, 1, b'a']);
+                }
+                let _ = stream.write_all(&message(20, bomb));
+            }
+        }
+        // An absurd chunk size, then a message claiming to be 16 MiB.
+        _ => {
+            if handshake(&mut stream).is_some() {
+                let _ = stream.write_all(&message(1, vec![0x7f, 0xff, 0xff, 0xff]));
+                let _ = stream.write_all(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 9, 0, 0, 0, 0]);
+            }
+        }
+    }
+    // Read whatever comes back until the server closes (or a short while).
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+#[test]
+fn garbage_on_every_listener_costs_the_show_nothing() {
+    require_ffmpeg();
+    let scratch = Scratch::new("faults");
+    let (rtmp_port, srt_port, admin_port, sink_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\npublish_timeout_s = 2\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\n\n  [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 12, scratch.file("pub.log"));
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut noise = Noise(noise.next() | 1);
+            std::thread::spawn(move || {
+                for n in 0..250 {
+                    junk_rtmp(rtmp_port, n * 4 + w, &mut noise);
+                }
+            })
+        })
+        .collect();
+    // Junk datagrams on the SRT port.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..1000 {
+        let _ = udp.send_to(&noise.bytes(1400), ("127.0.0.1", srt_port));
+    }
+    // Malformed requests and bodies on the admin port.
+    for n in 0..200 {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", admin_port)) {
+            let request = match n % 3 {
+                0 => noise.bytes(2000),
+                1 => format!("POST /v1/streams/main/destinations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5000000\r\n\r\n{{\"key\":").into_bytes(),
+                _ => format!("PATCH /v1/streams/main/destinations/only HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 8\r\n\r\n\x00\x01\x02]]]]").into_bytes(),
+            };
+            let _ = stream.write_all(&request);
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut sink = [0u8; 512];
+            let _ = stream.read(&mut sink);
+        }
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
+
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "{}",
+        publisher.log()
+    );
+    receiver.wait(Duration::from_secs(15));
+    assert_good_recording(&out, 12.0);
+    // 12 s at 25 fps: every video frame arrived.
+    let frames = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let frames: u32 = String::from_utf8_lossy(&frames.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(frames >= 299, "the show lost frames: {frames} of 300");
+    assert_eq!(http(admin_port, "GET", "/healthz", None, "").0, 200);
+    let (status, _) = prism.terminate();
+    assert!(
+        status.success(),
+        "prism did not exit cleanly after the junk"
+    );
+    let log = prism.log();
+    assert!(!log.contains("panicked"), "a task panicked:\n{log}");
+    assert!(
+        log.contains("nested deeper than"),
+        "no AMF0 bomb was refused"
+    );
+    prism.assert_log_free_of(&[STREAM_KEY, TOKEN]);
+}
