@@ -173,6 +173,7 @@ struct RawDestination {
     key: Option<Spanned<String>>,
     #[serde(default = "default_true")]
     enabled: bool,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// A validated configuration.
@@ -273,6 +274,8 @@ pub struct DestinationEntry {
     pub platform: Option<String>,
     pub url: DestinationUrl,
     pub enabled: bool,
+    /// `rtmps://` only: trust the CA certificates in this PEM file.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A configuration error, shown as `FILE:LINE:COL: message`.
@@ -498,9 +501,32 @@ impl Config {
                     destination.key.as_ref().map(|k| k.get_ref().as_str()),
                 )
                 .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
+                let ca_file = match &destination.ca_file {
+                    None => None,
+                    Some(file) => {
+                        if url.scheme != prism_fanout::url::Scheme::Rtmps {
+                            return Err(error(
+                                file.span(),
+                                format!(
+                                    "{field}.ca_file: only rtmps:// destinations use a ca_file"
+                                ),
+                            ));
+                        }
+                        let ca_path = Path::new(file.get_ref());
+                        let ca_path = if ca_path.is_relative() {
+                            path.parent().unwrap_or(Path::new(".")).join(ca_path)
+                        } else {
+                            ca_path.to_path_buf()
+                        };
+                        prism_fanout::transport::tls_config(Some(&ca_path))
+                            .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
+                        Some(ca_path)
+                    }
+                };
                 destinations.push(DestinationEntry {
                     id: dest_id,
                     platform: platform.map(|p| p.id.clone()),
+                    ca_file,
                     url,
                     enabled: destination.enabled,
                 });

@@ -261,7 +261,9 @@ impl Controller {
                         self.add_destination(&entry, destination, &new.fanout);
                         info!(stream = %stream.id, destination = %destination.id, "destination added");
                     }
-                    Some(was) if was.url != destination.url => {
+                    Some(was)
+                        if was.url != destination.url || was.ca_file != destination.ca_file =>
+                    {
                         // Stop the old session first: two publishes with one
                         // key would make the platform refuse the second.
                         if let Some(old) = entry.take_destination(&destination.id) {
@@ -318,6 +320,7 @@ impl Controller {
                 connect_timeout: fanout.connect_timeout,
                 write_timeout: fanout.write_timeout,
                 socket_send_buffer_bytes: fanout.socket_send_buffer_bytes,
+                ca_file: destination.ca_file.clone(),
             },
         ));
         self.watch_destination(&entry.id, &handle);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rml_rtmp::handshake::PeerType;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -21,6 +21,7 @@ use prism_media::chunk::ChunkWriter;
 use prism_media::{rtmp, Batch, DestinationQueue, MediaMessage, StreamHub};
 
 use crate::client::{ClientEvent, PublishClient};
+use crate::transport::{tls_config, tls_connect, Transport};
 use crate::url::{DestinationUrl, Scheme};
 
 /// How many queued messages one write batch takes at most.
@@ -45,6 +46,9 @@ pub struct DestinationConfig {
     pub write_timeout: Duration,
     /// SO_SNDBUF for the destination socket.
     pub socket_send_buffer_bytes: u32,
+    /// For `rtmps://`: trust only the CA certificates in this PEM file
+    /// instead of the built-in roots (private servers).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -400,8 +404,8 @@ async fn session(
 }
 
 type Connected = (
-    OwnedReadHalf,
-    OwnedWriteHalf,
+    ReadHalf<Transport>,
+    WriteHalf<Transport>,
     PublishClient,
     ChunkWriter,
     u32,
@@ -418,7 +422,7 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, St
         Some(config.write_timeout),
     )
     .await?;
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(stream);
     Ok((reader, writer, client, out, stream_id))
 }
 
@@ -435,11 +439,8 @@ async fn stop_requested(control: &mut watch::Receiver<Control>) {
     }
 }
 
-/// Opens the transport to the destination.
-async fn open(config: &DestinationConfig) -> Result<TcpStream, String> {
-    if config.url.scheme == Scheme::Rtmps {
-        return Err("rtmps:// destinations are not supported by this build".into());
-    }
+/// Opens the transport to the destination: TCP, then TLS for `rtmps://`.
+async fn open(config: &DestinationConfig) -> Result<Transport, String> {
     let (host, port) = (config.url.host.as_str(), config.url.port);
     let mut last_error = format!("{host} did not resolve to any address");
     let addresses = tokio::net::lookup_host((host, port))
@@ -459,7 +460,13 @@ async fn open(config: &DestinationConfig) -> Result<TcpStream, String> {
             Ok(stream) => {
                 // Frames go out as soon as they are written; batching happens above.
                 let _ = stream.set_nodelay(true);
-                return Ok(stream);
+                return match config.url.scheme {
+                    Scheme::Rtmp => Ok(Transport::Plain(stream)),
+                    Scheme::Rtmps => {
+                        let tls = tls_config(config.ca_file.as_deref())?;
+                        tls_connect(stream, host, tls).await
+                    }
+                };
             }
             Err(e) => last_error = format!("connect to {address} failed: {e}"),
         }

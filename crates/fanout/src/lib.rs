@@ -5,6 +5,7 @@
 pub mod client;
 pub mod destination;
 pub mod registry;
+pub mod transport;
 pub mod url;
 
 pub use destination::{
