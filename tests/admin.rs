@@ -90,6 +90,7 @@ connect_timeout_s = 3
 [[streams]]
 id = "main"   # the show
 key = "{STREAM_KEY}"
+reconnect_grace_s = 0
 
   [[streams.destinations]]
   id = "a"

@@ -25,6 +25,7 @@ write_timeout_s = 3
 [[streams]]
 id = "main"
 key = "{STREAM_KEY}"
+reconnect_grace_s = 0
 {destinations}
 "#
     )
@@ -292,7 +293,7 @@ fn check_validates_and_reports_file_line_column() {
         .unwrap();
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
-    let expected = format!("{}:15:3: unknown field `uri`", bad.display());
+    let expected = format!("{}:16:3: unknown field `uri`", bad.display());
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
 

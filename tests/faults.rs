@@ -131,7 +131,7 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
     let config = format!(
         "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\npublish_timeout_s = 2\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
-         [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\n\n  [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+         [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 0\n\n  [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
     );
     let mut prism = Prism::start(&scratch, &config, rtmp_port);
     let mut publisher =
@@ -213,4 +213,61 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
         "no AMF0 bomb was refused"
     );
     prism.assert_log_free_of(&[STREAM_KEY, TOKEN]);
+}
+
+#[test]
+fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
+    require_ffmpeg();
+    let scratch = Scratch::new("grace");
+    let (rtmp_port, sink_port) = (free_port(), free_port());
+    let out = scratch.file("show.flv");
+    // ffmpeg in listen mode takes exactly one connection: one file means
+    // the destination was never reconnected.
+    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 5\n\n\
+         [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut first = Ffmpeg::publisher(
+        &prism.publish_url(STREAM_KEY),
+        30,
+        scratch.file("first.log"),
+    );
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    first.kill(); // the encoder crashes: no unpublish, just a dead socket
+    prism.wait_for_log("publisher gone", Duration::from_secs(5));
+
+    let mut second = Ffmpeg::publisher(
+        &prism.publish_url(STREAM_KEY),
+        5,
+        scratch.file("second.log"),
+    );
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log()
+    );
+    receiver.wait(Duration::from_secs(20));
+
+    let log = prism.log();
+    assert!(
+        log.contains("publisher resumed the session within the grace period"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("destination live").count(),
+        1,
+        "the destination reconnected:\n{log}"
+    );
+    // One file, both publishers in it, timestamps monotonic throughout.
+    let duration = probe_duration(&out);
+    assert!(
+        duration > 8.0,
+        "only {duration} s arrived: the second publisher's part is missing"
+    );
+    assert_good_recording(&out, duration);
+    prism.terminate();
+    prism.assert_log_free_of(&[STREAM_KEY]);
 }

@@ -63,6 +63,7 @@ write_timeout_s = 2
 [[streams]]
 id = "main"
 key = "{STREAM_KEY}"
+reconnect_grace_s = 0
 
   [[streams.destinations]]
   id = "a"

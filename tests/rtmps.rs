@@ -97,6 +97,7 @@ connect_timeout_s = 3
 [[streams]]
 id = "main"
 key = "{STREAM_KEY}"
+reconnect_grace_s = 0
 
   [[streams.destinations]]
   id = "private-ca"

@@ -36,7 +36,9 @@ fn start(name: &str) -> Setup {
             format!("srt_passphrase = \"{PASSPHRASE}\"\n"),
         ),
     ] {
-        streams += &format!("\n[[streams]]\nid = \"{stream}\"\nkey = \"{key}\"\n{extra}");
+        streams += &format!(
+            "\n[[streams]]\nid = \"{stream}\"\nkey = \"{key}\"\nreconnect_grace_s = 0\n{extra}"
+        );
         for n in 0..2 {
             let port = free_port();
             let out = scratch.file(&format!("{stream}{n}.flv"));

@@ -150,6 +150,10 @@ fn default_write_timeout() -> u64 {
 fn default_send_buffer() -> u32 {
     512
 }
+/// Long enough for an encoder's network blip or an OBS reconnect.
+fn default_reconnect_grace() -> u64 {
+    10
+}
 fn default_true() -> bool {
     true
 }
@@ -160,6 +164,8 @@ struct RawStream {
     id: Spanned<String>,
     key: Spanned<String>,
     srt_passphrase: Option<Spanned<String>>,
+    #[serde(default = "default_reconnect_grace")]
+    reconnect_grace_s: u64,
     #[serde(default)]
     destinations: Vec<RawDestination>,
 }
@@ -264,6 +270,8 @@ pub struct StreamConfig {
     pub key: prism_media::StreamKey,
     /// Overrides `[srt] passphrase` for this stream.
     pub srt_passphrase: Option<String>,
+    /// How long destinations stay connected after the publisher drops.
+    pub reconnect_grace: Duration,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -541,6 +549,7 @@ impl Config {
             streams.push(StreamConfig {
                 id,
                 srt_passphrase,
+                reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
                 key: prism_media::StreamKey::new(stream.key.into_inner()),
                 destinations,
             });

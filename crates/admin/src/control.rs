@@ -240,6 +240,7 @@ impl Controller {
             let Some(entry) = self.registry.stream(&stream.id) else {
                 continue;
             };
+            entry.hub.set_reconnect_grace(stream.reconnect_grace);
             if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
                 self.directory.insert_with_passphrase(
@@ -291,6 +292,7 @@ impl Controller {
 
     fn add_stream(&self, stream: &StreamConfig, fanout: &FanoutConfig) {
         let hub = StreamHub::new(stream.id.clone());
+        hub.set_reconnect_grace(stream.reconnect_grace);
         let entry = self.registry.add_stream(StreamEntry {
             id: stream.id.clone(),
             hub: Arc::clone(&hub),

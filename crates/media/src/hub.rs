@@ -35,8 +35,20 @@ pub enum PublishError {
 
 #[derive(Default)]
 struct HubState {
+    /// The connection publishing now (a token held by its `PublishGuard`).
     publisher: Option<u64>,
+    /// The publish session destinations serve. It outlives a publisher that
+    /// drops, for the grace period, so a quick reconnect continues it.
+    session: Option<u64>,
     next_session: u64,
+    /// Bumped whenever a grace period starts; a timer only ends its own.
+    grace_epoch: u64,
+    in_grace: bool,
+    /// A resumed publisher's timestamps are shifted onto the session's
+    /// timeline: no jump back to 0 for any destination.
+    rebase_pending: bool,
+    timestamp_offset: u32,
+    last_timestamp: Option<u32>,
     metadata: Option<MediaMessage>,
     video_header: Option<MediaMessage>,
     audio_header: Option<MediaMessage>,
@@ -48,6 +60,8 @@ struct HubState {
 
 pub struct StreamHub {
     id: String,
+    /// How long destinations stay connected after the publisher drops.
+    reconnect_grace_ms: AtomicU64,
     state: Mutex<HubState>,
     live: watch::Sender<LiveState>,
     stats: HubStats,
@@ -103,11 +117,23 @@ impl StreamHub {
     pub fn new(id: impl Into<String>) -> Arc<Self> {
         Arc::new(Self {
             id: id.into(),
+            reconnect_grace_ms: AtomicU64::new(0),
             state: Mutex::new(HubState::default()),
             live: watch::Sender::new(LiveState::default()),
             stats: HubStats::default(),
             publisher: Mutex::new(None),
         })
+    }
+
+    /// Sets how long destinations stay connected after the publisher drops,
+    /// waiting for it (or another) to resume the session.
+    pub fn set_reconnect_grace(&self, grace: std::time::Duration) {
+        self.reconnect_grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn reconnect_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reconnect_grace_ms.load(Ordering::Relaxed))
     }
 
     /// The stream's public id (never its key).
@@ -143,21 +169,39 @@ impl StreamHub {
             return Err(PublishError::AlreadyLive);
         }
         state.next_session += 1;
-        let session = state.next_session;
-        state.publisher = Some(session);
+        let token = state.next_session;
+        state.publisher = Some(token);
+        let resumed = state.session.is_some();
+        let session = *state.session.get_or_insert(token);
+        if resumed {
+            // Within the grace period: same session, same destination
+            // connections. What was cached belongs to the old publisher, and
+            // every destination restarts on the new one's first keyframe.
+            state.in_grace = false;
+            state.rebase_pending = true;
+            state.gop.clear();
+            state.gop_bytes = 0;
+            for queue in &state.subscribers {
+                queue.await_keyframe();
+            }
+        }
         drop(state);
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(PublisherInfo {
             protocol,
             remote,
             since: SystemTime::now(),
         });
-        self.live.send_replace(LiveState {
-            live: true,
-            session,
-        });
+        if resumed {
+            tracing::info!(stream = %self.id, %remote, "publisher resumed the session within the grace period");
+        } else {
+            self.live.send_replace(LiveState {
+                live: true,
+                session,
+            });
+        }
         Ok(PublishGuard {
             hub: Arc::clone(self),
-            session,
+            token,
             protocol,
             window: BitrateWindow {
                 started: Instant::now(),
@@ -181,7 +225,7 @@ impl StreamHub {
     /// session, or `None` when no publisher is live.
     pub fn subscribe(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
         let mut state = self.lock();
-        let session = state.publisher?;
+        let session = state.session?;
         let has_video = state.video_header.is_some();
         queue.reset(has_video, state.gop.is_empty());
         let cached = [&state.metadata, &state.video_header, &state.audio_header];
@@ -196,24 +240,36 @@ impl StreamHub {
         Some(session)
     }
 
-    /// Ends the live publish, if any, as if the publisher had left; its
+    /// Ends the live session at once, grace period or not; the publishing
     /// connection sees `is_current` turn false and closes. For a stream
     /// being removed.
     pub fn end_current_publish(&self) {
-        let session = self.lock().publisher;
-        if let Some(session) = session {
-            self.end_publish(session);
-        }
+        self.end_session();
     }
 
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
         self.lock().subscribers.retain(|q| !Arc::ptr_eq(q, queue));
     }
 
-    fn publish(&self, session: u64, message: MediaMessage) {
+    fn publish(&self, token: u64, mut message: MediaMessage) {
         let mut state = self.lock();
-        if state.publisher != Some(session) {
+        if state.publisher != Some(token) {
             return;
+        }
+        if state.rebase_pending {
+            state.rebase_pending = false;
+            if let Some(last) = state.last_timestamp {
+                // Continue one millisecond after the last message sent.
+                state.timestamp_offset = last.wrapping_add(1).wrapping_sub(message.timestamp);
+            }
+        }
+        message.timestamp = message.timestamp.wrapping_add(state.timestamp_offset);
+        let advanced = match state.last_timestamp {
+            Some(last) => (message.timestamp.wrapping_sub(last) as i32) > 0,
+            None => true,
+        };
+        if advanced {
+            state.last_timestamp = Some(message.timestamp);
         }
         match message.kind {
             MediaKind::Data if flv::is_metadata(&message.payload) => {
@@ -248,17 +304,57 @@ impl StreamHub {
         }
     }
 
-    fn end_publish(&self, session: u64) {
+    /// The publishing connection ended. Destinations stay connected for the
+    /// grace period; if no publisher resumes the session by then, it ends.
+    fn publisher_left(self: &Arc<Self>, token: u64) {
         let mut state = self.lock();
-        if state.publisher != Some(session) {
+        if state.publisher != Some(token) {
             return;
         }
+        state.publisher = None;
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.stats.bitrate_bps.store(0, Ordering::Relaxed);
+        let grace = self.reconnect_grace();
+        // Without a runtime (unit tests) there is no timer to end the grace.
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Ok(runtime), false) = (runtime, grace.is_zero()) else {
+            drop(state);
+            self.end_session();
+            return;
+        };
+        state.in_grace = true;
+        state.grace_epoch += 1;
+        let epoch = state.grace_epoch;
+        drop(state);
+        tracing::info!(stream = %self.id, grace_s = grace.as_secs_f64(), "publisher gone; destinations stay connected for the grace period");
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(hub) = hub.upgrade() {
+                hub.end_grace(epoch);
+            }
+        });
+    }
+
+    fn end_grace(&self, epoch: u64) {
+        let state = self.lock();
+        if state.in_grace && state.grace_epoch == epoch {
+            drop(state);
+            tracing::info!(stream = %self.id, "no publisher came back within the grace period; ending the publish");
+            self.end_session();
+        }
+    }
+
+    /// Ends the session: destinations drain, unpublish and disconnect.
+    fn end_session(&self) {
+        let mut state = self.lock();
+        let Some(session) = state.session else { return };
         for queue in state.subscribers.drain(..) {
             queue.end();
         }
-        let next_session = state.next_session;
         *state = HubState {
-            next_session,
+            next_session: state.next_session,
+            grace_epoch: state.grace_epoch,
             ..HubState::default()
         };
         drop(state);
@@ -272,10 +368,11 @@ impl StreamHub {
 }
 
 /// Held by the ingest connection that owns the stream. Dropping it (the
-/// connection ended, cleanly or not) ends the publish.
+/// connection ended, cleanly or not) ends the publish, after the stream's
+/// grace period.
 pub struct PublishGuard {
     hub: Arc<StreamHub>,
-    session: u64,
+    token: u64,
     protocol: IngestProtocol,
     window: BitrateWindow,
 }
@@ -307,7 +404,7 @@ impl PublishGuard {
             window.started = message.received_at;
             window.bytes = 0;
         }
-        self.hub.publish(self.session, message);
+        self.hub.publish(self.token, message);
     }
 
     pub fn hub(&self) -> &Arc<StreamHub> {
@@ -317,13 +414,13 @@ impl PublishGuard {
     /// False once the hub ended this publish on its own (the stream was
     /// removed): the connection should close.
     pub fn is_current(&self) -> bool {
-        self.hub.lock().publisher == Some(self.session)
+        self.hub.lock().publisher == Some(self.token)
     }
 }
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
-        self.hub.end_publish(self.session);
+        self.hub.publisher_left(self.token);
     }
 }
 
@@ -441,6 +538,70 @@ mod tests {
         drop(publish);
         out.clear();
         assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publisher_back_within_the_grace_continues_the_session_on_one_timeline() {
+        let hub = StreamHub::new("main");
+        hub.set_reconnect_grace(std::time::Duration::from_secs(10));
+        let mut first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let session = hub.subscribe(&queue).unwrap();
+        let header = MediaMessage::new(
+            MediaKind::Video,
+            5000,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        );
+        first.push(header);
+        first.push(video(5000, true));
+        first.push(video(5040, false));
+        drop(first);
+        // Still live: the destinations keep their connections.
+        assert!(hub.is_live());
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+        let mut second = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        assert_eq!(hub.watch_live().borrow().session, session);
+        second.push(video(0, false)); // before its first keyframe: skipped
+        second.push(video(40, true));
+        second.push(video(80, false));
+        let mut out = Vec::new();
+        queue.next_batch(&mut out, 64).await;
+        let stamps: Vec<(u32, bool)> = out
+            .iter()
+            .skip(1)
+            .map(|m| (m.timestamp, m.keyframe))
+            .collect();
+        // The new publisher's clock (0, 40, 80) continues after 5040.
+        assert_eq!(
+            stamps,
+            vec![(5000, true), (5040, false), (5081, true), (5121, false)]
+        );
+        assert_eq!(queue.dropped_frames(), 0);
+
+        drop(second);
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        assert!(!hub.is_live());
+        out.clear();
+        assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_new_publisher_the_session_ends_after_the_grace() {
+        let hub = StreamHub::new("main");
+        hub.set_reconnect_grace(std::time::Duration::from_secs(2));
+        let publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        hub.subscribe(&queue).unwrap();
+        drop(publish);
+        tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
+        assert!(hub.is_live());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!hub.is_live());
+        // Removing a stream ends at once, grace or not.
+        let _publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        hub.end_current_publish();
+        assert!(!hub.is_live());
     }
 
     #[test]

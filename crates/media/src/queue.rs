@@ -85,6 +85,14 @@ impl DestinationQueue {
         self.stats.queued_bytes.store(0, Ordering::Relaxed);
     }
 
+    /// A new publisher took over the session: wait for its first keyframe
+    /// (what is skipped meanwhile is not counted as dropped).
+    pub(crate) fn await_keyframe(&self) {
+        let mut state = self.lock();
+        state.awaiting_keyframe = state.stream_has_video;
+        state.awaiting_first_keyframe = true;
+    }
+
     /// Queues a message replayed from the hub's cache (sequence headers,
     /// metadata, the current GOP): accepted whatever the budget, since a
     /// destination cannot start without it.
