@@ -554,9 +554,41 @@ impl Drop for FakeDestination {
     }
 }
 
+/// Payloads a `recording_rtmp` sink received, in order.
+pub type Recorded = Arc<std::sync::Mutex<Vec<prism_media::MediaMessage>>>;
+
+impl FakeDestination {
+    /// Accepts the publish and records every media message it receives,
+    /// byte for byte, until the connection closes.
+    pub fn recording_rtmp(recorded: Recorded) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::clone(&accepted);
+        thread::spawn(move || {
+            if let Ok((socket, _)) = listener.accept() {
+                count.fetch_add(1, Ordering::Relaxed);
+                let _ = serve_publish(&socket, Some(&recorded));
+            }
+        });
+        Self {
+            port,
+            accepted,
+            stop,
+        }
+    }
+}
+
 /// Serves one connection up to an accepted publish, using Prism's own
 /// server-side session (the protocol code under test elsewhere).
-fn accept_publish(mut socket: &TcpStream) -> Option<()> {
+fn accept_publish(socket: &TcpStream) -> Option<()> {
+    serve_publish(socket, None)
+}
+
+/// Serves a publish; with `record`, keeps reading and records the media
+/// until the connection closes.
+fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()> {
     use prism_ingest::session::{IngestEvent, IngestSession};
     use prism_media::chunk::ChunkWriter;
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -565,8 +597,8 @@ fn accept_publish(mut socket: &TcpStream) -> Option<()> {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
     let mut handshake = Handshake::new(PeerType::Server);
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut leftover = loop {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut input = loop {
         let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
         match handshake.process_bytes(&buf[..n]).ok()? {
             HandshakeProcessResult::InProgress { response_bytes } => {
@@ -584,119 +616,29 @@ fn accept_publish(mut socket: &TcpStream) -> Option<()> {
     let mut session = IngestSession::new();
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
+    let mut accepted = false;
     loop {
-        session
-            .handle_input(&leftover, &mut out, &mut events)
-            .ok()?;
-        let requested = events
-            .drain(..)
-            .any(|e| matches!(e, IngestEvent::PublishRequested { .. }));
-        if requested {
-            session.accept_publish(&mut out).ok()?;
+        session.handle_input(&input, &mut out, &mut events).ok()?;
+        for event in events.drain(..) {
+            match event {
+                IngestEvent::PublishRequested { .. } => {
+                    session.accept_publish(&mut out).ok()?;
+                    accepted = true;
+                }
+                IngestEvent::Media(message) => {
+                    if let Some(record) = record {
+                        record.lock().unwrap().push(message);
+                    }
+                }
+                IngestEvent::PublishEnded => {}
+            }
         }
         socket.write_all(&out.to_vec()).ok()?;
         out.clear();
-        if requested {
+        if accepted && record.is_none() {
             return Some(());
         }
         let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
-        leftover = buf[..n].to_vec();
+        input = buf[..n].to_vec();
     }
-}
-
-impl Ffmpeg {
-    /// Kills the process now (a receiver that dies mid-show).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A plain HTTP/1.0 GET on loopback; returns the status code and body.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    http(port, "GET", path, None, "")
-}
-
-/// A plain HTTP/1.0 request on loopback, with an optional bearer token and
-/// JSON body; returns the status code and body.
-pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-/// The value of the sample `name{labels...}` in a Prometheus exposition,
-/// matching every given label (others may be present).
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
-            let (labels, value) = rest.split_once('}')?;
-            (labels, value)
-        } else if rest.starts_with(' ') {
-            ("", rest)
-        } else {
-            return None;
-        };
-        let all = labels.iter().all(|(k, v)| {
-            label_text
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        });
-        if !all {
-            return None;
-        }
-        value.trim().parse().ok()
-    })
-}
-
-/// Runs `promtool check metrics` on an exposition; returns its complaints.
-pub fn promtool_problems(exposition: &str) -> Vec<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is required: run scripts/test.sh (installs it) or apt-get install -y prometheus");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect()
 }

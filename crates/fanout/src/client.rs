@@ -78,6 +78,8 @@ impl PublishClient {
             ("type", string("nonprivate")),
             ("flashVer", string("FMLE/3.0 (compatible; Prism)")),
             ("tcUrl", string(&self.url.tc_url)),
+            // Enhanced RTMP: the codecs this session may send beyond H.264/AAC.
+            ("fourCcList", rtmp::fourcc_list()),
         ]);
         rtmp::queue_command(out, 0, "connect", TXN_CONNECT, command, vec![])?;
         Ok(())

@@ -15,7 +15,7 @@ use rml_rtmp::messages::{
 
 use prism_media::chunk::ChunkWriter;
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
-use prism_media::rtmp::{self, object, object_string, string};
+use prism_media::rtmp::{self, object, string};
 use prism_media::{MediaKind, MediaMessage};
 
 /// The window after which we ask the encoder to acknowledge our bytes, and
@@ -157,7 +157,9 @@ impl IngestSession {
         match name {
             "connect" if !self.connected => {
                 self.connected = true;
-                let _app = object_string(command_object, "app");
+                // Enhanced RTMP: a publisher that lists FourCCs learns which
+                // of them Prism relays (all of them pass through untouched).
+                let enhanced = matches!(command_object, Amf0Value::Object(fields) if fields.contains_key("fourCcList"));
                 rtmp::queue(
                     out,
                     RtmpMessage::WindowAcknowledgement {
@@ -179,10 +181,18 @@ impl IngestSession {
                     0,
                     "_result",
                     transaction_id,
-                    object([
-                        ("fmsVer", string("FMS/3,0,1,123")),
-                        ("capabilities", Amf0Value::Number(31.0)),
-                    ]),
+                    if enhanced {
+                        object([
+                            ("fmsVer", string("FMS/3,0,1,123")),
+                            ("capabilities", Amf0Value::Number(31.0)),
+                            ("fourCcList", rtmp::fourcc_list()),
+                        ])
+                    } else {
+                        object([
+                            ("fmsVer", string("FMS/3,0,1,123")),
+                            ("capabilities", Amf0Value::Number(31.0)),
+                        ])
+                    },
                     vec![object([
                         ("level", string("status")),
                         ("code", string("NetConnection.Connect.Success")),
@@ -336,6 +346,7 @@ fn normalize_data(data: Bytes) -> Option<Bytes> {
 mod tests {
     use super::*;
     use prism_media::chunk::MessageHeader;
+    use prism_media::rtmp::object_string;
     use rml_rtmp::chunk_io::ChunkDeserializer;
 
     /// Serializes what an encoder would send.
@@ -468,6 +479,40 @@ mod tests {
         )]);
         session.handle_input(&end, &mut out, &mut events).unwrap();
         assert!(matches!(&events[..], [IngestEvent::PublishEnded]));
+    }
+
+    #[test]
+    fn an_enhanced_publisher_is_told_the_fourccs_prism_relays() {
+        let mut session = IngestSession::new();
+        let mut out = ChunkWriter::new(128);
+        let mut encoder = ChunkDeserializer::new();
+        let mut events = Vec::new();
+        let connect = object([
+            ("app", string("live")),
+            (
+                "fourCcList",
+                Amf0Value::StrictArray(vec![string("hvc1"), string("av01")]),
+            ),
+        ]);
+        let input = encoder_sends(vec![(command("connect", 1.0, connect, vec![]), 0)]);
+        session.handle_input(&input, &mut out, &mut events).unwrap();
+        let result = replies(&mut out, &mut encoder)
+            .into_iter()
+            .find_map(|m| match m {
+                RtmpMessage::Amf0Command {
+                    command_name,
+                    command_object,
+                    ..
+                } if command_name == "_result" => Some(command_object),
+                _ => None,
+            })
+            .unwrap();
+        match result {
+            Amf0Value::Object(fields) => {
+                assert_eq!(fields.get("fourCcList"), Some(&rtmp::fourcc_list()))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

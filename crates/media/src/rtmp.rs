@@ -38,6 +38,16 @@ pub const OUTBOUND_CHUNK_SIZE: u32 = 4096;
 /// to 2^31-1; a peer asking for more than this is refused.
 pub const MAX_INBOUND_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 
+/// The codecs Prism relays with enhanced RTMP (Veovera E-RTMP), as FourCCs:
+/// advertised in `connect` to destinations and answered to publishers, so
+/// platforms accept HEVC, AV1 and VP9 and encoders offer them.
+pub const ENHANCED_FOURCC_LIST: [&str; 5] = ["hvc1", "av01", "vp09", "avc1", "Opus"];
+
+/// `fourCcList` as an AMF0 strict array.
+pub fn fourcc_list() -> Amf0Value {
+    Amf0Value::StrictArray(ENHANCED_FOURCC_LIST.iter().map(|c| string(c)).collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("could not encode RTMP message: {0}")]
 pub struct EncodeError(String);
@@ -425,18 +435,21 @@ pub fn amf0_depth_ok(data: &[u8]) -> bool {
     }
 }
 
-/// Decodes a non-media message. AMF0 commands are decoded here rather than by
-/// rml_rtmp, whose command decoder panics on a command of fewer than three
-/// values (servers send such `onBWDone`/`_result` messages); a command missing
+/// Decodes a non-media message. AMF0 (and "AMF3") commands are decoded here
+/// rather than by rml_rtmp, whose command decoder panics on a command of
+/// fewer than three values (servers send such `onBWDone`/`_result` messages); a command missing
 /// its transaction id or object gets 0 and null, as other servers read it.
 pub fn decode_message(payload: &MessagePayload) -> Result<RtmpMessage, String> {
     if matches!(payload.type_id, 15 | 17 | 18 | 20) && !amf0_depth_ok(&payload.data) {
         return Err(format!("AMF0 nested deeper than {MAX_AMF0_DEPTH} levels"));
     }
-    if payload.type_id != 20 {
-        return payload.to_rtmp_message().map_err(|e| e.to_string());
-    }
-    let mut cursor = std::io::Cursor::new(&payload.data[..]);
+    let body: &[u8] = match payload.type_id {
+        20 => &payload.data,
+        // "AMF3" commands from Flash-era clients: AMF0 behind a zero byte.
+        17 => payload.data.strip_prefix(&[0]).unwrap_or(&payload.data),
+        _ => return payload.to_rtmp_message().map_err(|e| e.to_string()),
+    };
+    let mut cursor = std::io::Cursor::new(body);
     let mut values = rml_amf0::deserialize(&mut cursor)
         .map_err(|e| format!("bad AMF0 command: {e}"))?
         .into_iter();
