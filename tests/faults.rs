@@ -275,11 +275,24 @@ fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
 /// Video frames ffprobe counts in a recording.
 fn video_frames(path: &std::path::Path) -> u32 {
     let output = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -289,7 +302,8 @@ fn a_destination_that_dies_and_comes_back_is_live_again_within_5_s() {
     let (rtmp_port, good_port, flaky_port) = (free_port(), free_port(), free_port());
     let good = scratch.file("good.flv");
     let mut good_receiver = Ffmpeg::receiver(good_port, "live", "good", &good);
-    let mut flaky_receiver = Ffmpeg::receiver(flaky_port, "live", "flaky", &scratch.file("flaky1.flv"));
+    let mut flaky_receiver =
+        Ffmpeg::receiver(flaky_port, "live", "flaky", &scratch.file("flaky1.flv"));
     let config = format!(
         "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[fanout]\nconnect_timeout_s = 3\n\n\
          [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 0\n\n\
@@ -297,19 +311,31 @@ fn a_destination_that_dies_and_comes_back_is_live_again_within_5_s() {
          [[streams.destinations]]\nid = \"flaky\"\nurl = \"rtmp://127.0.0.1:{flaky_port}/live/flaky\"\n"
     );
     let mut prism = Prism::start(&scratch, &config, rtmp_port);
-    let mut publisher = Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 14, scratch.file("pub.log"));
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 14, scratch.file("pub.log"));
     prism.wait_for_log("destination=flaky", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
 
     flaky_receiver.kill();
-    prism.wait_for_log("destination failed; retrying stream=main destination=flaky", Duration::from_secs(10));
+    prism.wait_for_log(
+        "destination failed; retrying stream=main destination=flaky",
+        Duration::from_secs(10),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let flaky2 = scratch.file("flaky2.flv");
     let mut back = Ffmpeg::receiver(flaky_port, "live", "flaky", &flaky2);
     let restarted = std::time::Instant::now();
-    let live_lines = |log: &str| log.lines().filter(|l| l.contains("destination live") && l.contains("destination=flaky")).count();
+    let live_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("destination live") && l.contains("destination=flaky"))
+            .count()
+    };
     while live_lines(&prism.log()) < 2 {
-        assert!(restarted.elapsed() < Duration::from_secs(5), "flaky was not live again within 5 s:\n{}", prism.log());
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "flaky was not live again within 5 s:\n{}",
+            prism.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -319,7 +345,10 @@ fn a_destination_that_dies_and_comes_back_is_live_again_within_5_s() {
     // The other destination lost nothing: 14 s at 25 fps.
     assert_good_recording(&good, 14.0);
     let frames = video_frames(&good);
-    assert!(frames >= 349, "good lost frames while flaky was down: {frames} of 350");
+    assert!(
+        frames >= 349,
+        "good lost frames while flaky was down: {frames} of 350"
+    );
     // The returning destination starts cleanly on a keyframe.
     assert_good_recording(&flaky2, probe_duration(&flaky2));
     prism.terminate();
@@ -345,9 +374,25 @@ fn kill_9_during_admin_changes_never_leaves_a_broken_config() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let id = format!("r{round}-d{n}");
                     let body = format!("{{\"id\": \"{id}\", \"url\": \"rtmp://127.0.0.1:9/live\", \"key\": \"k-{n}\", \"enabled\": false}}");
-                    let _ = std::panic::catch_unwind(|| http(admin_port, "POST", "/v1/streams/main/destinations", Some(TOKEN), &body));
+                    let _ = std::panic::catch_unwind(|| {
+                        http(
+                            admin_port,
+                            "POST",
+                            "/v1/streams/main/destinations",
+                            Some(TOKEN),
+                            &body,
+                        )
+                    });
                     if n % 3 == 2 {
-                        let _ = std::panic::catch_unwind(|| http(admin_port, "DELETE", &format!("/v1/streams/main/destinations/{id}"), Some(TOKEN), ""));
+                        let _ = std::panic::catch_unwind(|| {
+                            http(
+                                admin_port,
+                                "DELETE",
+                                &format!("/v1/streams/main/destinations/{id}"),
+                                Some(TOKEN),
+                                "",
+                            )
+                        });
                     }
                     n += 1;
                 }
@@ -366,8 +411,15 @@ fn kill_9_during_admin_changes_never_leaves_a_broken_config() {
             .arg("--check")
             .output()
             .unwrap();
-        assert!(check.status.success(), "round {round}: {}", String::from_utf8_lossy(&check.stderr));
+        assert!(
+            check.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let text = std::fs::read_to_string(scratch.file("prism.toml")).unwrap();
-        assert!(text.starts_with("# operator's note\n"), "round {round}: {text}");
+        assert!(
+            text.starts_with("# operator's note\n"),
+            "round {round}: {text}"
+        );
     }
 }

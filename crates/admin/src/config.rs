@@ -852,4 +852,34 @@ key = "live_8f2c1d"
         assert_eq!(line_column("ab\ncdé f", 8), (2, 5));
         assert_eq!(line_column("", 0), (1, 1));
     }
+
+    mod no_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any text gets a config or an error with a position; never a panic.
+            #[test]
+            fn any_text(text in "(\\PC|\n){0,400}") {
+                if let Err(e) = parse(&text) {
+                    prop_assert!(e.line >= 1 && e.column >= 1);
+                }
+            }
+
+            /// Mutations of a good file: an error names a line inside the file.
+            #[test]
+            fn mutated_good_file(at in 0usize..400, insert in "[\\[\\]=\"a-z0-9. \n]{1,8}") {
+                let mut text = GOOD.to_string();
+                let at = at.min(text.len());
+                if text.is_char_boundary(at) {
+                    text.insert_str(at, &insert);
+                    if let Err(e) = parse(&text) {
+                        prop_assert!(e.line <= text.lines().count() + 1, "{e}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -99,3 +99,19 @@ mod tests {
             .contains("publishers only"));
     }
 }
+
+#[cfg(test)]
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_stream_id(text in ".{0,200}", prefix in prop_oneof![Just(""), Just("#!::"), Just("%23!::"), Just("streamid=")]) {
+            let id = format!("{prefix}{text}");
+            if let Ok(key) = publish_key(&id) {
+                prop_assert!(!key.is_empty());
+            }
+        }
+    }
+}
