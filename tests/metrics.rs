@@ -218,3 +218,38 @@ fn grew_between(before: &str, after: &str, destination: &str) {
         "destination {destination} stopped sending: {b} -> {a}"
     );
 }
+
+#[test]
+fn series_of_a_removed_destination_disappear() {
+    let scratch = Scratch::new("metrics-removal");
+    let (rtmp_port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
+    let token = "metrics-admin-token-0000";
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\nseries_idle_s = 2\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{token}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\n\n  [[streams.destinations]]\n  id = \"keep\"\n  url = \"rtmp://127.0.0.1:9/live/a-key-1111\"\n  enabled = false\n\n\
+           [[streams.destinations]]\n  id = \"gone\"\n  url = \"rtmp://127.0.0.1:9/live/b-key-2222\"\n  enabled = false\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(metrics_port, Duration::from_secs(5));
+    let before = http_get(metrics_port, "/metrics").1;
+    assert_eq!(state(&before, "gone", "disabled"), 1.0, "{before}");
+    let (status, _) = http(
+        admin_port,
+        "DELETE",
+        "/v1/streams/main/destinations/gone",
+        Some(token),
+        "",
+    );
+    assert_eq!(status, 200);
+    // Scrapes keep refreshing what exists; the removed destination's series
+    // age out after series_idle_s.
+    let after = wait_for_metrics(
+        metrics_port,
+        "the removed destination gone",
+        Duration::from_secs(10),
+        |m| !m.contains("destination=\"gone\""),
+    );
+    assert_eq!(state(&after, "keep", "disabled"), 1.0, "{after}");
+    drop(prism);
+}

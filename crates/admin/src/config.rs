@@ -94,6 +94,12 @@ struct RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Spanned<String>,
+    #[serde(default = "default_series_idle")]
+    series_idle_s: u64,
+}
+
+fn default_series_idle() -> u64 {
+    300
 }
 
 /// How log lines are written to stderr.
@@ -193,6 +199,8 @@ pub struct Config {
     pub srt: Option<SrtConfig>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the series of a removed stream or destination linger.
+    pub metrics_series_idle: Duration,
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
     pub streams: Vec<StreamConfig>,
@@ -567,6 +575,12 @@ impl Config {
             worker_threads,
             srt,
             metrics_listen,
+            metrics_series_idle: Duration::from_secs(
+                raw.metrics
+                    .as_ref()
+                    .map_or(default_series_idle(), |m| m.series_idle_s)
+                    .max(1),
+            ),
             admin,
             rtmp: RtmpConfig {
                 listen,

@@ -115,6 +115,7 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         Some(_) => Some(Telemetry::install(
             Arc::clone(&registry),
             Arc::clone(&ingest_stats),
+            config.metrics_series_idle,
         )?),
         None => None,
     };

@@ -26,11 +26,6 @@ use prism_fanout::Registry;
 use prism_ingest::{IngestStats, RejectReason};
 use prism_media::IngestProtocol;
 
-/// Series not refreshed for this long are dropped. Every scrape refreshes the
-/// series of everything that exists, so only removed things (and histograms
-/// with no new observation) age out.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-
 const DESTINATION_STATES: [DestinationState; 5] = [
     DestinationState::Idle,
     DestinationState::Connecting,
@@ -48,14 +43,21 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Installs the global metrics recorder.
-    pub fn install(registry: Arc<Registry>, ingest: Arc<IngestStats>) -> Result<Arc<Self>, String> {
+    /// Installs the global metrics recorder. Series not refreshed for
+    /// `series_idle` are dropped: every scrape refreshes the series of
+    /// everything that exists, so only removed things (and histograms with no
+    /// new observation) age out.
+    pub fn install(
+        registry: Arc<Registry>,
+        ingest: Arc<IngestStats>,
+        series_idle: Duration,
+    ) -> Result<Arc<Self>, String> {
         let latency_buckets = [
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ];
         let connect_buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let prometheus = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(IDLE_TIMEOUT))
+            .idle_timeout(MetricKindMask::ALL, Some(series_idle))
             .set_buckets_for_metric(
                 Matcher::Full("prism_relay_latency_seconds".into()),
                 &latency_buckets,
