@@ -211,10 +211,32 @@ fn dead_and_stalled_destinations_do_not_hurt_the_others() {
     for receiver in &mut receivers {
         receiver.wait(Duration::from_secs(15));
     }
-    for i in 0..2 {
-        assert_good_recording(&scratch.file(&format!("g{i}.flv")), 12.0);
-    }
     let log = prism.log();
+    for i in 0..2 {
+        let recording = scratch.file(&format!("g{i}.flv"));
+        assert_good_recording(&recording, 12.0);
+        // The healthy destinations lost nothing: 12 s at 25 fps.
+        let frames = video_frames(&recording);
+        assert!(
+            frames >= 299,
+            "g{i} lost frames next to the faulty ones: {frames} of 300"
+        );
+    }
+    // The stalled destination was held to its queue budget: frames dropped
+    // (to keyframes), memory bounded, then a reconnect.
+    let stalled_drops = log
+        .lines()
+        .filter(|l| l.contains("destination=stalled") && l.contains("accepted no data"))
+        .any(|l| !l.contains("dropped_frames=0"));
+    assert!(
+        stalled_drops,
+        "the stalled destination never dropped frames:\n{log}"
+    );
+    let rss_mib = prism.rss_kib() / 1024;
+    assert!(
+        rss_mib < 100,
+        "prism holds {rss_mib} MiB: the stalled queue is not bounded"
+    );
     assert!(
         black_hole.accepted.load(Ordering::Relaxed) >= 1,
         "the black hole was never tried"

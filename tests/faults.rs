@@ -126,10 +126,11 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
     let scratch = Scratch::new("faults");
     let (rtmp_port, srt_port, admin_port, sink_port) =
         (free_port(), free_port(), free_port(), free_port());
+    let metrics_port = free_port();
     let out = scratch.file("show.flv");
     let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
     let config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\npublish_timeout_s = 2\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\npublish_timeout_s = 2\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
          [[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 0\n\n  [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
     );
@@ -138,6 +139,10 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
         Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 12, scratch.file("pub.log"));
     prism.wait_for_log("destination live", Duration::from_secs(10));
 
+    // Slowloris: connections that never finish the handshake.
+    let idle: Vec<TcpStream> = (0..5)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", rtmp_port)).ok())
+        .collect();
     let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
     let workers: Vec<_> = (0..4)
         .map(|w| {
@@ -180,27 +185,21 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
     receiver.wait(Duration::from_secs(15));
     assert_good_recording(&out, 12.0);
     // 12 s at 25 fps: every video frame arrived.
-    let frames = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let frames: u32 = String::from_utf8_lossy(&frames.stdout)
-        .trim()
-        .parse()
-        .unwrap();
+    let frames = video_frames(&out);
     assert!(frames >= 299, "the show lost frames: {frames} of 300");
     assert_eq!(http(admin_port, "GET", "/healthz", None, "").0, 200);
+    // Every bound that was hit is counted.
+    let exposition = http_get(metrics_port, "/metrics").1;
+    for limit in ["publish_timeout", "message_bounds"] {
+        let hits = metric(
+            &exposition,
+            "prism_ingest_limit_hits_total",
+            &[("limit", limit)],
+        )
+        .unwrap_or(0.0);
+        assert!(hits >= 1.0, "{limit} hits not counted:\n{exposition}");
+    }
+    drop(idle);
     let (status, _) = prism.terminate();
     assert!(
         status.success(),
@@ -270,29 +269,6 @@ fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
     assert_good_recording(&out, duration);
     prism.terminate();
     prism.assert_log_free_of(&[STREAM_KEY]);
-}
-
-/// Video frames ffprobe counts in a recording.
-fn video_frames(path: &std::path::Path) -> u32 {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 #[test]

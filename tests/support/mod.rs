@@ -169,6 +169,17 @@ impl Prism {
         }
     }
 
+    /// Resident memory of the daemon now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let child = self.child.as_ref().expect("prism is running");
+        let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
     /// Sends a signal by name (`HUP`, `KILL`, ...).
     pub fn signal(&self, name: &str) {
         let child = self.child.as_ref().expect("prism is running");
@@ -491,6 +502,29 @@ pub fn probe_duration(path: &Path) -> f64 {
         .trim()
         .parse()
         .unwrap_or(0.0)
+}
+
+/// Video frames ffprobe counts in a recording.
+pub fn video_frames(path: &Path) -> u32 {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// A loopback server for misbehaving destinations: accepts connections on

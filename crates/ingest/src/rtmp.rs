@@ -17,7 +17,7 @@ use prism_media::{HubDirectory, IngestProtocol, PublishGuard};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::session::{IngestEvent, IngestSession};
-use crate::stats::{IngestStats, OpenSession, RejectReason};
+use crate::stats::{IngestStats, Limit, OpenSession, RejectReason};
 
 /// Replies to an encoder are tiny; one that cannot take them is gone.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,16 @@ pub async fn serve_rtmp(
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore is never closed"),
+            permit = async {
+                match Arc::clone(&permits).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        stats.count_limit(Limit::Connections);
+                        warn!(max = limits.max_connections, "rtmp connection limit reached; new encoders wait");
+                        Arc::clone(&permits).acquire_owned().await.expect("semaphore is never closed")
+                    }
+                }
+            } => permit,
             _ = shutdown.changed() => break,
         };
         let (socket, remote) = tokio::select! {
@@ -106,6 +115,7 @@ async fn handle_connection(
             .await
             .map_err(|_| {
                 stats.count_rejection(RejectReason::Timeout);
+                stats.count_limit(Limit::PublishTimeout);
                 "handshake timed out".to_string()
             })?
             .inspect_err(|_| stats.count_rejection(RejectReason::ProtocolError))?;
@@ -128,12 +138,16 @@ async fn handle_connection(
             if live {
                 tokio::time::timeout(limits.idle_timeout, connection.socket.read(&mut read_buf))
                     .await
-                    .map_err(|_| format!("no data for {} s", limits.idle_timeout.as_secs()))
+                    .map_err(|_| {
+                        stats.count_limit(Limit::IdleTimeout);
+                        format!("no data for {} s", limits.idle_timeout.as_secs())
+                    })
             } else {
                 tokio::time::timeout_at(deadline, connection.socket.read(&mut read_buf))
                     .await
                     .map_err(|_| {
                         stats.count_rejection(RejectReason::Timeout);
+                        stats.count_limit(Limit::PublishTimeout);
                         "no publish before the timeout".to_string()
                     })
             }
@@ -200,6 +214,9 @@ impl Connection<'_> {
         {
             if self.publish.is_none() {
                 self.stats.count_rejection(RejectReason::ProtocolError);
+            }
+            if e.is_limit() {
+                self.stats.count_limit(Limit::MessageBounds);
             }
             return Err(e.to_string());
         }

@@ -33,6 +33,18 @@ pub enum IngestEvent {
     PublishEnded,
 }
 
+impl IngestError {
+    /// Whether the connection ran into one of Prism's bounds (chunk size,
+    /// AMF0 nesting) rather than plain garbage.
+    pub fn is_limit(&self) -> bool {
+        match self {
+            IngestError::Inbound(e) => e.limit,
+            IngestError::Protocol(message) => message.starts_with(rtmp::AMF0_DEPTH_ERROR),
+            IngestError::Encode(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("malformed RTMP: {0}")]

@@ -39,11 +39,43 @@ impl RejectReason {
     }
 }
 
+/// A configured bound that a connection ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_connections` reached: new encoders wait in the accept queue.
+    Connections,
+    /// `publish_timeout_s`: no handshake or no publish in time (slowloris).
+    PublishTimeout,
+    /// `idle_timeout_s`: a live publisher went silent.
+    IdleTimeout,
+    /// A chunk size, message or AMF0 nesting over Prism's bounds.
+    MessageBounds,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 4] = [
+        Limit::Connections,
+        Limit::PublishTimeout,
+        Limit::IdleTimeout,
+        Limit::MessageBounds,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Connections => "max_connections",
+            Limit::PublishTimeout => "publish_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::MessageBounds => "message_bounds",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct IngestStats {
     /// Encoder connections open now, by `IngestProtocol`.
     open_sessions: [AtomicU64; 2],
     rejected: [AtomicU64; 5],
+    limit_hits: [AtomicU64; 4],
 }
 
 impl IngestStats {
@@ -61,6 +93,14 @@ impl IngestStats {
 
     pub fn count_rejection(&self, reason: RejectReason) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_limit(&self, limit: Limit) {
+        self.limit_hits[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn limit_hits(&self, limit: Limit) -> u64 {
+        self.limit_hits[limit as usize].load(Ordering::Relaxed)
     }
 
     pub fn rejections(&self, reason: RejectReason) -> u64 {

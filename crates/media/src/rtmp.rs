@@ -177,14 +177,30 @@ pub struct Inbound {
 
 /// A byte stream that is not RTMP, or asks for more than Prism allows.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InboundError(pub String);
+#[error("{message}")]
+pub struct InboundError {
+    pub message: String,
+    /// The peer went past one of Prism's bounds (as opposed to sending garbage).
+    pub limit: bool,
+}
+
+impl InboundError {
+    fn malformed(message: String) -> Self {
+        Self {
+            message,
+            limit: false,
+        }
+    }
+}
 
 impl From<EncodeError> for InboundError {
     fn from(e: EncodeError) -> Self {
-        InboundError(e.to_string())
+        InboundError::malformed(e.to_string())
     }
 }
+
+/// How a decode error over `MAX_AMF0_DEPTH` starts.
+pub const AMF0_DEPTH_ERROR: &str = "AMF0 nested deeper than";
 
 impl Default for Inbound {
     fn default() -> Self {
@@ -210,7 +226,7 @@ impl Inbound {
         self.pending = self
             .parser
             .get_next_message(bytes)
-            .map_err(|e| InboundError(format!("malformed RTMP chunk: {e}")))?;
+            .map_err(|e| InboundError::malformed(format!("malformed RTMP chunk: {e}")))?;
         Ok(())
     }
 
@@ -227,22 +243,29 @@ impl Inbound {
                         self.queue_ack_if_due(out)?;
                         return Ok(None);
                     }
-                    Err(e) => return Err(InboundError(format!("malformed RTMP chunk: {e}"))),
+                    Err(e) => {
+                        return Err(InboundError::malformed(format!(
+                            "malformed RTMP chunk: {e}"
+                        )))
+                    }
                 },
             };
             if !matches!(payload.type_id, 1 | 4 | 5) {
                 return Ok(Some(payload));
             }
-            match decode_message(&payload).map_err(InboundError)? {
+            match decode_message(&payload).map_err(InboundError::malformed)? {
                 RtmpMessage::SetChunkSize { size } => {
                     if size == 0 || size > MAX_INBOUND_CHUNK_SIZE {
-                        return Err(InboundError(format!(
-                            "peer asked for chunk size {size}, over the limit of {MAX_INBOUND_CHUNK_SIZE}"
-                        )));
+                        return Err(InboundError {
+                            message: format!(
+                                "peer asked for chunk size {size}, over the limit of {MAX_INBOUND_CHUNK_SIZE}"
+                            ),
+                            limit: true,
+                        });
                     }
                     self.parser
                         .set_max_chunk_size(size as usize)
-                        .map_err(|e| InboundError(e.to_string()))?;
+                        .map_err(|e| InboundError::malformed(e.to_string()))?;
                 }
                 RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size.max(1)),
                 RtmpMessage::UserControl {
@@ -441,7 +464,7 @@ pub fn amf0_depth_ok(data: &[u8]) -> bool {
 /// its transaction id or object gets 0 and null, as other servers read it.
 pub fn decode_message(payload: &MessagePayload) -> Result<RtmpMessage, String> {
     if matches!(payload.type_id, 15 | 17 | 18 | 20) && !amf0_depth_ok(&payload.data) {
-        return Err(format!("AMF0 nested deeper than {MAX_AMF0_DEPTH} levels"));
+        return Err(format!("{AMF0_DEPTH_ERROR} {MAX_AMF0_DEPTH} levels"));
     }
     let body: &[u8] = match payload.type_id {
         20 => &payload.data,

@@ -23,6 +23,7 @@ use metrics_util::MetricKindMask;
 
 use prism_fanout::destination::DestinationState;
 use prism_fanout::Registry;
+use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
 use prism_media::IngestProtocol;
 
@@ -95,6 +96,10 @@ impl Telemetry {
         for protocol in IngestProtocol::ALL {
             gauge!("prism_ingest_sessions", "protocol" => protocol.as_str())
                 .set(ingest.open_sessions(protocol) as f64);
+        }
+        for limit in Limit::ALL {
+            counter!("prism_ingest_limit_hits_total", "limit" => limit.as_str())
+                .absolute(ingest.limit_hits(limit));
         }
         for reason in RejectReason::ALL {
             counter!("prism_ingest_publish_rejected_total", "reason" => reason.as_str())
@@ -170,6 +175,10 @@ fn describe() {
     describe_counter!(
         "prism_ingest_publish_rejected_total",
         "Publish attempts refused, by reason."
+    );
+    describe_counter!(
+        "prism_ingest_limit_hits_total",
+        "Times a connection ran into a configured bound, by limit."
     );
     describe_gauge!(
         "prism_stream_live",
