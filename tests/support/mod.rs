@@ -538,7 +538,8 @@ pub struct FakeDestination {
 }
 
 impl FakeDestination {
-    fn start(serve: fn(&TcpStream) -> bool) -> Self {
+    fn start(serve: impl Fn(&TcpStream) -> bool + Send + Sync + 'static) -> Self {
+        let serve = Arc::new(serve);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -552,6 +553,7 @@ impl FakeDestination {
                     Ok((socket, _)) => {
                         socket.set_nonblocking(false).unwrap();
                         let count = Arc::clone(&count);
+                        let serve = Arc::clone(&serve);
                         held.push(thread::spawn(move || {
                             if serve(&socket) {
                                 count.fetch_add(1, Ordering::Relaxed);
@@ -595,22 +597,7 @@ impl FakeDestination {
     /// Accepts the publish and records every media message it receives,
     /// byte for byte, until the connection closes.
     pub fn recording_rtmp(recorded: Recorded) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let count = Arc::clone(&accepted);
-        thread::spawn(move || {
-            if let Ok((socket, _)) = listener.accept() {
-                count.fetch_add(1, Ordering::Relaxed);
-                let _ = serve_publish(&socket, Some(&recorded));
-            }
-        });
-        Self {
-            port,
-            accepted,
-            stop,
-        }
+        Self::start(move |socket| serve_publish(socket, Some(&recorded)).is_some())
     }
 }
 

@@ -124,23 +124,31 @@ fn write_flv(path: &Path, messages: &[MediaMessage]) {
     std::fs::write(path, out).unwrap();
 }
 
-/// ffmpeg decodes the FLV with no error; returns the span ffprobe sees
-/// (the remuxed timeline starts with 2 s of headroom, which every
-/// destination rebases away).
-fn assert_decodes(name: &str, messages: &[MediaMessage]) -> f64 {
-    let path = scratch().join(name);
-    write_flv(&path, messages);
+/// A full ffmpeg decode of `path` (read as `format`, if given) reports no error.
+fn assert_ffmpeg_decodes(path: &Path, format: &[&str]) {
     let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&path)
+        .args(["-v", "error"])
+        .args(format)
+        .arg("-i")
+        .arg(path)
         .args(["-f", "null", "-"])
         .output()
         .unwrap();
     let errors = String::from_utf8_lossy(&decode.stderr);
     assert!(
         decode.status.success() && errors.trim().is_empty(),
-        "{name}: {errors}"
+        "{}: {errors}",
+        path.display()
     );
+}
+
+/// ffmpeg decodes the FLV with no error; returns the span ffprobe sees
+/// (the remuxed timeline starts with 2 s of headroom, which every
+/// destination rebases away).
+fn assert_decodes(name: &str, messages: &[MediaMessage]) -> f64 {
+    let path = scratch().join(name);
+    write_flv(&path, messages);
+    assert_ffmpeg_decodes(&path, &[]);
     let probe = Command::new("ffprobe")
         .args([
             "-v",
@@ -365,17 +373,7 @@ fn hevc_becomes_enhanced_rtmp_that_rebuilds_into_a_decodable_stream() {
     }
     let path = scratch().join("rebuilt.hevc");
     std::fs::write(&path, annex_b).unwrap();
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "hevc", "-i"])
-        .arg(&path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(
-        decode.status.success() && errors.trim().is_empty(),
-        "{errors}"
-    );
+    assert_ffmpeg_decodes(&path, &["-f", "hevc"]);
     let metadata = out
         .messages
         .iter()
