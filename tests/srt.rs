@@ -23,6 +23,11 @@ struct Setup {
 /// Two streams, each with two ffmpeg RTMP receivers; the second stream
 /// needs a passphrase.
 fn start(name: &str) -> Setup {
+    start_with(name, "")
+}
+
+/// As `start`, with more lines for the `[srt]` section.
+fn start_with(name: &str, srt_extra: &str) -> Setup {
     require_ffmpeg();
     let scratch = Scratch::new(name);
     let (rtmp_port, srt_port) = (free_port(), free_port());
@@ -52,7 +57,7 @@ fn start(name: &str) -> Setup {
         }
     }
     let config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 80\n\n[fanout]\nconnect_timeout_s = 3\n{streams}"
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 80\n{srt_extra}\n[fanout]\nconnect_timeout_s = 3\n{streams}"
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
     prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
@@ -173,4 +178,32 @@ fn wrong_passphrase_and_unknown_keys_are_refused_while_a_show_runs() {
         "not-the-passphrase",
         "live_nobody_here_999",
     ]);
+}
+
+#[test]
+fn srt_publishers_over_the_connection_limit_are_refused() {
+    let mut setup = start_with("srt-limit", "max_connections = 1\n");
+    let port = setup.srt_port;
+    let mut first = Ffmpeg::srt_publisher(
+        &srt_url(port, PLAIN_KEY, None),
+        6,
+        setup.scratch.file("first.log"),
+    );
+    setup
+        .prism
+        .wait_for_log("publish started", Duration::from_secs(10));
+    let mut second = Ffmpeg::srt_publisher(
+        &srt_url(port, SECURE_KEY, Some(PASSPHRASE)),
+        2,
+        setup.scratch.file("second.log"),
+    );
+    assert!(
+        !second.wait(Duration::from_secs(20)).success(),
+        "the second SRT publisher was let in"
+    );
+    assert!(first.wait(Duration::from_secs(30)).success());
+    setup
+        .prism
+        .wait_for_log("SRT connection limit reached", Duration::from_secs(5));
+    setup.prism.terminate();
 }

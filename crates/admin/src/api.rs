@@ -298,6 +298,12 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
     let (id, key) = app
         .controller
         .change(|document, config| {
+            if config.streams.len() >= crate::config::MAX_STREAMS {
+                return Err(ApiError::conflict(format!(
+                    "this instance already serves {} streams, the most it takes",
+                    crate::config::MAX_STREAMS
+                )));
+            }
             let id = match request.id {
                 Some(id) => {
                     if config.streams.iter().any(|s| s.id == id) {

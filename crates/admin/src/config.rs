@@ -71,6 +71,8 @@ fn default_worker_threads() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawSrt {
     listen: Spanned<String>,
+    #[serde(default = "default_srt_max_connections")]
+    max_connections: usize,
     #[serde(default = "default_srt_latency")]
     latency_ms: u64,
     passphrase: Option<Spanned<String>>,
@@ -79,6 +81,14 @@ struct RawSrt {
 fn default_srt_latency() -> u64 {
     120
 }
+
+fn default_srt_max_connections() -> usize {
+    64
+}
+
+/// Streams one Prism serves at most: each has a hub, its destinations a task
+/// and a socket each; past this, run another instance.
+pub const MAX_STREAMS: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +219,8 @@ pub struct Config {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SrtConfig {
     pub listen: SocketAddr,
+    /// SRT publishers connected at once; more are refused (Overload).
+    pub max_connections: usize,
     pub latency: Duration,
     /// For streams that set no `srt_passphrase` of their own.
     pub passphrase: Option<String>,
@@ -400,6 +412,7 @@ impl Config {
                 listen: parse_listen(&srt.listen, "srt.listen")
                     .map_err(|m| error(srt.listen.span(), m))?,
                 latency: Duration::from_millis(srt.latency_ms.clamp(20, 10_000)),
+                max_connections: srt.max_connections.max(1),
                 passphrase: match &srt.passphrase {
                     Some(p) => Some(
                         check_passphrase(p, "srt.passphrase").map_err(|m| error(p.span(), m))?,
@@ -428,6 +441,13 @@ impl Config {
             ));
         }
 
+        if raw.streams.len() > MAX_STREAMS {
+            let span = raw.streams[MAX_STREAMS].id.span();
+            return Err(error(
+                span,
+                format!("streams: at most {MAX_STREAMS} streams per instance"),
+            ));
+        }
         let mut streams = Vec::with_capacity(raw.streams.len());
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut keys: HashMap<String, String> = HashMap::new();

@@ -22,7 +22,7 @@ use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::remux::Remuxer;
-use crate::stats::{IngestStats, OpenSession, RejectReason as Rejection};
+use crate::stats::{IngestStats, Limit, OpenSession, RejectReason as Rejection};
 use crate::streamid::publish_key;
 use crate::ts::{EsFrame, TsDemuxer};
 
@@ -35,6 +35,8 @@ pub struct SrtSettings {
     pub passphrase: Option<String>,
     /// A live publisher that sends nothing for this long is dropped.
     pub idle_timeout: Duration,
+    /// SRT publishers connected at once; more are refused with Overload.
+    pub max_connections: usize,
 }
 
 /// Binds the SRT listener (UDP); an error names the address.
@@ -98,6 +100,14 @@ async fn admit(
         stats.count_rejection(reason);
         warn!(%remote, protocol = "srt", "publish refused: {why}");
     };
+    if stats.open_sessions(IngestProtocol::Srt) >= settings.max_connections as u64 {
+        stats.count_limit(Limit::Connections);
+        warn!(%remote, max = settings.max_connections, protocol = "srt", "publish refused: SRT connection limit reached");
+        let _ = request
+            .reject(RejectReason::Server(ServerRejectReason::Overload))
+            .await;
+        return None;
+    }
     let key = match publish_key(&stream_id) {
         Ok(key) => key,
         Err(e) => {

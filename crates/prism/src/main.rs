@@ -131,6 +131,7 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         latency: srt.latency,
         passphrase: srt.passphrase.clone(),
         idle_timeout: config.rtmp.idle_timeout,
+        max_connections: srt.max_connections,
     });
     let srt_listener = match &srt_settings {
         Some(settings) => Some(bind_srt(settings).await?),
