@@ -39,6 +39,12 @@ struct RawRtmp {
     publish_timeout_s: u64,
     #[serde(default = "default_idle_timeout")]
     idle_timeout_s: u64,
+    #[serde(default = "default_max_message_kib")]
+    max_message_kib: u64,
+}
+
+fn default_max_message_kib() -> u64 {
+    8 * 1024
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +277,8 @@ const MIN_TOKEN_LEN: usize = 16;
 #[derive(Debug)]
 pub struct RtmpConfig {
     pub listen: SocketAddr,
+    /// The largest RTMP message an encoder may send.
+    pub max_message_bytes: usize,
     pub max_connections: usize,
     pub publish_timeout: Duration,
     pub idle_timeout: Duration,
@@ -604,6 +612,8 @@ impl Config {
             admin,
             rtmp: RtmpConfig {
                 listen,
+                // RTMP message lengths are 24-bit: 16 MiB is the protocol's own cap.
+                max_message_bytes: (rtmp.max_message_kib.clamp(64, 16 * 1024) * 1024) as usize,
                 max_connections: rtmp.max_connections,
                 publish_timeout: Duration::from_secs(rtmp.publish_timeout_s.max(1)),
                 idle_timeout: Duration::from_secs(rtmp.idle_timeout_s.max(1)),

@@ -31,6 +31,8 @@ pub struct IngestLimits {
     pub publish_timeout: Duration,
     /// A live publisher that sends nothing for this long is dropped.
     pub idle_timeout: Duration,
+    /// The largest RTMP message accepted (RTMP's own cap is 16 MiB).
+    pub max_message_bytes: usize,
 }
 
 impl Default for IngestLimits {
@@ -39,6 +41,7 @@ impl Default for IngestLimits {
             max_connections: 256,
             publish_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            max_message_bytes: crate::session::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -123,7 +126,7 @@ async fn handle_connection(
     let mut connection = Connection {
         socket,
         remote,
-        session: IngestSession::new(),
+        session: IngestSession::with_max_message_bytes(limits.max_message_bytes),
         out: ChunkWriter::new(128),
         events: Vec::new(),
         publish: None,

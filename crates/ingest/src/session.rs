@@ -40,6 +40,7 @@ impl IngestError {
         match self {
             IngestError::Inbound(e) => e.limit,
             IngestError::Protocol(message) => message.starts_with(rtmp::AMF0_DEPTH_ERROR),
+            IngestError::MessageTooLarge { .. } => true,
             IngestError::Encode(_) => false,
         }
     }
@@ -51,6 +52,8 @@ pub enum IngestError {
     Protocol(String),
     #[error(transparent)]
     Inbound(#[from] rtmp::InboundError),
+    #[error("a {size}-byte message is over the limit of {max} bytes")]
+    MessageTooLarge { size: usize, max: usize },
     #[error(transparent)]
     Encode(#[from] rtmp::EncodeError),
 }
@@ -62,8 +65,13 @@ enum Publish {
     Accepted { stream_id: u32 },
 }
 
+/// Messages larger than this end the connection unless the caller sets
+/// another bound: 8 MiB holds a 4K keyframe at a high bitrate.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
 pub struct IngestSession {
     inbound: rtmp::Inbound,
+    max_message_bytes: usize,
     connected: bool,
     next_stream_id: u32,
     publish: Publish,
@@ -77,8 +85,15 @@ impl Default for IngestSession {
 
 impl IngestSession {
     pub fn new() -> Self {
+        Self::with_max_message_bytes(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+
+    /// A session that refuses messages over `max_message_bytes` (RTMP itself
+    /// caps them at 16 MiB).
+    pub fn with_max_message_bytes(max_message_bytes: usize) -> Self {
         Self {
             inbound: rtmp::Inbound::new(),
+            max_message_bytes,
             connected: false,
             next_stream_id: 1,
             publish: Publish::None,
@@ -106,6 +121,12 @@ impl IngestSession {
         out: &mut ChunkWriter,
         events: &mut Vec<IngestEvent>,
     ) -> Result<(), IngestError> {
+        if payload.data.len() > self.max_message_bytes {
+            return Err(IngestError::MessageTooLarge {
+                size: payload.data.len(),
+                max: self.max_message_bytes,
+            });
+        }
         // Media takes the fast path: no AMF decoding, the payload moves as is.
         let kind = match payload.type_id {
             8 => Some(MediaKind::Audio),
@@ -558,6 +579,33 @@ mod tests {
             .handle_input(&writer.to_vec(), &mut out, &mut events)
             .unwrap();
         assert!(events.is_empty());
+    }
+
+    #[test]
+    fn messages_over_the_size_limit_end_the_session() {
+        let mut session = IngestSession::with_max_message_bytes(1000);
+        let mut out = ChunkWriter::new(128);
+        let mut events = Vec::new();
+        let mut writer = ChunkWriter::new(128);
+        let header = MessageHeader {
+            chunk_stream_id: 4,
+            type_id: 9,
+            message_stream_id: 1,
+            timestamp: 0,
+        };
+        writer.push(header, &Bytes::from(vec![0x27; 1000]));
+        session
+            .handle_input(&writer.to_vec(), &mut out, &mut events)
+            .unwrap();
+        writer.clear();
+        writer.push(header, &Bytes::from(vec![0x27; 1001]));
+        let error = session
+            .handle_input(&writer.to_vec(), &mut out, &mut events)
+            .unwrap_err();
+        assert!(
+            error.is_limit() && error.to_string().contains("1001-byte message"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -153,6 +153,7 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         max_connections: config.rtmp.max_connections,
         publish_timeout: config.rtmp.publish_timeout,
         idle_timeout: config.rtmp.idle_timeout,
+        max_message_bytes: config.rtmp.max_message_bytes,
     };
     for stream in &config.streams {
         info!(
