@@ -399,3 +399,33 @@ fn kill_9_during_admin_changes_never_leaves_a_broken_config() {
         );
     }
 }
+
+#[test]
+fn a_destination_that_refuses_the_key_is_reported_and_retried_with_backoff() {
+    require_ffmpeg();
+    let scratch = Scratch::new("badname");
+    let rtmp_port = free_port();
+    let refusing = FakeDestination::refusing_rtmp("Invalid stream key");
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 0\n\n\
+         [[streams.destinations]]\nid = \"wrong-key\"\nurl = \"rtmp://127.0.0.1:{}/live2/not-the-key-0000\"\n",
+        refusing.port
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 8, scratch.file("pub.log"));
+    assert!(publisher.wait(Duration::from_secs(30)).success());
+    let log = prism.log();
+    assert!(
+        log.contains("server refused the stream: NetStream.Publish.BadName: Invalid stream key"),
+        "the server's reason is not in the log:\n{log}"
+    );
+    // 8 s of show with backoff 1, 2, 4 s: a handful of attempts, not hundreds.
+    let attempts = refusing.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (2..=6).contains(&attempts),
+        "{attempts} publish attempts in 8 s"
+    );
+    prism.terminate();
+    prism.assert_log_free_of(&[STREAM_KEY, "not-the-key-0000"]);
+}

@@ -596,6 +596,13 @@ pub type Recorded = Arc<std::sync::Mutex<Vec<prism_media::MediaMessage>>>;
 impl FakeDestination {
     /// Accepts the publish and records every media message it receives,
     /// byte for byte, until the connection closes.
+    /// Refuses every publish with `NetStream.Publish.BadName` and
+    /// `description`, as a platform does for a wrong stream key. Counts the
+    /// attempts.
+    pub fn refusing_rtmp(description: &'static str) -> Self {
+        Self::start(move |socket| refuse_publish(socket, description).is_some())
+    }
+
     pub fn recording_rtmp(recorded: Recorded) -> Self {
         Self::start(move |socket| serve_publish(socket, Some(&recorded)).is_some())
     }
@@ -607,19 +614,44 @@ fn accept_publish(socket: &TcpStream) -> Option<()> {
     serve_publish(socket, None)
 }
 
-/// Serves a publish; with `record`, keeps reading and records the media
-/// until the connection closes.
-fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()> {
+/// Answers a publish request with a refusal.
+fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
     use prism_ingest::session::{IngestEvent, IngestSession};
     use prism_media::chunk::ChunkWriter;
+
+    let mut input = server_handshake(socket)?;
+    let mut session = IngestSession::new();
+    let mut out = ChunkWriter::new(128);
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        session.handle_input(&input, &mut out, &mut events).ok()?;
+        let requested = events
+            .drain(..)
+            .any(|e| matches!(e, IngestEvent::PublishRequested { .. }));
+        if requested {
+            session.reject_publish(&mut out, description).ok()?;
+        }
+        socket.write_all(&out.to_vec()).ok()?;
+        out.clear();
+        if requested {
+            return Some(());
+        }
+        let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
+        input = buf[..n].to_vec();
+    }
+}
+
+/// The server side of the RTMP handshake; returns bytes read past it.
+fn server_handshake(mut socket: &TcpStream) -> Option<Vec<u8>> {
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
     let mut handshake = Handshake::new(PeerType::Server);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut input = loop {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
         let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
         match handshake.process_bytes(&buf[..n]).ok()? {
             HandshakeProcessResult::InProgress { response_bytes } => {
@@ -630,10 +662,20 @@ fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()
                 remaining_bytes,
             } => {
                 socket.write_all(&response_bytes).ok()?;
-                break remaining_bytes;
+                return Some(remaining_bytes);
             }
         }
-    };
+    }
+}
+
+/// Serves a publish; with `record`, keeps reading and records the media
+/// until the connection closes.
+fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()> {
+    use prism_ingest::session::{IngestEvent, IngestSession};
+    use prism_media::chunk::ChunkWriter;
+
+    let mut input = server_handshake(socket)?;
+    let mut buf = vec![0u8; 64 * 1024];
     let mut session = IngestSession::new();
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
