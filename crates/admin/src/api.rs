@@ -295,24 +295,28 @@ struct NewStream {
 
 async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
     let request: NewStream = parse_body(&body)?;
-    let (id, key) = app
+    let id = match request.id {
+        Some(id) => id,
+        None => {
+            app.controller
+                .with_config(|config| {
+                    unique_id("stream", |c| config.streams.iter().any(|s| s.id == c))
+                })
+                .await
+        }
+    };
+    let key = app
         .controller
-        .change(|document, config| {
+        .change(&id, |document, config| {
             if config.streams.len() >= crate::config::MAX_STREAMS {
                 return Err(ApiError::conflict(format!(
                     "this instance already serves {} streams, the most it takes",
                     crate::config::MAX_STREAMS
                 )));
             }
-            let id = match request.id {
-                Some(id) => {
-                    if config.streams.iter().any(|s| s.id == id) {
-                        return Err(ApiError::conflict(format!("stream {id:?} already exists")));
-                    }
-                    id
-                }
-                None => unique_id("stream", |c| config.streams.iter().any(|s| s.id == c)),
-            };
+            if config.streams.iter().any(|s| s.id == id) {
+                return Err(ApiError::conflict(format!("stream {id:?} already exists")));
+            }
             let key = match request.key {
                 Some(key) => {
                     if config.streams.iter().any(|s| s.key.expose() == key) {
@@ -330,7 +334,7 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
             persist::streams(document)
                 .map_err(ApiError::invalid)?
                 .push(table);
-            Ok((id, key))
+            Ok(key)
         })
         .await
         .map_err(strip_config_path)?;
@@ -345,7 +349,7 @@ async fn remove_stream(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     app.controller
-        .change(|document, _| {
+        .change(&id, |document, _| {
             let streams = persist::streams(document).map_err(ApiError::invalid)?;
             let index = persist::position(streams, &id)
                 .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
@@ -398,7 +402,7 @@ async fn add_destination(
     }
     let dest = app
         .controller
-        .change(|document, config| {
+        .change(&id, |document, config| {
             let stream = find_stream(config, &id)?;
             let taken = |candidate: &str| stream.destinations.iter().any(|d| d.id == candidate);
             let dest = match &request.id {
@@ -482,7 +486,7 @@ async fn remove_destination(
     Path((id, dest)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     app.controller
-        .change(|document, _| {
+        .change(&id, |document, _| {
             let destinations = destinations_of(document, &id)?;
             let index = persist::position(destinations, &dest).ok_or_else(|| {
                 ApiError::not_found(format!("no destination {dest:?} in stream {id:?}"))
@@ -527,7 +531,7 @@ async fn replace_restreams(
         wanted.push((dest, restream));
     }
     app.controller
-        .change(|document, _| {
+        .change(&id, |document, _| {
             let destinations = destinations_of(document, &id)?;
             let mut index = 0;
             while let Some(table) = destinations.get(index) {
@@ -585,7 +589,7 @@ async fn edit_destination(
     edit: impl FnOnce(&mut Table),
 ) -> Result<(), ApiError> {
     app.controller
-        .change(|document, _| {
+        .change(id, |document, _| {
             let destinations = destinations_of(document, id)?;
             let index = persist::position(destinations, dest).ok_or_else(|| {
                 ApiError::not_found(format!("no destination {dest:?} in stream {id:?}"))

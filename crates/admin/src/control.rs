@@ -50,6 +50,8 @@ pub enum Event {
     ConfigChanged {
         /// `api` or `reload`.
         source: &'static str,
+        /// The stream an API change was about; null for a reload.
+        stream: Option<String>,
         timestamp: String,
     },
 }
@@ -156,6 +158,7 @@ impl Controller {
     /// it to the file, applies the difference live.
     pub async fn change<T>(
         &self,
+        stream: &str,
         edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut state = self.state.lock().await;
@@ -173,7 +176,13 @@ impl Controller {
                 ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
             })?;
         self.apply(&state.config, &config).await;
-        self.commit(&mut state, config, document, "api");
+        self.commit(
+            &mut state,
+            config,
+            document,
+            "api",
+            Some(stream.to_string()),
+        );
         Ok(result)
     }
 
@@ -197,7 +206,7 @@ impl Controller {
             warn!("reload: listener, admin or log settings changed; they take effect at the next restart");
         }
         self.apply(&state.config, &config).await;
-        self.commit(&mut state, config, document, "reload");
+        self.commit(&mut state, config, document, "reload", None);
         info!(path = %self.path.display(), "configuration reloaded");
         Ok(())
     }
@@ -209,11 +218,13 @@ impl Controller {
         config: Config,
         document: DocumentMut,
         source: &'static str,
+        stream: Option<String>,
     ) {
         state.config = config;
         state.document = document;
         let _ = self.events.send(Event::ConfigChanged {
             source,
+            stream,
             timestamp: now(),
         });
     }
