@@ -284,7 +284,10 @@ reconnect_grace_s = 0
         );
     }
     assert!(seen.contains("\"state\":\"live\""), "{seen}");
-    assert!(seen.contains("\"source\":\"api\",\"stream\":\"main\""), "config_changed without its stream: {seen}");
+    assert!(
+        seen.contains("\"source\":\"api\",\"stream\":\"main\""),
+        "config_changed without its stream: {seen}"
+    );
     for secret in [STREAM_KEY, KEY_A, KEY_B, TOKEN] {
         assert!(!seen.contains(secret), "{secret} in the event stream");
     }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rml_rtmp::handshake::PeerType;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -295,7 +294,7 @@ async fn session(
     info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination connecting");
     let connect_started = Instant::now();
     let setup = tokio::time::timeout(config.connect_timeout, connect_and_publish(config));
-    let (mut reader, mut writer, mut client, mut out, stream_id) = tokio::select! {
+    let (mut transport, mut client, mut out, stream_id) = tokio::select! {
         result = setup => match result {
             Ok(Ok(connected)) => connected,
             Ok(Err(error)) => return SessionEnd::Failed(error),
@@ -313,7 +312,7 @@ async fn session(
     let queue = &status.queue;
     let Some(publish_session) = hub.subscribe(queue) else {
         // The publisher left while we were connecting.
-        let _ = finish(&mut client, &mut writer, &mut out, config).await;
+        let _ = finish(&mut client, &mut transport, &mut out, config).await;
         return SessionEnd::PublisherEnded;
     };
     *served = Some(publish_session);
@@ -343,7 +342,7 @@ async fn session(
         if control.has_changed().unwrap_or(true) {
             let c = *control.borrow_and_update();
             if c.shutdown || !c.enabled {
-                break match finish(&mut client, &mut writer, &mut out, config).await {
+                break match finish(&mut client, &mut transport, &mut out, config).await {
                     Ok(()) => SessionEnd::Stopped,
                     Err(e) => SessionEnd::Failed(e),
                 };
@@ -353,7 +352,7 @@ async fn session(
             biased;
             next = queue.next_batch(&mut batch, BATCH_MESSAGES) => {
                 if next == Batch::Ended {
-                    break match finish(&mut client, &mut writer, &mut out, config).await {
+                    break match finish(&mut client, &mut transport, &mut out, config).await {
                         Ok(()) => SessionEnd::PublisherEnded,
                         Err(e) => SessionEnd::Failed(e),
                     };
@@ -365,13 +364,15 @@ async fn session(
                     }
                 }
                 let pending = out.pending_bytes() as u64;
-                if let Err(e) = flush(&mut writer, &mut out, config).await {
+                if let Err(e) = flush(&mut transport, &mut out, config).await {
                     break SessionEnd::Failed(e);
                 }
                 status.bytes_sent.fetch_add(pending, Ordering::Relaxed);
                 telemetry.written(hub, config, status);
             }
-            read = reader.read(&mut read_buf) => {
+            // One object reads and writes: select! drops the read future
+            // before any branch's handler runs, so no split (and no lock) is needed.
+            read = transport.read(&mut read_buf) => {
                 match read {
                     Ok(0) => break SessionEnd::Failed("server closed the connection".into()),
                     Ok(n) => match client.handle_input(&read_buf[..n], &mut out) {
@@ -379,7 +380,7 @@ async fn session(
                             if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
                                 break SessionEnd::Failed(format!("server ended the publish: {code}: {reason}"));
                             }
-                            if let Err(e) = flush(&mut writer, &mut out, config).await {
+                            if let Err(e) = flush(&mut transport, &mut out, config).await {
                                 break SessionEnd::Failed(e);
                             }
                         }
@@ -391,7 +392,7 @@ async fn session(
             changed = control.changed() => {
                 let c = *control.borrow_and_update();
                 if changed.is_err() || c.shutdown || !c.enabled {
-                    break match finish(&mut client, &mut writer, &mut out, config).await {
+                    break match finish(&mut client, &mut transport, &mut out, config).await {
                         Ok(()) => SessionEnd::Stopped,
                         Err(e) => SessionEnd::Failed(e),
                     };
@@ -403,13 +404,7 @@ async fn session(
     end
 }
 
-type Connected = (
-    ReadHalf<Transport>,
-    WriteHalf<Transport>,
-    PublishClient,
-    ChunkWriter,
-    u32,
-);
+type Connected = (Transport, PublishClient, ChunkWriter, u32);
 
 /// Opens the connection and runs it up to `NetStream.Publish.Start`.
 async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, String> {
@@ -422,8 +417,7 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, St
         Some(config.write_timeout),
     )
     .await?;
-    let (reader, writer) = tokio::io::split(stream);
-    Ok((reader, writer, client, out, stream_id))
+    Ok((stream, client, out, stream_id))
 }
 
 /// Resolves when the destination is disabled or shut down.
