@@ -153,11 +153,13 @@ impl DestinationHandle {
     /// (with a clean unpublish), enabling while live connects right away.
     pub fn set_enabled(&self, enabled: bool) {
         self.control.send_modify(|c| c.enabled = enabled);
+        self.status.queue.interrupt();
     }
 
     /// Ends the task: a live session is unpublished cleanly first.
     pub async fn shutdown(&self) {
         self.control.send_modify(|c| c.shutdown = true);
+        self.status.queue.interrupt();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -337,8 +339,8 @@ async fn session(
     let mut timeline = Timeline::default();
     let mut telemetry = SessionTelemetry::new(status.dropped_frames());
     let end = loop {
-        // Checked without registering a waiter: the common wake-up is new
-        // media, and this keeps it to one lock (the queue's).
+        // Control changes interrupt the queue wait, so each wake-up waits on
+        // one thing (the queue) plus the socket, not a control channel too.
         if control.has_changed().unwrap_or(true) {
             let c = *control.borrow_and_update();
             if c.shutdown || !c.enabled {
@@ -351,6 +353,10 @@ async fn session(
         tokio::select! {
             biased;
             next = queue.next_batch(&mut batch, BATCH_MESSAGES) => {
+                if next == Batch::Interrupted {
+                    // A control change: handled at the top of the loop.
+                    continue;
+                }
                 if next == Batch::Ended {
                     break match finish(&mut client, &mut transport, &mut out, config).await {
                         Ok(()) => SessionEnd::PublisherEnded,
@@ -387,15 +393,6 @@ async fn session(
                         Err(e) => break SessionEnd::Failed(e.to_string()),
                     },
                     Err(e) => break SessionEnd::Failed(format!("read failed: {e}")),
-                }
-            }
-            changed = control.changed() => {
-                let c = *control.borrow_and_update();
-                if changed.is_err() || c.shutdown || !c.enabled {
-                    break match finish(&mut client, &mut transport, &mut out, config).await {
-                        Ok(()) => SessionEnd::Stopped,
-                        Err(e) => SessionEnd::Failed(e),
-                    };
                 }
             }
         }

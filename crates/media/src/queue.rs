@@ -30,6 +30,7 @@ struct QueueState {
     /// The wait is for the destination's first keyframe: what it skips was
     /// never its to send, so it is not counted as dropped.
     awaiting_first_keyframe: bool,
+    interrupted: bool,
     /// Whether the stream carries video at all; an audio-only stream has no
     /// keyframe to wait for.
     stream_has_video: bool,
@@ -54,6 +55,8 @@ pub enum Batch {
     Ready,
     /// The publisher stopped and every queued message has been handed out.
     Ended,
+    /// `interrupt` was called: the owner has something else to look at.
+    Interrupted,
 }
 
 impl DestinationQueue {
@@ -79,6 +82,7 @@ impl DestinationQueue {
         state.items.clear();
         state.queued_bytes = 0;
         state.ended = false;
+        state.interrupted = false;
         state.stream_has_video = stream_has_video;
         state.awaiting_keyframe = stream_has_video && start_mid_gop;
         state.awaiting_first_keyframe = state.awaiting_keyframe;
@@ -193,9 +197,20 @@ impl DestinationQueue {
                 if state.ended {
                     return Batch::Ended;
                 }
+                if std::mem::take(&mut state.interrupted) {
+                    return Batch::Interrupted;
+                }
             }
             self.ready.notified().await;
         }
+    }
+
+    /// Wakes the consumer even with nothing queued (`Batch::Interrupted`),
+    /// so it can react to a control change without waiting on a second
+    /// channel for every message.
+    pub fn interrupt(&self) {
+        self.lock().interrupted = true;
+        self.ready.notify_one();
     }
 
     pub fn dropped_frames(&self) -> u64 {
