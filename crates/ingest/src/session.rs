@@ -92,7 +92,9 @@ impl IngestSession {
     /// caps them at 16 MiB).
     pub fn with_max_message_bytes(max_message_bytes: usize) -> Self {
         Self {
-            inbound: rtmp::Inbound::new(),
+            inbound: rtmp::Inbound::with_max_chunk_size(
+                max_message_bytes.min(u32::MAX as usize) as u32
+            ),
             max_message_bytes,
             connected: false,
             next_stream_id: 1,

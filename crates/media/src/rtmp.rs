@@ -34,8 +34,10 @@ pub const CSID_VIDEO: u8 = 7;
 /// the same).
 pub const OUTBOUND_CHUNK_SIZE: u32 = 4096;
 
-/// The largest chunk size Prism accepts from a peer. The protocol allows up
-/// to 2^31-1; a peer asking for more than this is refused.
+/// The largest chunk size Prism accepts from a peer by default. The protocol
+/// allows up to 2^31-1; a peer asking for more is refused. (A chunk larger
+/// than the largest message serves no purpose, so ingest ties this bound to
+/// its message-size limit.)
 pub const MAX_INBOUND_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
 
 /// The codecs Prism relays with enhanced RTMP (Veovera E-RTMP), as FourCCs:
@@ -168,6 +170,7 @@ pub fn object_string<'a>(value: &'a Amf0Value, field: &str) -> Option<&'a str> {
 /// control messages are handled here; everything else is handed out.
 pub struct Inbound {
     parser: ChunkDeserializer,
+    max_chunk_size: u32,
     /// The first message parsed by `feed`, not yet handed out.
     pending: Option<MessagePayload>,
     ack_window: Option<u32>,
@@ -210,8 +213,14 @@ impl Default for Inbound {
 
 impl Inbound {
     pub fn new() -> Self {
+        Self::with_max_chunk_size(MAX_INBOUND_CHUNK_SIZE)
+    }
+
+    /// Refuses peers that ask for chunks larger than `max_chunk_size`.
+    pub fn with_max_chunk_size(max_chunk_size: u32) -> Self {
         Self {
             parser: ChunkDeserializer::new(),
+            max_chunk_size,
             pending: None,
             ack_window: None,
             bytes_received: 0,
@@ -255,10 +264,11 @@ impl Inbound {
             }
             match decode_message(&payload).map_err(InboundError::malformed)? {
                 RtmpMessage::SetChunkSize { size } => {
-                    if size == 0 || size > MAX_INBOUND_CHUNK_SIZE {
+                    if size == 0 || size > self.max_chunk_size {
                         return Err(InboundError {
                             message: format!(
-                                "peer asked for chunk size {size}, over the limit of {MAX_INBOUND_CHUNK_SIZE}"
+                                "peer asked for chunk size {size}, over the limit of {}",
+                                self.max_chunk_size
                             ),
                             limit: true,
                         });
