@@ -1,5 +1,6 @@
-//! `prism`: the relay daemon. Wires the ingest listener, the stream hubs and
-//! the destination tasks from the TOML config; handles signals.
+//! `prism`: the relay daemon. Wires the RTMP and SRT listeners, the control
+//! plane (streams, destinations, admin API), the metrics endpoint and the
+//! runtime from the TOML config; handles signals (SIGHUP reloads).
 
 mod telemetry;
 
@@ -25,7 +26,7 @@ const DEFAULT_CONFIG: &str = "config/prism.toml";
 /// How long shutdown waits for destinations to unpublish cleanly.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Prism: relays one live RTMP publish per stream key to many RTMP destinations.
+/// Prism: relays one live publish (RTMP or SRT) per stream key to many RTMP/RTMPS destinations.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
