@@ -483,48 +483,35 @@ pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
     }
 }
 
-/// The duration ffprobe reports, for recordings whose length the test does
-/// not control.
-pub fn probe_duration(path: &Path) -> f64 {
+/// One value ffprobe prints for `entries` (`-show_entries`), as CSV.
+fn ffprobe_value(path: &Path, select: &[&str], entries: &str) -> String {
     let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error"])
+        .args(select)
+        .args(["-show_entries", entries, "-of", "csv=p=0"])
         .arg(path)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The duration ffprobe reports, for recordings whose length the test does
+/// not control.
+pub fn probe_duration(path: &Path) -> f64 {
+    ffprobe_value(path, &[], "format=duration")
         .parse()
         .unwrap_or(0.0)
 }
 
 /// Video frames ffprobe counts in a recording.
 pub fn video_frames(path: &Path) -> u32 {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    ffprobe_value(
+        path,
+        &["-select_streams", "v", "-count_packets"],
+        "stream=nb_read_packets",
+    )
+    .parse()
+    .unwrap_or(0)
 }
 
 /// A loopback server for misbehaving destinations: accepts connections on
