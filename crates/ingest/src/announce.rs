@@ -9,14 +9,15 @@ use tracing::info;
 
 use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 
-/// Messages to wait for a video keyframe before announcing anyway (an
-/// audio-only stream has none).
+/// Messages to wait for a keyframe and audio before announcing anyway (an
+/// audio-only or video-only stream never completes the picture).
 const ANNOUNCE_AFTER_MESSAGES: u32 = 200;
 
 pub(crate) struct PublishAnnouncer {
     protocol: IngestProtocol,
     done: bool,
     seen: u32,
+    keyframe_seen: bool,
     video_codec: Option<&'static str>,
     audio_codec: Option<&'static str>,
     width: Option<f64>,
@@ -30,6 +31,7 @@ impl PublishAnnouncer {
             protocol,
             done: false,
             seen: 0,
+            keyframe_seen: false,
             video_codec: None,
             audio_codec: None,
             width: None,
@@ -55,7 +57,12 @@ impl PublishAnnouncer {
             }
             MediaKind::Data => {}
         }
-        if (message.kind == MediaKind::Video && message.keyframe)
+        if message.kind == MediaKind::Video && message.keyframe {
+            self.keyframe_seen = true;
+        }
+        // Announce once both tracks have shown themselves (an SRT stream's
+        // first keyframe often comes before its first audio frame).
+        if (self.keyframe_seen && self.audio_codec.is_some())
             || self.seen >= ANNOUNCE_AFTER_MESSAGES
         {
             self.done = true;
