@@ -197,7 +197,10 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
     });
     StreamView {
         id: stream.id.clone(),
-        live: ingest.is_some(),
+        // Live includes the grace period after an encoder drops: the
+        // destinations are still connected, and `ingest` is null until a
+        // publisher resumes.
+        live: entry.as_ref().is_some_and(|e| e.hub.is_live()),
         ingest,
         destinations: stream
             .destinations
