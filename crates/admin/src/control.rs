@@ -254,7 +254,7 @@ impl Controller {
             entry.hub.set_reconnect_grace(stream.reconnect_grace);
             if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
-                self.directory.insert_with_passphrase(
+                self.directory.insert(
                     &stream.key,
                     Arc::clone(&entry.hub),
                     stream.srt_passphrase.clone(),
@@ -314,7 +314,7 @@ impl Controller {
         }
         self.watch_publishes(&hub);
         self.directory
-            .insert_with_passphrase(&stream.key, hub, stream.srt_passphrase.clone());
+            .insert(&stream.key, hub, stream.srt_passphrase.clone());
     }
 
     fn add_destination(

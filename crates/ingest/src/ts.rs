@@ -238,11 +238,6 @@ impl TsDemuxer {
         debug_assert!(packets.len().is_multiple_of(PACKET_SIZE));
         self.demux.push(&mut self.context, packets);
     }
-
-    /// Flushes the frames still being reassembled (end of stream).
-    pub fn finish(&mut self, out: &mut Vec<EsFrame>) {
-        out.append(&mut self.context.frames);
-    }
 }
 
 /// A TS packet's PID, for tests that drop or corrupt packets of one stream.

@@ -58,10 +58,6 @@ impl ChunkWriter {
         }
     }
 
-    pub fn chunk_size(&self) -> usize {
-        self.chunk_size
-    }
-
     /// Applies a new outbound chunk size: the SetChunkSize message announcing
     /// it must already be queued, since the peer reads it before what follows.
     pub fn set_chunk_size(&mut self, chunk_size: usize) {

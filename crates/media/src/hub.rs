@@ -437,12 +437,9 @@ struct DirectoryEntry {
 }
 
 impl HubDirectory {
-    pub fn insert(&self, key: &crate::StreamKey, hub: Arc<StreamHub>) {
-        self.insert_with_passphrase(key, hub, None);
-    }
-
-    /// Registers a stream whose SRT publishers must use `srt_passphrase`.
-    pub fn insert_with_passphrase(
+    /// Registers a stream under its key; with `srt_passphrase`, SRT
+    /// publishers of it must use that passphrase.
+    pub fn insert(
         &self,
         key: &crate::StreamKey,
         hub: Arc<StreamHub>,
