@@ -1,6 +1,8 @@
-//! The per-message fan-out path in isolation: hub → destination queues →
-//! chunk headers + payload slices → a vectored write to a sink. Prints bytes
-//! allocated per message per destination beside criterion's timings.
+//! The per-message fan-out path in isolation: hub → each destination's
+//! writer (directly, as for a destination that keeps up, or through its
+//! queue, as for one that fell behind) → chunk headers + payload slices → a
+//! vectored write to a sink. Prints bytes allocated per message per
+//! destination beside criterion's timings.
 //!
 //! Run: cargo bench -p prism-fanout --bench fanout
 
@@ -12,16 +14,22 @@ mod fanout_rig;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use counting_alloc::{allocated_bytes, CountingAllocator};
-use fanout_rig::FanoutRig;
+use fanout_rig::{FanoutRig, Path};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn fanout(c: &mut Criterion) {
-    for (name, len) in [("video_100KiB", 100 * 1024), ("audio_400B", 400)] {
+    let cases = [
+        ("video_100KiB", 100 * 1024, Path::Direct),
+        ("audio_400B", 400, Path::Direct),
+        ("queued/video_100KiB", 100 * 1024, Path::Queued),
+        ("queued/audio_400B", 400, Path::Queued),
+    ];
+    for (name, len, path) in cases {
         let mut group = c.benchmark_group(format!("fanout/{name}"));
         for destinations in [1usize, 10, 100] {
-            let mut rig = FanoutRig::new(destinations);
+            let mut rig = FanoutRig::new(destinations, path);
             let mut timestamp = 0u32;
             let mut next = move || {
                 timestamp += 40;
@@ -34,6 +42,10 @@ fn fanout(c: &mut Criterion) {
             for _ in 0..100 {
                 rig.relay(next());
             }
+            assert!(
+                rig.bytes_written() >= (100 * len * destinations) as u64,
+                "every destination wrote every message"
+            );
             let before = allocated_bytes();
             let messages = 1000;
             for _ in 0..messages {

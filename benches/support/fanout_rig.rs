@@ -1,23 +1,42 @@
-//! One stream hub with N subscribed destinations, driven synchronously: push a
-//! message, then let every destination pop it, chunk it and write it out, as
-//! the destination tasks do (minus the socket, which would measure the kernel).
+//! One stream hub with N subscribed destinations, each with the writer the
+//! destination tasks use (`MediaWriter`), writing to a sink that keeps
+//! nothing (a socket would measure the kernel). Two paths:
+//! - `Path::Direct`: the writers are lent to their queues, so a push chunks
+//!   and writes at once: the steady state of a destination that keeps up.
+//! - `Path::Queued`: pushes queue, then each destination pops its batch and
+//!   writes it: what a destination that fell behind does.
 
-use std::io::{IoSlice, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use prism_media::chunk::{ChunkWriter, Cursor};
-use prism_media::{rtmp, DestinationQueue, MediaKind, MediaMessage, PublishGuard, StreamHub};
+use prism_fanout::writer::{MediaWriter, NullSink};
+use prism_fanout::DestinationStatus;
+use prism_media::chunk::ChunkWriter;
+use prism_media::{rtmp, MediaKind, MediaMessage, PublishGuard, StreamHub};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Queued,
+}
+
+struct Destination {
+    status: Arc<DestinationStatus>,
+    /// Held here on the queued path; lent to the queue on the direct path.
+    writer: Option<Box<MediaWriter<NullSink>>>,
+    batch: Vec<MediaMessage>,
+}
 
 pub struct FanoutRig {
     publish: PublishGuard,
-    destinations: Vec<(Arc<DestinationQueue>, ChunkWriter, Vec<MediaMessage>)>,
+    path: Path,
+    destinations: Vec<Destination>,
     runtime: tokio::runtime::Runtime,
-    pub bytes_written: u64,
 }
 
 impl FanoutRig {
-    pub fn new(destinations: usize) -> Self {
+    pub fn new(destinations: usize, path: Path) -> Self {
         let hub = StreamHub::new("bench");
         let publish = hub
             .try_publish(
@@ -26,28 +45,44 @@ impl FanoutRig {
             )
             .expect("fresh hub");
         let destinations = (0..destinations)
-            .map(|_| {
-                let queue = Arc::new(DestinationQueue::new(64 * 1024 * 1024));
-                hub.subscribe(&queue).expect("live");
-                (
-                    queue,
+            .map(|i| {
+                let status = Arc::new(DestinationStatus::new(64 * 1024 * 1024));
+                hub.subscribe(&status.queue).expect("live");
+                let writer = Box::new(MediaWriter::new(
+                    NullSink,
                     ChunkWriter::new(rtmp::OUTBOUND_CHUNK_SIZE as usize),
-                    Vec::with_capacity(256),
-                )
+                    1,
+                    Arc::clone(&status),
+                    "bench",
+                    &format!("d{i}"),
+                ));
+                let writer = match path {
+                    Path::Direct => {
+                        assert!(status.queue.lend(writer).is_ok(), "nothing queued yet");
+                        None
+                    }
+                    Path::Queued => Some(writer),
+                };
+                Destination {
+                    status,
+                    writer,
+                    batch: Vec::with_capacity(256),
+                }
             })
             .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         Self {
             publish,
+            path,
             destinations,
             runtime,
-            bytes_written: 0,
         }
     }
 
-    /// A video message of `len` bytes (a keyframe every `gop`th call when `key`).
+    /// A video message of `len` bytes.
     pub fn video(len: usize, timestamp: u32, key: bool) -> MediaMessage {
         let mut body = vec![0u8; len];
         body[0] = if key { 0x17 } else { 0x27 };
@@ -65,22 +100,29 @@ impl FanoutRig {
     /// Fans one message out to every destination and writes it.
     pub fn relay(&mut self, message: MediaMessage) {
         self.publish.push(message);
-        let mut sink = std::io::sink();
-        for (queue, writer, batch) in &mut self.destinations {
-            self.runtime.block_on(queue.next_batch(batch, 256));
-            for m in batch.drain(..) {
-                rtmp::queue_media(writer, m.kind, 1, m.timestamp, &m.payload);
-            }
-            let mut cursor = Cursor::default();
-            while !writer.is_done(cursor) {
-                let mut slices = [IoSlice::new(&[]); 64];
-                let filled = writer.io_slices(cursor, &mut slices);
-                let written: usize = slices[..filled].iter().map(|s| s.len()).sum();
-                let _ = sink.write_vectored(&slices[..filled]);
-                writer.advance(&mut cursor, written);
-                self.bytes_written += written as u64;
-            }
-            writer.clear();
+        if self.path == Path::Direct {
+            return;
         }
+        for destination in &mut self.destinations {
+            let writer = destination.writer.as_mut().expect("held on this path");
+            destination
+                .status
+                .queue
+                .try_batch(&mut destination.batch, 256);
+            for message in destination.batch.drain(..) {
+                writer.queue(&message);
+            }
+            self.runtime
+                .block_on(writer.flush(Duration::from_secs(1)))
+                .expect("a null sink takes everything");
+        }
+    }
+
+    /// Bytes the destinations wrote, headers included.
+    pub fn bytes_written(&self) -> u64 {
+        self.destinations
+            .iter()
+            .map(|d| d.status.bytes_sent.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }

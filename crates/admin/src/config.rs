@@ -138,6 +138,8 @@ struct RawFanout {
     write_timeout_s: u64,
     #[serde(default = "default_send_buffer")]
     socket_send_buffer_kib: u32,
+    #[serde(default = "default_chunk_size")]
+    chunk_size: Spanned<u32>,
 }
 
 impl Default for RawFanout {
@@ -147,6 +149,7 @@ impl Default for RawFanout {
             connect_timeout_s: default_connect_timeout(),
             write_timeout_s: default_write_timeout(),
             socket_send_buffer_kib: default_send_buffer(),
+            chunk_size: default_chunk_size(),
         }
     }
 }
@@ -171,6 +174,9 @@ fn default_write_timeout() -> u64 {
 }
 fn default_send_buffer() -> u32 {
     512
+}
+fn default_chunk_size() -> Spanned<u32> {
+    Spanned::new(0..0, prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)
 }
 /// Long enough for an encoder's network blip or an OBS reconnect.
 fn default_reconnect_grace() -> u64 {
@@ -290,6 +296,7 @@ pub struct FanoutConfig {
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub socket_send_buffer_bytes: u32,
+    pub chunk_size: u32,
 }
 
 #[derive(Debug)]
@@ -446,6 +453,14 @@ impl Config {
                 raw.fanout.queue_budget_kib.span(),
                 "fanout.queue_budget_kib must be at least 64 (one second of video needs more)"
                     .into(),
+            ));
+        }
+
+        let chunk_size = *raw.fanout.chunk_size.get_ref();
+        if !(128..=65536).contains(&chunk_size) {
+            return Err(error(
+                raw.fanout.chunk_size.span(),
+                format!("fanout.chunk_size must be from 128 to 65536 (servers refuse larger); got {chunk_size}"),
             ));
         }
 
@@ -624,6 +639,7 @@ impl Config {
                 write_timeout: Duration::from_secs(raw.fanout.write_timeout_s.max(1)),
                 socket_send_buffer_bytes: raw.fanout.socket_send_buffer_kib.clamp(16, 64 * 1024)
                     * 1024,
+                chunk_size,
             },
             streams,
         })

@@ -333,6 +333,7 @@ impl Controller {
                 connect_timeout: fanout.connect_timeout,
                 write_timeout: fanout.write_timeout,
                 socket_send_buffer_bytes: fanout.socket_send_buffer_bytes,
+                chunk_size: fanout.chunk_size,
                 ca_file: destination.ca_file.clone(),
             },
         ));

@@ -56,14 +56,17 @@ pub enum ClientError {
 
 pub struct PublishClient {
     url: DestinationUrl,
+    chunk_size: u32,
     state: State,
     inbound: rtmp::Inbound,
 }
 
 impl PublishClient {
-    pub fn new(url: DestinationUrl) -> Self {
+    /// `chunk_size`: what this side announces and chunks media with.
+    pub fn new(url: DestinationUrl, chunk_size: u32) -> Self {
         Self {
             url,
+            chunk_size,
             state: State::Connecting,
             inbound: rtmp::Inbound::new(),
         }
@@ -72,7 +75,7 @@ impl PublishClient {
     /// Queues the opening messages (after the handshake): our chunk size, then
     /// `connect`. The writer switches to the new chunk size here.
     pub fn start(&mut self, out: &mut ChunkWriter) -> Result<(), ClientError> {
-        rtmp::queue_outbound_chunk_size(out)?;
+        rtmp::queue_outbound_chunk_size(out, self.chunk_size)?;
         let command = object([
             ("app", string(&self.url.app)),
             ("type", string("nonprivate")),
@@ -305,7 +308,10 @@ mod tests {
     }
 
     fn client() -> PublishClient {
-        PublishClient::new(DestinationUrl::parse("rtmp://h/live2", Some("secret-key")).unwrap())
+        PublishClient::new(
+            DestinationUrl::parse("rtmp://h/live2", Some("secret-key")).unwrap(),
+            rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+        )
     }
 
     #[test]
@@ -447,7 +453,10 @@ mod no_panics {
         /// or carries on; it never panics.
         #[test]
         fn arbitrary_server_bytes(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..8)) {
-            let mut client = PublishClient::new(DestinationUrl::parse("rtmp://h/app", Some("k")).unwrap());
+            let mut client = PublishClient::new(
+                DestinationUrl::parse("rtmp://h/app", Some("k")).unwrap(),
+                rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+            );
             let mut out = ChunkWriter::new(128);
             client.start(&mut out).unwrap();
             for chunk in chunks {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rml_rtmp::handshake::PeerType;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +18,8 @@ use tracing::{info, warn};
 
 use prism_media::chunk::ChunkWriter;
 use prism_media::{rtmp, Batch, DestinationQueue, MediaMessage, StreamHub};
+
+use crate::writer::{MediaSink, MediaWriter};
 
 use crate::client::{ClientEvent, PublishClient};
 use crate::transport::{tls_config, tls_connect, Transport};
@@ -45,6 +47,8 @@ pub struct DestinationConfig {
     pub write_timeout: Duration,
     /// SO_SNDBUF for the destination socket.
     pub socket_send_buffer_bytes: u32,
+    /// The RTMP chunk size announced to the server and used for media.
+    pub chunk_size: u32,
     /// For `rtmps://`: trust only the CA certificates in this PEM file
     /// instead of the built-in roots (private servers).
     pub ca_file: Option<std::path::PathBuf>,
@@ -97,6 +101,18 @@ pub struct DestinationStatus {
 }
 
 impl DestinationStatus {
+    /// A destination not yet started, with a queue of `queue_budget_bytes`.
+    pub fn new(queue_budget_bytes: usize) -> Self {
+        Self {
+            state: AtomicU8::new(DestinationState::Idle as u8),
+            last_error: Mutex::new(None),
+            changes: watch::Sender::new(()),
+            bytes_sent: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
+        }
+    }
+
     pub fn state(&self) -> DestinationState {
         DestinationState::from_u8(self.state.load(Ordering::Relaxed))
     }
@@ -169,14 +185,7 @@ impl DestinationHandle {
 
 /// Starts the task for one destination of `hub`'s stream.
 pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> DestinationHandle {
-    let status = Arc::new(DestinationStatus {
-        state: AtomicU8::new(DestinationState::Idle as u8),
-        last_error: Mutex::new(None),
-        changes: watch::Sender::new(()),
-        bytes_sent: AtomicU64::new(0),
-        reconnects: AtomicU64::new(0),
-        queue: Arc::new(DestinationQueue::new(config.queue_budget_bytes)),
-    });
+    let status = Arc::new(DestinationStatus::new(config.queue_budget_bytes));
     let (control, control_rx) = watch::channel(Control {
         enabled: config.enabled,
         shutdown: false,
@@ -289,14 +298,14 @@ fn jittered(base: Duration) -> Duration {
 async fn session(
     hub: &Arc<StreamHub>,
     config: &DestinationConfig,
-    status: &DestinationStatus,
+    status: &Arc<DestinationStatus>,
     control: &mut watch::Receiver<Control>,
     served: &mut Option<u64>,
 ) -> SessionEnd {
     info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination connecting");
     let connect_started = Instant::now();
     let setup = tokio::time::timeout(config.connect_timeout, connect_and_publish(config));
-    let (mut transport, mut client, mut out, stream_id) = tokio::select! {
+    let (transport, client, out, stream_id) = tokio::select! {
         result = setup => match result {
             Ok(Ok(connected)) => connected,
             Ok(Err(error)) => return SessionEnd::Failed(error),
@@ -309,96 +318,180 @@ async fn session(
         },
         () = stop_requested(control) => return SessionEnd::Stopped,
     };
-    let mut read_buf = vec![0u8; 16 * 1024];
-
-    let queue = &status.queue;
-    let Some(publish_session) = hub.subscribe(queue) else {
-        // The publisher left while we were connecting.
-        let _ = finish(&mut client, &mut transport, &mut out, config).await;
-        return SessionEnd::PublisherEnded;
+    let live = Live {
+        hub,
+        config,
+        status,
+        connect_started,
     };
-    *served = Some(publish_session);
-    status.set_state(DestinationState::Live);
-    status.set_error(None);
-    let connect_seconds = connect_started.elapsed().as_secs_f64();
-    metrics::histogram!(
-        "prism_destination_connect_seconds",
-        "stream" => hub.id().to_string(),
-        "destination" => config.id.clone()
-    )
-    .record(connect_seconds);
-    info!(
-        stream = %hub.id(),
-        destination = %config.id,
-        url = %config.url,
-        connect_ms = (connect_seconds * 1000.0) as u64,
-        "destination live"
-    );
+    // Split so the writer can be lent to the queue while the task reads.
+    match transport {
+        Transport::Plain(tcp) => {
+            let (reader, sink) = tcp.into_split();
+            let writer = MediaWriter::new(sink, out, stream_id, Arc::clone(status), hub.id(), &config.id);
+            live.run(reader, writer, client, control, served).await
+        }
+        Transport::Tls(tls) => {
+            let (reader, sink) = tokio::io::split(*tls);
+            let writer = MediaWriter::new(sink, out, stream_id, Arc::clone(status), hub.id(), &config.id);
+            live.run(reader, writer, client, control, served).await
+        }
+    }
+}
 
+/// A destination session from `NetStream.Publish.Start` on.
+struct Live<'a> {
+    hub: &'a Arc<StreamHub>,
+    config: &'a DestinationConfig,
+    status: &'a Arc<DestinationStatus>,
+    connect_started: Instant,
+}
+
+impl Live<'_> {
+    /// Subscribes to the stream and relays it until the publish ends, the
+    /// destination is stopped, or the connection fails.
+    async fn run<R, S>(
+        self,
+        reader: R,
+        writer: MediaWriter<S>,
+        mut client: PublishClient,
+        control: &mut watch::Receiver<Control>,
+        served: &mut Option<u64>,
+    ) -> SessionEnd
+    where
+        R: AsyncRead + Unpin,
+        S: MediaSink,
+    {
+        let (hub, config, status) = (self.hub, self.config, self.status);
+        let mut writer = Box::new(writer);
+        let queue = &status.queue;
+        let Some(publish_session) = hub.subscribe(queue) else {
+            // The publisher left while we were connecting.
+            let _ = finish(&mut client, &mut writer, config).await;
+            return SessionEnd::PublisherEnded;
+        };
+        *served = Some(publish_session);
+        status.set_state(DestinationState::Live);
+        status.set_error(None);
+        let connect_seconds = self.connect_started.elapsed().as_secs_f64();
+        metrics::histogram!(
+            "prism_destination_connect_seconds",
+            "stream" => hub.id().to_string(),
+            "destination" => config.id.clone()
+        )
+        .record(connect_seconds);
+        info!(
+            stream = %hub.id(),
+            destination = %config.id,
+            url = %config.url,
+            connect_ms = (connect_seconds * 1000.0) as u64,
+            "destination live"
+        );
+        let end = relay(queue, reader, writer, client, config, control).await;
+        hub.unsubscribe(queue);
+        end
+    }
+}
+
+/// The live loop: drain what is queued, then lend the writer to the queue
+/// (so the hub writes to the socket directly) and sleep until the queue or
+/// the server needs the task.
+async fn relay<R, S>(
+    queue: &DestinationQueue,
+    mut reader: R,
+    mut writer: Box<MediaWriter<S>>,
+    mut client: PublishClient,
+    config: &DestinationConfig,
+    control: &mut watch::Receiver<Control>,
+) -> SessionEnd
+where
+    R: AsyncRead + Unpin,
+    S: MediaSink,
+{
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
-    let mut timeline = Timeline::default();
-    let mut telemetry = SessionTelemetry::new(status.dropped_frames());
-    let end = loop {
-        // Control changes interrupt the queue wait, so each wake-up waits on
-        // one thing (the queue) plus the socket, not a control channel too.
+    let mut read_buf = vec![0u8; 16 * 1024];
+    loop {
+        // Control changes interrupt the queue, so the task waits on the
+        // queue and the socket only, not on a control channel too.
         if control.has_changed().unwrap_or(true) {
             let c = *control.borrow_and_update();
             if c.shutdown || !c.enabled {
-                break match finish(&mut client, &mut transport, &mut out, config).await {
+                return match finish(&mut client, &mut writer, config).await {
                     Ok(()) => SessionEnd::Stopped,
                     Err(e) => SessionEnd::Failed(e),
                 };
             }
         }
-        tokio::select! {
-            biased;
-            next = queue.next_batch(&mut batch, BATCH_MESSAGES) => {
-                if next == Batch::Interrupted {
-                    // A control change: handled at the top of the loop.
-                    continue;
-                }
-                if next == Batch::Ended {
-                    break match finish(&mut client, &mut transport, &mut out, config).await {
-                        Ok(()) => SessionEnd::PublisherEnded,
-                        Err(e) => SessionEnd::Failed(e),
-                    };
-                }
+        match queue.try_batch(&mut batch, BATCH_MESSAGES) {
+            Some(Batch::Ready) => {
                 for message in batch.drain(..) {
-                    if let Some(timestamp) = timeline.rebase(&message) {
-                        rtmp::queue_media(&mut out, message.kind, stream_id, timestamp, &message.payload);
-                        telemetry.arrivals.push(message.received_at);
+                    writer.queue(&message);
+                }
+                if let Err(e) = writer.flush(config.write_timeout).await {
+                    return SessionEnd::Failed(e);
+                }
+                continue;
+            }
+            Some(Batch::Ended) => {
+                return match finish(&mut client, &mut writer, config).await {
+                    Ok(()) => SessionEnd::PublisherEnded,
+                    Err(e) => SessionEnd::Failed(e),
+                };
+            }
+            Some(Batch::Interrupted) => continue,
+            None => {}
+        }
+        let read = if writer.writes_directly() {
+            if let Err(back) = queue.lend(writer) {
+                writer = back;
+                continue;
+            }
+            let read = wait(queue, &mut reader, &mut read_buf).await;
+            writer = queue
+                .reclaim()
+                .expect("only this task takes back the writer it lent");
+            // Finish a direct write the socket could not take whole (or
+            // report the one that failed).
+            if let Err(e) = writer.flush(config.write_timeout).await {
+                return SessionEnd::Failed(e);
+            }
+            read
+        } else {
+            wait(queue, &mut reader, &mut read_buf).await
+        };
+        match read {
+            None => {}
+            Some(Ok(0)) => return SessionEnd::Failed("server closed the connection".into()),
+            Some(Ok(n)) => match client.handle_input(&read_buf[..n], writer.chunks()) {
+                Ok(events) => {
+                    if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
+                        return SessionEnd::Failed(format!(
+                            "server ended the publish: {code}: {reason}"
+                        ));
+                    }
+                    if let Err(e) = writer.flush(config.write_timeout).await {
+                        return SessionEnd::Failed(e);
                     }
                 }
-                let pending = out.pending_bytes() as u64;
-                if let Err(e) = flush(&mut transport, &mut out, config).await {
-                    break SessionEnd::Failed(e);
-                }
-                status.bytes_sent.fetch_add(pending, Ordering::Relaxed);
-                telemetry.written(hub, config, status);
-            }
-            // One object reads and writes: select! drops the read future
-            // before any branch's handler runs, so no split (and no lock) is needed.
-            read = transport.read(&mut read_buf) => {
-                match read {
-                    Ok(0) => break SessionEnd::Failed("server closed the connection".into()),
-                    Ok(n) => match client.handle_input(&read_buf[..n], &mut out) {
-                        Ok(events) => {
-                            if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
-                                break SessionEnd::Failed(format!("server ended the publish: {code}: {reason}"));
-                            }
-                            if let Err(e) = flush(&mut transport, &mut out, config).await {
-                                break SessionEnd::Failed(e);
-                            }
-                        }
-                        Err(e) => break SessionEnd::Failed(e.to_string()),
-                    },
-                    Err(e) => break SessionEnd::Failed(format!("read failed: {e}")),
-                }
-            }
+                Err(e) => return SessionEnd::Failed(e.to_string()),
+            },
+            Some(Err(e)) => return SessionEnd::Failed(format!("read failed: {e}")),
         }
-    };
-    hub.unsubscribe(queue);
-    end
+    }
+}
+
+/// Sleeps until the queue has something for the task (`None`) or the server
+/// sent something (`Some`: what the read returned).
+async fn wait<R: AsyncRead + Unpin>(
+    queue: &DestinationQueue,
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    tokio::select! {
+        biased;
+        () = queue.wait() => None,
+        read = reader.read(buf) => Some(read),
+    }
 }
 
 type Connected = (Transport, PublishClient, ChunkWriter, u32);
@@ -410,6 +503,7 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, St
     let (client, stream_id) = start_publish(
         &mut stream,
         &config.url,
+        config.chunk_size,
         &mut out,
         Some(config.write_timeout),
     )
@@ -472,6 +566,7 @@ async fn open(config: &DestinationConfig) -> Result<Transport, String> {
 pub async fn start_publish<S>(
     stream: &mut S,
     url: &DestinationUrl,
+    chunk_size: u32,
     out: &mut ChunkWriter,
     write_timeout: Option<Duration>,
 ) -> Result<(PublishClient, u32), String>
@@ -479,7 +574,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let leftover = rtmp::handshake(stream, PeerType::Client).await?;
-    let mut client = PublishClient::new(url.clone());
+    let mut client = PublishClient::new(url.clone(), chunk_size);
     client.start(out).map_err(|e| e.to_string())?;
     let mut events = client
         .handle_input(&leftover, out)
@@ -513,149 +608,13 @@ async fn read_some<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Resu
 }
 
 /// Sends the clean end of the publish and closes our side.
-async fn finish<W: AsyncWrite + Unpin>(
+async fn finish<S: MediaSink>(
     client: &mut PublishClient,
-    writer: &mut W,
-    out: &mut ChunkWriter,
+    writer: &mut MediaWriter<S>,
     config: &DestinationConfig,
 ) -> Result<(), String> {
-    client.unpublish(out).map_err(|e| e.to_string())?;
-    flush(writer, out, config).await?;
-    let _ = writer.shutdown().await;
+    client.unpublish(writer.chunks()).map_err(|e| e.to_string())?;
+    writer.flush(config.write_timeout).await?;
+    writer.shutdown().await;
     Ok(())
-}
-
-/// Writes everything queued on `out`; a write that makes no progress within
-/// the write timeout fails the session.
-async fn flush<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    out: &mut ChunkWriter,
-    config: &DestinationConfig,
-) -> Result<(), String> {
-    out.write_to(writer, Some(config.write_timeout))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Relay latency samples and the drop summary of one live session. Samples
-/// collect in a reused buffer and go to the metrics recorder once a second,
-/// so the per-message path neither allocates nor touches a shared lock.
-struct SessionTelemetry {
-    arrivals: Vec<Instant>,
-    latencies: Vec<f64>,
-    last_flush: Instant,
-    last_drop_report: Instant,
-    dropped_at_last_report: u64,
-}
-
-const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
-const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
-
-impl SessionTelemetry {
-    fn new(dropped_frames: u64) -> Self {
-        let now = Instant::now();
-        Self {
-            arrivals: Vec::with_capacity(BATCH_MESSAGES),
-            latencies: Vec::with_capacity(1024),
-            last_flush: now,
-            last_drop_report: now,
-            dropped_at_last_report: dropped_frames,
-        }
-    }
-
-    /// After a batch reached the socket: its messages' latency is now known.
-    fn written(&mut self, hub: &StreamHub, config: &DestinationConfig, status: &DestinationStatus) {
-        let now = Instant::now();
-        for arrived in self.arrivals.drain(..) {
-            self.latencies
-                .push(now.saturating_duration_since(arrived).as_secs_f64());
-        }
-        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH {
-            self.last_flush = now;
-            let histogram = metrics::histogram!("prism_relay_latency_seconds", "stream" => hub.id().to_string());
-            for latency in self.latencies.drain(..) {
-                histogram.record(latency);
-            }
-        }
-        if now.duration_since(self.last_drop_report) >= DROP_REPORT_EVERY {
-            self.last_drop_report = now;
-            let dropped = status.dropped_frames();
-            let new_drops = dropped - self.dropped_at_last_report;
-            self.dropped_at_last_report = dropped;
-            if new_drops > 0 {
-                warn!(
-                    stream = %hub.id(),
-                    destination = %config.id,
-                    dropped_frames = new_drops,
-                    queue_budget_kib = config.queue_budget_bytes / 1024,
-                    "destination is slower than the stream: frames dropped in the last 10 s"
-                );
-            }
-        }
-    }
-}
-
-/// Rebases timestamps so each destination session's timeline starts at 0 on
-/// the first frame it is sent (usually the cached keyframe), whatever the
-/// publisher's clock says. Frames stamped before that start (audio
-/// interleaved just ahead of the keyframe) are skipped, so every track stays
-/// monotonic.
-#[derive(Default)]
-struct Timeline {
-    origin: Option<u32>,
-}
-
-impl Timeline {
-    fn rebase(&mut self, message: &MediaMessage) -> Option<u32> {
-        let Some(origin) = self.origin else {
-            if message.droppable() {
-                self.origin = Some(message.timestamp);
-            }
-            return Some(0);
-        };
-        // Signed distance, so a publisher clock that wraps past 2^32 ms keeps counting.
-        let delta = message.timestamp.wrapping_sub(origin) as i32;
-        if delta >= 0 {
-            Some(delta as u32)
-        } else if message.droppable() {
-            None
-        } else {
-            Some(0)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use prism_media::MediaKind;
-
-    fn msg(kind: MediaKind, ts: u32, body: &'static [u8]) -> MediaMessage {
-        MediaMessage::new(kind, ts, Bytes::from_static(body))
-    }
-
-    #[test]
-    fn timeline_starts_at_zero_and_skips_frames_before_the_start() {
-        let mut timeline = Timeline::default();
-        let header = msg(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0]);
-        let key = msg(MediaKind::Video, 60_000, &[0x17, 1, 0, 0, 0]);
-        let early_audio = msg(MediaKind::Audio, 59_990, &[0xaf, 1]);
-        let audio = msg(MediaKind::Audio, 60_010, &[0xaf, 1]);
-        let late_header = msg(MediaKind::Audio, 10, &[0xaf, 0, 0x12, 0x10]);
-        assert_eq!(timeline.rebase(&header), Some(0));
-        assert_eq!(timeline.rebase(&key), Some(0));
-        assert_eq!(timeline.rebase(&early_audio), None);
-        assert_eq!(timeline.rebase(&audio), Some(10));
-        assert_eq!(timeline.rebase(&late_header), Some(0));
-    }
-
-    #[test]
-    fn timeline_survives_publisher_clock_wrap() {
-        let mut timeline = Timeline::default();
-        let key = msg(MediaKind::Video, u32::MAX - 10, &[0x17, 1, 0, 0, 0]);
-        let next = msg(MediaKind::Video, 20, &[0x27, 1, 0, 0, 0]);
-        assert_eq!(timeline.rebase(&key), Some(0));
-        assert_eq!(timeline.rebase(&next), Some(31));
-    }
 }

@@ -7,6 +7,7 @@ pub mod destination;
 pub mod registry;
 pub mod transport;
 pub mod url;
+pub mod writer;
 
 pub use destination::{
     spawn_destination, start_publish, DestinationConfig, DestinationHandle, DestinationState,

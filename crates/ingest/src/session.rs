@@ -210,7 +210,7 @@ impl IngestSession {
                     },
                     0,
                 )?;
-                rtmp::queue_outbound_chunk_size(out)?;
+                rtmp::queue_outbound_chunk_size(out, rtmp::OUTBOUND_CHUNK_SIZE)?;
                 rtmp::queue_command(
                     out,
                     0,

@@ -48,9 +48,19 @@ struct Args {
     /// Measure Prism, nginx-rtmp and the tee one after the other.
     #[arg(long)]
     all: bool,
+    /// Measure each relay this many times, interleaved (Prism, nginx, tee,
+    /// Prism, ...); the table shows each relay's median run and the ratios
+    /// the median of each round's ratios, since a shared machine is noisy.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The prism binary (default: beside this one).
     #[arg(long)]
     prism_bin: Option<PathBuf>,
+    /// The RTMP chunk size both relays send with (Prism's `[fanout]
+    /// chunk_size`, nginx-rtmp's `chunk_size`), so they are compared on the
+    /// same wire format.
+    #[arg(long, default_value_t = prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)]
+    chunk_size: u32,
     /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1).
     #[arg(long)]
     prism_threads: Option<usize>,
@@ -150,18 +160,31 @@ fn main() {
     } else {
         vec![args.against]
     };
-    let mut rows = Vec::new();
-    for against in relays {
-        eprintln!(
-            "prism-loadgen: {against:?}, {} stream(s) x {} destinations, {} kbit/s, {} s",
-            args.streams, args.destinations, args.bitrate, args.seconds
-        );
-        match runtime.block_on(run(&args, against, &source)) {
-            Ok(row) => rows.push(row),
-            Err(e) => eprintln!("prism-loadgen: {against:?} failed: {e}"),
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        let mut rows = Vec::new();
+        for &against in &relays {
+            eprintln!(
+                "prism-loadgen: round {round}: {against:?}, {} stream(s) x {} destinations, {} kbit/s, {} s",
+                args.streams, args.destinations, args.bitrate, args.seconds
+            );
+            match runtime.block_on(run(&args, against, &source)) {
+                Ok(row) => {
+                    eprintln!("prism-loadgen: {against:?}: CPU {:.2} %", row.cpu_percent);
+                    rows.push(row);
+                }
+                Err(e) => eprintln!("prism-loadgen: {against:?} failed: {e}"),
+            }
         }
+        rounds.push(rows);
     }
-    print_table(&args, &rows);
+    print_table(&args, &rounds);
+}
+
+/// The middle value (the lower middle for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
 }
 
 async fn run(args: &Args, against: Against, source: &source::Source) -> Result<Row, String> {
@@ -226,11 +249,30 @@ async fn run(args: &Args, against: Against, source: &source::Source) -> Result<R
     })
 }
 
-fn print_table(args: &Args, rows: &[Row]) {
+fn print_table(args: &Args, rounds: &[Vec<Row>]) {
+    // Each relay's median run, by CPU.
+    let relays = [Against::Prism, Against::Nginx, Against::Tee];
+    let mut rows: Vec<&Row> = Vec::new();
+    for relay in relays {
+        let mut runs: Vec<&Row> = rounds.iter().flatten().filter(|r| r.relay == relay).collect();
+        runs.sort_by(|a, b| a.cpu_percent.total_cmp(&b.cpu_percent));
+        if let Some(row) = runs.get(runs.len().saturating_sub(1) / 2) {
+            rows.push(row);
+        }
+    }
     println!();
     println!(
-        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, {} s (3 s warm-up not measured)",
-        args.streams, args.destinations, args.bitrate, args.seconds
+        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, chunk size {}, {} s (3 s warm-up not measured){}",
+        args.streams,
+        args.destinations,
+        args.bitrate,
+        args.chunk_size,
+        args.seconds,
+        if rounds.len() > 1 {
+            format!("; median of {} rounds", rounds.len())
+        } else {
+            String::new()
+        }
     );
     println!(
         "{:<6} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
@@ -245,7 +287,7 @@ fn print_table(args: &Args, rows: &[Row]) {
         "max ms",
         "frames lost"
     );
-    for row in rows {
+    for row in &rows {
         let destinations = (row.streams * row.destinations) as f64;
         let per_destination_ms = row.cpu_percent * 10.0 / destinations;
         let (p50, p99, max, lost) = if row.relay == Against::Tee {
@@ -272,17 +314,34 @@ fn print_table(args: &Args, rows: &[Row]) {
             lost
         );
     }
-    let find = |relay: Against| {
-        rows.iter()
-            .find(|r| r.relay == relay)
-            .map(|r| r.cpu_percent)
+    if rounds.len() > 1 {
+        for relay in relays {
+            let runs: Vec<String> = rounds
+                .iter()
+                .flatten()
+                .filter(|r| r.relay == relay)
+                .map(|r| format!("{:.2}", r.cpu_percent))
+                .collect();
+            if !runs.is_empty() {
+                println!("{:<6} CPU % by round: {}", format!("{relay:?}").to_lowercase(), runs.join(", "));
+            }
+        }
+    }
+    // Ratios within each round (same machine state), then their median.
+    let ratio = |other: Against| {
+        let per_round: Vec<f64> = rounds
+            .iter()
+            .filter_map(|rows| {
+                let cpu = |relay| rows.iter().find(|r| r.relay == relay).map(|r| r.cpu_percent);
+                Some(cpu(Against::Prism)? / cpu(other)?)
+            })
+            .collect();
+        median(per_round)
     };
-    if let Some(prism) = find(Against::Prism) {
-        if let Some(nginx) = find(Against::Nginx) {
-            println!("Prism CPU / nginx-rtmp CPU = {:.2}", prism / nginx);
-        }
-        if let Some(tee) = find(Against::Tee) {
-            println!("Prism CPU / plain tee CPU = {:.2}", prism / tee);
-        }
+    if let Some(r) = ratio(Against::Nginx) {
+        println!("Prism CPU / nginx-rtmp CPU = {r:.2}");
+    }
+    if let Some(r) = ratio(Against::Tee) {
+        println!("Prism CPU / plain tee CPU = {r:.2}");
     }
 }

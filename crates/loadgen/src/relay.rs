@@ -40,7 +40,8 @@ impl Relay {
         let child = match against {
             Against::Prism => {
                 let mut config = format!(
-                    "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\n"
+                    "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\n",
+                    args.chunk_size
                 );
                 for stream in 0..args.streams {
                     config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
@@ -92,8 +93,9 @@ impl Relay {
                 let config = format!(
                     "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
                      error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 8192; }}\n\
-                     rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size 4096;\n{applications}  }}\n}}\n",
-                    dir = dir.display()
+                     rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size {chunk_size};\n{applications}  }}\n}}\n",
+                    dir = dir.display(),
+                    chunk_size = args.chunk_size
                 );
                 let path = dir.join("nginx.conf");
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;

@@ -169,7 +169,14 @@ pub async fn publish(
     let mut stream_id = 0;
     if let Some(url) = &url {
         let url = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
-        stream_id = prism_fanout::start_publish(&mut stream, &url, &mut out, None)
+        stream_id = prism_fanout::start_publish(
+            &mut stream,
+            &url,
+            // What OBS publishes with.
+            prism_media::rtmp::OUTBOUND_CHUNK_SIZE,
+            &mut out,
+            None,
+        )
             .await?
             .1;
     }

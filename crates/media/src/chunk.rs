@@ -15,6 +15,8 @@ use bytes::Bytes;
 /// The largest timestamp a chunk header carries inline; beyond it the header
 /// holds 0xFFFFFF and a 4-byte extended timestamp follows.
 const MAX_INLINE_TIMESTAMP: u32 = 0x00FF_FFFF;
+/// iovecs per write call: far below IOV_MAX (1024), enough for a batch.
+const IOVECS_PER_WRITE: usize = 64;
 /// RTMP limits a message length to 24 bits.
 pub const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
 
@@ -42,7 +44,11 @@ pub struct ChunkWriter {
     headers: Vec<u8>,
     payloads: Vec<Bytes>,
     segments: Vec<Segment>,
+    /// Bytes queued and not yet written.
     pending: usize,
+    /// How far writing has got, so a write the socket took only part of
+    /// resumes there, whichever of `try_write` and `write_to` goes on.
+    written: Cursor,
 }
 
 impl ChunkWriter {
@@ -55,6 +61,7 @@ impl ChunkWriter {
             payloads: Vec::with_capacity(64),
             segments: Vec::with_capacity(256),
             pending: 0,
+            written: Cursor::default(),
         }
     }
 
@@ -149,6 +156,7 @@ impl ChunkWriter {
         self.payloads.clear();
         self.segments.clear();
         self.pending = 0;
+        self.written = Cursor::default();
     }
 
     fn segment_bytes(&self, segment: Segment) -> &[u8] {
@@ -160,12 +168,12 @@ impl ChunkWriter {
         }
     }
 
-    /// Fills `slices` with the queued bytes from `cursor` on, at most
-    /// `slices.len()` of them; returns how many were filled.
-    pub fn io_slices<'a>(&'a self, cursor: Cursor, slices: &mut [IoSlice<'a>]) -> usize {
+    /// Fills `slices` with the bytes not yet written, at most `slices.len()`
+    /// of them; returns how many were filled.
+    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
-        let mut skip = cursor.offset;
-        for &segment in self.segments.iter().skip(cursor.segment) {
+        let mut skip = self.written.offset;
+        for &segment in self.segments.iter().skip(self.written.segment) {
             if filled == slices.len() {
                 break;
             }
@@ -177,23 +185,50 @@ impl ChunkWriter {
         filled
     }
 
-    /// Moves `cursor` past `written` bytes.
-    pub fn advance(&self, cursor: &mut Cursor, mut written: usize) {
+    /// Records that the next `written` bytes went out.
+    pub fn consume(&mut self, mut written: usize) {
+        self.pending -= written;
         while written > 0 {
-            let remaining = self.segment_bytes(self.segments[cursor.segment]).len() - cursor.offset;
+            let segment = self.segments[self.written.segment];
+            let remaining = self.segment_bytes(segment).len() - self.written.offset;
             if written < remaining {
-                cursor.offset += written;
+                self.written.offset += written;
                 return;
             }
             written -= remaining;
-            cursor.segment += 1;
-            cursor.offset = 0;
+            self.written.segment += 1;
+            self.written.offset = 0;
         }
     }
 
-    /// Whether `cursor` has passed every queued byte.
-    pub fn is_done(&self, cursor: Cursor) -> bool {
-        cursor.segment >= self.segments.len()
+    /// Whether every queued byte has been written.
+    pub fn is_done(&self) -> bool {
+        self.written.segment >= self.segments.len()
+    }
+
+    /// Writes what the socket takes now, without waiting: `write` is a
+    /// non-blocking vectored write. Returns `Ok(true)` once everything is out
+    /// (the writer is then cleared), `Ok(false)` when the socket would block
+    /// (the rest stays queued; the next `try_write` or `write_to` resumes it).
+    pub fn try_write(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        while !self.is_done() {
+            let mut slices = [IoSlice::new(&[]); IOVECS_PER_WRITE];
+            let filled = self.io_slices(&mut slices);
+            let written = match write(&slices[..filled]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.consume(written);
+        }
+        self.clear();
+        Ok(true)
     }
 
     /// Every queued byte in order; for tests and for transports that cannot
@@ -210,7 +245,7 @@ impl ChunkWriter {
 /// A position in a `ChunkWriter`'s queued bytes, for resuming after a
 /// partial write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Cursor {
+struct Cursor {
     segment: usize,
     offset: usize,
 }
@@ -288,6 +323,22 @@ mod tests {
         assert_eq!(&bytes[145..149], &[1, 0, 0, 0]);
     }
 
+    /// A socket that takes at most 7 bytes per call through at most 2
+    /// slices, and would block on every third call.
+    fn trickle(out: &mut Vec<u8>, calls: &mut u32, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        *calls += 1;
+        if calls.is_multiple_of(3) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let mut budget = 7;
+        for slice in slices.iter().take(2) {
+            let take = slice.len().min(budget);
+            out.extend_from_slice(&slice[..take]);
+            budget -= take;
+        }
+        Ok(7 - budget)
+    }
+
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut writer = ChunkWriter::new(100);
@@ -295,21 +346,34 @@ mod tests {
         writer.push(header(6, 5), &payload);
         writer.push(header(4, 6), &Bytes::from_static(b"xy"));
         let expected = writer.to_vec();
-        let mut out = Vec::new();
-        let mut cursor = Cursor::default();
-        // Write 7 bytes at a time through at most 2 slices.
-        while !writer.is_done(cursor) {
-            let mut slices = [IoSlice::new(&[]); 2];
-            let n = writer.io_slices(cursor, &mut slices);
-            let mut budget = 7;
-            for slice in &slices[..n] {
-                let take = slice.len().min(budget);
-                out.extend_from_slice(&slice[..take]);
-                budget -= take;
-            }
-            writer.advance(&mut cursor, 7 - budget);
+        let (mut out, mut calls) = (Vec::new(), 0);
+        let mut would_block = 0;
+        while !writer
+            .try_write(|slices| trickle(&mut out, &mut calls, slices))
+            .unwrap()
+        {
+            would_block += 1;
+            assert_eq!(writer.pending_bytes(), expected.len() - out.len());
         }
+        assert!(would_block > 10);
         assert_eq!(out, expected);
+        assert!(writer.is_empty() && writer.is_done());
+    }
+
+    #[tokio::test]
+    async fn write_to_finishes_what_try_write_started() {
+        let mut writer = ChunkWriter::new(100);
+        let payload = Bytes::from((0..250u32).map(|i| i as u8).collect::<Vec<u8>>());
+        writer.push(header(6, 5), &payload);
+        let expected = writer.to_vec();
+        let (mut out, mut calls) = (Vec::new(), 0);
+        assert!(!writer
+            .try_write(|slices| trickle(&mut out, &mut calls, slices))
+            .unwrap());
+        assert_eq!(out.len(), 14);
+        writer.write_to(&mut out, None).await.unwrap();
+        assert_eq!(out, expected);
+        assert!(writer.is_empty());
     }
 
     #[test]
@@ -318,7 +382,7 @@ mod tests {
         let mut writer = ChunkWriter::new(4096);
         writer.push(header(6, 0), &payload);
         let mut slices = [IoSlice::new(&[]); 8];
-        let n = writer.io_slices(Cursor::default(), &mut slices);
+        let n = writer.io_slices(&mut slices);
         assert_eq!(n, 4); // header, 4096 bytes, fmt-3 header, 904 bytes
         assert_eq!(slices[1].as_ptr(), payload.as_ptr());
         assert_eq!(slices[3].as_ptr(), payload[4096..].as_ptr());
@@ -338,7 +402,8 @@ pub enum WriteError {
 
 impl ChunkWriter {
     /// Writes everything queued with vectored writes (each write call takes up
-    /// to 64 iovecs), resuming after partial writes, then clears the writer.
+    /// to 64 iovecs), resuming after partial writes (its own or an earlier
+    /// `try_write`'s), then clears the writer.
     /// With `stall_timeout`, a write call that makes no progress for that long
     /// fails, so a peer that stopped reading cannot hold the caller forever.
     pub async fn write_to<W>(
@@ -350,11 +415,9 @@ impl ChunkWriter {
         W: tokio::io::AsyncWrite + Unpin,
     {
         use tokio::io::AsyncWriteExt;
-        const IOVECS_PER_WRITE: usize = 64;
-        let mut cursor = Cursor::default();
-        while !self.is_done(cursor) {
+        while !self.is_done() {
             let mut slices = [IoSlice::new(&[]); IOVECS_PER_WRITE];
-            let filled = self.io_slices(cursor, &mut slices);
+            let filled = self.io_slices(&mut slices);
             let write = writer.write_vectored(&slices[..filled]);
             let written = match stall_timeout {
                 Some(limit) => tokio::time::timeout(limit, write)
@@ -365,7 +428,7 @@ impl ChunkWriter {
             if written == 0 {
                 return Err(WriteError::Closed);
             }
-            self.advance(&mut cursor, written);
+            self.consume(written);
         }
         self.clear();
         Ok(())

@@ -55,7 +55,9 @@ struct HubState {
     /// From the last video keyframe on; empty when no keyframe is cached.
     gop: Vec<MediaMessage>,
     gop_bytes: usize,
-    subscribers: Vec<Arc<DestinationQueue>>,
+    /// Copied on change (rare), so `publish` can take a snapshot and push
+    /// outside the hub lock: pushes may write to sockets.
+    subscribers: Arc<Vec<Arc<DestinationQueue>>>,
 }
 
 pub struct StreamHub {
@@ -181,7 +183,7 @@ impl StreamHub {
             state.rebase_pending = true;
             state.gop.clear();
             state.gop_bytes = 0;
-            for queue in &state.subscribers {
+            for queue in state.subscribers.iter() {
                 queue.await_keyframe();
             }
         }
@@ -235,8 +237,9 @@ impl StreamHub {
         for message in &state.gop {
             queue.push_replay(message.clone());
         }
-        state.subscribers.retain(|q| !Arc::ptr_eq(q, queue));
-        state.subscribers.push(Arc::clone(queue));
+        let subscribers = Arc::make_mut(&mut state.subscribers);
+        subscribers.retain(|q| !Arc::ptr_eq(q, queue));
+        subscribers.push(Arc::clone(queue));
         Some(session)
     }
 
@@ -248,7 +251,8 @@ impl StreamHub {
     }
 
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
-        self.lock().subscribers.retain(|q| !Arc::ptr_eq(q, queue));
+        let mut state = self.lock();
+        Arc::make_mut(&mut state.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
     }
 
     fn publish(&self, token: u64, mut message: MediaMessage) {
@@ -299,7 +303,11 @@ impl StreamHub {
             }
             MediaKind::Data => {}
         }
-        for queue in &state.subscribers {
+        // A destination subscribing from here on was replayed this message
+        // from the cache above; one in the snapshot was not.
+        let subscribers = Arc::clone(&state.subscribers);
+        drop(state);
+        for queue in subscribers.iter() {
             queue.push(&message);
         }
     }
@@ -349,7 +357,7 @@ impl StreamHub {
     fn end_session(&self) {
         let mut state = self.lock();
         let Some(session) = state.session else { return };
-        for queue in state.subscribers.drain(..) {
+        for queue in std::mem::take(&mut state.subscribers).iter() {
             queue.end();
         }
         *state = HubState {

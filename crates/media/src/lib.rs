@@ -15,5 +15,5 @@ pub use hub::{
     StreamHub,
 };
 pub use message::{MediaKind, MediaMessage};
-pub use queue::{Batch, DestinationQueue, QueueStats};
+pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use secret::StreamKey;

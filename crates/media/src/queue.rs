@@ -4,7 +4,15 @@
 //! frames instead, and then keeps dropping until the next video keyframe, so
 //! the destination never receives frames whose reference pictures it missed.
 //! Sequence headers and metadata are never dropped.
+//!
+//! While its destination is idle (nothing queued, the socket keeping up), the
+//! destination task lends its writer to the queue and sleeps; the hub's push
+//! then writes the message straight to the socket, without a task wake-up.
+//! Only when the socket cannot take a whole message does the push hand back
+//! to the task, which finishes that write and drains the queue as usual.
+//! A wake-up per message per destination cost more than the write itself.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,6 +28,33 @@ pub struct QueueStats {
     pub queued_bytes: AtomicU64,
 }
 
+/// A destination's writer, lent to its queue while the destination task is
+/// idle so that pushes write to the socket at once (see the module doc).
+pub trait DirectWriter: Any + Send {
+    /// Writes `message` without waiting. `false` means the socket did not
+    /// take all of it, or failed: the writer keeps what is left (or the
+    /// error), and the queue wakes its owner to deal with it.
+    fn write_now(&mut self, message: &MediaMessage) -> bool;
+}
+
+/// The writer a destination task lent to its queue, if it did.
+#[derive(Default)]
+struct Lent {
+    writer: Option<Box<dyn DirectWriter>>,
+    /// The writer could not finish a write: pushes queue until the owner
+    /// takes it back.
+    stalled: bool,
+}
+
+impl std::fmt::Debug for Lent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent")
+            .field("lent", &self.writer.is_some())
+            .field("stalled", &self.stalled)
+            .finish()
+    }
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<MediaMessage>,
@@ -31,6 +66,7 @@ struct QueueState {
     /// never its to send, so it is not counted as dropped.
     awaiting_first_keyframe: bool,
     interrupted: bool,
+    lent: Lent,
     /// Whether the stream carries video at all; an audio-only stream has no
     /// keyframe to wait for.
     stream_has_video: bool,
@@ -67,6 +103,10 @@ impl DestinationQueue {
             budget_bytes,
             stats: QueueStats::default(),
         }
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -153,6 +193,16 @@ impl DestinationQueue {
                 state.awaiting_first_keyframe = false;
             }
         }
+        if state.items.is_empty() && !state.lent.stalled {
+            if let Some(writer) = state.lent.writer.as_mut() {
+                if !writer.write_now(message) {
+                    state.lent.stalled = true;
+                    drop(state);
+                    self.ready.notify_one();
+                }
+                return;
+            }
+        }
         state.queued_bytes += message.len();
         state.items.push_back(message.clone());
         self.stats
@@ -160,6 +210,32 @@ impl DestinationQueue {
             .store(state.queued_bytes as u64, Ordering::Relaxed);
         drop(state);
         self.ready.notify_one();
+    }
+
+    /// Lends the owner's writer to the queue for direct writes. Refused
+    /// (the writer comes back) when there is something for the owner to do
+    /// first: queued messages, the end of the publish, an interrupt.
+    pub fn lend<W: DirectWriter>(&self, writer: Box<W>) -> Result<(), Box<W>> {
+        let mut state = self.lock();
+        if !state.items.is_empty()
+            || state.ended
+            || state.interrupted
+            || state.lent.writer.is_some()
+        {
+            return Err(writer);
+        }
+        state.lent = Lent {
+            writer: Some(writer),
+            stalled: false,
+        };
+        Ok(())
+    }
+
+    /// Takes back the writer lent with `lend`, with any write it could not
+    /// finish still in it.
+    pub fn reclaim<W: DirectWriter>(&self) -> Option<Box<W>> {
+        let writer: Box<dyn Any + Send> = self.lock().lent.writer.take()?;
+        writer.downcast().ok()
     }
 
     fn count_drop(&self, message: &MediaMessage) {
@@ -179,30 +255,43 @@ impl DestinationQueue {
     /// so the steady state allocates nothing), waiting while the queue is empty.
     pub async fn next_batch(&self, out: &mut Vec<MediaMessage>, max: usize) -> Batch {
         loop {
-            {
-                let mut state = self.lock();
-                if !state.items.is_empty() {
-                    let n = state.items.len().min(max);
-                    let mut taken = 0;
-                    for message in state.items.drain(..n) {
-                        taken += message.len();
-                        out.push(message);
-                    }
-                    state.queued_bytes -= taken;
-                    self.stats
-                        .queued_bytes
-                        .store(state.queued_bytes as u64, Ordering::Relaxed);
-                    return Batch::Ready;
-                }
-                if state.ended {
-                    return Batch::Ended;
-                }
-                if std::mem::take(&mut state.interrupted) {
-                    return Batch::Interrupted;
-                }
+            if let Some(batch) = self.try_batch(out, max) {
+                return batch;
             }
-            self.ready.notified().await;
+            self.wait().await;
         }
+    }
+
+    /// `next_batch` without the wait: `None` when there is nothing to do.
+    pub fn try_batch(&self, out: &mut Vec<MediaMessage>, max: usize) -> Option<Batch> {
+        let mut state = self.lock();
+        if !state.items.is_empty() {
+            let n = state.items.len().min(max);
+            let mut taken = 0;
+            for message in state.items.drain(..n) {
+                taken += message.len();
+                out.push(message);
+            }
+            state.queued_bytes -= taken;
+            self.stats
+                .queued_bytes
+                .store(state.queued_bytes as u64, Ordering::Relaxed);
+            return Some(Batch::Ready);
+        }
+        if state.ended {
+            return Some(Batch::Ended);
+        }
+        if std::mem::take(&mut state.interrupted) {
+            return Some(Batch::Interrupted);
+        }
+        None
+    }
+
+    /// Resolves when the queue may have something for its owner: queued
+    /// messages, the end, an interrupt, or a lent writer that stalled. May
+    /// resolve spuriously; the owner looks with `try_batch`.
+    pub async fn wait(&self) {
+        self.ready.notified().await;
     }
 
     /// Wakes the consumer even with nothing queued (`Batch::Interrupted`),
@@ -322,5 +411,95 @@ mod tests {
         assert_eq!(queue.next_batch(&mut out, 16).await, Batch::Ready);
         assert_eq!(out.len(), 1);
         assert_eq!(queue.next_batch(&mut out, 16).await, Batch::Ended);
+    }
+
+    /// Records what it is given; "the socket" takes `room` messages, then
+    /// would block.
+    #[derive(Debug)]
+    struct Recorder {
+        written: Vec<u32>,
+        room: usize,
+    }
+
+    impl DirectWriter for Recorder {
+        fn write_now(&mut self, message: &MediaMessage) -> bool {
+            self.written.push(message.timestamp);
+            if self.room == 0 {
+                return false;
+            }
+            self.room -= 1;
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lent_writer_takes_pushes_until_the_socket_is_full() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(false, false);
+        let recorder = Box::new(Recorder {
+            written: Vec::new(),
+            room: 2,
+        });
+        queue.lend(recorder).unwrap();
+        queue.push(&audio(1));
+        queue.push(&audio(2));
+        assert!(queue.try_batch(&mut Vec::new(), 16).is_none());
+        // The third does not fit: it stays with the writer, the owner is
+        // woken, and what comes next queues behind it.
+        queue.push(&audio(3));
+        queue.push(&audio(4));
+        tokio::time::timeout(std::time::Duration::from_secs(1), queue.wait())
+            .await
+            .expect("the owner is woken");
+        let recorder: Box<Recorder> = queue.reclaim().unwrap();
+        assert_eq!(recorder.written, vec![1, 2, 3]);
+        let mut out = Vec::new();
+        assert_eq!(queue.try_batch(&mut out, 16), Some(Batch::Ready));
+        assert_eq!(out.iter().map(|m| m.timestamp).collect::<Vec<_>>(), vec![4]);
+        assert!(queue.reclaim::<Recorder>().is_none());
+    }
+
+    #[tokio::test]
+    async fn lending_is_refused_while_the_owner_has_work() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(false, false);
+        let recorder = || {
+            Box::new(Recorder {
+                written: Vec::new(),
+                room: 10,
+            })
+        };
+        queue.push(&audio(1));
+        let back = queue.lend(recorder()).unwrap_err();
+        assert!(back.written.is_empty());
+        queue.try_batch(&mut Vec::new(), 16);
+        queue.interrupt();
+        assert!(queue.lend(recorder()).is_err());
+        assert_eq!(queue.try_batch(&mut Vec::new(), 16), Some(Batch::Interrupted));
+        // Lent, then the publish ends: the owner is woken and sees the end.
+        queue.lend(recorder()).unwrap();
+        queue.end();
+        queue.push(&audio(2));
+        queue.wait().await;
+        let recorder: Box<Recorder> = queue.reclaim().unwrap();
+        assert!(recorder.written.is_empty());
+        assert_eq!(queue.try_batch(&mut Vec::new(), 16), Some(Batch::Ended));
+    }
+
+    #[tokio::test]
+    async fn the_drop_policy_applies_before_a_direct_write() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(true, true);
+        queue
+            .lend(Box::new(Recorder {
+                written: Vec::new(),
+                room: 10,
+            }))
+            .unwrap();
+        queue.push(&video(0, false, 10));
+        queue.push(&video(33, true, 10));
+        queue.push(&audio(34));
+        let recorder: Box<Recorder> = queue.reclaim().unwrap();
+        assert_eq!(recorder.written, vec![33, 34]);
     }
 }

@@ -1,0 +1,309 @@
+//! The write side of a live destination session: it chunks messages onto the
+//! connection on this session's timeline, writes them out, and keeps the
+//! session's counters and latency samples. The destination task owns it;
+//! while the task is idle it lends it to its queue (`DirectWriter`), and the
+//! hub's pushes write through it at once, with no task wake-up in between.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tracing::warn;
+
+use prism_media::chunk::ChunkWriter;
+use prism_media::{rtmp, DirectWriter, MediaMessage};
+
+use crate::destination::DestinationStatus;
+
+/// A connection's write half, as a `MediaWriter` uses it.
+pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
+    /// Whether `try_write_now` can write at all; if not, every write goes
+    /// through the destination task.
+    const WRITES_NOW: bool = true;
+
+    /// A vectored write that never waits (`WouldBlock` when the socket is full).
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl MediaSink for OwnedWriteHalf {
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
+    }
+}
+
+/// TLS cannot write without waiting: rustls encrypts inside its async
+/// writer, which needs a task context to flush into the socket.
+impl MediaSink for tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>> {
+    const WRITES_NOW: bool = false;
+
+    fn try_write_now(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// A sink that takes everything and keeps nothing: what the fan-out
+/// benchmark writes to, so it measures Prism's work and not the kernel's.
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl AsyncWrite for NullSink {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl MediaSink for NullSink {
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+}
+
+pub struct MediaWriter<S> {
+    sink: S,
+    out: ChunkWriter,
+    /// The message stream id the server gave the publish.
+    stream_id: u32,
+    timeline: Timeline,
+    telemetry: SessionTelemetry,
+    status: Arc<DestinationStatus>,
+    /// Why a direct write failed; the task reports it when it takes the
+    /// writer back.
+    failed: Option<String>,
+}
+
+impl<S: MediaSink> MediaWriter<S> {
+    /// `out` carries the connection's chunk size (and may hold bytes not yet
+    /// written); `stream` and `destination` name the session in metrics and logs.
+    pub fn new(
+        sink: S,
+        out: ChunkWriter,
+        stream_id: u32,
+        status: Arc<DestinationStatus>,
+        stream: &str,
+        destination: &str,
+    ) -> Self {
+        let telemetry = SessionTelemetry::new(stream, destination, &status);
+        Self {
+            sink,
+            out,
+            stream_id,
+            timeline: Timeline::default(),
+            telemetry,
+            status,
+            failed: None,
+        }
+    }
+
+    /// Whether the writer can be lent for direct writes.
+    pub fn writes_directly(&self) -> bool {
+        S::WRITES_NOW
+    }
+
+    /// Chunks `message` onto the connection, to go out with the next write.
+    pub fn queue(&mut self, message: &MediaMessage) {
+        if let Some(timestamp) = self.timeline.rebase(message) {
+            rtmp::queue_media(
+                &mut self.out,
+                message.kind,
+                self.stream_id,
+                timestamp,
+                &message.payload,
+            );
+            self.telemetry.arrivals.push(message.received_at);
+        }
+    }
+
+    /// Where protocol messages (responses to the server, the unpublish) go.
+    pub fn chunks(&mut self) -> &mut ChunkWriter {
+        &mut self.out
+    }
+
+    /// Writes everything queued, failing if a write makes no progress within
+    /// `stall_timeout`, or if a direct write already failed.
+    pub async fn flush(&mut self, stall_timeout: Duration) -> Result<(), String> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
+        let before = self.out.pending_bytes();
+        let result = self.out.write_to(&mut self.sink, Some(stall_timeout)).await;
+        self.count_written(before);
+        result.map_err(|e| e.to_string())?;
+        self.telemetry.written(&self.status);
+        Ok(())
+    }
+
+    /// Closes the write side once the unpublish is out.
+    pub async fn shutdown(&mut self) {
+        let _ = self.sink.shutdown().await;
+    }
+
+    fn count_written(&self, pending_before: usize) {
+        let written = pending_before - self.out.pending_bytes();
+        self.status
+            .bytes_sent
+            .fetch_add(written as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: MediaSink> DirectWriter for MediaWriter<S> {
+    fn write_now(&mut self, message: &MediaMessage) -> bool {
+        self.queue(message);
+        let before = self.out.pending_bytes();
+        let sink = &self.sink;
+        let result = self.out.try_write(|slices| sink.try_write_now(slices));
+        self.count_written(before);
+        match result {
+            Ok(true) => {
+                self.telemetry.written(&self.status);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.failed = Some(format!("write failed: {e}"));
+                false
+            }
+        }
+    }
+}
+
+/// Relay latency samples and the drop summary of one live session. Samples
+/// collect in a reused buffer and go to the metrics recorder once a second,
+/// so the per-message path neither allocates nor touches a shared lock.
+struct SessionTelemetry {
+    stream: String,
+    destination: String,
+    latency: metrics::Histogram,
+    arrivals: Vec<Instant>,
+    latencies: Vec<f64>,
+    last_flush: Instant,
+    last_drop_report: Instant,
+    dropped_at_last_report: u64,
+}
+
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl SessionTelemetry {
+    fn new(stream: &str, destination: &str, status: &DestinationStatus) -> Self {
+        let now = Instant::now();
+        Self {
+            stream: stream.to_string(),
+            destination: destination.to_string(),
+            latency: metrics::histogram!("prism_relay_latency_seconds", "stream" => stream.to_string()),
+            arrivals: Vec::with_capacity(256),
+            latencies: Vec::with_capacity(1024),
+            last_flush: now,
+            last_drop_report: now,
+            dropped_at_last_report: status.dropped_frames(),
+        }
+    }
+
+    /// After a write completed: its messages' latency is now known.
+    fn written(&mut self, status: &DestinationStatus) {
+        let now = Instant::now();
+        for arrived in self.arrivals.drain(..) {
+            self.latencies
+                .push(now.saturating_duration_since(arrived).as_secs_f64());
+        }
+        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH {
+            self.last_flush = now;
+            for latency in self.latencies.drain(..) {
+                self.latency.record(latency);
+            }
+        }
+        if now.duration_since(self.last_drop_report) >= DROP_REPORT_EVERY {
+            self.last_drop_report = now;
+            let dropped = status.dropped_frames();
+            let new_drops = dropped - self.dropped_at_last_report;
+            self.dropped_at_last_report = dropped;
+            if new_drops > 0 {
+                warn!(
+                    stream = %self.stream,
+                    destination = %self.destination,
+                    dropped_frames = new_drops,
+                    queue_budget_kib = status.queue.budget_bytes() / 1024,
+                    "destination is slower than the stream: frames dropped in the last 10 s"
+                );
+            }
+        }
+    }
+}
+
+/// Rebases timestamps so each destination session's timeline starts at 0 on
+/// the first frame it is sent (usually the cached keyframe), whatever the
+/// publisher's clock says. Frames stamped before that start (audio
+/// interleaved just ahead of the keyframe) are skipped, so every track stays
+/// monotonic.
+#[derive(Default)]
+struct Timeline {
+    origin: Option<u32>,
+}
+
+impl Timeline {
+    fn rebase(&mut self, message: &MediaMessage) -> Option<u32> {
+        let Some(origin) = self.origin else {
+            if message.droppable() {
+                self.origin = Some(message.timestamp);
+            }
+            return Some(0);
+        };
+        // Signed distance, so a publisher clock that wraps past 2^32 ms keeps counting.
+        let delta = message.timestamp.wrapping_sub(origin) as i32;
+        if delta >= 0 {
+            Some(delta as u32)
+        } else if message.droppable() {
+            None
+        } else {
+            Some(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use prism_media::MediaKind;
+
+    fn msg(kind: MediaKind, ts: u32, body: &'static [u8]) -> MediaMessage {
+        MediaMessage::new(kind, ts, Bytes::from_static(body))
+    }
+
+    #[test]
+    fn timeline_starts_at_zero_and_skips_frames_before_the_start() {
+        let mut timeline = Timeline::default();
+        let header = msg(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0]);
+        let key = msg(MediaKind::Video, 60_000, &[0x17, 1, 0, 0, 0]);
+        let early_audio = msg(MediaKind::Audio, 59_990, &[0xaf, 1]);
+        let audio = msg(MediaKind::Audio, 60_010, &[0xaf, 1]);
+        let late_header = msg(MediaKind::Audio, 10, &[0xaf, 0, 0x12, 0x10]);
+        assert_eq!(timeline.rebase(&header), Some(0));
+        assert_eq!(timeline.rebase(&key), Some(0));
+        assert_eq!(timeline.rebase(&early_audio), None);
+        assert_eq!(timeline.rebase(&audio), Some(10));
+        assert_eq!(timeline.rebase(&late_header), Some(0));
+    }
+
+    #[test]
+    fn timeline_survives_publisher_clock_wrap() {
+        let mut timeline = Timeline::default();
+        let key = msg(MediaKind::Video, u32::MAX - 10, &[0x17, 1, 0, 0, 0]);
+        let next = msg(MediaKind::Video, 20, &[0x27, 1, 0, 0, 0]);
+        assert_eq!(timeline.rebase(&key), Some(0));
+        assert_eq!(timeline.rebase(&next), Some(31));
+    }
+}
