@@ -68,10 +68,9 @@ async fn publish(url: &str, messages: &[MediaMessage]) {
         .await
         .unwrap();
     let mut out = ChunkWriter::new(128);
-    let (_client, stream_id) =
-        prism_fanout::start_publish(&mut stream, &url, 4096, &mut out, None)
-            .await
-            .unwrap();
+    let (_client, stream_id) = prism_fanout::start_publish(&mut stream, &url, 4096, &mut out, None)
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
     let first = messages[0].timestamp;
     for message in messages {

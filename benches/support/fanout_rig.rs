@@ -122,7 +122,11 @@ impl FanoutRig {
     pub fn bytes_written(&self) -> u64 {
         self.destinations
             .iter()
-            .map(|d| d.status.bytes_sent.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|d| {
+                d.status
+                    .bytes_sent
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
             .sum()
     }
 }

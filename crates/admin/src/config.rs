@@ -908,6 +908,23 @@ key = "live_8f2c1d"
     }
 
     #[test]
+    fn chunk_size_defaults_and_bounds() {
+        assert_eq!(parse(GOOD).unwrap().fanout.chunk_size, 60000);
+        let with = |value: &str| {
+            GOOD.replace(
+                "[[streams]]",
+                &format!("[fanout]\nchunk_size = {value}\n\n[[streams]]"),
+            )
+        };
+        assert_eq!(parse(&with("4096")).unwrap().fanout.chunk_size, 4096);
+        let message = error_text(&with("100000"));
+        assert!(
+            message.starts_with("prism.toml:6:14: fanout.chunk_size must be from 128 to 65536"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn line_column_counts_characters() {
         assert_eq!(line_column("ab\ncdé f", 8), (2, 5));
         assert_eq!(line_column("", 0), (1, 1));

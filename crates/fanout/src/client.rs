@@ -321,7 +321,12 @@ mod tests {
         let mut server = ChunkDeserializer::new();
         client.start(&mut out).unwrap();
         let first = sent(&mut out, &mut server);
-        assert!(matches!(first[0], RtmpMessage::SetChunkSize { size: 4096 }));
+        assert!(matches!(
+            first[0],
+            RtmpMessage::SetChunkSize {
+                size: rtmp::DEFAULT_PUBLISH_CHUNK_SIZE
+            }
+        ));
         match &first[1] {
             RtmpMessage::Amf0Command {
                 command_name,

@@ -328,12 +328,26 @@ async fn session(
     match transport {
         Transport::Plain(tcp) => {
             let (reader, sink) = tcp.into_split();
-            let writer = MediaWriter::new(sink, out, stream_id, Arc::clone(status), hub.id(), &config.id);
+            let writer = MediaWriter::new(
+                sink,
+                out,
+                stream_id,
+                Arc::clone(status),
+                hub.id(),
+                &config.id,
+            );
             live.run(reader, writer, client, control, served).await
         }
         Transport::Tls(tls) => {
             let (reader, sink) = tokio::io::split(*tls);
-            let writer = MediaWriter::new(sink, out, stream_id, Arc::clone(status), hub.id(), &config.id);
+            let writer = MediaWriter::new(
+                sink,
+                out,
+                stream_id,
+                Arc::clone(status),
+                hub.id(),
+                &config.id,
+            );
             live.run(reader, writer, client, control, served).await
         }
     }
@@ -464,7 +478,8 @@ where
             Some(Ok(0)) => return SessionEnd::Failed("server closed the connection".into()),
             Some(Ok(n)) => match client.handle_input(&read_buf[..n], writer.chunks()) {
                 Ok(events) => {
-                    if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next() {
+                    if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next()
+                    {
                         return SessionEnd::Failed(format!(
                             "server ended the publish: {code}: {reason}"
                         ));
@@ -613,7 +628,9 @@ async fn finish<S: MediaSink>(
     writer: &mut MediaWriter<S>,
     config: &DestinationConfig,
 ) -> Result<(), String> {
-    client.unpublish(writer.chunks()).map_err(|e| e.to_string())?;
+    client
+        .unpublish(writer.chunks())
+        .map_err(|e| e.to_string())?;
     writer.flush(config.write_timeout).await?;
     writer.shutdown().await;
     Ok(())

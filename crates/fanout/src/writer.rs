@@ -53,7 +53,11 @@ impl MediaSink for tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStrea
 pub struct NullSink;
 
 impl AsyncWrite for NullSink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -254,7 +254,11 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
     let relays = [Against::Prism, Against::Nginx, Against::Tee];
     let mut rows: Vec<&Row> = Vec::new();
     for relay in relays {
-        let mut runs: Vec<&Row> = rounds.iter().flatten().filter(|r| r.relay == relay).collect();
+        let mut runs: Vec<&Row> = rounds
+            .iter()
+            .flatten()
+            .filter(|r| r.relay == relay)
+            .collect();
         runs.sort_by(|a, b| a.cpu_percent.total_cmp(&b.cpu_percent));
         if let Some(row) = runs.get(runs.len().saturating_sub(1) / 2) {
             rows.push(row);
@@ -323,7 +327,11 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
                 .map(|r| format!("{:.2}", r.cpu_percent))
                 .collect();
             if !runs.is_empty() {
-                println!("{:<6} CPU % by round: {}", format!("{relay:?}").to_lowercase(), runs.join(", "));
+                println!(
+                    "{:<6} CPU % by round: {}",
+                    format!("{relay:?}").to_lowercase(),
+                    runs.join(", ")
+                );
             }
         }
     }
@@ -332,7 +340,11 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
         let per_round: Vec<f64> = rounds
             .iter()
             .filter_map(|rows| {
-                let cpu = |relay| rows.iter().find(|r| r.relay == relay).map(|r| r.cpu_percent);
+                let cpu = |relay| {
+                    rows.iter()
+                        .find(|r| r.relay == relay)
+                        .map(|r| r.cpu_percent)
+                };
                 Some(cpu(Against::Prism)? / cpu(other)?)
             })
             .collect();

@@ -177,8 +177,8 @@ pub async fn publish(
             &mut out,
             None,
         )
-            .await?
-            .1;
+        .await?
+        .1;
     }
     let (mut reader, mut writer) = stream.into_split();
     // Drain whatever the relay says (acks, pings), so it never blocks on us.

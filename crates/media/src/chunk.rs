@@ -325,7 +325,11 @@ mod tests {
 
     /// A socket that takes at most 7 bytes per call through at most 2
     /// slices, and would block on every third call.
-    fn trickle(out: &mut Vec<u8>, calls: &mut u32, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    fn trickle(
+        out: &mut Vec<u8>,
+        calls: &mut u32,
+        slices: &[IoSlice<'_>],
+    ) -> std::io::Result<usize> {
         *calls += 1;
         if calls.is_multiple_of(3) {
             return Err(std::io::ErrorKind::WouldBlock.into());

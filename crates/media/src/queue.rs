@@ -475,7 +475,10 @@ mod tests {
         queue.try_batch(&mut Vec::new(), 16);
         queue.interrupt();
         assert!(queue.lend(recorder()).is_err());
-        assert_eq!(queue.try_batch(&mut Vec::new(), 16), Some(Batch::Interrupted));
+        assert_eq!(
+            queue.try_batch(&mut Vec::new(), 16),
+            Some(Batch::Interrupted)
+        );
         // Lent, then the publish ends: the owner is woken and sees the end.
         queue.lend(recorder()).unwrap();
         queue.end();
