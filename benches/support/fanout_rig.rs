@@ -50,7 +50,7 @@ impl FanoutRig {
                 hub.subscribe(&status.queue).expect("live");
                 let writer = Box::new(MediaWriter::new(
                     NullSink,
-                    ChunkWriter::new(rtmp::OUTBOUND_CHUNK_SIZE as usize),
+                    ChunkWriter::new(rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
                     1,
                     Arc::clone(&status),
                     "bench",

@@ -31,9 +31,16 @@ pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
+/// The direct write is a plain `sendmsg` on the socket, past tokio's
+/// readiness bookkeeping: a `WouldBlock` here leaves tokio believing the
+/// socket writable, so the task's next write tries the socket, sees
+/// `WouldBlock` itself and only then waits, which is correct and costs one
+/// extra call on the rare slow path instead of touching tokio's state on
+/// every write.
 impl MediaSink for OwnedWriteHalf {
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
+        let stream: &TcpStream = self.as_ref();
+        socket2::SockRef::from(stream).send_vectored(bufs)
     }
 }
 
@@ -142,7 +149,7 @@ impl<S: MediaSink> MediaWriter<S> {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
-        let before = self.out.pending_bytes();
+        let before = self.out.written_total();
         let result = self.out.write_to(&mut self.sink, Some(stall_timeout)).await;
         self.count_written(before);
         result.map_err(|e| e.to_string())?;
@@ -155,20 +162,24 @@ impl<S: MediaSink> MediaWriter<S> {
         let _ = self.sink.shutdown().await;
     }
 
-    fn count_written(&self, pending_before: usize) {
-        let written = pending_before - self.out.pending_bytes();
-        self.status
-            .bytes_sent
-            .fetch_add(written as u64, Ordering::Relaxed);
+    fn count_written(&self, total_before: u64) {
+        let written = self.out.written_total() - total_before;
+        self.status.bytes_sent.fetch_add(written, Ordering::Relaxed);
     }
 }
 
 impl<S: MediaSink> DirectWriter for MediaWriter<S> {
     fn write_now(&mut self, message: &MediaMessage) -> bool {
-        self.queue(message);
-        let before = self.out.pending_bytes();
+        let Some(timestamp) = self.timeline.rebase(message) else {
+            return true;
+        };
+        self.telemetry.arrivals.push(message.received_at);
+        let header = rtmp::media_header(message.kind, self.stream_id, timestamp);
+        let before = self.out.written_total();
         let sink = &self.sink;
-        let result = self.out.try_write(|slices| sink.try_write_now(slices));
+        let result = self.out.write_now(header, &message.payload, |slices| {
+            sink.try_write_now(slices)
+        });
         self.count_written(before);
         match result {
             Ok(true) => {
@@ -199,6 +210,8 @@ struct SessionTelemetry {
 }
 
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
+/// Latency samples held between flushes; a batch adds at most 256.
+const LATENCY_BUFFER: usize = 1024;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl SessionTelemetry {
@@ -209,7 +222,7 @@ impl SessionTelemetry {
             destination: destination.to_string(),
             latency: metrics::histogram!("prism_relay_latency_seconds", "stream" => stream.to_string()),
             arrivals: Vec::with_capacity(256),
-            latencies: Vec::with_capacity(1024),
+            latencies: Vec::with_capacity(LATENCY_BUFFER + 256),
             last_flush: now,
             last_drop_report: now,
             dropped_at_last_report: status.dropped_frames(),
@@ -223,7 +236,11 @@ impl SessionTelemetry {
             self.latencies
                 .push(now.saturating_duration_since(arrived).as_secs_f64());
         }
-        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH {
+        // Flushed once a second, or sooner when the buffer is full, so it
+        // never grows.
+        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH
+            || self.latencies.len() >= LATENCY_BUFFER
+        {
             self.last_flush = now;
             for latency in self.latencies.drain(..) {
                 self.latency.record(latency);

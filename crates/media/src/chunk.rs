@@ -17,6 +17,9 @@ use bytes::Bytes;
 const MAX_INLINE_TIMESTAMP: u32 = 0x00FF_FFFF;
 /// iovecs per write call: far below IOV_MAX (1024), enough for a batch.
 const IOVECS_PER_WRITE: usize = 64;
+/// A type-0 chunk header: basic header (1), timestamp (3), length (3), type
+/// (1), message stream id (4), extended timestamp (4).
+const MAX_TYPE0_HEADER: usize = 16;
 /// RTMP limits a message length to 24 bits.
 pub const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
 
@@ -46,6 +49,8 @@ pub struct ChunkWriter {
     segments: Vec<Segment>,
     /// Bytes queued and not yet written.
     pending: usize,
+    /// Every byte written since the writer was made, for counters.
+    written_total: u64,
     /// How far writing has got, so a write the socket took only part of
     /// resumes there, whichever of `try_write` and `write_to` goes on.
     written: Cursor,
@@ -61,6 +66,7 @@ impl ChunkWriter {
             payloads: Vec::with_capacity(64),
             segments: Vec::with_capacity(256),
             pending: 0,
+            written_total: 0,
             written: Cursor::default(),
         }
     }
@@ -82,23 +88,9 @@ impl ChunkWriter {
         self.payloads.push(payload.clone());
 
         let start = self.headers.len() as u32;
-        self.headers.push(header.chunk_stream_id); // fmt 0
-        let inline_ts = if extended {
-            MAX_INLINE_TIMESTAMP
-        } else {
-            header.timestamp
-        };
-        self.headers
-            .extend_from_slice(&inline_ts.to_be_bytes()[1..]);
-        self.headers
-            .extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-        self.headers.push(header.type_id);
-        self.headers
-            .extend_from_slice(&header.message_stream_id.to_le_bytes());
-        if extended {
-            self.headers
-                .extend_from_slice(&header.timestamp.to_be_bytes());
-        }
+        let mut first = [0u8; MAX_TYPE0_HEADER];
+        let first_len = encode_type0(header, payload.len(), &mut first);
+        self.headers.extend_from_slice(&first[..first_len]);
         self.push_header_segment(start);
 
         let len = payload.len();
@@ -126,6 +118,43 @@ impl ChunkWriter {
             }
             self.push_header_segment(start);
         }
+    }
+
+    /// Writes one message at once, straight from `payload`, when nothing is
+    /// pending and it fits one chunk: the header is built on the stack and
+    /// nothing is queued, so a socket that keeps up costs no bookkeeping.
+    /// Otherwise, or for what the socket does not take, it queues the message
+    /// as `push` does (the rest goes out with `try_write` or `write_to`).
+    /// Returns `Ok(true)` when all of it went out.
+    pub fn write_now(
+        &mut self,
+        header: MessageHeader,
+        payload: &Bytes,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> std::io::Result<usize>,
+    ) -> std::io::Result<bool> {
+        use std::io::ErrorKind;
+        if !self.is_empty() || payload.len() > self.chunk_size {
+            self.push(header, payload);
+            return self.try_write(write);
+        }
+        let mut first = [0u8; MAX_TYPE0_HEADER];
+        let first_len = encode_type0(header, payload.len(), &mut first);
+        let slices = [IoSlice::new(&first[..first_len]), IoSlice::new(payload)];
+        let written = loop {
+            match write(&slices) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break 0,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if written == first_len + payload.len() {
+            self.written_total += written as u64;
+            return Ok(true);
+        }
+        self.push(header, payload);
+        self.consume(written);
+        Ok(false)
     }
 
     fn push_header_segment(&mut self, start: u32) {
@@ -185,9 +214,15 @@ impl ChunkWriter {
         filled
     }
 
+    /// Every byte written since the writer was made.
+    pub fn written_total(&self) -> u64 {
+        self.written_total
+    }
+
     /// Records that the next `written` bytes went out.
     pub fn consume(&mut self, mut written: usize) {
         self.pending -= written;
+        self.written_total += written as u64;
         while written > 0 {
             let segment = self.segments[self.written.segment];
             let remaining = self.segment_bytes(segment).len() - self.written.offset;
@@ -239,6 +274,27 @@ impl ChunkWriter {
             out.extend_from_slice(self.segment_bytes(segment));
         }
         out
+    }
+}
+
+/// Writes the type-0 (full) header of a message into `out`; returns its length.
+fn encode_type0(
+    header: MessageHeader,
+    payload_len: usize,
+    out: &mut [u8; MAX_TYPE0_HEADER],
+) -> usize {
+    let extended = header.timestamp >= MAX_INLINE_TIMESTAMP;
+    let inline_ts = header.timestamp.min(MAX_INLINE_TIMESTAMP);
+    out[0] = header.chunk_stream_id; // fmt 0
+    out[1..4].copy_from_slice(&inline_ts.to_be_bytes()[1..]);
+    out[4..7].copy_from_slice(&(payload_len as u32).to_be_bytes()[1..]);
+    out[7] = header.type_id;
+    out[8..12].copy_from_slice(&header.message_stream_id.to_le_bytes());
+    if extended {
+        out[12..16].copy_from_slice(&header.timestamp.to_be_bytes());
+        16
+    } else {
+        12
     }
 }
 
@@ -378,6 +434,47 @@ mod tests {
         writer.write_to(&mut out, None).await.unwrap();
         assert_eq!(out, expected);
         assert!(writer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn write_now_sends_what_push_would_queue() {
+        let small = Bytes::from((0..90u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let big = Bytes::from((0..250u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let mut reference = ChunkWriter::new(100);
+        reference.push(header(6, 5), &small);
+        reference.push(header(6, 0x0100_0000), &small);
+        reference.push(header(4, 6), &big);
+        reference.push(header(6, 7), &small);
+        let expected = reference.to_vec();
+
+        let mut writer = ChunkWriter::new(100);
+        let mut out = Vec::new();
+        // A socket that takes everything: the one-chunk messages go out whole.
+        let mut take_all = |slices: &[IoSlice<'_>]| {
+            let n: usize = slices.iter().map(|s| s.len()).sum();
+            for slice in slices {
+                out.extend_from_slice(slice);
+            }
+            Ok(n)
+        };
+        assert!(writer
+            .write_now(header(6, 5), &small, &mut take_all)
+            .unwrap());
+        assert!(writer
+            .write_now(header(6, 0x0100_0000), &small, &mut take_all)
+            .unwrap());
+        // Larger than a chunk: queued and written through the general path.
+        assert!(writer.write_now(header(4, 6), &big, &mut take_all).unwrap());
+        assert!(writer.is_empty());
+        // A socket that takes 7 bytes: the rest is queued for write_to.
+        let mut calls = 1;
+        assert!(!writer
+            .write_now(header(6, 7), &small, |s| trickle(&mut out, &mut calls, s))
+            .unwrap());
+        assert_eq!(writer.pending_bytes(), expected.len() - out.len());
+        writer.write_to(&mut out, None).await.unwrap();
+        assert_eq!(out, expected);
+        assert_eq!(writer.written_total(), expected.len() as u64);
     }
 
     #[test]

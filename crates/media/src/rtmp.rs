@@ -124,20 +124,22 @@ pub fn queue_media(
     timestamp: u32,
     payload: &Bytes,
 ) {
+    writer.push(media_header(kind, message_stream_id, timestamp), payload);
+}
+
+/// The chunk header fields of a media message: each kind on its own chunk stream.
+pub fn media_header(kind: MediaKind, message_stream_id: u32, timestamp: u32) -> MessageHeader {
     let chunk_stream_id = match kind {
         MediaKind::Audio => CSID_AUDIO,
         MediaKind::Video => CSID_VIDEO,
         MediaKind::Data => CSID_DATA,
     };
-    writer.push(
-        MessageHeader {
-            chunk_stream_id,
-            type_id: kind.type_id(),
-            message_stream_id,
-            timestamp,
-        },
-        payload,
-    );
+    MessageHeader {
+        chunk_stream_id,
+        type_id: kind.type_id(),
+        message_stream_id,
+        timestamp,
+    }
 }
 
 /// Builds an AMF0 object from string keys.
