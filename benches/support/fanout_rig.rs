@@ -119,14 +119,20 @@ impl FanoutRig {
     }
 
     /// Bytes the destinations wrote, headers included.
-    pub fn bytes_written(&self) -> u64 {
-        self.destinations
-            .iter()
-            .map(|d| {
-                d.status
-                    .bytes_sent
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .sum()
+    pub fn bytes_written(&mut self) -> u64 {
+        let mut total = 0;
+        for destination in &mut self.destinations {
+            let queue = &destination.status.queue;
+            match destination.writer.as_ref() {
+                Some(writer) => total += writer.bytes_written(),
+                None => {
+                    let writer: Box<MediaWriter<NullSink>> =
+                        queue.reclaim().expect("lent on the direct path");
+                    total += writer.bytes_written();
+                    assert!(queue.lend(writer).is_ok(), "nothing queued");
+                }
+            }
+        }
+        total
     }
 }

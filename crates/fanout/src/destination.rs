@@ -1,6 +1,9 @@
 //! One destination: a task that owns its socket and its bounded queue. It
 //! connects when the stream goes live, publishes, replays what the hub cached,
-//! then writes queued messages in batches with vectored writes; on failure it
+//! then relays the stream: while the destination keeps up, the task lends its
+//! writer to the queue and the hub's pushes write each message straight to
+//! the socket (never waiting on it); when the socket is full, the task takes
+//! over and writes what queued in batches with vectored writes. On failure it
 //! retries with jittered exponential backoff while the publisher stays live.
 //! Nothing here is ever awaited by ingest or by another destination.
 
@@ -323,32 +326,19 @@ async fn session(
         config,
         status,
         connect_started,
+        client,
+        out,
+        stream_id,
     };
-    // Split so the writer can be lent to the queue while the task reads.
+    // Split, so the task reads while its writer is lent to the queue.
     match transport {
         Transport::Plain(tcp) => {
             let (reader, sink) = tcp.into_split();
-            let writer = MediaWriter::new(
-                sink,
-                out,
-                stream_id,
-                Arc::clone(status),
-                hub.id(),
-                &config.id,
-            );
-            live.run(reader, writer, client, control, served).await
+            live.run(reader, sink, control, served).await
         }
         Transport::Tls(tls) => {
             let (reader, sink) = tokio::io::split(*tls);
-            let writer = MediaWriter::new(
-                sink,
-                out,
-                stream_id,
-                Arc::clone(status),
-                hub.id(),
-                &config.id,
-            );
-            live.run(reader, writer, client, control, served).await
+            live.run(reader, sink, control, served).await
         }
     }
 }
@@ -359,6 +349,10 @@ struct Live<'a> {
     config: &'a DestinationConfig,
     status: &'a Arc<DestinationStatus>,
     connect_started: Instant,
+    client: PublishClient,
+    /// At the negotiated chunk size.
+    out: ChunkWriter,
+    stream_id: u32,
 }
 
 impl Live<'_> {
@@ -367,8 +361,7 @@ impl Live<'_> {
     async fn run<R, S>(
         self,
         reader: R,
-        writer: MediaWriter<S>,
-        mut client: PublishClient,
+        sink: S,
         control: &mut watch::Receiver<Control>,
         served: &mut Option<u64>,
     ) -> SessionEnd
@@ -376,8 +369,15 @@ impl Live<'_> {
         R: AsyncRead + Unpin,
         S: MediaSink,
     {
-        let (hub, config, status) = (self.hub, self.config, self.status);
-        let mut writer = Box::new(writer);
+        let (hub, config, status, mut client) = (self.hub, self.config, self.status, self.client);
+        let mut writer = Box::new(MediaWriter::new(
+            sink,
+            self.out,
+            self.stream_id,
+            Arc::clone(status),
+            hub.id(),
+            &config.id,
+        ));
         let queue = &status.queue;
         let Some(publish_session) = hub.subscribe(queue) else {
             // The publisher left while we were connecting.

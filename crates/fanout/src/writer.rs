@@ -94,6 +94,10 @@ pub struct MediaWriter<S> {
     /// Why a direct write failed; the task reports it when it takes the
     /// writer back.
     failed: Option<String>,
+    /// How much of `out.written_total()` is already in `status.bytes_sent`:
+    /// the counter is shared, so it is brought up to date once a second (and
+    /// when the writer goes away), not on every write.
+    reported_bytes: u64,
 }
 
 impl<S: MediaSink> MediaWriter<S> {
@@ -116,6 +120,7 @@ impl<S: MediaSink> MediaWriter<S> {
             telemetry,
             status,
             failed: None,
+            reported_bytes: 0,
         }
     }
 
@@ -149,12 +154,17 @@ impl<S: MediaSink> MediaWriter<S> {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
-        let before = self.out.written_total();
         let result = self.out.write_to(&mut self.sink, Some(stall_timeout)).await;
-        self.count_written(before);
+        self.report_bytes();
         result.map_err(|e| e.to_string())?;
         self.telemetry.written(&self.status);
         Ok(())
+    }
+
+    /// Every byte written on this connection so far (`status.bytes_sent`
+    /// catches up within a second).
+    pub fn bytes_written(&self) -> u64 {
+        self.out.written_total()
     }
 
     /// Closes the write side once the unpublish is out.
@@ -162,9 +172,21 @@ impl<S: MediaSink> MediaWriter<S> {
         let _ = self.sink.shutdown().await;
     }
 
-    fn count_written(&self, total_before: u64) {
-        let written = self.out.written_total() - total_before;
-        self.status.bytes_sent.fetch_add(written, Ordering::Relaxed);
+    fn report_bytes(&mut self) {
+        let total = self.out.written_total();
+        self.status
+            .bytes_sent
+            .fetch_add(total - self.reported_bytes, Ordering::Relaxed);
+        self.reported_bytes = total;
+    }
+}
+
+impl<S> Drop for MediaWriter<S> {
+    fn drop(&mut self) {
+        let total = self.out.written_total();
+        self.status
+            .bytes_sent
+            .fetch_add(total - self.reported_bytes, Ordering::Relaxed);
     }
 }
 
@@ -173,20 +195,26 @@ impl<S: MediaSink> DirectWriter for MediaWriter<S> {
         let Some(timestamp) = self.timeline.rebase(message) else {
             return true;
         };
-        self.telemetry.arrivals.push(message.received_at);
         let header = rtmp::media_header(message.kind, self.stream_id, timestamp);
-        let before = self.out.written_total();
         let sink = &self.sink;
         let result = self.out.write_now(header, &message.payload, |slices| {
             sink.try_write_now(slices)
         });
-        self.count_written(before);
         match result {
             Ok(true) => {
-                self.telemetry.written(&self.status);
+                if self
+                    .telemetry
+                    .written_one(message.received_at, &self.status)
+                {
+                    self.report_bytes();
+                }
                 true
             }
-            Ok(false) => false,
+            Ok(false) => {
+                // The task finishes this write; its latency is known then.
+                self.telemetry.arrivals.push(message.received_at);
+                false
+            }
             Err(e) => {
                 self.failed = Some(format!("write failed: {e}"));
                 false
@@ -229,19 +257,35 @@ impl SessionTelemetry {
         }
     }
 
-    /// After a write completed: its messages' latency is now known.
+    /// After a batch was written: its messages' latency is now known.
     fn written(&mut self, status: &DestinationStatus) {
         let now = Instant::now();
         for arrived in self.arrivals.drain(..) {
             self.latencies
                 .push(now.saturating_duration_since(arrived).as_secs_f64());
         }
-        // Flushed once a second, or sooner when the buffer is full, so it
-        // never grows.
-        if now.duration_since(self.last_flush) >= TELEMETRY_FLUSH
-            || self.latencies.len() >= LATENCY_BUFFER
-        {
+        self.maintain(now, status);
+    }
+
+    /// After one message was written directly (`arrivals`, a separate
+    /// buffer, is not touched). True once a second: time to update shared
+    /// counters.
+    fn written_one(&mut self, arrived: Instant, status: &DestinationStatus) -> bool {
+        let now = Instant::now();
+        self.latencies
+            .push(now.saturating_duration_since(arrived).as_secs_f64());
+        self.maintain(now, status)
+    }
+
+    /// Hands samples to the recorder once a second, or sooner when the
+    /// buffer is full (so it never grows), and reports drops every 10 s.
+    /// Returns whether the second was up.
+    fn maintain(&mut self, now: Instant, status: &DestinationStatus) -> bool {
+        let second_up = now.duration_since(self.last_flush) >= TELEMETRY_FLUSH;
+        if second_up {
             self.last_flush = now;
+        }
+        if second_up || self.latencies.len() >= LATENCY_BUFFER {
             for latency in self.latencies.drain(..) {
                 self.latency.record(latency);
             }
@@ -261,6 +305,7 @@ impl SessionTelemetry {
                 );
             }
         }
+        second_up
     }
 }
 

@@ -35,6 +35,8 @@ struct Shared {
 
 pub struct Sinks {
     pub port: u16,
+    /// Counting bytes only (the tee): no RTMP sessions to report on.
+    raw: bool,
     shared: Arc<Shared>,
 }
 
@@ -78,7 +80,7 @@ pub async fn start(clocks: Vec<Arc<Clock>>, raw: bool) -> Result<Sinks, String> 
             });
         }
     });
-    Ok(Sinks { port, shared })
+    Ok(Sinks { port, raw, shared })
 }
 
 impl Sinks {
@@ -104,7 +106,7 @@ impl Sinks {
                 lost += (last_sent + 1 - first).saturating_sub(connection.received);
             }
         }
-        if connections.len() < expected_connections {
+        if !self.raw && connections.len() < expected_connections {
             eprintln!(
                 "prism-loadgen: only {} of {expected_connections} destinations connected",
                 connections.len()
