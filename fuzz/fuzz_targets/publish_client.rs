@@ -6,7 +6,10 @@ use prism_fanout::DestinationUrl;
 use prism_media::chunk::ChunkWriter;
 
 fuzz_target!(|data: &[u8]| {
-    let mut client = PublishClient::new(DestinationUrl::parse("rtmp://h/app", Some("key")).unwrap());
+    let mut client = PublishClient::new(
+        DestinationUrl::parse("rtmp://h/app", Some("key")).unwrap(),
+        prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+    );
     let mut out = ChunkWriter::new(128);
     let _ = client.start(&mut out);
     for piece in data.chunks(61) {
