@@ -61,6 +61,10 @@ struct Args {
     /// same wire format.
     #[arg(long, default_value_t = prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)]
     chunk_size: u32,
+    /// nginx-rtmp's chunk size when it should differ from `--chunk-size`
+    /// (4096 is nginx-rtmp's default).
+    #[arg(long)]
+    nginx_chunk_size: Option<u32>,
     /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1).
     #[arg(long)]
     prism_threads: Option<usize>,
@@ -270,7 +274,12 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
         args.streams,
         args.destinations,
         args.bitrate,
-        args.chunk_size,
+        match args.nginx_chunk_size {
+            Some(nginx) if nginx != args.chunk_size => {
+                format!("{} (nginx {nginx})", args.chunk_size)
+            }
+            _ => args.chunk_size.to_string(),
+        },
         args.seconds,
         if rounds.len() > 1 {
             format!("; median of {} rounds", rounds.len())

@@ -95,7 +95,7 @@ impl Relay {
                      error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 8192; }}\n\
                      rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size {chunk_size};\n{applications}  }}\n}}\n",
                     dir = dir.display(),
-                    chunk_size = args.chunk_size
+                    chunk_size = args.nginx_chunk_size.unwrap_or(args.chunk_size)
                 );
                 let path = dir.join("nginx.conf");
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
