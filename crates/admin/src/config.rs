@@ -460,7 +460,7 @@ impl Config {
         if !(128..=65536).contains(&chunk_size) {
             return Err(error(
                 raw.fanout.chunk_size.span(),
-                format!("fanout.chunk_size must be from 128 to 65536 (servers refuse larger); got {chunk_size}"),
+                format!("fanout.chunk_size must be from 128 to 65536 (the range RTMP servers such as SRS document); got {chunk_size}"),
             ));
         }
 
