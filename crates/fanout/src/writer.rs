@@ -83,6 +83,8 @@ impl MediaSink for NullSink {
     }
 }
 
+/// Writes one destination session's media and control messages onto its
+/// connection, from the task or, lent, from the hub's push.
 pub struct MediaWriter<S> {
     sink: S,
     out: ChunkWriter,
@@ -171,7 +173,9 @@ impl<S: MediaSink> MediaWriter<S> {
     pub async fn shutdown(&mut self) {
         let _ = self.sink.shutdown().await;
     }
+}
 
+impl<S> MediaWriter<S> {
     fn report_bytes(&mut self) {
         let total = self.out.written_total();
         self.status
@@ -183,10 +187,7 @@ impl<S: MediaSink> MediaWriter<S> {
 
 impl<S> Drop for MediaWriter<S> {
     fn drop(&mut self) {
-        let total = self.out.written_total();
-        self.status
-            .bytes_sent
-            .fetch_add(total - self.reported_bytes, Ordering::Relaxed);
+        self.report_bytes();
     }
 }
 
