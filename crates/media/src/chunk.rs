@@ -142,6 +142,7 @@ impl ChunkWriter {
         let slices = [IoSlice::new(&first[..first_len]), IoSlice::new(payload)];
         let written = loop {
             match write(&slices) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => break n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break 0,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -199,7 +200,7 @@ impl ChunkWriter {
 
     /// Fills `slices` with the bytes not yet written, at most `slices.len()`
     /// of them; returns how many were filled.
-    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+    fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
         let mut skip = self.written.offset;
         for &segment in self.segments.iter().skip(self.written.segment) {
@@ -220,7 +221,7 @@ impl ChunkWriter {
     }
 
     /// Records that the next `written` bytes went out.
-    pub fn consume(&mut self, mut written: usize) {
+    fn consume(&mut self, mut written: usize) {
         self.pending -= written;
         self.written_total += written as u64;
         while written > 0 {
@@ -237,7 +238,7 @@ impl ChunkWriter {
     }
 
     /// Whether every queued byte has been written.
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.written.segment >= self.segments.len()
     }
 
