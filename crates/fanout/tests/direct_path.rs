@@ -76,6 +76,13 @@ async fn slow_server(
 }
 
 // One thread: nothing runs between a push and the check after it.
+async fn next_frame(frames: &mut mpsc::UnboundedReceiver<MediaMessage>, seq: u32) -> MediaMessage {
+    tokio::time::timeout(Duration::from_secs(10), frames.recv())
+        .await
+        .unwrap_or_else(|_| panic!("frame {seq} never arrived"))
+        .expect("the server is still running")
+}
+
 #[tokio::test]
 async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,18 +118,19 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
     }
     assert_eq!(destination.status.state(), DestinationState::Live);
 
+    let queued_bytes = || {
+        destination
+            .status
+            .queue
+            .stats
+            .queued_bytes
+            .load(Ordering::Relaxed)
+    };
     // 300 frames of 20 KB, one every 2 ms: 6 MB while the server sleeps 0.7 s.
     let mut queued_at_most = 0;
     for seq in 0..MESSAGES {
         publish.push(MediaMessage::new(MediaKind::Video, seq * 2, frame(seq)));
-        queued_at_most = queued_at_most.max(
-            destination
-                .status
-                .queue
-                .stats
-                .queued_bytes
-                .load(Ordering::Relaxed),
-        );
+        queued_at_most = queued_at_most.max(queued_bytes());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(
@@ -132,10 +140,7 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
 
     let mut last_timestamp = 0;
     for seq in 0..MESSAGES {
-        let message = tokio::time::timeout(Duration::from_secs(10), frames.recv())
-            .await
-            .unwrap_or_else(|_| panic!("frame {seq} never arrived"))
-            .unwrap();
+        let message = next_frame(&mut frames, seq).await;
         assert_eq!(message.payload, frame(seq), "frame {seq} differs");
         assert!(
             message.timestamp >= last_timestamp,
@@ -152,19 +157,8 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
         MESSAGES * 2,
         frame(MESSAGES),
     ));
-    assert_eq!(
-        destination
-            .status
-            .queue
-            .stats
-            .queued_bytes
-            .load(Ordering::Relaxed),
-        0
-    );
-    let last = tokio::time::timeout(Duration::from_secs(10), frames.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(queued_bytes(), 0);
+    let last = next_frame(&mut frames, MESSAGES).await;
     assert_eq!(last.payload, frame(MESSAGES));
     // The session carried on: no reconnect.
     assert_eq!(destination.status.reconnects.load(Ordering::Relaxed), 0);
