@@ -10,8 +10,8 @@ use std::time::Duration;
 use prism_fanout::DestinationUrl;
 use prism_ingest::remux::Remuxer;
 use prism_ingest::ts::TsDemuxer;
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, MediaKind, MediaMessage};
+use prism_media::{MediaKind, MediaMessage};
+use prism_rtmp::ChunkWriter;
 
 use support::*;
 
@@ -78,9 +78,9 @@ async fn publish(url: &str, messages: &[MediaMessage]) {
             started + Duration::from_millis((message.timestamp - first) as u64),
         )
         .await;
-        rtmp::queue_media(
+        prism_rtmp::queue_media(
             &mut out,
-            message.kind,
+            message.kind.type_id(),
             stream_id,
             message.timestamp,
             &message.payload,

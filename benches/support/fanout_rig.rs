@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use prism_fanout::writer::{MediaWriter, NullSink};
 use prism_fanout::DestinationStatus;
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, MediaKind, MediaMessage, PublishGuard, StreamHub};
+use prism_media::{MediaKind, MediaMessage, PublishGuard, StreamHub};
+use prism_rtmp::ChunkWriter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -50,7 +50,7 @@ impl FanoutRig {
                 hub.subscribe(&status.queue).expect("live");
                 let writer = Box::new(MediaWriter::new(
                     NullSink,
-                    ChunkWriter::new(rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
+                    ChunkWriter::new(prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
                     1,
                     Arc::clone(&status),
                     "bench",

@@ -101,6 +101,21 @@ impl Prism {
     /// Starts the daemon on the scratch dir's existing `prism.toml` (a
     /// restart); the log is appended to.
     pub fn start_on_file(scratch: &Scratch, rtmp_port: u16) -> Self {
+        Self::start_on_file_with_env(scratch, rtmp_port, &[])
+    }
+
+    /// As `start`, with more environment variables for the daemon.
+    pub fn start_with_env(
+        scratch: &Scratch,
+        config: &str,
+        rtmp_port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
+        fs::write(scratch.file("prism.toml"), config).unwrap();
+        Self::start_on_file_with_env(scratch, rtmp_port, env)
+    }
+
+    fn start_on_file_with_env(scratch: &Scratch, rtmp_port: u16, env: &[(&str, &str)]) -> Self {
         let config_path = scratch.file("prism.toml");
         let log_path = scratch.file("prism.log");
         let log = fs::OpenOptions::new()
@@ -113,6 +128,7 @@ impl Prism {
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -171,11 +187,20 @@ impl Prism {
 
     /// Resident memory of the daemon now, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the daemon has had, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
         let child = self.child.as_ref().expect("prism is running");
         let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap()
     }
@@ -525,7 +550,7 @@ pub struct FakeDestination {
 }
 
 impl FakeDestination {
-    fn start(serve: impl Fn(&TcpStream) -> bool + Send + Sync + 'static) -> Self {
+    pub fn start(serve: impl Fn(&TcpStream) -> bool + Send + Sync + 'static) -> Self {
         let serve = Arc::new(serve);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -603,11 +628,10 @@ fn accept_publish(socket: &TcpStream) -> Option<()> {
 
 /// Answers a publish request with a refusal.
 fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
-    use prism_ingest::session::{IngestEvent, IngestSession};
-    use prism_media::chunk::ChunkWriter;
+    use prism_rtmp::{ChunkWriter, ServerEvent, ServerSession};
 
     let mut input = server_handshake(socket)?;
-    let mut session = IngestSession::new();
+    let mut session = ServerSession::new(Default::default());
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -615,9 +639,9 @@ fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
         session.handle_input(&input, &mut out, &mut events).ok()?;
         let requested = events
             .drain(..)
-            .any(|e| matches!(e, IngestEvent::PublishRequested { .. }));
+            .any(|e| matches!(e, ServerEvent::PublishRequested { .. }));
         if requested {
-            session.reject_publish(&mut out, description).ok()?;
+            session.reject_publish(&mut out, description);
         }
         socket.write_all(&out.to_vec()).ok()?;
         out.clear();
@@ -629,8 +653,33 @@ fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
     }
 }
 
+/// Completes the client side of an RTMP handshake (rml_rtmp's, not
+/// Prism's); `None` if the server hung up.
+pub fn client_handshake(stream: &mut TcpStream) -> Option<()> {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut handshake = Handshake::new(PeerType::Client);
+    stream
+        .write_all(&handshake.generate_outbound_p0_and_p1().ok()?)
+        .ok()?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).ok().filter(|&n| n > 0)?;
+        match handshake.process_bytes(&buf[..n]).ok()? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                stream.write_all(&response_bytes).ok()?
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                stream.write_all(&response_bytes).ok()?;
+                return Some(());
+            }
+        }
+    }
+}
+
 /// The server side of the RTMP handshake; returns bytes read past it.
-fn server_handshake(mut socket: &TcpStream) -> Option<Vec<u8>> {
+pub fn server_handshake(mut socket: &TcpStream) -> Option<Vec<u8>> {
     use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 
     socket
@@ -658,12 +707,12 @@ fn server_handshake(mut socket: &TcpStream) -> Option<Vec<u8>> {
 /// Serves a publish; with `record`, keeps reading and records the media
 /// until the connection closes.
 fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()> {
-    use prism_ingest::session::{IngestEvent, IngestSession};
-    use prism_media::chunk::ChunkWriter;
+    use prism_media::{MediaKind, MediaMessage};
+    use prism_rtmp::{ChunkWriter, ServerEvent, ServerSession};
 
     let mut input = server_handshake(socket)?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut session = IngestSession::new();
+    let mut session = ServerSession::new(Default::default());
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
     let mut accepted = false;
@@ -671,16 +720,21 @@ fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()
         session.handle_input(&input, &mut out, &mut events).ok()?;
         for event in events.drain(..) {
             match event {
-                IngestEvent::PublishRequested { .. } => {
-                    session.accept_publish(&mut out).ok()?;
+                ServerEvent::PublishRequested { .. } => {
+                    session.accept_publish(&mut out);
                     accepted = true;
                 }
-                IngestEvent::Media(message) => {
-                    if let Some(record) = record {
-                        record.lock().unwrap().push(message);
+                ServerEvent::Media(message) => {
+                    let kind = MediaKind::from_type_id(message.type_id);
+                    if let (Some(record), Some(kind)) = (record, kind) {
+                        record.lock().unwrap().push(MediaMessage::new(
+                            kind,
+                            message.timestamp,
+                            message.payload,
+                        ));
                     }
                 }
-                IngestEvent::PublishEnded => {}
+                ServerEvent::PublishEnded => {}
             }
         }
         socket.write_all(&out.to_vec()).ok()?;
@@ -788,4 +842,26 @@ pub fn promtool_problems(exposition: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// A publisher replaced within the grace period continued the show: Prism
+/// says so, the destination was connected once, and its one recording holds
+/// at least `min_secs` (both parts), monotonic and decodable.
+pub fn assert_one_continuous_show(prism: &Prism, out: &Path, min_secs: f64) {
+    let log = prism.log();
+    assert!(
+        log.contains("publisher resumed the session within the grace period"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("destination live").count(),
+        1,
+        "the destination reconnected:\n{log}"
+    );
+    let duration = probe_duration(out);
+    assert!(
+        duration > min_secs,
+        "only {duration} s arrived of more than {min_secs} s: a publisher's part is missing"
+    );
+    assert_good_recording(out, duration);
 }

@@ -102,7 +102,7 @@ async fn authenticate(State(app): State<App>, request: Request, next: Next) -> R
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         // Constant time, so response timing does not reveal how much of a
         // guessed token was right.
@@ -111,6 +111,15 @@ async fn authenticate(State(app): State<App>, request: Request, next: Next) -> R
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` work too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// Parses a JSON body strictly; the error names the offending field.
@@ -659,6 +668,16 @@ fn generate_key() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        use super::bearer_token;
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc", " Bearer abc "] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -41,10 +41,40 @@ struct RawRtmp {
     idle_timeout_s: u64,
     #[serde(default = "default_max_message_kib")]
     max_message_kib: u64,
+    #[serde(default = "default_max_partial_messages")]
+    max_partial_messages: usize,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_s: u64,
+    #[serde(default = "default_max_anonymous_connections")]
+    max_anonymous_connections: usize,
+    #[serde(default = "default_max_anonymous_per_address")]
+    max_anonymous_per_address: usize,
+    #[serde(default = "default_stall_timeout_ms")]
+    stall_timeout_ms: u64,
+}
+
+fn default_stall_timeout_ms() -> u64 {
+    1000
+}
+
+fn default_handshake_timeout() -> u64 {
+    5
+}
+
+fn default_max_anonymous_connections() -> usize {
+    512
+}
+
+fn default_max_anonymous_per_address() -> usize {
+    16
 }
 
 fn default_max_message_kib() -> u64 {
     8 * 1024
+}
+
+fn default_max_partial_messages() -> usize {
+    8
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +185,7 @@ impl Default for RawFanout {
 }
 
 fn default_max_connections() -> usize {
-    256
+    1024
 }
 fn default_publish_timeout() -> u64 {
     10
@@ -176,7 +206,7 @@ fn default_send_buffer() -> u32 {
     512
 }
 fn default_chunk_size() -> Spanned<u32> {
-    Spanned::new(0..0, prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)
+    Spanned::new(0..0, prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)
 }
 /// Long enough for an encoder's network blip or an OBS reconnect.
 fn default_reconnect_grace() -> u64 {
@@ -285,9 +315,20 @@ pub struct RtmpConfig {
     pub listen: SocketAddr,
     /// The largest RTMP message an encoder may send.
     pub max_message_bytes: usize,
+    /// RTMP messages in progress at once on one connection.
+    pub max_partial_messages: usize,
     pub max_connections: usize,
+    /// From accept to an answered `connect` (handshake included).
+    pub handshake_timeout: Duration,
     pub publish_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Connections not yet publishing with a known key, from all addresses
+    /// and from one; a newcomer evicts the least advanced when full.
+    pub max_anonymous_connections: usize,
+    pub max_anonymous_per_address: usize,
+    /// With the anonymous pool full, how long a connection may go without
+    /// progress before it gives its slot to the next one.
+    pub stall_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -629,8 +670,20 @@ impl Config {
                 listen,
                 // RTMP message lengths are 24-bit: 16 MiB is the protocol's own cap.
                 max_message_bytes: (rtmp.max_message_kib.clamp(64, 16 * 1024) * 1024) as usize,
+                // Interleaving senders need one per chunk stream they use.
+                max_partial_messages: rtmp.max_partial_messages.clamp(2, 64),
                 max_connections: rtmp.max_connections,
+                handshake_timeout: Duration::from_secs(
+                    rtmp.handshake_timeout_s
+                        .clamp(1, rtmp.publish_timeout_s.max(1)),
+                ),
                 publish_timeout: Duration::from_secs(rtmp.publish_timeout_s.max(1)),
+                // Below max_connections leaves slots for publishers.
+                max_anonymous_connections: rtmp
+                    .max_anonymous_connections
+                    .clamp(1, rtmp.max_connections),
+                max_anonymous_per_address: rtmp.max_anonymous_per_address.max(1),
+                stall_timeout: Duration::from_millis(rtmp.stall_timeout_ms.clamp(100, 60_000)),
                 idle_timeout: Duration::from_secs(rtmp.idle_timeout_s.max(1)),
             },
             fanout: FanoutConfig {
@@ -667,6 +720,11 @@ fn check_id(id: &str) -> Result<(), String> {
         return Err(format!(
             "{id:?} may only contain letters, digits, '-', '_' and '.'"
         ));
+    }
+    // Ids are path segments of the admin API: "." and ".." would be
+    // rewritten by clients and proxies before they reach it.
+    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!("{id:?} must start with a letter or a digit"));
     }
     Ok(())
 }
@@ -743,6 +801,18 @@ key = "live_8f2c1d"
             message.starts_with("prism.toml:17:3: unknown field `enable`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn dot_only_ids_are_refused() {
+        for bad in ["..", ".", ".hidden", "-x"] {
+            let text = GOOD.replace("id = \"custom\"", &format!("id = \"{bad}\""));
+            let message = error_text(&text);
+            assert!(
+                message.contains("must start with a letter or a digit"),
+                "{bad}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -12,19 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rml_rtmp::handshake::PeerType;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, Batch, DestinationQueue, MediaMessage, StreamHub};
+use prism_media::supervise::catch_panic;
+use prism_media::{Batch, DestinationQueue, MediaMessage, StreamHub};
+use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
 use crate::writer::{MediaSink, MediaWriter};
 
-use crate::client::{ClientEvent, PublishClient};
 use crate::transport::{tls_config, tls_connect, Transport};
 use crate::url::{DestinationUrl, Scheme};
 
@@ -101,6 +100,8 @@ pub struct DestinationStatus {
     pub bytes_sent: AtomicU64,
     pub reconnects: AtomicU64,
     pub queue: Arc<DestinationQueue>,
+    /// Test hook: the task panics at its next turn (see `inject_panic`).
+    panic_requested: std::sync::atomic::AtomicBool,
 }
 
 impl DestinationStatus {
@@ -113,6 +114,7 @@ impl DestinationStatus {
             bytes_sent: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
+            panic_requested: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -175,6 +177,14 @@ impl DestinationHandle {
         self.status.queue.interrupt();
     }
 
+    /// Test hook: makes the destination's task panic at its next turn, to
+    /// show that the supervisor retries it.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.status.panic_requested.store(true, Ordering::Relaxed);
+        self.status.queue.interrupt();
+    }
+
     /// Ends the task: a live session is unpublished cleanly first.
     pub async fn shutdown(&self) {
         self.control.send_modify(|c| c.shutdown = true);
@@ -194,12 +204,65 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
         shutdown: false,
     });
     let id = config.id.clone();
-    let task = tokio::spawn(run(hub, config, Arc::clone(&status), control_rx));
+    let task = tokio::spawn(supervise(hub, config, Arc::clone(&status), control_rx));
     DestinationHandle {
         id,
         status,
         control,
         task: Mutex::new(Some(task)),
+    }
+}
+
+/// Runs the destination's task, and runs it again after a panic: the
+/// panic is logged and counted (`prism_task_panics_total{task="destination"}`),
+/// the destination shows `retrying` with the panic as its last error, and it
+/// reconnects after the usual backoff. The task itself returns only when it
+/// is shut down or its stream is gone.
+async fn supervise(
+    hub: Arc<StreamHub>,
+    config: DestinationConfig,
+    status: Arc<DestinationStatus>,
+    control: watch::Receiver<Control>,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let task = run(
+            Arc::clone(&hub),
+            config.clone(),
+            Arc::clone(&status),
+            control.clone(),
+        );
+        let Err(panic) = catch_panic("destination", task).await else {
+            return;
+        };
+        // Whatever the task held on the hub's side goes: its subscription
+        // and a writer it may have lent to the queue.
+        hub.unsubscribe(&status.queue);
+        status.queue.discard_lent();
+        let delay = jittered(backoff);
+        error!(
+            stream = %hub.id(),
+            destination = %config.id,
+            url = %config.url,
+            %panic,
+            retry_in_ms = delay.as_millis() as u64,
+            "destination task panicked; retrying"
+        );
+        status.set_error(Some(format!("internal error (task panicked): {panic}")));
+        status.set_state(DestinationState::Retrying);
+        status.reconnects.fetch_add(1, Ordering::Relaxed);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let mut control = control.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            () = async {
+                while control.changed().await.is_ok() {
+                    if control.borrow().shutdown {
+                        return;
+                    }
+                }
+            } => return,
+        }
     }
 }
 
@@ -401,7 +464,7 @@ impl Live<'_> {
             connect_ms = (connect_seconds * 1000.0) as u64,
             "destination live"
         );
-        let end = relay(queue, reader, writer, client, config, control).await;
+        let end = relay(status, reader, writer, client, config, control).await;
         hub.unsubscribe(queue);
         end
     }
@@ -411,7 +474,7 @@ impl Live<'_> {
 /// (so the hub writes to the socket directly) and sleep until the queue or
 /// the server needs the task.
 async fn relay<R, S>(
-    queue: &DestinationQueue,
+    status: &DestinationStatus,
     mut reader: R,
     mut writer: Box<MediaWriter<S>>,
     mut client: PublishClient,
@@ -422,9 +485,15 @@ where
     R: AsyncRead + Unpin,
     S: MediaSink,
 {
+    let queue = &status.queue;
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut read_buf = vec![0u8; 16 * 1024];
     loop {
+        if status.panic_requested.load(Ordering::Relaxed)
+            && status.panic_requested.swap(false, Ordering::Relaxed)
+        {
+            panic!("panic injected by a test");
+        }
         // Control changes interrupt the queue, so the task waits on the
         // queue and the socket only, not on a control channel too.
         if control.has_changed().unwrap_or(true) {
@@ -588,9 +657,11 @@ pub async fn start_publish<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let leftover = rtmp::handshake(stream, PeerType::Client).await?;
-    let mut client = PublishClient::new(url.clone(), chunk_size);
-    client.start(out).map_err(|e| e.to_string())?;
+    let leftover = prism_rtmp::handshake(stream, Role::Client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = PublishClient::new(url.publish_target(), chunk_size);
+    client.start(out);
     let mut events = client
         .handle_input(&leftover, out)
         .map_err(|e| e.to_string())?;
@@ -628,9 +699,7 @@ async fn finish<S: MediaSink>(
     writer: &mut MediaWriter<S>,
     config: &DestinationConfig,
 ) -> Result<(), String> {
-    client
-        .unpublish(writer.chunks())
-        .map_err(|e| e.to_string())?;
+    client.unpublish(writer.chunks());
     writer.flush(config.write_timeout).await?;
     writer.shutdown().await;
     Ok(())

@@ -2,7 +2,6 @@
 //! pushing the stream over RTMP with chunk headers written per destination and
 //! payloads shared by all of them.
 
-pub mod client;
 pub mod destination;
 pub mod registry;
 pub mod transport;

@@ -26,6 +26,17 @@ pub struct DestinationUrl {
     pub stream_name: StreamKey,
 }
 
+impl DestinationUrl {
+    /// What the RTMP session needs of the URL.
+    pub fn publish_target(&self) -> prism_rtmp::PublishTarget {
+        prism_rtmp::PublishTarget {
+            app: self.app.clone(),
+            tc_url: self.tc_url.clone(),
+            stream_name: self.stream_name.expose().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("url must start with rtmp:// or rtmps:// (got {0:?})")]

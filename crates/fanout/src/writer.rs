@@ -16,8 +16,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, DirectWriter, MediaMessage};
+use prism_media::{DirectWriter, MediaMessage};
+use prism_rtmp::ChunkWriter;
 
 use crate::destination::DestinationStatus;
 
@@ -134,9 +134,9 @@ impl<S: MediaSink> MediaWriter<S> {
     /// Chunks `message` onto the connection, to go out with the next write.
     pub fn queue(&mut self, message: &MediaMessage) {
         if let Some(timestamp) = self.timeline.rebase(message) {
-            rtmp::queue_media(
+            prism_rtmp::queue_media(
                 &mut self.out,
-                message.kind,
+                message.kind.type_id(),
                 self.stream_id,
                 timestamp,
                 &message.payload,
@@ -196,7 +196,7 @@ impl<S: MediaSink> DirectWriter for MediaWriter<S> {
         let Some(timestamp) = self.timeline.rebase(message) else {
             return true;
         };
-        let header = rtmp::media_header(message.kind, self.stream_id, timestamp);
+        let header = prism_rtmp::media_header(message.kind.type_id(), self.stream_id, timestamp);
         let sink = &self.sink;
         let result = self.out.write_now(header, &message.payload, |slices| {
             sink.try_write_now(slices)
@@ -332,9 +332,14 @@ impl Timeline {
         let delta = message.timestamp.wrapping_sub(origin) as i32;
         if delta >= 0 {
             Some(delta as u32)
-        } else if message.droppable() {
+        } else if message.droppable() && !message.keyframe {
             None
         } else {
+            // Sequence headers, metadata, and a keyframe stamped just before
+            // the first message sent (a publisher that interleaves chunk
+            // streams can finish a short audio message before the keyframe
+            // that precedes it): dropping the keyframe would leave the
+            // destination undecodable until the next one.
             Some(0)
         }
     }
@@ -361,6 +366,8 @@ mod tests {
         assert_eq!(timeline.rebase(&header), Some(0));
         assert_eq!(timeline.rebase(&key), Some(0));
         assert_eq!(timeline.rebase(&early_audio), None);
+        let early_key = msg(MediaKind::Video, 59_995, &[0x17, 1, 0, 0, 0]);
+        assert_eq!(timeline.rebase(&early_key), Some(0));
         assert_eq!(timeline.rebase(&audio), Some(10));
         assert_eq!(timeline.rebase(&late_header), Some(0));
     }

@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rml_rtmp::handshake::PeerType;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
-use prism_ingest::session::{IngestEvent, IngestSession};
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, IngestProtocol, MediaKind, MediaMessage, StreamHub};
+use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
+use prism_rtmp::{ChunkWriter, Message, Role, ServerEvent, ServerLimits, ServerSession};
 
 const MESSAGES: u32 = 300;
 const FRAME_BYTES: usize = 20_000;
@@ -37,13 +35,13 @@ fn frame(seq: u32) -> Bytes {
 async fn slow_server(
     listener: TcpListener,
     pause: Duration,
-    frames: mpsc::UnboundedSender<MediaMessage>,
+    frames: mpsc::UnboundedSender<Message>,
 ) {
     let (mut socket, _) = listener.accept().await.unwrap();
-    let leftover = rtmp::handshake(&mut socket, PeerType::Server)
+    let leftover = prism_rtmp::handshake(&mut socket, Role::Server)
         .await
         .unwrap();
-    let mut session = IngestSession::new();
+    let mut session = ServerSession::new(ServerLimits::default());
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
     let mut input = leftover;
@@ -54,8 +52,8 @@ async fn slow_server(
         session.handle_input(&input, &mut out, &mut events).unwrap();
         for event in events.drain(..) {
             match event {
-                IngestEvent::PublishRequested { .. } => session.accept_publish(&mut out).unwrap(),
-                IngestEvent::Media(message) if message.kind == MediaKind::Video => {
+                ServerEvent::PublishRequested { .. } => session.accept_publish(&mut out),
+                ServerEvent::Media(message) if message.type_id == MediaKind::Video.type_id() => {
                     received += 1;
                     let _ = frames.send(message);
                 }
@@ -76,7 +74,7 @@ async fn slow_server(
 }
 
 // One thread: nothing runs between a push and the check after it.
-async fn next_frame(frames: &mut mpsc::UnboundedReceiver<MediaMessage>, seq: u32) -> MediaMessage {
+async fn next_frame(frames: &mut mpsc::UnboundedReceiver<Message>, seq: u32) -> Message {
     tokio::time::timeout(Duration::from_secs(10), frames.recv())
         .await
         .unwrap_or_else(|_| panic!("frame {seq} never arrived"))
@@ -106,7 +104,7 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
             write_timeout: Duration::from_secs(5),
             // Small, so a server that stops reading fills it quickly.
             socket_send_buffer_bytes: 16 * 1024,
-            chunk_size: rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+            chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
             ca_file: None,
         },
     );

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use rml_amf0::Amf0Value;
+use prism_rtmp::amf0::{self, Value as Amf0Value};
 use tracing::info;
 
 use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
@@ -84,22 +84,20 @@ impl PublishAnnouncer {
     }
 
     fn read_metadata(&mut self, payload: &[u8]) {
-        if !prism_media::rtmp::amf0_depth_ok(payload) {
-            return;
-        }
-        let mut cursor = std::io::Cursor::new(payload);
-        let Ok(values) = rml_amf0::deserialize(&mut cursor) else {
+        // The bounded decoder: a publisher's metadata is untrusted input.
+        let Ok(values) = amf0::decode_all(payload) else {
             return;
         };
-        let Some(Amf0Value::Object(fields)) = values
+        let Some(fields) = values
             .into_iter()
-            .find(|v| matches!(v, Amf0Value::Object(_)))
+            .find(|v| matches!(v, Amf0Value::Object(_) | Amf0Value::EcmaArray(_)))
         else {
             return;
         };
-        let number = |name: &str| match fields.get(name) {
-            Some(Amf0Value::Number(n)) if n.is_finite() && *n > 0.0 => Some(*n),
-            _ => None,
+        let number = |name: &str| {
+            fields
+                .get_number(name)
+                .filter(|n| n.is_finite() && *n > 0.0)
         };
         self.width = number("width");
         self.height = number("height");

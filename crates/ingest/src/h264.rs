@@ -164,7 +164,9 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            // delta_scale is -128..=127 in a valid SPS; a
+                            // hostile one must not overflow.
+                            next = (i64::from(last) + i64::from(r.se()?)).rem_euclid(256) as i32;
                         }
                         last = if next == 0 { last } else { next };
                     }
@@ -189,8 +191,8 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = r.ue()? + 1;
-    let height_units = r.ue()? + 1;
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_units = r.ue()?.checked_add(1)?;
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
@@ -203,18 +205,23 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
         top = r.ue()?;
         bottom = r.ue()?;
     }
+    let field_factor = u64::from(2 - frame_mbs_only);
     let (crop_x, crop_y) = match chroma_format {
-        0 | 3 => (1, 2 - frame_mbs_only),
-        2 => (2, 2 - frame_mbs_only),
-        _ => (2, 2 * (2 - frame_mbs_only)),
+        0 | 3 => (1, field_factor),
+        2 => (2, field_factor),
+        _ => (2, 2 * field_factor),
     };
-    let width = (width_mbs * 16).checked_sub((left + right) * crop_x)?;
-    let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub((top + bottom) * crop_y)?;
-    Some((width, height))
+    // The sizes are Exp-Golomb codes a peer chooses: up to 2^32 - 2 each, so
+    // the arithmetic is done in u64 and a result past u32 is no picture.
+    let coded_width = u64::from(width_mbs) * 16;
+    let coded_height = field_factor * u64::from(height_units) * 16;
+    let width = coded_width.checked_sub((u64::from(left) + u64::from(right)) * crop_x)?;
+    let height = coded_height.checked_sub((u64::from(top) + u64::from(bottom)) * crop_y)?;
+    Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // SPSs written by ffmpeg's libx264: baseline 320x240, and high 1920x1080
@@ -266,6 +273,92 @@ mod tests {
     #[test]
     fn removes_emulation_prevention() {
         assert_eq!(rbsp(&[0, 0, 3, 1, 0, 0, 3, 0]), vec![0, 0, 1, 0, 0, 0]);
+    }
+
+    /// An SPS whose sizes are the largest Exp-Golomb values (2^32 - 2): the
+    /// products overflow u32, which must be "no picture", not a panic.
+    #[test]
+    fn sps_sizes_past_u32_are_refused() {
+        let mut bits = BitWriter::default();
+        bits.bits(66, 8)
+            .bits(0, 16)
+            .ue(0)
+            .ue(0)
+            .ue(2)
+            .ue(1)
+            .bits(0, 1);
+        bits.ue(u32::MAX - 1).ue(u32::MAX - 1).bits(1, 1).bits(1, 1);
+        bits.bits(1, 1)
+            .ue(u32::MAX - 1)
+            .ue(u32::MAX - 1)
+            .ue(0)
+            .ue(0);
+        let mut sps = vec![0x67];
+        sps.extend(bits.finish());
+        assert_eq!(sps_dimensions(&sps), None);
+    }
+
+    /// A scaling list delta of 2^31 - 1 (valid ones are -128..=127).
+    #[test]
+    fn a_huge_scaling_delta_is_not_an_overflow() {
+        let mut bits = BitWriter::default();
+        bits.bits(100, 8)
+            .bits(0, 16)
+            .ue(0)
+            .ue(1)
+            .ue(0)
+            .ue(0)
+            .bits(0, 1);
+        bits.bits(1, 1).bits(1, 1); // scaling matrix present, list 0 present
+        bits.ue(u32::MAX - 1); // se = 2^31 - 1
+        let mut sps = vec![0x67];
+        sps.extend(bits.finish());
+        assert_eq!(sps_dimensions(&sps), None); // runs out of bits, no panic
+    }
+
+    /// Writes what `BitReader` reads, for hand-built parameter sets.
+    #[derive(Default)]
+    pub(crate) struct BitWriter {
+        bytes: Vec<u8>,
+        used: u32,
+    }
+
+    impl BitWriter {
+        pub(crate) fn bits(&mut self, value: u64, count: u32) -> &mut Self {
+            for i in (0..count).rev() {
+                if self.used.is_multiple_of(8) {
+                    self.bytes.push(0);
+                }
+                let bit = ((value >> i) & 1) as u8;
+                *self.bytes.last_mut().unwrap() |= bit << (7 - self.used % 8);
+                self.used += 1;
+            }
+            self
+        }
+
+        pub(crate) fn ue(&mut self, value: u32) -> &mut Self {
+            let code = u64::from(value) + 1;
+            let width = 64 - code.leading_zeros();
+            self.bits(0, width - 1).bits(code, width)
+        }
+
+        /// The bytes with emulation prevention inserted, as an encoder
+        /// writes them (`00 00 0x` with x <= 3 becomes `00 00 03 0x`).
+        pub(crate) fn finish(&mut self) -> Vec<u8> {
+            let raw = std::mem::take(&mut self.bytes);
+            let mut out = Vec::with_capacity(raw.len() + raw.len() / 2);
+            let mut zeros = 0;
+            for &b in &raw {
+                if zeros >= 2 && b <= 3 {
+                    out.push(3);
+                    zeros = 0;
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                out.push(b);
+            }
+            assert_eq!(rbsp(&out), raw);
+            out
+        }
     }
 
     #[test]

@@ -77,8 +77,10 @@ pub fn parse_sps(sps: &[u8]) -> Option<SpsInfo> {
             _ => (1, 1),
         };
         let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
-        width = width.checked_sub(sub_w * (left + right))?;
-        height = height.checked_sub(sub_h * (top + bottom))?;
+        // Peer-chosen Exp-Golomb values: overflow is a malformed SPS.
+        let crop = |sub: u32, a: u32, b: u32| a.checked_add(b)?.checked_mul(sub);
+        width = width.checked_sub(crop(sub_w, left, right)?)?;
+        height = height.checked_sub(crop(sub_h, top, bottom)?)?;
     }
     Some(SpsInfo {
         general_ptl,
@@ -117,4 +119,40 @@ pub fn decoder_configuration_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Optio
         record.extend_from_slice(unit);
     }
     Some(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h264::tests::BitWriter;
+
+    /// One sub-layer SPS with a conformance window whose offsets overflow
+    /// u32 when scaled by the chroma subsampling.
+    #[test]
+    fn a_crop_window_past_u32_is_refused() {
+        let mut sps = vec![0x42, 0x01, 0x01];
+        sps.extend([0x01; 12]); // general profile, tier and level
+        let mut bits = BitWriter::default();
+        bits.ue(0).ue(1).ue(1920).ue(1080).bits(1, 1);
+        bits.ue(u32::MAX - 1)
+            .ue(u32::MAX - 1)
+            .ue(0)
+            .ue(0)
+            .ue(0)
+            .ue(0);
+        sps.extend(bits.finish());
+        assert_eq!(parse_sps(&sps), None);
+    }
+
+    #[test]
+    fn a_crop_window_is_applied() {
+        let mut sps = vec![0x42, 0x01, 0x01];
+        sps.extend([0x01; 12]);
+        let mut bits = BitWriter::default();
+        bits.ue(0).ue(1).ue(1920).ue(1088).bits(1, 1);
+        bits.ue(0).ue(0).ue(0).ue(4).ue(0).ue(0);
+        sps.extend(bits.finish());
+        let info = parse_sps(&sps).unwrap();
+        assert_eq!((info.width, info.height), (1920, 1080));
+    }
 }

@@ -10,7 +10,7 @@
 //! dropped, the session goes on.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rml_amf0::Amf0Value;
+use prism_rtmp::amf0::{self, Value as Amf0Value};
 
 use prism_media::flv::AMF0_SET_DATA_FRAME;
 use prism_media::{MediaKind, MediaMessage};
@@ -275,9 +275,9 @@ impl Remuxer {
 
     /// `@setDataFrame`/`onMetaData` with what is known so far.
     fn push_metadata(&self, timestamp: u32, out: &mut Vec<MediaMessage>) {
-        let mut fields = std::collections::HashMap::new();
+        let mut fields = Vec::new();
         let mut set = |name: &str, value: Amf0Value| {
-            fields.insert(name.to_string(), value);
+            fields.push((name.to_string(), value));
         };
         if let Some((width, height)) = self.dimensions {
             set("width", Amf0Value::Number(width as f64));
@@ -307,17 +307,9 @@ impl Remuxer {
             set("audiochannels", Amf0Value::Number(audio.channels as f64));
             set("stereo", Amf0Value::Boolean(audio.channels >= 2));
         }
-        set(
-            "encoder",
-            Amf0Value::Utf8String("Prism (from MPEG-TS)".into()),
-        );
-        let values = vec![
-            Amf0Value::Utf8String("onMetaData".into()),
-            Amf0Value::Object(fields),
-        ];
-        let Ok(encoded) = rml_amf0::serialize(&values) else {
-            return;
-        };
+        set("encoder", Amf0Value::string("Prism (from MPEG-TS)"));
+        let encoded =
+            amf0::encode_all(&[Amf0Value::string("onMetaData"), Amf0Value::Object(fields)]);
         let mut body = BytesMut::with_capacity(AMF0_SET_DATA_FRAME.len() + encoded.len());
         body.put_slice(AMF0_SET_DATA_FRAME);
         body.put_slice(&encoded);

@@ -1,23 +1,35 @@
 //! The RTMP listener: one task per encoder connection. The task owns the
-//! socket; `IngestSession` does the protocol; the stream hub gets the media.
+//! socket; `prism_rtmp::ServerSession` does the protocol; the stream hub
+//! gets the media. A panic in a connection task ends that connection only:
+//! it is caught, logged with the remote address and counted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rml_rtmp::handshake::PeerType;
+use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
 
-use prism_media::chunk::ChunkWriter;
-use prism_media::rtmp;
-use prism_media::{HubDirectory, IngestProtocol, PublishGuard};
+use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
+use prism_media::supervise::catch_panic;
+use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
+use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
+use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
-use crate::session::{IngestEvent, IngestSession};
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason};
+
+/// Why an anonymous connection was closed to make room for a newer one.
+const EVICTED: &str =
+    "evicted: the anonymous connection limit is full and this one had made the least progress";
+
+/// Read buffer sizes before and after the publish is accepted.
+const ANONYMOUS_READ_BUFFER: usize = 4 * 1024;
+const PUBLISHING_READ_BUFFER: usize = 64 * 1024;
 
 /// Replies to an encoder are tiny; one that cannot take them is gone.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,106 +39,193 @@ const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct IngestLimits {
     /// Open connections at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// From accept to an answered `connect` (handshake included): a real
+    /// encoder needs a few round trips, an idle socket is gone quickly.
+    pub handshake_timeout: Duration,
     /// From accept to an accepted publish (handshake, connect, publish).
     pub publish_timeout: Duration,
     /// A live publisher that sends nothing for this long is dropped.
     pub idle_timeout: Duration,
-    /// The largest RTMP message accepted (RTMP's own cap is 16 MiB).
+    /// The largest RTMP message accepted once publishing (RTMP's own cap
+    /// is 16 MiB; before the publish is accepted the cap is 64 KiB).
     pub max_message_bytes: usize,
+    /// Messages in progress at once on one connection (interleaved chunk
+    /// streams); together with the message size, what bounds its memory.
+    pub max_partial_messages: usize,
+    /// Bounds on connections not yet publishing with a known key.
+    pub admission: AdmissionLimits,
 }
 
 impl Default for IngestLimits {
     fn default() -> Self {
         Self {
-            max_connections: 256,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            max_message_bytes: crate::session::DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: ServerLimits::default().max_message_len,
+            max_partial_messages: ServerLimits::default().max_partial_messages,
+            admission: AdmissionLimits::default(),
         }
     }
 }
 
-/// Accepts encoders until `shutdown` turns true; then every connection ends
-/// its publish (so destinations are unpublished cleanly) and returns.
-pub async fn serve_rtmp(
-    listener: TcpListener,
+/// The RTMP ingest: what outlives any one listener task. Connections are
+/// tracked here, not inside the accept loop, so a listener that ends or
+/// panics and is restarted takes no live publish with it, and the
+/// connection cap keeps counting the connections it accepted.
+pub struct RtmpIngest {
     directory: Arc<HubDirectory>,
     limits: IngestLimits,
     stats: Arc<IngestStats>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = async {
-                match Arc::clone(&permits).try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        stats.count_limit(Limit::Connections);
-                        warn!(max = limits.max_connections, "rtmp connection limit reached; new encoders wait");
-                        Arc::clone(&permits).acquire_owned().await.expect("semaphore is never closed")
+    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
+    connections: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RtmpIngest {
+    pub fn new(
+        directory: Arc<HubDirectory>,
+        limits: IngestLimits,
+        stats: Arc<IngestStats>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            admission: Arc::new(Admission::new(limits.admission)),
+            directory,
+            limits,
+            stats,
+            connections: TaskTracker::new(),
+            shutdown,
+        }
+    }
+
+    /// Accepts encoders on `listener` until shutdown; each connection runs
+    /// in its own supervised task.
+    pub async fn serve(&self, listener: TcpListener) {
+        let mut shutdown = self.shutdown.clone();
+        let stats = &self.stats;
+        let max = self.limits.max_connections;
+        loop {
+            if *shutdown.borrow_and_update() {
+                return;
+            }
+            let permit = tokio::select! {
+                permit = async {
+                    match Arc::clone(&self.permits).try_acquire_owned() {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            stats.count_limit(Limit::Connections);
+                            warn!(max, "rtmp connection limit reached; new encoders wait");
+                            Arc::clone(&self.permits).acquire_owned().await.expect("semaphore is never closed")
+                        }
+                    }
+                } => permit,
+                _ = shutdown.changed() => return,
+            };
+            // With the anonymous pool full, the next connection stays in
+            // the kernel's queue until a stalled one gives up its slot.
+            tokio::select! {
+                () = self.admission.room() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (socket, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and the like: back off instead of spinning.
+                        warn!(error = %e, "rtmp accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let (ticket, evictions) = self.admission.admit(remote.ip());
+            for evicted_by in evictions {
+                stats.count_limit(match evicted_by {
+                    EvictedBy::Pool => Limit::AnonymousConnections,
+                    EvictedBy::Address => Limit::AnonymousPerAddress,
+                });
+            }
+            let directory = Arc::clone(&self.directory);
+            let limits = self.limits.clone();
+            let shutdown = self.shutdown.clone();
+            let stats = Arc::clone(stats);
+            self.connections.spawn(async move {
+                let _permit = permit;
+                let _open = OpenSession::new(stats.rtmp_sessions());
+                let connection = handle_connection(
+                    socket, remote, ticket, &directory, &limits, &stats, shutdown,
+                );
+                match catch_panic("rtmp_connection", connection).await {
+                    Ok(Ok(())) => debug!(%remote, "rtmp connection closed"),
+                    Ok(Err(reason)) => info!(%remote, %reason, "rtmp connection ended"),
+                    Err(panic) => {
+                        error!(%remote, %panic, "rtmp connection task panicked; connection closed")
                     }
                 }
-            } => permit,
-            _ = shutdown.changed() => break,
-        };
-        let (socket, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and the like: back off instead of spinning.
-                    warn!(error = %e, "rtmp accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let directory = Arc::clone(&directory);
-        let limits = limits.clone();
-        let shutdown = shutdown.clone();
-        let stats = Arc::clone(&stats);
-        connections.spawn(async move {
-            let _permit = permit;
-            let _open = OpenSession::new(stats.rtmp_sessions());
-            match handle_connection(socket, remote, &directory, &limits, &stats, shutdown).await {
-                Ok(()) => debug!(%remote, "rtmp connection closed"),
-                Err(reason) => info!(%remote, %reason, "rtmp connection ended"),
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
+            });
+        }
     }
-    while connections.join_next().await.is_some() {}
+
+    /// Waits for every connection to end (after shutdown, each ends its
+    /// publish so destinations are unpublished cleanly).
+    pub async fn drain(&self) {
+        self.connections.close();
+        self.connections.wait().await;
+    }
 }
 
 async fn handle_connection(
     mut socket: TcpStream,
     remote: SocketAddr,
+    mut ticket: Ticket,
     directory: &HubDirectory,
     limits: &IngestLimits,
     stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let _ = socket.set_nodelay(true);
-    let mut read_buf = vec![0u8; 64 * 1024];
-    let deadline = tokio::time::Instant::now() + limits.publish_timeout;
+    // Small until the publish is accepted: anonymous connections are many
+    // under a flood, and their replies and commands are small.
+    let mut read_buf = vec![0u8; ANONYMOUS_READ_BUFFER];
+    let accepted = tokio::time::Instant::now();
+    let publish_deadline = accepted + limits.publish_timeout;
+    let connect_deadline = (accepted + limits.handshake_timeout).min(publish_deadline);
+    let handshake_timed_out = || {
+        stats.count_rejection(RejectReason::Timeout);
+        stats.count_limit(Limit::HandshakeTimeout);
+        format!(
+            "no handshake and connect within {} s",
+            limits.handshake_timeout.as_secs()
+        )
+    };
 
-    let leftover =
-        tokio::time::timeout_at(deadline, rtmp::handshake(&mut socket, PeerType::Server))
-            .await
-            .map_err(|_| {
-                stats.count_rejection(RejectReason::Timeout);
-                stats.count_limit(Limit::PublishTimeout);
-                "handshake timed out".to_string()
-            })?
-            .inspect_err(|_| stats.count_rejection(RejectReason::ProtocolError))?;
+    let handshake = tokio::time::timeout_at(
+        connect_deadline,
+        prism_rtmp::handshake(&mut socket, Role::Server),
+    );
+    let leftover = tokio::select! {
+        handshake = handshake => handshake
+            .map_err(|_| handshake_timed_out())?
+            .map_err(|e| {
+                stats.count_rejection(RejectReason::ProtocolError);
+                e.to_string()
+            })?,
+        () = ticket.evicted() => return Err(EVICTED.into()),
+    };
+    ticket.advance(Stage::Handshaken);
 
     let mut connection = Connection {
         socket,
         remote,
-        session: IngestSession::with_max_message_bytes(limits.max_message_bytes),
+        session: ServerSession::new(ServerLimits {
+            max_message_len: limits.max_message_bytes,
+            max_partial_messages: limits.max_partial_messages,
+        }),
         out: ChunkWriter::new(128),
         events: Vec::new(),
         publish: None,
@@ -145,8 +244,12 @@ async fn handle_connection(
                         stats.count_limit(Limit::IdleTimeout);
                         format!("no data for {} s", limits.idle_timeout.as_secs())
                     })
+            } else if !connection.session.is_connected() {
+                tokio::time::timeout_at(connect_deadline, connection.socket.read(&mut read_buf))
+                    .await
+                    .map_err(|_| handshake_timed_out())
             } else {
-                tokio::time::timeout_at(deadline, connection.socket.read(&mut read_buf))
+                tokio::time::timeout_at(publish_deadline, connection.socket.read(&mut read_buf))
                     .await
                     .map_err(|_| {
                         stats.count_rejection(RejectReason::Timeout);
@@ -177,6 +280,7 @@ async fn handle_connection(
                 Err(e) => return Err(format!("read failed: {e}")),
             },
             _ = shutdown.changed() => break,
+            () = ticket.evicted() => return Err(EVICTED.into()),
             () = publish_ended => {
                 if connection.publish.as_ref().is_some_and(|p| !p.is_current()) {
                     info!(%remote, "publish ended: the stream was removed");
@@ -187,6 +291,18 @@ async fn handle_connection(
             }
         };
         connection.process(&read_buf[..n], directory).await?;
+        // Admission follows the opening only; a publishing connection
+        // skips this on every later read.
+        if ticket.is_anonymous() {
+            if connection.publish.is_some() {
+                ticket.publishing();
+                read_buf.resize(PUBLISHING_READ_BUFFER, 0);
+            } else if connection.session.is_stream_created() {
+                ticket.advance(Stage::StreamCreated);
+            } else if connection.session.is_connected() {
+                ticket.advance(Stage::Connected);
+            }
+        }
     }
     if let Some(guard) = connection.publish {
         log_publish_stopped(&guard, remote, "connection closed");
@@ -198,10 +314,10 @@ async fn handle_connection(
 struct Connection<'a> {
     socket: TcpStream,
     remote: SocketAddr,
-    session: IngestSession,
+    session: ServerSession,
     out: ChunkWriter,
     /// Reused across reads, so the steady state allocates nothing here.
-    events: Vec<IngestEvent>,
+    events: Vec<ServerEvent>,
     publish: Option<PublishGuard>,
     announcer: PublishAnnouncer,
     stats: &'a IngestStats,
@@ -226,13 +342,28 @@ impl Connection<'_> {
         let mut refused = None;
         for event in self.events.drain(..) {
             match event {
-                IngestEvent::Media(message) => {
-                    if let Some(publish) = &mut self.publish {
-                        self.announcer.observe(&message, publish.hub().id(), remote);
-                        publish.push(message);
-                    }
+                ServerEvent::Media(message) => {
+                    let Some(publish) = &mut self.publish else {
+                        continue;
+                    };
+                    let Some(message) = media_message(message) else {
+                        continue;
+                    };
+                    self.announcer.observe(&message, publish.hub().id(), remote);
+                    publish.push(message);
                 }
-                IngestEvent::PublishRequested { stream_key } => {
+                ServerEvent::PublishRequested {
+                    stream_key,
+                    arguments,
+                } => {
+                    if let Some(arguments) = arguments {
+                        // Only the names: values may be tokens.
+                        let names: Vec<&str> = arguments
+                            .split('&')
+                            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+                            .collect();
+                        info!(%remote, arguments = %names.join(","), "publish names arguments after the stream key; ignored");
+                    }
                     let Some(hub) = directory.lookup(&stream_key) else {
                         warn!(%remote, "publish refused: unknown stream key");
                         self.stats.count_rejection(RejectReason::UnknownKey);
@@ -241,9 +372,7 @@ impl Connection<'_> {
                     };
                     match hub.try_publish(IngestProtocol::Rtmp, remote) {
                         Ok(guard) => {
-                            self.session
-                                .accept_publish(&mut self.out)
-                                .map_err(|e| e.to_string())?;
+                            self.session.accept_publish(&mut self.out);
                             debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
                             self.publish = Some(guard);
                         }
@@ -255,7 +384,7 @@ impl Connection<'_> {
                         }
                     }
                 }
-                IngestEvent::PublishEnded => {
+                ServerEvent::PublishEnded => {
                     if let Some(guard) = self.publish.take() {
                         log_publish_stopped(&guard, remote, "the encoder unpublished");
                     }
@@ -264,9 +393,7 @@ impl Connection<'_> {
         }
         if let Some(reason) = refused {
             self.events.clear();
-            self.session
-                .reject_publish(&mut self.out, &reason)
-                .map_err(|e| e.to_string())?;
+            self.session.reject_publish(&mut self.out, &reason);
             flush(&mut self.socket, &mut self.out).await?;
             return Err(format!("publish refused: {reason}"));
         }
@@ -281,4 +408,52 @@ async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), Stri
     out.write_to(socket, Some(WRITE_STALL_TIMEOUT))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The pipeline's message for an RTMP media message, `None` for one that is
+/// not relayed. Data messages go out as publishers send them, except that
+/// bare `onMetaData` gains the `@setDataFrame` prefix destinations expect,
+/// and `@clearDataFrame` (which only makes sense to the server it was sent
+/// to) is dropped.
+fn media_message(message: prism_rtmp::Message) -> Option<MediaMessage> {
+    let kind = MediaKind::from_type_id(message.type_id)?;
+    let mut payload = message.payload;
+    if kind == MediaKind::Data {
+        if payload.starts_with(b"\x02\x00\x0f@clearDataFrame") {
+            return None;
+        }
+        if flv::is_metadata(&payload) && !payload.starts_with(AMF0_SET_DATA_FRAME) {
+            let mut prefixed = BytesMut::with_capacity(AMF0_SET_DATA_FRAME.len() + payload.len());
+            prefixed.extend_from_slice(AMF0_SET_DATA_FRAME);
+            prefixed.extend_from_slice(&payload);
+            payload = prefixed.freeze();
+        }
+    }
+    Some(MediaMessage::new(kind, message.timestamp, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn data(payload: &'static [u8]) -> prism_rtmp::Message {
+        prism_rtmp::Message {
+            type_id: prism_rtmp::message::type_id::DATA_AMF0,
+            stream_id: 1,
+            timestamp: 0,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    #[test]
+    fn metadata_is_prefixed_and_clear_data_frame_dropped() {
+        let bare = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09";
+        let message = media_message(data(bare)).unwrap();
+        assert!(message.payload.starts_with(AMF0_SET_DATA_FRAME));
+        assert_eq!(&message.payload[AMF0_SET_DATA_FRAME.len()..], &bare[..]);
+        assert!(media_message(data(b"\x02\x00\x0f@clearDataFrame")).is_none());
+        let cue = media_message(data(b"\x02\x00\x0aonCuePoint")).unwrap();
+        assert_eq!(&cue.payload[..], b"\x02\x00\x0aonCuePoint");
+    }
 }

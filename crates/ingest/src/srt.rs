@@ -16,8 +16,10 @@ use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::options::{KeySize, Passphrase};
 use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
 
+use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
@@ -48,39 +50,107 @@ pub async fn bind_srt(settings: &SrtSettings) -> Result<(SrtListener, SrtIncomin
         .map_err(|e| format!("cannot listen for SRT on {}: {e}", settings.listen))
 }
 
-/// Accepts SRT publishers until `shutdown` turns true.
-pub async fn serve_srt(
-    mut listener: SrtListener,
-    mut incoming: SrtIncoming,
+/// The SRT ingest: what outlives any one listener task (the settings, the
+/// connection tracker), so a listener can be restarted under supervision.
+pub struct SrtIngest {
     settings: SrtSettings,
     directory: Arc<HubDirectory>,
     stats: Arc<IngestStats>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let request = tokio::select! {
-            request = incoming.incoming().next() => match request {
-                Some(request) => request,
-                None => break,
-            },
-            _ = shutdown.changed() => break,
-        };
-        let remote = request.remote();
-        let Some((hub, socket)) = admit(request, &settings, &directory, &stats).await else {
-            continue;
-        };
-        let stats = Arc::clone(&stats);
-        let shutdown = shutdown.clone();
-        let idle_timeout = settings.idle_timeout;
-        connections.spawn(async move {
-            let _open = OpenSession::new(stats.srt_sessions());
-            run_publish(hub, socket, remote, idle_timeout, shutdown).await;
-        });
-        while connections.try_join_next().is_some() {}
+    connections: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl SrtIngest {
+    pub fn new(
+        settings: SrtSettings,
+        directory: Arc<HubDirectory>,
+        stats: Arc<IngestStats>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            settings,
+            directory,
+            stats,
+            connections: TaskTracker::new(),
+            shutdown,
+        }
     }
-    while connections.join_next().await.is_some() {}
-    listener.close().await;
+
+    pub fn settings(&self) -> &SrtSettings {
+        &self.settings
+    }
+
+    /// Accepts SRT publishers until shutdown, or until srt-tokio's own
+    /// listener task ends (its sessions share that task's UDP socket, so
+    /// they end with it). At shutdown the publishes end first, then the
+    /// listener closes.
+    pub async fn serve(&self, listener: SrtListener, mut incoming: SrtIncoming) {
+        let mut listener = ClosingListener(Some(listener));
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let request = tokio::select! {
+                request = incoming.incoming().next() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let remote = request.remote();
+            let admitted = admit(request, &self.settings, &self.directory, &self.stats).await;
+            let Some((hub, socket)) = admitted else {
+                continue;
+            };
+            let stats = Arc::clone(&self.stats);
+            let shutdown = self.shutdown.clone();
+            let idle_timeout = self.settings.idle_timeout;
+            self.connections.spawn(async move {
+                let _open = OpenSession::new(stats.srt_sessions());
+                let publish = run_publish(hub, socket, remote, idle_timeout, shutdown);
+                if let Err(panic) = catch_panic("srt_connection", publish).await {
+                    error!(%remote, %panic, "srt connection task panicked; connection closed");
+                }
+            });
+        }
+        if *shutdown.borrow() {
+            self.connections.close();
+            self.connections.wait().await;
+        }
+        listener.close().await;
+    }
+}
+
+/// An `SrtListener` that is closed however its owner ends: srt-tokio's
+/// `Drop` leaves the listener task (and its UDP port) running, so a
+/// listener dropped by a panic would keep the port from being bound again.
+struct ClosingListener(Option<SrtListener>);
+
+impl ClosingListener {
+    async fn close(&mut self) {
+        if let Some(listener) = self.0.take() {
+            close_listener(listener).await;
+        }
+    }
+}
+
+impl Drop for ClosingListener {
+    fn drop(&mut self) {
+        if let Some(listener) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(close_listener(listener));
+            }
+        }
+    }
+}
+
+/// Closes the listener; srt-tokio's `close` re-raises a panic of its
+/// listener task, which is caught here, logged and counted.
+async fn close_listener(mut listener: SrtListener) {
+    if let Err(panic) = catch_panic("listener", listener.close()).await {
+        error!(%panic, "the SRT listener task had panicked; its SRT sessions ended with it");
+    }
 }
 
 /// Access control: who may publish what. Refuses with the SRT reject reason

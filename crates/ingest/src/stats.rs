@@ -50,14 +50,24 @@ pub enum Limit {
     IdleTimeout,
     /// A chunk size, message or AMF0 nesting over Prism's bounds.
     MessageBounds,
+    /// `handshake_timeout_s`: no handshake and `connect` in time.
+    HandshakeTimeout,
+    /// `max_anonymous_connections` full: the least advanced anonymous
+    /// connection was evicted to make room for a new one.
+    AnonymousConnections,
+    /// `max_anonymous_per_address` full for one source address.
+    AnonymousPerAddress,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 7] = [
         Limit::Connections,
         Limit::PublishTimeout,
         Limit::IdleTimeout,
         Limit::MessageBounds,
+        Limit::HandshakeTimeout,
+        Limit::AnonymousConnections,
+        Limit::AnonymousPerAddress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +76,9 @@ impl Limit {
             Limit::PublishTimeout => "publish_timeout",
             Limit::IdleTimeout => "idle_timeout",
             Limit::MessageBounds => "message_bounds",
+            Limit::HandshakeTimeout => "handshake_timeout",
+            Limit::AnonymousConnections => "max_anonymous_connections",
+            Limit::AnonymousPerAddress => "max_anonymous_per_address",
         }
     }
 }
@@ -75,7 +88,7 @@ pub struct IngestStats {
     /// Encoder connections open now, by `IngestProtocol`.
     open_sessions: [AtomicU64; 2],
     rejected: [AtomicU64; 5],
-    limit_hits: [AtomicU64; 4],
+    limit_hits: [AtomicU64; 7],
 }
 
 impl IngestStats {

@@ -59,7 +59,7 @@ struct Args {
     /// The RTMP chunk size both relays send with (Prism's `[fanout]
     /// chunk_size`, nginx-rtmp's `chunk_size`), so they are compared on the
     /// same wire format.
-    #[arg(long, default_value_t = prism_media::rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)]
+    #[arg(long, default_value_t = prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE)]
     chunk_size: u32,
     /// nginx-rtmp's chunk size when it should differ from `--chunk-size`
     /// (4096 is nginx-rtmp's default).

@@ -7,13 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use rml_rtmp::handshake::PeerType;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use prism_ingest::session::{IngestEvent, IngestSession};
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, MediaKind};
+use prism_media::{MediaKind, MediaMessage};
+use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
 use crate::source::{AUDIO_STAMP_AT, VIDEO_STAMP_AT};
 use crate::Clock;
@@ -138,8 +136,10 @@ async fn count_bytes(mut socket: TcpStream, shared: &Shared) {
 }
 
 async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
-    let leftover = rtmp::handshake(&mut socket, PeerType::Server).await?;
-    let mut session = IngestSession::new();
+    let leftover = prism_rtmp::handshake(&mut socket, Role::Server)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut session = ServerSession::new(Default::default());
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
     let mut connection: Option<Arc<Mutex<Connection>>> = None;
@@ -153,10 +153,8 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         for event in events.drain(..) {
             match event {
-                IngestEvent::PublishRequested { stream_key } => {
-                    session
-                        .accept_publish(&mut out)
-                        .map_err(|e| e.to_string())?;
+                ServerEvent::PublishRequested { stream_key, .. } => {
+                    session.accept_publish(&mut out);
                     // Names are s{stream} or s{stream}-d{n}.
                     let stream = stream_key
                         .trim_start_matches('s')
@@ -171,10 +169,14 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     shared.connections.lock().unwrap().push(Arc::clone(&state));
                     connection = Some(state);
                 }
-                IngestEvent::Media(message) => {
+                ServerEvent::Media(message) => {
                     let Some(connection) = &connection else {
                         continue;
                     };
+                    let Some(kind) = MediaKind::from_type_id(message.type_id) else {
+                        continue;
+                    };
+                    let message = MediaMessage::new(kind, message.timestamp, message.payload);
                     if message.sequence_header || message.kind == MediaKind::Data {
                         continue;
                     }
@@ -203,7 +205,7 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                         }
                     }
                 }
-                IngestEvent::PublishEnded => {}
+                ServerEvent::PublishEnded => {}
             }
         }
         if !out.is_empty() {

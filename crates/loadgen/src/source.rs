@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use prism_fanout::DestinationUrl;
-use prism_media::chunk::ChunkWriter;
-use prism_media::{rtmp, MediaKind};
+use prism_media::MediaKind;
+use prism_rtmp::ChunkWriter;
 
 use crate::Clock;
 
@@ -173,7 +173,7 @@ pub async fn publish(
             &mut stream,
             &url,
             // What OBS publishes with.
-            prism_media::rtmp::OUTBOUND_CHUNK_SIZE,
+            prism_rtmp::server::SERVER_CHUNK_SIZE,
             &mut out,
             None,
         )
@@ -224,9 +224,9 @@ pub async fn publish(
             } else {
                 tag.data.clone()
             };
-            rtmp::queue_media(
+            prism_rtmp::queue_media(
                 &mut out,
-                tag.kind,
+                tag.kind.type_id(),
                 stream_id,
                 offset + tag.timestamp,
                 &payload,

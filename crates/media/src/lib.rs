@@ -2,13 +2,12 @@
 //! pipeline, FLV tag inspection, redacted secrets, and the per-stream hub that hands
 //! every message to every destination queue without copying its payload.
 
-pub mod chunk;
 pub mod flv;
 pub mod hub;
 pub mod message;
 pub mod queue;
-pub mod rtmp;
 pub mod secret;
+pub mod supervise;
 
 pub use hub::{
     HubDirectory, HubStats, IngestProtocol, LiveState, PublishError, PublishGuard, PublisherInfo,

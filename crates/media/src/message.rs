@@ -19,6 +19,17 @@ impl MediaKind {
     pub fn type_id(self) -> u8 {
         self as u8
     }
+
+    /// The kind of an RTMP message type id, `None` for types that carry no
+    /// media (commands, protocol control, AMF3 data).
+    pub fn from_type_id(type_id: u8) -> Option<MediaKind> {
+        match type_id {
+            8 => Some(MediaKind::Audio),
+            9 => Some(MediaKind::Video),
+            18 => Some(MediaKind::Data),
+            _ => None,
+        }
+    }
 }
 
 /// One media message as received at ingest. The payload is the FLV tag body

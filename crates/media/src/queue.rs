@@ -238,6 +238,13 @@ impl DestinationQueue {
         writer.downcast().ok()
     }
 
+    /// Drops a writer left lent by an owner that is gone (its task
+    /// panicked), so the hub stops writing through it.
+    pub fn discard_lent(&self) {
+        let writer = self.lock().lent.writer.take();
+        drop(writer);
+    }
+
     fn count_drop(&self, message: &MediaMessage) {
         if message.kind != MediaKind::Data {
             self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);

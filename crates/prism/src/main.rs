@@ -2,8 +2,10 @@
 //! plane (streams, destinations, admin API), the metrics endpoint and the
 //! runtime from the TOML config; handles signals (SIGHUP reloads).
 
+mod listeners;
 mod telemetry;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,11 +16,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use prism_fanout::Registry;
-use prism_ingest::{bind_srt, serve_rtmp, serve_srt, IngestLimits, IngestStats, SrtSettings};
+use prism_ingest::admission::AdmissionLimits;
+use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, SrtSettings};
 use prism_media::HubDirectory;
 
 use prism_admin::{Config, Controller, LogFormat};
 
+use crate::listeners::{supervise, FaultInjector, Readiness, Supervision};
 use crate::telemetry::Telemetry;
 
 /// The config used when `--config` is not given.
@@ -111,11 +115,13 @@ fn main() -> ExitCode {
 async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> {
     let registry = Arc::new(Registry::default());
     let ingest_stats = Arc::new(IngestStats::default());
+    let readiness = Arc::new(Readiness::default());
     // Installed first, so destination tasks record into it from their start.
     let telemetry = match config.metrics_listen {
         Some(_) => Some(Telemetry::install(
             Arc::clone(&registry),
             Arc::clone(&ingest_stats),
+            Arc::clone(&readiness),
             config.metrics_series_idle,
         )?),
         None => None,
@@ -124,9 +130,7 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     // Bind every listener before starting anything, so a taken port fails
     // the start with a clear message.
     let rtmp_listen = config.rtmp.listen;
-    let listener = tokio::net::TcpListener::bind(rtmp_listen)
-        .await
-        .map_err(|e| format!("cannot listen for RTMP on {rtmp_listen}: {e}"))?;
+    let listener = bind_tcp("RTMP", rtmp_listen).await?;
     let srt_settings = config.srt.as_ref().map(|srt| SrtSettings {
         listen: srt.listen,
         latency: srt.latency,
@@ -139,22 +143,26 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         None => None,
     };
     let metrics_listener = match config.metrics_listen {
-        Some(address) => Some(telemetry::bind(address).await?),
+        Some(address) => Some(bind_tcp("metrics", address).await?),
         None => None,
     };
-    let admin_listener =
-        match &config.admin {
-            Some(admin) => Some(tokio::net::TcpListener::bind(admin.listen).await.map_err(
-                |e| format!("cannot listen for the admin API on {}: {e}", admin.listen),
-            )?),
-            None => None,
-        };
+    let admin_listener = match &config.admin {
+        Some(admin) => Some(bind_tcp("the admin API", admin.listen).await?),
+        None => None,
+    };
     let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
     let limits = IngestLimits {
         max_connections: config.rtmp.max_connections,
+        handshake_timeout: config.rtmp.handshake_timeout,
         publish_timeout: config.rtmp.publish_timeout,
         idle_timeout: config.rtmp.idle_timeout,
         max_message_bytes: config.rtmp.max_message_bytes,
+        max_partial_messages: config.rtmp.max_partial_messages,
+        admission: AdmissionLimits {
+            max_anonymous: config.rtmp.max_anonymous_connections,
+            max_anonymous_per_address: config.rtmp.max_anonymous_per_address,
+            stall_timeout: config.rtmp.stall_timeout,
+        },
     };
     for stream in &config.streams {
         info!(
@@ -175,52 +183,126 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     )?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let faults = match std::env::var("PRISM_TEST_HOOKS") {
+        Ok(names) => {
+            warn!(listeners = %names, "PRISM_TEST_HOOKS: SIGUSR2 makes these listeners fail (for tests only)");
+            let faults =
+                FaultInjector::new(names.split(',').map(|n| n.trim().to_string()).collect());
+            spawn_fault_signal(faults.clone())?;
+            faults
+        }
+        Err(_) => FaultInjector::default(),
+    };
+    let supervision = || Supervision {
+        readiness: Arc::clone(&readiness),
+        shutdown: shutdown_rx.clone(),
+        faults: faults.clone(),
+    };
+
     info!(listen = %rtmp_listen, "rtmp ingest listening");
-    let ingest = tokio::spawn(serve_rtmp(
-        listener,
+    let rtmp = Arc::new(RtmpIngest::new(
         Arc::clone(&directory),
         limits,
         Arc::clone(&ingest_stats),
         shutdown_rx.clone(),
     ));
-    let srt_server = match (srt_listener, srt_settings) {
+    let rtmp_listener = tokio::spawn(supervise(
+        "rtmp",
+        listener,
+        move || bind_tcp("RTMP", rtmp_listen),
+        {
+            let rtmp = Arc::clone(&rtmp);
+            move |listener| {
+                let rtmp = Arc::clone(&rtmp);
+                async move { rtmp.serve(listener).await }
+            }
+        },
+        supervision(),
+    ));
+    let srt_listener = match (srt_listener, srt_settings) {
         (Some((listener, incoming)), Some(settings)) => {
             info!(listen = %settings.listen, latency_ms = settings.latency.as_millis() as u64, "srt ingest listening");
-            Some(tokio::spawn(serve_srt(
-                listener,
-                incoming,
+            let srt = Arc::new(SrtIngest::new(
                 settings,
                 Arc::clone(&directory),
                 Arc::clone(&ingest_stats),
                 shutdown_rx.clone(),
+            ));
+            let rebind = Arc::clone(&srt);
+            Some(tokio::spawn(supervise(
+                "srt",
+                (listener, incoming),
+                move || {
+                    let srt = Arc::clone(&rebind);
+                    async move { bind_srt(srt.settings()).await }
+                },
+                move |(listener, incoming)| {
+                    let srt = Arc::clone(&srt);
+                    async move { srt.serve(listener, incoming).await }
+                },
+                supervision(),
             )))
         }
         _ => None,
     };
     let metrics_server = match (metrics_listener, &telemetry) {
         (Some(listener), Some(telemetry)) => {
-            info!(listen = %listener.local_addr().map_err(|e| e.to_string())?, "metrics listening");
-            let mut stop = shutdown_rx.clone();
-            Some(tokio::spawn(telemetry::serve(
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            info!(listen = %address, "metrics listening");
+            let telemetry = Arc::clone(telemetry);
+            let shutdown = shutdown_rx.clone();
+            Some(tokio::spawn(supervise(
+                "metrics",
                 listener,
-                Arc::clone(telemetry),
-                async move {
-                    let _ = stop.changed().await;
+                move || bind_tcp("metrics", address),
+                move |listener| {
+                    let mut stop = shutdown.clone();
+                    let served = telemetry::serve(listener, Arc::clone(&telemetry), async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    });
+                    async move {
+                        if let Err(e) = served.await {
+                            error!(error = %e, "metrics server failed");
+                        }
+                    }
                 },
+                supervision(),
             )))
         }
         _ => None,
     };
-    let admin_server = admin_listener.map(|listener| {
-        if let Ok(address) = listener.local_addr() {
+    let admin_server = match admin_listener {
+        Some(listener) => {
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
             info!(listen = %address, auth = admin_token.is_some(), "admin API listening");
+            let app = prism_admin::router(Arc::clone(&controller), admin_token);
+            let shutdown = shutdown_rx.clone();
+            Some(tokio::spawn(supervise(
+                "admin",
+                listener,
+                move || bind_tcp("the admin API", address),
+                move |listener| {
+                    let app = app.clone();
+                    let mut stop = shutdown.clone();
+                    // Event streams never end on their own: at shutdown the
+                    // server is stopped, not drained.
+                    async move {
+                        tokio::select! {
+                            served = axum::serve(listener, app) => {
+                                if let Err(e) = served {
+                                    error!(error = %e, "admin server failed");
+                                }
+                            }
+                            _ = stop.wait_for(|stop| *stop) => {}
+                        }
+                    }
+                },
+                supervision(),
+            )))
         }
-        let app = prism_admin::router(Arc::clone(&controller), admin_token);
-        tokio::spawn(async move { axum::serve(listener, app).await })
-    });
-    if let Some(telemetry) = &telemetry {
-        telemetry.set_ready();
-    }
+        None => None,
+    };
+    readiness.set_started();
 
     while let Signal::Reload = wait_for_signal().await {
         if let Err(e) = controller.reload().await {
@@ -232,12 +314,12 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     }
     info!("shutting down: closing publishers, unpublishing destinations");
     let _ = shutdown_tx.send(true);
-    // Event streams never end on their own: the admin server is stopped, not drained.
     if let Some(server) = admin_server {
-        server.abort();
+        let _ = server.await;
     }
-    let _ = ingest.await;
-    if let Some(server) = srt_server {
+    let _ = rtmp_listener.await;
+    rtmp.drain().await;
+    if let Some(server) = srt_listener {
         let _ = server.await;
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, registry.shutdown())
@@ -277,4 +359,25 @@ async fn wait_for_signal() -> Signal {
         _ = terminate.recv() => Signal::Stop,
         _ = hangup.recv() => Signal::Reload,
     }
+}
+
+/// Binds a TCP listener, with an error that says what it is for and where.
+async fn bind_tcp(what: &str, address: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
+}
+
+/// SIGUSR2 makes the listeners named in `PRISM_TEST_HOOKS` fail, so tests
+/// can watch supervision work.
+fn spawn_fault_signal(faults: FaultInjector) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| format!("SIGUSR2: {e}"))?;
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            warn!("SIGUSR2: failing the listeners PRISM_TEST_HOOKS names");
+            faults.fail_listeners();
+        }
+    });
+    Ok(())
 }

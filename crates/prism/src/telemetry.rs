@@ -1,5 +1,5 @@
 //! Metrics and health: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (config loaded, listeners bound).
+//! answers) and `/readyz` (config loaded, every listener bound and serving).
 //!
 //! The media path keeps its counts in plain atomics (per stream, per
 //! destination); a scrape copies them into the `metrics` recorder and renders.
@@ -7,8 +7,7 @@
 //! destination that is removed stops being refreshed: the recorder's idle
 //! timeout then drops its series, so labels never pile up.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +26,8 @@ use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
 use prism_media::IngestProtocol;
 
+use crate::listeners::Readiness;
+
 const DESTINATION_STATES: [DestinationState; 5] = [
     DestinationState::Idle,
     DestinationState::Connecting,
@@ -40,7 +41,7 @@ pub struct Telemetry {
     process: metrics_process::Collector,
     registry: Arc<Registry>,
     ingest: Arc<IngestStats>,
-    ready: AtomicBool,
+    readiness: Arc<Readiness>,
 }
 
 impl Telemetry {
@@ -51,6 +52,7 @@ impl Telemetry {
     pub fn install(
         registry: Arc<Registry>,
         ingest: Arc<IngestStats>,
+        readiness: Arc<Readiness>,
         series_idle: Duration,
     ) -> Result<Arc<Self>, String> {
         let latency_buckets = [
@@ -81,13 +83,8 @@ impl Telemetry {
             process,
             registry,
             ingest,
-            ready: AtomicBool::new(false),
+            readiness,
         }))
-    }
-
-    /// Marks the daemon ready: config loaded, every listener bound.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
     }
 
     /// Copies every count into the recorder and renders the exposition.
@@ -180,6 +177,21 @@ fn describe() {
         "prism_ingest_limit_hits_total",
         "Times a connection ran into a configured bound, by limit."
     );
+    describe_counter!(
+        "prism_task_panics_total",
+        "Panics caught in supervised tasks, by task kind; each ended one connection, retried one destination or restarted one listener."
+    );
+    describe_counter!(
+        "prism_listener_restarts_total",
+        "Listener tasks that panicked or ended while the daemon ran and were bound and started again."
+    );
+    // The series exist from the start, so an alert on increase() sees the first event.
+    for task in prism_media::supervise::SUPERVISED_TASKS {
+        metrics::counter!("prism_task_panics_total", "task" => task).increment(0);
+    }
+    for listener in crate::listeners::LISTENERS {
+        metrics::counter!("prism_listener_restarts_total", "listener" => listener).increment(0);
+    }
     describe_gauge!(
         "prism_stream_live",
         "1 while a publisher is live on the stream."
@@ -249,16 +261,8 @@ async fn metrics_page(State(telemetry): State<Arc<Telemetry>>) -> impl IntoRespo
 }
 
 async fn ready(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
-    if telemetry.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    match telemetry.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
-}
-
-/// Binds the metrics listener, with an error that names the address.
-pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))
 }

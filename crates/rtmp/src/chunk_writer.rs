@@ -20,8 +20,7 @@ const IOVECS_PER_WRITE: usize = 64;
 /// A type-0 chunk header: basic header (1), timestamp (3), length (3), type
 /// (1), message stream id (4), extended timestamp (4).
 const MAX_TYPE0_HEADER: usize = 16;
-/// RTMP limits a message length to 24 bits.
-pub const MAX_MESSAGE_LEN: usize = 0x00FF_FFFF;
+use crate::MAX_MESSAGE_LEN;
 
 #[derive(Clone, Copy, Debug)]
 enum Segment {
@@ -322,7 +321,8 @@ mod tests {
     }
 
     /// What the writer produces must parse with an independent RTMP chunk
-    /// parser (rml_rtmp's) back into the same messages.
+    /// parser (rml_rtmp's, correct for a writer that never interleaves)
+    /// back into the same messages.
     fn round_trip(chunk_size: usize, messages: &[(u8, u32, Bytes)]) {
         let mut writer = ChunkWriter::new(chunk_size);
         for (csid, ts, payload) in messages {

@@ -1,0 +1,130 @@
+//! A destination task that panics is caught, shown as `retrying` with the
+//! panic as its error, and reconnected: the server sees a second publish
+//! and the frames pushed after it arrive.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
+use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
+use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
+
+/// Serves every connection it accepts with Prism's server session and
+/// reports `(connection number, frame payload)` for each video frame.
+async fn recording_server(listener: TcpListener, frames: mpsc::UnboundedSender<(u32, Bytes)>) {
+    let mut connection = 0;
+    loop {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        connection += 1;
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let Ok(mut input) = prism_rtmp::handshake(&mut socket, Role::Server).await else {
+                return;
+            };
+            let mut session = ServerSession::new(Default::default());
+            let (mut out, mut events) = (ChunkWriter::new(128), Vec::new());
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if session.handle_input(&input, &mut out, &mut events).is_err() {
+                    return;
+                }
+                for event in events.drain(..) {
+                    match event {
+                        ServerEvent::PublishRequested { .. } => session.accept_publish(&mut out),
+                        ServerEvent::Media(m) if m.type_id == MediaKind::Video.type_id() => {
+                            let _ = frames.send((connection, m.payload));
+                        }
+                        _ => {}
+                    }
+                }
+                if out.write_to(&mut socket, None).await.is_err() {
+                    return;
+                }
+                match socket.read(&mut buf).await {
+                    Ok(n) if n > 0 => input = buf[..n].to_vec(),
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
+fn frame(seq: u32) -> Bytes {
+    let mut body = vec![0x17, 1, 0, 0, 0];
+    body.extend_from_slice(&seq.to_be_bytes());
+    Bytes::from(body)
+}
+
+#[tokio::test]
+async fn a_panicking_destination_task_is_retried_and_goes_live_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (frames_tx, mut frames) = mpsc::unbounded_channel();
+    tokio::spawn(recording_server(listener, frames_tx));
+
+    let hub = StreamHub::new("supervised");
+    let mut publish = hub
+        .try_publish(IngestProtocol::Rtmp, "127.0.0.1:1".parse().unwrap())
+        .unwrap();
+    let destination = spawn_destination(
+        Arc::clone(&hub),
+        DestinationConfig {
+            id: "fragile".into(),
+            url: DestinationUrl::parse(&format!("rtmp://127.0.0.1:{port}/app/key"), None).unwrap(),
+            enabled: true,
+            queue_budget_bytes: 8 << 20,
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            socket_send_buffer_bytes: 64 * 1024,
+            chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+            ca_file: None,
+        },
+    );
+    let status = Arc::clone(&destination.status);
+    let wait_for = |state: DestinationState| {
+        let status = Arc::clone(&status);
+        async move {
+            for _ in 0..1000 {
+                if status.state() == state {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!(
+                "destination never reached {state:?} (is {:?})",
+                status.state()
+            );
+        }
+    };
+    wait_for(DestinationState::Live).await;
+    publish.push(MediaMessage::new(MediaKind::Video, 0, frame(0)));
+    let (first_connection, payload) = frames.recv().await.unwrap();
+    assert_eq!(payload, frame(0));
+
+    destination.inject_panic();
+    wait_for(DestinationState::Retrying).await;
+    let error = destination.status.last_error().unwrap();
+    assert!(error.contains("panicked"), "{error}");
+    assert_eq!(destination.status.reconnects.load(Ordering::Relaxed), 1);
+
+    wait_for(DestinationState::Live).await;
+    publish.push(MediaMessage::new(MediaKind::Video, 40, frame(1)));
+    // The replayed GOP (frame 0) and then frame 1, on a new connection.
+    let mut seen = Vec::new();
+    while !seen.contains(&frame(1)) {
+        let (connection, payload) = tokio::time::timeout(Duration::from_secs(5), frames.recv())
+            .await
+            .expect("no frame after the restart")
+            .unwrap();
+        assert!(connection > first_connection, "frame on the old connection");
+        seen.push(payload);
+    }
+    drop(publish);
+    destination.shutdown().await;
+}

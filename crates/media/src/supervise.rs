@@ -1,0 +1,58 @@
+//! Supervision helpers: a panic inside a task ends that task's work, is
+//! logged with what it was doing and counted, and never passes silently.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+
+/// Runs `future`, catching a panic inside it. On a panic, counts it under
+/// `prism_task_panics_total{task}` and returns its message; the caller logs
+/// it with its own context (remote address, destination) and decides what
+/// follows (end the connection, retry the destination, restart a listener).
+pub async fn catch_panic<F: Future>(task: &'static str, future: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            count_panic(task);
+            panic_message(payload.as_ref())
+        })
+}
+
+/// Counts one panic of a `task` kind.
+pub fn count_panic(task: &'static str) {
+    metrics::counter!("prism_task_panics_total", "task" => task).increment(1);
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// The task kinds that are supervised, so their series exist from the start.
+pub const SUPERVISED_TASKS: [&str; 4] = [
+    "rtmp_connection",
+    "srt_connection",
+    "destination",
+    "listener",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        let caught = catch_panic("destination", async { panic!("boom {}", 7) }).await;
+        assert_eq!(caught.unwrap_err(), "boom 7");
+        assert_eq!(catch_panic("destination", async { 5 }).await.unwrap(), 5);
+    }
+}

@@ -1,0 +1,174 @@
+//! The fuzz targets, as plain functions: each AFL++ binary in `src/bin`
+//! calls one, and a unit test replays the seed corpus through all of them. A target returns normally whatever its input;
+//! a panic, an abort or a hang is the bug AFL++ looks for.
+
+pub mod seeds;
+
+use prism_rtmp::{ChunkReader, ChunkWriter, PublishClient, PublishTarget, ReaderLimits};
+use prism_rtmp::{ServerEvent, ServerLimits, ServerSession};
+
+/// Splits input into pieces of a size its first byte picks, so reads that
+/// end anywhere inside a header or a chunk are covered.
+fn pieces(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (size, rest) = match data.split_first() {
+        Some((&b, rest)) => (usize::from(b % 200) + 1, rest),
+        None => (1, data),
+    };
+    rest.chunks(size)
+}
+
+/// The server session after the handshake, as an encoder drives it; every
+/// publish request is accepted, so the larger post-publish limits and the
+/// media path are reached too.
+pub fn rtmp_server(data: &[u8]) {
+    let mut session = ServerSession::new(ServerLimits {
+        max_message_len: 256 * 1024,
+        max_partial_messages: 8,
+    });
+    let mut out = ChunkWriter::new(128);
+    let mut events = Vec::new();
+    for piece in pieces(data) {
+        if session.handle_input(piece, &mut out, &mut events).is_err() {
+            return;
+        }
+        for event in events.drain(..) {
+            if let ServerEvent::PublishRequested { .. } = event {
+                session.accept_publish(&mut out);
+            }
+        }
+        out.clear();
+    }
+}
+
+/// The publishing client on what a destination server answers.
+pub fn rtmp_client(data: &[u8]) {
+    let mut client = PublishClient::new(
+        PublishTarget {
+            app: "app".into(),
+            tc_url: "rtmp://h/app".into(),
+            stream_name: "key".into(),
+        },
+        prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+    );
+    let mut out = ChunkWriter::new(128);
+    client.start(&mut out);
+    for piece in pieces(data) {
+        if client.handle_input(piece, &mut out).is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+/// The chunk reader alone, with small limits so they are hit often.
+pub fn rtmp_chunks(data: &[u8]) {
+    let mut reader = ChunkReader::new(ReaderLimits {
+        max_message_len: 4096,
+        max_partial_messages: 4,
+        max_chunk_streams: 8,
+        max_chunk_size: 4096,
+    });
+    for piece in pieces(data) {
+        reader.feed(piece);
+        loop {
+            match reader.next_message() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        assert!(
+            reader.buffered_bytes() <= 18 + 4 * 4096,
+            "reader holds more than its limits"
+        );
+    }
+}
+
+/// AMF0 values and commands (both envelopes).
+pub fn amf0(data: &[u8]) {
+    if let Ok(values) = prism_rtmp::amf0::decode_all(data) {
+        let encoded = prism_rtmp::amf0::encode_all(&values);
+        assert!(
+            prism_rtmp::amf0::decode_all(&encoded).is_ok(),
+            "re-encoding does not decode"
+        );
+    }
+    let _ = prism_rtmp::Command::decode(20, data);
+    let _ = prism_rtmp::Command::decode(17, data);
+}
+
+/// FLV tag inspection and the H.264/HEVC/AAC parsers.
+pub fn flv_tags(data: &[u8]) {
+    use prism_media::flv;
+    let _ = flv::inspect_video(data);
+    let _ = flv::is_audio_sequence_header(data);
+    let _ = flv::is_metadata(data);
+    let _ = flv::video_codec_name(data);
+    let _ = flv::audio_codec_name(data);
+    let _ = prism_ingest::h264::sps_dimensions(data);
+    let _ = prism_ingest::hevc::parse_sps(data);
+    let _ = prism_ingest::aac::adts_frames(data).count();
+    let _ = prism_ingest::h264::nal_units(data).count();
+}
+
+/// MPEG-TS demux and remux to FLV messages.
+pub fn ts_remux(data: &[u8]) {
+    use prism_ingest::remux::Remuxer;
+    use prism_ingest::ts::TsDemuxer;
+    let (mut demuxer, mut remuxer) = (TsDemuxer::new(), Remuxer::new());
+    let (mut frames, mut messages) = (Vec::new(), Vec::new());
+    for piece in data.chunks(1316) {
+        demuxer.push(piece, &mut frames);
+        for frame in frames.drain(..) {
+            remuxer.push(frame, &mut messages);
+        }
+        messages.clear();
+    }
+}
+
+/// SRT stream ids and destination URLs.
+pub fn stream_id(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = prism_ingest::streamid::publish_key(text);
+        let _ = prism_fanout::DestinationUrl::parse(text, None);
+        let _ = prism_fanout::DestinationUrl::parse(text, Some("key"));
+    }
+}
+
+/// Config parsing and validation.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = prism_admin::Config::parse(std::path::Path::new("fuzz.toml"), text);
+    }
+}
+
+/// A target: its name and the function AFL++ drives.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target by name, for the seed replay and the seed writer.
+pub const TARGETS: [Target; 8] = [
+    ("rtmp_server", rtmp_server),
+    ("rtmp_client", rtmp_client),
+    ("rtmp_chunks", rtmp_chunks),
+    ("amf0", amf0),
+    ("flv_tags", flv_tags),
+    ("ts_remux", ts_remux),
+    ("stream_id", stream_id),
+    ("config", config),
+];
+
+#[cfg(test)]
+mod tests {
+    /// Every seed through every target (`cargo test --lib`: the AFL++
+    /// binaries link only under `cargo afl build`).
+    #[test]
+    fn every_seed_runs_through_its_target() {
+        for (target, run) in super::TARGETS {
+            let seeds = super::seeds::seeds(target);
+            assert!(!seeds.is_empty(), "{target} has no seeds");
+            for (_, bytes) in seeds {
+                run(&bytes);
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The seed corpus: inputs the spec allows but Prism's writer never makes
+//! (interleaved chunk streams, extended timestamps, abort messages, chunk
+//! size changes mid-message) and the inputs that used to break Prism. The
+//! RTMP seeds start with the byte `pieces` reads as the read size.
+
+use prism_rtmp::handmade::{
+    basic, nesting, set_chunk_size, strict_array_bomb, type0, type1, type2, whole,
+};
+use prism_rtmp::{Command, Value};
+
+/// Read size selector: 128-byte reads.
+const READS: u8 = 127;
+
+fn command(msid: u32, name: &str, txn: f64, object: Value, args: Vec<Value>) -> Vec<u8> {
+    let body = Command::new(name, txn, object, args).encode();
+    whole(type0(3, 0, body.len(), 20, msid), 3, &body, 128)
+}
+
+fn publish_flow() -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(command(
+        0,
+        "connect",
+        1.0,
+        Value::object([("app", Value::string("live"))]),
+        vec![],
+    ));
+    wire.extend(command(0, "createStream", 2.0, Value::Null, vec![]));
+    wire.extend(command(
+        1,
+        "publish",
+        0.0,
+        Value::Null,
+        vec![Value::string("key?bandwidthtest=true")],
+    ));
+    wire
+}
+
+/// Video on csid 6 and audio on csid 4, their chunks alternating; later
+/// headers are types 1, 2 and 3.
+fn interleaved() -> Vec<u8> {
+    let mut wire = publish_flow();
+    for i in 0..4u8 {
+        let video = vec![if i == 0 { 0x17 } else { 0x27 }; 300];
+        let audio = [0xAF; 200];
+        wire.extend(if i == 0 {
+            type0(6, 0, 300, 9, 1)
+        } else {
+            type1(6, 40, 300, 9)
+        });
+        wire.extend(&video[..128]);
+        wire.extend(match i {
+            0 => type0(4, 3, 200, 8, 1),
+            1 => type2(4, 40),
+            _ => basic(3, 4),
+        });
+        wire.extend(&audio[..128]);
+        wire.extend(basic(3, 6));
+        wire.extend(&video[128..256]);
+        wire.extend(basic(3, 4));
+        wire.extend(&audio[128..]);
+        wire.extend(basic(3, 6));
+        wire.extend(&video[256..]);
+    }
+    wire
+}
+
+fn extended_timestamps() -> Vec<u8> {
+    let mut wire = publish_flow();
+    let ts = 0x0123_4567u32;
+    wire.extend(type0(6, ts, 200, 9, 1));
+    wire.extend([0x17; 128]);
+    wire.extend(basic(3, 6));
+    wire.extend(ts.to_be_bytes());
+    wire.extend([0x17; 72]);
+    wire.extend(basic(3, 6));
+    wire.extend(ts.to_be_bytes());
+    wire.extend([0x27; 128]);
+    wire
+}
+
+fn abort_mid_message() -> Vec<u8> {
+    let mut wire = publish_flow();
+    wire.extend(type0(6, 0, 500, 9, 1));
+    wire.extend([0x17; 128]);
+    wire.extend(type0(2, 0, 4, 2, 0));
+    wire.extend(6u32.to_be_bytes());
+    wire.extend(type0(6, 40, 3, 9, 1));
+    wire.extend([0x27, 1, 0]);
+    wire
+}
+
+fn chunk_size_mid_message() -> Vec<u8> {
+    let mut wire = publish_flow();
+    wire.extend(type0(6, 0, 1000, 9, 1));
+    wire.extend([0x17; 128]);
+    wire.extend(set_chunk_size(4096));
+    wire.extend(basic(3, 6));
+    wire.extend([0x17; 872]);
+    wire
+}
+
+/// The remote panic: an unfinished message on csid 3, a short one on
+/// csid 4, then type-3 chunks there.
+fn short_after_unfinished() -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(type0(3, 0, 1000, 20, 0));
+    wire.extend([0; 128]);
+    wire.extend(type0(4, 0, 10, 9, 1));
+    wire.extend([0; 10]);
+    for _ in 0..3 {
+        wire.extend(basic(3, 4));
+        wire.extend([0; 10]);
+    }
+    wire
+}
+
+fn amf0_bomb(type_id: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(whole(type0(3, 0, body.len(), type_id, 0), 3, &body, 128));
+    wire
+}
+
+fn metadata_bomb() -> Vec<u8> {
+    let mut wire = publish_flow();
+    let mut body =
+        b"\x02\x00\x0d@setDataFrame\x02\x00\x0aonMetaData\x0a\x00\x00\x00\x01\x09".to_vec();
+    body.extend(nesting(2_000));
+    wire.extend(whole(type0(5, 0, body.len(), 18, 1), 5, &body, 128));
+    wire
+}
+
+fn huge_declaration() -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(type0(6, 0, 0xFF_FFFF, 9, 1));
+    wire.extend([0x27; 128]);
+    wire
+}
+
+fn every_chunk_stream_id() -> Vec<u8> {
+    let mut wire = vec![READS];
+    for csid in (3..65_600u32).step_by(97) {
+        wire.extend(type0(csid, 0, 0, 9, 1));
+    }
+    wire
+}
+
+/// What a destination server might answer: a connect result whose chunks
+/// have pings between them, then the bomb.
+fn server_replies() -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(set_chunk_size(64));
+    let body = Command::new(
+        "_result",
+        1.0,
+        Value::Null,
+        vec![Value::object([(
+            "code",
+            Value::string("NetConnection.Connect.Success"),
+        )])],
+    )
+    .encode();
+    for (i, part) in body.chunks(64).enumerate() {
+        wire.extend(if i == 0 {
+            type0(3, 0, body.len(), 20, 0)
+        } else {
+            basic(3, 3)
+        });
+        wire.extend(part);
+        wire.extend(type0(2, 0, 6, 4, 0));
+        wire.extend([0, 6, 0, 0, 0, i as u8]);
+    }
+    let result = Command::new("_result", 4.0, Value::Null, vec![Value::Number(1.0)]).encode();
+    wire.extend(whole(type0(3, 0, result.len(), 20, 0), 3, &result, 64));
+    wire
+}
+
+fn server_bomb() -> Vec<u8> {
+    let mut body = Command::new("_result", 1.0, Value::Null, vec![])
+        .encode()
+        .to_vec();
+    body.extend(strict_array_bomb(2_000));
+    amf0_bomb(20, body)
+}
+
+/// The seeds for `target`, by file name.
+pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
+    match target {
+        "rtmp_server" | "rtmp_chunks" => {
+            let mut amf3 = vec![0];
+            amf3.extend(strict_array_bomb(2_000));
+            vec![
+                ("publish", publish_flow()),
+                ("interleaved", interleaved()),
+                ("extended_timestamps", extended_timestamps()),
+                ("abort", abort_mid_message()),
+                ("chunk_size_mid_message", chunk_size_mid_message()),
+                ("short_after_unfinished", short_after_unfinished()),
+                ("strict_array_bomb", amf0_bomb(20, strict_array_bomb(2_000))),
+                ("amf3_bomb", amf0_bomb(17, amf3)),
+                ("metadata_bomb", metadata_bomb()),
+                ("huge_declaration", huge_declaration()),
+                ("every_chunk_stream_id", every_chunk_stream_id()),
+            ]
+        }
+        "rtmp_client" => vec![("replies", server_replies()), ("bomb", server_bomb())],
+        "amf0" => vec![
+            ("connect", Command::new("connect", 1.0, Value::object([("app", Value::string("live"))]), vec![Value::StrictArray(vec![Value::Null])]).encode().to_vec()),
+            ("strict_array_bomb", strict_array_bomb(2_000)),
+            ("nesting", nesting(2_000)),
+        ],
+        "flv_tags" => vec![
+            ("avc_header", vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f]),
+            ("hevc_enhanced", b"\x90hvc1\x01\x01\x60".to_vec()),
+            ("aac", vec![0xAF, 0, 0x12, 0x10]),
+        ],
+        "ts_remux" => vec![("pat", {
+            let mut packet = vec![0x47, 0x40, 0, 0x10, 0, 0, 0xb0, 0x0d, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0];
+            packet.resize(188, 0xff);
+            packet
+        })],
+        "stream_id" => vec![
+            ("plain", b"live_key".to_vec()),
+            ("access_control", b"#!::r=live/key,m=publish".to_vec()),
+            ("url", b"rtmps://a.example:443/app/key?x=1".to_vec()),
+        ],
+        "config" => vec![(
+            "minimal",
+            b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\nkey = \"k-0123456789\"\n".to_vec(),
+        )],
+        _ => Vec::new(),
+    }
+}
