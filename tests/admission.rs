@@ -3,6 +3,11 @@
 //! from 50 source addresses, against the default limits. A publisher with a
 //! known key still gets `NetStream.Publish.Start` within 3 s, and an ffmpeg
 //! encoder that drops and returns at once continues its show.
+//!
+//! And the file-descriptor side: started with an open-files limit of 1024
+//! (soft and hard, so it cannot be raised), 1010 idle sockets on the metrics
+//! port leave RTMP publishing alone, and `/metrics` answers again once the
+//! idle ones have timed out.
 
 mod support;
 
@@ -203,4 +208,128 @@ fn publishers_get_in_through_a_flood_of_idle_reconnecting_clients() {
 
     assert_one_continuous_show(&prism, &out, first_part + 5.0);
     prism.terminate();
+}
+
+/// Idle HTTP sockets held on the metrics port: as the attack was run,
+/// each sends one byte of a request head every 5 s.
+const IDLE_HTTP_SOCKETS: usize = 1010;
+
+#[test]
+fn a_low_fd_limit_and_idle_http_sockets_leave_publishing_and_scraping_alive() {
+    require_ffmpeg();
+    // The test process itself holds the 1010 sockets.
+    rlimit::increase_nofile_limit(4096).unwrap();
+    let scratch = Scratch::new("admission-fds");
+    let (rtmp_port, metrics_port, sink_port) = (free_port(), free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
+         [[streams]]\nid = \"show\"\nkey = \"{SHOW_KEY}\"\nreconnect_grace_s = 0\n\n  [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let prism = Prism::start_with_fd_limit(&scratch, &config, rtmp_port, 1024, 1024);
+    prism.wait_for_log(
+        "soft_at_start=1024 soft=1024 hard=1024",
+        Duration::from_secs(5),
+    );
+    wait_for_port(metrics_port, Duration::from_secs(5));
+
+    let flood_started = Instant::now();
+    let mut idle: Vec<std::net::TcpStream> = (0..IDLE_HTTP_SOCKETS)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", metrics_port)).ok())
+        .collect();
+    assert_eq!(
+        idle.len(),
+        IDLE_HTTP_SOCKETS,
+        "the kernel refused some connects"
+    );
+    let trickle_stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let stop = Arc::clone(&trickle_stop);
+        std::thread::spawn(move || {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for socket in &mut idle {
+                    let _ = std::io::Write::write(socket, &[b"GET /metrics"[round % 12]]);
+                }
+                round += 1;
+                for _ in 0..50 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    // Refusals past the 16 being answered at once are reset, so let the
+    // burst of accepts pass before asking.
+    std::thread::sleep(Duration::from_millis(1000));
+    let fds = prism.open_fds();
+    println!("prism holds {fds} descriptors with {IDLE_HTTP_SOCKETS} idle HTTP sockets open");
+    assert!(
+        fds < 1024 - 200,
+        "prism holds {fds} of its 1024 descriptors"
+    );
+    let (status, body) = http_get(metrics_port, "/metrics");
+    assert_eq!((status, body.as_str()), (503, "too many connections\n"));
+
+    // A real encoder publishes through it all, and its show arrives whole.
+    let mut encoder =
+        Ffmpeg::publisher(&prism.publish_url(SHOW_KEY), 4, scratch.file("encoder.log"));
+    assert!(
+        encoder.wait(Duration::from_secs(30)).success(),
+        "{}",
+        encoder.log()
+    );
+    receiver.wait(Duration::from_secs(15));
+    assert_good_recording(&out, 4.0);
+
+    // Once the idle sockets time out (10 s), a scrape gets in again.
+    let scraped = loop {
+        let (status, body) = http_get(metrics_port, "/metrics");
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            flood_started.elapsed() < Duration::from_secs(20),
+            "/metrics still refused after {:?}",
+            flood_started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "/metrics answered again {:?} after the flood began",
+        flood_started.elapsed()
+    );
+    let refused = metric(
+        &scraped,
+        "prism_http_connections_refused_total",
+        &[("listener", "metrics"), ("reason", "max_connections")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        refused >= (IDLE_HTTP_SOCKETS - 64) as f64,
+        "refused {refused}"
+    );
+    trickle_stop.store(true, Ordering::Relaxed);
+    trickle.join().unwrap();
+    // Throttled: the limit is logged at most once per 10 s, not per socket.
+    let lines = prism.log().matches("http connection limit reached").count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} log lines for the refusals"
+    );
+}
+
+#[test]
+fn the_soft_fd_limit_is_raised_to_the_hard_limit_at_start() {
+    let scratch = Scratch::new("admission-raise");
+    let rtmp_port = free_port();
+    let config = format!("[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n");
+    let prism = Prism::start_with_fd_limit(&scratch, &config, rtmp_port, 1024, 4096);
+    prism.wait_for_log(
+        "soft_at_start=1024 soft=4096 hard=4096",
+        Duration::from_secs(5),
+    );
 }

@@ -115,7 +115,29 @@ impl Prism {
         Self::start_on_file_with_env(scratch, rtmp_port, env)
     }
 
+    /// As `start`, under an open-files limit of `soft` (and `hard`), as a
+    /// shell with `ulimit -n` or an old unit file would start it.
+    pub fn start_with_fd_limit(
+        scratch: &Scratch,
+        config: &str,
+        rtmp_port: u16,
+        soft: u64,
+        hard: u64,
+    ) -> Self {
+        fs::write(scratch.file("prism.toml"), config).unwrap();
+        Self::launch(scratch, rtmp_port, &[], Some((soft, hard)))
+    }
+
     fn start_on_file_with_env(scratch: &Scratch, rtmp_port: u16, env: &[(&str, &str)]) -> Self {
+        Self::launch(scratch, rtmp_port, env, None)
+    }
+
+    fn launch(
+        scratch: &Scratch,
+        rtmp_port: u16,
+        env: &[(&str, &str)],
+        fd_limit: Option<(u64, u64)>,
+    ) -> Self {
         let config_path = scratch.file("prism.toml");
         let log_path = scratch.file("prism.log");
         let log = fs::OpenOptions::new()
@@ -123,16 +145,24 @@ impl Prism {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_prism"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prism"));
+        command
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prism");
+            .stderr(log);
+        if let Some((soft, hard)) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
+            }
+        }
+        let child = command.spawn().expect("start prism");
         let prism = Self {
             child: Some(child),
             log_path,
@@ -183,6 +213,14 @@ impl Prism {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// File descriptors the daemon has open now.
+    pub fn open_fds(&self) -> usize {
+        let child = self.child.as_ref().expect("prism is running");
+        fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .unwrap()
+            .count()
     }
 
     /// Resident memory of the daemon now, in KiB.

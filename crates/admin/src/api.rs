@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 use toml_edit::{value, DocumentMut, Table};
@@ -56,14 +57,24 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 struct App {
     controller: Arc<Controller>,
     token: Option<Arc<str>>,
+    /// One permit per open `/v1/events` stream.
+    event_streams: Arc<Semaphore>,
+    max_event_streams: usize,
 }
 
 /// The router; `token` is `None` only for a loopback listener the operator
-/// marked `insecure_no_auth`.
-pub fn router(controller: Arc<Controller>, token: Option<String>) -> Router {
+/// marked `insecure_no_auth`. At most `max_event_streams` clients follow
+/// `/v1/events` at once.
+pub fn router(
+    controller: Arc<Controller>,
+    token: Option<String>,
+    max_event_streams: usize,
+) -> Router {
     let app = App {
         controller,
         token: token.map(Arc::from),
+        event_streams: Arc::new(Semaphore::new(max_event_streams)),
+        max_event_streams,
     };
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -257,18 +268,39 @@ async fn list_platforms() -> impl IntoResponse {
     Json(platforms::all())
 }
 
-async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
+/// The current state, then every change as it happens. A client that falls
+/// a whole event buffer behind is dropped rather than silently skipped, so
+/// it reconnects and starts from the current state again; one that takes no
+/// bytes at all is cut by the listener's write-stall timeout.
+async fn events(
+    State(app): State<App>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+    let permit = Arc::clone(&app.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            metrics::counter!(
+                "prism_http_connections_refused_total",
+                "listener" => "admin",
+                "reason" => "max_event_streams"
+            )
+            .increment(1);
+            ApiError::unavailable(format!(
+                "too many event streams open (admin.max_event_streams = {})",
+                app.max_event_streams
+            ))
+        })?;
     // Subscribe before reading the present, so nothing falls between.
-    let live = BroadcastStream::new(app.controller.subscribe()).filter_map(Result::ok);
+    let live = BroadcastStream::new(app.controller.subscribe()).map_while(Result::ok);
     let current = tokio_stream::iter(app.controller.current_state_events());
-    let stream = current.chain(live).map(|event: Event| {
+    let stream = current.chain(live).map(move |event: Event| {
+        let _held_while_streaming = &permit;
         let kind = event.kind();
         Ok(sse::Event::default()
             .event(kind)
             .json_data(&event)
             .unwrap_or_else(|_| sse::Event::default().event(kind)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn reload(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {

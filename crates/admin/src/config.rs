@@ -134,6 +134,21 @@ struct RawAdmin {
     token_file: Option<Spanned<String>>,
     #[serde(default)]
     insecure_no_auth: bool,
+    #[serde(default = "default_http_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_event_streams")]
+    max_event_streams: usize,
+}
+
+/// Connections per HTTP listener: a scraper or an operator's console needs
+/// a few; the cap keeps a flood far under the process's fd limit.
+fn default_http_max_connections() -> usize {
+    64
+}
+
+/// `/v1/events` clients at once (each holds a connection open).
+fn default_max_event_streams() -> usize {
+    16
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +157,8 @@ struct RawMetrics {
     listen: Spanned<String>,
     #[serde(default = "default_series_idle")]
     series_idle_s: u64,
+    #[serde(default = "default_http_max_connections")]
+    max_connections: usize,
 }
 
 fn default_series_idle() -> u64 {
@@ -253,6 +270,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How long the series of a removed stream or destination linger.
     pub metrics_series_idle: Duration,
+    /// Connections the metrics listener serves at once.
+    pub metrics_max_connections: usize,
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
     pub streams: Vec<StreamConfig>,
@@ -296,6 +315,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// `None` only with `insecure_no_auth` on a loopback address.
     pub token: Option<String>,
+    /// Connections the admin listener serves at once.
+    pub max_connections: usize,
+    /// `/v1/events` streams open at once (within `max_connections`).
+    pub max_event_streams: usize,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -303,6 +326,8 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("max_connections", &self.max_connections)
+            .field("max_event_streams", &self.max_event_streams)
             .finish()
     }
 }
@@ -456,9 +481,13 @@ impl Config {
                             .into(),
                     ));
                 }
+                let max_connections = admin.max_connections.clamp(2, 65_536);
                 Some(AdminConfig {
                     listen,
                     token: token.map(|(t, _)| t),
+                    max_connections,
+                    // Leave room for API calls beside the event streams.
+                    max_event_streams: admin.max_event_streams.clamp(1, max_connections - 1),
                 })
             }
         };
@@ -665,6 +694,11 @@ impl Config {
                     .map_or(default_series_idle(), |m| m.series_idle_s)
                     .max(1),
             ),
+            metrics_max_connections: raw
+                .metrics
+                .as_ref()
+                .map_or(default_http_max_connections(), |m| m.max_connections)
+                .clamp(1, 65_536),
             admin,
             rtmp: RtmpConfig {
                 listen,

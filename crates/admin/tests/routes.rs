@@ -34,7 +34,7 @@ fn app(name: &str) -> Router {
         Arc::new(HubDirectory::default()),
     )
     .unwrap();
-    prism_admin::router(controller, Some(TOKEN.into()))
+    prism_admin::router(controller, Some(TOKEN.into()), 4)
 }
 
 async fn send(
@@ -136,4 +136,41 @@ async fn every_route_but_healthz_needs_the_token() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn event_streams_past_the_cap_get_a_503_that_says_which_limit() {
+    let app = app("event-cap");
+    let open = |app: Router| async move {
+        let request = Request::builder()
+            .uri("/v1/events")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        app.oneshot(request).await.unwrap()
+    };
+    // The router in `app` allows four; their bodies stay open.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let response = open(app.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response.into_body());
+    }
+    let refused = open(app.clone()).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(refused.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin.max_event_streams = 4"),
+        "{body}"
+    );
+    // A client that goes away gives its slot back.
+    streams.pop();
+    assert_eq!(open(app.clone()).await.status(), StatusCode::OK);
 }

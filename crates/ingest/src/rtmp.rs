@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
@@ -108,6 +109,8 @@ impl RtmpIngest {
         let mut shutdown = self.shutdown.clone();
         let stats = &self.stats;
         let max = self.limits.max_connections;
+        let mut backoff = AcceptBackoff::new("rtmp");
+        let mut limit_log = Throttle::new(LOG_INTERVAL);
         loop {
             if *shutdown.borrow_and_update() {
                 return;
@@ -118,7 +121,9 @@ impl RtmpIngest {
                         Ok(permit) => permit,
                         Err(_) => {
                             stats.count_limit(Limit::Connections);
-                            warn!(max, "rtmp connection limit reached; new encoders wait");
+                            if let Some(times) = limit_log.occurred(tokio::time::Instant::now()) {
+                                warn!(max, times, "rtmp connection limit reached; new encoders wait");
+                            }
                             Arc::clone(&self.permits).acquire_owned().await.expect("semaphore is never closed")
                         }
                     }
@@ -133,11 +138,12 @@ impl RtmpIngest {
             }
             let (socket, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        backoff.succeeded();
+                        accepted
+                    }
                     Err(e) => {
-                        // EMFILE and the like: back off instead of spinning.
-                        warn!(error = %e, "rtmp accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        backoff.failed(&e).await;
                         continue;
                     }
                 },

@@ -2,6 +2,7 @@
 //! pipeline, FLV tag inspection, redacted secrets, and the per-stream hub that hands
 //! every message to every destination queue without copying its payload.
 
+pub mod accept;
 pub mod flv;
 pub mod hub;
 pub mod message;

@@ -2,6 +2,8 @@
 //! plane (streams, destinations, admin API), the metrics endpoint and the
 //! runtime from the TOML config; handles signals (SIGHUP reloads).
 
+mod fds;
+mod http;
 mod listeners;
 mod telemetry;
 
@@ -112,7 +114,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> {
+async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), String> {
+    fit_the_fd_limit(&mut config);
     let registry = Arc::new(Registry::default());
     let ingest_stats = Arc::new(IngestStats::default());
     let readiness = Arc::new(Readiness::default());
@@ -151,6 +154,11 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
         None => None,
     };
     let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
+    let admin_limits = config
+        .admin
+        .as_ref()
+        .map(|a| (http_limits(a.max_connections), a.max_event_streams));
+    let metrics_limits = http_limits(config.metrics_max_connections);
     let limits = IngestLimits {
         max_connections: config.rtmp.max_connections,
         handshake_timeout: config.rtmp.handshake_timeout,
@@ -248,59 +256,45 @@ async fn run(path: PathBuf, text: String, config: Config) -> Result<(), String> 
     let metrics_server = match (metrics_listener, &telemetry) {
         (Some(listener), Some(telemetry)) => {
             let address = listener.local_addr().map_err(|e| e.to_string())?;
-            info!(listen = %address, "metrics listening");
-            let telemetry = Arc::clone(telemetry);
+            let limits = metrics_limits;
+            info!(listen = %address, max_connections = limits.max_connections, "metrics listening");
+            let app = telemetry::router(Arc::clone(telemetry));
             let shutdown = shutdown_rx.clone();
             Some(tokio::spawn(supervise(
                 "metrics",
                 listener,
                 move || bind_tcp("metrics", address),
                 move |listener| {
-                    let mut stop = shutdown.clone();
-                    let served = telemetry::serve(listener, Arc::clone(&telemetry), async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    });
-                    async move {
-                        if let Err(e) = served.await {
-                            error!(error = %e, "metrics server failed");
-                        }
-                    }
+                    http::serve("metrics", listener, app.clone(), limits, shutdown.clone())
                 },
                 supervision(),
             )))
         }
         _ => None,
     };
-    let admin_server = match admin_listener {
-        Some(listener) => {
+    let admin_server = match (admin_listener, admin_limits) {
+        (Some(listener), Some((limits, max_event_streams))) => {
             let address = listener.local_addr().map_err(|e| e.to_string())?;
-            info!(listen = %address, auth = admin_token.is_some(), "admin API listening");
-            let app = prism_admin::router(Arc::clone(&controller), admin_token);
+            info!(
+                listen = %address,
+                auth = admin_token.is_some(),
+                max_connections = limits.max_connections,
+                max_event_streams,
+                "admin API listening"
+            );
+            let app = prism_admin::router(Arc::clone(&controller), admin_token, max_event_streams);
             let shutdown = shutdown_rx.clone();
             Some(tokio::spawn(supervise(
                 "admin",
                 listener,
                 move || bind_tcp("the admin API", address),
                 move |listener| {
-                    let app = app.clone();
-                    let mut stop = shutdown.clone();
-                    // Event streams never end on their own: at shutdown the
-                    // server is stopped, not drained.
-                    async move {
-                        tokio::select! {
-                            served = axum::serve(listener, app) => {
-                                if let Err(e) = served {
-                                    error!(error = %e, "admin server failed");
-                                }
-                            }
-                            _ = stop.wait_for(|stop| *stop) => {}
-                        }
-                    }
+                    http::serve("admin", listener, app.clone(), limits, shutdown.clone())
                 },
                 supervision(),
             )))
         }
-        None => None,
+        _ => None,
     };
     readiness.set_started();
 
@@ -358,6 +352,49 @@ async fn wait_for_signal() -> Signal {
         _ = tokio::signal::ctrl_c() => Signal::Stop,
         _ = terminate.recv() => Signal::Stop,
         _ = hangup.recv() => Signal::Reload,
+    }
+}
+
+fn http_limits(max_connections: usize) -> http::HttpLimits {
+    http::HttpLimits {
+        max_connections,
+        header_read_timeout: http::HEADER_READ_TIMEOUT,
+        write_stall_timeout: http::WRITE_STALL_TIMEOUT,
+    }
+}
+
+/// Raises the open-files limit and keeps anonymous RTMP connections and the
+/// HTTP listeners' connections within it, less a reserve (see `fds`).
+fn fit_the_fd_limit(config: &mut Config) {
+    let limit = match fds::raise_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    info!(
+        soft_at_start = limit.was,
+        soft = limit.soft,
+        hard = limit.hard,
+        "open-files limit (RLIMIT_NOFILE)"
+    );
+    let http = config
+        .metrics_listen
+        .map_or(0, |_| config.metrics_max_connections)
+        + config.admin.as_ref().map_or(0, |a| a.max_connections);
+    let budget = fds::anonymous_rtmp_budget(limit.soft, http);
+    let rtmp = &mut config.rtmp;
+    if rtmp.max_anonymous_connections > budget {
+        warn!(
+            configured = rtmp.max_anonymous_connections,
+            allowed = budget,
+            fd_limit = limit.soft,
+            reserve = fds::FD_RESERVE,
+            "rtmp.max_anonymous_connections lowered to fit the open-files limit; raise LimitNOFILE to allow more"
+        );
+        rtmp.max_anonymous_connections = budget;
+        rtmp.max_anonymous_per_address = rtmp.max_anonymous_per_address.min(budget);
     }
 }
 

@@ -185,6 +185,18 @@ fn describe() {
         "prism_listener_restarts_total",
         "Listener tasks that panicked or ended while the daemon ran and were bound and started again."
     );
+    describe_gauge!(
+        "prism_http_connections",
+        "HTTP connections open now, by listener."
+    );
+    describe_counter!(
+        "prism_http_connections_refused_total",
+        "HTTP connections (or admin event streams) refused at their cap, by listener and reason."
+    );
+    describe_counter!(
+        "prism_accept_errors_total",
+        "Failed accept calls (out of file descriptors, most often), by listener."
+    );
     // The series exist from the start, so an alert on increase() sees the first event.
     for task in prism_media::supervise::SUPERVISED_TASKS {
         metrics::counter!("prism_task_panics_total", "task" => task).increment(0);
@@ -234,20 +246,13 @@ fn describe() {
     );
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    telemetry: Arc<Telemetry>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
+/// The routes of the metrics listener: `/metrics`, `/healthz`, `/readyz`.
+pub fn router(telemetry: Arc<Telemetry>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(telemetry);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(telemetry)
 }
 
 async fn metrics_page(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
