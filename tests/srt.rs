@@ -28,21 +28,36 @@ fn start(name: &str) -> Setup {
 
 /// As `start`, with more lines for the `[srt]` section.
 fn start_with(name: &str, srt_extra: &str) -> Setup {
+    start_streams(
+        name,
+        &[
+            ("plain", PLAIN_KEY, None),
+            ("secure", SECURE_KEY, Some(PASSPHRASE)),
+        ],
+        srt_extra,
+        0,
+    )
+}
+
+/// Prism with one stream per (id, key, passphrase), each with two ffmpeg
+/// RTMP receivers (`receivers[2 * n]` and `[2 * n + 1]` for stream n).
+fn start_streams(
+    name: &str,
+    streams: &[(&str, &str, Option<&str>)],
+    srt_extra: &str,
+    reconnect_grace_s: u32,
+) -> Setup {
     require_ffmpeg();
     let scratch = Scratch::new(name);
     let (rtmp_port, srt_port) = (free_port(), free_port());
     let mut receivers = Vec::new();
-    let mut streams = String::new();
-    for (stream, key, extra) in [
-        ("plain", PLAIN_KEY, String::new()),
-        (
-            "secure",
-            SECURE_KEY,
-            format!("srt_passphrase = \"{PASSPHRASE}\"\n"),
-        ),
-    ] {
-        streams += &format!(
-            "\n[[streams]]\nid = \"{stream}\"\nkey = \"{key}\"\nreconnect_grace_s = 0\n{extra}"
+    let mut config_streams = String::new();
+    for (stream, key, passphrase) in streams {
+        let extra = passphrase
+            .map(|p| format!("srt_passphrase = \"{p}\"\n"))
+            .unwrap_or_default();
+        config_streams += &format!(
+            "\n[[streams]]\nid = \"{stream}\"\nkey = \"{key}\"\nreconnect_grace_s = {reconnect_grace_s}\n{extra}"
         );
         for n in 0..2 {
             let port = free_port();
@@ -51,13 +66,13 @@ fn start_with(name: &str, srt_extra: &str) -> Setup {
                 Ffmpeg::receiver(port, "live", &format!("{stream}{n}"), &out),
                 out,
             ));
-            streams += &format!(
+            config_streams += &format!(
                 "\n  [[streams.destinations]]\n  id = \"d{n}\"\n  url = \"rtmp://127.0.0.1:{port}/live/{stream}{n}\"\n"
             );
         }
     }
     let config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 80\n{srt_extra}\n[fanout]\nconnect_timeout_s = 3\n{streams}"
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 80\n{srt_extra}\n[fanout]\nconnect_timeout_s = 3\n{config_streams}"
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
     prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
@@ -69,10 +84,12 @@ fn start_with(name: &str, srt_extra: &str) -> Setup {
     }
 }
 
+/// A caller URL as an OBS or ffmpeg user writes it: with a passphrase and
+/// no `pbkeylen` (libsrt's default, and what OBS sends).
 fn srt_url(port: u16, stream_id: &str, passphrase: Option<&str>) -> String {
     let mut url = format!("srt://127.0.0.1:{port}?streamid={stream_id}");
     if let Some(passphrase) = passphrase {
-        url += &format!("&passphrase={passphrase}&pbkeylen=16");
+        url += &format!("&passphrase={passphrase}");
     }
     url
 }
@@ -206,4 +223,64 @@ fn srt_publishers_over_the_connection_limit_are_refused() {
         .prism
         .wait_for_log("SRT connection limit reached", Duration::from_secs(5));
     setup.prism.terminate();
+}
+
+/// Each real caller publishes to its own stream, all with the same
+/// passphrase: ffmpeg (libsrt) with no `pbkeylen` and with 16, 24 and 32,
+/// and libsrt's own `srt-live-transmit` with its defaults. Every stream's
+/// two RTMP destinations record a show that decodes.
+#[test]
+fn every_caller_publishes_with_a_passphrase_whatever_its_key_length() {
+    const SECONDS: u32 = 5;
+    let callers: [(&str, &str, Option<u32>); 5] = [
+        ("default", "live_srt_keylen_default_11", None),
+        ("aes128", "live_srt_keylen_16_22", Some(16)),
+        ("aes192", "live_srt_keylen_24_33", Some(24)),
+        ("aes256", "live_srt_keylen_32_44", Some(32)),
+        ("slt", "live_srt_live_transmit_55", None),
+    ];
+    let streams: Vec<(&str, &str, Option<&str>)> = callers
+        .iter()
+        .map(|(id, key, _)| (*id, *key, Some(PASSPHRASE)))
+        .collect();
+    let mut setup = start_streams("srt-interop", &streams, "", 0);
+    let port = setup.srt_port;
+    let mut publishers: Vec<(&str, Ffmpeg)> = callers
+        .iter()
+        .map(|(id, key, pbkeylen)| {
+            let mut url = srt_url(port, key, Some(PASSPHRASE));
+            if let Some(bytes) = pbkeylen {
+                url += &format!("&pbkeylen={bytes}");
+            }
+            let log = setup.scratch.file(&format!("{id}.log"));
+            let publisher = if *id == "slt" {
+                Ffmpeg::srt_live_transmit_publisher(&url, SECONDS, log)
+            } else {
+                Ffmpeg::srt_publisher(&url, SECONDS, log)
+            };
+            (*id, publisher)
+        })
+        .collect();
+    for (id, publisher) in &mut publishers {
+        assert!(
+            publisher.wait(Duration::from_secs(40)).success(),
+            "{id}: {}\n{}",
+            publisher.log(),
+            setup.prism.log()
+        );
+    }
+    for (receiver, out) in &mut setup.receivers {
+        receiver.wait(Duration::from_secs(15));
+        let probe = assert_good_recording(out, SECONDS as f64);
+        println!("{}: {probe:?}", out.display());
+    }
+    let log = setup.prism.log();
+    assert_eq!(log.matches("panicked").count(), 0, "{log}");
+    assert_eq!(
+        log.matches("protocol=\"srt\" video=\"h264\"").count(),
+        callers.len(),
+        "{log}"
+    );
+    setup.prism.terminate();
+    setup.prism.assert_log_free_of(&[PASSPHRASE]);
 }

@@ -348,64 +348,30 @@ impl Ffmpeg {
         video_kbps: Option<u32>,
         log_path: PathBuf,
     ) -> Self {
-        let mut rate: Vec<String> = Vec::new();
-        if let Some(kbps) = video_kbps {
-            rate = [
-                "-b:v".to_string(),
-                format!("{kbps}k"),
-                "-minrate".into(),
-                format!("{kbps}k"),
-                "-maxrate".into(),
-                format!("{kbps}k"),
-                "-bufsize".into(),
-                format!("{}k", kbps / 2),
-                "-x264-params".into(),
-                "nal-hrd=cbr".into(),
-            ]
-            .to_vec();
+        Self::spawn(&publish_args(url, format, seconds, video_kbps), log_path)
+    }
+
+    /// The same synthetic stream as MPEG-TS, piped into libsrt's own caller,
+    /// `srt-live-transmit` (Debian's srt-tools), with its default options.
+    pub fn srt_live_transmit_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
+        let args = publish_args("-", "mpegts", seconds, None);
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let script = format!(
+            "ffmpeg -hide_banner -nostdin -loglevel error {} | srt-live-transmit -a no file://con '{url}'",
+            quoted.join(" ")
+        );
+        let log = fs::File::create(&log_path).unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ffmpeg | srt-live-transmit");
+        Self {
+            child: Some(child),
+            log_path,
         }
-        let head: Vec<String> = [
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100",
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let tail: Vec<String> = [
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-metadata",
-            "prism_probe=relayed-whole",
-            "-f",
-            format,
-            url,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let args: Vec<String> = head.into_iter().chain(rate).chain(tail).collect();
-        Self::spawn(&args, log_path)
     }
 
     /// Waits for the process to exit.
@@ -442,6 +408,68 @@ impl Drop for Ffmpeg {
             let _ = child.wait();
         }
     }
+}
+
+/// ffmpeg's arguments for the synthetic H.264 + AAC publish (after the
+/// common `-hide_banner -nostdin -loglevel error -y`).
+fn publish_args(url: &str, format: &str, seconds: u32, video_kbps: Option<u32>) -> Vec<String> {
+    let mut rate: Vec<String> = Vec::new();
+    if let Some(kbps) = video_kbps {
+        rate = [
+            "-b:v".to_string(),
+            format!("{kbps}k"),
+            "-minrate".into(),
+            format!("{kbps}k"),
+            "-maxrate".into(),
+            format!("{kbps}k"),
+            "-bufsize".into(),
+            format!("{}k", kbps / 2),
+            "-x264-params".into(),
+            "nal-hrd=cbr".into(),
+        ]
+        .to_vec();
+    }
+    let head: Vec<String> = [
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        &seconds.to_string(),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "25",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let tail: Vec<String> = [
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-metadata",
+        "prism_probe=relayed-whole",
+        "-f",
+        format,
+        url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    head.into_iter().chain(rate).chain(tail).collect()
 }
 
 /// What ffprobe and a full ffmpeg decode say about a recorded file.

@@ -1,3 +1,7 @@
+// PRISM PATCH: upstream's code as published, built by a newer compiler; its
+// warnings are upstream's to fix, and would bury Prism's own.
+#![allow(warnings)]
+
 pub mod access;
 pub mod connection;
 pub mod listener;

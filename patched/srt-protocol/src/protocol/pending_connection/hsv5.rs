@@ -44,6 +44,20 @@ pub fn gen_hsv5_response(
     )
 }
 
+/// PRISM PATCH: the key length of the keys a KMREQ wraps (the wrapped
+/// block holds one key per flag set, plus the 8-byte AES key-wrap block);
+/// `None` if it is not 16, 24 or 32 bytes.
+fn wrapped_key_size(km: &KeyingMaterialMessage) -> Option<KeySize> {
+    let keys = km.key_flags.bits().count_ones() as usize;
+    let key_len = km.wrapped_keys.len().checked_sub(8)?.checked_div(keys)?;
+    match key_len {
+        16 => Some(KeySize::AES128),
+        24 => Some(KeySize::AES192),
+        32 => Some(KeySize::AES256),
+        _ => None,
+    }
+}
+
 pub fn gen_access_control_response(
     now: Instant,
     settings: &mut ConnInitSettings,
@@ -65,14 +79,32 @@ pub fn gen_access_control_response(
     };
 
     // crypto
+    // PRISM PATCH: the cases below used to be `unimplemented!()`, so a legal
+    // caller (libsrt's default pbkeylen of 0, which OBS and ffmpeg send) or a
+    // hostile one panicked the whole listener task. Each is now negotiated
+    // or refused with SRT's reject reason, as libsrt's responder does.
     let cipher = match (&settings.key_settings, &incoming.ext_km) {
         // ok, both sides have crypto
         (Some(key_settings), Some(SrtControlPacket::KeyRefreshRequest(km))) => {
-            if key_settings.key_size != incoming.key_size {
-                unimplemented!("Key size mismatch");
-            }
+            // The key length is the caller's: the one in its handshake, or,
+            // when that says 0 (libsrt's default), the length of the keys
+            // its KMREQ carries. libsrt's responder adopts the initiator's
+            // length the same way, whatever its own pbkeylen.
+            let caller_key_size = match incoming.key_size {
+                KeySize::Unspecified => wrapped_key_size(km),
+                size => Some(size),
+            };
+            let Some(key_size) = caller_key_size else {
+                return GenHsv5Result::Reject(ConnectionReject::Rejecting(
+                    CoreRejectReason::BadSecret.into(),
+                ));
+            };
+            let key_settings = KeySettings {
+                key_size,
+                passphrase: key_settings.passphrase.clone(),
+            };
 
-            let cipher = match CipherSettings::new(key_settings, &settings.key_refresh, km) {
+            let cipher = match CipherSettings::new(&key_settings, &settings.key_refresh, km) {
                 Ok(cm) => cm,
                 Err(_) => {
                     return GenHsv5Result::Reject(ConnectionReject::Rejecting(
@@ -85,13 +117,24 @@ pub fn gen_access_control_response(
         // ok, neither have crypto
         (None, None) => None,
         // bad cases
-        (Some(_), Some(_)) => unimplemented!("Expected kmreq"),
+        // A key-material extension that is not a KMREQ: a broken caller.
+        (Some(_), Some(_)) => {
+            return GenHsv5Result::Reject(ConnectionReject::Rejecting(
+                CoreRejectReason::Rogue.into(),
+            ))
+        }
         (Some(_), None) => {
             return GenHsv5Result::Reject(ConnectionReject::Rejecting(
                 CoreRejectReason::Unsecure.into(),
             ))
         }
-        (None, Some(_)) => unimplemented!("expected no secrets"),
+        // The caller encrypts and this side has no passphrase: libsrt with
+        // SRTO_ENFORCEDENCRYPTION (its default) refuses the same way.
+        (None, Some(_)) => {
+            return GenHsv5Result::Reject(ConnectionReject::Rejecting(
+                CoreRejectReason::Unsecure.into(),
+            ))
+        }
     };
 
     let outgoing_ext_km = cipher
@@ -125,7 +168,9 @@ pub fn gen_access_control_response(
         ConnectionSettings {
             remote: from,
             rtt,
-            socket_start_time: now.checked_sub(rtt / 2).unwrap(), // initiate happened 0.5RTT ago
+            // PRISM PATCH: was `.unwrap()`, which panics when the clock is
+            // younger than half the round trip (a monotonic clock near boot).
+            socket_start_time: now.checked_sub(rtt / 2).unwrap_or(now), // initiate happened 0.5RTT ago
             remote_sockid: with_hsv5.socket_id,
             init_seq_num: with_hsv5.init_seq_num,
             cipher,
