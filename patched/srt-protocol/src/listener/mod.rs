@@ -2,9 +2,34 @@ mod input;
 mod session;
 mod statistics;
 
-use std::{collections::HashMap, fmt::Debug, net::SocketAddr, time::Duration, time::Instant};
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+    time::Instant,
+};
 
-use crate::{packet::*, protocol::time::Timer, settings::ConnInitSettings};
+use crate::{
+    packet::*,
+    protocol::{
+        pending_connection::{cookie::is_valid_cookie, listen::Listen, ConnectionResult},
+        time::Timer,
+    },
+    settings::ConnInitSettings,
+};
+
+/// PRISM PATCH: bounds on the state kept for callers that have not finished
+/// their handshake. Upstream created a session for the first packet from
+/// any address and kept it until the handshake ended, so random datagrams
+/// or an induction flood from many ports grew memory without bound.
+///
+/// Handshakes in progress at once, from all addresses and from one IP.
+pub const MAX_PENDING_SESSIONS: usize = 256;
+pub const MAX_PENDING_PER_IP: usize = 16;
+/// A handshake not finished in this time is forgotten (libsrt callers
+/// give up after 3 s by default).
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(5);
 
 use session::*;
 
@@ -20,6 +45,8 @@ pub struct MultiplexListener {
     local_address: SocketAddr,
     settings: ConnInitSettings,
     sessions: HashMap<SessionId, SessionState>,
+    /// PRISM PATCH: when each session still in its handshake began.
+    pending_since: HashMap<SessionId, Instant>,
     stats: ListenerStatistics,
     stats_timer: Timer,
 }
@@ -31,6 +58,7 @@ impl MultiplexListener {
             local_address,
             settings,
             sessions: Default::default(),
+            pending_since: Default::default(),
             stats: Default::default(),
             stats_timer: Timer::new(now, Duration::from_secs(1)),
         }
@@ -70,11 +98,108 @@ impl MultiplexListener {
         self.stats.rx_packets += 1;
         //self.stats.rx_bytes += packet
         let session_id = SessionId(packet.1);
-        let settings = &self.settings;
-        self.sessions
-            .entry(session_id)
-            .or_insert_with(|| SessionState::new_pending(settings.clone()))
-            .handle_packet(now, session_id, packet)
+        if self.sessions.contains_key(&session_id) {
+            return match self.sessions.get_mut(&session_id) {
+                Some(session) => session.handle_packet(now, session_id, packet),
+                None => Action::WaitForInput,
+            };
+        }
+        // PRISM PATCH: no state for an address until it has shown that it
+        // receives what is sent to it. An induction is answered with a
+        // cookie and forgotten; a conclusion that brings a valid cookie back
+        // opens the session; anything else from an unknown address is
+        // dropped (upstream made a session for every first packet).
+        let (timestamp, shake) = match &packet.0 {
+            Packet::Control(ControlPacket {
+                timestamp,
+                control_type: ControlTypes::Handshake(shake),
+                ..
+            }) => (*timestamp, shake.clone()),
+            _ => return Action::WaitForInput,
+        };
+        match shake.shake_type {
+            ShakeType::Induction => {
+                let mut listen = Listen::new(self.settings.clone(), true);
+                match listen.handle_packet(now, Ok(packet)) {
+                    ConnectionResult::SendPacket(response) => Action::SendPacket(response),
+                    _ => Action::WaitForInput,
+                }
+            }
+            ShakeType::Conclusion if is_valid_cookie(&packet.1, shake.syn_cookie) => {
+                self.make_room_for(packet.1.ip());
+                let listen = Listen::after_stateless_induction(
+                    self.settings.clone(),
+                    packet.1,
+                    timestamp,
+                    &shake,
+                    now,
+                );
+                self.pending_since.insert(session_id, now);
+                self.sessions
+                    .entry(session_id)
+                    .or_insert(SessionState::Pending(listen))
+                    .handle_packet(now, session_id, packet)
+            }
+            _ => Action::WaitForInput,
+        }
+    }
+
+    /// PRISM PATCH: before a new handshake session from `ip`, forgets the
+    /// oldest handshake of that IP, or of all, when either is at its cap.
+    /// Sessions awaiting the access-control decision are never forgotten
+    /// here (the decision is immediate, and the I/O side waits for it).
+    fn make_room_for(&mut self, ip: IpAddr) {
+        self.forget_finished_handshakes();
+        let evictable = |id: &SessionId, sessions: &HashMap<SessionId, SessionState>| {
+            matches!(sessions.get(id), Some(SessionState::Pending(listen)) if !listen.awaits_access_control())
+        };
+        let from_ip = self.pending_since.keys().filter(|id| id.0.ip() == ip).count();
+        let oldest = if from_ip >= MAX_PENDING_PER_IP {
+            self.pending_since
+                .iter()
+                .filter(|(id, _)| id.0.ip() == ip && evictable(id, &self.sessions))
+                .min_by_key(|(_, since)| **since)
+                .map(|(id, _)| *id)
+        } else if self.pending_since.len() >= MAX_PENDING_SESSIONS {
+            self.pending_since
+                .iter()
+                .filter(|(id, _)| evictable(id, &self.sessions))
+                .min_by_key(|(_, since)| **since)
+                .map(|(id, _)| *id)
+        } else {
+            None
+        };
+        if let Some(id) = oldest {
+            self.pending_since.remove(&id);
+            self.sessions.remove(&id);
+        }
+    }
+
+    /// PRISM PATCH: drops the handshake bookkeeping of sessions that are
+    /// no longer in their handshake (opened, rejected, removed).
+    fn forget_finished_handshakes(&mut self) {
+        let sessions = &self.sessions;
+        self.pending_since
+            .retain(|id, _| matches!(sessions.get(id), Some(SessionState::Pending(_))));
+    }
+
+    /// PRISM PATCH: forgets handshakes older than `PENDING_TIMEOUT`.
+    fn expire_handshakes(&mut self, now: Instant) {
+        self.forget_finished_handshakes();
+        let sessions = &mut self.sessions;
+        self.pending_since.retain(|id, since| {
+            let expired = now.saturating_duration_since(*since) >= PENDING_TIMEOUT
+                && matches!(sessions.get(id), Some(SessionState::Pending(listen)) if !listen.awaits_access_control());
+            if expired {
+                sessions.remove(id);
+            }
+            !expired
+        });
+    }
+
+    /// PRISM PATCH: sessions kept now (for tests of the bounds above).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     fn handle_packet_receive_error(&mut self, now: Instant, error: ReceivePacketError) -> Action {
@@ -102,6 +227,7 @@ impl MultiplexListener {
     }
 
     fn handle_timer(&mut self, now: Instant) -> Action {
+        self.expire_handshakes(now);
         if self.stats_timer.check_expired(now).is_some() {
             Action::UpdateStatistics(&self.stats)
         } else {

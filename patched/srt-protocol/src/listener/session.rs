@@ -57,7 +57,9 @@ impl SessionState {
                 let reject = reject.clone();
                 self.reject(session_id, reject)
             }
-            Open => unreachable!("this should not happen"),
+            // PRISM PATCH: was `unreachable!()`; a late or repeated answer
+            // for an open session is ignored.
+            Open => Action::WaitForInput,
             Dropping => Action::DropConnection(session_id),
         }
     }

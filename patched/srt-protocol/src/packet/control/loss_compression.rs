@@ -119,13 +119,16 @@ impl<I: Iterator<Item = u32>> Iterator for DecompressLossList<I> {
                 if next & (1 << 31) != 0 {
                     // set the first bit to zero
                     let next_num = next & !(1 << 31);
-                    self.loop_next_end = Some((
-                        next_num + 1,
-                        match self.iterator.next() {
-                            Some(i) => i,
-                            None => panic!("unterminated loop while decompressing loss list"),
-                        },
-                    ));
+                    // PRISM PATCH: a peer's loss list with an unterminated
+                    // range panicked, and one whose range ends before it
+                    // starts counted through all of u32. Both are read as
+                    // the single number.
+                    match self.iterator.next() {
+                        Some(end) if end > next_num => {
+                            self.loop_next_end = Some((next_num + 1, end));
+                        }
+                        _ => {}
+                    }
 
                     Some(SeqNumber::new_truncate(next_num))
                 } else {

@@ -632,7 +632,11 @@ impl ControlTypes {
                                             SrtControlPacket::StreamId(stream_id) => {
                                                 sid = Some(stream_id)
                                             }
-                                            _ => unimplemented!("Implement other kinds"),
+                                            // PRISM PATCH: was `unimplemented!()`; a caller
+                                            // with a congestion or packet-filter option
+                                            // (FEC) panicked the listener. Ignored, as
+                                            // upstream does not implement them.
+                                            other => warn!("Ignoring handshake extension {:?}", other),
                                         }
                                     }
                                 }
@@ -976,7 +980,8 @@ impl Add<u32> for FullAckSeqNumber {
     type Output = FullAckSeqNumber;
 
     fn add(self, rhs: u32) -> Self::Output {
-        FullAckSeqNumber(self.0 + rhs)
+        // PRISM PATCH: wraps as the sequence does (was an overflow panic).
+        FullAckSeqNumber(self.0.wrapping_add(rhs))
     }
 }
 
@@ -984,7 +989,8 @@ impl Sub<FullAckSeqNumber> for FullAckSeqNumber {
     type Output = usize;
 
     fn sub(self, rhs: FullAckSeqNumber) -> Self::Output {
-        (self.0 - rhs.0).try_into().unwrap()
+        // PRISM PATCH: a peer's out-of-order ACK2 made this underflow.
+        self.0.wrapping_sub(rhs.0) as usize
     }
 }
 

@@ -275,6 +275,10 @@ fn le_bytes_to_string(le_bytes: &mut impl Buf) -> Result<String, PacketParseErro
     if le_bytes.remaining() % 4 != 0 {
         return Err(PacketParseError::NotEnoughData);
     }
+    // PRISM PATCH: an empty extension read a word past its end (a panic).
+    if le_bytes.remaining() == 0 {
+        return Ok(String::new());
+    }
 
     let mut str_bytes = Vec::with_capacity(le_bytes.remaining());
 

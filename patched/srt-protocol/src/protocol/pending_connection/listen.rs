@@ -48,6 +48,46 @@ impl Listen {
         }
     }
 
+    /// PRISM PATCH: the listener for a caller that was answered statelessly
+    /// at induction and came back with a valid cookie in `shake` (a
+    /// conclusion): it starts where `wait_for_induction` would have left it.
+    pub fn after_stateless_induction(
+        init_settings: ConnInitSettings,
+        from: SocketAddr,
+        timestamp: TimeStamp,
+        shake: &HandshakeControlInfo,
+        now: Instant,
+    ) -> Listen {
+        let cookie = shake.syn_cookie;
+        let induction_response = Packet::Control(ControlPacket {
+            timestamp,
+            dest_sockid: shake.socket_id,
+            control_type: ControlTypes::Handshake(HandshakeControlInfo {
+                syn_cookie: cookie,
+                socket_id: init_settings.local_sockid,
+                shake_type: ShakeType::Induction,
+                info: HandshakeVsInfo::V5(HsV5Info::default()),
+                ..shake.clone()
+            }),
+        });
+        Listen {
+            init_settings,
+            enable_access_control: true,
+            state: ConclusionWait(ConclusionWaitState {
+                from,
+                cookie,
+                induction_response,
+                induction_time: now,
+            }),
+        }
+    }
+
+    /// PRISM PATCH: whether the access-control decision is awaited (the
+    /// session must then not be dropped, or the I/O side leaks its request).
+    pub fn awaits_access_control(&self) -> bool {
+        matches!(self.state, AccessControlRequested(..))
+    }
+
     pub fn settings(&self) -> &ConnInitSettings {
         &self.init_settings
     }
@@ -76,7 +116,26 @@ impl Listen {
                 use AccessControlResponse::*;
                 match response {
                     Accepted(key_settings) => {
-                        self.accept_connection(now, &state, timestamp, shake, info, key_settings)
+                        match self.accept_connection(
+                            now,
+                            &state,
+                            timestamp,
+                            shake.clone(),
+                            info,
+                            key_settings,
+                        ) {
+                            // PRISM PATCH: a handshake that cannot be
+                            // accepted (no HSREQ extension) left the session
+                            // waiting for a decision already made, forever;
+                            // it is refused instead.
+                            NotHandled(_) => self.make_rejection(
+                                &shake,
+                                state.from,
+                                timestamp,
+                                ConnectionReject::Rejecting(CoreRejectReason::Rogue.into()),
+                            ),
+                            result => result,
+                        }
                     }
                     Rejected(rr) => self.make_rejection(
                         &shake,

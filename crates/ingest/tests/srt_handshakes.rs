@@ -1,0 +1,310 @@
+//! The SRT listener's handshake state machine (srt-protocol's
+//! `MultiplexListener`, patched: see patched/srt-protocol/README.md), driven
+//! without sockets the way srt-tokio drives it, with hostile input: random
+//! datagrams, libsrt's own conclusion packets mutated, floods of inductions
+//! and of unfinished handshakes. Nothing may panic, and the state kept for
+//! unfinished handshakes stays bounded.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+use srt_protocol::listener::{
+    Action, Input, MultiplexListener, NextInputContext, SessionId, MAX_PENDING_PER_IP,
+    MAX_PENDING_SESSIONS, PENDING_TIMEOUT,
+};
+use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::packet::{
+    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, ReceivePacketError,
+    ShakeType, SocketId, TimeStamp,
+};
+use srt_protocol::protocol::pending_connection::{AccessControlRequest, AccessControlResponse};
+use srt_protocol::settings::{ConnInitSettings, KeySettings};
+
+/// HSv5 conclusion packets sent by libsrt (the reference implementation),
+/// as captured by srt-rs's authors for their parser tests: plain, with a
+/// stream id, and with key material (AES-128).
+const LIBSRT_CONCLUSIONS: [&str; 3] = [
+    "8000000000000000000F9EC400000000000000050000000144BEA60D000005DC00002000FFFFFFFF3D6936B6E3E405DD0100007F00000000000000000000000000010003000103010000002F00780000",
+    "800000000000000000000b1400000000000000050000000563444b2e000005dc00002000ffffffff37eb0ee52154fbd60100007f0000000000000000000000000001000300010401000000bf0014001400050003646362616867666500006a69",
+    "800000000000000000175E8A0000000000000005000000036FEFB8D8000005DC00002000FFFFFFFF35E790ED5D16CCEA0100007F00000000000000000000000000010003000103010000002F01F401F40003000E122029010000000002000200000004049D75B0AC924C6E4C9EC40FEB4FE973DB1D215D426C18A2871EBF77E2646D9BAB15DBD7689AEF60EC",
+];
+
+/// Where the SYN cookie sits in a handshake packet: after the 16-byte
+/// header, version, encryption/extension fields, ISN, MSS, flow window,
+/// handshake type and socket id.
+const COOKIE_OFFSET: usize = 16 + 28;
+
+/// The listener as srt-tokio's I/O loop drives it: every action is answered
+/// as done, access requests are decided by `decide`.
+struct Rig {
+    listener: MultiplexListener,
+    now: Instant,
+    sent: Vec<(Packet, SocketAddr)>,
+    decisions: VecDeque<(SessionId, AccessControlResponse)>,
+    opened: usize,
+}
+
+/// Accepts stream id "plain" unencrypted, and "secure" or none with a
+/// passphrase at the caller's key length (so libsrt's key material reaches
+/// the key negotiation); refuses the rest, as Prism's access control does.
+fn decide(request: &AccessControlRequest) -> AccessControlResponse {
+    let stream_id = request.stream_id.as_ref().map(|s| s.to_string());
+    match stream_id.as_deref() {
+        Some("plain") => AccessControlResponse::Accepted(None),
+        Some("secure") | None => AccessControlResponse::Accepted(Some(KeySettings {
+            key_size: match request.key_size {
+                KeySize::Unspecified => KeySize::AES128,
+                size => size,
+            },
+            passphrase: Passphrase::try_from("correct-horse-battery-staple".to_string()).unwrap(),
+        })),
+        _ => AccessControlResponse::Rejected(
+            srt_protocol::packet::ServerRejectReason::Notfound.into(),
+        ),
+    }
+}
+
+impl Rig {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            listener: MultiplexListener::new(
+                now,
+                "127.0.0.1:9000".parse().unwrap(),
+                ConnInitSettings::default(),
+            ),
+            now,
+            sent: Vec::new(),
+            decisions: VecDeque::new(),
+            opened: 0,
+        }
+    }
+
+    fn run(&mut self, mut input: Input) {
+        for _ in 0..64 {
+            let action = self.listener.handle_input(self.now, input);
+            let next = NextInputContext::for_action(&action);
+            let done = || next_input_done(next);
+            input = match action {
+                Action::SendPacket(packet) => {
+                    self.sent.push(packet);
+                    done()
+                }
+                Action::RequestAccess(id, request) => {
+                    self.decisions.push_back((id, decide(&request)));
+                    done()
+                }
+                Action::OpenConnection(id, opened) => {
+                    self.opened += 1;
+                    let (answer, _) = *opened;
+                    self.sent.extend(answer);
+                    let _ = id;
+                    done()
+                }
+                Action::RejectConnection(_, answer) => {
+                    self.sent.extend(answer);
+                    done()
+                }
+                Action::DelegatePacket(..)
+                | Action::DropConnection(..)
+                | Action::UpdateStatistics(..) => done(),
+                Action::WaitForInput => match self.decisions.pop_front() {
+                    Some(decision) => Input::AccessResponse(Some(decision)),
+                    None => return,
+                },
+                Action::Close => return,
+            };
+        }
+        panic!("the listener did not settle within 64 steps");
+    }
+
+    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let parsed = Packet::parse(&mut &bytes[..], false);
+        let input = match parsed {
+            Ok(packet) => Input::Packet(Ok((packet, from))),
+            Err(e) => Input::Packet(Err(ReceivePacketError::Parse(e))),
+        };
+        self.run(input);
+    }
+
+    fn tick(&mut self, by: Duration) {
+        self.now += by;
+        self.run(Input::Timer);
+    }
+
+    /// Sends an induction from `from`; the cookie of the answer.
+    fn induction(&mut self, from: SocketAddr) -> i32 {
+        let induction = Packet::Control(ControlPacket {
+            timestamp: TimeStamp::from_micros(0),
+            dest_sockid: SocketId(0),
+            control_type: ControlTypes::Handshake(HandshakeControlInfo {
+                init_seq_num: rand_seq(),
+                max_packet_size: srt_protocol::options::PacketSize(1500),
+                max_flow_size: srt_protocol::options::PacketCount(8192),
+                shake_type: ShakeType::Induction,
+                socket_id: SocketId(1234),
+                syn_cookie: 0,
+                peer_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                info: HandshakeVsInfo::V4(srt_protocol::packet::SocketType::Datagram),
+            }),
+        });
+        let mut bytes = BytesMut::new();
+        induction.serialize(&mut bytes);
+        let sent_before = self.sent.len();
+        self.datagram(&bytes, from);
+        let (answer, to) = self
+            .sent
+            .get(sent_before)
+            .expect("an induction is answered");
+        assert_eq!(*to, from);
+        match answer {
+            Packet::Control(ControlPacket {
+                control_type: ControlTypes::Handshake(shake),
+                ..
+            }) => shake.syn_cookie,
+            other => panic!("not a handshake: {other:?}"),
+        }
+    }
+}
+
+fn rand_seq() -> srt_protocol::packet::SeqNumber {
+    srt_protocol::packet::SeqNumber::new_truncate(12345)
+}
+
+fn next_input_done(next: NextInputContext) -> Input {
+    next.input_from(Ok::<(), ()>(()))
+}
+
+fn conclusion_with_cookie(capture: &str, cookie: i32) -> Vec<u8> {
+    let mut bytes = hex_decode(capture);
+    bytes[COOKIE_OFFSET..COOKIE_OFFSET + 4].copy_from_slice(&cookie.to_be_bytes());
+    bytes
+}
+
+fn hex_decode(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn address(n: u32) -> SocketAddr {
+    let ip = Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8);
+    SocketAddr::new(IpAddr::V4(ip), 1024 + (n % 50_000) as u16)
+}
+
+#[test]
+fn libsrt_conclusions_after_an_induction_reach_access_control() {
+    let mut rig = Rig::new();
+    for (n, capture) in LIBSRT_CONCLUSIONS.iter().enumerate() {
+        let from = address(n as u32);
+        let cookie = rig.induction(from);
+        let sent_before = rig.sent.len();
+        rig.datagram(&conclusion_with_cookie(capture, cookie), from);
+        // Each is answered (refused: their stream ids are not known here,
+        // or their key material is wrapped with another passphrase).
+        let answer = &rig.sent[sent_before..];
+        assert_eq!(answer.len(), 1, "{n}: {answer:?}");
+    }
+    // A wrong cookie gets nothing and leaves nothing behind.
+    let stranger = address(99);
+    rig.datagram(&conclusion_with_cookie(LIBSRT_CONCLUSIONS[0], 42), stranger);
+    assert_eq!(rig.listener.session_count(), 0);
+}
+
+#[test]
+fn an_induction_flood_from_many_ports_keeps_no_state() {
+    let mut rig = Rig::new();
+    for port in 0..20_000u32 {
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1024 + port as u16);
+        rig.induction(from);
+    }
+    assert_eq!(rig.sent.len(), 20_000);
+    assert_eq!(rig.listener.session_count(), 0);
+}
+
+#[test]
+fn unfinished_handshakes_are_capped_per_address_and_in_all_and_expire() {
+    let mut rig = Rig::new();
+    // Conclusions with a valid cookie but a protocol version the listener
+    // does not take stay unfinished.
+    let stuck = |rig: &mut Rig, from: SocketAddr| {
+        let cookie = rig.induction(from);
+        let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[0], cookie);
+        bytes[16..20].copy_from_slice(&5u32.to_be_bytes());
+        bytes[20 + 2..20 + 4].copy_from_slice(&0u16.to_be_bytes());
+        rig.datagram(&bytes, from);
+    };
+    for port in 0..1_000u16 {
+        stuck(
+            &mut rig,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 2000 + port),
+        );
+    }
+    assert!(rig.listener.session_count() <= MAX_PENDING_PER_IP);
+    for n in 0..5_000u32 {
+        stuck(&mut rig, address(n));
+    }
+    assert!(rig.listener.session_count() <= MAX_PENDING_SESSIONS);
+    rig.tick(PENDING_TIMEOUT + Duration::from_millis(100));
+    assert_eq!(rig.listener.session_count(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn random_datagrams_never_panic_nor_keep_state(
+        datagrams in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..600), 0u32..64),
+            1..40,
+        )
+    ) {
+        let mut rig = Rig::new();
+        for (bytes, from) in &datagrams {
+            rig.datagram(bytes, address(*from));
+        }
+        // Random bytes never carry a valid cookie: no session is opened.
+        prop_assert_eq!(rig.listener.session_count(), 0);
+    }
+
+    #[test]
+    fn mutated_libsrt_conclusions_never_panic(
+        capture in 0usize..LIBSRT_CONCLUSIONS.len(),
+        flips in proptest::collection::vec((COOKIE_OFFSET + 4..400usize, any::<u8>()), 0..12),
+        cut in 0usize..400,
+        tail in proptest::collection::vec(any::<u8>(), 0..64),
+        stream_id in "[a-z]{0,8}|secure|plain",
+        key_size in prop_oneof![Just(0u8), Just(2), Just(3), Just(4), any::<u8>()],
+    ) {
+        let mut rig = Rig::new();
+        let from = address(7);
+        let cookie = rig.induction(from);
+        let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[capture], cookie);
+        // The encryption field (key length / 8) the caller announces.
+        bytes[16 + 4 + 1] = key_size;
+        if !stream_id.is_empty() && capture == 1 {
+            // Replace the captured stream id's bytes (last extension).
+            let id = stream_id.as_bytes();
+            let start = bytes.len() - 8;
+            for (i, byte) in bytes[start..].iter_mut().enumerate() {
+                *byte = id.get(i).copied().unwrap_or(0);
+            }
+        }
+        for (at, value) in &flips {
+            if *at < bytes.len() {
+                bytes[*at] ^= value;
+            }
+        }
+        bytes.truncate(cut.max(COOKIE_OFFSET + 4));
+        bytes.extend_from_slice(&tail);
+        rig.datagram(&bytes, from);
+        // The caller retransmits its conclusion; then time passes.
+        rig.datagram(&bytes, from);
+        rig.tick(PENDING_TIMEOUT + Duration::from_millis(100));
+        prop_assert!(rig.listener.session_count() <= rig.opened);
+    }
+}
