@@ -284,3 +284,45 @@ fn every_caller_publishes_with_a_passphrase_whatever_its_key_length() {
     setup.prism.terminate();
     setup.prism.assert_log_free_of(&[PASSPHRASE]);
 }
+
+/// An SRT encoder killed (it sends no close: Prism only sees it go silent)
+/// and replaced within the grace period continues the show: each of the two
+/// destinations, which accept exactly one connection, records one
+/// continuous file with both parts.
+#[test]
+fn an_srt_encoder_replaced_within_the_grace_period_continues_the_show() {
+    let mut setup = start_streams(
+        "srt-grace",
+        &[("show", SECURE_KEY, Some(PASSPHRASE))],
+        "",
+        10,
+    );
+    let url = srt_url(setup.srt_port, SECURE_KEY, Some(PASSPHRASE));
+    let mut first = Ffmpeg::srt_publisher(&url, 60, setup.scratch.file("first.log"));
+    setup
+        .prism
+        .wait_for_log("publish started", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    first.kill();
+    let killed = std::time::Instant::now();
+    // An OBS user's reconnect comes a second or more later.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut second = Ffmpeg::srt_publisher(&url, 5, setup.scratch.file("second.log"));
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "the returning encoder was refused: {}\n{}",
+        second.log(),
+        setup.prism.log()
+    );
+    println!("replaced {:?} after the kill", killed.elapsed());
+    for (receiver, _) in &mut setup.receivers {
+        receiver.wait(Duration::from_secs(25));
+    }
+    let outs: Vec<&std::path::Path> = setup
+        .receivers
+        .iter()
+        .map(|(_, out)| out.as_path())
+        .collect();
+    assert_one_continuous_show_at(&setup.prism, &outs, 4.0 + 5.0 - 1.0);
+    setup.prism.terminate();
+}

@@ -914,6 +914,12 @@ pub fn promtool_problems(exposition: &str) -> Vec<String> {
 /// says so, the destination was connected once, and its one recording holds
 /// at least `min_secs` (both parts), monotonic and decodable.
 pub fn assert_one_continuous_show(prism: &Prism, out: &Path, min_secs: f64) {
+    assert_one_continuous_show_at(prism, &[out], min_secs);
+}
+
+/// As `assert_one_continuous_show`, for every destination of the stream
+/// (each recorded to one of `outs`).
+pub fn assert_one_continuous_show_at(prism: &Prism, outs: &[&Path], min_secs: f64) {
     let log = prism.log();
     assert!(
         log.contains("publisher resumed the session within the grace period"),
@@ -921,13 +927,16 @@ pub fn assert_one_continuous_show(prism: &Prism, out: &Path, min_secs: f64) {
     );
     assert_eq!(
         log.matches("destination live").count(),
-        1,
-        "the destination reconnected:\n{log}"
+        outs.len(),
+        "a destination reconnected:\n{log}"
     );
-    let duration = probe_duration(out);
-    assert!(
-        duration > min_secs,
-        "only {duration} s arrived of more than {min_secs} s: a publisher's part is missing"
-    );
-    assert_good_recording(out, duration);
+    for out in outs {
+        let duration = probe_duration(out);
+        assert!(
+            duration > min_secs,
+            "{}: only {duration} s arrived of more than {min_secs} s: a publisher's part is missing",
+            out.display()
+        );
+        assert_good_recording(out, duration);
+    }
 }

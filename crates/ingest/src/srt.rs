@@ -195,7 +195,10 @@ async fn admit(
             .await;
         return None;
     };
-    if hub.is_live() {
+    // A stream in its reconnect grace period is live with no publisher, and
+    // a silent publisher gives way: the returning encoder resumes the
+    // session, as over RTMP.
+    if hub.has_active_publisher() {
         refuse(
             Rejection::AlreadyLive,
             "a publisher is already live on this stream",

@@ -49,6 +49,12 @@ struct HubState {
     rebase_pending: bool,
     timestamp_offset: u32,
     last_timestamp: Option<u32>,
+    /// When the publisher's last message arrived (or it began publishing).
+    last_received: Option<Instant>,
+    /// The session's last video frame, and the interval between its last
+    /// two (ms): a resumed publisher starts one frame after it.
+    last_video_timestamp: Option<u32>,
+    video_interval: u32,
     metadata: Option<MediaMessage>,
     video_header: Option<MediaMessage>,
     audio_header: Option<MediaMessage>,
@@ -59,6 +65,10 @@ struct HubState {
     /// outside the hub lock: pushes may write to sockets.
     subscribers: Arc<Vec<Arc<DestinationQueue>>>,
 }
+
+/// A publisher silent this long gives way to a new one with the stream's
+/// key: a live encoder sends audio or video many times a second.
+pub const SILENT_PUBLISHER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct StreamHub {
     id: String,
@@ -160,16 +170,33 @@ impl StreamHub {
     }
 
     /// Claims the stream for a publisher. A second publisher on a live stream
-    /// is refused; the first keeps streaming.
+    /// is refused while the first streams; a first one that has sent nothing
+    /// for `SILENT_PUBLISHER` gives way, as if it had disconnected (an SRT
+    /// encoder that died, or a host that lost power, sends no close, and the
+    /// encoder replacing it should not wait for the dead connection to time
+    /// out: the grace period then continues the session).
     pub fn try_publish(
         self: &Arc<Self>,
         protocol: IngestProtocol,
         remote: SocketAddr,
     ) -> Result<PublishGuard, PublishError> {
         let mut state = self.lock();
-        if state.publisher.is_some() {
-            return Err(PublishError::AlreadyLive);
+        if let Some(current) = state.publisher {
+            let silent = state
+                .last_received
+                .is_none_or(|at| at.elapsed() >= SILENT_PUBLISHER);
+            if !silent {
+                return Err(PublishError::AlreadyLive);
+            }
+            drop(state);
+            tracing::info!(stream = %self.id, %remote, silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
+            self.publisher_left(current);
+            state = self.lock();
+            if state.publisher.is_some() {
+                return Err(PublishError::AlreadyLive);
+            }
         }
+        state.last_received = Some(Instant::now());
         state.next_session += 1;
         let token = state.next_session;
         state.publisher = Some(token);
@@ -210,6 +237,17 @@ impl StreamHub {
                 bytes: 0,
             },
         })
+    }
+
+    /// Whether a publisher holds the stream now, one that `try_publish`
+    /// would not let a newcomer replace. False during the reconnect grace
+    /// period, when the stream is live and waiting for its encoder.
+    pub fn has_active_publisher(&self) -> bool {
+        let state = self.lock();
+        state.publisher.is_some()
+            && state
+                .last_received
+                .is_some_and(|at| at.elapsed() < SILENT_PUBLISHER)
     }
 
     pub fn is_live(&self) -> bool {
@@ -263,11 +301,24 @@ impl StreamHub {
         if state.rebase_pending {
             state.rebase_pending = false;
             if let Some(last) = state.last_timestamp {
-                // Continue one millisecond after the last message sent.
-                state.timestamp_offset = last.wrapping_add(1).wrapping_sub(message.timestamp);
+                // Continue one frame interval after the last message sent:
+                // monotonic, and no two video frames closer than a frame
+                // (players and decoders place frames on the frame grid).
+                let gap = state.video_interval.max(1);
+                state.timestamp_offset = last.wrapping_add(gap).wrapping_sub(message.timestamp);
             }
         }
         message.timestamp = message.timestamp.wrapping_add(state.timestamp_offset);
+        state.last_received = Some(message.received_at);
+        if message.kind == MediaKind::Video && !message.sequence_header {
+            if let Some(previous) = state.last_video_timestamp {
+                let interval = message.timestamp.wrapping_sub(previous);
+                if (1..=1000).contains(&interval) {
+                    state.video_interval = interval;
+                }
+            }
+            state.last_video_timestamp = Some(message.timestamp);
+        }
         let advanced = match state.last_timestamp {
             Some(last) => (message.timestamp.wrapping_sub(last) as i32) > 0,
             None => true,
@@ -577,10 +628,11 @@ mod tests {
             .skip(1)
             .map(|m| (m.timestamp, m.keyframe))
             .collect();
-        // The new publisher's clock (0, 40, 80) continues after 5040.
+        // The new publisher's clock (0, 40, 80) continues one frame
+        // interval (40 ms) after 5040; its frame at 0 waited for a keyframe.
         assert_eq!(
             stamps,
-            vec![(5000, true), (5040, false), (5081, true), (5121, false)]
+            vec![(5000, true), (5040, false), (5120, true), (5160, false)]
         );
         assert_eq!(queue.dropped_frames(), 0);
 
