@@ -281,6 +281,9 @@ fn every_caller_publishes_with_a_passphrase_whatever_its_key_length() {
         callers.len(),
         "{log}"
     );
+    // The frame rate is measured from the stream (25 fps), as RTMP's
+    // metadata gives it.
+    assert_eq!(log.matches("fps=25.0").count(), callers.len(), "{log}");
     setup.prism.terminate();
     setup.prism.assert_log_free_of(&[PASSPHRASE]);
 }

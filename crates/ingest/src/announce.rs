@@ -9,8 +9,9 @@ use tracing::info;
 
 use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 
-/// Messages to wait for a keyframe and audio before announcing anyway (an
-/// audio-only or video-only stream never completes the picture).
+/// Messages to wait for a keyframe, audio and the frame rate before
+/// announcing anyway (an audio-only or video-only stream, or one whose
+/// metadata has no frame rate, never completes the picture).
 const ANNOUNCE_AFTER_MESSAGES: u32 = 200;
 
 pub(crate) struct PublishAnnouncer {
@@ -61,8 +62,10 @@ impl PublishAnnouncer {
             self.keyframe_seen = true;
         }
         // Announce once both tracks have shown themselves (an SRT stream's
-        // first keyframe often comes before its first audio frame).
-        if (self.keyframe_seen && self.audio_codec.is_some())
+        // first keyframe often comes before its first audio frame) and the
+        // frame rate is known: from RTMP's onMetaData at once, from the
+        // metadata the MPEG-TS remuxer re-sends once it has measured it.
+        if (self.keyframe_seen && self.audio_codec.is_some() && self.framerate.is_some())
             || self.seen >= ANNOUNCE_AFTER_MESSAGES
         {
             self.done = true;
