@@ -142,11 +142,41 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// The SRT listener's handshakes (patched srt-protocol), driven as
+/// srt-tokio drives it: the input is a series of datagrams, each a length
+/// byte then that many bytes, from one of four source addresses (picked by
+/// the length byte's top bits). A handshake conclusion gets the cookie the
+/// listener last sent to its address, so mutated conclusions reach access
+/// control and the key negotiation instead of stopping at the cookie check.
+pub fn srt_handshake(data: &[u8]) {
+    use prism_ingest::srt_drive::{ListenerRig, COOKIE_OFFSET};
+    let mut rig = ListenerRig::new();
+    let mut rest = data;
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head & 0x3f) * 8;
+        let (datagram, after) = tail.split_at(len.min(tail.len()));
+        rest = after;
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 5000 + u16::from(head >> 6)));
+        let mut datagram = datagram.to_vec();
+        if let Some(cookie) = rig.cookie_sent_to(from) {
+            if let Some(field) = datagram.get_mut(COOKIE_OFFSET..COOKIE_OFFSET + 4) {
+                field.copy_from_slice(&cookie.to_be_bytes());
+            }
+        }
+        rig.datagram(&datagram, from);
+        rig.tick(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        rig.listener.session_count() <= rig.opened + srt_protocol::listener::MAX_PENDING_SESSIONS,
+        "the listener keeps more sessions than its bound"
+    );
+}
+
 /// A target: its name and the function AFL++ drives.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name, for the seed replay and the seed writer.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     ("rtmp_server", rtmp_server),
     ("rtmp_client", rtmp_client),
     ("rtmp_chunks", rtmp_chunks),
@@ -155,6 +185,7 @@ pub const TARGETS: [Target; 8] = [
     ("ts_remux", ts_remux),
     ("stream_id", stream_id),
     ("config", config),
+    ("srt_handshake", srt_handshake),
 ];
 
 #[cfg(test)]

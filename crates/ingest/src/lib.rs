@@ -9,6 +9,7 @@ pub mod hevc;
 pub mod remux;
 pub mod rtmp;
 pub mod srt;
+pub mod srt_drive;
 pub mod stats;
 pub mod streamid;
 pub mod ts;

@@ -5,23 +5,19 @@
 //! and of unfinished handshakes. Nothing may panic, and the state kept for
 //! unfinished handshakes stays bounded.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use srt_protocol::listener::{
-    Action, Input, MultiplexListener, NextInputContext, SessionId, MAX_PENDING_PER_IP,
-    MAX_PENDING_SESSIONS, PENDING_TIMEOUT,
-};
-use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::listener::{MAX_PENDING_PER_IP, MAX_PENDING_SESSIONS, PENDING_TIMEOUT};
+use srt_protocol::options::{PacketCount, PacketSize};
 use srt_protocol::packet::{
-    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, ReceivePacketError,
-    ShakeType, SocketId, TimeStamp,
+    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, SeqNumber,
+    ShakeType, SocketId, SocketType, TimeStamp,
 };
-use srt_protocol::protocol::pending_connection::{AccessControlRequest, AccessControlResponse};
-use srt_protocol::settings::{ConnInitSettings, KeySettings};
+
+use prism_ingest::srt_drive::{ListenerRig as Rig, COOKIE_OFFSET};
 
 /// HSv5 conclusion packets sent by libsrt (the reference implementation),
 /// as captured by srt-rs's authors for their parser tests: plain, with a
@@ -32,150 +28,28 @@ const LIBSRT_CONCLUSIONS: [&str; 3] = [
     "800000000000000000175E8A0000000000000005000000036FEFB8D8000005DC00002000FFFFFFFF35E790ED5D16CCEA0100007F00000000000000000000000000010003000103010000002F01F401F40003000E122029010000000002000200000004049D75B0AC924C6E4C9EC40FEB4FE973DB1D215D426C18A2871EBF77E2646D9BAB15DBD7689AEF60EC",
 ];
 
-/// Where the SYN cookie sits in a handshake packet: after the 16-byte
-/// header, version, encryption/extension fields, ISN, MSS, flow window,
-/// handshake type and socket id.
-const COOKIE_OFFSET: usize = 16 + 28;
-
-/// The listener as srt-tokio's I/O loop drives it: every action is answered
-/// as done, access requests are decided by `decide`.
-struct Rig {
-    listener: MultiplexListener,
-    now: Instant,
-    sent: Vec<(Packet, SocketAddr)>,
-    decisions: VecDeque<(SessionId, AccessControlResponse)>,
-    opened: usize,
-}
-
-/// Accepts stream id "plain" unencrypted, and "secure" or none with a
-/// passphrase at the caller's key length (so libsrt's key material reaches
-/// the key negotiation); refuses the rest, as Prism's access control does.
-fn decide(request: &AccessControlRequest) -> AccessControlResponse {
-    let stream_id = request.stream_id.as_ref().map(|s| s.to_string());
-    match stream_id.as_deref() {
-        Some("plain") => AccessControlResponse::Accepted(None),
-        Some("secure") | None => AccessControlResponse::Accepted(Some(KeySettings {
-            key_size: match request.key_size {
-                KeySize::Unspecified => KeySize::AES128,
-                size => size,
-            },
-            passphrase: Passphrase::try_from("correct-horse-battery-staple".to_string()).unwrap(),
-        })),
-        _ => AccessControlResponse::Rejected(
-            srt_protocol::packet::ServerRejectReason::Notfound.into(),
-        ),
-    }
-}
-
-impl Rig {
-    fn new() -> Self {
-        let now = Instant::now();
-        Self {
-            listener: MultiplexListener::new(
-                now,
-                "127.0.0.1:9000".parse().unwrap(),
-                ConnInitSettings::default(),
-            ),
-            now,
-            sent: Vec::new(),
-            decisions: VecDeque::new(),
-            opened: 0,
-        }
-    }
-
-    fn run(&mut self, mut input: Input) {
-        for _ in 0..64 {
-            let action = self.listener.handle_input(self.now, input);
-            let next = NextInputContext::for_action(&action);
-            let done = || next_input_done(next);
-            input = match action {
-                Action::SendPacket(packet) => {
-                    self.sent.push(packet);
-                    done()
-                }
-                Action::RequestAccess(id, request) => {
-                    self.decisions.push_back((id, decide(&request)));
-                    done()
-                }
-                Action::OpenConnection(id, opened) => {
-                    self.opened += 1;
-                    let (answer, _) = *opened;
-                    self.sent.extend(answer);
-                    let _ = id;
-                    done()
-                }
-                Action::RejectConnection(_, answer) => {
-                    self.sent.extend(answer);
-                    done()
-                }
-                Action::DelegatePacket(..)
-                | Action::DropConnection(..)
-                | Action::UpdateStatistics(..) => done(),
-                Action::WaitForInput => match self.decisions.pop_front() {
-                    Some(decision) => Input::AccessResponse(Some(decision)),
-                    None => return,
-                },
-                Action::Close => return,
-            };
-        }
-        panic!("the listener did not settle within 64 steps");
-    }
-
-    fn datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        let parsed = Packet::parse(&mut &bytes[..], false);
-        let input = match parsed {
-            Ok(packet) => Input::Packet(Ok((packet, from))),
-            Err(e) => Input::Packet(Err(ReceivePacketError::Parse(e))),
-        };
-        self.run(input);
-    }
-
-    fn tick(&mut self, by: Duration) {
-        self.now += by;
-        self.run(Input::Timer);
-    }
-
-    /// Sends an induction from `from`; the cookie of the answer.
-    fn induction(&mut self, from: SocketAddr) -> i32 {
-        let induction = Packet::Control(ControlPacket {
-            timestamp: TimeStamp::from_micros(0),
-            dest_sockid: SocketId(0),
-            control_type: ControlTypes::Handshake(HandshakeControlInfo {
-                init_seq_num: rand_seq(),
-                max_packet_size: srt_protocol::options::PacketSize(1500),
-                max_flow_size: srt_protocol::options::PacketCount(8192),
-                shake_type: ShakeType::Induction,
-                socket_id: SocketId(1234),
-                syn_cookie: 0,
-                peer_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                info: HandshakeVsInfo::V4(srt_protocol::packet::SocketType::Datagram),
-            }),
-        });
-        let mut bytes = BytesMut::new();
-        induction.serialize(&mut bytes);
-        let sent_before = self.sent.len();
-        self.datagram(&bytes, from);
-        let (answer, to) = self
-            .sent
-            .get(sent_before)
-            .expect("an induction is answered");
-        assert_eq!(*to, from);
-        match answer {
-            Packet::Control(ControlPacket {
-                control_type: ControlTypes::Handshake(shake),
-                ..
-            }) => shake.syn_cookie,
-            other => panic!("not a handshake: {other:?}"),
-        }
-    }
-}
-
-fn rand_seq() -> srt_protocol::packet::SeqNumber {
-    srt_protocol::packet::SeqNumber::new_truncate(12345)
-}
-
-fn next_input_done(next: NextInputContext) -> Input {
-    next.input_from(Ok::<(), ()>(()))
+/// Sends an induction from `from`; the cookie of the answer.
+fn induction(rig: &mut Rig, from: SocketAddr) -> i32 {
+    let induction = Packet::Control(ControlPacket {
+        timestamp: TimeStamp::from_micros(0),
+        dest_sockid: SocketId(0),
+        control_type: ControlTypes::Handshake(HandshakeControlInfo {
+            init_seq_num: SeqNumber::new_truncate(12345),
+            max_packet_size: PacketSize(1500),
+            max_flow_size: PacketCount(8192),
+            shake_type: ShakeType::Induction,
+            socket_id: SocketId(1234),
+            syn_cookie: 0,
+            peer_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            info: HandshakeVsInfo::V4(SocketType::Datagram),
+        }),
+    });
+    let mut bytes = BytesMut::new();
+    induction.serialize(&mut bytes);
+    let sent_before = rig.sent.len();
+    rig.datagram(&bytes, from);
+    assert_eq!(rig.sent.len(), sent_before + 1, "an induction is answered");
+    rig.cookie_sent_to(from).expect("a handshake answer")
 }
 
 fn conclusion_with_cookie(capture: &str, cookie: i32) -> Vec<u8> {
@@ -201,7 +75,7 @@ fn libsrt_conclusions_after_an_induction_reach_access_control() {
     let mut rig = Rig::new();
     for (n, capture) in LIBSRT_CONCLUSIONS.iter().enumerate() {
         let from = address(n as u32);
-        let cookie = rig.induction(from);
+        let cookie = induction(&mut rig, from);
         let sent_before = rig.sent.len();
         rig.datagram(&conclusion_with_cookie(capture, cookie), from);
         // Each is answered (refused: their stream ids are not known here,
@@ -220,7 +94,7 @@ fn an_induction_flood_from_many_ports_keeps_no_state() {
     let mut rig = Rig::new();
     for port in 0..20_000u32 {
         let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 1024 + port as u16);
-        rig.induction(from);
+        induction(&mut rig, from);
     }
     assert_eq!(rig.sent.len(), 20_000);
     assert_eq!(rig.listener.session_count(), 0);
@@ -232,7 +106,7 @@ fn unfinished_handshakes_are_capped_per_address_and_in_all_and_expire() {
     // Conclusions with a valid cookie but a protocol version the listener
     // does not take stay unfinished.
     let stuck = |rig: &mut Rig, from: SocketAddr| {
-        let cookie = rig.induction(from);
+        let cookie = induction(rig, from);
         let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[0], cookie);
         bytes[16..20].copy_from_slice(&5u32.to_be_bytes());
         bytes[20 + 2..20 + 4].copy_from_slice(&0u16.to_be_bytes());
@@ -282,7 +156,7 @@ proptest! {
     ) {
         let mut rig = Rig::new();
         let from = address(7);
-        let cookie = rig.induction(from);
+        let cookie = induction(&mut rig, from);
         let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[capture], cookie);
         // The encryption field (key length / 8) the caller announces.
         bytes[16 + 4 + 1] = key_size;
