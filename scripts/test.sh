@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs Prism's whole test suite (unit, property and end-to-end tests).
-# The end-to-end tests drive real ffmpeg/ffprobe and check the metrics with
-# promtool; this installs them first when they are missing (Debian/Ubuntu,
-# as root or through sudo).
+# The end-to-end tests drive real ffmpeg/ffprobe and srt-live-transmit and
+# check the metrics with promtool; this installs them first when they are
+# missing (Debian/Ubuntu, as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]} with apt-get" >&2
   sudo=""
