@@ -182,3 +182,39 @@ proptest! {
         prop_assert!(rig.listener.session_count() <= rig.opened);
     }
 }
+
+/// Inputs the fuzzer and the code review found panicking srt-protocol's
+/// parser (see patched/srt-protocol/README.md).
+#[test]
+fn short_and_unusual_extensions_are_errors_or_ignored_not_panics() {
+    use srt_protocol::packet::SrtControlPacket;
+    // Group extensions shorter than their 4 bytes.
+    for len in 0..4 {
+        let bytes = vec![1u8; len];
+        assert!(SrtControlPacket::parse(8, &mut &bytes[..]).is_err());
+    }
+    // An empty stream id, congestion or filter extension.
+    for packet_type in [5, 6, 7] {
+        let _ = SrtControlPacket::parse(packet_type, &mut &[][..]);
+    }
+    // A peer's loss list whose range never ends, or ends before it starts:
+    // each is read as its one number (it panicked, or counted through u32).
+    for (list, expected) in [
+        (vec![0x8000_0005u32], 1),
+        (vec![0x8000_0010, 3], 1),
+        (vec![0x8000_0001, 3], 3),
+    ] {
+        let mut nak = vec![0x80, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        for word in list {
+            nak.extend(word.to_be_bytes());
+        }
+        let Ok(Packet::Control(ControlPacket {
+            control_type: ControlTypes::Nak(losses),
+            ..
+        })) = Packet::parse(&mut &nak[..], false)
+        else {
+            panic!("not a NAK");
+        };
+        assert_eq!(losses.into_iter_decompressed().take(10).count(), expected);
+    }
+}

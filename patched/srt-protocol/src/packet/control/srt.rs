@@ -369,6 +369,11 @@ impl SrtControlPacket {
                 )))
             }
             8 => {
+                // PRISM PATCH: a group extension shorter than its 4 bytes
+                // read past its end (a panic).
+                if buf.remaining() < 4 {
+                    return Err(PacketParseError::NotEnoughData);
+                }
                 let ty = buf.get_u8().into();
                 let flags = GroupFlags::from_bits_truncate(buf.get_u8());
                 let weight = buf.get_u16_le();
