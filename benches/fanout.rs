@@ -30,7 +30,7 @@ fn fanout(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("fanout/{name}"));
         for destinations in [1usize, 10, 100] {
             let mut rig = FanoutRig::new(destinations, path);
-            let mut timestamp = 0u32;
+            let mut timestamp = 0u64;
             let mut next = move || {
                 timestamp += 40;
                 if len > 1000 {

@@ -74,15 +74,12 @@ async fn publish(url: &str, messages: &[MediaMessage]) {
     let started = tokio::time::Instant::now();
     let first = messages[0].timestamp;
     for message in messages {
-        tokio::time::sleep_until(
-            started + Duration::from_millis((message.timestamp - first) as u64),
-        )
-        .await;
+        tokio::time::sleep_until(started + Duration::from_millis(message.timestamp - first)).await;
         prism_rtmp::queue_media(
             &mut out,
             message.kind.type_id(),
             stream_id,
-            message.timestamp,
+            prism_media::timeline::rtmp_timestamp(message.timestamp),
             &message.payload,
         );
         out.write_to(&mut stream, None).await.unwrap();

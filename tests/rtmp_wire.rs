@@ -211,7 +211,7 @@ fn an_interleaving_publisher_is_relayed_byte_identical() {
         payloads(&recorded, MediaKind::Audio) == audios,
         "an audio payload changed, was lost or added"
     );
-    let stamps: Vec<u32> = recorded
+    let stamps: Vec<u64> = recorded
         .lock()
         .unwrap()
         .iter()

@@ -83,14 +83,14 @@ impl FanoutRig {
     }
 
     /// A video message of `len` bytes.
-    pub fn video(len: usize, timestamp: u32, key: bool) -> MediaMessage {
+    pub fn video(len: usize, timestamp: u64, key: bool) -> MediaMessage {
         let mut body = vec![0u8; len];
         body[0] = if key { 0x17 } else { 0x27 };
         body[1] = 1;
         MediaMessage::new(MediaKind::Video, timestamp, Bytes::from(body))
     }
 
-    pub fn audio(len: usize, timestamp: u32) -> MediaMessage {
+    pub fn audio(len: usize, timestamp: u64) -> MediaMessage {
         let mut body = vec![0u8; len];
         body[0] = 0xaf;
         body[1] = 1;

@@ -336,6 +336,21 @@ impl Ffmpeg {
         Self::publish(url, "flv", seconds, video_kbps, log_path)
     }
 
+    /// As `publisher`, with more output options (placed before the URL),
+    /// e.g. `-output_ts_offset`.
+    pub fn publisher_with_output_options(
+        url: &str,
+        seconds: u32,
+        options: &[&str],
+        log_path: PathBuf,
+    ) -> Self {
+        let mut args = publish_args(url, "flv", seconds, None);
+        let url = args.pop().expect("the URL is last");
+        args.extend(options.iter().map(|o| o.to_string()));
+        args.push(url);
+        Self::spawn(&args, log_path)
+    }
+
     /// The same synthetic stream as MPEG-TS over SRT (`srt://…?streamid=…`).
     pub fn srt_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
         Self::publish(url, "mpegts", seconds, None, log_path)
@@ -795,7 +810,7 @@ fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()
                     if let (Some(record), Some(kind)) = (record, kind) {
                         record.lock().unwrap().push(MediaMessage::new(
                             kind,
-                            message.timestamp,
+                            u64::from(message.timestamp),
                             message.payload,
                         ));
                     }

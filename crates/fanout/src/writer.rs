@@ -315,9 +315,13 @@ impl SessionTelemetry {
 /// publisher's clock says. Frames stamped before that start (audio
 /// interleaved just ahead of the keyframe) are skipped, so every track stays
 /// monotonic.
+///
+/// The session's timeline is 64-bit (it never wraps, whatever the
+/// publisher's clock did); what goes out is its low 32 bits, RTMP's own wrap
+/// at 2^32, so a destination session can run forever.
 #[derive(Default)]
 struct Timeline {
-    origin: Option<u32>,
+    origin: Option<u64>,
 }
 
 impl Timeline {
@@ -328,10 +332,8 @@ impl Timeline {
             }
             return Some(0);
         };
-        // Signed distance, so a publisher clock that wraps past 2^32 ms keeps counting.
-        let delta = message.timestamp.wrapping_sub(origin) as i32;
-        if delta >= 0 {
-            Some(delta as u32)
+        if let Some(elapsed) = message.timestamp.checked_sub(origin) {
+            Some(prism_media::timeline::rtmp_timestamp(elapsed))
         } else if message.droppable() && !message.keyframe {
             None
         } else {
@@ -351,7 +353,7 @@ mod tests {
     use bytes::Bytes;
     use prism_media::MediaKind;
 
-    fn msg(kind: MediaKind, ts: u32, body: &'static [u8]) -> MediaMessage {
+    fn msg(kind: MediaKind, ts: u64, body: &'static [u8]) -> MediaMessage {
         MediaMessage::new(kind, ts, Bytes::from_static(body))
     }
 
@@ -373,11 +375,26 @@ mod tests {
     }
 
     #[test]
-    fn timeline_survives_publisher_clock_wrap() {
+    fn a_session_runs_past_two_to_the_31_and_32_milliseconds() {
         let mut timeline = Timeline::default();
-        let key = msg(MediaKind::Video, u32::MAX - 10, &[0x17, 1, 0, 0, 0]);
-        let next = msg(MediaKind::Video, 20, &[0x27, 1, 0, 0, 0]);
+        let start = (1u64 << 32) - 10; // the publisher's unwrapped clock
+        let key = msg(MediaKind::Video, start, &[0x17, 1, 0, 0, 0]);
         assert_eq!(timeline.rebase(&key), Some(0));
-        assert_eq!(timeline.rebase(&next), Some(31));
+        // Droppable frames keep going out after 2^31 ms of session (they
+        // stopped when the elapsed time was an i32), and what goes out
+        // wraps at 2^32 as RTMP's timestamps do.
+        for elapsed in [
+            40u64,
+            (1 << 31) - 1,
+            1 << 31,
+            (1 << 31) + 40,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 40,
+            60 * 86_400_000,
+        ] {
+            let frame = msg(MediaKind::Video, start + elapsed, &[0x27, 1, 0, 0, 0]);
+            assert_eq!(timeline.rebase(&frame), Some(elapsed as u32), "{elapsed}");
+        }
     }
 }

@@ -24,7 +24,7 @@ fn relaying_allocates_no_payload_copy_per_destination() {
         let mut rig = FanoutRig::new(destinations, path);
         // Messages are built before measuring: ingest allocates each payload once.
         let mut messages = Vec::new();
-        for i in 0..400u32 {
+        for i in 0..400u64 {
             messages.push(FanoutRig::video(100 * 1024, i * 40, i.is_multiple_of(50)));
             messages.push(FanoutRig::audio(400, i * 40 + 20));
         }

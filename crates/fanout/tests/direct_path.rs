@@ -127,7 +127,11 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
     // 300 frames of 20 KB, one every 2 ms: 6 MB while the server sleeps 0.7 s.
     let mut queued_at_most = 0;
     for seq in 0..MESSAGES {
-        publish.push(MediaMessage::new(MediaKind::Video, seq * 2, frame(seq)));
+        publish.push(MediaMessage::new(
+            MediaKind::Video,
+            u64::from(seq) * 2,
+            frame(seq),
+        ));
         queued_at_most = queued_at_most.max(queued_bytes());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -152,7 +156,7 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
     tokio::time::sleep(Duration::from_millis(100)).await;
     publish.push(MediaMessage::new(
         MediaKind::Video,
-        MESSAGES * 2,
+        u64::from(MESSAGES) * 2,
         frame(MESSAGES),
     ));
     assert_eq!(queued_bytes(), 0);

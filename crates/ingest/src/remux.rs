@@ -31,7 +31,14 @@ const MEASURE_FRAMES: u32 = 60;
 pub struct RemuxStats {
     pub video_frames_dropped: u64,
     pub audio_frames_dropped: u64,
+    /// Frames whose FLV message would not fit RTMP's 24-bit message length
+    /// (a PES may hold 16 MiB): refused, never truncated. Also counted in
+    /// `video_frames_dropped`; the video waits for the next keyframe.
+    pub oversize_frames: u64,
 }
+
+/// RTMP's largest message: its length field has 24 bits.
+pub const MAX_RTMP_MESSAGE: usize = 0xff_ffff;
 
 #[derive(Default)]
 pub struct Remuxer {
@@ -73,7 +80,7 @@ impl Remuxer {
     pub fn push(&mut self, frame: EsFrame, out: &mut Vec<MediaMessage>) {
         let dts = self.unwrap(frame.dts);
         let pts = dts + signed_33(frame.pts as i64 - frame.dts as i64);
-        let timestamp = ((dts - self.origin).max(0) / 90) as u32;
+        let timestamp = ((dts - self.origin).max(0) / 90) as u64;
         let composition_ms = ((pts - dts).max(0) / 90).min(0x7f_ffff) as u32;
         match frame.codec {
             EsCodec::H264 | EsCodec::Hevc => {
@@ -102,7 +109,7 @@ impl Remuxer {
     fn push_video(
         &mut self,
         frame: &EsFrame,
-        timestamp: u32,
+        timestamp: u64,
         composition_ms: u32,
         dts: i64,
         out: &mut Vec<MediaMessage>,
@@ -198,6 +205,13 @@ impl Remuxer {
             self.stats.video_frames_dropped += 1;
             return;
         }
+        // The FLV video header (5 bytes, 8 for enhanced) plus the payload.
+        if 8 + payload_len > MAX_RTMP_MESSAGE {
+            self.stats.oversize_frames += 1;
+            self.stats.video_frames_dropped += 1;
+            self.video_waiting = true;
+            return;
+        }
         self.video_waiting = false;
         let mut body = BytesMut::with_capacity(8 + payload_len);
         let frame_type: u8 = if keyframe { 1 } else { 2 };
@@ -224,7 +238,7 @@ impl Remuxer {
         ));
     }
 
-    fn push_aac(&mut self, frame: &EsFrame, timestamp: u32, out: &mut Vec<MediaMessage>) {
+    fn push_aac(&mut self, frame: &EsFrame, timestamp: u64, out: &mut Vec<MediaMessage>) {
         if frame.damaged {
             // Audio frames stand alone: lose this PES, keep the next.
             self.stats.audio_frames_dropped += 1;
@@ -242,13 +256,13 @@ impl Remuxer {
                 ));
             }
             // 1024 samples per AAC frame.
-            let offset = (i as u64 * 1024 * 1000 / adts.config.sample_rate() as u64) as u32;
+            let offset = i as u64 * 1024 * 1000 / adts.config.sample_rate() as u64;
             let mut body = BytesMut::with_capacity(2 + adts.payload.len());
             body.put_slice(&[0xaf, 0x01]);
             body.put_slice(adts.payload);
             out.push(MediaMessage::new(
                 MediaKind::Audio,
-                timestamp.wrapping_add(offset),
+                timestamp + offset,
                 body.freeze(),
             ));
         }
@@ -256,7 +270,7 @@ impl Remuxer {
 
     /// Frame rate and video bitrate, measured once over the first frames;
     /// the metadata is re-sent when they are known.
-    fn measure_video(&mut self, dts: i64, len: usize, timestamp: u32, out: &mut Vec<MediaMessage>) {
+    fn measure_video(&mut self, dts: i64, len: usize, timestamp: u64, out: &mut Vec<MediaMessage>) {
         let measure = &mut self.measure;
         if measure.framerate.is_some() {
             return;
@@ -274,7 +288,7 @@ impl Remuxer {
     }
 
     /// `@setDataFrame`/`onMetaData` with what is known so far.
-    fn push_metadata(&self, timestamp: u32, out: &mut Vec<MediaMessage>) {
+    fn push_metadata(&self, timestamp: u64, out: &mut Vec<MediaMessage>) {
         let mut fields = Vec::new();
         let mut set = |name: &str, value: Amf0Value| {
             fields.push((name.to_string(), value));
@@ -353,6 +367,57 @@ mod tests {
         assert_eq!(c - a, 100_000);
         // A slightly earlier DTS (the other track) is not a wrap.
         assert_eq!(remuxer.unwrap(5_000) - a, 95_000);
+    }
+
+    /// An Annex B access unit: start codes before each NAL unit.
+    fn access_unit(units: &[&[u8]]) -> Bytes {
+        let mut data = Vec::new();
+        for unit in units {
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(unit);
+        }
+        Bytes::from(data)
+    }
+
+    fn h264(dts: u64, data: Bytes) -> EsFrame {
+        EsFrame {
+            codec: EsCodec::H264,
+            pts: dts,
+            dts,
+            data,
+            damaged: false,
+        }
+    }
+
+    #[test]
+    fn a_frame_too_large_for_an_rtmp_message_is_refused_not_truncated() {
+        let (sps, pps) = (
+            &[0x67, 0x42, 0xc0, 0x1e, 0xda][..],
+            &[0x68, 0xce, 0x3c, 0x80][..],
+        );
+        let mut remuxer = Remuxer::new();
+        let mut out = Vec::new();
+        remuxer.push(
+            h264(9000, access_unit(&[sps, pps, &[0x65, 0x88, 1]])),
+            &mut out,
+        );
+        let sent = out.len();
+        assert!(
+            out.iter().any(|m| m.keyframe),
+            "the first keyframe goes out"
+        );
+        // A PES may carry up to 16 MiB: with its headers, one over the limit.
+        let mut huge = vec![0x41u8; MAX_RTMP_MESSAGE];
+        huge[1] = 0x9a;
+        remuxer.push(h264(12_600, access_unit(&[&huge])), &mut out);
+        assert_eq!(out.len(), sent, "nothing of the oversize frame went out");
+        assert_eq!(remuxer.stats.oversize_frames, 1);
+        // The video waits for the next keyframe, which goes out whole.
+        remuxer.push(h264(16_200, access_unit(&[&[0x41, 0x9a, 2]])), &mut out);
+        assert_eq!(out.len(), sent);
+        remuxer.push(h264(19_800, access_unit(&[&[0x65, 0x88, 3]])), &mut out);
+        let last = out.last().unwrap();
+        assert!(last.keyframe && last.payload.len() <= MAX_RTMP_MESSAGE);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::supervise::catch_panic;
+use prism_media::timeline::Unwrapper;
 use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
@@ -235,6 +236,7 @@ async fn handle_connection(
         out: ChunkWriter::new(128),
         events: Vec::new(),
         publish: None,
+        timeline: Unwrapper::new(),
         announcer: PublishAnnouncer::new(IngestProtocol::Rtmp),
         stats,
     };
@@ -325,6 +327,9 @@ struct Connection<'a> {
     /// Reused across reads, so the steady state allocates nothing here.
     events: Vec<ServerEvent>,
     publish: Option<PublishGuard>,
+    /// The publisher's 32-bit (or ffmpeg's 31-bit) clock onto Prism's
+    /// 64-bit timeline; one per publish.
+    timeline: Unwrapper,
     announcer: PublishAnnouncer,
     stats: &'a IngestStats,
 }
@@ -352,8 +357,14 @@ impl Connection<'_> {
                     let Some(publish) = &mut self.publish else {
                         continue;
                     };
-                    let Some(message) = media_message(message) else {
+                    let raw = message.timestamp;
+                    let Some(mut message) = media_message(message, 0) else {
                         continue;
+                    };
+                    message.timestamp = if message.droppable() {
+                        self.timeline.unwrap(raw)
+                    } else {
+                        self.timeline.unwrap_config(raw)
                     };
                     self.announcer.observe(&message, publish.hub().id(), remote);
                     publish.push(message);
@@ -381,6 +392,7 @@ impl Connection<'_> {
                             self.session.accept_publish(&mut self.out);
                             debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
                             self.publish = Some(guard);
+                            self.timeline = Unwrapper::new();
                         }
                         Err(e) => {
                             warn!(stream = %hub.id(), %remote, "publish refused: {e}");
@@ -421,7 +433,8 @@ async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), Stri
 /// bare `onMetaData` gains the `@setDataFrame` prefix destinations expect,
 /// and `@clearDataFrame` (which only makes sense to the server it was sent
 /// to) is dropped.
-fn media_message(message: prism_rtmp::Message) -> Option<MediaMessage> {
+/// `timestamp` is its place on the publish's 64-bit timeline.
+fn media_message(message: prism_rtmp::Message, timestamp: u64) -> Option<MediaMessage> {
     let kind = MediaKind::from_type_id(message.type_id)?;
     let mut payload = message.payload;
     if kind == MediaKind::Data {
@@ -435,7 +448,7 @@ fn media_message(message: prism_rtmp::Message) -> Option<MediaMessage> {
             payload = prefixed.freeze();
         }
     }
-    Some(MediaMessage::new(kind, message.timestamp, payload))
+    Some(MediaMessage::new(kind, timestamp, payload))
 }
 
 #[cfg(test)]
@@ -455,11 +468,11 @@ mod tests {
     #[test]
     fn metadata_is_prefixed_and_clear_data_frame_dropped() {
         let bare = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09";
-        let message = media_message(data(bare)).unwrap();
+        let message = media_message(data(bare), 0).unwrap();
         assert!(message.payload.starts_with(AMF0_SET_DATA_FRAME));
         assert_eq!(&message.payload[AMF0_SET_DATA_FRAME.len()..], &bare[..]);
-        assert!(media_message(data(b"\x02\x00\x0f@clearDataFrame")).is_none());
-        let cue = media_message(data(b"\x02\x00\x0aonCuePoint")).unwrap();
+        assert!(media_message(data(b"\x02\x00\x0f@clearDataFrame"), 0).is_none());
+        let cue = media_message(data(b"\x02\x00\x0aonCuePoint"), 0).unwrap();
         assert_eq!(&cue.payload[..], b"\x02\x00\x0aonCuePoint");
     }
 }

@@ -108,7 +108,7 @@ impl SrtIngest {
             let idle_timeout = self.settings.idle_timeout;
             self.connections.spawn(async move {
                 let _open = OpenSession::new(stats.srt_sessions());
-                let publish = run_publish(hub, socket, remote, idle_timeout, shutdown);
+                let publish = run_publish(hub, socket, remote, idle_timeout, &stats, shutdown);
                 if let Err(panic) = catch_panic("srt_connection", publish).await {
                     error!(%remote, %panic, "srt connection task panicked; connection closed");
                 }
@@ -268,6 +268,7 @@ async fn run_publish(
     mut socket: SrtSocket,
     remote: SocketAddr,
     idle_timeout: Duration,
+    stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut publish = match hub.try_publish(IngestProtocol::Srt, remote) {
@@ -303,21 +304,26 @@ async fn run_publish(
             Ok(Some(Ok((_, data)))) => data,
         };
         demuxer.push(&data, &mut frames);
+        let oversize_before = remuxer.stats.oversize_frames;
         for frame in frames.drain(..) {
             remuxer.push(frame, &mut messages);
+        }
+        for _ in oversize_before..remuxer.stats.oversize_frames {
+            stats.count_limit(Limit::MessageBounds);
+            warn!(stream = %hub.id(), %remote, "srt publish sent a video frame larger than an RTMP message can carry (16 MiB); dropped until the next keyframe");
         }
         for message in messages.drain(..) {
             announcer.observe(&message, hub.id(), remote);
             publish.push(message);
         }
     };
-    let stats = remuxer.stats;
-    if stats.video_frames_dropped + stats.audio_frames_dropped > 0 || demuxer.skipped_bytes > 0 {
+    let losses = remuxer.stats;
+    if losses.video_frames_dropped + losses.audio_frames_dropped > 0 || demuxer.skipped_bytes > 0 {
         info!(
             stream = %hub.id(),
             %remote,
-            video_frames_dropped = stats.video_frames_dropped,
-            audio_frames_dropped = stats.audio_frames_dropped,
+            video_frames_dropped = losses.video_frames_dropped,
+            audio_frames_dropped = losses.audio_frames_dropped,
             skipped_bytes = demuxer.skipped_bytes,
             "srt publish had losses (video waited for a keyframe after them)"
         );

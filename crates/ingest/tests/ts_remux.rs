@@ -174,7 +174,7 @@ fn assert_decodes(name: &str, messages: &[MediaMessage]) -> f64 {
 
 fn assert_monotonic(messages: &[MediaMessage]) {
     for kind in [MediaKind::Video, MediaKind::Audio] {
-        let stamps: Vec<u32> = messages
+        let stamps: Vec<u64> = messages
             .iter()
             .filter(|m| m.kind == kind && !m.sequence_header)
             .map(|m| m.timestamp)

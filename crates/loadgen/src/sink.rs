@@ -176,7 +176,8 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     let Some(kind) = MediaKind::from_type_id(message.type_id) else {
                         continue;
                     };
-                    let message = MediaMessage::new(kind, message.timestamp, message.payload);
+                    let message =
+                        MediaMessage::new(kind, u64::from(message.timestamp), message.payload);
                     if message.sequence_header || message.kind == MediaKind::Data {
                         continue;
                     }

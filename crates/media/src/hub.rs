@@ -47,14 +47,16 @@ struct HubState {
     /// A resumed publisher's timestamps are shifted onto the session's
     /// timeline: no jump back to 0 for any destination.
     rebase_pending: bool,
-    timestamp_offset: u32,
-    last_timestamp: Option<u32>,
+    /// Added to a resumed publisher's timestamps (timelines stay far below
+    /// 2^63 ms, so the arithmetic is plain signed).
+    timestamp_offset: i64,
+    last_timestamp: Option<u64>,
     /// When the publisher's last message arrived (or it began publishing).
     last_received: Option<Instant>,
     /// The session's last video frame, and the interval between its last
     /// two (ms): a resumed publisher starts one frame after it.
-    last_video_timestamp: Option<u32>,
-    video_interval: u32,
+    last_video_timestamp: Option<u64>,
+    video_interval: u64,
     metadata: Option<MediaMessage>,
     video_header: Option<MediaMessage>,
     audio_header: Option<MediaMessage>,
@@ -305,14 +307,14 @@ impl StreamHub {
                 // monotonic, and no two video frames closer than a frame
                 // (players and decoders place frames on the frame grid).
                 let gap = state.video_interval.max(1);
-                state.timestamp_offset = last.wrapping_add(gap).wrapping_sub(message.timestamp);
+                state.timestamp_offset = (last + gap) as i64 - message.timestamp as i64;
             }
         }
-        message.timestamp = message.timestamp.wrapping_add(state.timestamp_offset);
+        message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
         state.last_received = Some(message.received_at);
         if message.kind == MediaKind::Video && !message.sequence_header {
             if let Some(previous) = state.last_video_timestamp {
-                let interval = message.timestamp.wrapping_sub(previous);
+                let interval = message.timestamp.saturating_sub(previous);
                 if (1..=1000).contains(&interval) {
                     state.video_interval = interval;
                 }
@@ -320,7 +322,7 @@ impl StreamHub {
             state.last_video_timestamp = Some(message.timestamp);
         }
         let advanced = match state.last_timestamp {
-            Some(last) => (message.timestamp.wrapping_sub(last) as i32) > 0,
+            Some(last) => message.timestamp > last,
             None => true,
         };
         if advanced {
@@ -547,7 +549,7 @@ mod tests {
         "127.0.0.1:5000".parse().unwrap()
     }
 
-    fn video(ts: u32, key: bool) -> MediaMessage {
+    fn video(ts: u64, key: bool) -> MediaMessage {
         let body = vec![if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0, 0xab];
         MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
     }
@@ -585,7 +587,7 @@ mod tests {
         publish.push(video(132, false));
         let mut out = Vec::new();
         queue.next_batch(&mut out, 64).await;
-        let stamps: Vec<u32> = out.iter().map(|m| m.timestamp).collect();
+        let stamps: Vec<u64> = out.iter().map(|m| m.timestamp).collect();
         assert_eq!(stamps, vec![0, 66, 99, 132]);
         assert!(out[0].sequence_header);
         // Zero copy: the queued message points at the very bytes ingest pushed.
@@ -623,7 +625,7 @@ mod tests {
         second.push(video(80, false));
         let mut out = Vec::new();
         queue.next_batch(&mut out, 64).await;
-        let stamps: Vec<(u32, bool)> = out
+        let stamps: Vec<(u64, bool)> = out
             .iter()
             .skip(1)
             .map(|m| (m.timestamp, m.keyframe))

@@ -9,6 +9,7 @@ pub mod message;
 pub mod queue;
 pub mod secret;
 pub mod supervise;
+pub mod timeline;
 
 pub use hub::{
     HubDirectory, HubStats, IngestProtocol, LiveState, PublishError, PublishGuard, PublisherInfo,

@@ -38,8 +38,9 @@ impl MediaKind {
 #[derive(Clone, Debug)]
 pub struct MediaMessage {
     pub kind: MediaKind,
-    /// RTMP timestamp in milliseconds, as the publisher stamped it.
-    pub timestamp: u32,
+    /// Milliseconds on the publish's 64-bit timeline: the publisher's
+    /// stamps unwrapped at ingest (see `timeline`), so it never wraps.
+    pub timestamp: u64,
     pub payload: Bytes,
     /// A video frame a decoder can start from.
     pub keyframe: bool,
@@ -53,7 +54,7 @@ pub struct MediaMessage {
 
 impl MediaMessage {
     /// Builds a message and classifies it from its FLV tag header.
-    pub fn new(kind: MediaKind, timestamp: u32, payload: Bytes) -> Self {
+    pub fn new(kind: MediaKind, timestamp: u64, payload: Bytes) -> Self {
         let (keyframe, sequence_header) = match kind {
             MediaKind::Video => {
                 let info = flv::inspect_video(&payload);

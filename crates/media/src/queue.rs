@@ -319,13 +319,13 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn video(ts: u32, key: bool, len: usize) -> MediaMessage {
+    fn video(ts: u64, key: bool, len: usize) -> MediaMessage {
         let mut body = vec![if key { 0x17 } else { 0x27 }, 0x01];
         body.resize(len, 0);
         MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
     }
 
-    fn audio(ts: u32) -> MediaMessage {
+    fn audio(ts: u64) -> MediaMessage {
         MediaMessage::new(
             MediaKind::Audio,
             ts,
@@ -364,7 +364,7 @@ mod tests {
         // The keyframe does not fit either: stale media is shed, headers kept.
         queue.push(&video(132, true, 700));
         let out = drain(&queue).await;
-        let stamps: Vec<(u32, bool)> = out.iter().map(|m| (m.timestamp, m.keyframe)).collect();
+        let stamps: Vec<(u64, bool)> = out.iter().map(|m| (m.timestamp, m.keyframe)).collect();
         assert_eq!(stamps, vec![(0, false), (132, true)]);
         assert!(out[0].sequence_header);
         assert_eq!(queue.dropped_frames(), 5);
@@ -424,7 +424,7 @@ mod tests {
     /// would block.
     #[derive(Debug)]
     struct Recorder {
-        written: Vec<u32>,
+        written: Vec<u64>,
         room: usize,
     }
 
