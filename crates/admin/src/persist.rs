@@ -22,8 +22,16 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         .unwrap_or("prism.toml");
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&temp)?;
-        // Keep the original's permissions (it may hold keys: often 0600).
+        let mut file = match create_private(&temp) {
+            // Left by a crash of an earlier process with the same pid.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&temp)?;
+                create_private(&temp)?
+            }
+            other => other?,
+        };
+        // Then the original's permissions (an operator may have chosen
+        // 0640 for a group that reads it).
         if let Ok(metadata) = fs::metadata(path) {
             file.set_permissions(metadata.permissions())?;
         }
@@ -36,6 +44,18 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+/// Creates `path` readable by its owner only (mode 0600, whatever the
+/// umask), and only if nothing is there: the file holds stream keys from
+/// its first byte, and an existing file or symlink is never followed.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The `[[streams]]` array, created when the file has none yet.
@@ -109,6 +129,19 @@ mod tests {
             out.contains("[[streams.destinations]]\nid = \"yt\"\nurl = \"rtmp://a/b\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_temporary_file_is_private_from_its_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("prism-private-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let temp = dir.join(".prism.toml.tmp");
+        let file = create_private(&temp).unwrap();
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        // An existing file (or a planted symlink) is not opened.
+        assert!(create_private(&temp).is_err());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
