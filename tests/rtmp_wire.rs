@@ -528,3 +528,61 @@ fn a_stream_key_with_a_query_string_is_accepted_as_the_key() {
     assert!(!log.contains("unknown stream key"), "{log}");
     prism.assert_log_free_of(&[MAIN_KEY, "hunter2"]);
 }
+
+/// An encoder that stops cleanly (`FCUnpublish`, `deleteStream`) and
+/// publishes again on the same connection, within `publish_timeout_s` of
+/// the stop but later than that after the connection was accepted: the
+/// second publish is accepted, and the stop is not counted as a timeout.
+#[test]
+fn a_clean_unpublish_then_a_republish_on_the_same_connection() {
+    let scratch = Scratch::new("wire-republish");
+    let (rtmp_port, metrics_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\npublish_timeout_s = 2\nhandshake_timeout_s = 2\n\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{MAIN_KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut stream = publish_by_hand(rtmp_port, MAIN_KEY);
+    let (video, _) = send_interleaved(&mut stream, 10);
+    assert!(!video.is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut stop = command(3, 0, "FCUnpublish", 5.0, vec![Value::string(MAIN_KEY)]);
+    stop.extend(command(8, 1, "deleteStream", 0.0, vec![Value::Number(1.0)]));
+    stream.write_all(&stop).unwrap();
+    prism.wait_for_log("the encoder unpublished", Duration::from_secs(5));
+    // 2.5 s after the accept, 1 s after the stop.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut again = command(3, 0, "createStream", 6.0, vec![]);
+    again.extend(command(
+        8,
+        1,
+        "publish",
+        0.0,
+        vec![Value::string(MAIN_KEY), Value::string("live")],
+    ));
+    stream.write_all(&again).unwrap();
+    assert!(
+        read_until(&mut stream, b"NetStream.Publish.Start"),
+        "the second publish on the connection was refused:\n{}",
+        prism.log()
+    );
+    send_interleaved(&mut stream, 10);
+    let metrics = http_get(metrics_port, "/metrics").1;
+    let timeouts = metric(
+        &metrics,
+        "prism_ingest_publish_rejected_total",
+        &[("reason", "timeout")],
+    )
+    .unwrap_or(0.0);
+    assert_eq!(timeouts, 0.0, "a clean stop was counted as a timeout");
+    // Stopped again, the encoder lets the connection sit: it is closed
+    // after publish_timeout_s, still without a refusal counted.
+    stream.write_all(&stop).unwrap();
+    assert!(!read_until(&mut stream, b"never sent"));
+    let log = prism.log();
+    assert_eq!(log.matches("the encoder unpublished").count(), 2, "{log}");
+    let metrics = http_get(metrics_port, "/metrics").1;
+    let refused = metric(&metrics, "prism_ingest_publish_rejected_total", &[("reason", "timeout")]);
+    assert_eq!(refused.unwrap_or(0.0), 0.0, "{metrics}");
+}

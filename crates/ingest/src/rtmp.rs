@@ -200,8 +200,11 @@ async fn handle_connection(
     // under a flood, and their replies and commands are small.
     let mut read_buf = vec![0u8; ANONYMOUS_READ_BUFFER];
     let accepted = tokio::time::Instant::now();
-    let publish_deadline = accepted + limits.publish_timeout;
+    // From the accept, and again from each clean stop: an encoder may
+    // publish again on the same connection.
+    let mut publish_deadline = accepted + limits.publish_timeout;
     let connect_deadline = (accepted + limits.handshake_timeout).min(publish_deadline);
+    let mut has_published = false;
     let handshake_timed_out = || {
         stats.count_rejection(RejectReason::Timeout);
         stats.count_limit(Limit::HandshakeTimeout);
@@ -238,12 +241,26 @@ async fn handle_connection(
         publish: None,
         timeline: Unwrapper::new(),
         announcer: PublishAnnouncer::new(IngestProtocol::Rtmp),
+        republishing: false,
         stats,
     };
     connection.process(&leftover, directory).await?;
     let mut hub_live = None;
     loop {
         let live = connection.publish.is_some();
+        if live {
+            has_published = true;
+        } else if has_published {
+            // The encoder stopped cleanly (FCUnpublish): it has a new
+            // publish timeout to publish again, and closing after it is
+            // not a refusal.
+            has_published = false;
+            publish_deadline = tokio::time::Instant::now() + limits.publish_timeout;
+            connection.timeline = Unwrapper::new();
+            connection.announcer = PublishAnnouncer::new(IngestProtocol::Rtmp);
+            connection.republishing = true;
+        }
+        let republishing = connection.republishing;
         let read = async {
             if live {
                 tokio::time::timeout(limits.idle_timeout, connection.socket.read(&mut read_buf))
@@ -257,13 +274,16 @@ async fn handle_connection(
                     .await
                     .map_err(|_| handshake_timed_out())
             } else {
-                tokio::time::timeout_at(publish_deadline, connection.socket.read(&mut read_buf))
-                    .await
-                    .map_err(|_| {
+                match tokio::time::timeout_at(publish_deadline, connection.socket.read(&mut read_buf)).await {
+                    Ok(read) => Ok(read),
+                    // After a clean stop: the connection just ends.
+                    Err(_) if republishing => Ok(Ok(0)),
+                    Err(_) => {
                         stats.count_rejection(RejectReason::Timeout);
                         stats.count_limit(Limit::PublishTimeout);
-                        "no publish before the timeout".to_string()
-                    })
+                        Err("no publish before the timeout".to_string())
+                    }
+                }
             }
         };
         // Follows the hub, so a publish the hub ended (its stream was removed)
@@ -331,6 +351,8 @@ struct Connection<'a> {
     /// 64-bit timeline; one per publish.
     timeline: Unwrapper,
     announcer: PublishAnnouncer,
+    /// The encoder has stopped a publish cleanly on this connection.
+    republishing: bool,
     stats: &'a IngestStats,
 }
 
@@ -392,7 +414,6 @@ impl Connection<'_> {
                             self.session.accept_publish(&mut self.out);
                             debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
                             self.publish = Some(guard);
-                            self.timeline = Unwrapper::new();
                         }
                         Err(e) => {
                             warn!(stream = %hub.id(), %remote, "publish refused: {e}");
