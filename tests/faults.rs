@@ -497,3 +497,48 @@ fn failed_listeners_are_restarted_while_the_show_goes_on() {
     let (status, _) = prism.terminate();
     assert!(status.success());
 }
+
+/// A SIGTERM that arrives while a reload is still running stops the daemon
+/// within 5 s; it used to be lost. The reload is made slow the way a config
+/// on a hung network mount would be: the file is a FIFO nobody writes.
+#[test]
+fn sigterm_during_a_slow_reload_stops_the_daemon() {
+    require_ffmpeg();
+    let scratch = Scratch::new("faults-term-reload");
+    let (rtmp_port, sink_port) = (free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"live_term_reload_77\"\nreconnect_grace_s = 0\n\n  \
+         [[streams.destinations]]\n  id = \"only\"\n  url = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut publisher = Ffmpeg::publisher(
+        &prism.publish_url("live_term_reload_77"),
+        60,
+        scratch.file("publisher.log"),
+    );
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+    let path = scratch.file("prism.toml");
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    prism.signal("HUP");
+    prism.wait_for_log(
+        "SIGHUP: reloading the configuration",
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!prism.log().contains("configuration reloaded"));
+    let (status, took) = prism.terminate();
+    println!("exit {took:?} after SIGTERM during the reload");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    // The show was unpublished cleanly on the way out.
+    publisher.kill();
+    receiver.wait(Duration::from_secs(10));
+    assert_good_recording(&out, probe_duration(&out));
+}

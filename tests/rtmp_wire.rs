@@ -583,6 +583,10 @@ fn a_clean_unpublish_then_a_republish_on_the_same_connection() {
     let log = prism.log();
     assert_eq!(log.matches("the encoder unpublished").count(), 2, "{log}");
     let metrics = http_get(metrics_port, "/metrics").1;
-    let refused = metric(&metrics, "prism_ingest_publish_rejected_total", &[("reason", "timeout")]);
+    let refused = metric(
+        &metrics,
+        "prism_ingest_publish_rejected_total",
+        &[("reason", "timeout")],
+    );
     assert_eq!(refused.unwrap_or(0.0), 0.0, "{metrics}");
 }

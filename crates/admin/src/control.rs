@@ -79,7 +79,8 @@ struct ControlState {
 
 pub struct Controller {
     path: PathBuf,
-    state: Mutex<ControlState>,
+    /// Held for a whole change, across its own task (an owned guard).
+    state: Arc<Mutex<ControlState>>,
     registry: Arc<Registry>,
     directory: Arc<HubDirectory>,
     events: broadcast::Sender<Event>,
@@ -100,7 +101,7 @@ impl Controller {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let controller = Arc::new(Self {
             path: path.to_path_buf(),
-            state: Mutex::new(ControlState { config, document }),
+            state: Arc::new(Mutex::new(ControlState { config, document })),
             registry,
             directory,
             events: broadcast::channel(1024).0,
@@ -156,41 +157,56 @@ impl Controller {
 
     /// Applies an edit of the config document: validates the result, writes
     /// it to the file, applies the difference live.
+    ///
+    /// A transaction: once the edit is validated, the write, the live
+    /// changes and the commit of the in-memory document run on their own
+    /// task, to completion, even if the caller's future is dropped (hyper
+    /// drops a handler's future when its HTTP client disconnects). So the
+    /// file, the document the next change starts from and the running
+    /// destinations never disagree.
     pub async fn change<T>(
-        &self,
+        self: &Arc<Self>,
         stream: &str,
         edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let mut state = self.state.lock().await;
+        let mut state = Arc::clone(&self.state).lock_owned().await;
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
         let text = document.to_string();
         let config = Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.message))?;
-        // The write (with its fsyncs) runs off the async threads, so a slow
-        // disk never stalls the media path.
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || persist::write_atomically(&path, &text))
+        let controller = Arc::clone(self);
+        let stream = stream.to_string();
+        let transaction = tokio::spawn(async move {
+            // The write (with its fsyncs) runs off the async threads, so a
+            // slow disk never stalls the media path.
+            let path = controller.path.clone();
+            tokio::task::spawn_blocking(move || persist::write_atomically(&path, &text))
+                .await
+                .map_err(|e| ApiError::internal(format!("config write task failed: {e}")))?
+                .map_err(|e| {
+                    ApiError::internal(format!("cannot write {}: {e}", controller.path.display()))
+                })?;
+            controller.apply(&state.config, &config).await;
+            controller.commit(&mut state, config, document, "api", Some(stream));
+            Ok(())
+        });
+        transaction
             .await
-            .map_err(|e| ApiError::internal(format!("config write task failed: {e}")))?
-            .map_err(|e| {
-                ApiError::internal(format!("cannot write {}: {e}", self.path.display()))
-            })?;
-        self.apply(&state.config, &config).await;
-        self.commit(
-            &mut state,
-            config,
-            document,
-            "api",
-            Some(stream.to_string()),
-        );
+            .map_err(|e| ApiError::internal(format!("the change failed: {e}")))??;
         Ok(result)
     }
 
     /// Re-reads the file and applies the difference; a bad file is refused
-    /// and the running configuration stays.
-    pub async fn reload(&self) -> Result<(), ApiError> {
-        let mut state = self.state.lock().await;
-        let text = std::fs::read_to_string(&self.path)
+    /// and the running configuration stays. Like `change`, the live part
+    /// runs to completion on its own task.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ApiError> {
+        let mut state = Arc::clone(&self.state).lock_owned().await;
+        // Off the async threads: a config on a hung network mount must not
+        // stall the relay (or the signal handling that would stop it).
+        let path = self.path.clone();
+        let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+            .await
+            .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
             .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
         let config =
             Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -205,10 +221,14 @@ impl Controller {
         {
             warn!("reload: listener, admin or log settings changed; they take effect at the next restart");
         }
-        self.apply(&state.config, &config).await;
-        self.commit(&mut state, config, document, "reload", None);
-        info!(path = %self.path.display(), "configuration reloaded");
-        Ok(())
+        let controller = Arc::clone(self);
+        tokio::spawn(async move {
+            controller.apply(&state.config, &config).await;
+            controller.commit(&mut state, config, document, "reload", None);
+            info!(path = %controller.path.display(), "configuration reloaded");
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the reload failed: {e}")))
     }
 
     /// Makes an applied config the running one and tells the event stream.

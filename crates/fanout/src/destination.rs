@@ -177,6 +177,11 @@ impl DestinationHandle {
         self.status.queue.interrupt();
     }
 
+    /// Whether the push is enabled (what the task was last told).
+    pub fn is_enabled(&self) -> bool {
+        self.control.borrow().enabled
+    }
+
     /// Test hook: makes the destination's task panic at its next turn, to
     /// show that the supervisor retries it.
     #[doc(hidden)]

@@ -274,7 +274,12 @@ async fn handle_connection(
                     .await
                     .map_err(|_| handshake_timed_out())
             } else {
-                match tokio::time::timeout_at(publish_deadline, connection.socket.read(&mut read_buf)).await {
+                match tokio::time::timeout_at(
+                    publish_deadline,
+                    connection.socket.read(&mut read_buf),
+                )
+                .await
+                {
                     Ok(read) => Ok(read),
                     // After a clean stop: the connection just ends.
                     Err(_) if republishing => Ok(Ok(0)),

@@ -105,7 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(path, text, config)) {
+    let result = runtime.block_on(run(path, text, config));
+    // A blocking task may still be stuck (a config read from a hung mount):
+    // it must not keep the process from exiting.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!("{message}");
@@ -298,12 +302,30 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     };
     readiness.set_started();
 
-    while let Signal::Reload = wait_for_signal().await {
-        if let Err(e) = controller.reload().await {
-            error!(
-                "reload refused, the running configuration stays: {}",
-                e.message
-            );
+    let mut signals = Signals::install();
+    'running: while let Signal::Reload = signals.next().await {
+        // SIGHUPs during a reload coalesce into one more; a SIGTERM stops at
+        // once (the reload's live part finishes on its own task).
+        let mut again = true;
+        while again {
+            again = false;
+            info!("SIGHUP: reloading the configuration");
+            let reload = controller.reload();
+            tokio::pin!(reload);
+            loop {
+                tokio::select! {
+                    done = &mut reload => {
+                        if let Err(e) = done {
+                            error!("reload refused, the running configuration stays: {}", e.message);
+                        }
+                        break;
+                    }
+                    signal = signals.next() => match signal {
+                        Signal::Reload => again = true,
+                        Signal::Stop => break 'running,
+                    },
+                }
+            }
         }
     }
     info!("shutting down: closing publishers, unpublishing destinations");
@@ -337,21 +359,47 @@ enum Signal {
     Stop,
 }
 
-/// SIGINT or SIGTERM stop; SIGHUP reloads the config.
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut hangup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot listen for SIGTERM/SIGHUP; only Ctrl-C stops the daemon");
-        let _ = tokio::signal::ctrl_c().await;
-        return Signal::Stop;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Stop,
-        _ = terminate.recv() => Signal::Stop,
-        _ = hangup.recv() => Signal::Reload,
+/// SIGINT or SIGTERM stop; SIGHUP reloads the config. The signal streams
+/// are made once: a signal that arrives while none is being awaited (during
+/// a reload) is kept for the next `next()`, never lost.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (interrupt, terminate, hangup) = (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        );
+        if interrupt.is_none() || terminate.is_none() || hangup.is_none() {
+            warn!("cannot listen for SIGINT, SIGTERM or SIGHUP; they act as the system's default");
+        }
+        Self {
+            interrupt,
+            terminate,
+            hangup,
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = on(&mut self.interrupt) => Signal::Stop,
+            () = on(&mut self.terminate) => Signal::Stop,
+            () = on(&mut self.hangup) => Signal::Reload,
+        }
     }
 }
 
