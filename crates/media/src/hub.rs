@@ -15,9 +15,12 @@ use crate::flv;
 use crate::message::{MediaKind, MediaMessage};
 use crate::queue::DestinationQueue;
 
-/// A GOP longer than this (a 30 s keyframe interval at high bitrate) is not
-/// cached: late joiners then wait for the next keyframe instead.
+/// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
+/// publisher of tiny messages) is not cached: late joiners then wait for
+/// the next keyframe instead. Bytes are what the messages cost (payload and
+/// overhead); 4096 messages is over 30 s of 60 fps video with its audio.
 const GOP_CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
+const GOP_CACHE_MAX_MESSAGES: usize = 4096;
 
 /// Whether a publisher is live, and which publish session this is, so a
 /// destination can tell a new publish from the one it already served.
@@ -345,11 +348,13 @@ impl StreamHub {
                 }
                 let starts_with_keyframe = state.gop.first().is_some_and(|m| m.keyframe);
                 if starts_with_keyframe || message.keyframe {
-                    if state.gop_bytes + message.len() > GOP_CACHE_MAX_BYTES {
+                    if state.gop_bytes + message.cost() > GOP_CACHE_MAX_BYTES
+                        || state.gop.len() >= GOP_CACHE_MAX_MESSAGES
+                    {
                         state.gop.clear();
                         state.gop_bytes = 0;
                     } else {
-                        state.gop_bytes += message.len();
+                        state.gop_bytes += message.cost();
                         state.gop.push(message.clone());
                     }
                 }
@@ -596,6 +601,27 @@ mod tests {
         drop(publish);
         out.clear();
         assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    #[test]
+    fn the_gop_cache_is_capped_in_messages_and_in_what_they_cost() {
+        let hub = StreamHub::new("main");
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        publish.push(video(0, true));
+        for n in 1..GOP_CACHE_MAX_MESSAGES as u64 {
+            publish.push(MediaMessage::new(
+                MediaKind::Audio,
+                n,
+                Bytes::from_static(&[0xaf, 0x01]),
+            ));
+        }
+        assert_eq!(hub.lock().gop.len(), GOP_CACHE_MAX_MESSAGES);
+        // One more and the GOP is no longer cached: late joiners wait for
+        // the next keyframe rather than hold a cache that grows.
+        publish.push(video(99_999, false));
+        assert!(hub.lock().gop.is_empty());
+        let cost: usize = hub.lock().gop.iter().map(MediaMessage::cost).sum();
+        assert_eq!(cost, hub.lock().gop_bytes);
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,8 @@ impl MediaKind {
 /// One media message as received at ingest. The payload is the FLV tag body
 /// exactly as the publisher sent it; every destination shares the same
 /// `Bytes` (cloning it bumps a reference count, it never copies).
+///
+/// See [`MediaMessage::cost`].
 #[derive(Clone, Debug)]
 pub struct MediaMessage {
     pub kind: MediaKind,
@@ -77,6 +79,14 @@ impl MediaMessage {
         self.payload.len()
     }
 
+    /// What holding this message costs in memory, for budgets: the payload
+    /// plus the message and its share of the payload's allocation. Budgets
+    /// counted payload only, so a publisher of tiny messages made memory
+    /// grow a hundred times past them.
+    pub fn cost(&self) -> usize {
+        self.payload.len() + MESSAGE_OVERHEAD
+    }
+
     pub fn is_empty(&self) -> bool {
         self.payload.is_empty()
     }
@@ -87,3 +97,7 @@ impl MediaMessage {
         !self.sequence_header && self.kind != MediaKind::Data
     }
 }
+
+/// Bytes a queued message costs beyond its payload: the message itself (in
+/// a queue slot) and the payload allocation's header and rounding.
+pub const MESSAGE_OVERHEAD: usize = 128;

@@ -3,7 +3,10 @@
 //! The hub pushes without ever waiting: a queue over its byte budget drops
 //! frames instead, and then keeps dropping until the next video keyframe, so
 //! the destination never receives frames whose reference pictures it missed.
-//! Sequence headers and metadata are never dropped.
+//! Sequence headers and metadata are not dropped, but they are bounded too:
+//! past twice the budget, the queue sheds its frames and keeps only the
+//! newest header of each kind. The budget counts what messages cost in
+//! memory (`MediaMessage::cost`), not their payload alone.
 //!
 //! While its destination is idle (nothing queued, the socket keeping up), the
 //! destination task lends its writer to the queue and sleeps; the hub's push
@@ -142,7 +145,7 @@ impl DestinationQueue {
     /// destination cannot start without it.
     pub(crate) fn push_replay(&self, message: MediaMessage) {
         let mut state = self.lock();
-        state.queued_bytes += message.len();
+        state.queued_bytes += message.cost();
         state.items.push_back(message);
         self.stats
             .queued_bytes
@@ -171,15 +174,11 @@ impl DestinationQueue {
                 }
                 return;
             }
-            if state.queued_bytes + message.len() > self.budget_bytes {
+            if state.queued_bytes + message.cost() > self.budget_bytes {
                 if is_keyframe {
                     // Everything still queued is stale: shed it (keeping the
                     // headers) so the destination restarts on this keyframe.
-                    let before = state.items.len();
-                    state.items.retain(|m| !m.droppable());
-                    let shed = (before - state.items.len()) as u64;
-                    state.queued_bytes = state.items.iter().map(MediaMessage::len).sum();
-                    self.stats.dropped_frames.fetch_add(shed, Ordering::Relaxed);
+                    self.shed_frames(&mut state);
                 } else {
                     state.awaiting_keyframe = state.stream_has_video;
                     state.awaiting_first_keyframe = false;
@@ -192,6 +191,19 @@ impl DestinationQueue {
                 state.awaiting_keyframe = false;
                 state.awaiting_first_keyframe = false;
             }
+        } else if state.queued_bytes + message.cost() > self.budget_bytes.saturating_mul(2) {
+            // Headers and metadata are never dropped, but a publisher that
+            // sends nothing else cannot grow the queue either: the frames
+            // go (the destination restarts on the next keyframe) and only
+            // the newest header of each kind is kept.
+            self.shed_frames(&mut state);
+            state.awaiting_keyframe = state.stream_has_video;
+            state.awaiting_first_keyframe = false;
+            let superseded = |queued: &MediaMessage| {
+                queued.kind == message.kind && queued.sequence_header == message.sequence_header
+            };
+            state.items.retain(|queued| !superseded(queued));
+            state.queued_bytes = state.items.iter().map(MediaMessage::cost).sum();
         }
         if state.items.is_empty() && !state.lent.stalled {
             if let Some(writer) = state.lent.writer.as_mut() {
@@ -203,7 +215,7 @@ impl DestinationQueue {
                 return;
             }
         }
-        state.queued_bytes += message.len();
+        state.queued_bytes += message.cost();
         state.items.push_back(message.clone());
         self.stats
             .queued_bytes
@@ -245,6 +257,15 @@ impl DestinationQueue {
         drop(writer);
     }
 
+    /// Drops every queued frame (headers and metadata stay), counted.
+    fn shed_frames(&self, state: &mut QueueState) {
+        let before = state.items.len();
+        state.items.retain(|m| !m.droppable());
+        let shed = (before - state.items.len()) as u64;
+        state.queued_bytes = state.items.iter().map(MediaMessage::cost).sum();
+        self.stats.dropped_frames.fetch_add(shed, Ordering::Relaxed);
+    }
+
     fn count_drop(&self, message: &MediaMessage) {
         if message.kind != MediaKind::Data {
             self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +297,7 @@ impl DestinationQueue {
             let n = state.items.len().min(max);
             let mut taken = 0;
             for message in state.items.drain(..n) {
-                taken += message.len();
+                taken += message.cost();
                 out.push(message);
             }
             state.queued_bytes -= taken;
@@ -317,6 +338,7 @@ impl DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::MESSAGE_OVERHEAD;
     use bytes::Bytes;
 
     fn video(ts: u64, key: bool, len: usize) -> MediaMessage {
@@ -351,7 +373,8 @@ mod tests {
 
     #[tokio::test]
     async fn over_budget_drops_until_next_keyframe() {
-        let queue = DestinationQueue::new(1000);
+        // The header and two 400-byte frames fit, with their overhead.
+        let queue = DestinationQueue::new(6 + 800 + 3 * MESSAGE_OVERHEAD + 100);
         queue.reset(true, false);
         queue.push(&video_header());
         queue.push(&video(0, true, 400));
@@ -372,9 +395,9 @@ mod tests {
 
     #[tokio::test]
     async fn sequence_headers_and_metadata_are_never_dropped() {
-        let queue = DestinationQueue::new(10);
+        let queue = DestinationQueue::new(300);
         queue.reset(true, false);
-        // A keyframe is queued even when it alone exceeds the budget...
+        // A keyframe is queued...
         queue.push(&video(0, true, 100));
         // ...but the frame after it is over budget and dropped.
         queue.push(&video(40, false, 100));
@@ -388,6 +411,62 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert!(out[1].sequence_header && out[2].kind == MediaKind::Data);
         assert_eq!(queue.dropped_frames(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_keyframe_larger_than_the_budget_is_still_queued() {
+        let queue = DestinationQueue::new(10);
+        queue.reset(true, false);
+        queue.push(&video(0, true, 100));
+        queue.push(&video(40, false, 100));
+        let out = drain(&queue).await;
+        assert_eq!(out.len(), 1);
+        assert!(out[0].keyframe);
+    }
+
+    #[tokio::test]
+    async fn a_publisher_of_headers_alone_cannot_grow_the_queue() {
+        let budget = 4096;
+        let queue = DestinationQueue::new(budget);
+        queue.reset(true, false);
+        queue.push(&video(0, true, 1000));
+        for n in 0..10_000u64 {
+            queue.push(&video_header());
+            queue.push(&MediaMessage::new(
+                MediaKind::Data,
+                n,
+                Bytes::from(vec![2u8; 300]),
+            ));
+            let cost = queue.lock().queued_bytes;
+            assert!(
+                cost <= 2 * budget + 2 * (300 + MESSAGE_OVERHEAD),
+                "{cost} bytes queued"
+            );
+        }
+        // What is left: the newest of each, ready for the next keyframe.
+        let out = drain(&queue).await;
+        assert!(out.len() <= 2 * budget / (6 + MESSAGE_OVERHEAD) + 2);
+        assert!(out.iter().all(|m| !m.droppable()));
+        assert_eq!(queue.dropped_frames(), 1);
+    }
+
+    /// Tiny messages count with their overhead: the budget bounds memory.
+    #[tokio::test]
+    async fn tiny_messages_fill_the_budget_by_what_they_cost() {
+        let queue = DestinationQueue::new(64 * 1024);
+        queue.reset(false, false);
+        for n in 0..100_000u64 {
+            queue.push(&MediaMessage::new(
+                MediaKind::Audio,
+                n,
+                Bytes::from_static(&[0xaf, 0x01]),
+            ));
+        }
+        let queued = queue.lock().items.len();
+        assert!(
+            queued <= 64 * 1024 / (2 + MESSAGE_OVERHEAD),
+            "{queued} messages"
+        );
     }
 
     #[tokio::test]

@@ -232,7 +232,7 @@ fn describe() {
     describe_gauge!(
         "prism_destination_queue_bytes",
         Unit::Bytes,
-        "Payload bytes waiting in the destination's queue."
+        "What the messages waiting in the destination's queue cost: payload plus 128 bytes each."
     );
     describe_histogram!(
         "prism_destination_connect_seconds",
