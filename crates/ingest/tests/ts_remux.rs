@@ -115,8 +115,9 @@ fn write_flv(path: &Path, messages: &[MediaMessage]) {
         let len = m.payload.len() as u32;
         out.push(m.kind.type_id());
         out.extend_from_slice(&len.to_be_bytes()[1..]);
-        out.extend_from_slice(&m.timestamp.to_be_bytes()[1..]);
-        out.push((m.timestamp >> 24) as u8);
+        let timestamp = prism_media::timeline::rtmp_timestamp(m.timestamp);
+        out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
+        out.push((timestamp >> 24) as u8);
         out.extend_from_slice(&[0, 0, 0]);
         out.extend_from_slice(&m.payload);
         out.extend_from_slice(&(len + 11).to_be_bytes());

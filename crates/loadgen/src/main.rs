@@ -11,6 +11,7 @@
 
 mod relay;
 mod sink;
+mod soak;
 mod source;
 
 use std::path::PathBuf;
@@ -72,6 +73,18 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run Prism for a long time under churn (publishers dropping and
+    /// returning, destinations hanging up, admin changes every 3 s) and
+    /// print its RSS, open fds and CPU at intervals, with their drift per
+    /// hour. Uses --streams, --destinations, --bitrate and --prism-bin.
+    Soak {
+        /// How long to run, in minutes.
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        interval_s: u64,
+    },
     /// (internal) Run as the plain TCP tee relay.
     Tee {
         #[arg(long)]
@@ -159,6 +172,31 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(Command::Soak {
+        minutes,
+        interval_s,
+    }) = &args.command
+    {
+        let options = soak::SoakOptions {
+            streams: args.streams,
+            destinations: args.destinations,
+            duration: Duration::from_secs_f64(minutes * 60.0),
+            interval: Duration::from_secs((*interval_s).max(1)),
+            prism_bin: args.prism_bin.clone(),
+        };
+        eprintln!(
+            "prism-loadgen: soak: {} stream(s) x {} destinations, {} kbit/s, {minutes} min",
+            args.streams, args.destinations, args.bitrate
+        );
+        match runtime.block_on(soak::run(&options, &source)) {
+            Ok(report) => report.print(),
+            Err(e) => {
+                eprintln!("prism-loadgen: soak failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let relays = if args.all {
         vec![Against::Prism, Against::Nginx, Against::Tee]
     } else {

@@ -53,25 +53,7 @@ impl Relay {
                 }
                 let path = dir.join("prism.toml");
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
-                let binary = match prism_bin {
-                    Some(path) => path.to_path_buf(),
-                    None => std::env::current_exe()
-                        .map_err(|e| e.to_string())?
-                        .with_file_name("prism"),
-                };
-                Command::new(&binary)
-                    .arg("--config")
-                    .arg(&path)
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| {
-                        format!(
-                            "cannot start {} (build it: cargo build --release -p prism): {e}",
-                            binary.display()
-                        )
-                    })?
+                spawn_prism(&path, prism_bin, Stdio::null())?
             }
             Against::Nginx => {
                 if !Path::new(NGINX_RTMP_MODULE).exists() {
@@ -153,30 +135,11 @@ impl Relay {
 
     /// utime + stime of the relay process, in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64, String> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map_err(|e| e.to_string())?;
-        // Fields after the command name, which is in parentheses.
-        let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let utime: u64 = fields
-            .get(11)
-            .and_then(|f| f.parse().ok())
-            .ok_or("bad utime")?;
-        let stime: u64 = fields
-            .get(12)
-            .and_then(|f| f.parse().ok())
-            .ok_or("bad stime")?;
-        Ok(utime + stime)
+        cpu_ticks(self.child.id())
     }
 
     pub fn rss_kib(&self) -> Result<u64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .map_err(|e| e.to_string())?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .ok_or_else(|| "no VmRSS".into())
+        rss_kib(self.child.id())
     }
 
     pub async fn stop(mut self) {
@@ -217,4 +180,65 @@ pub fn run_tee(listen: &str, sink: &str, copies: usize) {
             }
         }
     }
+}
+
+/// The prism binary: the one given, or the one beside this binary.
+pub fn prism_binary(prism_bin: Option<&Path>) -> Result<PathBuf, String> {
+    match prism_bin {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("prism")),
+    }
+}
+
+/// Starts Prism on `config`, its log going to `stderr`.
+pub fn spawn_prism(config: &Path, prism_bin: Option<&Path>, stderr: Stdio) -> Result<Child, String> {
+    let binary = prism_binary(prism_bin)?;
+    Command::new(&binary)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start {} (build it: cargo build --release -p prism): {e}",
+                binary.display()
+            )
+        })
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command name, which is in parentheses.
+    let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64, String> {
+        fields
+            .get(n)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("bad /proc stat field {n}"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Resident memory of process `pid`, KiB.
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "no VmRSS".into())
+}
+
+/// File descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> Result<usize, String> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| e.to_string())?
+        .count())
 }
