@@ -193,7 +193,11 @@ pub fn prism_binary(prism_bin: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// Starts Prism on `config`, its log going to `stderr`.
-pub fn spawn_prism(config: &Path, prism_bin: Option<&Path>, stderr: Stdio) -> Result<Child, String> {
+pub fn spawn_prism(
+    config: &Path,
+    prism_bin: Option<&Path>,
+    stderr: Stdio,
+) -> Result<Child, String> {
     let binary = prism_binary(prism_bin)?;
     Command::new(&binary)
         .arg("--config")

@@ -174,9 +174,9 @@ pub async fn run(options: &SoakOptions, source: &Source) -> Result<SoakReport, S
         let ticks = cpu_ticks(pid).map_err(|e| format!("prism is gone: {e}"))?;
         let now = Instant::now();
         // USER_HZ is 100 on every Linux architecture Prism targets.
-        let cpu_percent = (ticks - last_cpu.0) as f64 / 100.0
-            / now.duration_since(last_cpu.1).as_secs_f64()
-            * 100.0;
+        let cpu_percent =
+            (ticks - last_cpu.0) as f64 / 100.0 / now.duration_since(last_cpu.1).as_secs_f64()
+                * 100.0;
         last_cpu = (ticks, now);
         let sample = Sample {
             at_s: started.elapsed().as_secs_f64(),
@@ -281,7 +281,7 @@ async fn admin_churn(
         tokio::time::sleep(Duration::from_secs(3)).await;
         n += 1;
         let stream = dice.roll(0..options.streams as u64) as usize;
-        let (method, path, body) = if n % 5 == 0 {
+        let (method, path, body) = if n.is_multiple_of(5) {
             match extra.take() {
                 Some((stream, id)) => (
                     "DELETE",
@@ -301,7 +301,11 @@ async fn admin_churn(
             }
         } else {
             let d = dice.roll(0..options.destinations as u64);
-            let action = if dice.roll(0..2) == 0 { "disable" } else { "enable" };
+            let action = if dice.roll(0..2) == 0 {
+                "disable"
+            } else {
+                "enable"
+            };
             (
                 "PUT",
                 format!("/v1/streams/s{stream}/destinations/d{d}/{action}"),
@@ -343,7 +347,10 @@ async fn http(port: u16, method: &str, path: &str, body: &str) -> Result<u16, St
 
 /// An RTMP server that accepts every publish and discards the media;
 /// with `hang_up_ms`, each connection is closed after a random time in it.
-async fn start_sink(hang_up_ms: Option<Range<u64>>, hangups: Arc<AtomicU64>) -> Result<u16, String> {
+async fn start_sink(
+    hang_up_ms: Option<Range<u64>>,
+    hangups: Arc<AtomicU64>,
+) -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
