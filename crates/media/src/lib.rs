@@ -8,6 +8,7 @@ pub mod hub;
 pub mod message;
 pub mod queue;
 pub mod secret;
+pub mod standby;
 pub mod supervise;
 pub mod timeline;
 

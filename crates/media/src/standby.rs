@@ -1,0 +1,312 @@
+//! The standby clip ("be right back") and its player. The clip is an FLV
+//! file read once into shared `Bytes` messages; the player loops it onto a
+//! stream's session timeline, in real time, without re-encoding. Sans-IO:
+//! the caller passes the clock and delivers what the player says is due.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::flv;
+use crate::message::{MediaKind, MediaMessage};
+
+/// A standby clip, validated: sequence headers, then frames from a video
+/// keyframe on, stamped from 0.
+#[derive(Debug)]
+pub struct StandbyClip {
+    /// Video and audio sequence headers (and metadata), sent at each start.
+    pub headers: Vec<MediaMessage>,
+    /// The frames, timestamps relative to the first (a keyframe) at 0.
+    pub frames: Vec<MediaMessage>,
+    /// One loop: the last video frame's timestamp plus one frame interval.
+    pub duration_ms: u64,
+}
+
+/// Why a file cannot be a standby clip, in words an operator acts on.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyError {
+    #[error("not an FLV file (make one with: ffmpeg -i brb.mp4 -c copy brb.flv)")]
+    NotFlv,
+    #[error("no video sequence header: the video must be H.264 or HEVC")]
+    NoVideo,
+    #[error("no AAC sequence header: the audio must be AAC")]
+    NoAudio,
+    #[error("unsupported video codec {0}: use H.264 or HEVC")]
+    VideoCodec(&'static str),
+    #[error("unsupported audio codec {0}: use AAC")]
+    AudioCodec(&'static str),
+    #[error("the first video frame is not a keyframe")]
+    NoKeyframeFirst,
+    #[error("only {0} ms long: a standby clip must be at least 1 s")]
+    TooShort(u64),
+}
+
+/// The shortest clip accepted.
+pub const MIN_CLIP_MS: u64 = 1000;
+
+impl StandbyClip {
+    /// Reads an FLV file's tags into a clip, checking what a destination
+    /// needs: H.264 or HEVC video with AAC audio, a keyframe first, 1 s.
+    pub fn from_flv(file: &Bytes) -> Result<Self, StandbyError> {
+        if file.len() < 9 || &file[..3] != b"FLV" {
+            return Err(StandbyError::NotFlv);
+        }
+        let header_len = u32::from_be_bytes([file[5], file[6], file[7], file[8]]) as usize;
+        let mut at = header_len.saturating_add(4);
+        let mut headers: Vec<MediaMessage> = Vec::new();
+        let mut frames: Vec<MediaMessage> = Vec::new();
+        let (mut has_video_header, mut has_audio_header) = (false, false);
+        while at + 11 <= file.len() {
+            let tag_type = file[at] & 0x1f;
+            let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
+            let timestamp =
+                u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
+            let body = at + 11..at + 11 + size;
+            if body.end > file.len() {
+                break;
+            }
+            at = body.end + 4;
+            let kind = match tag_type {
+                8 => MediaKind::Audio,
+                9 => MediaKind::Video,
+                18 => MediaKind::Data,
+                _ => continue,
+            };
+            let message = MediaMessage::new(kind, u64::from(timestamp), file.slice(body));
+            match kind {
+                MediaKind::Video => {
+                    let codec = flv::video_codec_name(&message.payload).unwrap_or("unknown");
+                    if !matches!(codec, "h264" | "hevc") {
+                        return Err(StandbyError::VideoCodec(codec));
+                    }
+                }
+                MediaKind::Audio => {
+                    let codec = flv::audio_codec_name(&message.payload).unwrap_or("unknown");
+                    if codec != "aac" {
+                        return Err(StandbyError::AudioCodec(codec));
+                    }
+                }
+                MediaKind::Data => {}
+            }
+            if !message.droppable() {
+                has_video_header |= message.kind == MediaKind::Video;
+                has_audio_header |= message.kind == MediaKind::Audio;
+                // Only the first of each; the metadata only if it is one.
+                let duplicate = headers.iter().any(|h| {
+                    h.kind == message.kind && h.sequence_header == message.sequence_header
+                });
+                let useful = message.kind != MediaKind::Data || flv::is_metadata(&message.payload);
+                if !duplicate && useful {
+                    headers.push(message);
+                }
+                continue;
+            }
+            if frames.is_empty() {
+                if message.kind == MediaKind::Audio {
+                    // Audio before the first keyframe has nothing to go with.
+                    continue;
+                }
+                if !message.keyframe {
+                    return Err(StandbyError::NoKeyframeFirst);
+                }
+            }
+            frames.push(message);
+        }
+        if !has_video_header {
+            return Err(StandbyError::NoVideo);
+        }
+        if !has_audio_header {
+            return Err(StandbyError::NoAudio);
+        }
+        let Some(first) = frames.first().map(|f| f.timestamp) else {
+            return Err(StandbyError::TooShort(0));
+        };
+        for frame in &mut frames {
+            frame.timestamp = frame.timestamp.saturating_sub(first);
+        }
+        let last = frames.iter().map(|f| f.timestamp).max().unwrap_or(0);
+        let last_video = frames
+            .iter()
+            .filter(|f| f.kind == MediaKind::Video)
+            .map(|f| f.timestamp)
+            .max()
+            .unwrap_or(0);
+        let interval = video_interval(&frames).unwrap_or(40);
+        // The next loop's keyframe comes one frame after the last one, and
+        // after any audio that trails it.
+        let duration_ms = (last_video + interval).max(last + 1);
+        if duration_ms < MIN_CLIP_MS {
+            return Err(StandbyError::TooShort(duration_ms));
+        }
+        Ok(Self {
+            headers,
+            frames,
+            duration_ms,
+        })
+    }
+
+    /// The clip's video sequence header, for comparing with an encoder's.
+    pub fn video_header(&self) -> Option<&MediaMessage> {
+        self.headers
+            .iter()
+            .find(|h| h.kind == MediaKind::Video && h.sequence_header)
+    }
+
+    /// The clip's audio sequence header.
+    pub fn audio_header(&self) -> Option<&MediaMessage> {
+        self.headers
+            .iter()
+            .find(|h| h.kind == MediaKind::Audio && h.sequence_header)
+    }
+}
+
+/// The usual interval between video frames (the last two), in ms.
+fn video_interval(frames: &[MediaMessage]) -> Option<u64> {
+    let mut video = frames.iter().rev().filter(|f| f.kind == MediaKind::Video);
+    let last = video.next()?.timestamp;
+    let before = video.next()?.timestamp;
+    Some(last.saturating_sub(before).clamp(1, 1000))
+}
+
+/// Plays a clip in a loop onto a session timeline, from `base` ms (where
+/// the stream's last frame left it) and the wall-clock instant it started.
+#[derive(Debug)]
+pub struct StandbyPlayer {
+    base: u64,
+    started: Instant,
+    /// The next frame, and how many loops came before it.
+    index: usize,
+    loops: u64,
+}
+
+impl StandbyPlayer {
+    /// Starts at `base`; returns the player and the clip's headers stamped
+    /// there, which go out first.
+    pub fn start(clip: &StandbyClip, base: u64, now: Instant) -> (Self, Vec<MediaMessage>) {
+        let headers = clip.headers.iter().map(|h| stamped(h, base, now)).collect();
+        (
+            Self {
+                base,
+                started: now,
+                index: 0,
+                loops: 0,
+            },
+            headers,
+        )
+    }
+
+    /// Appends to `out` every frame due by `now`, stamped on the session
+    /// timeline; at the end of the clip it starts over one frame interval
+    /// after its last frame.
+    pub fn due(&mut self, clip: &StandbyClip, now: Instant, out: &mut Vec<MediaMessage>) {
+        let played_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        loop {
+            let frame = &clip.frames[self.index];
+            let at = self.loops * clip.duration_ms + frame.timestamp;
+            if at > played_ms {
+                return;
+            }
+            out.push(stamped(frame, self.base + at, now));
+            self.index += 1;
+            if self.index == clip.frames.len() {
+                self.index = 0;
+                self.loops += 1;
+            }
+        }
+    }
+
+    /// When the next frame is due.
+    pub fn next_due(&self, clip: &StandbyClip) -> Instant {
+        let frame = &clip.frames[self.index];
+        self.started + Duration::from_millis(self.loops * clip.duration_ms + frame.timestamp)
+    }
+}
+
+fn stamped(message: &MediaMessage, timestamp: u64, now: Instant) -> MediaMessage {
+    MediaMessage {
+        timestamp,
+        received_at: now,
+        ..message.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An FLV file of `seconds` at 25 fps video with AAC audio every 23 ms.
+    pub(crate) fn flv_clip(seconds: u64, first_is_key: bool) -> Bytes {
+        let mut file = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        let mut tag = |kind: u8, ts: u64, body: &[u8]| {
+            let ts = ts as u32;
+            file.push(kind);
+            file.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            file.extend_from_slice(&ts.to_be_bytes()[1..]);
+            file.push((ts >> 24) as u8);
+            file.extend_from_slice(&[0, 0, 0]);
+            file.extend_from_slice(body);
+            file.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+        };
+        tag(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e]);
+        tag(8, 0, &[0xaf, 0, 0x12, 0x10]);
+        for frame in 0..seconds * 25 {
+            let key = frame % 25 == 0 && (first_is_key || frame > 0);
+            tag(
+                9,
+                frame * 40,
+                &[if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 7],
+            );
+            tag(8, frame * 40 + 3, &[0xaf, 1, 9]);
+        }
+        Bytes::from(file)
+    }
+
+    #[test]
+    fn a_clip_reads_with_its_headers_and_frames_from_zero() {
+        let clip = StandbyClip::from_flv(&flv_clip(2, true)).unwrap();
+        assert_eq!(clip.headers.len(), 2);
+        assert!(clip.frames[0].keyframe);
+        assert_eq!(clip.frames[0].timestamp, 0);
+        assert_eq!(clip.duration_ms, 2000);
+        assert!(clip.video_header().is_some() && clip.audio_header().is_some());
+    }
+
+    #[test]
+    fn bad_clips_say_what_is_wrong() {
+        assert_eq!(
+            StandbyClip::from_flv(&Bytes::from_static(b"\x00\x00\x00 ftypisom")).unwrap_err(),
+            StandbyError::NotFlv
+        );
+        assert_eq!(
+            StandbyClip::from_flv(&flv_clip(2, false)).unwrap_err(),
+            StandbyError::NoKeyframeFirst
+        );
+        let short = flv_clip(2, true).slice(..200);
+        assert!(matches!(
+            StandbyClip::from_flv(&short),
+            Err(StandbyError::TooShort(_))
+        ));
+    }
+
+    #[test]
+    fn the_player_loops_on_the_session_timeline_in_real_time() {
+        let clip = StandbyClip::from_flv(&flv_clip(2, true)).unwrap();
+        let start = Instant::now();
+        let (mut player, headers) = StandbyPlayer::start(&clip, 90_000, start);
+        assert!(headers
+            .iter()
+            .all(|h| h.timestamp == 90_000 && !h.droppable()));
+        let mut out = Vec::new();
+        player.due(&clip, start, &mut out);
+        assert_eq!(out.len(), 1, "the keyframe at once");
+        assert!(out[0].keyframe && out[0].timestamp == 90_000);
+        // 5 s later: two and a half loops, every timestamp after the last.
+        player.due(&clip, start + Duration::from_millis(5000), &mut out);
+        let stamps: Vec<u64> = out.iter().map(|m| m.timestamp).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        assert_eq!(*stamps.last().unwrap(), 95_000);
+        // The second loop starts one frame interval after the first's end.
+        assert!(stamps.contains(&(90_000 + 1960)) && stamps.contains(&(92_000)));
+        assert!(player.next_due(&clip) > start + Duration::from_millis(5000));
+    }
+}
