@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
 use crate::flv;
 use crate::message::{MediaKind, MediaMessage};
 use crate::queue::DestinationQueue;
+use crate::standby::{StandbyClip, StandbyPlayer};
 
 /// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
 /// publisher of tiny messages) is not cached: late joiners then wait for
@@ -69,7 +70,64 @@ struct HubState {
     /// Copied on change (rare), so `publish` can take a snapshot and push
     /// outside the hub lock: pushes may write to sockets.
     subscribers: Arc<Vec<Arc<DestinationQueue>>>,
+    /// The standby clip playing now, if it is.
+    standby: Option<Standby>,
+    /// The publisher's own latest sequence headers and metadata: sent again
+    /// when it takes over from the standby clip.
+    publisher_headers: Vec<MediaMessage>,
+    /// A task ticks the standby logic while the session is live.
+    standby_driver: bool,
 }
+
+/// Why the standby clip is playing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyReason {
+    /// The encoder is gone, or sent nothing for `standby_after`.
+    Auto,
+    /// An operator asked for it (the encoder may still publish).
+    Manual,
+}
+
+impl StandbyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StandbyReason::Auto => "auto",
+            StandbyReason::Manual => "manual",
+        }
+    }
+}
+
+/// A stream's standby settings.
+#[derive(Clone, Debug)]
+pub struct StandbyConfig {
+    pub clip: Arc<StandbyClip>,
+    /// A connected encoder silent this long is replaced by the clip.
+    pub after: Duration,
+    /// The clip plays at most this long; then the session ends.
+    pub max: Duration,
+}
+
+#[derive(Debug)]
+struct Standby {
+    player: StandbyPlayer,
+    clip: Arc<StandbyClip>,
+    reason: StandbyReason,
+    since: Instant,
+    /// The publisher takes over at its next keyframe.
+    switch_back: bool,
+}
+
+/// Why a manual standby request was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyRequestError {
+    #[error("the stream has no standby_file")]
+    NoClip,
+    #[error("the stream is not live")]
+    NotLive,
+}
+
+/// How often the standby logic looks at the clock while a session is live.
+const STANDBY_TICK: Duration = Duration::from_millis(20);
 
 /// A publisher silent this long gives way to a new one with the stream's
 /// key: a live encoder sends audio or video many times a second.
@@ -83,6 +141,9 @@ pub struct StreamHub {
     live: watch::Sender<LiveState>,
     stats: HubStats,
     publisher: Mutex<Option<PublisherInfo>>,
+    standby_config: Mutex<Option<StandbyConfig>>,
+    /// Follows standby starts and stops (for events and logs).
+    standby_watch: watch::Sender<Option<StandbyReason>>,
 }
 
 /// How a publisher reached Prism.
@@ -138,6 +199,8 @@ impl StreamHub {
             state: Mutex::new(HubState::default()),
             live: watch::Sender::new(LiveState::default()),
             stats: HubStats::default(),
+            standby_config: Mutex::new(None),
+            standby_watch: watch::Sender::new(None),
             publisher: Mutex::new(None),
         })
     }
@@ -207,7 +270,14 @@ impl StreamHub {
         state.publisher = Some(token);
         let resumed = state.session.is_some();
         let session = *state.session.get_or_insert(token);
-        if resumed {
+        state.publisher_headers.clear();
+        if let Some(standby) = &mut state.standby {
+            // The clip plays on until the new encoder's first keyframe.
+            if standby.reason == StandbyReason::Auto {
+                standby.switch_back = true;
+            }
+            state.in_grace = false;
+        } else if resumed {
             // Within the grace period: same session, same destination
             // connections. What was cached belongs to the old publisher, and
             // every destination restarts on the new one's first keyframe.
@@ -220,6 +290,9 @@ impl StreamHub {
             }
         }
         drop(state);
+        if !resumed && self.standby_config().is_some() {
+            self.spawn_standby_driver();
+        }
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(PublisherInfo {
             protocol,
             remote,
@@ -298,76 +371,247 @@ impl StreamHub {
         Arc::make_mut(&mut state.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
     }
 
-    fn publish(&self, token: u64, mut message: MediaMessage) {
+    fn publish(self: &Arc<Self>, token: u64, mut message: MediaMessage) {
         let mut state = self.lock();
         if state.publisher != Some(token) {
             return;
         }
-        if state.rebase_pending {
-            state.rebase_pending = false;
-            if let Some(last) = state.last_timestamp {
-                // Continue one frame interval after the last message sent:
-                // monotonic, and no two video frames closer than a frame
-                // (players and decoders place frames on the frame grid).
-                let gap = state.video_interval.max(1);
-                state.timestamp_offset = (last + gap) as i64 - message.timestamp as i64;
-            }
-        }
-        message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
         state.last_received = Some(message.received_at);
-        if message.kind == MediaKind::Video && !message.sequence_header {
-            if let Some(previous) = state.last_video_timestamp {
-                let interval = message.timestamp.saturating_sub(previous);
-                if (1..=1000).contains(&interval) {
-                    state.video_interval = interval;
-                }
-            }
-            state.last_video_timestamp = Some(message.timestamp);
+        if !message.droppable() {
+            remember_header(&mut state.publisher_headers, &message);
         }
-        let advanced = match state.last_timestamp {
-            Some(last) => message.timestamp > last,
-            None => true,
-        };
-        if advanced {
-            state.last_timestamp = Some(message.timestamp);
+        let mut out = Vec::new();
+        if let Some(standby) = &mut state.standby {
+            // The encoder is back (it was silent, or reconnected): it takes
+            // over at its next keyframe. A manual standby waits for `off`.
+            if standby.reason == StandbyReason::Auto {
+                standby.switch_back = true;
+            }
+            let takes_over = standby.switch_back
+                && (message.keyframe
+                    || (message.kind == MediaKind::Audio && !self.has_video(&state)));
+            if !takes_over {
+                return;
+            }
+            state.standby = None;
+            state.rebase_pending = true;
+            rebase(&mut state, &mut message);
+            // Its own sequence headers first: the clip's are what the
+            // destinations decode with now.
+            for header in &state.publisher_headers {
+                out.push(MediaMessage {
+                    timestamp: message.timestamp,
+                    ..header.clone()
+                });
+            }
+            self.standby_watch.send_replace(None);
+            tracing::info!(stream = %self.id, "the encoder is back: standby ends at its keyframe");
+        } else {
+            rebase(&mut state, &mut message);
         }
-        match message.kind {
-            MediaKind::Data if flv::is_metadata(&message.payload) => {
-                state.metadata = Some(message.clone());
-            }
-            MediaKind::Video if message.sequence_header => {
-                state.video_header = Some(message.clone());
-            }
-            MediaKind::Audio if message.sequence_header => {
-                state.audio_header = Some(message.clone());
-            }
-            MediaKind::Video | MediaKind::Audio => {
-                if message.keyframe {
-                    state.gop.clear();
-                    state.gop_bytes = 0;
-                }
-                let starts_with_keyframe = state.gop.first().is_some_and(|m| m.keyframe);
-                if starts_with_keyframe || message.keyframe {
-                    if state.gop_bytes + message.cost() > GOP_CACHE_MAX_BYTES
-                        || state.gop.len() >= GOP_CACHE_MAX_MESSAGES
-                    {
-                        state.gop.clear();
-                        state.gop_bytes = 0;
-                    } else {
-                        state.gop_bytes += message.cost();
-                        state.gop.push(message.clone());
-                    }
-                }
-            }
-            MediaKind::Data => {}
+        out.push(message);
+        self.deliver(state, out);
+    }
+
+    /// Records each message (timeline, caches) and pushes it to every
+    /// destination queue, after releasing the lock.
+    fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: Vec<MediaMessage>) {
+        for message in &messages {
+            record(&mut state, message);
         }
-        // A destination subscribing from here on was replayed this message
-        // from the cache above; one in the snapshot was not.
+        // A destination subscribing from here on was replayed these messages
+        // from the caches; one in the snapshot was not.
         let subscribers = Arc::clone(&state.subscribers);
         drop(state);
-        for queue in subscribers.iter() {
-            queue.push(&message);
+        for message in &messages {
+            for queue in subscribers.iter() {
+                queue.push(message);
+            }
         }
+    }
+
+    fn has_video(&self, state: &HubState) -> bool {
+        state
+            .publisher_headers
+            .iter()
+            .any(|h| h.kind == MediaKind::Video)
+    }
+
+    /// Sets (or clears) the stream's standby clip and timings; a live
+    /// session starts being watched at once.
+    pub fn set_standby(self: &Arc<Self>, config: Option<StandbyConfig>) {
+        let configured = config.is_some();
+        *self
+            .standby_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = config;
+        if configured {
+            self.spawn_standby_driver();
+        }
+    }
+
+    fn standby_config(&self) -> Option<StandbyConfig> {
+        self.standby_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the standby clip is playing, if it is.
+    pub fn standby(&self) -> Option<StandbyReason> {
+        *self.standby_watch.borrow()
+    }
+
+    /// Follows standby starts and stops.
+    pub fn watch_standby(&self) -> watch::Receiver<Option<StandbyReason>> {
+        self.standby_watch.subscribe()
+    }
+
+    /// The configured clip, for comparing codecs with an encoder's.
+    pub fn standby_clip(&self) -> Option<Arc<StandbyClip>> {
+        self.standby_config().map(|c| c.clip)
+    }
+
+    /// Puts a live stream on standby, or takes it off (the encoder then
+    /// takes over at its next keyframe; with no encoder, the clip plays on
+    /// as an automatic standby).
+    pub fn set_manual_standby(self: &Arc<Self>, on: bool) -> Result<(), StandbyRequestError> {
+        let config = self.standby_config().ok_or(StandbyRequestError::NoClip)?;
+        let mut state = self.lock();
+        if state.session.is_none() {
+            return Err(StandbyRequestError::NotLive);
+        }
+        let now = Instant::now();
+        let has_publisher = state.publisher.is_some();
+        match (on, &mut state.standby) {
+            (true, Some(standby)) => {
+                standby.reason = StandbyReason::Manual;
+                standby.switch_back = false;
+                self.standby_watch.send_replace(Some(StandbyReason::Manual));
+                Ok(())
+            }
+            (true, None) => {
+                let out = self.start_standby(&mut state, &config, StandbyReason::Manual, now);
+                self.deliver(state, out);
+                Ok(())
+            }
+            (false, Some(standby)) => {
+                standby.reason = StandbyReason::Auto;
+                standby.switch_back = has_publisher;
+                self.standby_watch.send_replace(Some(StandbyReason::Auto));
+                Ok(())
+            }
+            (false, None) => Ok(()),
+        }
+    }
+
+    /// Starts the clip on the session timeline, one frame after the last
+    /// message sent; returns its headers and first frames to deliver.
+    fn start_standby(
+        &self,
+        state: &mut HubState,
+        config: &StandbyConfig,
+        reason: StandbyReason,
+        now: Instant,
+    ) -> Vec<MediaMessage> {
+        let base = state
+            .last_timestamp
+            .map_or(0, |last| last + state.video_interval.max(1));
+        let (mut player, mut out) = StandbyPlayer::start(&config.clip, base, now);
+        player.due(&config.clip, now, &mut out);
+        // Late joiners start on the clip's GOP from here.
+        state.gop.clear();
+        state.gop_bytes = 0;
+        state.standby = Some(Standby {
+            player,
+            clip: Arc::clone(&config.clip),
+            reason,
+            since: now,
+            switch_back: false,
+        });
+        self.standby_watch.send_replace(Some(reason));
+        tracing::info!(stream = %self.id, reason = reason.as_str(), "standby: destinations get the standby clip");
+        out
+    }
+
+    /// Runs the standby logic at `now`: starts the clip when the encoder is
+    /// gone or silent, plays what is due, ends the session after
+    /// `standby.max`. False once the session has ended (the driver stops).
+    pub fn tick_standby(self: &Arc<Self>, now: Instant) -> bool {
+        let Some(config) = self.standby_config() else {
+            return self.lock().standby.is_some() && self.stop_unconfigured_standby();
+        };
+        let mut state = self.lock();
+        if state.session.is_none() {
+            return false;
+        }
+        if let Some(standby) = &mut state.standby {
+            if now.saturating_duration_since(standby.since) >= config.max {
+                drop(state);
+                tracing::info!(stream = %self.id, max_s = config.max.as_secs(), "standby played for standby_max_s; ending the publish");
+                self.end_session();
+                return false;
+            }
+            let mut out = Vec::new();
+            let clip = Arc::clone(&standby.clip);
+            standby.player.due(&clip, now, &mut out);
+            if !out.is_empty() {
+                self.deliver(state, out);
+            }
+            return true;
+        }
+        let gone = state.publisher.is_none();
+        let silent = state
+            .last_received
+            .is_some_and(|at| now.saturating_duration_since(at) >= config.after);
+        if gone || silent {
+            let out = self.start_standby(&mut state, &config, StandbyReason::Auto, now);
+            self.deliver(state, out);
+        }
+        true
+    }
+
+    /// The clip was removed from the config while playing: the stream goes
+    /// back to plain grace (it ends if no encoder is there).
+    fn stop_unconfigured_standby(self: &Arc<Self>) -> bool {
+        let mut state = self.lock();
+        state.standby = None;
+        let publisher = state.publisher;
+        drop(state);
+        self.standby_watch.send_replace(None);
+        if publisher.is_none() {
+            self.end_session();
+            return false;
+        }
+        true
+    }
+
+    /// While a session is live and a clip is configured, a task ticks the
+    /// standby logic (one per stream; it ends with the session).
+    fn spawn_standby_driver(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut state = self.lock();
+            if state.session.is_none() || state.standby_driver {
+                return;
+            }
+            state.standby_driver = true;
+        }
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(STANDBY_TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(hub) = hub.upgrade() else { return };
+                if !hub.tick_standby(Instant::now()) {
+                    hub.lock().standby_driver = false;
+                    return;
+                }
+            }
+        });
     }
 
     /// The publishing connection ended. Destinations stay connected for the
@@ -380,7 +624,14 @@ impl StreamHub {
         state.publisher = None;
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
-        let grace = self.reconnect_grace();
+        // With a standby clip the destinations are fed it meanwhile, for up
+        // to its `max` (the standby logic ends the session then).
+        let grace = match self.standby_config() {
+            Some(config) => self
+                .reconnect_grace()
+                .max(config.max + Duration::from_secs(1)),
+            None => self.reconnect_grace(),
+        };
         // Without a runtime (unit tests) there is no timer to end the grace.
         let runtime = tokio::runtime::Handle::try_current();
         let (Ok(runtime), false) = (runtime, grace.is_zero()) else {
@@ -421,9 +672,11 @@ impl StreamHub {
         *state = HubState {
             next_session: state.next_session,
             grace_epoch: state.grace_epoch,
+            standby_driver: state.standby_driver,
             ..HubState::default()
         };
         drop(state);
+        self.standby_watch.send_replace(None);
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
         self.live.send_replace(LiveState {
@@ -431,6 +684,81 @@ impl StreamHub {
             session,
         });
     }
+}
+
+/// Shifts a publisher's message onto the session's timeline.
+fn rebase(state: &mut HubState, message: &mut MediaMessage) {
+    if state.rebase_pending {
+        state.rebase_pending = false;
+        if let Some(last) = state.last_timestamp {
+            // Continue one frame interval after the last message sent:
+            // monotonic, and no two video frames closer than a frame
+            // (players and decoders place frames on the frame grid).
+            let gap = state.video_interval.max(1);
+            state.timestamp_offset = (last + gap) as i64 - message.timestamp as i64;
+        }
+    }
+    message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
+}
+
+/// Follows the timeline and keeps what a late joiner needs: metadata,
+/// sequence headers and the current GOP.
+fn record(state: &mut HubState, message: &MediaMessage) {
+    if message.kind == MediaKind::Video && !message.sequence_header {
+        if let Some(previous) = state.last_video_timestamp {
+            let interval = message.timestamp.saturating_sub(previous);
+            if (1..=1000).contains(&interval) {
+                state.video_interval = interval;
+            }
+        }
+        state.last_video_timestamp = Some(message.timestamp);
+    }
+    if state
+        .last_timestamp
+        .is_none_or(|last| message.timestamp > last)
+    {
+        state.last_timestamp = Some(message.timestamp);
+    }
+    match message.kind {
+        MediaKind::Data if flv::is_metadata(&message.payload) => {
+            state.metadata = Some(message.clone());
+        }
+        MediaKind::Video if message.sequence_header => {
+            state.video_header = Some(message.clone());
+        }
+        MediaKind::Audio if message.sequence_header => {
+            state.audio_header = Some(message.clone());
+        }
+        MediaKind::Video | MediaKind::Audio => {
+            if message.keyframe {
+                state.gop.clear();
+                state.gop_bytes = 0;
+            }
+            let starts_with_keyframe = state.gop.first().is_some_and(|m| m.keyframe);
+            if starts_with_keyframe || message.keyframe {
+                if state.gop_bytes + message.cost() > GOP_CACHE_MAX_BYTES
+                    || state.gop.len() >= GOP_CACHE_MAX_MESSAGES
+                {
+                    state.gop.clear();
+                    state.gop_bytes = 0;
+                } else {
+                    state.gop_bytes += message.cost();
+                    state.gop.push(message.clone());
+                }
+            }
+        }
+        MediaKind::Data => {}
+    }
+}
+
+/// Keeps the newest header of each kind (metadata, video, audio).
+fn remember_header(headers: &mut Vec<MediaMessage>, message: &MediaMessage) {
+    let is_metadata = message.kind == MediaKind::Data && flv::is_metadata(&message.payload);
+    if message.kind == MediaKind::Data && !is_metadata {
+        return;
+    }
+    headers.retain(|h| h.kind != message.kind);
+    headers.push(message.clone());
 }
 
 /// Held by the ingest connection that owns the stream. Dropping it (the
@@ -601,6 +929,68 @@ mod tests {
         drop(publish);
         out.clear();
         assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    #[test]
+    fn a_silent_encoder_gives_way_to_the_standby_clip_and_takes_over_at_its_keyframe() {
+        let hub = StreamHub::new("main");
+        let clip = StandbyClip::from_flv(&crate::standby::tests::flv_clip(2, true)).unwrap();
+        hub.set_standby(Some(StandbyConfig {
+            clip: Arc::new(clip),
+            after: Duration::from_millis(1000),
+            max: Duration::from_secs(60),
+        }));
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let header = MediaMessage::new(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 9]),
+        );
+        publish.push(header);
+        hub.subscribe(&queue).unwrap();
+        publish.push(video(0, true));
+        publish.push(video(40, false));
+        let start = Instant::now();
+        assert!(hub.tick_standby(start + Duration::from_millis(500)));
+        assert_eq!(hub.standby(), None);
+        // Silent for over `after`: the clip starts one frame after 40.
+        assert!(hub.tick_standby(start + Duration::from_millis(1100)));
+        assert_eq!(hub.standby(), Some(StandbyReason::Auto));
+        assert!(hub.tick_standby(start + Duration::from_millis(3100)));
+        // The encoder speaks again: its inter frame is not shown, its
+        // keyframe takes over with its own header first.
+        publish.push(video(80, false));
+        assert_eq!(hub.standby(), Some(StandbyReason::Auto));
+        publish.push(video(120, true));
+        assert_eq!(hub.standby(), None);
+        publish.push(video(160, false));
+
+        let mut out = Vec::new();
+        while queue
+            .try_batch(&mut out, 1024)
+            .is_some_and(|b| b == Batch::Ready)
+        {}
+        let stamps: Vec<u64> = out
+            .iter()
+            .filter(|m| m.droppable())
+            .map(|m| m.timestamp)
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        // The clip's frames sit between the encoder's (audio ones too).
+        let clip_frames = out
+            .iter()
+            .filter(|m| {
+                m.payload.ends_with(&[7]) || m.payload.ends_with(&[9]) && m.kind == MediaKind::Audio
+            })
+            .count();
+        assert!(clip_frames > 50, "{clip_frames} clip frames");
+        let takeover = out
+            .iter()
+            .position(|m| m.payload[..] == [0x17, 0, 0, 0, 0, 9][..] && m.timestamp > 0)
+            .expect("the encoder's header again");
+        assert!(out[takeover + 1].keyframe);
+        assert_eq!(out[takeover].timestamp, out[takeover + 1].timestamp);
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn stamped(message: &MediaMessage, timestamp: u64, now: Instant) -> MediaMessage
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An FLV file of `seconds` at 25 fps video with AAC audio every 23 ms.
