@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/streams/{id}/destinations/{dest}/enable"),
     ("PUT", "/v1/streams/{id}/destinations/{dest}/disable"),
     ("PUT", "/v1/streams/{id}/restreams"),
+    ("PUT", "/v1/streams/{id}/standby"),
 ];
 
 /// The OpenAPI 3 document, kept beside the code.
@@ -102,6 +103,7 @@ pub fn router(
             put(disable_destination),
         )
         .route("/v1/streams/{id}/restreams", put(replace_restreams))
+        .route("/v1/streams/{id}/standby", put(set_standby))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)
@@ -155,6 +157,13 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 struct StreamView {
     id: String,
     live: bool,
+    /// The standby clip is playing to the destinations.
+    standby: bool,
+    /// Why: `auto` (the encoder is gone or silent) or `manual`.
+    standby_reason: Option<&'static str>,
+    /// What an operator should know, e.g. that the standby clip's codec
+    /// parameters differ from the encoder's.
+    warnings: Vec<String>,
     ingest: Option<IngestView>,
     destinations: Vec<DestinationView>,
 }
@@ -221,6 +230,12 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
         // destinations are still connected, and `ingest` is null until a
         // publisher resumes.
         live: entry.as_ref().is_some_and(|e| e.hub.is_live()),
+        standby: entry.as_ref().is_some_and(|e| e.hub.standby().is_some()),
+        standby_reason: entry
+            .as_ref()
+            .and_then(|e| e.hub.standby())
+            .map(|r| r.as_str()),
+        warnings: entry.as_ref().map(|e| e.hub.warnings()).unwrap_or_default(),
         ingest,
         destinations: stream
             .destinations
@@ -507,6 +522,35 @@ async fn patch_destination(
     })
     .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StandbyRequest {
+    on: bool,
+}
+
+/// Puts a live stream on standby (`{"on": true}`) or takes it off.
+async fn set_standby(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: StandbyRequest = parse_body(&body)?;
+    let entry = app
+        .controller
+        .registry()
+        .stream(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+    entry.hub.set_manual_standby(request.on).map_err(|e| match e {
+        prism_media::hub::StandbyRequestError::NoClip => ApiError::conflict(format!(
+            "stream {id:?} has no standby_file: set one in the config to use standby"
+        )),
+        prism_media::hub::StandbyRequestError::NotLive => {
+            ApiError::conflict(format!("stream {id:?} is not live"))
+        }
+    })?;
+    Ok(Json(view_of_stream(&app, &id).await?))
 }
 
 async fn enable_destination(

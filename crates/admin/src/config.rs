@@ -241,8 +241,23 @@ struct RawStream {
     srt_passphrase: Option<Spanned<String>>,
     #[serde(default = "default_reconnect_grace")]
     reconnect_grace_s: u64,
+    standby_file: Option<Spanned<String>>,
+    #[serde(default = "default_standby_after_ms")]
+    standby_after_ms: u64,
+    #[serde(default = "default_standby_max_s")]
+    standby_max_s: u64,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+}
+
+/// An encoder silent this long is replaced by the standby clip.
+fn default_standby_after_ms() -> u64 {
+    1000
+}
+
+/// An hour of standby, then the destinations are unpublished.
+fn default_standby_max_s() -> u64 {
+    3600
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +347,42 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// Reads a standby clip (relative paths are from the config file's
+/// directory). A clip already read is reused while its file is unchanged,
+/// so API changes, which re-validate the whole config, do not read it again.
+fn load_standby(
+    config_path: &Path,
+    file: &str,
+) -> Result<std::sync::Arc<prism_media::standby::StandbyClip>, String> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cache = HashMap<PathBuf, (std::time::SystemTime, u64, Arc<prism_media::standby::StandbyClip>)>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let clip_path = Path::new(file);
+    let clip_path = if clip_path.is_relative() {
+        config_path.parent().unwrap_or(Path::new(".")).join(clip_path)
+    } else {
+        clip_path.to_path_buf()
+    };
+    let shown = clip_path.display();
+    let metadata = std::fs::metadata(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let stamp = (metadata.modified().map_err(|e| e.to_string())?, metadata.len());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((modified, len, clip)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&clip_path) {
+        if (*modified, *len) == stamp {
+            return Ok(Arc::clone(clip));
+        }
+    }
+    let bytes = std::fs::read(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let clip = prism_media::standby::StandbyClip::from_flv(&bytes::Bytes::from(bytes))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let clip = Arc::new(clip);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(clip_path.clone(), (stamp.0, stamp.1, Arc::clone(&clip)));
+    Ok(clip)
+}
+
 /// Shorter tokens are refused: an admin token guards every destination key.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -373,6 +424,8 @@ pub struct StreamConfig {
     pub srt_passphrase: Option<String>,
     /// How long destinations stay connected after the publisher drops.
     pub reconnect_grace: Duration,
+    /// The clip destinations get while the encoder is gone (`standby_file`).
+    pub standby: Option<prism_media::hub::StandbyConfig>,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -667,8 +720,22 @@ impl Config {
                 ),
                 None => None,
             };
+            let standby = match &stream.standby_file {
+                None => None,
+                Some(file) => {
+                    let clip = load_standby(path, file.get_ref()).map_err(|m| {
+                        error(file.span(), format!("streams[{index}].standby_file: {m}"))
+                    })?;
+                    Some(prism_media::hub::StandbyConfig {
+                        clip,
+                        after: Duration::from_millis(stream.standby_after_ms.clamp(100, 60_000)),
+                        max: Duration::from_secs(stream.standby_max_s.clamp(1, 7 * 24 * 3600)),
+                    })
+                }
+            };
             streams.push(StreamConfig {
                 id,
+                standby,
                 srt_passphrase,
                 reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
                 key: prism_media::StreamKey::new(stream.key.into_inner()),

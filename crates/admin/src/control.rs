@@ -47,6 +47,16 @@ pub enum Event {
         error: Option<String>,
         timestamp: String,
     },
+    StandbyStart {
+        stream: String,
+        /// `auto` (the encoder is gone or silent) or `manual`.
+        reason: &'static str,
+        timestamp: String,
+    },
+    StandbyStop {
+        stream: String,
+        timestamp: String,
+    },
     ConfigChanged {
         /// `api` or `reload`.
         source: &'static str,
@@ -63,6 +73,8 @@ impl Event {
             Event::PublishStart { .. } => "publish_start",
             Event::PublishStop { .. } => "publish_stop",
             Event::DestinationState { .. } => "destination_state",
+            Event::StandbyStart { .. } => "standby_start",
+            Event::StandbyStop { .. } => "standby_stop",
             Event::ConfigChanged { .. } => "config_changed",
         }
     }
@@ -272,6 +284,7 @@ impl Controller {
                 continue;
             };
             entry.hub.set_reconnect_grace(stream.reconnect_grace);
+            entry.hub.set_standby(stream.standby.clone());
             if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
                 self.directory.insert(
@@ -324,6 +337,7 @@ impl Controller {
     fn add_stream(&self, stream: &StreamConfig, fanout: &FanoutConfig) {
         let hub = StreamHub::new(stream.id.clone());
         hub.set_reconnect_grace(stream.reconnect_grace);
+        hub.set_standby(stream.standby.clone());
         let entry = self.registry.add_stream(StreamEntry {
             id: stream.id.clone(),
             hub: Arc::clone(&hub),
@@ -400,6 +414,29 @@ impl Controller {
                         timestamp: now(),
                     },
                 };
+                let _ = events.send(event);
+            }
+        });
+        let mut standby = hub.watch_standby();
+        let stream = hub.id().to_string();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let mut was = None;
+            while standby.changed().await.is_ok() {
+                let now_on = *standby.borrow_and_update();
+                let event = match (was, now_on) {
+                    (_, Some(reason)) if was != now_on => Event::StandbyStart {
+                        stream: stream.clone(),
+                        reason: reason.as_str(),
+                        timestamp: now(),
+                    },
+                    (Some(_), None) => Event::StandbyStop {
+                        stream: stream.clone(),
+                        timestamp: now(),
+                    },
+                    _ => continue,
+                };
+                was = now_on;
                 let _ = events.send(event);
             }
         });

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use prism_rtmp::amf0::{self, Value as Amf0Value};
 use tracing::info;
 
-use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
+use prism_media::standby::StandbyClip;
+use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard, StreamHub};
+use tracing::warn;
 
 /// Messages to wait for a keyframe, audio and the frame rate before
 /// announcing anyway (an audio-only or video-only stream, or one whose
@@ -24,6 +26,10 @@ pub(crate) struct PublishAnnouncer {
     width: Option<f64>,
     height: Option<f64>,
     framerate: Option<f64>,
+    /// The encoder's first sequence headers, compared with the standby
+    /// clip's at the announcement.
+    video_header: Option<MediaMessage>,
+    audio_header: Option<MediaMessage>,
 }
 
 impl PublishAnnouncer {
@@ -38,14 +44,24 @@ impl PublishAnnouncer {
             width: None,
             height: None,
             framerate: None,
+            video_header: None,
+            audio_header: None,
         }
     }
 
-    pub(crate) fn observe(&mut self, message: &MediaMessage, stream: &str, remote: SocketAddr) {
+    pub(crate) fn observe(&mut self, message: &MediaMessage, hub: &StreamHub, remote: SocketAddr) {
         if self.done {
             return;
         }
+        let stream = hub.id();
         self.seen += 1;
+        if message.sequence_header {
+            let slot = match message.kind {
+                MediaKind::Video => &mut self.video_header,
+                _ => &mut self.audio_header,
+            };
+            slot.get_or_insert_with(|| message.clone());
+        }
         match message.kind {
             MediaKind::Video => {
                 self.video_codec = self.video_codec.or(flv::video_codec_name(&message.payload));
@@ -83,6 +99,22 @@ impl PublishAnnouncer {
                 fps = self.framerate.unwrap_or(0.0),
                 "publish started"
             );
+            if let Some(clip) = hub.standby_clip() {
+                let differences = standby_differences(
+                    &clip,
+                    self.video_header.as_ref(),
+                    self.audio_header.as_ref(),
+                );
+                if !differences.is_empty() {
+                    let what = differences.join("; ");
+                    warn!(%stream, differences = %what, "the standby clip's codec parameters differ from the encoder's: destinations get new sequence headers at each switch, and some platforms restart their transcoder on that");
+                    hub.set_warnings(vec![format!(
+                        "the standby clip differs from the encoder: {what}; some platforms restart their transcoder at each switch"
+                    )]);
+                } else {
+                    hub.set_warnings(Vec::new());
+                }
+            }
         }
     }
 
@@ -106,6 +138,59 @@ impl PublishAnnouncer {
         self.height = number("height");
         self.framerate = number("framerate");
     }
+}
+
+/// What differs between the standby clip and the encoder: video codec,
+/// resolution and H.264 profile; AAC sample rate and channels.
+pub(crate) fn standby_differences(
+    clip: &StandbyClip,
+    video: Option<&MediaMessage>,
+    audio: Option<&MediaMessage>,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    let describe_video = |header: &MediaMessage| -> String {
+        let payload = &header.payload;
+        let codec = flv::video_codec_name(payload).unwrap_or("unknown");
+        // Legacy AVC: 5-byte tag header, then the AVCDecoderConfigurationRecord.
+        if codec == "h264" && payload.len() > 13 && payload[0] & 0x80 == 0 {
+            let record = &payload[5..];
+            let profile = record[1];
+            let sps_len = u16::from_be_bytes([record[6], record[7]]) as usize;
+            let dims = record
+                .get(8..8 + sps_len)
+                .and_then(crate::h264::sps_dimensions)
+                .map(|(w, h)| format!("{w}x{h}"))
+                .unwrap_or_else(|| "unknown size".into());
+            return format!("h264 {dims} profile {profile}");
+        }
+        codec.to_string()
+    };
+    let describe_audio = |header: &MediaMessage| -> String {
+        let config = header.payload.get(2..4).unwrap_or_default();
+        match config {
+            [a, b] => {
+                let rate_index = ((a & 0x07) << 1) | (b >> 7);
+                let channels = (b >> 3) & 0x0f;
+                const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+                let rate = RATES.get(rate_index as usize).copied().unwrap_or(0);
+                format!("aac {rate} Hz {channels} ch")
+            }
+            _ => "aac".into(),
+        }
+    };
+    if let (Some(ours), Some(theirs)) = (clip.video_header(), video) {
+        let (ours, theirs) = (describe_video(ours), describe_video(theirs));
+        if ours != theirs {
+            differences.push(format!("video {theirs} (standby: {ours})"));
+        }
+    }
+    if let (Some(ours), Some(theirs)) = (clip.audio_header(), audio) {
+        let (ours, theirs) = (describe_audio(ours), describe_audio(theirs));
+        if ours != theirs {
+            differences.push(format!("audio {theirs} (standby: {ours})"));
+        }
+    }
+    differences
 }
 
 /// The "publish stopped" log line: why, and after how long.

@@ -393,7 +393,7 @@ impl Connection<'_> {
                     } else {
                         self.timeline.unwrap_config(raw)
                     };
-                    self.announcer.observe(&message, publish.hub().id(), remote);
+                    self.announcer.observe(&message, publish.hub(), remote);
                     publish.push(message);
                 }
                 ServerEvent::PublishRequested {

@@ -313,7 +313,7 @@ async fn run_publish(
             warn!(stream = %hub.id(), %remote, "srt publish sent a video frame larger than an RTMP message can carry (16 MiB); dropped until the next keyframe");
         }
         for message in messages.drain(..) {
-            announcer.observe(&message, hub.id(), remote);
+            announcer.observe(&message, &hub, remote);
             publish.push(message);
         }
     };

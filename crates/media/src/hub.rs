@@ -142,6 +142,8 @@ pub struct StreamHub {
     stats: HubStats,
     publisher: Mutex<Option<PublisherInfo>>,
     standby_config: Mutex<Option<StandbyConfig>>,
+    /// What the API should tell an operator about the current publish.
+    warnings: Mutex<Vec<String>>,
     /// Follows standby starts and stops (for events and logs).
     standby_watch: watch::Sender<Option<StandbyReason>>,
 }
@@ -200,6 +202,7 @@ impl StreamHub {
             live: watch::Sender::new(LiveState::default()),
             stats: HubStats::default(),
             standby_config: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
             standby_watch: watch::Sender::new(None),
             publisher: Mutex::new(None),
         })
@@ -457,6 +460,17 @@ impl StreamHub {
             .clone()
     }
 
+    /// Warnings about the current publish, for the API (set by ingest,
+    /// e.g. when the standby clip's codec parameters differ from the
+    /// encoder's; cleared when the session ends).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_warnings(&self, warnings: Vec<String>) {
+        *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = warnings;
+    }
+
     /// Why the standby clip is playing, if it is.
     pub fn standby(&self) -> Option<StandbyReason> {
         *self.standby_watch.borrow()
@@ -579,6 +593,7 @@ impl StreamHub {
         let publisher = state.publisher;
         drop(state);
         self.standby_watch.send_replace(None);
+        self.set_warnings(Vec::new());
         if publisher.is_none() {
             self.end_session();
             return false;
@@ -677,6 +692,7 @@ impl StreamHub {
         };
         drop(state);
         self.standby_watch.send_replace(None);
+        self.set_warnings(Vec::new());
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
         self.live.send_replace(LiveState {

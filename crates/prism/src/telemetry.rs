@@ -118,6 +118,11 @@ impl Telemetry {
                 counter!("prism_ingest_frames_total", "stream" => id.clone(), "kind" => kind)
                     .absolute(frames.load(Ordering::Relaxed));
             }
+            gauge!("prism_stream_standby", "stream" => id.clone()).set(if hub.standby().is_some() {
+                1.0
+            } else {
+                0.0
+            });
             gauge!("prism_stream_live", "stream" => id.clone()).set(if hub.is_live() {
                 1.0
             } else {
@@ -204,6 +209,10 @@ fn describe() {
     for listener in crate::listeners::LISTENERS {
         metrics::counter!("prism_listener_restarts_total", "listener" => listener).increment(0);
     }
+    describe_gauge!(
+        "prism_stream_standby",
+        "1 while the stream's destinations are fed its standby clip."
+    );
     describe_gauge!(
         "prism_stream_live",
         "1 while a publisher is live on the stream."
