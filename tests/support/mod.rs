@@ -551,6 +551,11 @@ pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
     let mut last: [Option<i64>; 2] = [None, None];
     let mut counts = [0usize; 2];
     for line in String::from_utf8_lossy(&packets.stdout).lines() {
+        // A packet that carries new extradata (a sequence header change,
+        // e.g. at a standby switch) is followed by its side data's line.
+        if line.trim().is_empty() {
+            continue;
+        }
         let mut fields = line.split(',');
         let stream: usize = fields.next().unwrap().parse().unwrap();
         let dts: i64 = fields.next().unwrap().parse().unwrap();

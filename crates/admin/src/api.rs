@@ -542,14 +542,17 @@ async fn set_standby(
         .registry()
         .stream(&id)
         .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-    entry.hub.set_manual_standby(request.on).map_err(|e| match e {
-        prism_media::hub::StandbyRequestError::NoClip => ApiError::conflict(format!(
-            "stream {id:?} has no standby_file: set one in the config to use standby"
-        )),
-        prism_media::hub::StandbyRequestError::NotLive => {
-            ApiError::conflict(format!("stream {id:?} is not live"))
-        }
-    })?;
+    entry
+        .hub
+        .set_manual_standby(request.on)
+        .map_err(|e| match e {
+            prism_media::hub::StandbyRequestError::NoClip => ApiError::conflict(format!(
+                "stream {id:?} has no standby_file: set one in the config to use standby"
+            )),
+            prism_media::hub::StandbyRequestError::NotLive => {
+                ApiError::conflict(format!("stream {id:?} is not live"))
+            }
+        })?;
     Ok(Json(view_of_stream(&app, &id).await?))
 }
 

@@ -355,19 +355,37 @@ fn load_standby(
     file: &str,
 ) -> Result<std::sync::Arc<prism_media::standby::StandbyClip>, String> {
     use std::sync::{Arc, Mutex, OnceLock};
-    type Cache = HashMap<PathBuf, (std::time::SystemTime, u64, Arc<prism_media::standby::StandbyClip>)>;
+    type Cache = HashMap<
+        PathBuf,
+        (
+            std::time::SystemTime,
+            u64,
+            Arc<prism_media::standby::StandbyClip>,
+        ),
+    >;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let clip_path = Path::new(file);
     let clip_path = if clip_path.is_relative() {
-        config_path.parent().unwrap_or(Path::new(".")).join(clip_path)
+        config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(clip_path)
     } else {
         clip_path.to_path_buf()
     };
     let shown = clip_path.display();
-    let metadata = std::fs::metadata(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let stamp = (metadata.modified().map_err(|e| e.to_string())?, metadata.len());
+    let metadata =
+        std::fs::metadata(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let stamp = (
+        metadata.modified().map_err(|e| e.to_string())?,
+        metadata.len(),
+    );
     let cache = CACHE.get_or_init(Default::default);
-    if let Some((modified, len, clip)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&clip_path) {
+    if let Some((modified, len, clip)) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&clip_path)
+    {
         if (*modified, *len) == stamp {
             return Ok(Arc::clone(clip));
         }

@@ -171,7 +171,10 @@ pub(crate) fn standby_differences(
             [a, b] => {
                 let rate_index = ((a & 0x07) << 1) | (b >> 7);
                 let channels = (b >> 3) & 0x0f;
-                const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+                const RATES: [u32; 13] = [
+                    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
+                    8000, 7350,
+                ];
                 let rate = RATES.get(rate_index as usize).copied().unwrap_or(0);
                 format!("aac {rate} Hz {channels} ch")
             }

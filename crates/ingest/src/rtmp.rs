@@ -431,6 +431,7 @@ impl Connection<'_> {
                 ServerEvent::PublishEnded => {
                     if let Some(guard) = self.publish.take() {
                         log_publish_stopped(&guard, remote, "the encoder unpublished");
+                        guard.finish();
                     }
                 }
             }

@@ -77,6 +77,9 @@ struct HubState {
     publisher_headers: Vec<MediaMessage>,
     /// A task ticks the standby logic while the session is live.
     standby_driver: bool,
+    /// The last publisher ended its publish itself (it unpublished): the
+    /// show is over, so no standby clip; the usual grace applies.
+    clean_stop: bool,
 }
 
 /// Why the standby clip is playing.
@@ -268,6 +271,7 @@ impl StreamHub {
             }
         }
         state.last_received = Some(Instant::now());
+        state.clean_stop = false;
         state.next_session += 1;
         let token = state.next_session;
         state.publisher = Some(token);
@@ -464,7 +468,10 @@ impl StreamHub {
     /// e.g. when the standby clip's codec parameters differ from the
     /// encoder's; cleared when the session ends).
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_warnings(&self, warnings: Vec<String>) {
@@ -528,9 +535,7 @@ impl StreamHub {
         reason: StandbyReason,
         now: Instant,
     ) -> Vec<MediaMessage> {
-        let base = state
-            .last_timestamp
-            .map_or(0, |last| last + state.video_interval.max(1));
+        let base = next_slot(state).unwrap_or(0);
         let (mut player, mut out) = StandbyPlayer::start(&config.clip, base, now);
         player.due(&config.clip, now, &mut out);
         // Late joiners start on the clip's GOP from here.
@@ -574,10 +579,11 @@ impl StreamHub {
             }
             return true;
         }
-        let gone = state.publisher.is_none();
-        let silent = state
-            .last_received
-            .is_some_and(|at| now.saturating_duration_since(at) >= config.after);
+        let gone = state.publisher.is_none() && !state.clean_stop;
+        let silent = state.publisher.is_some()
+            && state
+                .last_received
+                .is_some_and(|at| now.saturating_duration_since(at) >= config.after);
         if gone || silent {
             let out = self.start_standby(&mut state, &config, StandbyReason::Auto, now);
             self.deliver(state, out);
@@ -642,10 +648,10 @@ impl StreamHub {
         // With a standby clip the destinations are fed it meanwhile, for up
         // to its `max` (the standby logic ends the session then).
         let grace = match self.standby_config() {
-            Some(config) => self
+            Some(config) if !state.clean_stop => self
                 .reconnect_grace()
                 .max(config.max + Duration::from_secs(1)),
-            None => self.reconnect_grace(),
+            _ => self.reconnect_grace(),
         };
         // Without a runtime (unit tests) there is no timer to end the grace.
         let runtime = tokio::runtime::Handle::try_current();
@@ -702,16 +708,24 @@ impl StreamHub {
     }
 }
 
+/// Where a new source (a resumed publisher, the standby clip) starts on the
+/// session timeline: after the last message sent, and one frame interval
+/// after the last video frame, so players and decoders, which place frames
+/// on the frame grid, never see two frames in one slot.
+fn next_slot(state: &HubState) -> Option<u64> {
+    let last = state.last_timestamp?;
+    let after_video = state
+        .last_video_timestamp
+        .map_or(0, |video| video + state.video_interval.max(1));
+    Some((last + 1).max(after_video))
+}
+
 /// Shifts a publisher's message onto the session's timeline.
 fn rebase(state: &mut HubState, message: &mut MediaMessage) {
     if state.rebase_pending {
         state.rebase_pending = false;
-        if let Some(last) = state.last_timestamp {
-            // Continue one frame interval after the last message sent:
-            // monotonic, and no two video frames closer than a frame
-            // (players and decoders place frames on the frame grid).
-            let gap = state.video_interval.max(1);
-            state.timestamp_offset = (last + gap) as i64 - message.timestamp as i64;
+        if let Some(next) = next_slot(state) {
+            state.timestamp_offset = next as i64 - message.timestamp as i64;
         }
     }
     message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
@@ -825,6 +839,15 @@ impl PublishGuard {
     /// removed): the connection should close.
     pub fn is_current(&self) -> bool {
         self.hub.lock().publisher == Some(self.token)
+    }
+}
+
+impl PublishGuard {
+    /// The encoder ended its publish itself (RTMP `FCUnpublish`): the show
+    /// is over rather than interrupted, so the standby clip does not start;
+    /// a publisher may still resume within the grace period.
+    pub fn finish(self) {
+        self.hub.lock().clean_stop = true;
     }
 }
 

@@ -73,6 +73,11 @@ impl StandbyClip {
                 _ => continue,
             };
             let message = MediaMessage::new(kind, u64::from(timestamp), file.slice(body));
+            if kind == MediaKind::Video && is_sequence_end(&message.payload) {
+                // ffmpeg ends a file with one; looped, it would reset the
+                // destination's decoder every time round.
+                continue;
+            }
             match kind {
                 MediaKind::Video => {
                     let codec = flv::video_codec_name(&message.payload).unwrap_or("unknown");
@@ -160,12 +165,34 @@ impl StandbyClip {
     }
 }
 
-/// The usual interval between video frames (the last two), in ms.
+/// The usual interval between video frames (the most common one), in ms.
 fn video_interval(frames: &[MediaMessage]) -> Option<u64> {
-    let mut video = frames.iter().rev().filter(|f| f.kind == MediaKind::Video);
-    let last = video.next()?.timestamp;
-    let before = video.next()?.timestamp;
-    Some(last.saturating_sub(before).clamp(1, 1000))
+    let video: Vec<u64> = frames
+        .iter()
+        .filter(|f| f.kind == MediaKind::Video)
+        .map(|f| f.timestamp)
+        .collect();
+    let mut counts = std::collections::HashMap::new();
+    for pair in video.windows(2) {
+        let interval = pair[1].saturating_sub(pair[0]);
+        if (1..=1000).contains(&interval) {
+            *counts.entry(interval).or_insert(0u32) += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(interval, count)| (count, std::cmp::Reverse(interval)))
+        .map(|(interval, _)| interval)
+}
+
+/// An AVC end-of-sequence tag (legacy packet type 2, or enhanced
+/// `SequenceEnd`).
+fn is_sequence_end(payload: &[u8]) -> bool {
+    match payload.first() {
+        Some(first) if first & 0x80 != 0 => first & 0x0f == 2,
+        Some(_) => payload.get(1) == Some(&2),
+        None => false,
+    }
 }
 
 /// Plays a clip in a loop onto a session timeline, from `base` ms (where

@@ -118,11 +118,8 @@ impl Telemetry {
                 counter!("prism_ingest_frames_total", "stream" => id.clone(), "kind" => kind)
                     .absolute(frames.load(Ordering::Relaxed));
             }
-            gauge!("prism_stream_standby", "stream" => id.clone()).set(if hub.standby().is_some() {
-                1.0
-            } else {
-                0.0
-            });
+            gauge!("prism_stream_standby", "stream" => id.clone())
+                .set(if hub.standby().is_some() { 1.0 } else { 0.0 });
             gauge!("prism_stream_live", "stream" => id.clone()).set(if hub.is_live() {
                 1.0
             } else {

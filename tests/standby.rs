@@ -1,0 +1,238 @@
+//! End to end: the standby clip. Each destination is an ffmpeg receiver that
+//! accepts exactly one connection, so one recording means the platform
+//! would have seen one broadcast. The clip (160x120, made by ffmpeg from a
+//! colour and silence) is told apart from the encoder's picture (320x240)
+//! by its size.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const KEY: &str = "live_standby_show_42";
+const TOKEN: &str = "standby-admin-token-0123";
+
+/// A 3 s standby clip as the README tells operators to make one.
+fn make_clip(path: &Path) {
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:size=160x120:rate=25",
+        ])
+        .args(["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "3"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "25",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Widths of the recorded video frames, in order.
+fn frame_widths(path: &Path) -> Vec<u32> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=width",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// The runs of equal widths: (width, frames).
+fn runs(widths: &[u32]) -> Vec<(u32, usize)> {
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    for &w in widths {
+        match runs.last_mut() {
+            Some((last, n)) if *last == w => *n += 1,
+            _ => runs.push((w, 1)),
+        }
+    }
+    runs
+}
+
+struct Show {
+    scratch: Scratch,
+    prism: Prism,
+    admin_port: u16,
+    receiver: Ffmpeg,
+    out: std::path::PathBuf,
+}
+
+fn start(name: &str, stream_extra: &str) -> Show {
+    require_ffmpeg();
+    let scratch = Scratch::new(name);
+    make_clip(&scratch.file("brb.flv"));
+    let (rtmp_port, admin_port, sink_port) = (free_port(), free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 1\nstandby_file = \"brb.flv\"\n{stream_extra}\n\
+         [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    Show {
+        scratch,
+        prism,
+        admin_port,
+        receiver,
+        out,
+    }
+}
+
+#[test]
+fn an_encoder_gone_for_20_s_is_bridged_by_the_standby_clip() {
+    let mut show = start("standby-auto", "");
+    let url = show.prism.publish_url(KEY);
+    let mut first = Ffmpeg::publisher(&url, 60, show.scratch.file("first.log"));
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(8));
+    // Killed: no FCUnpublish, the connection just drops.
+    first.kill();
+    show.prism.wait_for_log(
+        "standby: destinations get the standby clip",
+        Duration::from_secs(5),
+    );
+    let (status, body) = http(show.admin_port, "GET", "/v1/streams/main", Some(TOKEN), "");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"standby\":true") && body.contains("\"standby_reason\":\"auto\""),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    // The second encoder ends cleanly (FCUnpublish): the show is over, and
+    // after reconnect_grace_s the destination is unpublished.
+    let mut second = Ffmpeg::publisher(&url, 8, show.scratch.file("second.log"));
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log()
+    );
+    show.receiver.wait(Duration::from_secs(20));
+
+    let duration = probe_duration(&show.out);
+    assert_good_recording(&show.out, 36.0);
+    let runs = runs(&frame_widths(&show.out));
+    println!("{duration:.1} s recorded; frame sizes in order: {runs:?}");
+    let sizes: Vec<u32> = runs.iter().map(|r| r.0).collect();
+    assert_eq!(sizes, vec![320, 160, 320], "encoder, standby, encoder");
+    // About 20 s of standby at 25 fps.
+    assert!((400..=600).contains(&runs[1].1), "{runs:?}");
+    let log = show.prism.log();
+    assert_eq!(log.matches("destination live").count(), 1, "{log}");
+    assert!(log.contains("the encoder is back"), "{log}");
+    show.prism.terminate();
+}
+
+#[test]
+fn standby_on_request_during_a_live_publish() {
+    let mut show = start("standby-manual", "");
+    let url = show.prism.publish_url(KEY);
+    let mut encoder = Ffmpeg::publisher(&url, 20, show.scratch.file("encoder.log"));
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(5));
+    let put = |on: bool| {
+        http(
+            show.admin_port,
+            "PUT",
+            "/v1/streams/main/standby",
+            Some(TOKEN),
+            &format!("{{\"on\":{on}}}"),
+        )
+    };
+    let (status, body) = put(true);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"standby_reason\":\"manual\""), "{body}");
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, body) = put(false);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        encoder.wait(Duration::from_secs(30)).success(),
+        "{}",
+        encoder.log()
+    );
+    show.receiver.wait(Duration::from_secs(20));
+
+    assert_good_recording(&show.out, 20.0);
+    let runs = runs(&frame_widths(&show.out));
+    println!("frame sizes in order: {runs:?}");
+    let sizes: Vec<u32> = runs.iter().map(|r| r.0).collect();
+    assert_eq!(sizes, vec![320, 160, 320], "encoder, standby, encoder");
+    assert!(
+        (125..=200).contains(&runs[1].1),
+        "about 6 s of standby: {runs:?}"
+    );
+    // Refusals say what is wrong.
+    let (status, body) = http(
+        show.admin_port,
+        "PUT",
+        "/v1/streams/main/standby",
+        Some(TOKEN),
+        "{\"on\":true}",
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not live"), "{body}");
+    let (status, _) = http(
+        show.admin_port,
+        "PUT",
+        "/v1/streams/main/standby",
+        Some(TOKEN),
+        "{\"on\":1}",
+    );
+    assert_eq!(status, 400);
+    show.prism.terminate();
+}
+
+#[test]
+fn standby_max_ends_the_destination_session_cleanly() {
+    let mut show = start("standby-max", "standby_max_s = 3\n");
+    let mut encoder = Ffmpeg::publisher(
+        &show.prism.publish_url(KEY),
+        60,
+        show.scratch.file("encoder.log"),
+    );
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    encoder.kill();
+    let killed = Instant::now();
+    show.prism
+        .wait_for_log("standby played for standby_max_s", Duration::from_secs(10));
+    show.receiver.wait(Duration::from_secs(15));
+    let ended_after = killed.elapsed();
+    assert!(ended_after < Duration::from_secs(10), "{ended_after:?}");
+    assert_good_recording(&show.out, probe_duration(&show.out));
+    let runs = runs(&frame_widths(&show.out));
+    assert_eq!(runs.last().unwrap().0, 160, "{runs:?}");
+    show.prism.terminate();
+}
