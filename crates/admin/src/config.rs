@@ -890,6 +890,42 @@ key = "live_8f2c1d"
     }
 
     #[test]
+    fn a_standby_file_is_read_and_checked_with_errors_that_name_it() {
+        let dir = std::env::temp_dir().join(format!("prism-standby-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("prism.toml");
+        let with = |file: &str| {
+            format!(
+                "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\nkey = \"live_8f2c1d\"\nstandby_file = \"{file}\"\n"
+            )
+        };
+        // Missing: the error names the file, the field and its line.
+        let text = with("brb.flv");
+        let message = Config::parse(&path, &text).unwrap_err().to_string();
+        assert!(message.contains(":7:") && message.contains("streams[0].standby_file: cannot read"), "{message}");
+        assert!(message.contains("brb.flv"), "{message}");
+        // Not an FLV file.
+        std::fs::write(dir.join("brb.mp4"), b"\x00\x00\x00\x18ftypisom").unwrap();
+        let message = Config::parse(&path, &with("brb.mp4")).unwrap_err().to_string();
+        assert!(message.contains("not an FLV file"), "{message}");
+        // A clip without audio.
+        let mut video_only = b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        for (ts, body) in [(0u32, &[0x17u8, 0, 0, 0, 0, 1][..]), (0, &[0x17, 1, 0, 0, 0, 7][..]), (2000, &[0x27, 1, 0, 0, 0, 7][..])] {
+            video_only.push(9);
+            video_only.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+            video_only.extend_from_slice(&ts.to_be_bytes()[1..]);
+            video_only.push(0);
+            video_only.extend_from_slice(&[0, 0, 0]);
+            video_only.extend_from_slice(body);
+            video_only.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+        }
+        std::fs::write(dir.join("silent.flv"), video_only).unwrap();
+        let message = Config::parse(&path, &with("silent.flv")).unwrap_err().to_string();
+        assert!(message.contains("no AAC sequence header"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn good_file() {
         let config = parse(GOOD).unwrap();
         assert_eq!(config.rtmp.listen, "127.0.0.1:1935".parse().unwrap());
