@@ -15,8 +15,14 @@ use support::*;
 const KEY: &str = "live_standby_show_42";
 const TOKEN: &str = "standby-admin-token-0123";
 
-/// A 3 s standby clip as the README tells operators to make one.
+/// A 3 s standby clip as the README tells operators to make one (FLV or,
+/// by the file's extension, MP4).
 fn make_clip(path: &Path) {
+    let format = if path.extension().is_some_and(|e| e == "mp4") {
+        "mp4"
+    } else {
+        "flv"
+    };
     let status = Command::new("ffmpeg")
         .args([
             "-v",
@@ -38,7 +44,7 @@ fn make_clip(path: &Path) {
             "-g",
             "25",
         ])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", format])
         .arg(path)
         .status()
         .unwrap();
@@ -87,15 +93,19 @@ struct Show {
 }
 
 fn start(name: &str, stream_extra: &str) -> Show {
+    start_with_clip(name, stream_extra, "brb.flv")
+}
+
+fn start_with_clip(name: &str, stream_extra: &str, clip: &str) -> Show {
     require_ffmpeg();
     let scratch = Scratch::new(name);
-    make_clip(&scratch.file("brb.flv"));
+    make_clip(&scratch.file(clip));
     let (rtmp_port, admin_port, sink_port) = (free_port(), free_port(), free_port());
     let out = scratch.file("show.flv");
     let receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
     let config = format!(
         "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
-         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 1\nstandby_file = \"brb.flv\"\n{stream_extra}\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 1\nstandby_file = \"{clip}\"\n{stream_extra}\n\
          [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
@@ -153,9 +163,10 @@ fn an_encoder_gone_for_20_s_is_bridged_by_the_standby_clip() {
     show.prism.terminate();
 }
 
+/// With an MP4 clip, as ffmpeg writes one.
 #[test]
 fn standby_on_request_during_a_live_publish() {
-    let mut show = start("standby-manual", "");
+    let mut show = start_with_clip("standby-manual", "", "brb.mp4");
     let url = show.prism.publish_url(KEY);
     let mut encoder = Ffmpeg::publisher(&url, 20, show.scratch.file("encoder.log"));
     show.prism

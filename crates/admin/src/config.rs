@@ -391,7 +391,7 @@ fn load_standby(
         }
     }
     let bytes = std::fs::read(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let clip = prism_media::standby::StandbyClip::from_flv(&bytes::Bytes::from(bytes))
+    let clip = prism_media::standby::StandbyClip::from_file(&bytes::Bytes::from(bytes))
         .map_err(|e| format!("{shown}: {e}"))?;
     let clip = Arc::new(clip);
     cache
@@ -902,15 +902,24 @@ key = "live_8f2c1d"
         // Missing: the error names the file, the field and its line.
         let text = with("brb.flv");
         let message = Config::parse(&path, &text).unwrap_err().to_string();
-        assert!(message.contains(":7:") && message.contains("streams[0].standby_file: cannot read"), "{message}");
+        assert!(
+            message.contains(":7:") && message.contains("streams[0].standby_file: cannot read"),
+            "{message}"
+        );
         assert!(message.contains("brb.flv"), "{message}");
         // Not an FLV file.
         std::fs::write(dir.join("brb.mp4"), b"\x00\x00\x00\x18ftypisom").unwrap();
-        let message = Config::parse(&path, &with("brb.mp4")).unwrap_err().to_string();
-        assert!(message.contains("not an FLV file"), "{message}");
+        let message = Config::parse(&path, &with("brb.mp4"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("brb.mp4: MP4:"), "{message}");
         // A clip without audio.
         let mut video_only = b"FLV\x01\x01\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
-        for (ts, body) in [(0u32, &[0x17u8, 0, 0, 0, 0, 1][..]), (0, &[0x17, 1, 0, 0, 0, 7][..]), (2000, &[0x27, 1, 0, 0, 0, 7][..])] {
+        for (ts, body) in [
+            (0u32, &[0x17u8, 0, 0, 0, 0, 1][..]),
+            (0, &[0x17, 1, 0, 0, 0, 7][..]),
+            (2000, &[0x27, 1, 0, 0, 0, 7][..]),
+        ] {
             video_only.push(9);
             video_only.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
             video_only.extend_from_slice(&ts.to_be_bytes()[1..]);
@@ -920,7 +929,9 @@ key = "live_8f2c1d"
             video_only.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
         }
         std::fs::write(dir.join("silent.flv"), video_only).unwrap();
-        let message = Config::parse(&path, &with("silent.flv")).unwrap_err().to_string();
+        let message = Config::parse(&path, &with("silent.flv"))
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("no AAC sequence header"), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

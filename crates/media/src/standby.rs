@@ -25,8 +25,10 @@ pub struct StandbyClip {
 /// Why a file cannot be a standby clip, in words an operator acts on.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StandbyError {
-    #[error("not an FLV file (make one with: ffmpeg -i brb.mp4 -c copy brb.flv)")]
+    #[error("neither an FLV nor an MP4 file")]
     NotFlv,
+    #[error("MP4: {0}")]
+    Mp4(String),
     #[error("no video sequence header: the video must be H.264 or HEVC")]
     NoVideo,
     #[error("no AAC sequence header: the audio must be AAC")]
@@ -45,6 +47,15 @@ pub enum StandbyError {
 pub const MIN_CLIP_MS: u64 = 1000;
 
 impl StandbyClip {
+    /// Reads an FLV or MP4 file into a clip.
+    pub fn from_file(file: &Bytes) -> Result<Self, StandbyError> {
+        if file.get(4..8) == Some(b"ftyp") {
+            let flv = mp4_to_flv(file)?;
+            return Self::from_flv(&flv);
+        }
+        Self::from_flv(file)
+    }
+
     /// Reads an FLV file's tags into a clip, checking what a destination
     /// needs: H.264 or HEVC video with AAC audio, a keyframe first, 1 s.
     pub fn from_flv(file: &Bytes) -> Result<Self, StandbyError> {
@@ -163,6 +174,103 @@ impl StandbyClip {
             .iter()
             .find(|h| h.kind == MediaKind::Audio && h.sequence_header)
     }
+}
+
+/// An MP4 file (H.264 and AAC tracks) as the FLV tags of the same media:
+/// the sequence headers from its `avcC` and `esds`, then every sample in
+/// time order. The samples are already length-prefixed NAL units, as FLV
+/// carries them. HEVC in MP4 is not read (the MP4 crate does not expose
+/// `hvcC`).
+fn mp4_to_flv(file: &Bytes) -> Result<Bytes, StandbyError> {
+    // The MP4 crate is given an operator's file, not a peer's bytes, but a
+    // corrupt file must still be an error, not a panic of the config load.
+    std::panic::catch_unwind(|| mp4_to_flv_inner(file))
+        .unwrap_or_else(|_| Err(StandbyError::Mp4("the file could not be parsed".into())))
+}
+
+fn mp4_to_flv_inner(file: &Bytes) -> Result<Bytes, StandbyError> {
+    use mp4::{MediaType, TrackType};
+    let fail = |e: mp4::Error| StandbyError::Mp4(e.to_string());
+    let mut reader =
+        mp4::Mp4Reader::read_header(std::io::Cursor::new(file.clone()), file.len() as u64)
+            .map_err(fail)?;
+    let mut video = None;
+    let mut audio = None;
+    for (id, track) in reader.tracks() {
+        match (track.track_type(), track.media_type()) {
+            (Ok(TrackType::Video), Ok(MediaType::H264)) => video = Some(*id),
+            (Ok(TrackType::Video), Ok(other)) => {
+                return Err(StandbyError::Mp4(format!(
+                    "video is {other}: only H.264 is read from MP4 (an HEVC clip must be FLV)"
+                )))
+            }
+            (Ok(TrackType::Audio), Ok(MediaType::AAC)) => audio = Some(*id),
+            (Ok(TrackType::Audio), Ok(_)) => return Err(StandbyError::AudioCodec("not AAC")),
+            _ => {}
+        }
+    }
+    let video = video.ok_or(StandbyError::NoVideo)?;
+    let audio = audio.ok_or(StandbyError::NoAudio)?;
+    let mut tags: Vec<(u64, u8, Vec<u8>)> = Vec::new();
+    {
+        let track = &reader.tracks()[&video];
+        let sps = track.sequence_parameter_set().map_err(fail)?;
+        let pps = track.picture_parameter_set().map_err(fail)?;
+        if sps.len() < 4 {
+            return Err(StandbyError::Mp4("the H.264 SPS is truncated".into()));
+        }
+        let mut body = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+        body.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        body.extend_from_slice(sps);
+        body.push(1);
+        body.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        body.extend_from_slice(pps);
+        tags.push((0, 9, body));
+        let track = &reader.tracks()[&audio];
+        let profile = track.audio_profile().map_err(fail)? as u16;
+        let frequency = track.sample_freq_index().map_err(fail)? as u16;
+        let channels = track.channel_config().map_err(fail)? as u16;
+        let config = (profile << 11) | (frequency << 7) | (channels << 3);
+        let mut body = vec![0xaf, 0];
+        body.extend_from_slice(&config.to_be_bytes());
+        tags.push((0, 8, body));
+    }
+    for (track_id, tag_type) in [(video, 9u8), (audio, 8u8)] {
+        let timescale = u64::from(reader.tracks()[&track_id].timescale().max(1));
+        let count = reader.sample_count(track_id).map_err(fail)?;
+        for sample_id in 1..=count {
+            let Some(sample) = reader.read_sample(track_id, sample_id).map_err(fail)? else {
+                continue;
+            };
+            let ms = sample.start_time * 1000 / timescale;
+            let body = if tag_type == 9 {
+                let cts = (i64::from(sample.rendering_offset) * 1000 / timescale as i64) as i32;
+                let mut body = vec![if sample.is_sync { 0x17 } else { 0x27 }, 1];
+                body.extend_from_slice(&cts.to_be_bytes()[1..]);
+                body.extend_from_slice(&sample.bytes);
+                body
+            } else {
+                let mut body = vec![0xaf, 1];
+                body.extend_from_slice(&sample.bytes);
+                body
+            };
+            tags.push((ms, tag_type, body));
+        }
+    }
+    // Headers first, then by time (video before audio at the same time).
+    tags[2..].sort_by_key(|(ms, tag_type, _)| (*ms, std::cmp::Reverse(*tag_type)));
+    let mut flv = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+    for (ms, tag_type, body) in tags {
+        let ms = ms as u32;
+        flv.push(tag_type);
+        flv.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        flv.extend_from_slice(&ms.to_be_bytes()[1..]);
+        flv.push((ms >> 24) as u8);
+        flv.extend_from_slice(&[0, 0, 0]);
+        flv.extend_from_slice(&body);
+        flv.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+    }
+    Ok(Bytes::from(flv))
 }
 
 /// The usual interval between video frames (the most common one), in ms.
