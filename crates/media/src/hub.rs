@@ -387,7 +387,6 @@ impl StreamHub {
         if !message.droppable() {
             remember_header(&mut state.publisher_headers, &message);
         }
-        let mut out = Vec::new();
         if let Some(standby) = &mut state.standby {
             // The encoder is back (it was silent, or reconnected): it takes
             // over at its next keyframe. A manual standby waits for `off`.
@@ -405,6 +404,7 @@ impl StreamHub {
             rebase(&mut state, &mut message);
             // Its own sequence headers first: the clip's are what the
             // destinations decode with now.
+            let mut out = Vec::with_capacity(state.publisher_headers.len() + 1);
             for header in &state.publisher_headers {
                 out.push(MediaMessage {
                     timestamp: message.timestamp,
@@ -413,11 +413,18 @@ impl StreamHub {
             }
             self.standby_watch.send_replace(None);
             tracing::info!(stream = %self.id, "the encoder is back: standby ends at its keyframe");
-        } else {
-            rebase(&mut state, &mut message);
+            out.push(message);
+            self.deliver(state, out);
+            return;
         }
-        out.push(message);
-        self.deliver(state, out);
+        rebase(&mut state, &mut message);
+        // The path of every message: no collection, no allocation.
+        record(&mut state, &message);
+        let subscribers = Arc::clone(&state.subscribers);
+        drop(state);
+        for queue in subscribers.iter() {
+            queue.push(&message);
+        }
     }
 
     /// Records each message (timeline, caches) and pushes it to every
