@@ -138,6 +138,11 @@ fn an_encoder_gone_for_20_s_is_bridged_by_the_standby_clip() {
         body.contains("\"standby\":true") && body.contains("\"standby_reason\":\"auto\""),
         "{body}"
     );
+    // The clip is 160x120, the encoder 320x240: the API says so.
+    assert!(
+        body.contains("the standby clip differs from the encoder: video h264 320x240"),
+        "{body}"
+    );
     std::thread::sleep(Duration::from_secs(20));
     // The second encoder ends cleanly (FCUnpublish): the show is over, and
     // after reconnect_grace_s the destination is unpublished.
