@@ -189,6 +189,13 @@ struct DestinationView {
     bytes_sent: u64,
     dropped_frames: u64,
     reconnects: u64,
+    /// Bytes the server acknowledged.
+    acked_bytes: u64,
+    /// How long ago it last acknowledged; null if it never did.
+    last_ack_age_ms: Option<u64>,
+    /// The server acknowledges on this connection: proof it processes what
+    /// it receives. A server that never acknowledges stays unverified.
+    verified: bool,
 }
 
 fn destination_view(
@@ -209,6 +216,11 @@ fn destination_view(
         bytes_sent: status.map_or(0, |s| s.bytes_sent.load(Ordering::Relaxed)),
         dropped_frames: status.map_or(0, |s| s.dropped_frames()),
         reconnects: status.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),
+        acked_bytes: status.map_or(0, |s| s.acked_bytes.load(Ordering::Relaxed)),
+        last_ack_age_ms: status
+            .and_then(|s| s.last_ack_age())
+            .map(|age| age.as_millis() as u64),
+        verified: status.is_some_and(|s| s.verified()),
     }
 }
 

@@ -187,6 +187,14 @@ struct RawFanout {
     socket_send_buffer_kib: u32,
     #[serde(default = "default_chunk_size")]
     chunk_size: Spanned<u32>,
+    #[serde(default = "default_ack_timeout")]
+    ack_timeout_s: u64,
+}
+
+/// A server that acknowledged and then acknowledges nothing for this long
+/// while Prism keeps sending has hung: long enough for a server's pause.
+fn default_ack_timeout() -> u64 {
+    10
 }
 
 impl Default for RawFanout {
@@ -197,6 +205,7 @@ impl Default for RawFanout {
             write_timeout_s: default_write_timeout(),
             socket_send_buffer_kib: default_send_buffer(),
             chunk_size: default_chunk_size(),
+            ack_timeout_s: default_ack_timeout(),
         }
     }
 }
@@ -270,6 +279,7 @@ struct RawDestination {
     #[serde(default = "default_true")]
     enabled: bool,
     ca_file: Option<Spanned<String>>,
+    ack_timeout_s: Option<u64>,
 }
 
 /// A validated configuration.
@@ -432,6 +442,7 @@ pub struct FanoutConfig {
     pub write_timeout: Duration,
     pub socket_send_buffer_bytes: u32,
     pub chunk_size: u32,
+    pub ack_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -456,6 +467,8 @@ pub struct DestinationEntry {
     pub enabled: bool,
     /// `rtmps://` only: trust the CA certificates in this PEM file.
     pub ca_file: Option<PathBuf>,
+    /// Overrides `[fanout] ack_timeout_s` for this destination.
+    pub ack_timeout: Option<Duration>,
 }
 
 /// A configuration error, shown as `FILE:LINE:COL: message`.
@@ -729,6 +742,9 @@ impl Config {
                     ca_file,
                     url,
                     enabled: destination.enabled,
+                    ack_timeout: destination
+                        .ack_timeout_s
+                        .map(|s| Duration::from_secs(s.clamp(2, 3600))),
                 });
             }
             let srt_passphrase = match &stream.srt_passphrase {
@@ -809,6 +825,7 @@ impl Config {
                 queue_budget_bytes: (budget_kib * 1024) as usize,
                 connect_timeout: Duration::from_secs(raw.fanout.connect_timeout_s.max(1)),
                 write_timeout: Duration::from_secs(raw.fanout.write_timeout_s.max(1)),
+                ack_timeout: Duration::from_secs(raw.fanout.ack_timeout_s.clamp(2, 3600)),
                 socket_send_buffer_bytes: raw.fanout.socket_send_buffer_kib.clamp(16, 64 * 1024)
                     * 1024,
                 chunk_size,

@@ -45,6 +45,8 @@ pub enum Event {
         destination: String,
         state: &'static str,
         error: Option<String>,
+        /// The server acknowledges what it receives.
+        verified: bool,
         timestamp: String,
     },
     StandbyStart {
@@ -307,7 +309,9 @@ impl Controller {
                         info!(stream = %stream.id, destination = %destination.id, "destination added");
                     }
                     Some(was)
-                        if was.url != destination.url || was.ca_file != destination.ca_file =>
+                        if was.url != destination.url
+                            || was.ca_file != destination.ca_file
+                            || was.ack_timeout != destination.ack_timeout =>
                     {
                         // Stop the old session first: two publishes with one
                         // key would make the platform refuse the second.
@@ -369,6 +373,7 @@ impl Controller {
                 socket_send_buffer_bytes: fanout.socket_send_buffer_bytes,
                 chunk_size: fanout.chunk_size,
                 ca_file: destination.ca_file.clone(),
+                ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
             },
         ));
         self.watch_destination(&entry.id, &handle);
@@ -454,6 +459,7 @@ fn destination_event(
         destination: destination.to_string(),
         state: state.as_str(),
         error: status.last_error(),
+        verified: status.verified(),
         timestamp: now(),
     }
 }

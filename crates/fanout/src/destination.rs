@@ -22,6 +22,7 @@ use prism_media::supervise::catch_panic;
 use prism_media::{Batch, DestinationQueue, MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
+use crate::acks::{AckTracker, AckVerdict};
 use crate::writer::{MediaSink, MediaWriter};
 
 use crate::transport::{tls_config, tls_connect, Transport};
@@ -54,6 +55,9 @@ pub struct DestinationConfig {
     /// For `rtmps://`: trust only the CA certificates in this PEM file
     /// instead of the built-in roots (private servers).
     pub ca_file: Option<std::path::PathBuf>,
+    /// A server that acknowledged before and then acknowledges nothing for
+    /// this long, while Prism keeps sending, is treated as failed.
+    pub ack_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +103,16 @@ pub struct DestinationStatus {
     changes: watch::Sender<()>,
     pub bytes_sent: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Bytes the server acknowledged, over every connection.
+    pub acked_bytes: AtomicU64,
+    /// Bytes sent on this connection that the server has not acknowledged.
+    pub ack_lag_bytes: AtomicU64,
+    /// When the last acknowledgement came (ms since `STATUS_EPOCH`; 0 never).
+    last_ack_ms: AtomicU64,
+    /// The server acknowledges on this connection.
+    verified: std::sync::atomic::AtomicBool,
+    /// Connections ended because the server stopped acknowledging.
+    pub ack_timeouts: AtomicU64,
     pub queue: Arc<DestinationQueue>,
     /// Test hook: the task panics at its next turn (see `inject_panic`).
     panic_requested: std::sync::atomic::AtomicBool,
@@ -113,6 +127,11 @@ impl DestinationStatus {
             changes: watch::Sender::new(()),
             bytes_sent: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            acked_bytes: AtomicU64::new(0),
+            ack_lag_bytes: AtomicU64::new(0),
+            last_ack_ms: AtomicU64::new(0),
+            verified: std::sync::atomic::AtomicBool::new(false),
+            ack_timeouts: AtomicU64::new(0),
             queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
             panic_requested: std::sync::atomic::AtomicBool::new(false),
         }
@@ -131,6 +150,30 @@ impl DestinationStatus {
 
     pub fn dropped_frames(&self) -> u64 {
         self.queue.dropped_frames()
+    }
+
+    /// Whether the server acknowledges on the current connection (a
+    /// server that never does stays unverified, not failed).
+    pub fn verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// How long ago the server last acknowledged, if it ever did.
+    pub fn last_ack_age(&self) -> Option<Duration> {
+        match self.last_ack_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                status_epoch()
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    fn set_verified(&self, verified: bool) {
+        if self.verified.swap(verified, Ordering::Relaxed) != verified {
+            self.changes.send_replace(());
+        }
     }
 
     /// Resolves on each state or error change; ends (with `Err`) when the
@@ -153,6 +196,12 @@ impl DestinationStatus {
             self.changes.send_replace(());
         }
     }
+}
+
+/// The instant acknowledgement times are counted from.
+fn status_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| Instant::now() - Duration::from_millis(1))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,7 +542,20 @@ where
     let queue = &status.queue;
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut read_buf = vec![0u8; 16 * 1024];
+    let mut acks = AckTracker::new(prism_rtmp::DESTINATION_ACK_WINDOW);
+    let acked_before = status.acked_bytes.load(Ordering::Relaxed);
+    status.set_verified(false);
+    let mut next_ack_check = Instant::now() + ACK_CHECK_EVERY;
     loop {
+        if Instant::now() >= next_ack_check {
+            next_ack_check = Instant::now() + ACK_CHECK_EVERY;
+            status
+                .acked_bytes
+                .store(acked_before + acks.acked(), Ordering::Relaxed);
+            if let Some(failed) = check_acks(status, &acks, writer.bytes_written(), config) {
+                return failed;
+            }
+        }
         if status.panic_requested.load(Ordering::Relaxed)
             && status.panic_requested.swap(false, Ordering::Relaxed)
         {
@@ -534,7 +596,7 @@ where
                 writer = back;
                 continue;
             }
-            let read = wait(queue, &mut reader, &mut read_buf).await;
+            let read = wait(queue, &mut reader, &mut read_buf, next_ack_check).await;
             writer = queue
                 .reclaim()
                 .expect("only this task takes back the writer it lent");
@@ -545,13 +607,14 @@ where
             }
             read
         } else {
-            wait(queue, &mut reader, &mut read_buf).await
+            wait(queue, &mut reader, &mut read_buf, next_ack_check).await
         };
         match read {
             None => {}
             Some(Ok(0)) => return SessionEnd::Failed("server closed the connection".into()),
             Some(Ok(n)) => match client.handle_input(&read_buf[..n], writer.chunks()) {
                 Ok(events) => {
+                    acks.observe(client.acknowledged(), Instant::now());
                     if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next()
                     {
                         return SessionEnd::Failed(format!(
@@ -569,17 +632,56 @@ where
     }
 }
 
-/// Sleeps until the queue has something for the task (`None`) or the server
-/// sent something (`Some`: what the read returned).
+/// How often a live destination looks at its acknowledgements.
+const ACK_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes what the acknowledgements say; a server that stopped
+/// acknowledging ends the session (it is reconnected with backoff).
+fn check_acks(
+    status: &DestinationStatus,
+    acks: &AckTracker,
+    sent: u64,
+    config: &DestinationConfig,
+) -> Option<SessionEnd> {
+    let now = Instant::now();
+    status
+        .ack_lag_bytes
+        .store(acks.unacked(sent), Ordering::Relaxed);
+    if let Some(at) = acks.last_ack_at() {
+        let ms = at.saturating_duration_since(status_epoch()).as_millis() as u64;
+        status.last_ack_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+    match acks.verdict(sent, now, config.ack_timeout) {
+        AckVerdict::Unverified => None,
+        AckVerdict::Verified => {
+            status.set_verified(true);
+            None
+        }
+        AckVerdict::Stalled { silent, unacked } => {
+            status.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+            Some(SessionEnd::Failed(format!(
+                "the server stopped acknowledging: nothing for {} s while {} KiB were sent (ack_timeout_s = {})",
+                silent.as_secs(),
+                unacked / 1024,
+                config.ack_timeout.as_secs()
+            )))
+        }
+    }
+}
+
+/// Sleeps until the queue has something for the task (`None`), the server
+/// sent something (`Some`: what the read returned), or `until` (`None`).
 async fn wait<R: AsyncRead + Unpin>(
     queue: &DestinationQueue,
     reader: &mut R,
     buf: &mut [u8],
+    until: Instant,
 ) -> Option<std::io::Result<usize>> {
     tokio::select! {
         biased;
         () = queue.wait() => None,
         read = reader.read(buf) => Some(read),
+        () = tokio::time::sleep_until(until.into()) => None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! pushing the stream over RTMP with chunk headers written per destination and
 //! payloads shared by all of them.
 
+pub mod acks;
 pub mod destination;
 pub mod registry;
 pub mod transport;

@@ -152,6 +152,12 @@ impl Telemetry {
                     .absolute(status.reconnects.load(Ordering::Relaxed));
                 gauge!("prism_destination_queue_bytes", &labels)
                     .set(status.queue.stats.queued_bytes.load(Ordering::Relaxed) as f64);
+                counter!("prism_destination_acked_bytes_total", &labels)
+                    .absolute(status.acked_bytes.load(Ordering::Relaxed));
+                gauge!("prism_destination_ack_lag_bytes", &labels)
+                    .set(status.ack_lag_bytes.load(Ordering::Relaxed) as f64);
+                counter!("prism_destination_ack_timeouts_total", &labels)
+                    .absolute(status.ack_timeouts.load(Ordering::Relaxed));
             }
         }
         self.process.collect();
@@ -234,6 +240,20 @@ fn describe() {
     describe_counter!(
         "prism_destination_reconnects_total",
         "Connection attempts after the first during a publish."
+    );
+    describe_counter!(
+        "prism_destination_acked_bytes_total",
+        Unit::Bytes,
+        "Bytes the destination server acknowledged (RTMP Acknowledgement)."
+    );
+    describe_gauge!(
+        "prism_destination_ack_lag_bytes",
+        Unit::Bytes,
+        "Bytes sent on the current connection that the server has not acknowledged."
+    );
+    describe_counter!(
+        "prism_destination_ack_timeouts_total",
+        "Connections ended because the server stopped acknowledging for ack_timeout_s."
     );
     describe_gauge!(
         "prism_destination_queue_bytes",

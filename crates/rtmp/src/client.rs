@@ -25,8 +25,10 @@ const TXN_FC_PUBLISH: f64 = 3.0;
 const TXN_CREATE_STREAM: f64 = 4.0;
 const TXN_FC_UNPUBLISH: f64 = 5.0;
 
-/// The window we ask the server to acknowledge within; we send little.
-const WINDOW_ACK_SIZE: u32 = 2_500_000;
+/// The window the server is asked to acknowledge every so many bytes of
+/// ours: 256 KiB is an acknowledgement every 2 s at 1 Mbit/s and several a
+/// second at 6, so a server that stops processing is noticed in seconds.
+pub const DESTINATION_ACK_WINDOW: u32 = 256 * 1024;
 
 /// The largest message a server may send us.
 pub const SERVER_MAX_MESSAGE: usize = 1024 * 1024;
@@ -165,7 +167,7 @@ impl PublishClient {
         let name = || Value::string(&self.target.stream_name);
         match (command.name.as_str(), self.state) {
             ("_result", State::Connecting) if command.transaction_id == TXN_CONNECT => {
-                queue_control(out, Control::WindowAckSize(WINDOW_ACK_SIZE));
+                queue_control(out, Control::WindowAckSize(DESTINATION_ACK_WINDOW));
                 queue_command(
                     out,
                     0,

@@ -22,7 +22,7 @@ pub mod server;
 pub use amf0::Value;
 pub use chunk_reader::{ChunkError, ChunkReader, ReaderLimits};
 pub use chunk_writer::{ChunkWriter, MessageHeader, WriteError};
-pub use client::{ClientError, ClientEvent, PublishClient, PublishTarget};
+pub use client::{ClientError, ClientEvent, PublishClient, PublishTarget, DESTINATION_ACK_WINDOW};
 pub use connection::{
     media_header, queue_chunk_size, queue_command, queue_control, queue_media, Inbound,
 };
