@@ -10,6 +10,7 @@ missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(nginx libnginx-mod-rtmp)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]} with apt-get" >&2
   sudo=""

@@ -336,6 +336,22 @@ impl Ffmpeg {
         Self::publish(url, "flv", seconds, video_kbps, log_path)
     }
 
+    /// A 1280x720 publisher (`testsrc2`, which compresses poorly: about
+    /// 2 to 4 Mbit/s, the volume of a real encoder).
+    pub fn hd_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
+        let args: Vec<String> = publish_args(url, "flv", seconds, None)
+            .into_iter()
+            .map(|a| {
+                if a == "testsrc=size=320x240:rate=25" {
+                    "testsrc2=size=1280x720:rate=25".to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        Self::spawn(&args, log_path)
+    }
+
     /// As `publisher`, with more output options (placed before the URL),
     /// e.g. `-output_ts_offset`.
     pub fn publisher_with_output_options(
