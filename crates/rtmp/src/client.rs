@@ -211,6 +211,18 @@ impl PublishClient {
                 events.push(rejection(info, "the server answered _error"));
                 self.state = State::Closed;
             }
+            // A server ending the session its own way (nginx-rtmp's `drop`,
+            // some platforms on a stream-key change).
+            ("close", _) => {
+                events.push(ClientEvent::Rejected {
+                    code: "close".into(),
+                    reason: info
+                        .get_str("description")
+                        .unwrap_or("the server sent close")
+                        .to_string(),
+                });
+                self.state = State::Closed;
+            }
             ("onStatus", _) => {
                 let code = info.get_str("code").unwrap_or_default();
                 let level = info.get_str("level").unwrap_or_default();
@@ -449,6 +461,39 @@ mod tests {
             vec![ClientEvent::Rejected {
                 code: "NetStream.Publish.BadName".into(),
                 reason: "invalid stream key".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_server_sent_close_mid_publish_ends_it_with_a_reason() {
+        let mut client = client();
+        let mut out = ChunkWriter::new(128);
+        client.start(&mut out);
+        for (command, stream) in [
+            (Command::new("_result", 1.0, Value::Null, vec![]), 0),
+            (
+                Command::new("_result", 4.0, Value::Null, vec![Value::Number(1.0)]),
+                0,
+            ),
+            (status("NetStream.Publish.Start", "status", "Publishing"), 1),
+        ] {
+            client
+                .handle_input(&reply(command, stream), &mut out)
+                .unwrap();
+        }
+        assert_eq!(client.stream_id(), Some(1));
+        let events = client
+            .handle_input(
+                &reply(Command::new("close", 0.0, Value::Null, vec![]), 0),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![ClientEvent::Rejected {
+                code: "close".into(),
+                reason: "the server sent close".into()
             }]
         );
     }
