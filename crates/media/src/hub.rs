@@ -256,10 +256,7 @@ impl StreamHub {
     ) -> Result<PublishGuard, PublishError> {
         let mut state = self.lock();
         if let Some(current) = state.publisher {
-            let silent = state
-                .last_received
-                .is_none_or(|at| at.elapsed() >= SILENT_PUBLISHER);
-            if !silent {
+            if !publisher_silent(&state, SILENT_PUBLISHER, Instant::now()) {
                 return Err(PublishError::AlreadyLive);
             }
             drop(state);
@@ -329,10 +326,7 @@ impl StreamHub {
     /// period, when the stream is live and waiting for its encoder.
     pub fn has_active_publisher(&self) -> bool {
         let state = self.lock();
-        state.publisher.is_some()
-            && state
-                .last_received
-                .is_some_and(|at| at.elapsed() < SILENT_PUBLISHER)
+        state.publisher.is_some() && !publisher_silent(&state, SILENT_PUBLISHER, Instant::now())
     }
 
     pub fn is_live(&self) -> bool {
@@ -414,30 +408,25 @@ impl StreamHub {
             self.standby_watch.send_replace(None);
             tracing::info!(stream = %self.id, "the encoder is back: standby ends at its keyframe");
             out.push(message);
-            self.deliver(state, out);
+            self.deliver(state, &out);
             return;
         }
         rebase(&mut state, &mut message);
-        // The path of every message: no collection, no allocation.
-        record(&mut state, &message);
-        let subscribers = Arc::clone(&state.subscribers);
-        drop(state);
-        for queue in subscribers.iter() {
-            queue.push(&message);
-        }
+        // The path of every message: a slice of one, no allocation.
+        self.deliver(state, std::slice::from_ref(&message));
     }
 
     /// Records each message (timeline, caches) and pushes it to every
     /// destination queue, after releasing the lock.
-    fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: Vec<MediaMessage>) {
-        for message in &messages {
+    fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
+        for message in messages {
             record(&mut state, message);
         }
         // A destination subscribing from here on was replayed these messages
         // from the caches; one in the snapshot was not.
         let subscribers = Arc::clone(&state.subscribers);
         drop(state);
-        for message in &messages {
+        for message in messages {
             for queue in subscribers.iter() {
                 queue.push(message);
             }
@@ -520,7 +509,7 @@ impl StreamHub {
             }
             (true, None) => {
                 let out = self.start_standby(&mut state, &config, StandbyReason::Manual, now);
-                self.deliver(state, out);
+                self.deliver(state, &out);
                 Ok(())
             }
             (false, Some(standby)) => {
@@ -582,18 +571,15 @@ impl StreamHub {
             let clip = Arc::clone(&standby.clip);
             standby.player.due(&clip, now, &mut out);
             if !out.is_empty() {
-                self.deliver(state, out);
+                self.deliver(state, &out);
             }
             return true;
         }
         let gone = state.publisher.is_none() && !state.clean_stop;
-        let silent = state.publisher.is_some()
-            && state
-                .last_received
-                .is_some_and(|at| now.saturating_duration_since(at) >= config.after);
+        let silent = publisher_silent(&state, config.after, now);
         if gone || silent {
             let out = self.start_standby(&mut state, &config, StandbyReason::Auto, now);
-            self.deliver(state, out);
+            self.deliver(state, &out);
         }
         true
     }
@@ -725,6 +711,14 @@ fn next_slot(state: &HubState) -> Option<u64> {
         .last_video_timestamp
         .map_or(0, |video| video + state.video_interval.max(1));
     Some((last + 1).max(after_video))
+}
+
+/// Whether a publisher is connected and has sent nothing for `at_least`.
+fn publisher_silent(state: &HubState, at_least: Duration, now: Instant) -> bool {
+    state.publisher.is_some()
+        && state
+            .last_received
+            .is_none_or(|at| now.saturating_duration_since(at) >= at_least)
 }
 
 /// Shifts a publisher's message onto the session's timeline.
