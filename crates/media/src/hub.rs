@@ -620,9 +620,22 @@ impl StreamHub {
             loop {
                 ticks.tick().await;
                 let Some(hub) = hub.upgrade() else { return };
-                if !hub.tick_standby(Instant::now()) {
-                    hub.lock().standby_driver = false;
-                    return;
+                // Supervised: a panic in one tick is logged and counted, and
+                // the next tick runs (the hub's lock survives poisoning).
+                let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    hub.tick_standby(Instant::now())
+                }));
+                match tick {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        hub.lock().standby_driver = false;
+                        return;
+                    }
+                    Err(payload) => {
+                        crate::supervise::count_panic("standby");
+                        let panic = crate::supervise::panic_message(payload.as_ref());
+                        tracing::error!(stream = %hub.id, %panic, "the standby logic panicked; it runs again at the next tick");
+                    }
                 }
             }
         });

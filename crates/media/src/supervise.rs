@@ -38,12 +38,13 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 5] = [
+pub const SUPERVISED_TASKS: [&str; 6] = [
     "rtmp_connection",
     "srt_connection",
     "http_connection",
     "destination",
     "listener",
+    "standby",
 ];
 
 #[cfg(test)]

@@ -130,7 +130,10 @@ pub async fn serve(
             }
             if let Ok(refusing) = Arc::clone(&refusing).try_acquire_owned() {
                 tokio::spawn(async move {
-                    refuse(socket).await;
+                    // Supervised like a served connection (counted, logged).
+                    if let Err(panic) = catch_panic("http_connection", refuse(socket)).await {
+                        error!(listener = listener_name, %remote, %panic, "http refusal task panicked");
+                    }
                     drop(refusing);
                 });
             }
