@@ -12,22 +12,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use srt_protocol::options::{PacketCount, PacketSize, SrtVersion};
 use srt_protocol::packet::{
     ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, HsV5Info, Packet,
-    SeqNumber, ShakeType, SocketId, SocketType, SrtControlPacket, SrtHandshake, SrtShakeFlags,
-    TimeStamp,
+    SeqNumber, ShakeType, SocketId, SrtControlPacket, SrtHandshake, SrtShakeFlags, TimeStamp,
 };
 use tokio::net::UdpSocket;
 
+use prism_ingest::srt_drive::{induction_datagram, COOKIE_OFFSET};
 use support::*;
 
 const SHOW_KEY: &str = "live_srt_flood_show_77aa";
 const LATE_KEY: &str = "live_srt_flood_late_88bb";
 const SHOW_SECONDS: u32 = 14;
 
-fn handshake(shake_type: ShakeType, cookie: i32, socket: u32, info: HandshakeVsInfo) -> Vec<u8> {
+/// A conclusion as libsrt sends it, with the stream id `sid`.
+fn conclusion(cookie: i32, socket: u32, sid: String) -> Vec<u8> {
     let packet = Packet::Control(ControlPacket {
         timestamp: TimeStamp::from_micros(0),
         dest_sockid: SocketId(0),
@@ -35,52 +35,33 @@ fn handshake(shake_type: ShakeType, cookie: i32, socket: u32, info: HandshakeVsI
             init_seq_num: SeqNumber::new_truncate(socket),
             max_packet_size: PacketSize(1500),
             max_flow_size: PacketCount(8192),
-            shake_type,
+            shake_type: ShakeType::Conclusion,
             socket_id: SocketId(socket),
             syn_cookie: cookie,
             peer_addr: Ipv4Addr::LOCALHOST.into(),
-            info,
+            info: HandshakeVsInfo::V5(HsV5Info {
+                key_size: Default::default(),
+                ext_hs: Some(SrtControlPacket::HandshakeRequest(SrtHandshake {
+                    version: SrtVersion::CURRENT,
+                    flags: SrtShakeFlags::SUPPORTED,
+                    send_latency: Duration::from_millis(120),
+                    recv_latency: Duration::from_millis(120),
+                })),
+                ext_km: None,
+                ext_group: None,
+                sid: Some(sid),
+            }),
         }),
     });
-    let mut bytes = BytesMut::new();
+    let mut bytes = Vec::new();
     packet.serialize(&mut bytes);
-    bytes.to_vec()
+    bytes
 }
 
-fn induction(socket: u32) -> Vec<u8> {
-    handshake(
-        ShakeType::Induction,
-        0,
-        socket,
-        HandshakeVsInfo::V4(SocketType::Datagram),
-    )
-}
-
-/// A conclusion as libsrt sends it, with the stream id `sid`.
-fn conclusion(cookie: i32, socket: u32, sid: String) -> Vec<u8> {
-    handshake(
-        ShakeType::Conclusion,
-        cookie,
-        socket,
-        HandshakeVsInfo::V5(HsV5Info {
-            key_size: Default::default(),
-            ext_hs: Some(SrtControlPacket::HandshakeRequest(SrtHandshake {
-                version: SrtVersion::CURRENT,
-                flags: SrtShakeFlags::SUPPORTED,
-                send_latency: Duration::from_millis(120),
-                recv_latency: Duration::from_millis(120),
-            })),
-            ext_km: None,
-            ext_group: None,
-            sid: Some(sid),
-        }),
-    )
-}
-
-/// The cookie in an induction answer (bytes 44..48), if it is one.
+/// The cookie in an induction answer, if it is one.
 fn cookie_of(answer: &[u8]) -> Option<i32> {
     answer
-        .get(44..48)
+        .get(COOKIE_OFFSET..COOKIE_OFFSET + 4)
         .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -111,13 +92,14 @@ impl Flood {
                         };
                         for _ in 0..20 {
                             let packet = match kind {
-                                0 => induction(random()),
+                                0 => induction_datagram(random()),
                                 1 => (0..random() % 1500).map(|_| random() as u8).collect(),
                                 _ => {
                                     // Induction, then a conclusion with a
                                     // random or oversized stream id; then
                                     // silence, mid-handshake.
-                                    let _ = socket.send_to(&induction(random()), target).await;
+                                    let _ =
+                                        socket.send_to(&induction_datagram(random()), target).await;
                                     let mut answer = [0u8; 1500];
                                     let Ok(Ok((len, _))) = tokio::time::timeout(
                                         Duration::from_millis(200),

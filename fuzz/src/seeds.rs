@@ -233,44 +233,11 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     }
 }
 
-/// A caller's induction (HSv4 form, as libsrt sends it first).
-fn srt_induction() -> Vec<u8> {
-    use srt_protocol::options::{PacketCount, PacketSize};
-    use srt_protocol::packet::*;
-    let packet = Packet::Control(ControlPacket {
-        timestamp: TimeStamp::from_micros(0),
-        dest_sockid: SocketId(0),
-        control_type: ControlTypes::Handshake(HandshakeControlInfo {
-            init_seq_num: SeqNumber::new_truncate(12345),
-            max_packet_size: PacketSize(1500),
-            max_flow_size: PacketCount(8192),
-            shake_type: ShakeType::Induction,
-            socket_id: SocketId(1234),
-            syn_cookie: 0,
-            peer_addr: std::net::Ipv4Addr::LOCALHOST.into(),
-            info: HandshakeVsInfo::V4(SocketType::Datagram),
-        }),
-    });
-    let mut bytes = Vec::new();
-    packet.serialize(&mut bytes);
-    bytes
-}
-
 /// An induction then libsrt's own conclusions (captured by srt-rs's
 /// authors): plain, with a stream id, with key material; each datagram
 /// framed as `srt_handshake` reads it (length / 8 in the low 6 bits).
 fn srt_handshakes() -> Vec<(&'static str, Vec<u8>)> {
-    const CONCLUSIONS: [(&str, &str); 3] = [
-        ("plain", "8000000000000000000F9EC400000000000000050000000144BEA60D000005DC00002000FFFFFFFF3D6936B6E3E405DD0100007F00000000000000000000000000010003000103010000002F00780000"),
-        ("stream_id", "800000000000000000000b1400000000000000050000000563444b2e000005dc00002000ffffffff37eb0ee52154fbd60100007f0000000000000000000000000001000300010401000000bf0014001400050003646362616867666500006a69"),
-        ("key_material", "800000000000000000175E8A0000000000000005000000036FEFB8D8000005DC00002000FFFFFFFF35E790ED5D16CCEA0100007F00000000000000000000000000010003000103010000002F01F401F40003000E122029010000000002000200000004049D75B0AC924C6E4C9EC40FEB4FE973DB1D215D426C18A2871EBF77E2646D9BAB15DBD7689AEF60EC"),
-    ];
-    let hex = |text: &str| -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    };
+    use prism_ingest::srt_drive::{from_hex, induction_datagram, LIBSRT_CONCLUSIONS};
     let frame = |bytes: Vec<u8>| -> Vec<u8> {
         let mut bytes = bytes;
         bytes.resize(bytes.len().div_ceil(8) * 8, 0);
@@ -278,11 +245,11 @@ fn srt_handshakes() -> Vec<(&'static str, Vec<u8>)> {
         framed.extend(bytes);
         framed
     };
-    CONCLUSIONS
+    LIBSRT_CONCLUSIONS
         .iter()
         .map(|(name, conclusion)| {
-            let mut seed = frame(srt_induction());
-            seed.extend(frame(hex(conclusion)));
+            let mut seed = frame(induction_datagram(1234));
+            seed.extend(frame(from_hex(conclusion)));
             (*name, seed)
         })
         .collect()

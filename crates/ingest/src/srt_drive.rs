@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use srt_protocol::listener::{Action, Input, MultiplexListener, NextInputContext, SessionId};
 use srt_protocol::options::{KeySize, Passphrase};
+use srt_protocol::options::{PacketCount, PacketSize};
 use srt_protocol::packet::{
-    ControlPacket, ControlTypes, Packet, ReceivePacketError, ServerRejectReason,
+    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, ReceivePacketError,
+    SeqNumber, ServerRejectReason, ShakeType, SocketId, SocketType, TimeStamp,
 };
 use srt_protocol::protocol::pending_connection::{AccessControlRequest, AccessControlResponse};
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
@@ -23,6 +25,45 @@ pub const PASSPHRASE: &str = "correct-horse-battery-staple";
 /// header, version, encryption/extension fields, ISN, MSS, flow window,
 /// handshake type and socket id.
 pub const COOKIE_OFFSET: usize = 16 + 28;
+
+/// HSv5 conclusion packets sent by libsrt (the reference implementation),
+/// as captured by srt-rs's authors for their parser tests: plain, with a
+/// stream id (`abcdefgh` reversed in 32-bit words), and with key material
+/// (AES-128, wrapped with a passphrase nobody here knows).
+pub const LIBSRT_CONCLUSIONS: [(&str, &str); 3] = [
+    ("plain", "8000000000000000000F9EC400000000000000050000000144BEA60D000005DC00002000FFFFFFFF3D6936B6E3E405DD0100007F00000000000000000000000000010003000103010000002F00780000"),
+    ("stream_id", "800000000000000000000b1400000000000000050000000563444b2e000005dc00002000ffffffff37eb0ee52154fbd60100007f0000000000000000000000000001000300010401000000bf0014001400050003646362616867666500006a69"),
+    ("key_material", "800000000000000000175E8A0000000000000005000000036FEFB8D8000005DC00002000FFFFFFFF35E790ED5D16CCEA0100007F00000000000000000000000000010003000103010000002F01F401F40003000E122029010000000002000200000004049D75B0AC924C6E4C9EC40FEB4FE973DB1D215D426C18A2871EBF77E2646D9BAB15DBD7689AEF60EC"),
+];
+
+/// The bytes of a hex capture.
+pub fn from_hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A caller's first datagram, an induction, in the HSv4 form libsrt sends.
+pub fn induction_datagram(socket_id: u32) -> Vec<u8> {
+    let packet = Packet::Control(ControlPacket {
+        timestamp: TimeStamp::from_micros(0),
+        dest_sockid: SocketId(0),
+        control_type: ControlTypes::Handshake(HandshakeControlInfo {
+            init_seq_num: SeqNumber::new_truncate(socket_id),
+            max_packet_size: PacketSize(1500),
+            max_flow_size: PacketCount(8192),
+            shake_type: ShakeType::Induction,
+            socket_id: SocketId(socket_id),
+            syn_cookie: 0,
+            peer_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            info: HandshakeVsInfo::V4(SocketType::Datagram),
+        }),
+    });
+    let mut bytes = Vec::new();
+    packet.serialize(&mut bytes);
+    bytes
+}
 
 /// Accepts stream id "plain" unencrypted, and "secure" or none with
 /// `PASSPHRASE` at the caller's key length (so key material reaches the key

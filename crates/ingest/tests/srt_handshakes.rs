@@ -8,61 +8,28 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use proptest::prelude::*;
 use srt_protocol::listener::{MAX_PENDING_PER_IP, MAX_PENDING_SESSIONS, PENDING_TIMEOUT};
-use srt_protocol::options::{PacketCount, PacketSize};
-use srt_protocol::packet::{
-    ControlPacket, ControlTypes, HandshakeControlInfo, HandshakeVsInfo, Packet, SeqNumber,
-    ShakeType, SocketId, SocketType, TimeStamp,
+use srt_protocol::packet::{ControlPacket, ControlTypes, Packet};
+
+use prism_ingest::srt_drive::{
+    from_hex, induction_datagram, ListenerRig as Rig, COOKIE_OFFSET, LIBSRT_CONCLUSIONS,
 };
-
-use prism_ingest::srt_drive::{ListenerRig as Rig, COOKIE_OFFSET};
-
-/// HSv5 conclusion packets sent by libsrt (the reference implementation),
-/// as captured by srt-rs's authors for their parser tests: plain, with a
-/// stream id, and with key material (AES-128).
-const LIBSRT_CONCLUSIONS: [&str; 3] = [
-    "8000000000000000000F9EC400000000000000050000000144BEA60D000005DC00002000FFFFFFFF3D6936B6E3E405DD0100007F00000000000000000000000000010003000103010000002F00780000",
-    "800000000000000000000b1400000000000000050000000563444b2e000005dc00002000ffffffff37eb0ee52154fbd60100007f0000000000000000000000000001000300010401000000bf0014001400050003646362616867666500006a69",
-    "800000000000000000175E8A0000000000000005000000036FEFB8D8000005DC00002000FFFFFFFF35E790ED5D16CCEA0100007F00000000000000000000000000010003000103010000002F01F401F40003000E122029010000000002000200000004049D75B0AC924C6E4C9EC40FEB4FE973DB1D215D426C18A2871EBF77E2646D9BAB15DBD7689AEF60EC",
-];
 
 /// Sends an induction from `from`; the cookie of the answer.
 fn induction(rig: &mut Rig, from: SocketAddr) -> i32 {
-    let induction = Packet::Control(ControlPacket {
-        timestamp: TimeStamp::from_micros(0),
-        dest_sockid: SocketId(0),
-        control_type: ControlTypes::Handshake(HandshakeControlInfo {
-            init_seq_num: SeqNumber::new_truncate(12345),
-            max_packet_size: PacketSize(1500),
-            max_flow_size: PacketCount(8192),
-            shake_type: ShakeType::Induction,
-            socket_id: SocketId(1234),
-            syn_cookie: 0,
-            peer_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            info: HandshakeVsInfo::V4(SocketType::Datagram),
-        }),
-    });
-    let mut bytes = BytesMut::new();
-    induction.serialize(&mut bytes);
+    let bytes = induction_datagram(1234);
     let sent_before = rig.sent.len();
     rig.datagram(&bytes, from);
     assert_eq!(rig.sent.len(), sent_before + 1, "an induction is answered");
     rig.cookie_sent_to(from).expect("a handshake answer")
 }
 
-fn conclusion_with_cookie(capture: &str, cookie: i32) -> Vec<u8> {
-    let mut bytes = hex_decode(capture);
+/// Conclusion `n` of `LIBSRT_CONCLUSIONS`, with `cookie` put in.
+fn conclusion_with_cookie(n: usize, cookie: i32) -> Vec<u8> {
+    let mut bytes = from_hex(LIBSRT_CONCLUSIONS[n].1);
     bytes[COOKIE_OFFSET..COOKIE_OFFSET + 4].copy_from_slice(&cookie.to_be_bytes());
     bytes
-}
-
-fn hex_decode(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 fn address(n: u32) -> SocketAddr {
@@ -73,11 +40,11 @@ fn address(n: u32) -> SocketAddr {
 #[test]
 fn libsrt_conclusions_after_an_induction_reach_access_control() {
     let mut rig = Rig::new();
-    for (n, capture) in LIBSRT_CONCLUSIONS.iter().enumerate() {
+    for n in 0..LIBSRT_CONCLUSIONS.len() {
         let from = address(n as u32);
         let cookie = induction(&mut rig, from);
         let sent_before = rig.sent.len();
-        rig.datagram(&conclusion_with_cookie(capture, cookie), from);
+        rig.datagram(&conclusion_with_cookie(n, cookie), from);
         // Each is answered (refused: their stream ids are not known here,
         // or their key material is wrapped with another passphrase).
         let answer = &rig.sent[sent_before..];
@@ -85,7 +52,7 @@ fn libsrt_conclusions_after_an_induction_reach_access_control() {
     }
     // A wrong cookie gets nothing and leaves nothing behind.
     let stranger = address(99);
-    rig.datagram(&conclusion_with_cookie(LIBSRT_CONCLUSIONS[0], 42), stranger);
+    rig.datagram(&conclusion_with_cookie(0, 42), stranger);
     assert_eq!(rig.listener.session_count(), 0);
 }
 
@@ -107,7 +74,7 @@ fn unfinished_handshakes_are_capped_per_address_and_in_all_and_expire() {
     // does not take stay unfinished.
     let stuck = |rig: &mut Rig, from: SocketAddr| {
         let cookie = induction(rig, from);
-        let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[0], cookie);
+        let mut bytes = conclusion_with_cookie(0, cookie);
         bytes[16..20].copy_from_slice(&5u32.to_be_bytes());
         bytes[20 + 2..20 + 4].copy_from_slice(&0u16.to_be_bytes());
         rig.datagram(&bytes, from);
@@ -157,7 +124,7 @@ proptest! {
         let mut rig = Rig::new();
         let from = address(7);
         let cookie = induction(&mut rig, from);
-        let mut bytes = conclusion_with_cookie(LIBSRT_CONCLUSIONS[capture], cookie);
+        let mut bytes = conclusion_with_cookie(capture, cookie);
         // The encryption field (key length / 8) the caller announces.
         bytes[16 + 4 + 1] = key_size;
         if !stream_id.is_empty() && capture == 1 {
