@@ -24,10 +24,29 @@ impl AacConfig {
 
     /// The two-byte AudioSpecificConfig (ISO/IEC 14496-3).
     pub fn audio_specific_config(&self) -> [u8; 2] {
-        let bits: u16 = ((self.object_type as u16) << 11)
-            | ((self.sample_rate_index as u16) << 7)
-            | ((self.channels as u16) << 3);
-        bits.to_be_bytes()
+        prism_media::flv::aac_audio_specific_config(
+            self.object_type,
+            self.sample_rate_index,
+            self.channels,
+        )
+    }
+
+    /// Reads a two-byte AudioSpecificConfig (the body of an FLV AAC
+    /// sequence header after its 2-byte tag header); `None` for one with an
+    /// explicit or unknown sample rate.
+    pub fn from_audio_specific_config(config: &[u8]) -> Option<Self> {
+        let [a, b] = *config.get(..2)? else {
+            return None;
+        };
+        let sample_rate_index = ((a & 0x07) << 1) | (b >> 7);
+        if sample_rate_index as usize >= SAMPLE_RATES.len() {
+            return None;
+        }
+        Some(Self {
+            object_type: a >> 3,
+            sample_rate_index,
+            channels: (b >> 3) & 0x0f,
+        })
     }
 }
 
@@ -74,6 +93,21 @@ pub fn adts_frames(mut data: &[u8]) -> impl Iterator<Item = AdtsFrame<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audio_specific_config_reads_back() {
+        let config = AacConfig {
+            object_type: 2,
+            sample_rate_index: 3,
+            channels: 2,
+        };
+        let bytes = config.audio_specific_config();
+        assert_eq!(bytes, [0x11, 0x90]);
+        assert_eq!(AacConfig::from_audio_specific_config(&bytes), Some(config));
+        // An explicit sample rate (index 15) or a truncated config: none.
+        assert_eq!(AacConfig::from_audio_specific_config(&[0x17, 0x80]), None);
+        assert_eq!(AacConfig::from_audio_specific_config(&[0x11]), None);
+    }
 
     fn adts(payload: &[u8]) -> Vec<u8> {
         // AAC LC, 44.1 kHz (index 4), stereo, no CRC.

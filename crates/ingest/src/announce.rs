@@ -166,19 +166,13 @@ pub(crate) fn standby_differences(
         codec.to_string()
     };
     let describe_audio = |header: &MediaMessage| -> String {
-        let config = header.payload.get(2..4).unwrap_or_default();
-        match config {
-            [a, b] => {
-                let rate_index = ((a & 0x07) << 1) | (b >> 7);
-                let channels = (b >> 3) & 0x0f;
-                const RATES: [u32; 13] = [
-                    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-                    8000, 7350,
-                ];
-                let rate = RATES.get(rate_index as usize).copied().unwrap_or(0);
-                format!("aac {rate} Hz {channels} ch")
-            }
-            _ => "aac".into(),
+        match header
+            .payload
+            .get(2..)
+            .and_then(crate::aac::AacConfig::from_audio_specific_config)
+        {
+            Some(config) => format!("aac {} Hz {} ch", config.sample_rate(), config.channels),
+            None => "aac".into(),
         }
     };
     if let (Some(ours), Some(theirs)) = (clip.video_header(), video) {

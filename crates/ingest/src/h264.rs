@@ -56,26 +56,7 @@ pub fn nal_type(unit: &[u8]) -> u8 {
 }
 
 /// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15) for one SPS and PPS.
-pub fn decoder_configuration_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
-    if sps.len() < 4
-        || pps.is_empty()
-        || sps.len() > u16::MAX as usize
-        || pps.len() > u16::MAX as usize
-    {
-        return None;
-    }
-    let mut record = Vec::with_capacity(11 + sps.len() + pps.len());
-    record.push(1); // configurationVersion
-    record.extend_from_slice(&sps[1..4]); // profile, compatibility, level
-    record.push(0xff); // 4-byte NAL lengths
-    record.push(0xe1); // one SPS
-    record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-    record.extend_from_slice(sps);
-    record.push(1); // one PPS
-    record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-    record.extend_from_slice(pps);
-    Some(record)
-}
+pub use prism_media::flv::avc_decoder_configuration_record as decoder_configuration_record;
 
 /// Removes emulation-prevention bytes (`00 00 03` → `00 00`).
 pub fn rbsp(unit: &[u8]) -> Vec<u8> {

@@ -73,6 +73,38 @@ pub fn is_audio_sequence_header(payload: &[u8]) -> bool {
     }
 }
 
+/// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15) for one SPS and
+/// PPS: the body of an H.264 sequence header after its 5-byte tag header.
+pub fn avc_decoder_configuration_record(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    if sps.len() < 4
+        || pps.is_empty()
+        || sps.len() > u16::MAX as usize
+        || pps.len() > u16::MAX as usize
+    {
+        return None;
+    }
+    let mut record = Vec::with_capacity(11 + sps.len() + pps.len());
+    record.push(1); // configurationVersion
+    record.extend_from_slice(&sps[1..4]); // profile, compatibility, level
+    record.push(0xff); // 4-byte NAL lengths
+    record.push(0xe1); // one SPS
+    record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    record.extend_from_slice(sps);
+    record.push(1); // one PPS
+    record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    record.extend_from_slice(pps);
+    Some(record)
+}
+
+/// The two-byte AudioSpecificConfig (ISO/IEC 14496-3): the body of an AAC
+/// sequence header after its 2-byte tag header.
+pub fn aac_audio_specific_config(object_type: u8, sample_rate_index: u8, channels: u8) -> [u8; 2] {
+    let bits: u16 = (u16::from(object_type) << 11)
+        | (u16::from(sample_rate_index) << 7)
+        | (u16::from(channels) << 3);
+    bits.to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

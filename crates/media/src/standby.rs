@@ -216,23 +216,19 @@ fn mp4_to_flv_inner(file: &Bytes) -> Result<Bytes, StandbyError> {
         let track = &reader.tracks()[&video];
         let sps = track.sequence_parameter_set().map_err(fail)?;
         let pps = track.picture_parameter_set().map_err(fail)?;
-        if sps.len() < 4 {
-            return Err(StandbyError::Mp4("the H.264 SPS is truncated".into()));
-        }
-        let mut body = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-        body.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-        body.extend_from_slice(sps);
-        body.push(1);
-        body.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-        body.extend_from_slice(pps);
+        let record = flv::avc_decoder_configuration_record(sps, pps)
+            .ok_or_else(|| StandbyError::Mp4("the H.264 SPS or PPS is truncated".into()))?;
+        let mut body = vec![0x17, 0, 0, 0, 0];
+        body.extend_from_slice(&record);
         tags.push((0, 9, body));
         let track = &reader.tracks()[&audio];
-        let profile = track.audio_profile().map_err(fail)? as u16;
-        let frequency = track.sample_freq_index().map_err(fail)? as u16;
-        let channels = track.channel_config().map_err(fail)? as u16;
-        let config = (profile << 11) | (frequency << 7) | (channels << 3);
+        let config = flv::aac_audio_specific_config(
+            track.audio_profile().map_err(fail)? as u8,
+            track.sample_freq_index().map_err(fail)? as u8,
+            track.channel_config().map_err(fail)? as u8,
+        );
         let mut body = vec![0xaf, 0];
-        body.extend_from_slice(&config.to_be_bytes());
+        body.extend_from_slice(&config);
         tags.push((0, 8, body));
     }
     for (track_id, tag_type) in [(video, 9u8), (audio, 8u8)] {
