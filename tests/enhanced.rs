@@ -7,11 +7,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prism_fanout::DestinationUrl;
 use prism_ingest::remux::Remuxer;
 use prism_ingest::ts::TsDemuxer;
 use prism_media::{MediaKind, MediaMessage};
-use prism_rtmp::ChunkWriter;
 
 use support::*;
 
@@ -61,31 +59,6 @@ fn enhanced_hevc_messages(scratch: &Scratch) -> Vec<MediaMessage> {
     messages
 }
 
-/// Publishes `messages` over RTMP in real time (by timestamp).
-async fn publish(url: &str, messages: &[MediaMessage]) {
-    let url = DestinationUrl::parse(url, None).unwrap();
-    let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .unwrap();
-    let mut out = ChunkWriter::new(128);
-    let (_client, stream_id) = prism_fanout::start_publish(&mut stream, &url, 4096, &mut out, None)
-        .await
-        .unwrap();
-    let started = tokio::time::Instant::now();
-    let first = messages[0].timestamp;
-    for message in messages {
-        tokio::time::sleep_until(started + Duration::from_millis(message.timestamp - first)).await;
-        prism_rtmp::queue_media(
-            &mut out,
-            message.kind.type_id(),
-            stream_id,
-            prism_media::timeline::rtmp_timestamp(message.timestamp),
-            &message.payload,
-        );
-        out.write_to(&mut stream, None).await.unwrap();
-    }
-}
-
 #[test]
 fn hevc_over_enhanced_rtmp_arrives_byte_identical() {
     require_ffmpeg();
@@ -113,7 +86,7 @@ fn hevc_over_enhanced_rtmp_arrives_byte_identical() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(publish(&prism.publish_url(STREAM_KEY), &sent));
+    runtime.block_on(publish_paced(&prism.publish_url(STREAM_KEY), &sent, 0));
     prism.wait_for_log("publish stopped", Duration::from_secs(10));
     // The destination is unpublished and closed once its queue drains.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

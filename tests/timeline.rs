@@ -11,9 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prism_fanout::DestinationUrl;
-use prism_media::MediaKind;
-use prism_rtmp::ChunkWriter;
+use prism_media::{MediaKind, MediaMessage};
 
 use support::*;
 
@@ -25,8 +23,8 @@ const ACROSS_2_31_S: &str = "2147479";
 /// 4.5 s before 2^32 ms, for the 32-bit publisher.
 const ACROSS_2_32_MS: u64 = (1 << 32) - 4_500;
 
-/// The tags of an FLV file: (kind, timestamp, body), as ffmpeg wrote them.
-fn flv_tags(bytes: &[u8]) -> Vec<(MediaKind, u32, Bytes)> {
+/// The tags of an FLV file, as ffmpeg wrote them.
+fn flv_tags(bytes: &[u8]) -> Vec<MediaMessage> {
     let header_len = u32::from_be_bytes(bytes[5..9].try_into().unwrap()) as usize;
     let mut at = header_len + 4;
     let mut tags = Vec::new();
@@ -45,36 +43,12 @@ fn flv_tags(bytes: &[u8]) -> Vec<(MediaKind, u32, Bytes)> {
             break;
         }
         if let Some(kind) = kind {
-            tags.push((
-                kind,
-                timestamp,
-                Bytes::copy_from_slice(&bytes[body.clone()]),
-            ));
+            let body = Bytes::copy_from_slice(&bytes[body.clone()]);
+            tags.push(MediaMessage::new(kind, u64::from(timestamp), body));
         }
         at = body.end + 4;
     }
     tags
-}
-
-/// Publishes `tags` over RTMP in real time, each stamped `base` ms plus its
-/// own timestamp, modulo 2^32 (RTMP's clock), with extended timestamps past
-/// 2^24 ms as the chunk format requires.
-async fn publish_from(url: &str, tags: &[(MediaKind, u32, Bytes)], base: u64) {
-    let url = DestinationUrl::parse(url, None).unwrap();
-    let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .unwrap();
-    let mut out = ChunkWriter::new(128);
-    let (_client, stream_id) = prism_fanout::start_publish(&mut stream, &url, 4096, &mut out, None)
-        .await
-        .unwrap();
-    let started = tokio::time::Instant::now();
-    for (kind, timestamp, body) in tags {
-        tokio::time::sleep_until(started + Duration::from_millis(u64::from(*timestamp))).await;
-        let stamped = prism_media::timeline::rtmp_timestamp(base + u64::from(*timestamp));
-        prism_rtmp::queue_media(&mut out, kind.type_id(), stream_id, stamped, body);
-        out.write_to(&mut stream, None).await.unwrap();
-    }
 }
 
 #[test]
@@ -126,7 +100,7 @@ fn publisher_clocks_across_two_to_the_31_and_32_reach_destinations_whole() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(publish_from(
+    runtime.block_on(publish_paced(
         &prism.publish_url("live_timeline_across32"),
         &tags,
         ACROSS_2_32_MS,

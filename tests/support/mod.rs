@@ -976,3 +976,30 @@ pub fn assert_one_continuous_show_at(prism: &Prism, outs: &[&Path], min_secs: f6
         assert_good_recording(out, duration);
     }
 }
+
+/// Publishes `messages` over RTMP (Prism's own publishing client) in real
+/// time by their timestamps, each stamped `clock_offset` ms later on RTMP's
+/// 32-bit clock: extended timestamps past 2^24 ms, a wrap at 2^32.
+pub async fn publish_paced(url: &str, messages: &[prism_media::MediaMessage], clock_offset: u64) {
+    let url = prism_fanout::DestinationUrl::parse(url, None).unwrap();
+    let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .unwrap();
+    let mut out = prism_rtmp::ChunkWriter::new(128);
+    let (_client, stream_id) = prism_fanout::start_publish(&mut stream, &url, 4096, &mut out, None)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let first = messages.first().map_or(0, |m| m.timestamp);
+    for message in messages {
+        tokio::time::sleep_until(started + Duration::from_millis(message.timestamp - first)).await;
+        prism_rtmp::queue_media(
+            &mut out,
+            message.kind.type_id(),
+            stream_id,
+            prism_media::timeline::rtmp_timestamp(message.timestamp + clock_offset),
+            &message.payload,
+        );
+        out.write_to(&mut stream, None).await.unwrap();
+    }
+}
