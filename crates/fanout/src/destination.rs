@@ -107,7 +107,7 @@ pub struct DestinationStatus {
     pub acked_bytes: AtomicU64,
     /// Bytes sent on this connection that the server has not acknowledged.
     pub ack_lag_bytes: AtomicU64,
-    /// When the last acknowledgement came (ms since `STATUS_EPOCH`; 0 never).
+    /// When the last acknowledgement came (ms since `status_epoch()`; 0 never).
     last_ack_ms: AtomicU64,
     /// The server acknowledges on this connection.
     verified: std::sync::atomic::AtomicBool,
@@ -549,10 +549,8 @@ where
     loop {
         if Instant::now() >= next_ack_check {
             next_ack_check = Instant::now() + ACK_CHECK_EVERY;
-            status
-                .acked_bytes
-                .store(acked_before + acks.acked(), Ordering::Relaxed);
-            if let Some(failed) = check_acks(status, &acks, writer.bytes_written(), config) {
+            let sent = writer.bytes_written();
+            if let Some(failed) = check_acks(status, &acks, acked_before, sent, config) {
                 return failed;
             }
         }
@@ -635,15 +633,20 @@ where
 /// How often a live destination looks at its acknowledgements.
 const ACK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Publishes what the acknowledgements say; a server that stopped
+/// Publishes what the acknowledgements say (`acked_before`: what earlier
+/// connections had acknowledged); a server that stopped
 /// acknowledging ends the session (it is reconnected with backoff).
 fn check_acks(
     status: &DestinationStatus,
     acks: &AckTracker,
+    acked_before: u64,
     sent: u64,
     config: &DestinationConfig,
 ) -> Option<SessionEnd> {
     let now = Instant::now();
+    status
+        .acked_bytes
+        .store(acked_before + acks.acked(), Ordering::Relaxed);
     status
         .ack_lag_bytes
         .store(acks.unacked(sent), Ordering::Relaxed);
