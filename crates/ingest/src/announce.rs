@@ -169,7 +169,7 @@ pub(crate) fn standby_differences(
         match header
             .payload
             .get(2..)
-            .and_then(crate::aac::AacConfig::from_audio_specific_config)
+            .and_then(prism_media::aac::AacConfig::from_audio_specific_config)
         {
             Some(config) => format!("aac {} Hz {} ch", config.sample_rate(), config.channels),
             None => "aac".into(),

@@ -1,7 +1,6 @@
 //! Prism's ingest: accepts RTMP and SRT publishers and feeds their media into
 //! the stream hub their stream key names.
 
-pub mod aac;
 pub mod admission;
 mod announce;
 pub mod h264;

@@ -15,9 +15,9 @@ use prism_rtmp::amf0::{self, Value as Amf0Value};
 use prism_media::flv::AMF0_SET_DATA_FRAME;
 use prism_media::{MediaKind, MediaMessage};
 
-use crate::aac::{self, AacConfig};
 use crate::ts::{EsCodec, EsFrame};
 use crate::{h264, hevc};
+use prism_media::aac::{self, AacConfig};
 
 const WRAP: i64 = 1 << 33;
 /// The timeline starts this far after the first frame's DTS, so a stream

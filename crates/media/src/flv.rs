@@ -105,6 +105,34 @@ pub fn aac_audio_specific_config(object_type: u8, sample_rate_index: u8, channel
     bits.to_be_bytes()
 }
 
+/// The audio, video and data tags of an FLV file, as messages sharing the
+/// file's bytes; stops at the first truncated tag. The caller checks the
+/// `FLV` signature.
+pub fn file_tags(file: &bytes::Bytes) -> impl Iterator<Item = crate::MediaMessage> + '_ {
+    let header_len = file
+        .get(5..9)
+        .map_or(9, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let mut at = header_len.saturating_add(4);
+    std::iter::from_fn(move || loop {
+        let tag = file.get(at..at.checked_add(11)?)?;
+        let size = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
+        let timestamp = u32::from_be_bytes([tag[7], tag[4], tag[5], tag[6]]);
+        let body = at + 11..at + 11 + size;
+        if body.end > file.len() {
+            return None;
+        }
+        at = body.end + 4;
+        let Some(kind) = crate::MediaKind::from_type_id(tag[0] & 0x1f) else {
+            continue;
+        };
+        return Some(crate::MediaMessage::new(
+            kind,
+            u64::from(timestamp),
+            file.slice(body),
+        ));
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,12 @@
 //! pipeline, FLV tag inspection, redacted secrets, and the per-stream hub that hands
 //! every message to every destination queue without copying its payload.
 
+pub mod aac;
 pub mod accept;
 pub mod flv;
 pub mod hub;
 pub mod message;
+pub mod mpegts;
 pub mod queue;
 pub mod secret;
 pub mod standby;

@@ -62,28 +62,11 @@ impl StandbyClip {
         if file.len() < 9 || &file[..3] != b"FLV" {
             return Err(StandbyError::NotFlv);
         }
-        let header_len = u32::from_be_bytes([file[5], file[6], file[7], file[8]]) as usize;
-        let mut at = header_len.saturating_add(4);
         let mut headers: Vec<MediaMessage> = Vec::new();
         let mut frames: Vec<MediaMessage> = Vec::new();
         let (mut has_video_header, mut has_audio_header) = (false, false);
-        while at + 11 <= file.len() {
-            let tag_type = file[at] & 0x1f;
-            let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
-            let timestamp =
-                u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
-            let body = at + 11..at + 11 + size;
-            if body.end > file.len() {
-                break;
-            }
-            at = body.end + 4;
-            let kind = match tag_type {
-                8 => MediaKind::Audio,
-                9 => MediaKind::Video,
-                18 => MediaKind::Data,
-                _ => continue,
-            };
-            let message = MediaMessage::new(kind, u64::from(timestamp), file.slice(body));
+        for message in flv::file_tags(file) {
+            let kind = message.kind;
             if kind == MediaKind::Video && is_sequence_end(&message.payload) {
                 // ffmpeg ends a file with one; looped, it would reset the
                 // destination's decoder every time round.

@@ -1,5 +1,6 @@
-//! AAC helpers for remuxing MPEG-TS (ADTS framing) into FLV/RTMP (raw AAC
-//! frames plus an AudioSpecificConfig).
+//! AAC framing: the AudioSpecificConfig that FLV/RTMP carries once, and the
+//! ADTS header MPEG-TS carries on every frame. Read when SRT ingest remuxes
+//! TS into FLV, written when SRT destinations get FLV muxed into TS.
 
 const SAMPLE_RATES: [u32; 13] = [
     96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
@@ -24,7 +25,7 @@ impl AacConfig {
 
     /// The two-byte AudioSpecificConfig (ISO/IEC 14496-3).
     pub fn audio_specific_config(&self) -> [u8; 2] {
-        prism_media::flv::aac_audio_specific_config(
+        crate::flv::aac_audio_specific_config(
             self.object_type,
             self.sample_rate_index,
             self.channels,
@@ -47,6 +48,28 @@ impl AacConfig {
             sample_rate_index,
             channels: (b >> 3) & 0x0f,
         })
+    }
+}
+
+impl AacConfig {
+    /// The 7-byte ADTS header (no CRC) of a frame of `payload_len` bytes.
+    /// `None` when the frame is too long for ADTS's 13-bit length or the
+    /// object type has no ADTS profile (ADTS carries types 1 to 4).
+    pub fn adts_header(&self, payload_len: usize) -> Option<[u8; 7]> {
+        let frame_length = payload_len + 7;
+        if frame_length >= 1 << 13 || !(1..=4).contains(&self.object_type) {
+            return None;
+        }
+        let profile = self.object_type - 1;
+        Some([
+            0xff,
+            0xf1, // MPEG-4, layer 0, no CRC
+            (profile << 6) | (self.sample_rate_index << 2) | ((self.channels >> 2) & 1),
+            ((self.channels & 3) << 6) | ((frame_length >> 11) as u8 & 3),
+            (frame_length >> 3) as u8,
+            (((frame_length & 7) as u8) << 5) | 0x1f, // buffer fullness 0x7ff: VBR
+            0xfc,
+        ])
     }
 }
 
@@ -139,6 +162,25 @@ mod tests {
             (2, 44100, 2)
         );
         assert_eq!(config.audio_specific_config(), [0x12, 0x10]);
+    }
+
+    #[test]
+    fn an_adts_header_reads_back() {
+        let config = AacConfig {
+            object_type: 2,
+            sample_rate_index: 4,
+            channels: 2,
+        };
+        let mut frame = config.adts_header(3).unwrap().to_vec();
+        assert_eq!(frame[..], adts(&[7, 8, 9])[..7]);
+        frame.extend_from_slice(&[7, 8, 9]);
+        let frames: Vec<AdtsFrame<'_>> = adts_frames(&frame).collect();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(
+            (frames[0].config, frames[0].payload),
+            (config, &[7u8, 8, 9][..])
+        );
+        assert_eq!(config.adts_header(8192), None);
     }
 
     #[test]
