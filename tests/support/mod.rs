@@ -318,6 +318,44 @@ impl Ffmpeg {
         receiver
     }
 
+    /// An SRT listener (ffmpeg, its defaults) recording the MPEG-TS it
+    /// receives to `out`, as a user receiving from an SRT caller runs it.
+    pub fn srt_receiver(port: u16, passphrase: Option<&str>, out: &Path) -> Self {
+        let mut url = format!("srt://127.0.0.1:{port}?mode=listener");
+        if let Some(passphrase) = passphrase {
+            url += &format!("&passphrase={passphrase}");
+        }
+        let args: Vec<String> = ["-i", &url, "-c", "copy", "-f", "mpegts"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([out.display().to_string()])
+            .collect();
+        let receiver = Self::spawn(&args, out.with_extension("log"));
+        thread::sleep(Duration::from_millis(300));
+        receiver
+    }
+
+    /// libsrt's own listener, `srt-live-transmit` with its defaults, writing
+    /// what it receives to `out`.
+    pub fn srt_live_transmit_receiver(port: u16, passphrase: Option<&str>, out: &Path) -> Self {
+        let mut url = format!("srt://:{port}?mode=listener");
+        if let Some(passphrase) = passphrase {
+            url += &format!("&passphrase={passphrase}");
+        }
+        let log_path = out.with_extension("log");
+        let child = Command::new("srt-live-transmit")
+            .args(["-a", "no", &url, "file://con"])
+            .stdout(fs::File::create(out).unwrap())
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("start srt-live-transmit (Debian's srt-tools)");
+        thread::sleep(Duration::from_millis(300));
+        Self {
+            child: Some(child),
+            log_path,
+        }
+    }
+
     /// A publisher of a synthetic H.264 + AAC stream, paced in real time.
     /// `-metadata prism_probe=...` travels in onMetaData, so a receiver's
     /// copy shows whether metadata was relayed whole.
@@ -545,6 +583,8 @@ pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
         .unwrap_or(0.0);
     let mut sorted = codecs.clone();
     sorted.sort();
+    // MPEG-TS lists each stream under its program too.
+    sorted.dedup();
     assert_eq!(sorted, ["aac", "h264"], "{}: {text}", path.display());
     assert!(
         (duration - expected_secs).abs() <= expected_secs * 0.10,

@@ -29,7 +29,7 @@ use crate::transport::{tls_config, tls_connect, Transport};
 use crate::url::{DestinationUrl, Scheme};
 
 /// How many queued messages one write batch takes at most.
-const BATCH_MESSAGES: usize = 256;
+pub(crate) const BATCH_MESSAGES: usize = 256;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session live this long resets the backoff; shorter ones keep doubling it,
@@ -170,7 +170,7 @@ impl DestinationStatus {
         }
     }
 
-    fn set_verified(&self, verified: bool) {
+    pub(crate) fn set_verified(&self, verified: bool) {
         if self.verified.swap(verified, Ordering::Relaxed) != verified {
             self.changes.send_replace(());
         }
@@ -182,13 +182,13 @@ impl DestinationStatus {
         self.changes.subscribe()
     }
 
-    fn set_state(&self, state: DestinationState) {
+    pub(crate) fn set_state(&self, state: DestinationState) {
         if self.state.swap(state as u8, Ordering::Relaxed) != state as u8 {
             self.changes.send_replace(());
         }
     }
 
-    fn set_error(&self, error: Option<String>) {
+    pub(crate) fn set_error(&self, error: Option<String>) {
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         if *last != error {
             *last = error;
@@ -205,9 +205,9 @@ fn status_epoch() -> Instant {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Control {
-    enabled: bool,
-    shutdown: bool,
+pub(crate) struct Control {
+    pub(crate) enabled: bool,
+    pub(crate) shutdown: bool,
 }
 
 /// The owner's side of a destination task.
@@ -321,7 +321,7 @@ async fn supervise(
 }
 
 /// How a session ended.
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// The publisher stopped; the destination was unpublished cleanly.
     PublisherEnded,
     /// Disabled or shut down; unpublished cleanly.
@@ -423,6 +423,9 @@ async fn session(
     served: &mut Option<u64>,
 ) -> SessionEnd {
     info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination connecting");
+    if config.url.scheme == Scheme::Srt {
+        return crate::srt::session(hub, config, status, control, served).await;
+    }
     let connect_started = Instant::now();
     let setup = tokio::time::timeout(config.connect_timeout, connect_and_publish(config));
     let (transport, client, out, stream_id) = tokio::select! {
@@ -502,26 +505,36 @@ impl Live<'_> {
             return SessionEnd::PublisherEnded;
         };
         *served = Some(publish_session);
-        status.set_state(DestinationState::Live);
-        status.set_error(None);
-        let connect_seconds = self.connect_started.elapsed().as_secs_f64();
-        metrics::histogram!(
-            "prism_destination_connect_seconds",
-            "stream" => hub.id().to_string(),
-            "destination" => config.id.clone()
-        )
-        .record(connect_seconds);
-        info!(
-            stream = %hub.id(),
-            destination = %config.id,
-            url = %config.url,
-            connect_ms = (connect_seconds * 1000.0) as u64,
-            "destination live"
-        );
+        went_live(hub, config, status, self.connect_started);
         let end = relay(status, reader, writer, client, config, control).await;
         hub.unsubscribe(queue);
         end
     }
+}
+
+/// Shows, counts and logs a destination that is now relaying.
+pub(crate) fn went_live(
+    hub: &StreamHub,
+    config: &DestinationConfig,
+    status: &DestinationStatus,
+    connect_started: Instant,
+) {
+    status.set_state(DestinationState::Live);
+    status.set_error(None);
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    metrics::histogram!(
+        "prism_destination_connect_seconds",
+        "stream" => hub.id().to_string(),
+        "destination" => config.id.clone()
+    )
+    .record(connect_seconds);
+    info!(
+        stream = %hub.id(),
+        destination = %config.id,
+        url = %config.url,
+        connect_ms = (connect_seconds * 1000.0) as u64,
+        "destination live"
+    );
 }
 
 /// The live loop: drain what is queued, then lend the writer to the queue
@@ -706,7 +719,7 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, St
 }
 
 /// Resolves when the destination is disabled or shut down.
-async fn stop_requested(control: &mut watch::Receiver<Control>) {
+pub(crate) async fn stop_requested(control: &mut watch::Receiver<Control>) {
     loop {
         if control.changed().await.is_err() {
             return;
@@ -745,6 +758,7 @@ async fn open(config: &DestinationConfig) -> Result<Transport, String> {
                         let tls = tls_config(config.ca_file.as_deref())?;
                         tls_connect(stream, host, tls).await
                     }
+                    Scheme::Srt => unreachable!("SRT destinations have their own session"),
                 };
             }
             Err(e) => last_error = format!("connect to {address} failed: {e}"),

@@ -5,6 +5,7 @@
 pub mod acks;
 pub mod destination;
 pub mod registry;
+pub mod srt;
 pub mod transport;
 pub mod url;
 pub mod writer;

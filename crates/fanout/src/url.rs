@@ -1,8 +1,11 @@
 //! Destination URLs: `rtmp://HOST[:PORT]/APP[/...]` plus a stream key, the way
 //! platforms hand them out (api.video `serverUrl` + `streamKey`, Livepush
-//! `rtmpBase` + `rtmpKey`), or one URL whose last path segment is the key.
+//! `rtmpBase` + `rtmpKey`), or one URL whose last path segment is the key;
+//! and `srt://HOST:PORT?streamid=…&passphrase=…&latency=…` for SRT (caller
+//! mode, libsrt's URI conventions: `latency` in ms).
 
 use std::fmt;
+use std::time::Duration;
 
 use prism_media::StreamKey;
 
@@ -10,6 +13,20 @@ use prism_media::StreamKey;
 pub enum Scheme {
     Rtmp,
     Rtmps,
+    Srt,
+}
+
+/// What an `srt://` URL sets beyond the address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtOptions {
+    /// SRTO_STREAMID; platforms put the stream key in it, so it is a secret.
+    pub stream_id: Option<StreamKey>,
+    /// SRTO_PASSPHRASE (10 to 79 characters).
+    pub passphrase: Option<StreamKey>,
+    /// SRTO_LATENCY; libsrt's default (120 ms) when absent.
+    pub latency: Option<Duration>,
+    /// SRTO_PBKEYLEN: 0 (let the listener choose; 16 by default), 16, 24, 32.
+    pub key_length: u16,
 }
 
 /// A parsed destination; `Display` never shows the key.
@@ -22,8 +39,11 @@ pub struct DestinationUrl {
     pub app: String,
     /// `tcUrl` sent in `connect`: the URL up to and including the app.
     pub tc_url: String,
-    /// Stream name sent in `publish`: the destination's stream key.
+    /// Stream name sent in `publish`: the destination's stream key (for
+    /// SRT, the stream id, empty without one).
     pub stream_name: StreamKey,
+    /// For `srt://`.
+    pub srt: Option<SrtOptions>,
 }
 
 impl DestinationUrl {
@@ -51,6 +71,16 @@ pub enum UrlError {
     NoKey,
     #[error("url contains whitespace")]
     Whitespace,
+    #[error("srt:// url needs a port: srt://HOST:PORT")]
+    SrtPort,
+    #[error("unsupported SRT option {0:?}: Prism reads streamid, passphrase, latency (ms), pbkeylen, mode=caller and transtype=live")]
+    SrtOption(String),
+    #[error("SRT option {name} has a bad value {value:?}: {expected}")]
+    SrtValue {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 impl DestinationUrl {
@@ -58,6 +88,9 @@ impl DestinationUrl {
     pub fn parse(url: &str, key: Option<&str>) -> Result<Self, UrlError> {
         if url.chars().any(char::is_whitespace) {
             return Err(UrlError::Whitespace);
+        }
+        if let Some(rest) = url.strip_prefix("srt://") {
+            return Self::parse_srt(rest, key);
         }
         let (scheme, rest, default_port) = if let Some(rest) = url.strip_prefix("rtmp://") {
             (Scheme::Rtmp, rest, 1935)
@@ -81,9 +114,10 @@ impl DestinationUrl {
         if app.is_empty() {
             return Err(UrlError::NoApp);
         }
-        let scheme_text = match scheme {
-            Scheme::Rtmp => "rtmp",
-            Scheme::Rtmps => "rtmps",
+        let scheme_text = if scheme == Scheme::Rtmps {
+            "rtmps"
+        } else {
+            "rtmp"
         };
         Ok(Self {
             scheme,
@@ -92,8 +126,114 @@ impl DestinationUrl {
             port,
             app: app.to_string(),
             stream_name: StreamKey::new(stream_name),
+            srt: None,
         })
     }
+
+    /// `srt://HOST:PORT[?options]`, after the scheme. A separate `key`
+    /// is the stream id when the URL has none.
+    fn parse_srt(rest: &str, key: Option<&str>) -> Result<Self, UrlError> {
+        let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = authority.trim_end_matches('/');
+        let (host, port) = split_host_port(authority, 0)?;
+        if port == 0 {
+            return Err(UrlError::SrtPort);
+        }
+        let mut options = SrtOptions {
+            stream_id: key.filter(|k| !k.is_empty()).map(StreamKey::new),
+            passphrase: None,
+            latency: None,
+            key_length: 0,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(raw);
+            let bad = |name, expected| UrlError::SrtValue {
+                name,
+                value: if name == "passphrase" {
+                    "…".into()
+                } else {
+                    value.clone()
+                },
+                expected,
+            };
+            match name {
+                "streamid" => options.stream_id = Some(StreamKey::new(value.clone())),
+                "passphrase" => {
+                    if !(10..=79).contains(&value.len()) {
+                        return Err(bad("passphrase", "10 to 79 characters"));
+                    }
+                    options.passphrase = Some(StreamKey::new(value.clone()));
+                }
+                "latency" => match value.parse::<u64>() {
+                    Ok(ms) if ms <= 60_000 => options.latency = Some(Duration::from_millis(ms)),
+                    _ => return Err(bad("latency", "milliseconds, 0 to 60000")),
+                },
+                "pbkeylen" => match value.parse::<u16>() {
+                    Ok(length @ (0 | 16 | 24 | 32)) => options.key_length = length,
+                    _ => return Err(bad("pbkeylen", "0, 16, 24 or 32")),
+                },
+                "mode" if value == "caller" => {}
+                "mode" => return Err(bad("mode", "caller: Prism calls the destination")),
+                "transtype" if value == "live" => {}
+                "transtype" => return Err(bad("transtype", "live")),
+                other => return Err(UrlError::SrtOption(other.to_string())),
+            }
+        }
+        if options
+            .stream_id
+            .as_ref()
+            .is_some_and(|id| id.expose().len() > 512)
+        {
+            return Err(UrlError::SrtValue {
+                name: "streamid",
+                value: "…".into(),
+                expected: "at most 512 bytes",
+            });
+        }
+        Ok(Self {
+            scheme: Scheme::Srt,
+            tc_url: format!("srt://{authority}"),
+            host,
+            port,
+            app: String::new(),
+            stream_name: options
+                .stream_id
+                .clone()
+                .unwrap_or_else(|| StreamKey::new("")),
+            srt: Some(options),
+        })
+    }
+
+    /// `HOST:PORT`, with brackets around an IPv6 host.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (a stream id such as `#!::r=live/key,m=publish`
+/// is often pasted escaped); anything else is kept as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), UrlError> {
@@ -122,7 +262,16 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
 
 impl fmt::Display for DestinationUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tc_url, self.stream_name)
+        match &self.srt {
+            None => write!(f, "{}/{}", self.tc_url, self.stream_name),
+            Some(options) => {
+                write!(f, "{}", self.tc_url)?;
+                if let Some(id) = &options.stream_id {
+                    write!(f, "?streamid={id}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -166,6 +315,59 @@ mod tests {
         let url = DestinationUrl::parse("rtmp://[::1]/a/b/key", None).unwrap();
         assert_eq!((url.host.as_str(), url.port), ("::1", 1935));
         assert_eq!(url.app, "a/b");
+    }
+
+    #[test]
+    fn srt_urls_with_options_and_secrets_hidden() {
+        let url = DestinationUrl::parse(
+            "srt://ingest.example.com:9000?streamid=%23!::r=live/abcdef,m=publish&passphrase=0123456789ab&latency=400&pbkeylen=32",
+            None,
+        )
+        .unwrap();
+        assert_eq!(url.scheme, Scheme::Srt);
+        assert_eq!(url.host_port(), "ingest.example.com:9000");
+        let options = url.srt.clone().unwrap();
+        assert_eq!(
+            options.stream_id.as_ref().map(|k| k.expose().to_string()),
+            Some("#!::r=live/abcdef,m=publish".into())
+        );
+        assert_eq!(options.passphrase.unwrap().expose(), "0123456789ab");
+        assert_eq!(options.latency, Some(Duration::from_millis(400)));
+        assert_eq!(options.key_length, 32);
+        let shown = url.to_string();
+        assert!(
+            !shown.contains("abcdef") && !shown.contains("0123456789"),
+            "{shown}"
+        );
+        // A separate key is the stream id; none at all is fine for SRT.
+        let url = DestinationUrl::parse("srt://[::1]:6001", Some("KEY-1")).unwrap();
+        assert_eq!(
+            url.srt
+                .as_ref()
+                .unwrap()
+                .stream_id
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "KEY-1"
+        );
+        assert_eq!(url.host_port(), "[::1]:6001");
+        assert!(DestinationUrl::parse("srt://127.0.0.1:6001?mode=caller", None).is_ok());
+    }
+
+    #[test]
+    fn srt_errors_say_what_to_fix() {
+        let error = |url| DestinationUrl::parse(url, None).unwrap_err().to_string();
+        assert!(error("srt://host").contains("needs a port"));
+        assert!(error("srt://h:1?passphrase=short").contains("10 to 79"));
+        assert!(
+            !error("srt://h:1?passphrase=short").contains("short"),
+            "the passphrase is not echoed"
+        );
+        assert!(error("srt://h:1?latency=abc").contains("latency"));
+        assert!(error("srt://h:1?pbkeylen=20").contains("16, 24 or 32"));
+        assert!(error("srt://h:1?mode=listener").contains("caller"));
+        assert!(error("srt://h:1?maxbw=5").contains("\"maxbw\""));
     }
 
     #[test]

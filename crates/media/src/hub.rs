@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::flv;
 use crate::message::{MediaKind, MediaMessage};
+use crate::mpegts::TsMuxer;
 use crate::queue::DestinationQueue;
 use crate::standby::{StandbyClip, StandbyPlayer};
 
@@ -70,6 +71,8 @@ struct HubState {
     /// Copied on change (rare), so `publish` can take a snapshot and push
     /// outside the hub lock: pushes may write to sockets.
     subscribers: Arc<Vec<Arc<DestinationQueue>>>,
+    /// The stream muxed to MPEG-TS, while an SRT destination subscribes.
+    ts: Option<TsFeed>,
     /// The standby clip playing now, if it is.
     standby: Option<Standby>,
     /// The publisher's own latest sequence headers and metadata: sent again
@@ -80,6 +83,47 @@ struct HubState {
     /// The last publisher ended its publish itself (it unpublished): the
     /// show is over, so no standby clip; the usual grace applies.
     clean_stop: bool,
+}
+
+/// The stream as MPEG-TS: muxed once, under the hub lock and in delivery
+/// order (the muxer's continuity counters are the stream's), and shared by
+/// every SRT destination. Each TS message is the twin of an FLV message:
+/// same kind, timestamp and flags, its payload the TS packets, so queues
+/// budget and drop it by the same rules.
+#[derive(Default)]
+struct TsFeed {
+    muxer: TsMuxer,
+    subscribers: Arc<Vec<Arc<DestinationQueue>>>,
+    /// The TS twins of `HubState::gop`, for late joiners.
+    gop: Vec<MediaMessage>,
+}
+
+impl TsFeed {
+    /// Muxes `message`; `cached` says whether it went into the GOP cache
+    /// (and `gop_empty` whether that cache is empty now), which the TS GOP
+    /// follows. `None` for messages with no TS form (headers, metadata).
+    fn mux(
+        &mut self,
+        message: &MediaMessage,
+        cached: bool,
+        gop_empty: bool,
+    ) -> Option<MediaMessage> {
+        let payload = self.muxer.mux(message);
+        if gop_empty || (cached && message.keyframe) {
+            self.gop.clear();
+        }
+        if payload.is_empty() {
+            return None;
+        }
+        let twin = MediaMessage {
+            payload,
+            ..message.clone()
+        };
+        if cached {
+            self.gop.push(twin.clone());
+        }
+        Some(twin)
+    }
 }
 
 /// Why the standby clip is playing.
@@ -287,9 +331,8 @@ impl StreamHub {
             // every destination restarts on the new one's first keyframe.
             state.in_grace = false;
             state.rebase_pending = true;
-            state.gop.clear();
-            state.gop_bytes = 0;
-            for queue in state.subscribers.iter() {
+            clear_gop(&mut state);
+            for queue in all_subscribers(&state) {
                 queue.await_keyframe();
             }
         }
@@ -354,9 +397,35 @@ impl StreamHub {
         for message in &state.gop {
             queue.push_replay(message.clone());
         }
-        let subscribers = Arc::make_mut(&mut state.subscribers);
-        subscribers.retain(|q| !Arc::ptr_eq(q, queue));
-        subscribers.push(Arc::clone(queue));
+        add_subscriber(&mut state.subscribers, queue);
+        Some(session)
+    }
+
+    /// As `subscribe`, for a destination that takes the stream as MPEG-TS
+    /// (SRT): the first one starts the stream's muxer, primed with the
+    /// cached headers and GOP; later ones share it. A TS queue is primed
+    /// with the GOP only: the TS carries its tables and parameter sets.
+    pub fn subscribe_ts(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
+        let mut state = self.lock();
+        let session = state.session?;
+        if state.ts.is_none() {
+            let mut feed = TsFeed::default();
+            let headers = [&state.video_header, &state.audio_header];
+            for header in headers.into_iter().flatten() {
+                feed.muxer.mux(header);
+            }
+            for message in &state.gop {
+                feed.mux(message, true, false);
+            }
+            state.ts = Some(feed);
+        }
+        let has_video = state.video_header.is_some();
+        let feed = state.ts.as_mut().expect("created above");
+        queue.reset(has_video, feed.gop.is_empty());
+        for message in &feed.gop {
+            queue.push_replay(message.clone());
+        }
+        add_subscriber(&mut feed.subscribers, queue);
         Some(session)
     }
 
@@ -370,6 +439,13 @@ impl StreamHub {
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
         let mut state = self.lock();
         Arc::make_mut(&mut state.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
+        if let Some(feed) = &mut state.ts {
+            Arc::make_mut(&mut feed.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
+            if feed.subscribers.is_empty() {
+                // No SRT destination left: no muxing, no TS GOP held.
+                state.ts = None;
+            }
+        }
     }
 
     fn publish(self: &Arc<Self>, token: u64, mut message: MediaMessage) {
@@ -419,16 +495,27 @@ impl StreamHub {
     /// Records each message (timeline, caches) and pushes it to every
     /// destination queue, after releasing the lock.
     fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
+        let mut twins = Vec::new();
         for message in messages {
-            record(&mut state, message);
+            let cached = record(&mut state, message);
+            let gop_empty = state.gop.is_empty();
+            if let Some(feed) = &mut state.ts {
+                twins.extend(feed.mux(message, cached, gop_empty));
+            }
         }
         // A destination subscribing from here on was replayed these messages
         // from the caches; one in the snapshot was not.
         let subscribers = Arc::clone(&state.subscribers);
+        let ts_subscribers = state.ts.as_ref().map(|feed| Arc::clone(&feed.subscribers));
         drop(state);
         for message in messages {
             for queue in subscribers.iter() {
                 queue.push(message);
+            }
+        }
+        for queue in ts_subscribers.iter().flat_map(|s| s.iter()) {
+            for twin in &twins {
+                queue.push(twin);
             }
         }
     }
@@ -535,8 +622,7 @@ impl StreamHub {
         let (mut player, mut out) = StandbyPlayer::start(&config.clip, base, now);
         player.due(&config.clip, now, &mut out);
         // Late joiners start on the clip's GOP from here.
-        state.gop.clear();
-        state.gop_bytes = 0;
+        clear_gop(state);
         state.standby = Some(Standby {
             player,
             clip: Arc::clone(&config.clip),
@@ -693,7 +779,7 @@ impl StreamHub {
     fn end_session(&self) {
         let mut state = self.lock();
         let Some(session) = state.session else { return };
-        for queue in std::mem::take(&mut state.subscribers).iter() {
+        for queue in all_subscribers(&state) {
             queue.end();
         }
         *state = HubState {
@@ -745,9 +831,35 @@ fn rebase(state: &mut HubState, message: &mut MediaMessage) {
     message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
 }
 
+fn add_subscriber(
+    subscribers: &mut Arc<Vec<Arc<DestinationQueue>>>,
+    queue: &Arc<DestinationQueue>,
+) {
+    let subscribers = Arc::make_mut(subscribers);
+    subscribers.retain(|q| !Arc::ptr_eq(q, queue));
+    subscribers.push(Arc::clone(queue));
+}
+
+/// Every destination queue of the session, FLV and TS.
+fn all_subscribers(state: &HubState) -> impl Iterator<Item = &Arc<DestinationQueue>> {
+    let ts = state.ts.iter().flat_map(|feed| feed.subscribers.iter());
+    state.subscribers.iter().chain(ts)
+}
+
+/// Empties the GOP cache (and its TS twin): late joiners wait for the
+/// next keyframe.
+fn clear_gop(state: &mut HubState) {
+    state.gop.clear();
+    state.gop_bytes = 0;
+    if let Some(feed) = &mut state.ts {
+        feed.gop.clear();
+    }
+}
+
 /// Follows the timeline and keeps what a late joiner needs: metadata,
-/// sequence headers and the current GOP.
-fn record(state: &mut HubState, message: &MediaMessage) {
+/// sequence headers and the current GOP. True when `message` went into the
+/// GOP cache.
+fn record(state: &mut HubState, message: &MediaMessage) -> bool {
     if message.kind == MediaKind::Video && !message.sequence_header {
         if let Some(previous) = state.last_video_timestamp {
             let interval = message.timestamp.saturating_sub(previous);
@@ -766,12 +878,15 @@ fn record(state: &mut HubState, message: &MediaMessage) {
     match message.kind {
         MediaKind::Data if flv::is_metadata(&message.payload) => {
             state.metadata = Some(message.clone());
+            false
         }
         MediaKind::Video if message.sequence_header => {
             state.video_header = Some(message.clone());
+            false
         }
         MediaKind::Audio if message.sequence_header => {
             state.audio_header = Some(message.clone());
+            false
         }
         MediaKind::Video | MediaKind::Audio => {
             if message.keyframe {
@@ -785,13 +900,15 @@ fn record(state: &mut HubState, message: &MediaMessage) {
                 {
                     state.gop.clear();
                     state.gop_bytes = 0;
-                } else {
-                    state.gop_bytes += message.cost();
-                    state.gop.push(message.clone());
+                    return false;
                 }
+                state.gop_bytes += message.cost();
+                state.gop.push(message.clone());
+                return true;
             }
+            false
         }
-        MediaKind::Data => {}
+        MediaKind::Data => false,
     }
 }
 
@@ -1044,6 +1161,66 @@ mod tests {
             .expect("the encoder's header again");
         assert!(out[takeover + 1].keyframe);
         assert_eq!(out[takeover].timestamp, out[takeover + 1].timestamp);
+    }
+
+    /// An H.264 frame with a real length-prefixed NAL unit, so it muxes.
+    fn avc(ts: u64, key: bool) -> MediaMessage {
+        let nal: &[u8] = if key { &[0x65, 0x88] } else { &[0x41, 0x9a] };
+        let mut tag = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2];
+        tag.extend_from_slice(nal);
+        MediaMessage::new(MediaKind::Video, ts, Bytes::from(tag))
+    }
+
+    #[tokio::test]
+    async fn srt_destinations_share_one_ts_mux_and_late_joiners_start_on_its_gop() {
+        let hub = StreamHub::new("main");
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let record = flv::avc_decoder_configuration_record(&[0x67, 0x42, 0, 0x1e], &[0x68, 0xce]);
+        let mut header = vec![0x17, 0, 0, 0, 0];
+        header.extend(record.unwrap());
+        publish.push(MediaMessage::new(MediaKind::Video, 0, Bytes::from(header)));
+        publish.push(avc(0, true));
+        publish.push(avc(33, false));
+
+        let first = Arc::new(DestinationQueue::new(1 << 20));
+        let second = Arc::new(DestinationQueue::new(1 << 20));
+        assert!(hub.subscribe_ts(&first).is_some());
+        publish.push(avc(66, false));
+        assert!(hub.subscribe_ts(&second).is_some());
+        publish.push(avc(99, false));
+
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        first.next_batch(&mut a, 64).await;
+        second.next_batch(&mut b, 64).await;
+        let stamps = |out: &[MediaMessage]| out.iter().map(|m| m.timestamp).collect::<Vec<_>>();
+        // The cached GOP (its TS form), then live; no header messages.
+        assert_eq!(stamps(&a), [0, 33, 66, 99]);
+        assert_eq!(stamps(&b), [0, 33, 66, 99]);
+        assert!(a[0].keyframe && a[0].payload[0] == 0x47);
+        // Muxed once: both queues hold the same TS bytes.
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.payload.as_ptr(), y.payload.as_ptr());
+        }
+        // The stream's continuity counters run on across what both got.
+        let video_counters: Vec<u8> = a
+            .iter()
+            .flat_map(|m| {
+                m.payload
+                    .chunks(188)
+                    .map(|p| p.to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|p| p[1] & 0x1f == 0x01 && p[2] == 0x00)
+            .map(|p| p[3] & 0x0f)
+            .collect();
+        assert_eq!(video_counters, [0, 1, 2, 3]);
+
+        hub.unsubscribe(&first);
+        hub.unsubscribe(&second);
+        assert!(
+            hub.lock().ts.is_none(),
+            "no muxing without an SRT destination"
+        );
     }
 
     #[test]
