@@ -9,8 +9,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +19,6 @@ use support::*;
 
 const KEY: &str = "live_acks_show_31";
 const TOKEN: &str = "acks-admin-token-0123456789";
-const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 /// Accepts the publish and acknowledges (through Prism's own server
 /// session, which acknowledges each window the publisher asked for) for
@@ -60,52 +57,6 @@ fn ack_then_stop(mut socket: &TcpStream, ack_for: Duration, publishes: &AtomicUs
             Ok(n) if n > 0 => input = buf[..n].to_vec(),
             _ => return true,
         }
-    }
-}
-
-/// nginx with nginx-rtmp-module, recording what it receives.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(scratch: &Scratch) -> Self {
-        assert!(
-            Path::new(NGINX_RTMP_MODULE).exists(),
-            "nginx-rtmp is missing: apt-get install -y nginx libnginx-mod-rtmp"
-        );
-        let port = free_port();
-        let dir = scratch.file("nginx");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
-             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    application live {{\n      live on;\n      \
-             record all;\n      record_path {dir};\n    }}\n  }}\n}}\n",
-            dir = dir.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port, Duration::from_secs(5));
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

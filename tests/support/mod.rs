@@ -1043,3 +1043,52 @@ pub async fn publish_paced(url: &str, messages: &[prism_media::MediaMessage], cl
         out.write_to(&mut stream, None).await.unwrap();
     }
 }
+
+const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// nginx with nginx-rtmp-module (application `live`), recording what it
+/// receives; also an origin that players pull from.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    pub fn start(scratch: &Scratch) -> Self {
+        assert!(
+            Path::new(NGINX_RTMP_MODULE).exists(),
+            "nginx-rtmp is missing: apt-get install -y nginx libnginx-mod-rtmp"
+        );
+        let port = free_port();
+        let dir = scratch.file("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
+             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    application live {{\n      live on;\n      \
+             record all;\n      record_path {dir};\n    }}\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_for_port(port, Duration::from_secs(5));
+        Self { child, port, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -83,7 +83,10 @@ pub fn router(
         .route("/v1/events", get(events))
         .route("/v1/reload", post(reload))
         .route("/v1/streams", get(list_streams).post(add_stream))
-        .route("/v1/streams/{id}", get(get_stream).delete(remove_stream))
+        .route(
+            "/v1/streams/{id}",
+            get(get_stream).patch(patch_stream).delete(remove_stream),
+        )
         .route(
             "/v1/streams/{id}/destinations",
             get(list_destinations).post(add_destination),
@@ -164,6 +167,8 @@ struct StreamView {
     /// What an operator should know, e.g. that the standby clip's codec
     /// parameters differ from the encoder's.
     warnings: Vec<String>,
+    /// The source the stream is pulled from (its key hidden), if it is.
+    pull: Option<String>,
     ingest: Option<IngestView>,
     destinations: Vec<DestinationView>,
 }
@@ -248,6 +253,7 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
             .and_then(|e| e.hub.standby())
             .map(|r| r.as_str()),
         warnings: entry.as_ref().map(|e| e.hub.warnings()).unwrap_or_default(),
+        pull: stream.pull.as_ref().map(|url| url.to_string()),
         ingest,
         destinations: stream
             .destinations
@@ -362,6 +368,7 @@ async fn get_stream(
 struct NewStream {
     id: Option<String>,
     key: Option<String>,
+    pull: Option<String>,
 }
 
 async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
@@ -397,11 +404,16 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
                     }
                     key
                 }
+                // A pulled stream takes no publisher: no key unless asked.
+                None if request.pull.is_some() => String::new(),
                 None => generate_key(),
             };
             let mut table = Table::new();
             table["id"] = value(id.as_str());
-            table["key"] = value(key.as_str());
+            if !key.is_empty() {
+                table["key"] = value(key.as_str());
+            }
+            persist::set_string(&mut table, "pull", request.pull.as_deref());
             persist::streams(document)
                 .map_err(ApiError::invalid)?
                 .push(table);
@@ -411,7 +423,9 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
         .map_err(strip_config_path)?;
     let mut view = serde_json::to_value(view_of_stream(&app, &id).await?).unwrap_or_default();
     // The only time the key is ever returned: the caller must keep it.
-    view["key"] = json!(key);
+    if !key.is_empty() {
+        view["key"] = json!(key);
+    }
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -534,6 +548,52 @@ async fn patch_destination(
     })
     .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamPatch {
+    /// A source URL, or `null` to take publishers again.
+    #[serde(default, deserialize_with = "present")]
+    pull: Option<Option<String>>,
+    reconnect_grace_s: Option<u64>,
+}
+
+/// A field that is present, `null` included (`Some(None)`), as opposed to
+/// absent (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+async fn patch_stream(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let patch: StreamPatch = parse_body(&body)?;
+    app.controller
+        .change(&id, |document, _| {
+            let streams = persist::streams(document).map_err(ApiError::invalid)?;
+            let index = persist::position(streams, &id)
+                .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+            let table = streams
+                .get_mut(index)
+                .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+            if let Some(pull) = &patch.pull {
+                persist::set_string(table, "pull", pull.as_deref());
+            }
+            if let Some(grace) = patch.reconnect_grace_s {
+                table["reconnect_grace_s"] = value(grace as i64);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(strip_config_path)?;
+    Ok(Json(view_of_stream(&app, &id).await?))
 }
 
 #[derive(Deserialize)]

@@ -246,7 +246,11 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 struct RawStream {
     id: Spanned<String>,
-    key: Spanned<String>,
+    /// Required unless the stream has a `pull` source.
+    key: Option<Spanned<String>>,
+    /// `rtmp://HOST/APP/NAME` or `srt://HOST:PORT?streamid=…`: Prism plays
+    /// the stream from there instead of waiting for a publisher.
+    pull: Option<Spanned<String>>,
     srt_passphrase: Option<Spanned<String>>,
     #[serde(default = "default_reconnect_grace")]
     reconnect_grace_s: u64,
@@ -449,6 +453,8 @@ pub struct FanoutConfig {
 pub struct StreamConfig {
     pub id: String,
     pub key: prism_media::StreamKey,
+    /// Where the stream is pulled from, instead of taking publishers.
+    pub pull: Option<DestinationUrl>,
     /// Overrides `[srt] passphrase` for this stream.
     pub srt_passphrase: Option<String>,
     /// How long destinations stay connected after the publisher drops.
@@ -638,29 +644,29 @@ impl Config {
                     format!("streams[{index}].id: duplicate stream id {id:?}"),
                 ));
             }
-            let key = stream.key.get_ref();
-            if key.trim().is_empty() {
-                return Err(error(
-                    stream.key.span(),
-                    format!("streams[{index}].key: must not be empty"),
-                ));
-            }
-            if key
-                .chars()
-                .any(|c| c.is_whitespace() || c == '/' || c == '?')
-            {
-                return Err(error(
-                    stream.key.span(),
-                    format!("streams[{index}].key: must not contain whitespace, '/' or '?'"),
-                ));
-            }
-            // Never echo the key itself: name the stream that already has it.
-            if let Some(other) = keys.insert(key.clone(), id.clone()) {
-                return Err(error(
-                    stream.key.span(),
-                    format!("streams[{index}].key: duplicate stream key (stream {other:?} uses the same key)"),
-                ));
-            }
+            let pull = match &stream.pull {
+                None => None,
+                Some(url) => Some(
+                    parse_pull(url.get_ref())
+                        .map_err(|m| error(url.span(), format!("streams[{index}].pull: {m}")))?,
+                ),
+            };
+            let key = match &stream.key {
+                Some(key) => {
+                    check_stream_key(key.get_ref(), &id, &mut keys)
+                        .map_err(|m| error(key.span(), format!("streams[{index}].key: {m}")))?;
+                    key.get_ref().clone()
+                }
+                // A pulled stream takes no publisher: its key is never
+                // used, so an unguessable one stands in.
+                None if pull.is_some() => unguessable_key(&id),
+                None => {
+                    return Err(error(
+                        stream.id.span(),
+                        format!("streams[{index}]: missing field `key` (or a `pull` source)"),
+                    ))
+                }
+            };
 
             let mut destinations = Vec::with_capacity(stream.destinations.len());
             let mut destination_ids = HashMap::new();
@@ -772,7 +778,8 @@ impl Config {
                 standby,
                 srt_passphrase,
                 reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
-                key: prism_media::StreamKey::new(stream.key.into_inner()),
+                key: prism_media::StreamKey::new(key),
+                pull,
                 destinations,
             });
         }
@@ -873,6 +880,58 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
     (line, column)
+}
+
+/// Checks a publisher's stream key and that no other stream uses it. Never
+/// echoes the key: a duplicate names the stream that already has it.
+fn check_stream_key(key: &str, id: &str, keys: &mut HashMap<String, String>) -> Result<(), String> {
+    if key.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c == '?')
+    {
+        return Err("must not contain whitespace, '/' or '?'".into());
+    }
+    if let Some(other) = keys.insert(key.to_string(), id.to_string()) {
+        return Err(format!(
+            "duplicate stream key (stream {other:?} uses the same key)"
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a `pull` source: `rtmp://HOST[:PORT]/APP/NAME` (played) or
+/// `srt://HOST:PORT?streamid=…` (called, in request mode).
+pub fn parse_pull(url: &str) -> Result<DestinationUrl, String> {
+    let parsed = DestinationUrl::parse(url, None).map_err(|e| {
+        e.to_string().replace(
+            "no stream key: set `key`, or end the url with /STREAM_KEY",
+            "no stream name: end the url with /STREAM_NAME",
+        )
+    })?;
+    if parsed.scheme == prism_fanout::url::Scheme::Rtmps {
+        return Err("rtmps:// sources are not supported: pull from rtmp:// or srt://".into());
+    }
+    Ok(parsed)
+}
+
+/// A stand-in key for a pulled stream (which refuses every publisher
+/// anyway), the same for a stream id across reloads so that a reload sees
+/// no key change: the id hashed with a secret drawn once per process.
+fn unguessable_key(id: &str) -> String {
+    use rand::Rng;
+    use std::hash::Hasher;
+    static SECRET: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    let (a, b) = *SECRET.get_or_init(|| (rand::thread_rng().gen(), rand::thread_rng().gen()));
+    let half = |seed: u64| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        hasher.write_u64(seed);
+        hasher.write(id.as_bytes());
+        hasher.finish()
+    };
+    format!("pull-only-{:016x}{:016x}", half(a), half(b))
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@ use toml_edit::DocumentMut;
 use tracing::{info, warn};
 
 use prism_fanout::destination::DestinationState;
+use prism_fanout::DestinationUrl;
 use prism_fanout::{
     spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
 };
+use prism_ingest::pull::{spawn_pull, Pull, PullSource};
 use prism_media::{HubDirectory, StreamHub};
 
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
@@ -98,6 +100,8 @@ pub struct Controller {
     registry: Arc<Registry>,
     directory: Arc<HubDirectory>,
     events: broadcast::Sender<Event>,
+    /// The running pull of each stream that has a `pull` source.
+    pulls: std::sync::Mutex<std::collections::HashMap<String, Pull>>,
 }
 
 impl Controller {
@@ -119,6 +123,7 @@ impl Controller {
             registry,
             directory,
             events: broadcast::channel(1024).0,
+            pulls: Default::default(),
         });
         {
             let state = controller
@@ -269,6 +274,7 @@ impl Controller {
         for stream in &old.streams {
             if !new.streams.iter().any(|s| s.id == stream.id) {
                 if let Some(entry) = self.registry.take_stream(&stream.id) {
+                    self.stop_pull(&stream.id).await;
                     self.directory.remove(&stream.key);
                     entry.hub.end_current_publish();
                     stopping.extend(entry.destinations());
@@ -287,6 +293,11 @@ impl Controller {
             };
             entry.hub.set_reconnect_grace(stream.reconnect_grace);
             entry.hub.set_standby(stream.standby.clone());
+            if before.pull != stream.pull {
+                self.stop_pull(&stream.id).await;
+                self.start_pull(stream, &entry.hub);
+                info!(stream = %stream.id, pull = ?stream.pull.as_ref().map(|u| u.to_string()), "pull source changed");
+            }
             if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
                 self.directory.remove(&before.key);
                 self.directory.insert(
@@ -351,8 +362,35 @@ impl Controller {
             self.add_destination(&entry, destination, fanout);
         }
         self.watch_publishes(&hub);
+        self.start_pull(stream, &hub);
         self.directory
             .insert(&stream.key, hub, stream.srt_passphrase.clone());
+    }
+
+    /// Starts pulling the stream from its `pull` source, if it has one; a
+    /// stream without one takes publishers again.
+    fn start_pull(&self, stream: &StreamConfig, hub: &Arc<StreamHub>) {
+        hub.set_pull_only(stream.pull.is_some());
+        let Some(url) = &stream.pull else {
+            return;
+        };
+        let pull = spawn_pull(Arc::clone(hub), pull_source(url), url.to_string());
+        info!(stream = %stream.id, source = %url, "pulling the stream from its source");
+        self.pulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.id.clone(), pull);
+    }
+
+    async fn stop_pull(&self, stream: &str) {
+        let pull = self
+            .pulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stream);
+        if let Some(pull) = pull {
+            pull.stop().await;
+        }
     }
 
     fn add_destination(
@@ -461,5 +499,23 @@ fn destination_event(
         error: status.last_error(),
         verified: status.verified(),
         timestamp: now(),
+    }
+}
+
+/// What the pull task needs of a `pull` URL.
+fn pull_source(url: &DestinationUrl) -> PullSource {
+    match &url.srt {
+        Some(options) => PullSource::Srt {
+            address: url.host_port(),
+            stream_id: options.stream_id.as_ref().map(|id| id.expose().to_string()),
+            passphrase: options.passphrase.as_ref().map(|p| p.expose().to_string()),
+            latency: options.latency,
+            key_length: options.key_length,
+        },
+        None => PullSource::Rtmp {
+            host: url.host.clone(),
+            port: url.port,
+            target: url.publish_target(),
+        },
     }
 }

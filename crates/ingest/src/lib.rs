@@ -5,6 +5,7 @@ pub mod admission;
 mod announce;
 pub mod h264;
 pub mod hevc;
+pub mod pull;
 pub mod remux;
 pub mod rtmp;
 pub mod srt;

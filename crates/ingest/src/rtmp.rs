@@ -18,7 +18,9 @@ use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
-use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
+use prism_media::{
+    HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishError, PublishGuard,
+};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
@@ -384,14 +386,8 @@ impl Connection<'_> {
                     let Some(publish) = &mut self.publish else {
                         continue;
                     };
-                    let raw = message.timestamp;
-                    let Some(mut message) = media_message(message, 0) else {
+                    let Some(message) = relayed_message(message, &mut self.timeline) else {
                         continue;
-                    };
-                    message.timestamp = if message.droppable() {
-                        self.timeline.unwrap(raw)
-                    } else {
-                        self.timeline.unwrap_config(raw)
                     };
                     self.announcer.observe(&message, publish.hub(), remote);
                     publish.push(message);
@@ -422,7 +418,10 @@ impl Connection<'_> {
                         }
                         Err(e) => {
                             warn!(stream = %hub.id(), %remote, "publish refused: {e}");
-                            self.stats.count_rejection(RejectReason::AlreadyLive);
+                            self.stats.count_rejection(match e {
+                                PublishError::AlreadyLive => RejectReason::AlreadyLive,
+                                PublishError::PullOnly => RejectReason::PullOnly,
+                            });
                             refused = Some(e.to_string());
                             break;
                         }
@@ -453,6 +452,22 @@ async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), Stri
     out.write_to(socket, Some(WRITE_STALL_TIMEOUT))
         .await
         .map_err(|e| e.to_string())
+}
+
+/// An RTMP media message on the publish's 64-bit timeline (see
+/// `media_message`); configuration messages do not move the timeline.
+pub(crate) fn relayed_message(
+    message: prism_rtmp::Message,
+    timeline: &mut Unwrapper,
+) -> Option<MediaMessage> {
+    let raw = message.timestamp;
+    let mut message = media_message(message, 0)?;
+    message.timestamp = if message.droppable() {
+        timeline.unwrap(raw)
+    } else {
+        timeline.unwrap_config(raw)
+    };
+    Some(message)
 }
 
 /// The pipeline's message for an RTMP media message, `None` for one that is

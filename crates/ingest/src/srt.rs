@@ -195,6 +195,16 @@ async fn admit(
             .await;
         return None;
     };
+    if hub.is_pull_only() {
+        refuse(
+            Rejection::PullOnly,
+            "the stream pulls from its source and takes no publisher",
+        );
+        let _ = request
+            .reject(RejectReason::Server(ServerRejectReason::Forbidden))
+            .await;
+        return None;
+    }
     // A stream in its reconnect grace period is live with no publisher, and
     // a silent publisher gives way: the returning encoder resumes the
     // session, as over RTMP.
@@ -281,10 +291,8 @@ async fn run_publish(
     };
     debug!(stream = %hub.id(), %remote, protocol = "srt", "publish accepted");
     let mut live = hub.watch_live();
-    let mut demuxer = TsDemuxer::new();
-    let mut remuxer = Remuxer::new();
+    let mut ts = TsToFlv::new();
     let mut announcer = PublishAnnouncer::new(IngestProtocol::Srt);
-    let mut frames: Vec<EsFrame> = Vec::new();
     let mut messages: Vec<MediaMessage> = Vec::new();
     let reason = loop {
         let next = tokio::select! {
@@ -303,32 +311,66 @@ async fn run_publish(
             Ok(Some(Err(_))) => break "the connection failed",
             Ok(Some(Ok((_, data)))) => data,
         };
-        demuxer.push(&data, &mut frames);
-        let oversize_before = remuxer.stats.oversize_frames;
-        for frame in frames.drain(..) {
-            remuxer.push(frame, &mut messages);
-        }
-        for _ in oversize_before..remuxer.stats.oversize_frames {
+        for _ in 0..ts.push(&data, &mut messages) {
             stats.count_limit(Limit::MessageBounds);
-            warn!(stream = %hub.id(), %remote, "srt publish sent a video frame larger than an RTMP message can carry (16 MiB); dropped until the next keyframe");
         }
         for message in messages.drain(..) {
             announcer.observe(&message, &hub, remote);
             publish.push(message);
         }
     };
-    let losses = remuxer.stats;
-    if losses.video_frames_dropped + losses.audio_frames_dropped > 0 || demuxer.skipped_bytes > 0 {
-        info!(
-            stream = %hub.id(),
-            %remote,
-            video_frames_dropped = losses.video_frames_dropped,
-            audio_frames_dropped = losses.audio_frames_dropped,
-            skipped_bytes = demuxer.skipped_bytes,
-            "srt publish had losses (video waited for a keyframe after them)"
-        );
-    }
+    ts.log_losses(&hub, remote);
     log_publish_stopped(&publish, remote, reason);
     drop(publish);
     let _ = socket.close_and_finish().await;
+}
+
+/// MPEG-TS in, FLV messages out: what an SRT publish or a pulled SRT source
+/// feeds the hub.
+pub(crate) struct TsToFlv {
+    demuxer: TsDemuxer,
+    remuxer: Remuxer,
+    frames: Vec<EsFrame>,
+}
+
+impl TsToFlv {
+    pub(crate) fn new() -> Self {
+        Self {
+            demuxer: TsDemuxer::new(),
+            remuxer: Remuxer::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Remuxes one datagram's TS into `out`; returns how many video frames
+    /// were too large for an RTMP message (dropped, and logged here).
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<MediaMessage>) -> u64 {
+        self.demuxer.push(data, &mut self.frames);
+        let oversize_before = self.remuxer.stats.oversize_frames;
+        for frame in self.frames.drain(..) {
+            self.remuxer.push(frame, out);
+        }
+        let oversize = self.remuxer.stats.oversize_frames - oversize_before;
+        if oversize > 0 {
+            warn!("the SRT source sent a video frame larger than an RTMP message can carry (16 MiB); dropped until the next keyframe");
+        }
+        oversize
+    }
+
+    /// Logs what the source lost, if it lost anything.
+    pub(crate) fn log_losses(&self, hub: &StreamHub, remote: SocketAddr) {
+        let losses = self.remuxer.stats;
+        if losses.video_frames_dropped + losses.audio_frames_dropped > 0
+            || self.demuxer.skipped_bytes > 0
+        {
+            info!(
+                stream = %hub.id(),
+                %remote,
+                video_frames_dropped = losses.video_frames_dropped,
+                audio_frames_dropped = losses.audio_frames_dropped,
+                skipped_bytes = self.demuxer.skipped_bytes,
+                "srt input had losses (video waited for a keyframe after them)"
+            );
+        }
+    }
 }

@@ -17,15 +17,18 @@ pub enum RejectReason {
     ProtocolError,
     /// SRT: wrong passphrase, or encryption on one side only.
     Unauthorized,
+    /// The stream pulls from its source and takes no publisher.
+    PullOnly,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::UnknownKey,
         RejectReason::AlreadyLive,
         RejectReason::Timeout,
         RejectReason::ProtocolError,
         RejectReason::Unauthorized,
+        RejectReason::PullOnly,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +38,7 @@ impl RejectReason {
             RejectReason::Timeout => "timeout",
             RejectReason::ProtocolError => "protocol_error",
             RejectReason::Unauthorized => "unauthorized",
+            RejectReason::PullOnly => "pull_only",
         }
     }
 }
@@ -86,8 +90,8 @@ impl Limit {
 #[derive(Debug, Default)]
 pub struct IngestStats {
     /// Encoder connections open now, by `IngestProtocol`.
-    open_sessions: [AtomicU64; 2],
-    rejected: [AtomicU64; 5],
+    open_sessions: [AtomicU64; IngestProtocol::ALL.len()],
+    rejected: [AtomicU64; RejectReason::ALL.len()],
     limit_hits: [AtomicU64; 7],
 }
 

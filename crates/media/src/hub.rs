@@ -36,6 +36,8 @@ pub struct LiveState {
 pub enum PublishError {
     #[error("a publisher is already live on this stream")]
     AlreadyLive,
+    #[error("this stream pulls from its source (`pull`) and takes no publisher")]
+    PullOnly,
 }
 
 #[derive(Default)]
@@ -193,6 +195,8 @@ pub struct StreamHub {
     warnings: Mutex<Vec<String>>,
     /// Follows standby starts and stops (for events and logs).
     standby_watch: watch::Sender<Option<StandbyReason>>,
+    /// The stream has a `pull` source: publishers are refused.
+    pull_only: std::sync::atomic::AtomicBool,
 }
 
 /// How a publisher reached Prism.
@@ -200,16 +204,32 @@ pub struct StreamHub {
 pub enum IngestProtocol {
     Rtmp = 0,
     Srt = 1,
+    /// Prism plays the stream from an RTMP server (`pull = "rtmp://…"`).
+    RtmpPull = 2,
+    /// Prism calls an SRT listener for the stream (`pull = "srt://…"`).
+    SrtPull = 3,
 }
 
 impl IngestProtocol {
-    pub const ALL: [IngestProtocol; 2] = [IngestProtocol::Rtmp, IngestProtocol::Srt];
+    pub const ALL: [IngestProtocol; 4] = [
+        IngestProtocol::Rtmp,
+        IngestProtocol::Srt,
+        IngestProtocol::RtmpPull,
+        IngestProtocol::SrtPull,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             IngestProtocol::Rtmp => "rtmp",
             IngestProtocol::Srt => "srt",
+            IngestProtocol::RtmpPull => "rtmp-pull",
+            IngestProtocol::SrtPull => "srt-pull",
         }
+    }
+
+    /// Whether Prism fetched the stream rather than an encoder pushing it.
+    pub fn is_pull(self) -> bool {
+        matches!(self, IngestProtocol::RtmpPull | IngestProtocol::SrtPull)
     }
 }
 
@@ -226,7 +246,7 @@ pub struct PublisherInfo {
 #[derive(Debug, Default)]
 pub struct HubStats {
     /// Payload bytes received, by `IngestProtocol`.
-    bytes: [AtomicU64; 2],
+    bytes: [AtomicU64; 4],
     pub video_frames: AtomicU64,
     pub audio_frames: AtomicU64,
     pub data_messages: AtomicU64,
@@ -252,6 +272,7 @@ impl StreamHub {
             warnings: Mutex::new(Vec::new()),
             standby_watch: watch::Sender::new(None),
             publisher: Mutex::new(None),
+            pull_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -264,6 +285,15 @@ impl StreamHub {
 
     fn reconnect_grace(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.reconnect_grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the stream takes its media from a `pull` source only.
+    pub fn set_pull_only(&self, pull_only: bool) {
+        self.pull_only.store(pull_only, Ordering::Relaxed);
+    }
+
+    pub fn is_pull_only(&self) -> bool {
+        self.pull_only.load(Ordering::Relaxed)
     }
 
     /// The stream's public id (never its key).
@@ -298,6 +328,9 @@ impl StreamHub {
         protocol: IngestProtocol,
         remote: SocketAddr,
     ) -> Result<PublishGuard, PublishError> {
+        if self.pull_only.load(Ordering::Relaxed) && !protocol.is_pull() {
+            return Err(PublishError::PullOnly);
+        }
         let mut state = self.lock();
         if let Some(current) = state.publisher {
             if !publisher_silent(&state, SILENT_PUBLISHER, Instant::now()) {

@@ -19,6 +19,8 @@ pub struct Inbound {
     /// The latest sequence number the peer acknowledged (bytes it received
     /// from us, mod 2^32).
     peer_acknowledged: Option<u32>,
+    /// The peer sent User Control StreamEOF (a server whose publisher left).
+    stream_eof: bool,
 }
 
 impl Inbound {
@@ -28,6 +30,7 @@ impl Inbound {
             ack_window: None,
             bytes_acked: 0,
             peer_acknowledged: None,
+            stream_eof: false,
         }
     }
 
@@ -42,6 +45,11 @@ impl Inbound {
     /// The latest byte count the peer acknowledged, mod 2^32.
     pub fn peer_acknowledged(&self) -> Option<u32> {
         self.peer_acknowledged
+    }
+
+    /// Whether a StreamEOF arrived since the last call.
+    pub fn take_stream_eof(&mut self) -> bool {
+        std::mem::take(&mut self.stream_eof)
     }
 
     /// Takes bytes read from the peer; then call `next` until it is `None`.
@@ -72,6 +80,7 @@ impl Inbound {
                         .payload
                         .get(..2)
                         .map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    self.stream_eof |= event == Some(user_control::STREAM_EOF);
                     if event == Some(user_control::PING_REQUEST) {
                         if let Some(ts) = control_u32(message.payload.get(2..).unwrap_or_default())
                         {

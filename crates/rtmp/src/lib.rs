@@ -17,6 +17,7 @@ pub mod connection;
 pub mod handmade;
 pub mod handshake;
 pub mod message;
+pub mod play;
 pub mod server;
 
 pub use amf0::Value;
@@ -28,6 +29,7 @@ pub use connection::{
 };
 pub use handshake::{handshake, HandshakeError, Role};
 pub use message::{Command, CommandError, Control, Message};
+pub use play::{PlayClient, PlayEvent};
 pub use server::{ServerError, ServerEvent, ServerLimits, ServerSession};
 
 /// RTMP limits a message length to 24 bits.

@@ -49,6 +49,8 @@ pub mod csid {
 /// User control event types Prism reads or writes.
 pub mod user_control {
     pub const STREAM_BEGIN: u16 = 0;
+    pub const STREAM_EOF: u16 = 1;
+    pub const SET_BUFFER_LENGTH: u16 = 3;
     pub const PING_REQUEST: u16 = 6;
     pub const PING_RESPONSE: u16 = 7;
 }
@@ -63,6 +65,8 @@ pub enum Control {
     SetPeerBandwidth(u32, u8),
     StreamBegin(u32),
     PingResponse(u32),
+    /// A player's buffer: message stream id and milliseconds.
+    SetBufferLength(u32, u32),
 }
 
 impl Control {
@@ -90,6 +94,11 @@ impl Control {
                 type_id::USER_CONTROL,
                 event(user_control::PING_RESPONSE, ts),
             ),
+            Control::SetBufferLength(stream_id, ms) => {
+                let mut body = event(user_control::SET_BUFFER_LENGTH, stream_id).to_vec();
+                body.extend_from_slice(&ms.to_be_bytes());
+                (type_id::USER_CONTROL, Bytes::from(body))
+            }
         }
     }
 }

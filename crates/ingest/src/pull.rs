@@ -1,0 +1,397 @@
+//! Pulled sources: a stream with `pull = "rtmp://…"` or `pull = "srt://…"`
+//! gets its media from that server instead of waiting for an encoder.
+//! Prism plays the stream (an RTMP play client; an SRT caller in request
+//! mode) and relays it as if it had been published: the hub sees a
+//! publisher of protocol `rtmp-pull` or `srt-pull` while media flows, and
+//! none while the source is gone, so grace and standby apply as usual.
+//!
+//! One supervised task per pulled stream: it reconnects with a short
+//! jittered backoff (0.5 s doubling to 2 s) while the source is away, so a
+//! source that comes back is relayed again within seconds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::Rng;
+use srt_tokio::SrtSocket;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use prism_media::supervise::catch_panic;
+use prism_media::timeline::Unwrapper;
+use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
+use prism_rtmp::{ChunkWriter, PlayClient, PlayEvent, PublishTarget, Role};
+
+use crate::announce::{log_publish_stopped, PublishAnnouncer};
+use crate::rtmp::relayed_message;
+use crate::srt::TsToFlv;
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A connection that relayed this long starts the backoff over.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A live source that sends nothing for this long is gone: its publish ends
+/// (grace and standby take over) and Prism reconnects.
+const SOURCE_SILENT: Duration = Duration::from_secs(3);
+/// An RTMP server with no publisher for the stream keeps the play session
+/// open and silent (nginx-rtmp pings every minute); past this, reconnect.
+const SERVER_IDLE: Duration = Duration::from_secs(180);
+/// The largest media message a source may send (RTMP's own limit).
+const MAX_MESSAGE: usize = prism_rtmp::MAX_MESSAGE_LEN;
+
+/// Where a pulled stream comes from.
+#[derive(Clone)]
+pub enum PullSource {
+    Rtmp {
+        host: String,
+        port: u16,
+        target: PublishTarget,
+    },
+    Srt {
+        /// `HOST:PORT`.
+        address: String,
+        stream_id: Option<String>,
+        passphrase: Option<String>,
+        latency: Option<Duration>,
+        key_length: u16,
+    },
+}
+
+impl PullSource {
+    pub fn protocol(&self) -> IngestProtocol {
+        match self {
+            PullSource::Rtmp { .. } => IngestProtocol::RtmpPull,
+            PullSource::Srt { .. } => IngestProtocol::SrtPull,
+        }
+    }
+}
+
+/// A running pull; stopping it (or dropping it) ends the pulled publish.
+pub struct Pull {
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Pull {
+    /// Ends the pull and waits for its task.
+    pub async fn stop(mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Pull {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Starts pulling `source` into `hub`. `shown` names the source in logs
+/// (the URL without its key).
+pub fn spawn_pull(hub: Arc<StreamHub>, source: PullSource, shown: String) -> Pull {
+    let (shutdown, stop) = watch::channel(false);
+    let task = tokio::spawn(run(hub, source, shown, stop));
+    Pull {
+        shutdown,
+        task: Some(task),
+    }
+}
+
+async fn run(
+    hub: Arc<StreamHub>,
+    source: PullSource,
+    shown: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut failures = 0u64;
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let started = Instant::now();
+        let mut publish: Option<PublishGuard> = None;
+        let attempt = catch_panic("pull", session(&hub, &source, &mut publish));
+        let end = tokio::select! {
+            end = attempt => end,
+            _ = stop.changed() => return,
+        };
+        let was_live = publish.is_some();
+        if let Some(guard) = publish.take() {
+            let remote = guard_remote(&hub);
+            log_publish_stopped(&guard, remote, "the pulled source went away");
+        }
+        let reason = match end {
+            Ok(reason) => reason,
+            Err(panic) => {
+                error!(stream = %hub.id(), source = %shown, %panic, "pull task panicked; reconnecting");
+                format!("internal error (task panicked): {panic}")
+            }
+        };
+        if started.elapsed() >= BACKOFF_RESET_AFTER || was_live {
+            backoff = BACKOFF_START;
+            failures = 0;
+        }
+        failures += 1;
+        // The first failure of a run says why; then one line a minute.
+        if failures == 1 || failures.is_multiple_of(30) {
+            warn!(stream = %hub.id(), source = %shown, error = %reason, attempts = failures, "pulled source unavailable; retrying");
+        }
+        let delay = backoff.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn guard_remote(hub: &StreamHub) -> SocketAddr {
+    hub.publisher()
+        .map(|p| p.remote)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// One connection to the source; returns why it ended. `publish` holds the
+/// stream while media flows.
+async fn session(
+    hub: &Arc<StreamHub>,
+    source: &PullSource,
+    publish: &mut Option<PublishGuard>,
+) -> String {
+    let result = match source {
+        PullSource::Rtmp { host, port, target } => {
+            rtmp_session(hub, host, *port, target, publish).await
+        }
+        PullSource::Srt { .. } => srt_session(hub, source, publish).await,
+    };
+    match result {
+        Ok(()) => "the source ended the session".into(),
+        Err(reason) => reason,
+    }
+}
+
+/// Feeds media to the hub. The stream is taken at the first audio or video
+/// frame, not before: a server with no publisher may still send the last
+/// one's headers, and that is no show. Headers and metadata wait for it.
+struct Relay<'a> {
+    hub: &'a Arc<StreamHub>,
+    protocol: IngestProtocol,
+    remote: SocketAddr,
+    announcer: PublishAnnouncer,
+    /// The newest header of each kind that came before the first frame.
+    waiting_headers: Vec<MediaMessage>,
+}
+
+impl<'a> Relay<'a> {
+    fn new(hub: &'a Arc<StreamHub>, protocol: IngestProtocol, remote: SocketAddr) -> Self {
+        Self {
+            hub,
+            protocol,
+            remote,
+            announcer: PublishAnnouncer::new(protocol),
+            waiting_headers: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        publish: &mut Option<PublishGuard>,
+        message: MediaMessage,
+    ) -> Result<(), String> {
+        if publish.is_none() {
+            if !message.droppable() {
+                self.waiting_headers.retain(|h| {
+                    h.kind != message.kind || h.sequence_header != message.sequence_header
+                });
+                self.waiting_headers.push(message);
+                return Ok(());
+            }
+            let guard = self
+                .hub
+                .try_publish(self.protocol, self.remote)
+                .map_err(|e| format!("the stream refused the pulled source: {e}"))?;
+            info!(stream = %self.hub.id(), remote = %self.remote, protocol = self.protocol.as_str(), "pulled source live");
+            self.announcer = PublishAnnouncer::new(self.protocol);
+            *publish = Some(guard);
+            for header in std::mem::take(&mut self.waiting_headers) {
+                self.forward(publish, header);
+            }
+        }
+        self.forward(publish, message);
+        Ok(())
+    }
+
+    fn forward(&mut self, publish: &mut Option<PublishGuard>, message: MediaMessage) {
+        if let Some(guard) = publish {
+            self.announcer.observe(&message, self.hub, self.remote);
+            guard.push(message);
+        }
+    }
+
+    /// The source's publisher left: the stream is released (grace and
+    /// standby take over) until the next one sends a frame.
+    fn source_stopped(&mut self, publish: &mut Option<PublishGuard>) {
+        if let Some(guard) = publish.take() {
+            log_publish_stopped(&guard, self.remote, "the source's publisher stopped");
+        }
+        self.waiting_headers.clear();
+    }
+}
+
+async fn rtmp_session(
+    hub: &Arc<StreamHub>,
+    host: &str,
+    port: u16,
+    target: &PublishTarget,
+    publish: &mut Option<PublishGuard>,
+) -> Result<(), String> {
+    let connect = TcpStream::connect((host, port));
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer from {host}:{port} within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
+    let remote = stream
+        .peer_addr()
+        .map_err(|e| format!("connection lost: {e}"))?;
+    let leftover = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        prism_rtmp::handshake(&mut stream, Role::Client),
+    )
+    .await
+    .map_err(|_| "RTMP handshake timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let mut client = PlayClient::new(target.clone(), MAX_MESSAGE);
+    let mut out = ChunkWriter::new(128);
+    client.start(&mut out);
+    let mut events = client
+        .handle_input(&leftover, &mut out)
+        .map_err(|e| e.to_string())?;
+    let mut relay = Relay::new(hub, IngestProtocol::RtmpPull, remote);
+    let mut timeline = Unwrapper::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        out.write_to(&mut stream, Some(CONNECT_TIMEOUT))
+            .await
+            .map_err(|e| e.to_string())?;
+        for event in events.drain(..) {
+            match event {
+                PlayEvent::Started => {
+                    info!(stream = %hub.id(), %remote, "playing the pulled RTMP source")
+                }
+                PlayEvent::Media(message) => {
+                    if let Some(message) = relayed_message(message, &mut timeline) {
+                        relay.push(publish, message)?;
+                    }
+                }
+                PlayEvent::SourceStopped => {
+                    relay.source_stopped(publish);
+                    // The next publisher on the server starts its own clock.
+                    timeline = Unwrapper::new();
+                }
+                PlayEvent::Rejected { code, reason } => {
+                    return Err(format!(
+                        "the server refused to play the stream: {code}: {reason}"
+                    ))
+                }
+            }
+        }
+        // Live, silence means the source is gone; idle, the server is
+        // waiting for a publisher.
+        let patience = if publish.is_some() {
+            SOURCE_SILENT
+        } else {
+            SERVER_IDLE
+        };
+        let n = match tokio::time::timeout(patience, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Err(format!(
+                    "the source sent nothing for {} s",
+                    patience.as_secs()
+                ))
+            }
+            Ok(Ok(0)) => return Err("the server closed the connection".into()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+        };
+        events = client
+            .handle_input(&buf[..n], &mut out)
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+async fn srt_session(
+    hub: &Arc<StreamHub>,
+    source: &PullSource,
+    publish: &mut Option<PublishGuard>,
+) -> Result<(), String> {
+    let PullSource::Srt {
+        address,
+        stream_id,
+        passphrase,
+        latency,
+        key_length,
+    } = source
+    else {
+        unreachable!("an SRT source")
+    };
+    let mut builder = SrtSocket::builder().set(|o| o.connect.timeout = CONNECT_TIMEOUT);
+    if let Some(latency) = latency {
+        builder = builder.latency(*latency);
+    }
+    if let Some(passphrase) = passphrase {
+        let (Ok(passphrase), Ok(key_size)) =
+            (passphrase.clone().try_into(), (*key_length).try_into())
+        else {
+            return Err("the SRT passphrase or pbkeylen is out of range".into());
+        };
+        builder = builder.set(|o| {
+            o.encryption.passphrase = Some(passphrase);
+            o.encryption.key_size = key_size;
+        });
+    }
+    let mut socket = builder
+        .call(address.as_str(), stream_id.as_deref())
+        .await
+        .map_err(|e| format!("SRT connect to {address} failed: {e}"))?;
+    let remote = socket.settings().remote;
+    let mut relay = Relay::new(hub, IngestProtocol::SrtPull, remote);
+    let mut ts = TsToFlv::new();
+    let mut messages = Vec::new();
+    let result = loop {
+        let data = match tokio::time::timeout(SOURCE_SILENT, socket.next()).await {
+            Err(_) => {
+                break Err(format!(
+                    "the source sent nothing for {} s",
+                    SOURCE_SILENT.as_secs()
+                ))
+            }
+            Ok(None) => break Err("the source closed the connection".into()),
+            Ok(Some(Err(e))) => break Err(format!("SRT connection failed: {e}")),
+            Ok(Some(Ok((_, data)))) => data,
+        };
+        ts.push(&data, &mut messages);
+        if let Some(error) = messages
+            .drain(..)
+            .find_map(|message| relay.push(publish, message).err())
+        {
+            break Err(error);
+        }
+    };
+    ts.log_losses(hub, remote);
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close_and_finish()).await;
+    result
+}
