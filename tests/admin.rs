@@ -293,3 +293,70 @@ reconnect_grace_s = 0
     }
     prism.assert_log_free_of(&[STREAM_KEY, KEY_A, KEY_B, TOKEN]);
 }
+
+#[test]
+fn pull_sources_and_srt_destinations_are_set_through_the_api() {
+    let scratch = Scratch::new("admin-pull");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let nobody = free_port();
+
+    // A pulled stream needs no key, and none is returned.
+    let body =
+        format!(r#"{{"id": "cam", "pull": "rtmp://127.0.0.1:{nobody}/live/cam1-secret-name"}}"#);
+    let (status, view, text) = api(admin_port, "POST", "/v1/streams", &body);
+    assert_eq!(status, 201, "{text}");
+    assert!(view.get("key").is_none(), "{text}");
+    assert_eq!(
+        view["pull"],
+        format!("rtmp://127.0.0.1:{nobody}/live/…name")
+    );
+
+    // Bad sources are 422 with a message that names the field.
+    for bad in [
+        "rtmps://h/live/x",
+        "http://h/x",
+        "srt://h:1?passphrase=short",
+    ] {
+        let body = format!(r#"{{"pull": "{bad}"}}"#);
+        let (status, view, text) = api(admin_port, "PATCH", "/v1/streams/cam", &body);
+        assert_eq!(status, 422, "{bad}: {text}");
+        assert!(
+            view["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("pull:"),
+            "{text}"
+        );
+    }
+    // Taking publishers again needs a key.
+    let (status, view, _) = api(admin_port, "PATCH", "/v1/streams/cam", r#"{"pull": null}"#);
+    assert_eq!(status, 422);
+    assert!(
+        view["error"]["message"].as_str().unwrap().contains("key"),
+        "{view}"
+    );
+    let body = format!(r#"{{"pull": "srt://127.0.0.1:{nobody}?streamid=%23!::r=cam,m=request"}}"#);
+    let (status, view, text) = api(admin_port, "PATCH", "/v1/streams/cam", &body);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        view["pull"].as_str().unwrap().starts_with("srt://"),
+        "{text}"
+    );
+
+    // An SRT destination; its passphrase never comes back.
+    let body = format!(
+        r#"{{"id": "srt", "url": "srt://127.0.0.1:{nobody}?passphrase=api-srt-passphrase&latency=300"}}"#
+    );
+    let (status, _, text) = api(admin_port, "POST", "/v1/streams/cam/destinations", &body);
+    assert_eq!(status, 201, "{text}");
+    let (_, _, text) = api(admin_port, "GET", "/v1/streams/cam", "");
+    assert!(!text.contains("api-srt-passphrase"), "{text}");
+    prism.assert_log_free_of(&["api-srt-passphrase", "cam1-secret-name"]);
+    let saved = std::fs::read_to_string(scratch.file("prism.toml")).unwrap();
+    assert!(saved.contains("pull = \"srt://"), "{saved}");
+}

@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/streams"),
     ("POST", "/v1/streams"),
     ("GET", "/v1/streams/{id}"),
+    ("PATCH", "/v1/streams/{id}"),
     ("DELETE", "/v1/streams/{id}"),
     ("GET", "/v1/streams/{id}/destinations"),
     ("POST", "/v1/streams/{id}/destinations"),
@@ -465,7 +466,8 @@ struct NewDestination {
     id: Option<String>,
     platform: Option<String>,
     url: Option<String>,
-    key: String,
+    /// Required but for SRT URLs, whose stream id may carry it instead.
+    key: Option<String>,
     enabled: Option<bool>,
 }
 
@@ -475,7 +477,7 @@ async fn add_destination(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let request: NewDestination = parse_body(&body)?;
-    if request.key.trim().is_empty() {
+    if request.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(ApiError::invalid("key: must not be empty"));
     }
     if let Some(platform) = &request.platform {
@@ -503,7 +505,7 @@ async fn add_destination(
             table["id"] = value(dest.as_str());
             persist::set_string(&mut table, "platform", request.platform.as_deref());
             persist::set_string(&mut table, "url", request.url.as_deref());
-            table["key"] = value(request.key.as_str());
+            persist::set_string(&mut table, "key", request.key.as_deref());
             if let Some(enabled) = request.enabled {
                 table["enabled"] = value(enabled);
             }
@@ -864,8 +866,8 @@ mod tests {
     fn body_errors_name_the_field() {
         let e = body_error(br#"{"key": "k", "urll": "x"}"#);
         assert!(e.message.contains("unknown field `urll`"), "{}", e.message);
-        let e = body_error(br#"{"url": "x"}"#);
-        assert!(e.message.contains("missing field `key`"), "{}", e.message);
+        let e = body_error(br#"{"url": 5}"#);
+        assert!(e.message.starts_with("url: invalid type"), "{}", e.message);
         let e = body_error(br#"{"key": "k", "enabled": "yes"}"#);
         assert!(
             e.message.starts_with("enabled: invalid type"),
