@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/streams"),
     ("GET", "/v1/streams/{id}"),
     ("PATCH", "/v1/streams/{id}"),
+    ("GET", "/v1/streams/{id}/key"),
     ("DELETE", "/v1/streams/{id}"),
     ("GET", "/v1/streams/{id}/destinations"),
     ("POST", "/v1/streams/{id}/destinations"),
@@ -106,10 +107,12 @@ pub fn router(
             "/v1/streams/{id}/destinations/{dest}/disable",
             put(disable_destination),
         )
+        .route("/v1/streams/{id}/key", get(stream_key))
         .route("/v1/streams/{id}/restreams", put(replace_restreams))
         .route("/v1/streams/{id}/standby", put(set_standby))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::console::routes())
         .with_state(app)
 }
 
@@ -180,6 +183,11 @@ struct IngestView {
     remote: String,
     since: String,
     bitrate_kbps: u64,
+    video_codec: Option<&'static str>,
+    audio_codec: Option<&'static str>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -202,6 +210,8 @@ struct DestinationView {
     /// The server acknowledges on this connection: proof it processes what
     /// it receives. A server that never acknowledges stays unverified.
     verified: bool,
+    /// When the current session went live; null when it is not live.
+    live_since: Option<String>,
 }
 
 fn destination_view(
@@ -227,6 +237,9 @@ fn destination_view(
             .and_then(|s| s.last_ack_age())
             .map(|age| age.as_millis() as u64),
         verified: status.is_some_and(|s| s.verified()),
+        live_since: status
+            .and_then(|s| s.live_since())
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
     }
 }
 
@@ -235,11 +248,17 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
     let entry = registry.stream(&stream.id);
     let ingest = entry.as_ref().and_then(|e| {
         let publisher = e.hub.publisher()?;
+        let media = publisher.media.unwrap_or_default();
         Some(IngestView {
             protocol: publisher.protocol.as_str(),
             remote: publisher.remote.to_string(),
             since: humantime::format_rfc3339_seconds(publisher.since).to_string(),
             bitrate_kbps: e.hub.stats().bitrate_bps.load(Ordering::Relaxed) / 1000,
+            video_codec: media.video_codec,
+            audio_codec: media.audio_codec,
+            width: media.width,
+            height: media.height,
+            fps: media.fps,
         })
     });
     StreamView {
@@ -550,6 +569,68 @@ async fn patch_destination(
     })
     .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
+}
+
+/// What an encoder needs to publish to a stream: asked for explicitly,
+/// since it holds the key.
+#[derive(Serialize)]
+struct EncoderSettings {
+    key: String,
+    /// The OBS "Server" field.
+    rtmp_url: String,
+    /// For SRT encoders, when SRT ingest is on.
+    srt_url: Option<String>,
+}
+
+async fn stream_key(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // The host the operator reached this API by is the best guess at the
+    // one encoders reach ingest by, when ingest listens on every address.
+    let requested_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| match h.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+            _ => h.to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let host_for = |listen: std::net::SocketAddr| {
+        if listen.ip().is_unspecified() {
+            requested_host.clone()
+        } else if listen.is_ipv6() {
+            format!("[{}]", listen.ip())
+        } else {
+            listen.ip().to_string()
+        }
+    };
+    let settings = app
+        .controller
+        .with_config(|config| {
+            let stream = find_stream(config, &id)?;
+            if stream.pull.is_some() {
+                return Err(ApiError::conflict(
+                    "this stream pulls from its source and takes no publisher",
+                ));
+            }
+            let key = stream.key.expose().to_string();
+            let rtmp = config.rtmp.listen;
+            Ok(EncoderSettings {
+                rtmp_url: format!("rtmp://{}:{}/live", host_for(rtmp), rtmp.port()),
+                srt_url: config.srt.as_ref().map(|srt| {
+                    format!(
+                        "srt://{}:{}?streamid={key}",
+                        host_for(srt.listen),
+                        srt.listen.port()
+                    )
+                }),
+                key,
+            })
+        })
+        .await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(settings)))
 }
 
 #[derive(Deserialize)]

@@ -113,6 +113,9 @@ pub struct DestinationStatus {
     verified: std::sync::atomic::AtomicBool,
     /// Connections ended because the server stopped acknowledging.
     pub ack_timeouts: AtomicU64,
+    /// When the current session went live (ms since the Unix epoch; 0 when
+    /// not live).
+    live_since_ms: AtomicU64,
     pub queue: Arc<DestinationQueue>,
     /// Test hook: the task panics at its next turn (see `inject_panic`).
     panic_requested: std::sync::atomic::AtomicBool,
@@ -132,6 +135,7 @@ impl DestinationStatus {
             last_ack_ms: AtomicU64::new(0),
             verified: std::sync::atomic::AtomicBool::new(false),
             ack_timeouts: AtomicU64::new(0),
+            live_since_ms: AtomicU64::new(0),
             queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
             panic_requested: std::sync::atomic::AtomicBool::new(false),
         }
@@ -184,7 +188,23 @@ impl DestinationStatus {
 
     pub(crate) fn set_state(&self, state: DestinationState) {
         if self.state.swap(state as u8, Ordering::Relaxed) != state as u8 {
+            let since = if state == DestinationState::Live {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as u64)
+            } else {
+                0
+            };
+            self.live_since_ms.store(since, Ordering::Relaxed);
             self.changes.send_replace(());
+        }
+    }
+
+    /// When the current session went live; `None` when it is not live.
+    pub fn live_since(&self) -> Option<std::time::SystemTime> {
+        match self.live_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
         }
     }
 

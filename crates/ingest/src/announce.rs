@@ -89,6 +89,13 @@ impl PublishAnnouncer {
                 (Some(w), Some(h)) => format!("{w}x{h}"),
                 _ => "unknown".into(),
             };
+            hub.set_media_info(prism_media::MediaInfo {
+                video_codec: self.video_codec,
+                audio_codec: self.audio_codec,
+                width: self.width.map(|w| w as u32),
+                height: self.height.map(|h| h as u32),
+                fps: self.framerate,
+            });
             info!(
                 %stream,
                 %remote,

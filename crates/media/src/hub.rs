@@ -239,6 +239,18 @@ pub struct PublisherInfo {
     pub protocol: IngestProtocol,
     pub remote: SocketAddr,
     pub since: SystemTime,
+    /// What the stream carries, once ingest has seen it.
+    pub media: Option<MediaInfo>,
+}
+
+/// The codecs and picture of a publish, as ingest announced them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MediaInfo {
+    pub video_codec: Option<&'static str>,
+    pub audio_codec: Option<&'static str>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
 }
 
 /// Ingest counters of one stream, updated by the publishing connection
@@ -309,6 +321,18 @@ impl StreamHub {
         &self.stats
     }
 
+    /// Records what the current publish carries (for the API).
+    pub fn set_media_info(&self, media: MediaInfo) {
+        if let Some(publisher) = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            publisher.media = Some(media);
+        }
+    }
+
     /// The live publisher, if any.
     pub fn publisher(&self) -> Option<PublisherInfo> {
         self.publisher
@@ -377,6 +401,7 @@ impl StreamHub {
             protocol,
             remote,
             since: SystemTime::now(),
+            media: None,
         });
         if resumed {
             tracing::info!(stream = %self.id, %remote, "publisher resumed the session within the grace period");

@@ -15,8 +15,8 @@ pub mod supervise;
 pub mod timeline;
 
 pub use hub::{
-    HubDirectory, HubStats, IngestProtocol, LiveState, PublishError, PublishGuard, PublisherInfo,
-    StreamHub,
+    HubDirectory, HubStats, IngestProtocol, LiveState, MediaInfo, PublishError, PublishGuard,
+    PublisherInfo, StreamHub,
 };
 pub use message::{MediaKind, MediaMessage};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};

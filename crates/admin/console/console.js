@@ -1,0 +1,503 @@
+// Prism console: plain JavaScript, no build step. Everything it shows comes
+// from the admin API (/v1), called with the operator's token; changes arrive
+// live from /v1/events (read with fetch, since EventSource cannot send the
+// Authorization header) and trigger a fresh read of /v1/streams.
+
+const TOKEN_STORAGE = "prism-admin-token";
+const REFRESH_MS = 2000;
+const GRAPH_SECONDS = 300;
+const MAX_EVENTS = 200;
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+let token = null;
+let eventsAbort = null;
+let refreshTimer = null;
+let refreshSoon = null;
+let platforms = [];
+const streamElements = new Map();
+/** Per stream: [{t, kbps}] for the bitrate graph. */
+const bitrateHistory = new Map();
+/** Per `stream/destination`: the last {t, bytes} seen, and the rate from it. */
+const destinationRates = new Map();
+
+function init() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    sessionStorage.setItem(TOKEN_STORAGE, fragment.get("token"));
+    // The token leaves the address bar (and the history) at once.
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  token = sessionStorage.getItem(TOKEN_STORAGE);
+  $("#login-form").addEventListener("submit", onLogin);
+  $("#sign-out").addEventListener("click", () => signOut(""));
+  $("#add-stream-form").addEventListener("submit", onAddStream);
+  if (token) {
+    start();
+  } else {
+    showLogin("");
+  }
+}
+
+function showLogin(message) {
+  $("#login").hidden = false;
+  $("#app").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#login-error").textContent = message;
+  setConnection("idle", "not connected");
+  $("#token").focus();
+}
+
+async function onLogin(event) {
+  event.preventDefault();
+  token = $("#token").value.trim();
+  try {
+    await api("GET", "/v1/streams");
+  } catch (error) {
+    return;
+  }
+  sessionStorage.setItem(TOKEN_STORAGE, token);
+  $("#token").value = "";
+  start();
+}
+
+function signOut(message) {
+  token = null;
+  sessionStorage.removeItem(TOKEN_STORAGE);
+  if (eventsAbort) eventsAbort.abort();
+  clearInterval(refreshTimer);
+  showLogin(message);
+}
+
+class ApiError extends Error {}
+
+/** Calls the API; a refused token signs out, other errors throw their message. */
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (response.status === 401) {
+    signOut("The token was refused.");
+    throw new ApiError("the token was refused");
+  }
+  if (!response.ok) {
+    throw new ApiError(data && data.error ? data.error.message : `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+async function start() {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#sign-out").hidden = false;
+  try {
+    platforms = await api("GET", "/v1/platforms");
+  } catch (error) {
+    platforms = [];
+  }
+  await refresh();
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(refresh, REFRESH_MS);
+  listenToEvents();
+}
+
+function setConnection(kind, text) {
+  const pill = $("#connection");
+  pill.className = `pill ${kind}`;
+  pill.textContent = text;
+}
+
+async function refresh() {
+  if (!token) return;
+  try {
+    render(await api("GET", "/v1/streams"));
+  } catch (error) {
+    if (token) setConnection("failed", "disconnected");
+  }
+}
+
+/** Refreshes shortly after a burst of events, once. */
+function scheduleRefresh() {
+  clearTimeout(refreshSoon);
+  refreshSoon = setTimeout(refresh, 100);
+}
+
+async function listenToEvents() {
+  while (token) {
+    eventsAbort = new AbortController();
+    try {
+      const response = await fetch("/v1/events", {
+        headers: { Authorization: `Bearer ${token}` },
+        signal: eventsAbort.signal,
+      });
+      if (response.status === 401) {
+        signOut("The token was refused.");
+        return;
+      }
+      if (response.ok) {
+        setConnection("live", "live");
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            handleEvent(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      }
+    } catch (error) {
+      if (!token) return;
+    }
+    setConnection("retrying", "reconnecting");
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function handleEvent(block) {
+  let type = "message";
+  let data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) type = line.slice(6).trim();
+    else if (line.startsWith("data:")) data += line.slice(5).trim();
+  }
+  if (!data) return;
+  let event;
+  try {
+    event = JSON.parse(data);
+  } catch (error) {
+    return;
+  }
+  logEvent(type, event);
+  scheduleRefresh();
+}
+
+function describeEvent(type, e) {
+  switch (type) {
+    case "publish_start":
+      return `${e.stream}: publish started (${e.protocol} from ${e.remote})`;
+    case "publish_stop":
+      return `${e.stream}: publish stopped`;
+    case "destination_state":
+      return `${e.stream} → ${e.destination}: ${e.state}${e.error ? ` (${e.error})` : ""}`;
+    case "standby_start":
+      return `${e.stream}: standby (${e.reason})`;
+    case "standby_stop":
+      return `${e.stream}: standby ended`;
+    case "config_changed":
+      return `configuration changed (${e.source}${e.stream ? `, ${e.stream}` : ""})`;
+    default:
+      return type;
+  }
+}
+
+function logEvent(type, event) {
+  const list = $("#events");
+  const item = document.createElement("li");
+  const time = document.createElement("time");
+  const at = event.timestamp ? new Date(event.timestamp) : new Date();
+  time.dateTime = at.toISOString();
+  time.textContent = at.toLocaleTimeString();
+  item.append(time, describeEvent(type, event));
+  list.prepend(item);
+  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+}
+
+function render(streams) {
+  const seen = new Set();
+  for (const stream of streams) {
+    seen.add(stream.id);
+    let element = streamElements.get(stream.id);
+    if (!element) {
+      element = createStream(stream.id);
+      streamElements.set(stream.id, element);
+      $("#streams").append(element);
+    }
+    updateStream(element, stream);
+  }
+  for (const [id, element] of streamElements) {
+    if (!seen.has(id)) {
+      element.remove();
+      streamElements.delete(id);
+      bitrateHistory.delete(id);
+    }
+  }
+}
+
+function createStream(id) {
+  const element = $("#stream-template").content.firstElementChild.cloneNode(true);
+  element.dataset.stream = id;
+  element.setAttribute("aria-label", `Stream ${id}`);
+  $(".stream-id", element).textContent = id;
+  $(".remove-stream", element).addEventListener("click", () => removeStream(id));
+  $(".show-key", element).addEventListener("click", () => toggleKey(element, id));
+  const form = $(".add-destination-form", element);
+  const select = $("select[name=platform]", form);
+  for (const platform of platforms.filter((p) => p.url)) {
+    const option = document.createElement("option");
+    option.value = platform.id;
+    option.textContent = platform.name || platform.id;
+    select.append(option);
+  }
+  select.addEventListener("change", () => {
+    $(".url-field", form).hidden = select.value !== "";
+  });
+  form.addEventListener("submit", (event) => addDestination(event, id, form));
+  element.destinationElements = new Map();
+  return element;
+}
+
+function streamState(stream) {
+  if (stream.standby) return "standby";
+  return stream.live ? "live" : "idle";
+}
+
+function updateStream(element, stream) {
+  const state = streamState(stream);
+  const pill = $(".state", element);
+  pill.className = `pill state ${state}`;
+  pill.textContent = state;
+  const ingest = stream.ingest;
+  const set = (selector, text) => {
+    $(selector, element).textContent = text;
+  };
+  set(".protocol", ingest ? ingest.protocol : "—");
+  set(".remote", ingest ? ingest.remote : "—");
+  set(".codecs", ingest ? [ingest.video_codec, ingest.audio_codec].filter(Boolean).join(" + ") || "—" : "—");
+  set(".resolution", ingest && ingest.width ? `${ingest.width}x${ingest.height}` : "—");
+  set(".fps", ingest && ingest.fps ? `${Math.round(ingest.fps * 100) / 100} fps` : "—");
+  set(".bitrate", ingest ? formatKbps(ingest.bitrate_kbps) : "—");
+  set(".warnings", (stream.warnings || []).join(" "));
+  set(".pull", stream.pull || "— (encoders publish)");
+  $(".show-key", element).hidden = Boolean(stream.pull);
+
+  const history = bitrateHistory.get(stream.id) || [];
+  const now = Date.now();
+  history.push({ t: now, kbps: ingest ? ingest.bitrate_kbps : 0 });
+  while (history.length && history[0].t < now - GRAPH_SECONDS * 1000) history.shift();
+  bitrateHistory.set(stream.id, history);
+  drawGraph($(".graph", element), history, now);
+
+  const list = $(".destinations", element);
+  const seen = new Set();
+  for (const destination of stream.destinations) {
+    seen.add(destination.id);
+    let item = element.destinationElements.get(destination.id);
+    if (!item) {
+      item = createDestination(stream.id, destination.id);
+      element.destinationElements.set(destination.id, item);
+      list.append(item);
+    }
+    updateDestination(item, stream.id, destination, now);
+  }
+  for (const [id, item] of element.destinationElements) {
+    if (!seen.has(id)) {
+      item.remove();
+      element.destinationElements.delete(id);
+    }
+  }
+}
+
+function drawGraph(canvas, history, now) {
+  const context = canvas.getContext("2d");
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  const style = getComputedStyle(document.documentElement);
+  context.strokeStyle = style.getPropertyValue("--line").trim() || "#ccc";
+  context.beginPath();
+  context.moveTo(0, height - 0.5);
+  context.lineTo(width, height - 0.5);
+  context.stroke();
+  if (history.length < 2) return;
+  const max = Math.max(100, ...history.map((p) => p.kbps)) * 1.1;
+  context.strokeStyle = style.getPropertyValue("--accent").trim() || "#2557d6";
+  context.lineWidth = 2;
+  context.beginPath();
+  history.forEach((point, index) => {
+    const x = width - ((now - point.t) / (GRAPH_SECONDS * 1000)) * width;
+    const y = height - (point.kbps / max) * (height - 4) - 2;
+    if (index === 0) context.moveTo(x, y);
+    else context.lineTo(x, y);
+  });
+  context.stroke();
+}
+
+function createDestination(streamId, destinationId) {
+  const item = $("#destination-template").content.firstElementChild.cloneNode(true);
+  item.dataset.destination = destinationId;
+  const toggle = $(".enabled", item);
+  toggle.setAttribute("aria-label", `Send to ${destinationId}`);
+  toggle.addEventListener("change", async () => {
+    toggle.disabled = true;
+    const action = toggle.checked ? "enable" : "disable";
+    try {
+      await api("PUT", `/v1/streams/${enc(streamId)}/destinations/${enc(destinationId)}/${action}`);
+      $(".dest-error", item).textContent = "";
+    } catch (error) {
+      toggle.checked = !toggle.checked;
+      $(".dest-error", item).textContent = error.message;
+    }
+    toggle.disabled = false;
+    scheduleRefresh();
+  });
+  const form = $(".edit-form", item);
+  $(".edit", item).addEventListener("click", () => {
+    form.hidden = !form.hidden;
+    if (!form.hidden) {
+      $("input[name=url]", form).value = item.dataset.url || "";
+      $("input[name=url]", form).focus();
+    }
+  });
+  $(".cancel", item).addEventListener("click", () => {
+    form.hidden = true;
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const patch = {};
+    const url = $("input[name=url]", form).value.trim();
+    const key = $("input[name=key]", form).value;
+    if (url) patch.url = url;
+    if (key) patch.key = key;
+    try {
+      await api("PATCH", `/v1/streams/${enc(streamId)}/destinations/${enc(destinationId)}`, patch);
+      form.hidden = true;
+      $("input[name=key]", form).value = "";
+      $(".error", form).textContent = "";
+    } catch (error) {
+      $(".error", form).textContent = error.message;
+    }
+    scheduleRefresh();
+  });
+  $(".remove", item).addEventListener("click", async () => {
+    if (!confirm(`Remove destination ${destinationId}?`)) return;
+    try {
+      await api("DELETE", `/v1/streams/${enc(streamId)}/destinations/${enc(destinationId)}`);
+    } catch (error) {
+      $(".dest-error", item).textContent = error.message;
+    }
+    scheduleRefresh();
+  });
+  return item;
+}
+
+function updateDestination(item, streamId, destination, now) {
+  const platform = platforms.find((p) => p.id === destination.platform);
+  $(".dest-name", item).textContent = platform ? `${destination.id} · ${platform.name || platform.id}` : destination.id;
+  const toggle = $(".enabled", item);
+  if (!toggle.disabled) toggle.checked = destination.enabled;
+  const pill = $(".dest-state", item);
+  pill.className = `pill dest-state ${destination.state}`;
+  pill.textContent = destination.state;
+  if (!$(".dest-error", item).textContent || destination.last_error) {
+    $(".dest-error", item).textContent = destination.last_error || "";
+  }
+  item.dataset.url = destination.url;
+  $(".dest-url", item).textContent = destination.key_hint ? `${destination.url} (key ${destination.key_hint})` : destination.url;
+  const key = `${streamId}/${destination.id}`;
+  const last = destinationRates.get(key);
+  let kbps = last ? last.kbps : 0;
+  if (last && now > last.t && destination.bytes_sent >= last.bytes) {
+    kbps = ((destination.bytes_sent - last.bytes) * 8) / (now - last.t);
+  }
+  destinationRates.set(key, { t: now, bytes: destination.bytes_sent, kbps });
+  $(".dest-bitrate", item).textContent = destination.state === "live" ? formatKbps(kbps) : "—";
+  $(".dest-dropped", item).textContent = String(destination.dropped_frames);
+  $(".dest-reconnects", item).textContent = String(destination.reconnects);
+  $(".dest-uptime", item).textContent = destination.live_since
+    ? formatDuration(now - Date.parse(destination.live_since))
+    : "—";
+}
+
+async function toggleKey(element, streamId) {
+  const button = $(".show-key", element);
+  const keyField = $(".stream-key", element);
+  if (button.dataset.shown === "yes") {
+    keyField.textContent = "hidden";
+    button.textContent = "Show key";
+    button.dataset.shown = "no";
+    return;
+  }
+  try {
+    const settings = await api("GET", `/v1/streams/${enc(streamId)}/key`);
+    $(".server-url", element).textContent = settings.rtmp_url;
+    $(".srt-url", element).textContent = settings.srt_url || "— (SRT ingest is off)";
+    keyField.textContent = settings.key;
+    button.textContent = "Hide key";
+    button.dataset.shown = "yes";
+  } catch (error) {
+    keyField.textContent = error.message;
+  }
+}
+
+async function addDestination(event, streamId, form) {
+  event.preventDefault();
+  const value = (name) => $(`[name=${name}]`, form).value.trim();
+  const body = {};
+  if (value("id")) body.id = value("id");
+  if (value("platform")) body.platform = value("platform");
+  else if (value("url")) body.url = value("url");
+  if (value("key")) body.key = value("key");
+  try {
+    await api("POST", `/v1/streams/${enc(streamId)}/destinations`, body);
+    form.reset();
+    $(".url-field", form).hidden = false;
+    $(".error", form).textContent = "";
+  } catch (error) {
+    $(".error", form).textContent = error.message;
+  }
+  scheduleRefresh();
+}
+
+async function onAddStream(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = { id: form.elements["id"].value.trim() };
+  const pull = form.elements["pull"].value.trim();
+  if (pull) body.pull = pull;
+  try {
+    await api("POST", "/v1/streams", body);
+    form.reset();
+    $("#add-stream-error").textContent = "";
+  } catch (error) {
+    $("#add-stream-error").textContent = error.message;
+  }
+  scheduleRefresh();
+}
+
+async function removeStream(id) {
+  if (!confirm(`Remove stream ${id} and its destinations?`)) return;
+  try {
+    await api("DELETE", `/v1/streams/${enc(id)}`);
+  } catch (error) {
+    $("#add-stream-error").textContent = error.message;
+  }
+  scheduleRefresh();
+}
+
+function enc(part) {
+  return encodeURIComponent(part);
+}
+
+function formatKbps(kbps) {
+  if (kbps >= 1000) return `${(kbps / 1000).toFixed(2)} Mbit/s`;
+  return `${Math.round(kbps)} kbit/s`;
+}
+
+function formatDuration(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+}
+
+init();
