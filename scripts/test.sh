@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Prism's whole test suite (unit, property and end-to-end tests).
-# The end-to-end tests drive real ffmpeg/ffprobe and srt-live-transmit and
-# check the metrics with promtool; this installs them first when they are
+# The end-to-end tests drive real ffmpeg/ffprobe, srt-live-transmit,
+# nginx-rtmp and headless Chromium, and check the metrics with promtool;
+# this installs them first when they are
 # missing (Debian/Ubuntu, as root or through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(nginx libnginx-mod-rtmp)
+# The console test drives Debian's Chromium through chromedriver.
+[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]} with apt-get" >&2
   sudo=""

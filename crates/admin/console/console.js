@@ -403,12 +403,16 @@ function updateDestination(item, streamId, destination, now) {
   item.dataset.url = destination.url;
   $(".dest-url", item).textContent = destination.key_hint ? `${destination.url} (key ${destination.key_hint})` : destination.url;
   const key = `${streamId}/${destination.id}`;
+  // The rate over at least a second: refreshes that follow events come
+  // milliseconds apart.
   const last = destinationRates.get(key);
-  let kbps = last ? last.kbps : 0;
-  if (last && now > last.t && destination.bytes_sent >= last.bytes) {
-    kbps = ((destination.bytes_sent - last.bytes) * 8) / (now - last.t);
+  if (!last || destination.bytes_sent < last.bytes) {
+    destinationRates.set(key, { t: now, bytes: destination.bytes_sent, kbps: 0 });
+  } else if (now - last.t >= 1000) {
+    const kbps = ((destination.bytes_sent - last.bytes) * 8) / (now - last.t);
+    destinationRates.set(key, { t: now, bytes: destination.bytes_sent, kbps });
   }
-  destinationRates.set(key, { t: now, bytes: destination.bytes_sent, kbps });
+  const kbps = destinationRates.get(key).kbps;
   $(".dest-bitrate", item).textContent = destination.state === "live" ? formatKbps(kbps) : "—";
   $(".dest-dropped", item).textContent = String(destination.dropped_frames);
   $(".dest-reconnects", item).textContent = String(destination.reconnects);

@@ -1,0 +1,356 @@
+//! The operator's console in a real browser: Debian's Chromium, headless,
+//! driven through chromedriver (WebDriver, with fantoccini). Prism relays an
+//! ffmpeg publish to two ffmpeg receivers; the page, opened with the token
+//! in its URL fragment, shows the stream live with its resolution; a click
+//! on one destination's switch stops that receiver while the other goes on;
+//! a destination added through the form goes live. Screenshots are taken at
+//! desktop and phone width, and the browser's console must stay free of
+//! errors throughout.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use support::*;
+
+const TOKEN: &str = "console-admin-token-0123456789";
+const KEY: &str = "live_console_show_42";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+}
+
+impl ChromeDriver {
+    fn start() -> Self {
+        assert!(
+            Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
+            "Chromium is missing: apt-get install -y chromium chromium-driver"
+        );
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        wait_for_port(port, Duration::from_secs(10));
+        Self { child, port }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &ChromeDriver) -> Client {
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000"],
+        },
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session")
+}
+
+/// The text of the first element matching `css`, or "" if there is none.
+async fn text(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the element's text is `want`.
+async fn wait_for_text(client: &Client, css: &str, want: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let got = text(client, css).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{css}: {got:?} after {within:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the page logged to the browser's console at level SEVERE (errors,
+/// failed requests, uncaught exceptions), through chromedriver's log
+/// endpoint, which WebDriver clients do not wrap.
+async fn console_errors(client: &Client, driver: &ChromeDriver) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let session = client.session_id().await.unwrap().unwrap();
+    let body = r#"{"type": "browser"}"#;
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", driver.port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "POST /session/{session}/se/log HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        driver.port,
+        body.len()
+    )
+    .unwrap();
+    // One HTTP/1.1 response, its body by Content-Length or in chunks.
+    let mut reader = BufReader::new(socket);
+    let mut line = String::new();
+    let (mut length, mut chunked, mut status) = (None, false, String::new());
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let header = line.trim_end().to_ascii_lowercase();
+        if status.is_empty() {
+            status = header.clone();
+        } else if header.is_empty() {
+            break;
+        } else if let Some(value) = header.strip_prefix("content-length:") {
+            length = value.trim().parse::<usize>().ok();
+        } else if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+            chunked = true;
+        }
+    }
+    assert!(status.starts_with("http/1.1 200"), "{status}");
+    let mut json = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let size = usize::from_str_radix(line.trim(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            json.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        json.resize(length.expect("a Content-Length"), 0);
+        reader.read_exact(&mut json).unwrap();
+    }
+    let log: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    log["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Where screenshots go: `docs/` with `PRISM_UPDATE_SCREENSHOTS=1` (what the
+/// README shows), the test's scratch directory otherwise.
+fn screenshot_path(scratch: &Scratch, name: &str) -> std::path::PathBuf {
+    if std::env::var_os("PRISM_UPDATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(name)
+    } else {
+        scratch.file(name)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
+    require_ffmpeg();
+    let scratch = Scratch::new("console");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let (out_a, out_b, out_c) = (
+        scratch.file("alpha.flv"),
+        scratch.file("beta.flv"),
+        scratch.file("gamma.flv"),
+    );
+    let mut receiver_a = Ffmpeg::receiver(port_a, "live", "alpha-key", &out_a);
+    let mut receiver_b = Ffmpeg::receiver(port_b, "live", "beta-key", &out_b);
+    let mut receiver_c = Ffmpeg::receiver(port_c, "live", "gamma-key", &out_c);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [fanout]\nconnect_timeout_s = 3\n\n[[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 0\n\n\
+         \x20 [[streams.destinations]]\n  id = \"alpha\"\n  url = \"rtmp://127.0.0.1:{port_a}/live\"\n  key = \"alpha-key\"\n\n\
+         \x20 [[streams.destinations]]\n  id = \"beta\"\n  url = \"rtmp://127.0.0.1:{port_b}/live\"\n  key = \"beta-key\"\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut publisher = Ffmpeg::publisher(&prism.publish_url(KEY), 30, scratch.file("pub.log"));
+
+    let driver = ChromeDriver::start();
+    let client = browser(&driver).await;
+    client
+        .goto(&format!("http://127.0.0.1:{admin_port}/#token={TOKEN}"))
+        .await
+        .unwrap();
+    // The token leaves the address bar.
+    assert!(!client.current_url().await.unwrap().as_str().contains(TOKEN));
+
+    let stream = "[data-stream=main]";
+    let limit = Duration::from_secs(20);
+    wait_for_text(&client, &format!("{stream} .state"), "live", limit).await;
+    wait_for_text(&client, &format!("{stream} .resolution"), "320x240", limit).await;
+    assert_eq!(
+        text(&client, &format!("{stream} .codecs")).await,
+        "h264 + aac"
+    );
+    for destination in ["alpha", "beta"] {
+        let pill = format!("[data-destination={destination}] .dest-state");
+        wait_for_text(&client, &pill, "live", limit).await;
+    }
+    // The key only on request.
+    assert_eq!(
+        text(&client, &format!("{stream} .stream-key")).await,
+        "hidden"
+    );
+    client
+        .find(Locator::Css(&format!("{stream} .show-key")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, &format!("{stream} .stream-key"), KEY, limit).await;
+    let server = text(&client, &format!("{stream} .server-url")).await;
+    assert_eq!(server, format!("rtmp://127.0.0.1:{rtmp_port}/live"));
+    client
+        .find(Locator::Css(&format!("{stream} .show-key")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    client.set_window_size(1280, 1000).await.unwrap();
+    let desktop = client.screenshot().await.unwrap();
+    std::fs::write(screenshot_path(&scratch, "console-desktop.png"), desktop).unwrap();
+
+    // A click on alpha's switch: its receiver gets the end of the publish
+    // and stops; beta goes on.
+    client
+        .find(Locator::Css("[data-destination=alpha] .enabled"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(
+        &client,
+        "[data-destination=alpha] .dest-state",
+        "disabled",
+        limit,
+    )
+    .await;
+    let stopped = receiver_a.wait(Duration::from_secs(10));
+    println!("alpha's receiver stopped: {stopped:?}");
+    let alpha_bytes = std::fs::metadata(&out_a).unwrap().len();
+    assert_eq!(
+        text(&client, "[data-destination=beta] .dest-state").await,
+        "live"
+    );
+
+    // A destination added through the form goes live.
+    client
+        .find(Locator::Css(&format!("{stream} .add-destination summary")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let form = format!("{stream} .add-destination-form");
+    let fill = |name: &'static str, value: String| {
+        let client = client.clone();
+        let css = format!("{form} [name={name}]");
+        async move {
+            client
+                .find(Locator::Css(&css))
+                .await
+                .unwrap()
+                .send_keys(&value)
+                .await
+                .unwrap();
+        }
+    };
+    fill("id", "gamma".into()).await;
+    fill("url", format!("rtmp://127.0.0.1:{port_c}/live")).await;
+    fill("key", "gamma-key".into()).await;
+    client
+        .find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(
+        &client,
+        "[data-destination=gamma] .dest-state",
+        "live",
+        limit,
+    )
+    .await;
+    let events = text(&client, "#events").await;
+    assert!(events.contains("gamma: live"), "{events}");
+
+    // Phone width: nothing wider than the screen, every control reachable
+    // by keyboard.
+    client.set_window_size(390, 844).await.unwrap();
+    client
+        .execute("window.scrollTo(0, 0)", vec![])
+        .await
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let layout = client
+        .execute(
+            "return { overflow: document.documentElement.scrollWidth - window.innerWidth,
+                      unreachable: [...document.querySelectorAll('button, input, select, summary')]
+                        .filter(e => e.offsetParent !== null && e.tabIndex < 0).length };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(layout["overflow"].as_i64().unwrap() <= 0, "{layout}");
+    assert_eq!(layout["unreachable"], 0, "{layout}");
+    let phone = client.screenshot().await.unwrap();
+    std::fs::write(screenshot_path(&scratch, "console-phone.png"), phone).unwrap();
+
+    let errors = console_errors(&client, &driver).await;
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    client.close().await.unwrap();
+
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "{}",
+        publisher.log()
+    );
+    receiver_b.wait(Duration::from_secs(15));
+    receiver_c.wait(Duration::from_secs(15));
+    // Alpha stopped at the click; beta has the whole show; gamma the part
+    // after it was added.
+    assert_eq!(std::fs::metadata(&out_a).unwrap().len(), alpha_bytes);
+    assert_good_recording(&out_b, 30.0);
+    let gamma = probe_duration(&out_c);
+    assert!(gamma > 5.0, "gamma recorded {gamma} s");
+    assert_good_recording(&out_c, gamma);
+    prism.assert_log_free_of(&[KEY, "alpha-key", "gamma-key"]);
+}
