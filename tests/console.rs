@@ -81,6 +81,16 @@ async fn text(client: &Client, css: &str) -> String {
     }
 }
 
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Waits until the element's text is `want`.
 async fn wait_for_text(client: &Client, css: &str, want: &str, within: Duration) {
     let started = Instant::now();
@@ -224,23 +234,11 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
         text(&client, &format!("{stream} .stream-key")).await,
         "hidden"
     );
-    client
-        .find(Locator::Css(&format!("{stream} .show-key")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{stream} .show-key")).await;
     wait_for_text(&client, &format!("{stream} .stream-key"), KEY, limit).await;
     let server = text(&client, &format!("{stream} .server-url")).await;
     assert_eq!(server, format!("rtmp://127.0.0.1:{rtmp_port}/live"));
-    client
-        .find(Locator::Css(&format!("{stream} .show-key")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{stream} .show-key")).await;
     std::thread::sleep(Duration::from_secs(2));
     client.set_window_size(1280, 1000).await.unwrap();
     let desktop = client.screenshot().await.unwrap();
@@ -248,13 +246,7 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
 
     // A click on alpha's switch: its receiver gets the end of the publish
     // and stops; beta goes on.
-    client
-        .find(Locator::Css("[data-destination=alpha] .enabled"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "[data-destination=alpha] .enabled").await;
     wait_for_text(
         &client,
         "[data-destination=alpha] .dest-state",
@@ -271,13 +263,7 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     );
 
     // A destination added through the form goes live.
-    client
-        .find(Locator::Css(&format!("{stream} .add-destination summary")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{stream} .add-destination summary")).await;
     let form = format!("{stream} .add-destination-form");
     let fill = |name: &'static str, value: String| {
         let client = client.clone();
@@ -295,13 +281,7 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     fill("id", "gamma".into()).await;
     fill("url", format!("rtmp://127.0.0.1:{port_c}/live")).await;
     fill("key", "gamma-key".into()).await;
-    client
-        .find(Locator::Css(&format!("{form} button[type=submit]")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{form} button[type=submit]")).await;
     wait_for_text(
         &client,
         "[data-destination=gamma] .dest-state",

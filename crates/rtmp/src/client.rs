@@ -191,10 +191,7 @@ impl PublishClient {
                 self.state = State::CreatingStream;
             }
             ("_result", State::CreatingStream) if command.transaction_id == TXN_CREATE_STREAM => {
-                let stream_id = match command.arguments.first() {
-                    Some(Value::Number(n)) if *n >= 0.0 && *n < u32::MAX as f64 => *n as u32,
-                    _ => return Err(ClientError::NoStreamId),
-                };
+                let stream_id = created_stream_id(command)?;
                 queue_command(
                     out,
                     stream_id,
@@ -272,13 +269,27 @@ impl PublishClient {
 }
 
 fn rejection(info: &Value, fallback: &str) -> ClientEvent {
+    let (code, reason) = refusal(info, fallback);
+    ClientEvent::Rejected { code, reason }
+}
+
+/// A server's refusal in its own words: the status code and description.
+pub(crate) fn refusal(info: &Value, fallback: &str) -> (String, String) {
     let code = info.get_str("code").unwrap_or("unknown").to_string();
     let reason = info
         .get_str("description")
         .filter(|d| !d.is_empty())
         .unwrap_or(fallback)
         .to_string();
-    ClientEvent::Rejected { code, reason }
+    (code, reason)
+}
+
+/// The message stream id a `createStream` result carries.
+pub(crate) fn created_stream_id(result: &Command) -> Result<u32, ClientError> {
+    match result.arguments.first() {
+        Some(Value::Number(n)) if *n >= 0.0 && *n < u32::MAX as f64 => Ok(*n as u32),
+        _ => Err(ClientError::NoStreamId),
+    }
 }
 
 #[cfg(test)]

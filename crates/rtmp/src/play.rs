@@ -10,7 +10,7 @@
 use crate::amf0::Value;
 use crate::chunk_reader::ReaderLimits;
 use crate::chunk_writer::ChunkWriter;
-use crate::client::{ClientError, PublishTarget};
+use crate::client::{created_stream_id, refusal, ClientError, PublishTarget};
 use crate::connection::{queue_chunk_size, queue_command, queue_control, Inbound};
 use crate::message::{type_id, Command, Control, Message};
 
@@ -132,10 +132,7 @@ impl PlayClient {
                 self.state = State::CreatingStream;
             }
             ("_result", State::CreatingStream) if command.transaction_id == TXN_CREATE_STREAM => {
-                let stream_id = match command.arguments.first() {
-                    Some(Value::Number(n)) if *n >= 0.0 && *n < u32::MAX as f64 => *n as u32,
-                    _ => return Err(ClientError::NoStreamId),
-                };
+                let stream_id = created_stream_id(command)?;
                 // play(name, start = -2000: live, or recorded if not live).
                 queue_command(
                     out,
@@ -187,12 +184,7 @@ impl PlayClient {
 }
 
 fn rejection(info: &Value, fallback: &str) -> PlayEvent {
-    let code = info.get_str("code").unwrap_or("unknown").to_string();
-    let reason = info
-        .get_str("description")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(fallback)
-        .to_string();
+    let (code, reason) = refusal(info, fallback);
     PlayEvent::Rejected { code, reason }
 }
 
@@ -200,7 +192,7 @@ fn rejection(info: &Value, fallback: &str) -> PlayEvent {
 mod tests {
     use super::*;
     use crate::chunk_reader::ChunkReader;
-    use crate::connection::{queue_media, read_messages};
+    use crate::connection::queue_media;
     use bytes::Bytes;
 
     fn reply(command: Command, stream_id: u32) -> Vec<u8> {
@@ -223,13 +215,7 @@ mod tests {
     }
 
     fn sent_commands(out: &mut ChunkWriter, server: &mut ChunkReader) -> Vec<Command> {
-        let messages = read_messages(server, &out.to_vec()).unwrap();
-        out.clear();
-        messages
-            .iter()
-            .filter(|m| m.type_id == type_id::COMMAND_AMF0)
-            .map(|m| Command::decode(m.type_id, &m.payload).unwrap())
-            .collect()
+        crate::server::tests::replies(out, server)
     }
 
     #[test]

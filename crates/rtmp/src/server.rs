@@ -351,7 +351,7 @@ fn queue_status(out: &mut ChunkWriter, stream_id: u32, level: &str, code: &str, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk_reader::ChunkReader;
     use crate::chunk_writer::MessageHeader;
@@ -367,7 +367,7 @@ mod tests {
         writer.to_vec()
     }
 
-    fn replies(out: &mut ChunkWriter, reader: &mut ChunkReader) -> Vec<Command> {
+    pub(crate) fn replies(out: &mut ChunkWriter, reader: &mut ChunkReader) -> Vec<Command> {
         let messages = read_messages(reader, &out.to_vec()).unwrap();
         out.clear();
         messages
