@@ -12,7 +12,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(rtmp_server rtmp_client rtmp_chunks amf0 flv_tags ts_remux stream_id config srt_handshake)
+  targets=(rtmp_server rtmp_client rtmp_play rtmp_chunks amf0 flv_tags ts_remux ts_mux stream_id config srt_handshake)
 fi
 
 command -v cargo-afl >/dev/null 2>&1 || cargo install cargo-afl --locked

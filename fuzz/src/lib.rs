@@ -60,6 +60,46 @@ pub fn rtmp_client(data: &[u8]) {
     }
 }
 
+/// The play client (pulled sources) on what an RTMP origin answers.
+pub fn rtmp_play(data: &[u8]) {
+    let mut client = prism_rtmp::PlayClient::new(
+        PublishTarget {
+            app: "live".into(),
+            tc_url: "rtmp://h/live".into(),
+            stream_name: "cam".into(),
+        },
+        256 * 1024,
+    );
+    let mut out = ChunkWriter::new(128);
+    client.start(&mut out);
+    for piece in pieces(data) {
+        if client.handle_input(piece, &mut out).is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+/// The MPEG-TS muxer (SRT destinations) on a publisher's messages: each
+/// record is a kind byte (audio, video, data), a timestamp step (ms) and a
+/// 16-bit length, then the FLV tag body. Whatever comes in, what comes out
+/// is whole 188-byte packets.
+pub fn ts_mux(data: &[u8]) {
+    use prism_media::{MediaKind, MediaMessage};
+    let mut muxer = prism_media::mpegts::TsMuxer::new();
+    let (mut rest, mut timestamp) = (data, 0u64);
+    while let [kind, step, high, low, body @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*high, *low])).min(body.len());
+        let kind = [MediaKind::Audio, MediaKind::Video, MediaKind::Data][usize::from(*kind % 3)];
+        timestamp += u64::from(*step);
+        let message =
+            MediaMessage::new(kind, timestamp, bytes::Bytes::copy_from_slice(&body[..len]));
+        let ts = muxer.mux(&message);
+        assert!(ts.len().is_multiple_of(188) && ts.chunks(188).all(|p| p[0] == 0x47));
+        rest = &body[len..];
+    }
+}
+
 /// The chunk reader alone, with small limits so they are hit often.
 pub fn rtmp_chunks(data: &[u8]) {
     let mut reader = ChunkReader::new(ReaderLimits {
@@ -107,7 +147,7 @@ pub fn flv_tags(data: &[u8]) {
     let _ = flv::audio_codec_name(data);
     let _ = prism_ingest::h264::sps_dimensions(data);
     let _ = prism_ingest::hevc::parse_sps(data);
-    let _ = prism_ingest::aac::adts_frames(data).count();
+    let _ = prism_media::aac::adts_frames(data).count();
     let _ = prism_ingest::h264::nal_units(data).count();
 }
 
@@ -176,9 +216,11 @@ pub fn srt_handshake(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name, for the seed replay and the seed writer.
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 11] = [
     ("rtmp_server", rtmp_server),
     ("rtmp_client", rtmp_client),
+    ("rtmp_play", rtmp_play),
+    ("ts_mux", ts_mux),
     ("rtmp_chunks", rtmp_chunks),
     ("amf0", amf0),
     ("flv_tags", flv_tags),

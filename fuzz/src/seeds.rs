@@ -175,6 +175,60 @@ fn server_replies() -> Vec<u8> {
     wire
 }
 
+/// An origin playing a stream to Prism: connect and createStream results,
+/// Play.Start, a keyframe, then the StreamEOF of its publisher leaving.
+fn play_replies() -> Vec<u8> {
+    let mut wire = vec![READS];
+    wire.extend(set_chunk_size(64));
+    for (txn, args) in [(1.0, vec![]), (2.0, vec![Value::Number(1.0)])] {
+        let result = Command::new("_result", txn, Value::Null, args).encode();
+        wire.extend(whole(type0(3, 0, result.len(), 20, 0), 3, &result, 64));
+    }
+    let start = Command::new(
+        "onStatus",
+        0.0,
+        Value::Null,
+        vec![Value::object([(
+            "code",
+            Value::string("NetStream.Play.Start"),
+        )])],
+    )
+    .encode();
+    wire.extend(whole(type0(5, 0, start.len(), 20, 1), 5, &start, 64));
+    let video = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88].repeat(10);
+    wire.extend(whole(type0(6, 40, video.len(), 9, 1), 6, &video, 64));
+    wire.extend(type0(2, 0, 6, 4, 0));
+    wire.extend([0, 1, 0, 0, 0, 1]);
+    wire
+}
+
+/// Records for `ts_mux`: an H.264 sequence header, a keyframe, an AAC
+/// AudioSpecificConfig and a frame.
+fn mux_records() -> Vec<u8> {
+    let mut avc_header = vec![0x17, 0, 0, 0, 0];
+    avc_header.extend(
+        prism_media::flv::avc_decoder_configuration_record(&[0x67, 0x42, 0, 0x1e], &[0x68, 0xce])
+            .unwrap(),
+    );
+    let records: [(u8, u8, Vec<u8>); 4] = [
+        (1, 0, avc_header),
+        (
+            1,
+            0,
+            vec![0x17, 1, 0, 0, 0x28, 0, 0, 0, 3, 0x65, 0x88, 0x84],
+        ),
+        (0, 0, vec![0xaf, 0, 0x12, 0x10]),
+        (0, 21, vec![0xaf, 1, 0x21, 0x10, 0x04]),
+    ];
+    let mut wire = Vec::new();
+    for (kind, step, body) in records {
+        wire.extend([kind, step]);
+        wire.extend((body.len() as u16).to_be_bytes());
+        wire.extend(body);
+    }
+    wire
+}
+
 fn server_bomb() -> Vec<u8> {
     let mut body = Command::new("_result", 1.0, Value::Null, vec![])
         .encode()
@@ -204,6 +258,8 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ]
         }
         "rtmp_client" => vec![("replies", server_replies()), ("bomb", server_bomb())],
+        "rtmp_play" => vec![("replies", play_replies()), ("bomb", server_bomb())],
+        "ts_mux" => vec![("avc_aac", mux_records())],
         "amf0" => vec![
             ("connect", Command::new("connect", 1.0, Value::object([("app", Value::string("live"))]), vec![Value::StrictArray(vec![Value::Null])]).encode().to_vec()),
             ("strict_array_bomb", strict_array_bomb(2_000)),
