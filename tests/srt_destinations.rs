@@ -130,3 +130,30 @@ fn a_restarted_srt_receiver_is_fed_again_within_5_s_while_rtmp_loses_nothing() {
     assert!(second > 8.0, "the restarted receiver got {second} s");
     assert_good_recording(&second_out, second);
 }
+
+#[test]
+fn an_encoder_replaced_within_the_grace_is_one_continuous_ts_show() {
+    require_ffmpeg();
+    let scratch = Scratch::new("srt-out-grace");
+    let rtmp_port = free_port();
+    let srt_port = free_port();
+    let out = scratch.file("grace.ts");
+    let mut receiver = Ffmpeg::srt_receiver(srt_port, None, &out);
+    let config = config(rtmp_port, &[format!("srt://127.0.0.1:{srt_port}")])
+        .replace("key = \"", "reconnect_grace_s = 10\nkey = \"");
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut first = Ffmpeg::publisher(&prism.publish_url(KEY), 30, scratch.file("pub1.log"));
+    std::thread::sleep(Duration::from_secs(6));
+    first.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut second = Ffmpeg::publisher(&prism.publish_url(KEY), 6, scratch.file("pub2.log"));
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log()
+    );
+    receiver.wait(Duration::from_secs(30));
+    // One SRT session across both encoders; the TS timeline runs on (the
+    // second encoder's clock is rebased), so it decodes as one show.
+    assert_one_continuous_show(&prism, &out, 10.0);
+}
