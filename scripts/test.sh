@@ -12,6 +12,7 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(nginx libnginx-mod-rtmp)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The console test drives Debian's Chromium through chromedriver.
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,111 @@
+//! Stream leases against a real `redis-server` (Debian's package), started
+//! on a free port for the test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use prism_cluster::{Acquired, Leases};
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install -y redis-server)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    async fn leases(&self, node: &str, ttl: Duration) -> Leases {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        let manager = redis::aio::ConnectionManager::new(client).await.unwrap();
+        Leases::new(manager, node, ttl, "prism-test")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_stream_is_leased_to_one_node_and_fenced_after_it_expires() {
+    let redis = Redis::start();
+    let ttl = Duration::from_millis(400);
+    let a = redis.leases("node-a", ttl).await;
+    let b = redis.leases("node-b", ttl).await;
+
+    let Acquired::Held(lease_a) = a.acquire("main").await.unwrap() else {
+        panic!("the first node gets the lease")
+    };
+    assert_eq!(
+        b.acquire("main").await.unwrap(),
+        Acquired::Taken {
+            node: "node-a".into()
+        }
+    );
+    // Another stream is free.
+    assert!(matches!(
+        b.acquire("other").await.unwrap(),
+        Acquired::Held(_)
+    ));
+
+    // Renewed, it outlives its first expiry.
+    for _ in 0..4 {
+        tokio::time::sleep(ttl / 2).await;
+        assert!(a.renew(&lease_a).await.unwrap());
+    }
+    assert!(matches!(
+        b.acquire("main").await.unwrap(),
+        Acquired::Taken { .. }
+    ));
+
+    // Node A stops renewing (it died, or paused): the lease expires, node B
+    // takes it with a higher fence, and A's stale grant can neither renew
+    // nor release B's lease.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let Acquired::Held(lease_b) = b.acquire("main").await.unwrap() else {
+        panic!("the lease expired")
+    };
+    assert!(lease_b.fence > lease_a.fence);
+    assert!(!a.renew(&lease_a).await.unwrap());
+    assert!(!a.release(&lease_a).await.unwrap());
+    assert!(
+        matches!(a.acquire("main").await.unwrap(), Acquired::Taken { node } if node == "node-b")
+    );
+
+    // Released at the end of a publish, it is free at once.
+    assert!(b.release(&lease_b).await.unwrap());
+    assert!(matches!(
+        a.acquire("main").await.unwrap(),
+        Acquired::Held(_)
+    ));
+}
