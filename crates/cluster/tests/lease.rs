@@ -33,9 +33,11 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (apt-get install -y redis-server)");
+        // Owned at once, so a redis-server that never listens is killed too.
+        let redis = Self { child, port };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
