@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use srt_tokio::SrtSocket;
 use tokio::sync::watch;
 use tracing::debug;
@@ -168,6 +168,11 @@ async fn relay(
     status.set_verified(false);
     let mut checks = tokio::time::interval(STATISTICS_EVERY);
     loop {
+        // Read what srt-tokio reported even while the queue keeps the task
+        // busy, so a long burst is never taken for a silent receiver.
+        while let Some(Some(counters)) = statistics.next().now_or_never() {
+            receiver.hear(&counters, status);
+        }
         if receiver.silent_for(Instant::now()) >= RECEIVER_SILENT {
             return SessionEnd::Failed(format!(
                 "the SRT receiver stopped answering: nothing from it for {:.1} s",
@@ -217,13 +222,7 @@ async fn relay(
                 Some(Err(e)) => return SessionEnd::Failed(format!("SRT connection failed: {e}")),
                 None => return SessionEnd::Failed("the SRT receiver closed the connection".into()),
             },
-            Some(counters) = statistics.next() => {
-                let now = Instant::now();
-                if receiver.observe(counters.rx_all_packets, now) && counters.rx_ack + counters.rx_light_ack > 0 {
-                    // The receiver acknowledges what it gets.
-                    status.set_verified(true);
-                }
-            }
+            Some(counters) = statistics.next() => receiver.hear(&counters, status),
             _ = checks.tick() => {}
             () = hold => {
                 datagrams.flush(&mut out);
@@ -249,14 +248,17 @@ impl ReceiverHeard {
         }
     }
 
-    /// Takes the receiver's packet count; true when it sent more.
-    fn observe(&mut self, packets: u64, now: Instant) -> bool {
-        if packets == self.packets {
-            return false;
+    /// Takes the connection's counters: the receiver was heard if it sent
+    /// more packets; one that acknowledges is shown verified.
+    fn hear(&mut self, counters: &srt_tokio::SocketStatistics, status: &DestinationStatus) {
+        if counters.rx_all_packets == self.packets {
+            return;
         }
-        self.packets = packets;
-        self.at = now;
-        true
+        self.packets = counters.rx_all_packets;
+        self.at = Instant::now();
+        if counters.rx_ack + counters.rx_light_ack > 0 {
+            status.set_verified(true);
+        }
     }
 
     fn silent_for(&self, now: Instant) -> Duration {

@@ -92,7 +92,7 @@ pub struct IngestStats {
     /// Encoder connections open now, by `IngestProtocol`.
     open_sessions: [AtomicU64; IngestProtocol::ALL.len()],
     rejected: [AtomicU64; RejectReason::ALL.len()],
-    limit_hits: [AtomicU64; 7],
+    limit_hits: [AtomicU64; Limit::ALL.len()],
 }
 
 impl IngestStats {

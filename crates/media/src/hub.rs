@@ -258,7 +258,7 @@ pub struct MediaInfo {
 #[derive(Debug, Default)]
 pub struct HubStats {
     /// Payload bytes received, by `IngestProtocol`.
-    bytes: [AtomicU64; 4],
+    bytes: [AtomicU64; IngestProtocol::ALL.len()],
     pub video_frames: AtomicU64,
     pub audio_frames: AtomicU64,
     pub data_messages: AtomicU64,
