@@ -1,0 +1,108 @@
+//! The cluster's shared configuration: the `[[streams]]` of every node, as
+//! one TOML document in Redis (parsed and checked by the same code as a
+//! node's file), with a version that grows by one with every change. A
+//! change is applied only to the version it was made from (compare and set,
+//! in one Lua script), and announced on a pub/sub channel with its version,
+//! so a node applies each version once, in order, and a node that missed an
+//! announcement (Redis was away) sees the version it lacks when it reads.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+/// Sets the document if the version is still `ARGV[1]`: returns the new
+/// version, or the current one negated when it moved on.
+const COMPARE_AND_SET: &str = r"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current ~= tonumber(ARGV[1]) then
+  return -current
+end
+redis.call('SET', KEYS[1], ARGV[2])
+local next = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', KEYS[3], next)
+return next
+";
+
+/// The document at some version (0: never written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub version: u64,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Another change landed first: read again and redo the change.
+    #[error("the configuration changed meanwhile (now version {current})")]
+    Conflict { current: u64 },
+}
+
+#[derive(Clone)]
+pub struct ConfigStore {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl ConfigStore {
+    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            redis,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn document_key(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
+    fn version_key(&self) -> String {
+        format!("{}:streams:version", self.prefix)
+    }
+
+    /// The pub/sub channel each new version is announced on.
+    pub fn channel(&self) -> String {
+        format!("{}:streams:changes", self.prefix)
+    }
+
+    /// The document and its version, read together.
+    pub async fn read(&self) -> Result<Versioned, StoreError> {
+        let mut redis = self.redis.clone();
+        let (text, version): (Option<String>, Option<u64>) = redis::pipe()
+            .atomic()
+            .get(self.document_key())
+            .get(self.version_key())
+            .query_async(&mut redis)
+            .await?;
+        Ok(Versioned {
+            version: version.unwrap_or(0),
+            text: text.unwrap_or_default(),
+        })
+    }
+
+    /// Only the version (what a node polls, cheaply).
+    pub async fn version(&self) -> Result<u64, StoreError> {
+        let version: Option<u64> = self.redis.clone().get(self.version_key()).await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Writes `text` as the version after `based_on`; fails with `Conflict`
+    /// when another change came first.
+    pub async fn write(&self, based_on: u64, text: &str) -> Result<u64, StoreError> {
+        let result: i64 = Script::new(COMPARE_AND_SET)
+            .key(self.document_key())
+            .key(self.version_key())
+            .key(self.channel())
+            .arg(based_on)
+            .arg(text)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        if result > 0 {
+            Ok(result as u64)
+        } else {
+            Err(StoreError::Conflict {
+                current: result.unsigned_abs(),
+            })
+        }
+    }
+}
