@@ -38,9 +38,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 6] = [
+pub const SUPERVISED_TASKS: [&str; 7] = [
     "rtmp_connection",
     "srt_connection",
+    "pull",
     "http_connection",
     "destination",
     "listener",

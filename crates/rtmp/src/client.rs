@@ -293,7 +293,7 @@ pub(crate) fn created_stream_id(result: &Command) -> Result<u32, ClientError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk_reader::ChunkReader;
     use crate::connection::read_messages;
@@ -319,13 +319,13 @@ mod tests {
     }
 
     /// Serializes a server reply.
-    fn reply(command: Command, stream_id: u32) -> Vec<u8> {
+    pub(crate) fn reply(command: Command, stream_id: u32) -> Vec<u8> {
         let mut writer = ChunkWriter::new(128);
         queue_command(&mut writer, stream_id, &command);
         writer.to_vec()
     }
 
-    fn status(code: &str, level: &str, description: &str) -> Command {
+    pub(crate) fn status(code: &str, level: &str, description: &str) -> Command {
         Command::new(
             "onStatus",
             0.0,

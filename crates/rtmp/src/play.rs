@@ -195,28 +195,9 @@ mod tests {
     use crate::connection::queue_media;
     use bytes::Bytes;
 
-    fn reply(command: Command, stream_id: u32) -> Vec<u8> {
-        let mut writer = ChunkWriter::new(128);
-        queue_command(&mut writer, stream_id, &command);
-        writer.to_vec()
-    }
+    use crate::client::tests::{reply, status};
 
-    fn status(code: &str, level: &str) -> Command {
-        Command::new(
-            "onStatus",
-            0.0,
-            Value::Null,
-            vec![Value::object([
-                ("level", Value::string(level)),
-                ("code", Value::string(code)),
-                ("description", Value::string("as the server says")),
-            ])],
-        )
-    }
-
-    fn sent_commands(out: &mut ChunkWriter, server: &mut ChunkReader) -> Vec<Command> {
-        crate::server::tests::replies(out, server)
-    }
+    use crate::server::tests::replies as sent_commands;
 
     #[test]
     fn plays_and_hands_out_media_across_a_publisher_restart() {
@@ -254,7 +235,10 @@ mod tests {
 
         let events = client
             .handle_input(
-                &reply(status("NetStream.Play.Start", "status"), 1),
+                &reply(
+                    status("NetStream.Play.Start", "status", "as the server says"),
+                    1,
+                ),
                 &mut out,
             )
             .unwrap();
@@ -272,7 +256,14 @@ mod tests {
 
         let events = client
             .handle_input(
-                &reply(status("NetStream.Play.UnpublishNotify", "status"), 1),
+                &reply(
+                    status(
+                        "NetStream.Play.UnpublishNotify",
+                        "status",
+                        "as the server says",
+                    ),
+                    1,
+                ),
                 &mut out,
             )
             .unwrap();
@@ -307,7 +298,14 @@ mod tests {
         client.start(&mut out);
         let events = client
             .handle_input(
-                &reply(status("NetStream.Play.StreamNotFound", "error"), 1),
+                &reply(
+                    status(
+                        "NetStream.Play.StreamNotFound",
+                        "error",
+                        "as the server says",
+                    ),
+                    1,
+                ),
                 &mut out,
             )
             .unwrap();
