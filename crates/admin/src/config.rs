@@ -25,8 +25,39 @@ struct RawConfig {
     admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     fanout: RawFanout,
+    cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     streams: Vec<RawStream>,
+}
+
+/// The shared streams document in cluster mode: `[[streams]]` and nothing
+/// else (the node's own settings stay in its file).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreamsDocument {
+    #[serde(default)]
+    streams: Vec<RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redis: Spanned<String>,
+    node_id: Option<Spanned<String>>,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: Spanned<u64>,
+    #[serde(default = "default_cluster_prefix")]
+    prefix: Spanned<String>,
+}
+
+/// A dead node's streams are free again this long after its last renewal:
+/// the time an encoder waits before another node takes its reconnect.
+fn default_lease_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 5000)
+}
+
+fn default_cluster_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "prism".to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,7 +334,28 @@ pub struct Config {
     pub metrics_max_connections: usize,
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
+    /// Cluster mode: the streams live in Redis, not in this file.
+    pub cluster: Option<ClusterConfig>,
     pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    pub node_id: String,
+    pub lease: Duration,
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &"…")
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -498,18 +550,54 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// Parses a node's file. With `[cluster]`, the file holds the node's
+    /// own settings only: its streams live in Redis (`parse_with_streams`).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let error = |span: Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        };
+        Self::parse_file(path, text, false)
+    }
+
+    /// Parses a file for `prism import`: its `[[streams]]` are what is
+    /// imported, whether it has a `[cluster]` section or not.
+    pub fn parse_for_import(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_file(path, text, true)
+    }
+
+    /// A cluster node's configuration: its file (`path`, `text`) with the
+    /// cluster's streams document (`streams_text`, named `origin` in
+    /// errors). Relative paths in the document (standby clips, CA files)
+    /// are read from the node's config directory.
+    pub fn parse_with_streams(
+        path: &Path,
+        text: &str,
+        origin: &Path,
+        streams_text: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(path, text)?;
+        let error = error_in(origin, streams_text);
+        let raw: RawStreamsDocument = toml::from_str(streams_text)
+            .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+        config.streams = parse_streams(raw.streams, path, &error)?;
+        Ok(config)
+    }
+
+    fn parse_file(path: &Path, text: &str, import: bool) -> Result<Self, ConfigError> {
+        let error = error_in(path, text);
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+        let cluster = match &raw.cluster {
+            None => None,
+            Some(cluster) => {
+                if let (Some(stream), false) = (raw.streams.first(), import) {
+                    return Err(error(
+                        stream.id.span(),
+                        "streams: with [cluster] the streams live in Redis, not in the node's file; \
+                         load them with `prism import --config FILE` and remove them here"
+                            .into(),
+                    ));
+                }
+                Some(parse_cluster(cluster.get_ref(), &error)?)
+            }
+        };
 
         let metrics_listen = match &raw.metrics {
             None => None,
@@ -624,165 +712,7 @@ impl Config {
             ));
         }
 
-        if raw.streams.len() > MAX_STREAMS {
-            let span = raw.streams[MAX_STREAMS].id.span();
-            return Err(error(
-                span,
-                format!("streams: at most {MAX_STREAMS} streams per instance"),
-            ));
-        }
-        let mut streams = Vec::with_capacity(raw.streams.len());
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut keys: HashMap<String, String> = HashMap::new();
-        for (index, stream) in raw.streams.into_iter().enumerate() {
-            let id = stream.id.get_ref().clone();
-            check_id(&id)
-                .map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
-            if ids.insert(id.clone(), index).is_some() {
-                return Err(error(
-                    stream.id.span(),
-                    format!("streams[{index}].id: duplicate stream id {id:?}"),
-                ));
-            }
-            let pull = match &stream.pull {
-                None => None,
-                Some(url) => Some(
-                    parse_pull(url.get_ref())
-                        .map_err(|m| error(url.span(), format!("streams[{index}].pull: {m}")))?,
-                ),
-            };
-            let key = match &stream.key {
-                Some(key) => {
-                    check_stream_key(key.get_ref(), &id, &mut keys)
-                        .map_err(|m| error(key.span(), format!("streams[{index}].key: {m}")))?;
-                    key.get_ref().clone()
-                }
-                // A pulled stream takes no publisher: its key is never
-                // used, so an unguessable one stands in.
-                None if pull.is_some() => unguessable_key(&id),
-                None => {
-                    return Err(error(
-                        stream.id.span(),
-                        format!("streams[{index}]: missing field `key` (or a `pull` source)"),
-                    ))
-                }
-            };
-
-            let mut destinations = Vec::with_capacity(stream.destinations.len());
-            let mut destination_ids = HashMap::new();
-            for (d, destination) in stream.destinations.into_iter().enumerate() {
-                let field = format!("streams[{index}].destinations[{d}]");
-                let dest_id = destination.id.get_ref().clone();
-                check_id(&dest_id)
-                    .map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
-                if destination_ids.insert(dest_id.clone(), d).is_some() {
-                    return Err(error(
-                        destination.id.span(),
-                        format!(
-                            "{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"
-                        ),
-                    ));
-                }
-                let platform = match &destination.platform {
-                    None => None,
-                    Some(name) => {
-                        Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
-                            let known: Vec<&str> = crate::platforms::all()
-                                .iter()
-                                .map(|p| p.id.as_str())
-                                .collect();
-                            error(
-                                name.span(),
-                                format!(
-                                    "{field}.platform: unknown platform {:?} (known: {})",
-                                    name.get_ref(),
-                                    known.join(", ")
-                                ),
-                            )
-                        })?)
-                    }
-                };
-                let (url_text, url_span) =
-                    match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
-                        (Some(url), _) => (url.get_ref().as_str(), url.span()),
-                        (None, Some(preset)) => (preset.as_str(), destination.id.span()),
-                        (None, None) => {
-                            return Err(error(
-                                destination.id.span(),
-                                format!(
-                            "{field}: missing field `url` (or a `platform` whose preset has one)"
-                        ),
-                            ))
-                        }
-                    };
-                let url = DestinationUrl::parse(
-                    url_text,
-                    destination.key.as_ref().map(|k| k.get_ref().as_str()),
-                )
-                .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
-                let ca_file = match &destination.ca_file {
-                    None => None,
-                    Some(file) => {
-                        if url.scheme != prism_fanout::url::Scheme::Rtmps {
-                            return Err(error(
-                                file.span(),
-                                format!(
-                                    "{field}.ca_file: only rtmps:// destinations use a ca_file"
-                                ),
-                            ));
-                        }
-                        let ca_path = Path::new(file.get_ref());
-                        let ca_path = if ca_path.is_relative() {
-                            path.parent().unwrap_or(Path::new(".")).join(ca_path)
-                        } else {
-                            ca_path.to_path_buf()
-                        };
-                        prism_fanout::transport::tls_config(Some(&ca_path))
-                            .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
-                        Some(ca_path)
-                    }
-                };
-                destinations.push(DestinationEntry {
-                    id: dest_id,
-                    platform: platform.map(|p| p.id.clone()),
-                    ca_file,
-                    url,
-                    enabled: destination.enabled,
-                    ack_timeout: destination
-                        .ack_timeout_s
-                        .map(|s| Duration::from_secs(s.clamp(2, 3600))),
-                });
-            }
-            let srt_passphrase = match &stream.srt_passphrase {
-                Some(p) => Some(
-                    check_passphrase(p, &format!("streams[{index}].srt_passphrase"))
-                        .map_err(|m| error(p.span(), m))?,
-                ),
-                None => None,
-            };
-            let standby = match &stream.standby_file {
-                None => None,
-                Some(file) => {
-                    let clip = load_standby(path, file.get_ref()).map_err(|m| {
-                        error(file.span(), format!("streams[{index}].standby_file: {m}"))
-                    })?;
-                    Some(prism_media::hub::StandbyConfig {
-                        clip,
-                        after: Duration::from_millis(stream.standby_after_ms.clamp(100, 60_000)),
-                        max: Duration::from_secs(stream.standby_max_s.clamp(1, 7 * 24 * 3600)),
-                    })
-                }
-            };
-            streams.push(StreamConfig {
-                id,
-                standby,
-                srt_passphrase,
-                reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
-                key: prism_media::StreamKey::new(key),
-                pull,
-                destinations,
-            });
-        }
+        let streams = parse_streams(raw.streams, path, &error)?;
 
         let worker_threads = *raw.runtime.worker_threads.get_ref();
         if !(1..=64).contains(&worker_threads) {
@@ -828,6 +758,7 @@ impl Config {
                 stall_timeout: Duration::from_millis(rtmp.stall_timeout_ms.clamp(100, 60_000)),
                 idle_timeout: Duration::from_secs(rtmp.idle_timeout_s.max(1)),
             },
+            cluster,
             fanout: FanoutConfig {
                 queue_budget_bytes: (budget_kib * 1024) as usize,
                 connect_timeout: Duration::from_secs(raw.fanout.connect_timeout_s.max(1)),
@@ -840,6 +771,236 @@ impl Config {
             streams,
         })
     }
+}
+
+type ErrorAt<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
+
+/// Errors at a byte span of `text`, shown as `path:line:column: message`.
+fn error_in<'a>(path: &'a Path, text: &'a str) -> impl Fn(Range<usize>, String) -> ConfigError + 'a {
+    move |span: Range<usize>, message: String| {
+        let (line, column) = line_column(text, span.start);
+        ConfigError {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterConfig, ConfigError> {
+    let url = raw.redis.get_ref().trim();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+        return Err(error(
+            raw.redis.span(),
+            "cluster.redis must be a redis:// (or rediss://) URL, e.g. \"redis://127.0.0.1:6379\"".into(),
+        ));
+    }
+    let node_id = match &raw.node_id {
+        Some(id) => {
+            check_id(id.get_ref())
+                .map_err(|m| error(id.span(), format!("cluster.node_id: {m}")))?;
+            id.get_ref().clone()
+        }
+        None => hostname().ok_or_else(|| {
+            error(
+                raw.redis.span(),
+                "cluster.node_id: not set, and the host name cannot be read; set it".into(),
+            )
+        })?,
+    };
+    let lease_ms = *raw.lease_ms.get_ref();
+    if !(500..=60_000).contains(&lease_ms) {
+        return Err(error(
+            raw.lease_ms.span(),
+            format!("cluster.lease_ms must be 500 to 60000; got {lease_ms}"),
+        ));
+    }
+    let prefix = raw.prefix.get_ref().clone();
+    check_id(&prefix).map_err(|m| error(raw.prefix.span(), format!("cluster.prefix: {m}")))?;
+    Ok(ClusterConfig {
+        redis_url: url.to_string(),
+        node_id,
+        lease: Duration::from_millis(lease_ms),
+        prefix,
+    })
+}
+
+/// This machine's host name: a node's id when none is configured.
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    check_id(name).ok()?;
+    Some(name.to_string())
+}
+
+/// The `[[streams]]` of a node's file or of the cluster's document.
+/// Relative paths are read from `path`'s directory.
+fn parse_streams(
+    raw_streams: Vec<RawStream>,
+    path: &Path,
+    error: &ErrorAt,
+) -> Result<Vec<StreamConfig>, ConfigError> {
+if raw_streams.len() > MAX_STREAMS {
+        let span = raw_streams[MAX_STREAMS].id.span();
+        return Err(error(
+            span,
+            format!("streams: at most {MAX_STREAMS} streams per instance"),
+        ));
+    }
+    let mut streams = Vec::with_capacity(raw_streams.len());
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut keys: HashMap<String, String> = HashMap::new();
+    for (index, stream) in raw_streams.into_iter().enumerate() {
+        let id = stream.id.get_ref().clone();
+        check_id(&id)
+            .map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
+        if ids.insert(id.clone(), index).is_some() {
+            return Err(error(
+                stream.id.span(),
+                format!("streams[{index}].id: duplicate stream id {id:?}"),
+            ));
+        }
+        let pull = match &stream.pull {
+            None => None,
+            Some(url) => Some(
+                parse_pull(url.get_ref())
+                    .map_err(|m| error(url.span(), format!("streams[{index}].pull: {m}")))?,
+            ),
+        };
+        let key = match &stream.key {
+            Some(key) => {
+                check_stream_key(key.get_ref(), &id, &mut keys)
+                    .map_err(|m| error(key.span(), format!("streams[{index}].key: {m}")))?;
+                key.get_ref().clone()
+            }
+            // A pulled stream takes no publisher: its key is never
+            // used, so an unguessable one stands in.
+            None if pull.is_some() => unguessable_key(&id),
+            None => {
+                return Err(error(
+                    stream.id.span(),
+                    format!("streams[{index}]: missing field `key` (or a `pull` source)"),
+                ))
+            }
+        };
+
+        let mut destinations = Vec::with_capacity(stream.destinations.len());
+        let mut destination_ids = HashMap::new();
+        for (d, destination) in stream.destinations.into_iter().enumerate() {
+            let field = format!("streams[{index}].destinations[{d}]");
+            let dest_id = destination.id.get_ref().clone();
+            check_id(&dest_id)
+                .map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
+            if destination_ids.insert(dest_id.clone(), d).is_some() {
+                return Err(error(
+                    destination.id.span(),
+                    format!(
+                        "{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"
+                    ),
+                ));
+            }
+            let platform = match &destination.platform {
+                None => None,
+                Some(name) => {
+                    Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
+                        let known: Vec<&str> = crate::platforms::all()
+                            .iter()
+                            .map(|p| p.id.as_str())
+                            .collect();
+                        error(
+                            name.span(),
+                            format!(
+                                "{field}.platform: unknown platform {:?} (known: {})",
+                                name.get_ref(),
+                                known.join(", ")
+                            ),
+                        )
+                    })?)
+                }
+            };
+            let (url_text, url_span) =
+                match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
+                    (Some(url), _) => (url.get_ref().as_str(), url.span()),
+                    (None, Some(preset)) => (preset.as_str(), destination.id.span()),
+                    (None, None) => {
+                        return Err(error(
+                            destination.id.span(),
+                            format!(
+                        "{field}: missing field `url` (or a `platform` whose preset has one)"
+                    ),
+                        ))
+                    }
+                };
+            let url = DestinationUrl::parse(
+                url_text,
+                destination.key.as_ref().map(|k| k.get_ref().as_str()),
+            )
+            .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
+            let ca_file = match &destination.ca_file {
+                None => None,
+                Some(file) => {
+                    if url.scheme != prism_fanout::url::Scheme::Rtmps {
+                        return Err(error(
+                            file.span(),
+                            format!(
+                                "{field}.ca_file: only rtmps:// destinations use a ca_file"
+                            ),
+                        ));
+                    }
+                    let ca_path = Path::new(file.get_ref());
+                    let ca_path = if ca_path.is_relative() {
+                        path.parent().unwrap_or(Path::new(".")).join(ca_path)
+                    } else {
+                        ca_path.to_path_buf()
+                    };
+                    prism_fanout::transport::tls_config(Some(&ca_path))
+                        .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
+                    Some(ca_path)
+                }
+            };
+            destinations.push(DestinationEntry {
+                id: dest_id,
+                platform: platform.map(|p| p.id.clone()),
+                ca_file,
+                url,
+                enabled: destination.enabled,
+                ack_timeout: destination
+                    .ack_timeout_s
+                    .map(|s| Duration::from_secs(s.clamp(2, 3600))),
+            });
+        }
+        let srt_passphrase = match &stream.srt_passphrase {
+            Some(p) => Some(
+                check_passphrase(p, &format!("streams[{index}].srt_passphrase"))
+                    .map_err(|m| error(p.span(), m))?,
+            ),
+            None => None,
+        };
+        let standby = match &stream.standby_file {
+            None => None,
+            Some(file) => {
+                let clip = load_standby(path, file.get_ref()).map_err(|m| {
+                    error(file.span(), format!("streams[{index}].standby_file: {m}"))
+                })?;
+                Some(prism_media::hub::StandbyConfig {
+                    clip,
+                    after: Duration::from_millis(stream.standby_after_ms.clamp(100, 60_000)),
+                    max: Duration::from_secs(stream.standby_max_s.clamp(1, 7 * 24 * 3600)),
+                })
+            }
+        };
+        streams.push(StreamConfig {
+            id,
+            standby,
+            srt_passphrase,
+            reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
+            key: prism_media::StreamKey::new(key),
+            pull,
+            destinations,
+        });
+    }
+    Ok(streams)
 }
 
 fn parse_listen(value: &Spanned<String>, field: &str) -> Result<SocketAddr, String> {

@@ -14,14 +14,16 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::sync::{broadcast, Mutex};
 use toml_edit::DocumentMut;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use prism_fanout::destination::DestinationState;
 use prism_fanout::DestinationUrl;
 use prism_fanout::{
     spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
 };
+use prism_cluster::{Cluster, StoreError};
 use prism_ingest::pull::{spawn_pull, Pull, PullSource};
+use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
 
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
@@ -62,7 +64,7 @@ pub enum Event {
         timestamp: String,
     },
     ConfigChanged {
-        /// `api` or `reload`.
+        /// `api`, `reload`, or `cluster` (another node's change).
         source: &'static str,
         /// The stream an API change was about; null for a reload.
         stream: Option<String>,
@@ -90,11 +92,29 @@ pub(crate) fn now() -> String {
 
 struct ControlState {
     config: Config,
+    /// The streams' TOML: the node's whole file, or in cluster mode the
+    /// shared streams document.
     document: DocumentMut,
+    /// Cluster mode: the store version `document` is, and the node's file
+    /// (its own settings), re-validated with every new document.
+    version: u64,
+    node_text: String,
+}
+
+/// Where the streams are kept: the node's file, or Redis (cluster mode).
+enum Backing {
+    File,
+    Cluster {
+        cluster: Arc<Cluster>,
+        /// The last document this node applied, kept on disk so a restart
+        /// while Redis is away starts from it.
+        cache: PathBuf,
+    },
 }
 
 pub struct Controller {
     path: PathBuf,
+    backing: Backing,
     /// Held for a whole change, across its own task (an owned guard).
     state: Arc<Mutex<ControlState>>,
     registry: Arc<Registry>,
@@ -117,9 +137,90 @@ impl Controller {
         let document: DocumentMut = text
             .parse()
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self::launch(
+            path,
+            Backing::File,
+            ControlState {
+                config,
+                document,
+                version: 0,
+                node_text: text.to_string(),
+            },
+            registry,
+            directory,
+        ))
+    }
+
+    /// Cluster mode: the streams come from Redis. Starts from the cached
+    /// copy of the last document this node applied, if any, then follows
+    /// the store (every new version is applied as a diff, within a second).
+    /// `text` is the node's file; `config` was parsed from it.
+    pub fn start_cluster(
+        path: &Path,
+        text: &str,
+        config: Config,
+        cluster: Arc<Cluster>,
+        registry: Arc<Registry>,
+        directory: Arc<HubDirectory>,
+    ) -> Result<Arc<Self>, String> {
+        let cache = cache_path(path);
+        let (version, document, config) = match read_cache(&cache) {
+            Some((version, streams)) => {
+                match Config::parse_with_streams(path, text, &cache, &streams) {
+                    Ok(config) => {
+                        info!(version, cache = %cache.display(), streams = config.streams.len(), "cluster: starting from the last configuration this node applied");
+                        let document = streams.parse().map_err(|e| format!("{}: {e}", cache.display()))?;
+                        (version, document, config)
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cluster: the cached configuration is unusable; starting with no streams until Redis answers");
+                        (0, DocumentMut::new(), config)
+                    }
+                }
+            }
+            None => (0, DocumentMut::new(), config),
+        };
+        let controller = Self::launch(
+            path,
+            Backing::Cluster {
+                cluster: Arc::clone(&cluster),
+                cache,
+            },
+            ControlState {
+                config,
+                document,
+                version,
+                node_text: text.to_string(),
+            },
+            registry,
+            directory,
+        );
+        cluster.set_applied_version(version);
+        let mut versions = cluster.watch_versions();
+        let weak = Arc::downgrade(&controller);
+        cluster.spawn_watch();
+        tokio::spawn(async move {
+            while versions.changed().await.is_ok() {
+                let Some(controller) = weak.upgrade() else {
+                    return;
+                };
+                let _ = catch_panic("cluster_sync", controller.sync()).await;
+            }
+        });
+        Ok(controller)
+    }
+
+    fn launch(
+        path: &Path,
+        backing: Backing,
+        state: ControlState,
+        registry: Arc<Registry>,
+        directory: Arc<HubDirectory>,
+    ) -> Arc<Self> {
         let controller = Arc::new(Self {
             path: path.to_path_buf(),
-            state: Arc::new(Mutex::new(ControlState { config, document })),
+            backing,
+            state: Arc::new(Mutex::new(state)),
             registry,
             directory,
             events: broadcast::channel(1024).0,
@@ -134,7 +235,20 @@ impl Controller {
                 controller.add_stream(stream, &state.config.fanout);
             }
         }
-        Ok(controller)
+        controller
+    }
+
+    /// Cluster mode: this node's link to the cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.backing {
+            Backing::File => None,
+            Backing::Cluster { cluster, .. } => Some(cluster),
+        }
+    }
+
+    /// Cluster mode: the store version this node runs.
+    pub async fn version(&self) -> u64 {
+        self.state.lock().await.version
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -188,6 +302,9 @@ impl Controller {
         stream: &str,
         edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        if let Backing::Cluster { cluster, .. } = &self.backing {
+            return self.change_in_cluster(cluster, stream, edit).await;
+        }
         let mut state = Arc::clone(&self.state).lock_owned().await;
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
@@ -219,6 +336,9 @@ impl Controller {
     /// and the running configuration stays. Like `change`, the live part
     /// runs to completion on its own task.
     pub async fn reload(self: &Arc<Self>) -> Result<(), ApiError> {
+        if let Backing::Cluster { .. } = &self.backing {
+            return self.reload_in_cluster().await;
+        }
         let mut state = Arc::clone(&self.state).lock_owned().await;
         // Off the async threads: a config on a hung network mount must not
         // stall the relay (or the signal handling that would stop it).
@@ -232,22 +352,168 @@ impl Controller {
         let document: DocumentMut = text
             .parse()
             .map_err(|e| ApiError::invalid(format!("{e}")))?;
-        if config.rtmp.listen != state.config.rtmp.listen
-            || config.srt != state.config.srt
-            || config.metrics_listen != state.config.metrics_listen
-            || config.admin != state.config.admin
-            || config.log_format != state.config.log_format
-        {
-            warn!("reload: listener, admin or log settings changed; they take effect at the next restart");
-        }
+        warn_of_restart_settings(&state.config, &config);
         let controller = Arc::clone(self);
         tokio::spawn(async move {
             controller.apply(&state.config, &config).await;
+            state.node_text = text;
             controller.commit(&mut state, config, document, "reload", None);
             info!(path = %controller.path.display(), "configuration reloaded");
         })
         .await
         .map_err(|e| ApiError::internal(format!("the reload failed: {e}")))
+    }
+
+    /// Cluster mode: the edit is made on the newest streams document and
+    /// written to Redis only if nobody changed it meanwhile (compare and
+    /// set by version); then applied here. Other nodes apply it when they
+    /// hear of the new version.
+    async fn change_in_cluster<T>(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        stream: &str,
+        edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        // Catch up first: an edit made on an old version would conflict.
+        let newest = cluster.read_version().await.map_err(redis_unavailable)?;
+        if newest > self.version().await {
+            self.sync().await?;
+        }
+        let mut state = Arc::clone(&self.state).lock_owned().await;
+        let mut document = state.document.clone();
+        let result = edit(&mut document, &state.config)?;
+        let text = document.to_string();
+        let config = Config::parse_with_streams(&self.path, &state.node_text, &store_origin(cluster), &text)
+            .map_err(|e| ApiError::invalid(e.message))?;
+        let written = tokio::time::timeout(
+            CLUSTER_WRITE_TIMEOUT,
+            cluster.store().write(state.version, &text),
+        )
+        .await;
+        let version = match written {
+            Ok(Ok(version)) => {
+                cluster.health().saw_success();
+                version
+            }
+            Ok(Err(StoreError::Conflict { current })) => {
+                return Err(ApiError::conflict(format!(
+                    "the streams changed on another node meanwhile (now version {current}); nothing was changed here: send the request again"
+                )))
+            }
+            Ok(Err(StoreError::Redis(e))) => {
+                cluster.health().saw_failure(&e.to_string());
+                return Err(redis_unavailable(e.to_string()));
+            }
+            // The write may or may not have landed: the version poll tells,
+            // and the change is applied once either way.
+            Err(_) => {
+                return Err(redis_unavailable(
+                    "Redis did not answer in time; the change may still land, see GET /v1/streams".to_string(),
+                ))
+            }
+        };
+        let controller = Arc::clone(self);
+        let stream = stream.to_string();
+        tokio::spawn(async move {
+            controller.apply(&state.config, &config).await;
+            controller.adopted(&mut state, version, &text);
+            controller.commit(&mut state, config, document, "api", Some(stream));
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the change failed: {e}")))?;
+        Ok(result)
+    }
+
+    /// Cluster mode: applies the store's newest version if it is newer than
+    /// the one running here. A document that does not validate here (edited
+    /// in Redis by hand, or a newer Prism's) is refused and logged; the
+    /// running configuration stays.
+    pub async fn sync(self: &Arc<Self>) -> Result<(), ApiError> {
+        let Backing::Cluster { cluster, .. } = &self.backing else {
+            return Ok(());
+        };
+        let mut state = Arc::clone(&self.state).lock_owned().await;
+        let stored = match tokio::time::timeout(CLUSTER_WRITE_TIMEOUT, cluster.store().read()).await {
+            Ok(Ok(stored)) => {
+                cluster.health().saw_success();
+                stored
+            }
+            Ok(Err(e)) => {
+                cluster.health().saw_failure(&e.to_string());
+                return Err(redis_unavailable(e.to_string()));
+            }
+            Err(_) => return Err(redis_unavailable("Redis did not answer in time".to_string())),
+        };
+        if stored.version == state.version {
+            return Ok(());
+        }
+        if stored.version < state.version {
+            // Redis lost the document (restarted without persistence, or
+            // flushed): put back the newest version this node knows.
+            warn!(store_version = stored.version, version = state.version, "cluster: Redis holds an older configuration than this node ran; restoring this node's");
+            let text = state.document.to_string();
+            return match cluster.store().restore(state.version, &text).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(redis_unavailable(e.to_string())),
+            };
+        }
+        let origin = store_origin(cluster);
+        let config = match Config::parse_with_streams(&self.path, &state.node_text, &origin, &stored.text) {
+            Ok(config) => config,
+            Err(e) => {
+                error!(version = stored.version, "cluster: the shared configuration is invalid here, keeping version {}: {e}", state.version);
+                return Err(ApiError::invalid(e.to_string()));
+            }
+        };
+        let document: DocumentMut = stored
+            .text
+            .parse()
+            .map_err(|e| ApiError::invalid(format!("{}: {e}", origin.display())))?;
+        let controller = Arc::clone(self);
+        tokio::spawn(async move {
+            controller.apply(&state.config, &config).await;
+            info!(version = stored.version, was = state.version, streams = config.streams.len(), "cluster: configuration applied");
+            controller.adopted(&mut state, stored.version, &stored.text);
+            controller.commit(&mut state, config, document, "cluster", None);
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("applying the cluster's configuration failed: {e}")))
+    }
+
+    /// Cluster mode: SIGHUP or `POST /v1/reload` re-reads the node's file
+    /// (its own settings) and the shared streams.
+    async fn reload_in_cluster(self: &Arc<Self>) -> Result<(), ApiError> {
+        let Backing::Cluster { cluster, .. } = &self.backing else {
+            return Ok(());
+        };
+        {
+            let mut state = self.state.lock().await;
+            let path = self.path.clone();
+            let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+                .await
+                .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
+                .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
+            let streams = state.document.to_string();
+            let config = Config::parse_with_streams(&self.path, &text, &store_origin(cluster), &streams)
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            warn_of_restart_settings(&state.config, &config);
+            state.node_text = text;
+        }
+        self.sync().await
+    }
+
+    /// Cluster mode: `version` of the streams document is the running one;
+    /// it is kept on disk for a restart while Redis is away.
+    fn adopted(&self, state: &mut ControlState, version: u64, text: &str) {
+        state.version = version;
+        let Backing::Cluster { cache, cluster } = &self.backing else {
+            return;
+        };
+        cluster.set_applied_version(version);
+        let contents = format!("{CACHE_HEADER}{version}\n{text}");
+        if let Err(e) = persist::write_atomically(cache, &contents) {
+            warn!(cache = %cache.display(), error = %e, "cluster: cannot keep a copy of the configuration on disk");
+        }
     }
 
     /// Makes an applied config the running one and tells the event stream.
@@ -351,6 +617,9 @@ impl Controller {
 
     fn add_stream(&self, stream: &StreamConfig, fanout: &FanoutConfig) {
         let hub = StreamHub::new(stream.id.clone());
+        if let Some(cluster) = self.cluster() {
+            hub.set_gate(Arc::clone(cluster.gate()) as Arc<dyn prism_media::PublishGate>);
+        }
         hub.set_reconnect_grace(stream.reconnect_grace);
         hub.set_standby(stream.standby.clone());
         let entry = self.registry.add_stream(StreamEntry {
@@ -517,5 +786,51 @@ fn pull_source(url: &DestinationUrl) -> PullSource {
             port: url.port,
             target: url.publish_target(),
         },
+    }
+}
+
+/// How long an API change waits for Redis before it answers 503.
+const CLUSTER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The first line of the cache file, followed by the version.
+const CACHE_HEADER: &str = "# Prism cluster cache: the last shared configuration this node applied. Do not edit.\n# version = ";
+
+/// `prism.toml` keeps its cache as `prism.cluster-cache.toml` beside it.
+fn cache_path(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("prism");
+    config.with_file_name(format!("{stem}.cluster-cache.toml"))
+}
+
+/// The cached version and document, if a readable cache is there.
+fn read_cache(path: &Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = text.strip_prefix(CACHE_HEADER)?;
+    let (version, document) = rest.split_once('\n')?;
+    Some((version.trim().parse().ok()?, document.to_string()))
+}
+
+/// How errors in the shared streams document name it.
+fn store_origin(cluster: &Cluster) -> PathBuf {
+    PathBuf::from(format!("redis:{}:streams", cluster.settings().prefix))
+}
+
+fn redis_unavailable(error: String) -> ApiError {
+    ApiError::unavailable(format!(
+        "the cluster's Redis is unreachable ({error}): changes are refused until it is back; running shows go on unchanged"
+    ))
+}
+
+fn warn_of_restart_settings(old: &Config, new: &Config) {
+    if new.rtmp.listen != old.rtmp.listen
+        || new.srt != old.srt
+        || new.metrics_listen != old.metrics_listen
+        || new.admin != old.admin
+        || new.log_format != old.log_format
+        || new.cluster != old.cluster
+    {
+        warn!("reload: listener, admin, cluster or log settings changed; they take effect at the next restart");
     }
 }

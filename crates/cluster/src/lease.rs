@@ -39,10 +39,13 @@ pub enum LeaseError {
     Unexpected(String),
 }
 
-/// Takes the lease if nobody holds it: `{1, fence}` or `{0, holder}`.
+/// Takes the lease if nobody else holds it: `{1, fence}` or `{0, holder}`.
+/// A lease this node id still holds is granted again with a new fence: it
+/// is what a node restarted within the lease time left behind (node ids are
+/// unique in a cluster).
 const ACQUIRE: &str = r"
 local holder = redis.call('GET', KEYS[1])
-if holder then
+if holder and string.match(holder, '^(.*)|[0-9]+$') ~= ARGV[1] then
   return {0, holder}
 end
 local fence = redis.call('INCR', KEYS[2])
@@ -65,6 +68,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// Where a stream's lease lives in Redis.
+pub(crate) fn lease_key(prefix: &str, stream: &str) -> String {
+    format!("{prefix}:lease:{stream}")
+}
+
+/// The node of a lease's holder, `node|fence` (node ids may hold '|',
+/// fences do not).
+pub(crate) fn holder_node(holder: &str) -> &str {
+    holder.rsplit_once('|').map_or(holder, |(node, _)| node)
+}
 
 /// This node's view of the stream leases.
 #[derive(Clone)]
@@ -89,7 +103,7 @@ impl Leases {
     }
 
     fn lease_key(&self, stream: &str) -> String {
-        format!("{}:lease:{stream}", self.prefix)
+        lease_key(&self.prefix, stream)
     }
 
     fn fence_key(&self, stream: &str) -> String {
@@ -121,10 +135,8 @@ impl Leases {
                 fence,
             }));
         }
-        // The holder is `node|fence`; node ids may hold '|', fences do not.
-        let node = value.rsplit_once('|').map_or(value.as_str(), |(n, _)| n);
         Ok(Acquired::Taken {
-            node: node.to_string(),
+            node: holder_node(&value).to_string(),
         })
     }
 

@@ -22,6 +22,19 @@ redis.call('PUBLISH', KEYS[3], next)
 return next
 ";
 
+/// Puts a node's last known document back at its version, if Redis holds
+/// an older one (it lost its data): returns 1 when restored, else 0.
+const RESTORE: &str = r"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1
+";
+
 /// The document at some version (0: never written).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned {
@@ -104,5 +117,20 @@ impl ConfigStore {
                 current: result.unsigned_abs(),
             })
         }
+    }
+
+    /// After Redis lost its data: writes `text` back as `version` unless the
+    /// store already has that version or a newer one (another node restored
+    /// it first, or a change landed since). True when this call restored it.
+    pub async fn restore(&self, version: u64, text: &str) -> Result<bool, StoreError> {
+        let restored: i64 = Script::new(RESTORE)
+            .key(self.document_key())
+            .key(self.version_key())
+            .key(self.channel())
+            .arg(version)
+            .arg(text)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(restored == 1)
     }
 }

@@ -35,6 +35,8 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A connection that relayed this long starts the backoff over.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+/// Cluster mode: how often a node that does not pull asks again.
+const ELSEWHERE_RECHECK: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A live source that sends nothing for this long is gone: its publish ends
 /// (grace and standby take over) and Prism reconnects.
@@ -113,10 +115,25 @@ async fn run(
 ) {
     let mut backoff = BACKOFF_START;
     let mut failures = 0u64;
+    let mut waiting_elsewhere = false;
     loop {
         if *stop.borrow_and_update() {
             return;
         }
+        // Cluster mode: one node pulls; the others wait for its lease to
+        // end (the node died, or the stream was handed over).
+        if let Err(e) = hub.admit().await {
+            if !waiting_elsewhere {
+                info!(stream = %hub.id(), source = %shown, "not pulling here: {e}");
+                waiting_elsewhere = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(ELSEWHERE_RECHECK) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        waiting_elsewhere = false;
         let started = Instant::now();
         let mut publish: Option<PublishGuard> = None;
         let attempt = catch_panic("pull", session(&hub, &source, &mut publish));

@@ -410,7 +410,12 @@ impl Connection<'_> {
                         refused = Some("unknown stream key".to_string());
                         break;
                     };
-                    match hub.try_publish(IngestProtocol::Rtmp, remote) {
+                    // Cluster mode: the stream's lease first (bounded wait).
+                    let admitted = match hub.admit().await {
+                        Ok(()) => hub.try_publish(IngestProtocol::Rtmp, remote),
+                        Err(e) => Err(e),
+                    };
+                    match admitted {
                         Ok(guard) => {
                             self.session.accept_publish(&mut self.out);
                             debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
@@ -419,7 +424,9 @@ impl Connection<'_> {
                         Err(e) => {
                             warn!(stream = %hub.id(), %remote, "publish refused: {e}");
                             self.stats.count_rejection(match e {
-                                PublishError::AlreadyLive => RejectReason::AlreadyLive,
+                                PublishError::AlreadyLive | PublishError::LiveElsewhere { .. } => {
+                                    RejectReason::AlreadyLive
+                                }
                                 PublishError::PullOnly => RejectReason::PullOnly,
                             });
                             refused = Some(e.to_string());

@@ -218,6 +218,14 @@ async fn admit(
             .await;
         return None;
     }
+    // Cluster mode: the stream's lease first (bounded wait).
+    if let Err(e) = hub.admit().await {
+        refuse(Rejection::AlreadyLive, &e.to_string());
+        let _ = request
+            .reject(RejectReason::Server(ServerRejectReason::Conflict))
+            .await;
+        return None;
+    }
     let passphrase = stream_passphrase.or_else(|| settings.passphrase.clone());
     let caller_key_size = request.key_size();
     let key_settings = match (passphrase, caller_key_size) {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::flv;
+use crate::gate::PublishGate;
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::TsMuxer;
 use crate::queue::DestinationQueue;
@@ -38,6 +39,9 @@ pub enum PublishError {
     AlreadyLive,
     #[error("this stream pulls from its source (`pull`) and takes no publisher")]
     PullOnly,
+    /// Cluster mode: another node holds the stream's lease.
+    #[error("the stream is already live on node {node:?}")]
+    LiveElsewhere { node: String },
 }
 
 #[derive(Default)]
@@ -197,6 +201,8 @@ pub struct StreamHub {
     standby_watch: watch::Sender<Option<StandbyReason>>,
     /// The stream has a `pull` source: publishers are refused.
     pull_only: std::sync::atomic::AtomicBool,
+    /// Cluster mode: asked before a new publisher is taken.
+    gate: RwLock<Option<Arc<dyn PublishGate>>>,
 }
 
 /// How a publisher reached Prism.
@@ -285,7 +291,32 @@ impl StreamHub {
             standby_watch: watch::Sender::new(None),
             publisher: Mutex::new(None),
             pull_only: std::sync::atomic::AtomicBool::new(false),
+            gate: RwLock::new(None),
         })
+    }
+
+    /// Cluster mode: `gate` decides whether this node may take a publisher
+    /// (see `admit`).
+    pub fn set_gate(&self, gate: Arc<dyn PublishGate>) {
+        *self.gate.write().unwrap_or_else(|e| e.into_inner()) = Some(gate);
+    }
+
+    /// Asks the publish gate, if there is one, whether this node may take a
+    /// publisher now; call it before `try_publish`. Without a gate (a node
+    /// on its own) it always admits.
+    pub async fn admit(self: &Arc<Self>) -> Result<(), PublishError> {
+        let gate = self
+            .gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match gate {
+            None => Ok(()),
+            Some(gate) => gate
+                .admit(Arc::clone(self))
+                .await
+                .map_err(|node| PublishError::LiveElsewhere { node }),
+        }
     }
 
     /// Sets how long destinations stay connected after the publisher drops,

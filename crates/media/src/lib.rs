@@ -5,6 +5,7 @@
 pub mod aac;
 pub mod accept;
 pub mod flv;
+pub mod gate;
 pub mod hub;
 pub mod message;
 pub mod mpegts;
@@ -18,6 +19,7 @@ pub use hub::{
     HubDirectory, HubStats, IngestProtocol, LiveState, MediaInfo, PublishError, PublishGuard,
     PublisherInfo, StreamHub,
 };
+pub use gate::PublishGate;
 pub use message::{MediaKind, MediaMessage};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use secret::StreamKey;

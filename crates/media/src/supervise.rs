@@ -38,7 +38,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 7] = [
+pub const SUPERVISED_TASKS: [&str; 8] = [
     "rtmp_connection",
     "srt_connection",
     "pull",
@@ -46,6 +46,7 @@ pub const SUPERVISED_TASKS: [&str; 7] = [
     "destination",
     "listener",
     "standby",
+    "cluster_sync",
 ];
 
 #[cfg(test)]

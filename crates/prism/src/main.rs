@@ -4,6 +4,7 @@
 
 mod fds;
 mod http;
+mod import;
 mod listeners;
 mod telemetry;
 
@@ -23,6 +24,7 @@ use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, S
 use prism_media::HubDirectory;
 
 use prism_admin::{Config, Controller, LogFormat};
+use prism_cluster::{Cluster, ClusterSettings};
 
 use crate::listeners::{supervise, FaultInjector, Readiness, Supervision};
 use crate::telemetry::Telemetry;
@@ -43,10 +45,38 @@ struct Args {
     /// Validate the config and exit: 0 when valid, else FILE:LINE:COL: message.
     #[arg(long)]
     check: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Cluster mode: load a TOML file's [[streams]] into Redis, replacing the
+    /// cluster's streams (every node applies them within a second).
+    Import {
+        /// The file whose streams are loaded (a Prism config).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        /// The cluster's Redis (default: the file's [cluster] redis).
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        /// The cluster's key prefix (default: the file's [cluster] prefix, else "prism").
+        #[arg(long)]
+        prefix: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Import {
+        config,
+        redis,
+        prefix,
+    }) = args.command
+    {
+        return import::run(&config, redis, prefix);
+    }
     let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     if !path.exists() {
         eprintln!(
@@ -186,13 +216,40 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     }
 
     let directory = Arc::new(HubDirectory::default());
-    let controller = Controller::start(
-        &path,
-        &text,
-        config,
-        Arc::clone(&registry),
-        Arc::clone(&directory),
-    )?;
+    let controller = match config.cluster.clone() {
+        None => Controller::start(
+            &path,
+            &text,
+            config,
+            Arc::clone(&registry),
+            Arc::clone(&directory),
+        )?,
+        Some(settings) => {
+            let cluster = Cluster::new(ClusterSettings {
+                redis_url: settings.redis_url,
+                node_id: settings.node_id,
+                lease: settings.lease,
+                prefix: settings.prefix,
+            })?;
+            info!(
+                node = %cluster.node_id(),
+                redis = %prism_cluster::node::redacted(&cluster.settings().redis_url),
+                lease_ms = cluster.settings().lease.as_millis() as u64,
+                "cluster mode: streams and destinations come from Redis"
+            );
+            if let Some(telemetry) = &telemetry {
+                telemetry.set_cluster(Arc::clone(&cluster));
+            }
+            Controller::start_cluster(
+                &path,
+                &text,
+                config,
+                cluster,
+                Arc::clone(&registry),
+                Arc::clone(&directory),
+            )?
+        }
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let faults = match std::env::var("PRISM_TEST_HOOKS") {

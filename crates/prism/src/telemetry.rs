@@ -42,9 +42,17 @@ pub struct Telemetry {
     registry: Arc<Registry>,
     ingest: Arc<IngestStats>,
     readiness: Arc<Readiness>,
+    /// Cluster mode: this node's link to Redis.
+    cluster: std::sync::OnceLock<Arc<prism_cluster::Cluster>>,
 }
 
 impl Telemetry {
+    /// Cluster mode: the Redis connection state and the running version
+    /// are exported too.
+    pub fn set_cluster(&self, cluster: Arc<prism_cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
     /// Installs the global metrics recorder. Series not refreshed for
     /// `series_idle` are dropped: every scrape refreshes the series of
     /// everything that exists, so only removed things (and histograms with no
@@ -84,6 +92,7 @@ impl Telemetry {
             registry,
             ingest,
             readiness,
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -160,6 +169,21 @@ impl Telemetry {
                     .absolute(status.ack_timeouts.load(Ordering::Relaxed));
             }
         }
+        if let Some(cluster) = self.cluster.get() {
+            let node = cluster.node_id().to_string();
+            let health = cluster.health();
+            gauge!("prism_cluster_redis_up", "node" => node.clone()).set(if health.is_up() {
+                1.0
+            } else {
+                0.0
+            });
+            counter!("prism_cluster_redis_losses_total", "node" => node.clone())
+                .absolute(health.losses());
+            gauge!("prism_cluster_config_version", "node" => node.clone())
+                .set(cluster.applied_version() as f64);
+            gauge!("prism_cluster_leases_held", "node" => node)
+                .set(cluster.gate().held_streams() as f64);
+        }
         self.process.collect();
         self.prometheus.render()
     }
@@ -168,6 +192,22 @@ impl Telemetry {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("prism_ingest_sessions", "Encoder connections open now.");
+    describe_gauge!(
+        "prism_cluster_redis_up",
+        "Cluster mode: 1 while this node reaches the cluster's Redis."
+    );
+    describe_counter!(
+        "prism_cluster_redis_losses_total",
+        "Cluster mode: times this node lost its Redis connection."
+    );
+    describe_gauge!(
+        "prism_cluster_config_version",
+        "Cluster mode: the version of the shared configuration this node runs."
+    );
+    describe_gauge!(
+        "prism_cluster_leases_held",
+        "Cluster mode: streams whose lease this node holds (live here)."
+    );
     describe_counter!(
         "prism_ingest_bytes_total",
         Unit::Bytes,

@@ -1,0 +1,307 @@
+//! The publish gate of a cluster node: a stream takes a publisher only on
+//! the node that holds its lease. The lease is taken when a publish is
+//! admitted, renewed while the stream is live here (its grace and standby
+//! included), and released when the session ends.
+//!
+//! When another node holds the lease but has no encoder connected (it is
+//! in its reconnect grace, playing standby, or its publisher went silent),
+//! this node asks it to hand the stream over: the encoder reconnected
+//! through the load balancer to another node, and the show should follow it
+//! at once rather than wait out the grace period.
+//!
+//! Redis being away never stops a show: a live stream keeps its publisher,
+//! and a publish that arrives meanwhile is admitted without a lease (logged),
+//! the lease being taken when Redis is back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tokio::time::timeout;
+use tracing::{error, info, warn};
+
+use prism_media::gate::{Admission, PublishGate};
+use prism_media::StreamHub;
+
+use crate::health::RedisHealth;
+use crate::lease::{Acquired, Lease, Leases};
+
+/// The longest a publish waits for Redis before it is admitted anyway.
+const REDIS_WAIT: Duration = Duration::from_millis(1500);
+/// How long a publish waits for the node holding the stream to hand it over.
+const TAKEOVER_WAIT: Duration = Duration::from_millis(1500);
+const TAKEOVER_POLL: Duration = Duration::from_millis(100);
+/// A lease taken for a publish that is not live yet is kept this long (the
+/// publisher's first frame, a pull's connect).
+const START_WINDOW: Duration = Duration::from_secs(10);
+
+struct Held {
+    hub: Weak<StreamHub>,
+    /// When a publish was last admitted under this lease: the lease is not
+    /// given up while that publish may still be starting.
+    admitted_at: Instant,
+    /// The stream went live since then: its end is the session's end.
+    seen_live: bool,
+}
+
+pub struct LeaseGate {
+    leases: Leases,
+    redis: ConnectionManager,
+    health: Arc<RedisHealth>,
+    node: String,
+    ttl: Duration,
+    takeover_channel: String,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+impl LeaseGate {
+    pub(crate) fn new(
+        leases: Leases,
+        redis: ConnectionManager,
+        health: Arc<RedisHealth>,
+        node: &str,
+        ttl: Duration,
+        takeover_channel: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            leases,
+            redis,
+            health,
+            node: node.to_string(),
+            ttl,
+            takeover_channel,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The streams whose lease this node holds (or will take when Redis is
+    /// back).
+    pub fn held_streams(&self) -> usize {
+        self.held().len()
+    }
+
+    async fn admit_publish(self: Arc<Self>, hub: Arc<StreamHub>) -> Result<(), String> {
+        let stream = hub.id().to_string();
+        if let Some(held) = self.held().get_mut(&stream) {
+            held.admitted_at = Instant::now();
+            held.seen_live = false;
+            return Ok(());
+        }
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let mut asked = false;
+        loop {
+            let lease = match timeout(REDIS_WAIT, self.leases.acquire(&stream)).await {
+                Ok(Ok(Acquired::Held(lease))) => {
+                    self.health.saw_success();
+                    Some(lease)
+                }
+                Ok(Ok(Acquired::Taken { node })) => {
+                    self.health.saw_success();
+                    if Instant::now() >= deadline {
+                        warn!(stream = %stream, node = %node, "publish refused: the stream is live on another node");
+                        return Err(node);
+                    }
+                    if !asked {
+                        asked = true;
+                        self.ask_takeover(&stream).await;
+                    }
+                    tokio::time::sleep(TAKEOVER_POLL).await;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    self.health.saw_failure(&e.to_string());
+                    warn!(stream = %stream, error = %e, "Redis unreachable: publish admitted without a lease (taken when Redis is back)");
+                    None
+                }
+                Err(_) => {
+                    self.health.saw_failure("timed out");
+                    warn!(stream = %stream, "Redis did not answer in time: publish admitted without a lease (taken when Redis is back)");
+                    None
+                }
+            };
+            self.hold(&hub, lease);
+            return Ok(());
+        }
+    }
+
+    /// Asks the node holding `stream` to hand it over if no encoder is
+    /// connected there.
+    async fn ask_takeover(&self, stream: &str) {
+        let mut redis = self.redis.clone();
+        let asked: Result<Result<i64, _>, _> = timeout(
+            REDIS_WAIT,
+            redis.publish(&self.takeover_channel, format!("{}|{stream}", self.node)),
+        )
+        .await;
+        if let Ok(Err(e)) = asked {
+            warn!(stream = %stream, error = %e, "cannot ask the node holding the stream to hand it over");
+        }
+    }
+
+    /// Another node asks for `payload`'s stream (`node|stream`): handed over
+    /// when it is held here with no encoder connected.
+    pub(crate) fn on_takeover_request(&self, payload: &str) {
+        let Some((node, stream)) = payload.split_once('|') else {
+            return;
+        };
+        if node == self.node {
+            return;
+        }
+        let hub = self.held().get(stream).and_then(|h| h.hub.upgrade());
+        let Some(hub) = hub else {
+            return;
+        };
+        if hub.has_active_publisher() {
+            info!(stream = %stream, node = %node, "another node asked for the stream; an encoder is live here, so it stays");
+            return;
+        }
+        info!(stream = %stream, node = %node, "the encoder reconnected to another node: handing the stream over");
+        hub.end_current_publish();
+    }
+
+    fn hold(self: &Arc<Self>, hub: &Arc<StreamHub>, lease: Option<Lease>) {
+        self.held().insert(
+            hub.id().to_string(),
+            Held {
+                hub: Arc::downgrade(hub),
+                admitted_at: Instant::now(),
+                seen_live: false,
+            },
+        );
+        let gate = Arc::clone(self);
+        let hub = Arc::downgrade(hub);
+        tokio::spawn(async move { gate.keep(hub, lease).await });
+    }
+
+    /// Renews the lease while the stream is live here; gives it up when the
+    /// session ends; ends the session if another node has the lease now.
+    async fn keep(self: Arc<Self>, hub: Weak<StreamHub>, mut lease: Option<Lease>) {
+        let Some(stream) = hub.upgrade().map(|h| h.id().to_string()) else {
+            return;
+        };
+        let mut live = match hub.upgrade() {
+            Some(hub) => hub.watch_live(),
+            None => return,
+        };
+        let renew_every = self.ttl / 3;
+        let mut redis_was_down = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(renew_every) => {}
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        // The hub is gone (the stream was removed).
+                        self.give_up(&stream, lease.as_ref(), true).await;
+                        return;
+                    }
+                }
+            }
+            if self.session_over(&stream) {
+                self.give_up(&stream, lease.as_ref(), false).await;
+                return;
+            }
+            let renewed = match &lease {
+                Some(held) => timeout(REDIS_WAIT, self.leases.renew(held)).await,
+                None => Ok(Ok(false)),
+            };
+            match renewed {
+                Ok(Ok(true)) => {
+                    self.health.saw_success();
+                    redis_was_down = false;
+                }
+                Ok(Ok(false)) => {
+                    self.health.saw_success();
+                    // Expired while Redis was away (or never taken): take it
+                    // again, unless another node has it now.
+                    match timeout(REDIS_WAIT, self.leases.acquire(&stream)).await {
+                        Ok(Ok(Acquired::Held(new))) => {
+                            if lease.is_none() || redis_was_down {
+                                info!(stream = %stream, fence = new.fence, "stream lease taken now that Redis answers");
+                            } else {
+                                warn!(stream = %stream, fence = new.fence, "stream lease had expired; taken again");
+                            }
+                            lease = Some(new);
+                            redis_was_down = false;
+                        }
+                        Ok(Ok(Acquired::Taken { node })) => {
+                            error!(stream = %stream, node = %node, "another node holds the stream's lease now: ending the publish here");
+                            if let Some(hub) = hub.upgrade() {
+                                hub.end_current_publish();
+                            }
+                            self.give_up(&stream, None, true).await;
+                            return;
+                        }
+                        Ok(Err(e)) => {
+                            self.health.saw_failure(&e.to_string());
+                            redis_was_down = true;
+                        }
+                        Err(_) => {
+                            self.health.saw_failure("timed out");
+                            redis_was_down = true;
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.health.saw_failure(&e.to_string());
+                    if !redis_was_down {
+                        warn!(stream = %stream, error = %e, "cannot renew the stream lease: Redis unreachable; the show goes on");
+                    }
+                    redis_was_down = true;
+                }
+                Err(_) => {
+                    self.health.saw_failure("timed out");
+                    if !redis_was_down {
+                        warn!(stream = %stream, "cannot renew the stream lease: Redis did not answer; the show goes on");
+                    }
+                    redis_was_down = true;
+                }
+            }
+        }
+    }
+
+    /// Whether the stream's session here is over: not live, and no publish
+    /// admitted recently that may still be starting. Forgets the stream if
+    /// so, under the same lock `admit` takes, so a publish admitted now
+    /// takes a new lease.
+    fn session_over(&self, stream: &str) -> bool {
+        let mut held = self.held();
+        let Some(entry) = held.get_mut(stream) else {
+            return true;
+        };
+        if entry.hub.upgrade().is_some_and(|h| h.is_live()) {
+            entry.seen_live = true;
+            return false;
+        }
+        if !entry.seen_live && entry.admitted_at.elapsed() < START_WINDOW {
+            return false;
+        }
+        held.remove(stream);
+        true
+    }
+
+    async fn give_up(&self, stream: &str, lease: Option<&Lease>, forget: bool) {
+        if forget {
+            self.held().remove(stream);
+        }
+        if let Some(lease) = lease {
+            match timeout(REDIS_WAIT, self.leases.release(lease)).await {
+                Ok(Ok(_)) => self.health.saw_success(),
+                // It expires on its own within the lease time.
+                Ok(Err(e)) => self.health.saw_failure(&e.to_string()),
+                Err(_) => self.health.saw_failure("timed out"),
+            }
+        }
+    }
+}
+
+impl PublishGate for LeaseGate {
+    fn admit(self: Arc<Self>, hub: Arc<StreamHub>) -> Admission {
+        Box::pin(self.admit_publish(hub))
+    }
+}

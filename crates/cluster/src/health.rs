@@ -1,0 +1,48 @@
+//! Whether this node reaches Redis now, as every cluster operation last saw
+//! it: for the metrics, `/readyz`'s neighbours and the API's 503 answers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tracing::{info, warn};
+
+#[derive(Default)]
+pub struct RedisHealth {
+    up: AtomicBool,
+    /// Times the connection was lost (up to down transitions).
+    losses: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RedisHealth {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
+    }
+
+    /// Why the last operation failed, while Redis is down.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn saw_success(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            info!("Redis reachable");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub fn saw_failure(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.losses.fetch_add(1, Ordering::Relaxed);
+            warn!(%error, "Redis unreachable: running shows go on, configuration changes wait for it");
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One node's link to the cluster: its Redis connection (lazy, reconnecting,
+//! every command bounded in time), the stream leases and their publish gate,
+//! the shared configuration store, and the task that follows the store's
+//! versions (pub/sub for speed, a poll every second as the safety net) and
+//! the other nodes' requests to hand a stream over.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use crate::gate::LeaseGate;
+use crate::health::RedisHealth;
+use crate::lease::Leases;
+use crate::store::ConfigStore;
+
+/// Redis commands that take longer fail: a node never waits on Redis for
+/// more than this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// The store's version is read this often besides the announcements.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(250);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// `redis://[user:password@]host[:port][/db]` (or `rediss://`).
+    pub redis_url: String,
+    /// This node's id, unique in the cluster: shown in refusals and the API.
+    pub node_id: String,
+    /// How long a dead node's leases outlive it.
+    pub lease: Duration,
+    /// The cluster's key space in Redis (several clusters can share one).
+    pub prefix: String,
+}
+
+pub struct Cluster {
+    settings: ClusterSettings,
+    client: redis::Client,
+    redis: ConnectionManager,
+    health: Arc<RedisHealth>,
+    store: ConfigStore,
+    gate: Arc<LeaseGate>,
+    /// The store version last read or announced.
+    versions: watch::Sender<u64>,
+    /// The version of the shared configuration this node runs.
+    applied: AtomicU64,
+}
+
+impl Cluster {
+    /// Sets up the link without connecting: a node starts (and relays from
+    /// its last known configuration) whether Redis is there or not.
+    pub fn new(settings: ClusterSettings) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(settings.redis_url.as_str())
+            .map_err(|e| format!("cluster.redis: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| format!("cluster.redis: {e}"))?;
+        let health = Arc::new(RedisHealth::default());
+        let leases = Leases::new(
+            redis.clone(),
+            &settings.node_id,
+            settings.lease,
+            &settings.prefix,
+        );
+        let gate = LeaseGate::new(
+            leases,
+            redis.clone(),
+            Arc::clone(&health),
+            &settings.node_id,
+            settings.lease,
+            takeover_channel(&settings.prefix),
+        );
+        Ok(Arc::new(Self {
+            store: ConfigStore::new(redis.clone(), &settings.prefix),
+            settings,
+            client,
+            redis,
+            health,
+            gate,
+            versions: watch::Sender::new(0),
+            applied: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &ConfigStore {
+        &self.store
+    }
+
+    pub fn gate(&self) -> &Arc<LeaseGate> {
+        &self.gate
+    }
+
+    pub fn health(&self) -> &Arc<RedisHealth> {
+        &self.health
+    }
+
+    /// The version of the shared configuration this node runs (set by the
+    /// control plane as it applies one).
+    pub fn applied_version(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn set_applied_version(&self, version: u64) {
+        self.applied.store(version, Ordering::Relaxed);
+    }
+
+    /// Follows the version of the shared configuration last announced or
+    /// read.
+    pub fn watch_versions(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+
+    /// The store's version as last read or announced. Any difference is
+    /// news: a newer version to apply, or an older one when Redis lost its
+    /// data and the node should restore it.
+    fn heard_of(&self, version: u64) {
+        self.versions.send_if_modified(|heard| {
+            let news = version != *heard;
+            *heard = version;
+            news
+        });
+    }
+
+    /// The store's version now, within the command timeout.
+    pub async fn read_version(&self) -> Result<u64, String> {
+        let result = match timeout(COMMAND_TIMEOUT, self.store.version()).await {
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("Redis did not answer within 1 s".to_string()),
+        };
+        match &result {
+            Ok(version) => {
+                self.health.saw_success();
+                self.heard_of(*version);
+            }
+            Err(e) => self.health.saw_failure(e),
+        }
+        result
+    }
+
+    /// Which node each of `streams` is live on (holds the lease of), if any.
+    pub async fn live_nodes(&self, streams: &[String]) -> Result<Vec<Option<String>>, String> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = streams
+            .iter()
+            .map(|s| crate::lease::lease_key(&self.settings.prefix, s))
+            .collect();
+        let mut redis = self.redis.clone();
+        let holders: Vec<Option<String>> =
+            match timeout(COMMAND_TIMEOUT, redis::cmd("MGET").arg(keys).query_async(&mut redis))
+                .await
+            {
+                Ok(Ok(holders)) => holders,
+                Ok(Err(e)) => {
+                    self.health.saw_failure(&e.to_string());
+                    return Err(e.to_string());
+                }
+                Err(_) => {
+                    self.health.saw_failure("timed out");
+                    return Err("Redis did not answer within 1 s".into());
+                }
+            };
+        self.health.saw_success();
+        Ok(holders
+            .into_iter()
+            .map(|h| h.map(|h| crate::lease::holder_node(&h).to_string()))
+            .collect())
+    }
+
+    /// Runs until the process ends: the version poll, and the subscription
+    /// to version announcements and takeover requests (re-made with backoff
+    /// whenever Redis goes away).
+    pub fn spawn_watch(self: &Arc<Self>) {
+        let poller = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut reported = false;
+            loop {
+                if let Err(e) = poller.read_version().await {
+                    if !reported {
+                        warn!(error = %e, redis = %redacted(&poller.settings.redis_url), "cannot reach the cluster's Redis; retrying every second");
+                        reported = true;
+                    }
+                } else {
+                    reported = false;
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+        });
+        let subscriber = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = RESUBSCRIBE_MIN;
+            loop {
+                match subscriber.follow_announcements().await {
+                    Ok(()) => backoff = RESUBSCRIBE_MIN,
+                    Err(e) => debug!(error = %e, "cluster subscription lost; subscribing again"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+            }
+        });
+    }
+
+    /// One subscription: until the connection drops.
+    async fn follow_announcements(&self) -> Result<(), String> {
+        let mut pubsub = timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let changes = self.store.channel();
+        let takeovers = takeover_channel(&self.settings.prefix);
+        pubsub
+            .subscribe(&[changes.as_str(), takeovers.as_str()])
+            .await
+            .map_err(|e| e.to_string())?;
+        // Anything announced while unsubscribed is seen here.
+        let _ = self.read_version().await;
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(payload) = message.get_payload::<String>() else {
+                continue;
+            };
+            if message.get_channel_name() == changes {
+                if let Ok(version) = payload.parse() {
+                    self.heard_of(version);
+                }
+            } else {
+                self.gate.on_takeover_request(&payload);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn takeover_channel(prefix: &str) -> String {
+    format!("{prefix}:takeover")
+}
+
+/// The Redis URL without its password, for logs.
+pub fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            super::redacted("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://…@10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            super::redacted("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The publish gate: asked before a stream takes a new publisher, so that in
+//! cluster mode a key is live on at most one node (the gate takes the
+//! stream's lease in Redis). A node on its own has no gate and admits
+//! everything that `StreamHub::try_publish` accepts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::hub::StreamHub;
+
+/// The future a gate answers with: `Err(node)` names the node that has the
+/// stream live.
+pub type Admission = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+pub trait PublishGate: Send + Sync + 'static {
+    /// Whether this node may take a publish of `hub`'s stream now. Called
+    /// before `try_publish`, from the connection's task; it must answer
+    /// within a bounded time whatever the store does.
+    fn admit(self: Arc<Self>, hub: Arc<StreamHub>) -> Admission;
+}
