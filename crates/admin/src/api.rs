@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/platforms"),
     ("GET", "/v1/events"),
     ("POST", "/v1/reload"),
+    ("GET", "/v1/cluster"),
     ("GET", "/v1/streams"),
     ("POST", "/v1/streams"),
     ("GET", "/v1/streams/{id}"),
@@ -84,6 +85,7 @@ pub fn router(
         .route("/v1/platforms", get(list_platforms))
         .route("/v1/events", get(events))
         .route("/v1/reload", post(reload))
+        .route("/v1/cluster", get(cluster_status))
         .route("/v1/streams", get(list_streams).post(add_stream))
         .route(
             "/v1/streams/{id}",
@@ -174,6 +176,11 @@ struct StreamView {
     /// The source the stream is pulled from (its key hidden), if it is.
     pull: Option<String>,
     ingest: Option<IngestView>,
+    /// Cluster mode: the node the stream is live on (holds its lease),
+    /// whichever node answers; absent when it is live nowhere, or when
+    /// Redis cannot be asked (then `live` still tells about this node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_on: Option<String>,
     destinations: Vec<DestinationView>,
 }
 
@@ -275,6 +282,7 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
         warnings: entry.as_ref().map(|e| e.hub.warnings()).unwrap_or_default(),
         pull: stream.pull.as_ref().map(|url| url.to_string()),
         ingest,
+        live_on: None,
         destinations: stream
             .destinations
             .iter()
@@ -293,9 +301,61 @@ fn find_stream<'a>(config: &'a Config, id: &str) -> Result<&'a StreamConfig, Api
 
 async fn view_of_stream(app: &App, id: &str) -> Result<StreamView, ApiError> {
     let registry = Arc::clone(app.controller.registry());
-    app.controller
+    let mut view = app
+        .controller
         .with_config(|config| find_stream(config, id).map(|s| stream_view(&registry, s)))
-        .await
+        .await?;
+    add_live_nodes(app, std::slice::from_mut(&mut view)).await;
+    Ok(view)
+}
+
+/// Cluster mode: which node each stream is live on, read from the leases.
+async fn add_live_nodes(app: &App, views: &mut [StreamView]) {
+    let Some(cluster) = app.controller.cluster() else {
+        return;
+    };
+    let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+    if let Ok(nodes) = cluster.live_nodes(&ids).await {
+        for (view, node) in views.iter_mut().zip(nodes) {
+            view.live_on = node;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ClusterView {
+    /// False on a node on its own (no `[cluster]`).
+    enabled: bool,
+    node_id: Option<String>,
+    redis_up: bool,
+    /// Why Redis is unreachable, while it is.
+    redis_error: Option<String>,
+    /// The version of the shared configuration this node runs.
+    version: u64,
+    /// Streams live on this node.
+    leases_held: usize,
+}
+
+async fn cluster_status(State(app): State<App>) -> impl IntoResponse {
+    let view = match app.controller.cluster() {
+        None => ClusterView {
+            enabled: false,
+            node_id: None,
+            redis_up: false,
+            redis_error: None,
+            version: 0,
+            leases_held: 0,
+        },
+        Some(cluster) => ClusterView {
+            enabled: true,
+            node_id: Some(cluster.node_id().to_string()),
+            redis_up: cluster.health().is_up(),
+            redis_error: cluster.health().last_error(),
+            version: app.controller.version().await,
+            leases_held: cluster.gate().held_streams(),
+        },
+    };
+    Json(view)
 }
 
 async fn view_of_destination(app: &App, id: &str, dest: &str) -> Result<DestinationView, ApiError> {
@@ -363,7 +423,7 @@ async fn reload(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
 
 async fn list_streams(State(app): State<App>) -> impl IntoResponse {
     let registry = Arc::clone(app.controller.registry());
-    let views: Vec<StreamView> = app
+    let mut views: Vec<StreamView> = app
         .controller
         .with_config(|config| {
             config
@@ -373,6 +433,7 @@ async fn list_streams(State(app): State<App>) -> impl IntoResponse {
                 .collect()
         })
         .await;
+    add_live_nodes(&app, &mut views).await;
     Json(views)
 }
 

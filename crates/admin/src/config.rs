@@ -776,7 +776,10 @@ impl Config {
 type ErrorAt<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
 
 /// Errors at a byte span of `text`, shown as `path:line:column: message`.
-fn error_in<'a>(path: &'a Path, text: &'a str) -> impl Fn(Range<usize>, String) -> ConfigError + 'a {
+fn error_in<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Fn(Range<usize>, String) -> ConfigError + 'a {
     move |span: Range<usize>, message: String| {
         let (line, column) = line_column(text, span.start);
         ConfigError {
@@ -790,10 +793,14 @@ fn error_in<'a>(path: &'a Path, text: &'a str) -> impl Fn(Range<usize>, String) 
 
 fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterConfig, ConfigError> {
     let url = raw.redis.get_ref().trim();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://"))
+    {
         return Err(error(
             raw.redis.span(),
-            "cluster.redis must be a redis:// (or rediss://) URL, e.g. \"redis://127.0.0.1:6379\"".into(),
+            "cluster.redis must be a redis:// (or rediss://) URL, e.g. \"redis://127.0.0.1:6379\""
+                .into(),
         ));
     }
     let node_id = match &raw.node_id {
@@ -841,7 +848,7 @@ fn parse_streams(
     path: &Path,
     error: &ErrorAt,
 ) -> Result<Vec<StreamConfig>, ConfigError> {
-if raw_streams.len() > MAX_STREAMS {
+    if raw_streams.len() > MAX_STREAMS {
         let span = raw_streams[MAX_STREAMS].id.span();
         return Err(error(
             span,
@@ -853,8 +860,7 @@ if raw_streams.len() > MAX_STREAMS {
     let mut keys: HashMap<String, String> = HashMap::new();
     for (index, stream) in raw_streams.into_iter().enumerate() {
         let id = stream.id.get_ref().clone();
-        check_id(&id)
-            .map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
+        check_id(&id).map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
         if ids.insert(id.clone(), index).is_some() {
             return Err(error(
                 stream.id.span(),
@@ -895,29 +901,25 @@ if raw_streams.len() > MAX_STREAMS {
             if destination_ids.insert(dest_id.clone(), d).is_some() {
                 return Err(error(
                     destination.id.span(),
-                    format!(
-                        "{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"
-                    ),
+                    format!("{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"),
                 ));
             }
             let platform = match &destination.platform {
                 None => None,
-                Some(name) => {
-                    Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
-                        let known: Vec<&str> = crate::platforms::all()
-                            .iter()
-                            .map(|p| p.id.as_str())
-                            .collect();
-                        error(
-                            name.span(),
-                            format!(
-                                "{field}.platform: unknown platform {:?} (known: {})",
-                                name.get_ref(),
-                                known.join(", ")
-                            ),
-                        )
-                    })?)
-                }
+                Some(name) => Some(crate::platforms::find(name.get_ref()).ok_or_else(|| {
+                    let known: Vec<&str> = crate::platforms::all()
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect();
+                    error(
+                        name.span(),
+                        format!(
+                            "{field}.platform: unknown platform {:?} (known: {})",
+                            name.get_ref(),
+                            known.join(", ")
+                        ),
+                    )
+                })?),
             };
             let (url_text, url_span) =
                 match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
@@ -943,9 +945,7 @@ if raw_streams.len() > MAX_STREAMS {
                     if url.scheme != prism_fanout::url::Scheme::Rtmps {
                         return Err(error(
                             file.span(),
-                            format!(
-                                "{field}.ca_file: only rtmps:// destinations use a ca_file"
-                            ),
+                            format!("{field}.ca_file: only rtmps:// destinations use a ca_file"),
                         ));
                     }
                     let ca_path = Path::new(file.get_ref());

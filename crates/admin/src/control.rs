@@ -16,12 +16,12 @@ use tokio::sync::{broadcast, Mutex};
 use toml_edit::DocumentMut;
 use tracing::{error, info, warn};
 
+use prism_cluster::{Cluster, StoreError};
 use prism_fanout::destination::DestinationState;
 use prism_fanout::DestinationUrl;
 use prism_fanout::{
     spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
 };
-use prism_cluster::{Cluster, StoreError};
 use prism_ingest::pull::{spawn_pull, Pull, PullSource};
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
@@ -169,7 +169,9 @@ impl Controller {
                 match Config::parse_with_streams(path, text, &cache, &streams) {
                     Ok(config) => {
                         info!(version, cache = %cache.display(), streams = config.streams.len(), "cluster: starting from the last configuration this node applied");
-                        let document = streams.parse().map_err(|e| format!("{}: {e}", cache.display()))?;
+                        let document = streams
+                            .parse()
+                            .map_err(|e| format!("{}: {e}", cache.display()))?;
                         (version, document, config)
                     }
                     Err(e) => {
@@ -383,8 +385,9 @@ impl Controller {
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
         let text = document.to_string();
-        let config = Config::parse_with_streams(&self.path, &state.node_text, &store_origin(cluster), &text)
-            .map_err(|e| ApiError::invalid(e.message))?;
+        let config =
+            Config::parse_with_streams(&self.path, &state.node_text, &store_origin(cluster), &text)
+                .map_err(|e| ApiError::invalid(e.message))?;
         let written = tokio::time::timeout(
             CLUSTER_WRITE_TIMEOUT,
             cluster.store().write(state.version, &text),
@@ -433,7 +436,8 @@ impl Controller {
             return Ok(());
         };
         let mut state = Arc::clone(&self.state).lock_owned().await;
-        let stored = match tokio::time::timeout(CLUSTER_WRITE_TIMEOUT, cluster.store().read()).await {
+        let stored = match tokio::time::timeout(CLUSTER_WRITE_TIMEOUT, cluster.store().read()).await
+        {
             Ok(Ok(stored)) => {
                 cluster.health().saw_success();
                 stored
@@ -442,7 +446,11 @@ impl Controller {
                 cluster.health().saw_failure(&e.to_string());
                 return Err(redis_unavailable(e.to_string()));
             }
-            Err(_) => return Err(redis_unavailable("Redis did not answer in time".to_string())),
+            Err(_) => {
+                return Err(redis_unavailable(
+                    "Redis did not answer in time".to_string(),
+                ))
+            }
         };
         if stored.version == state.version {
             return Ok(());
@@ -458,10 +466,19 @@ impl Controller {
             };
         }
         let origin = store_origin(cluster);
-        let config = match Config::parse_with_streams(&self.path, &state.node_text, &origin, &stored.text) {
+        let config = match Config::parse_with_streams(
+            &self.path,
+            &state.node_text,
+            &origin,
+            &stored.text,
+        ) {
             Ok(config) => config,
             Err(e) => {
-                error!(version = stored.version, "cluster: the shared configuration is invalid here, keeping version {}: {e}", state.version);
+                error!(
+                    version = stored.version,
+                    "cluster: the shared configuration is invalid here, keeping version {}: {e}",
+                    state.version
+                );
                 return Err(ApiError::invalid(e.to_string()));
             }
         };
@@ -472,12 +489,19 @@ impl Controller {
         let controller = Arc::clone(self);
         tokio::spawn(async move {
             controller.apply(&state.config, &config).await;
-            info!(version = stored.version, was = state.version, streams = config.streams.len(), "cluster: configuration applied");
+            info!(
+                version = stored.version,
+                was = state.version,
+                streams = config.streams.len(),
+                "cluster: configuration applied"
+            );
             controller.adopted(&mut state, stored.version, &stored.text);
             controller.commit(&mut state, config, document, "cluster", None);
         })
         .await
-        .map_err(|e| ApiError::internal(format!("applying the cluster's configuration failed: {e}")))
+        .map_err(|e| {
+            ApiError::internal(format!("applying the cluster's configuration failed: {e}"))
+        })
     }
 
     /// Cluster mode: SIGHUP or `POST /v1/reload` re-reads the node's file
@@ -492,10 +516,13 @@ impl Controller {
             let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
                 .await
                 .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
-                .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
+                .map_err(|e| {
+                    ApiError::invalid(format!("cannot read {}: {e}", self.path.display()))
+                })?;
             let streams = state.document.to_string();
-            let config = Config::parse_with_streams(&self.path, &text, &store_origin(cluster), &streams)
-                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let config =
+                Config::parse_with_streams(&self.path, &text, &store_origin(cluster), &streams)
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
             warn_of_restart_settings(&state.config, &config);
             state.node_text = text;
         }

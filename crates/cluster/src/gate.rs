@@ -30,9 +30,10 @@ use crate::lease::{Acquired, Lease, Leases};
 
 /// The longest a publish waits for Redis before it is admitted anyway.
 const REDIS_WAIT: Duration = Duration::from_millis(1500);
-/// How long a publish waits for the node holding the stream to hand it over.
-const TAKEOVER_WAIT: Duration = Duration::from_millis(1500);
+/// How often a waiting publish asks for the lease again.
 const TAKEOVER_POLL: Duration = Duration::from_millis(100);
+/// A waiting publish asks the holder to hand the stream over every 500 ms.
+const ASK_EVERY_POLLS: u32 = 5;
 /// A lease taken for a publish that is not live yet is kept this long (the
 /// publisher's first frame, a pull's connect).
 const START_WINDOW: Duration = Duration::from_secs(10);
@@ -86,15 +87,24 @@ impl LeaseGate {
         self.held().len()
     }
 
-    async fn admit_publish(self: Arc<Self>, hub: Arc<StreamHub>) -> Result<(), String> {
+    /// Takes the stream's lease for a publish. When another node holds it,
+    /// asks that node to hand it over, and waits up to `patience` (at most
+    /// the lease time and a little: a dead node's lease expires by then) so
+    /// that an encoder reconnecting after its node died gets in on its
+    /// first try. A second publisher of a live stream is refused after it.
+    async fn admit_publish(
+        self: Arc<Self>,
+        hub: Arc<StreamHub>,
+        patience: Duration,
+    ) -> Result<(), String> {
         let stream = hub.id().to_string();
         if let Some(held) = self.held().get_mut(&stream) {
             held.admitted_at = Instant::now();
             held.seen_live = false;
             return Ok(());
         }
-        let deadline = Instant::now() + TAKEOVER_WAIT;
-        let mut asked = false;
+        let deadline = Instant::now() + patience.min(self.ttl + Duration::from_millis(500));
+        let mut polls = 0u32;
         loop {
             let lease = match timeout(REDIS_WAIT, self.leases.acquire(&stream)).await {
                 Ok(Ok(Acquired::Held(lease))) => {
@@ -107,10 +117,12 @@ impl LeaseGate {
                         warn!(stream = %stream, node = %node, "publish refused: the stream is live on another node");
                         return Err(node);
                     }
-                    if !asked {
-                        asked = true;
+                    // Asked again now and then: the encoder's old
+                    // connection there may not have closed yet.
+                    if polls.is_multiple_of(ASK_EVERY_POLLS) {
                         self.ask_takeover(&stream).await;
                     }
+                    polls += 1;
                     tokio::time::sleep(TAKEOVER_POLL).await;
                     continue;
                 }
@@ -301,7 +313,7 @@ impl LeaseGate {
 }
 
 impl PublishGate for LeaseGate {
-    fn admit(self: Arc<Self>, hub: Arc<StreamHub>) -> Admission {
-        Box::pin(self.admit_publish(hub))
+    fn admit(self: Arc<Self>, hub: Arc<StreamHub>, patience: Duration) -> Admission {
+        Box::pin(self.admit_publish(hub, patience))
     }
 }

@@ -22,10 +22,11 @@ use crate::store::ConfigStore;
 /// Redis commands that take longer fail: a node never waits on Redis for
 /// more than this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-/// The store's version is read this often besides the announcements.
-const POLL_EVERY: Duration = Duration::from_secs(1);
+/// The store's version is read this often besides the announcements (missed ones are
+/// seen within this).
+const POLL_EVERY: Duration = Duration::from_millis(500);
 const RESUBSCRIBE_MIN: Duration = Duration::from_millis(250);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
@@ -54,7 +55,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Sets up the link without connecting: a node starts (and relays from
-    /// its last known configuration) whether Redis is there or not.
+    /// its last known configuration) whether Redis is there or not. Call it
+    /// within a Tokio runtime.
     pub fn new(settings: ClusterSettings) -> Result<Arc<Self>, String> {
         let client = redis::Client::open(settings.redis_url.as_str())
             .map_err(|e| format!("cluster.redis: {e}"))?;
@@ -166,20 +168,22 @@ impl Cluster {
             .map(|s| crate::lease::lease_key(&self.settings.prefix, s))
             .collect();
         let mut redis = self.redis.clone();
-        let holders: Vec<Option<String>> =
-            match timeout(COMMAND_TIMEOUT, redis::cmd("MGET").arg(keys).query_async(&mut redis))
-                .await
-            {
-                Ok(Ok(holders)) => holders,
-                Ok(Err(e)) => {
-                    self.health.saw_failure(&e.to_string());
-                    return Err(e.to_string());
-                }
-                Err(_) => {
-                    self.health.saw_failure("timed out");
-                    return Err("Redis did not answer within 1 s".into());
-                }
-            };
+        let holders: Vec<Option<String>> = match timeout(
+            COMMAND_TIMEOUT,
+            redis::cmd("MGET").arg(keys).query_async(&mut redis),
+        )
+        .await
+        {
+            Ok(Ok(holders)) => holders,
+            Ok(Err(e)) => {
+                self.health.saw_failure(&e.to_string());
+                return Err(e.to_string());
+            }
+            Err(_) => {
+                self.health.saw_failure("timed out");
+                return Err("Redis did not answer within 1 s".into());
+            }
+        };
         self.health.saw_success();
         Ok(holders
             .into_iter()
@@ -197,7 +201,7 @@ impl Cluster {
             loop {
                 if let Err(e) = poller.read_version().await {
                     if !reported {
-                        warn!(error = %e, redis = %redacted(&poller.settings.redis_url), "cannot reach the cluster's Redis; retrying every second");
+                        warn!(error = %e, redis = %redacted(&poller.settings.redis_url), "cannot reach the cluster's Redis; retrying");
                         reported = true;
                     }
                 } else {

@@ -411,7 +411,7 @@ impl Connection<'_> {
                         break;
                     };
                     // Cluster mode: the stream's lease first (bounded wait).
-                    let admitted = match hub.admit().await {
+                    let admitted = match hub.admit(RTMP_ADMIT_PATIENCE).await {
                         Ok(()) => hub.try_publish(IngestProtocol::Rtmp, remote),
                         Err(e) => Err(e),
                     };
@@ -454,6 +454,11 @@ impl Connection<'_> {
         Ok(())
     }
 }
+
+/// Cluster mode: how long an RTMP publish may wait for another node to
+/// give its stream up (a dead node's lease to expire). An RTMP encoder
+/// waits for its publish answer far longer.
+const RTMP_ADMIT_PATIENCE: Duration = Duration::from_secs(8);
 
 async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), String> {
     out.write_to(socket, Some(WRITE_STALL_TIMEOUT))

@@ -219,7 +219,7 @@ async fn admit(
         return None;
     }
     // Cluster mode: the stream's lease first (bounded wait).
-    if let Err(e) = hub.admit().await {
+    if let Err(e) = hub.admit(SRT_ADMIT_PATIENCE).await {
         refuse(Rejection::AlreadyLive, &e.to_string());
         let _ = request
             .reject(RejectReason::Server(ServerRejectReason::Conflict))
@@ -279,6 +279,11 @@ async fn admit(
         }
     }
 }
+
+/// Cluster mode: how long an SRT caller's handshake may wait for another
+/// node to give its stream up. libsrt's callers give up connecting after
+/// 3 s by default (SRTO_CONNTIMEO); a refused caller reconnects.
+const SRT_ADMIT_PATIENCE: Duration = Duration::from_millis(2500);
 
 /// Relays one accepted SRT publish into its hub.
 async fn run_publish(

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::hub::StreamHub;
 
@@ -15,7 +16,9 @@ pub type Admission = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 pub trait PublishGate: Send + Sync + 'static {
     /// Whether this node may take a publish of `hub`'s stream now. Called
-    /// before `try_publish`, from the connection's task; it must answer
-    /// within a bounded time whatever the store does.
-    fn admit(self: Arc<Self>, hub: Arc<StreamHub>) -> Admission;
+    /// before `try_publish`, from the connection's task. It may wait up to
+    /// `patience` for another node to give the stream up (a dead node's
+    /// lease to expire), and answers within a bounded time whatever the
+    /// store does.
+    fn admit(self: Arc<Self>, hub: Arc<StreamHub>, patience: Duration) -> Admission;
 }

@@ -302,18 +302,15 @@ impl StreamHub {
     }
 
     /// Asks the publish gate, if there is one, whether this node may take a
-    /// publisher now; call it before `try_publish`. Without a gate (a node
-    /// on its own) it always admits.
-    pub async fn admit(self: &Arc<Self>) -> Result<(), PublishError> {
-        let gate = self
-            .gate
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    /// publisher now; call it before `try_publish`. It may wait up to
+    /// `patience` for another node to give the stream up. Without a gate (a
+    /// node on its own) it always admits at once.
+    pub async fn admit(self: &Arc<Self>, patience: Duration) -> Result<(), PublishError> {
+        let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
         match gate {
             None => Ok(()),
             Some(gate) => gate
-                .admit(Arc::clone(self))
+                .admit(Arc::clone(self), patience)
                 .await
                 .map_err(|node| PublishError::LiveElsewhere { node }),
         }

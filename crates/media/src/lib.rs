@@ -15,11 +15,11 @@ pub mod standby;
 pub mod supervise;
 pub mod timeline;
 
+pub use gate::PublishGate;
 pub use hub::{
     HubDirectory, HubStats, IngestProtocol, LiveState, MediaInfo, PublishError, PublishGuard,
     PublisherInfo, StreamHub,
 };
-pub use gate::PublishGate;
 pub use message::{MediaKind, MediaMessage};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use secret::StreamKey;

@@ -53,12 +53,6 @@ fn import(path: &Path, redis: Option<String>, prefix: Option<String>) -> Result<
     let streams_text = streams.to_string();
     let destinations: usize = config.streams.iter().map(|s| s.destinations.len()).sum();
 
-    let link = Cluster::new(ClusterSettings {
-        redis_url: redis_url.clone(),
-        node_id: "import".into(),
-        lease: Duration::from_secs(5),
-        prefix: prefix.clone(),
-    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,6 +60,12 @@ fn import(path: &Path, redis: Option<String>, prefix: Option<String>) -> Result<
     let shown = prism_cluster::node::redacted(&redis_url);
     let unreachable = |e: String| format!("cannot reach Redis at {shown}: {e}");
     let (before, version) = runtime.block_on(async {
+        let link = Cluster::new(ClusterSettings {
+            redis_url: redis_url.clone(),
+            node_id: "import".into(),
+            lease: Duration::from_secs(5),
+            prefix: prefix.clone(),
+        })?;
         let store = link.store();
         let before = tokio::time::timeout(REDIS_TIMEOUT, store.read())
             .await

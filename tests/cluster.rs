@@ -1,0 +1,393 @@
+//! Cluster mode end to end: a real `redis-server` (Debian's package) on a
+//! free port, three `prism` nodes on loopback sharing its streams, real
+//! ffmpeg publishers and receivers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const KEY: &str = "live_cluster_7d41c0e9";
+const LEASE_MS: u64 = 3000;
+
+/// One node: its own directory (config, cache, log) and ports.
+struct Node {
+    id: &'static str,
+    /// Kept for the node's life (removed with it).
+    _scratch: Scratch,
+    prism: Prism,
+    admin: u16,
+    metrics: u16,
+}
+
+impl Node {
+    fn start(id: &'static str, redis: &RedisServer) -> Self {
+        let scratch = Scratch::new(&format!("cluster-{id}"));
+        let (rtmp, admin, metrics) = (free_port(), free_port(), free_port());
+        let config = format!(
+            "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\ninsecure_no_auth = true\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n\
+             [cluster]\nredis = \"{}\"\nnode_id = \"{id}\"\nlease_ms = {LEASE_MS}\n",
+            redis.url()
+        );
+        let prism = Prism::start(&scratch, &config, rtmp);
+        Self {
+            id,
+            _scratch: scratch,
+            prism,
+            admin,
+            metrics,
+        }
+    }
+
+    fn publish_url(&self) -> String {
+        self.prism.publish_url(KEY)
+    }
+
+    fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (status, body) = http(self.admin, method, path, None, body);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn stream(&self, id: &str) -> Value {
+        let (status, view) = self.api("GET", &format!("/v1/streams/{id}"), "");
+        assert_eq!(status, 200, "{}: {view}", self.id);
+        view
+    }
+
+    /// Waits until `check` holds for this node's view of `stream`; returns
+    /// how long that took.
+    fn wait_for(
+        &self,
+        stream: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            let (status, view) = self.api("GET", &format!("/v1/streams/{stream}"), "");
+            if status == 200 && check(&view) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "{}: {what} never happened within {within:?}; last view: {view}\n{}",
+                self.id,
+                self.prism.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn redis_up(&self) -> bool {
+        self.api("GET", "/v1/cluster", "").1["redis_up"] == Value::Bool(true)
+    }
+}
+
+fn destination_state(view: &Value, destination: &str) -> String {
+    view["destinations"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["id"] == destination))
+        .map(|d| d["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Writes a single-node config with `streams` (and a `[cluster]` section)
+/// and loads its streams into Redis with `prism import`.
+fn import(scratch: &Scratch, redis: &RedisServer, streams: &str) -> String {
+    let path = scratch.file("streams.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"{}\"\nnode_id = \"importer\"\n\n{streams}",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["import", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "prism import failed: {said}");
+    said
+}
+
+fn wait_until(within: Duration, what: &str, check: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < within,
+            "{what} never happened within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn three_nodes_share_streams_and_a_redis_restart_costs_the_show_nothing() {
+    require_ffmpeg();
+    let scratch = Scratch::new("cluster-shared");
+    let mut redis = RedisServer::start(&scratch.file("redis"));
+    let (alpha_port, beta_port) = (free_port(), free_port());
+    let said = import(
+        &scratch,
+        &redis,
+        &format!(
+            "[[streams]]\nid = \"main\"\nkey = \"{KEY}\"\n\n  [[streams.destinations]]\n  id = \"alpha\"\n  \
+             url = \"rtmp://127.0.0.1:{alpha_port}/live/alpha\"\n"
+        ),
+    );
+    assert!(said.contains("imported 1 streams"), "{said}");
+    assert!(!said.contains(KEY), "the import printed the key: {said}");
+    let (a, b, c) = (
+        Node::start("node-a", &redis),
+        Node::start("node-b", &redis),
+        Node::start("node-c", &redis),
+    );
+    for node in [&a, &b, &c] {
+        node.wait_for("main", Duration::from_secs(5), "the imported stream", |v| {
+            v["id"] == "main"
+        });
+    }
+
+    let alpha_out = scratch.file("alpha.flv");
+    let beta_out = scratch.file("beta.flv");
+    let mut alpha = Ffmpeg::receiver(alpha_port, "live", "alpha", &alpha_out);
+    let mut beta = Ffmpeg::receiver(beta_port, "live", "beta", &beta_out);
+    let show_secs = 24;
+    let mut publisher = Ffmpeg::publisher(&a.publish_url(), show_secs, scratch.file("pub.log"));
+    a.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "alpha live on node A",
+        |v| destination_state(v, "alpha") == "live",
+    );
+
+    // A destination added through node B's API starts on node A's show.
+    let body = format!(
+        "{{\"id\":\"beta\",\"url\":\"rtmp://127.0.0.1:{beta_port}/live\",\"key\":\"beta\"}}"
+    );
+    let (status, answer) = b.api("POST", "/v1/streams/main/destinations", &body);
+    assert_eq!(status, 201, "{answer}");
+    let reached = a.wait_for("main", Duration::from_secs(1), "beta on node A", |v| {
+        !destination_state(v, "beta").is_empty()
+    });
+    eprintln!("a destination added on node B reached node A in {reached:?}");
+    a.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "beta live on node A",
+        |v| destination_state(v, "beta") == "live",
+    );
+    // Every node shows the stream and where it is live.
+    for node in [&a, &b, &c] {
+        let view = node.stream("main");
+        assert_eq!(view["live_on"], "node-a", "{}: {view}", node.id);
+    }
+    assert_eq!(destination_state(&b.stream("main"), "beta"), "idle");
+
+    // A second publisher on node C is refused, naming node A.
+    let mut second = Ffmpeg::publisher(&c.publish_url(), 5, scratch.file("second.log"));
+    assert!(
+        !second.wait(Duration::from_secs(15)).success(),
+        "a second publisher of a live key was accepted"
+    );
+    let log = c.prism.log();
+    assert!(log.contains("already live on node \"node-a\""), "{log}");
+
+    // Redis stops mid-show: API writes answer 503, the show goes on.
+    redis.stop();
+    let (status, answer) = c.api("POST", "/v1/streams", "{\"id\":\"spare\"}");
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Redis is unreachable"), "{answer}");
+    wait_until(
+        Duration::from_secs(3),
+        "node A noticing Redis is gone",
+        || !a.redis_up(),
+    );
+    let (_, metrics) = http_get(a.metrics, "/metrics");
+    assert_eq!(
+        metric(&metrics, "prism_cluster_redis_up", &[("node", "node-a")]),
+        Some(0.0),
+        "{metrics}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    redis.restart();
+    wait_until(
+        Duration::from_secs(10),
+        "node C reaching Redis again",
+        || c.redis_up(),
+    );
+    let (status, answer) = c.api("POST", "/v1/streams", "{\"id\":\"spare\"}");
+    assert_eq!(status, 201, "{answer}");
+    let reached = a.wait_for(
+        "spare",
+        Duration::from_secs(1),
+        "the new stream on node A",
+        |_| true,
+    );
+    eprintln!("after the Redis restart, a stream added on node C reached node A in {reached:?}");
+    let (_, metrics) = http_get(a.metrics, "/metrics");
+    assert_eq!(
+        metric(&metrics, "prism_cluster_redis_up", &[("node", "node-a")]),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "prism_cluster_redis_losses_total",
+            &[("node", "node-a")]
+        ) >= Some(1.0)
+    );
+    // Every node runs the same version: nothing applied twice or lost.
+    let versions: Vec<Value> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.api("GET", "/v1/cluster", "").1["version"].clone())
+        .collect();
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+    assert_eq!(versions[0], 3, "import, beta, spare: {versions:?}");
+
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "{}",
+        publisher.log()
+    );
+    alpha.wait(Duration::from_secs(15));
+    beta.wait(Duration::from_secs(15));
+    assert_good_recording(&alpha_out, f64::from(show_secs));
+    let frames = video_frames(&alpha_out);
+    let expected = show_secs * 25;
+    assert!(
+        frames + 1 >= expected,
+        "the show lost frames: {frames} of {expected}"
+    );
+    let beta_secs = probe_duration(&beta_out);
+    assert!(beta_secs > 10.0, "beta got {beta_secs} s");
+    assert_good_recording(&beta_out, beta_secs);
+    assert_eq!(
+        a.prism.log().matches("destination live").count(),
+        2,
+        "a destination reconnected:\n{}",
+        a.prism.log()
+    );
+    for node in [&a, &b, &c] {
+        node.prism.assert_log_free_of(&[KEY]);
+        assert!(
+            !node.prism.log().contains("panicked"),
+            "{}",
+            node.prism.log()
+        );
+    }
+}
+
+#[test]
+fn an_encoder_moves_to_another_node_when_its_node_dies_or_it_reconnects_elsewhere() {
+    require_ffmpeg();
+    let scratch = Scratch::new("cluster-failover");
+    let redis = RedisServer::start(&scratch.file("redis"));
+    let port = free_port();
+    import(
+        &scratch,
+        &redis,
+        &format!(
+            "[[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 10\n\n  [[streams.destinations]]\n  \
+             id = \"alpha\"\n  url = \"rtmp://127.0.0.1:{port}/live/alpha\"\n"
+        ),
+    );
+    let (a, b, c) = (
+        Node::start("node-a", &redis),
+        Node::start("node-b", &redis),
+        Node::start("node-c", &redis),
+    );
+    for node in [&a, &b, &c] {
+        node.wait_for(
+            "main",
+            Duration::from_secs(5),
+            "the imported stream",
+            |_| true,
+        );
+    }
+    let first_out = scratch.file("on-a.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "alpha", &first_out);
+    let mut on_a = Ffmpeg::publisher(&a.publish_url(), 30, scratch.file("on-a.log"));
+    a.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "alpha live on node A",
+        |v| destination_state(v, "alpha") == "live",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Node A dies mid-show; the encoder publishes again, to node B.
+    a.prism.signal("KILL");
+    let killed = Instant::now();
+    on_a.kill();
+    receiver.wait(Duration::from_secs(10));
+    let second_out = scratch.file("on-b.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "alpha", &second_out);
+    let mut on_b = Ffmpeg::publisher(&b.publish_url(), 30, scratch.file("on-b.log"));
+    b.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "the publish on node B",
+        |v| !v["ingest"].is_null(),
+    );
+    let accepted = killed.elapsed();
+    eprintln!("node A killed; node B took the encoder's new publish {accepted:?} later (lease {LEASE_MS} ms)");
+    assert!(
+        accepted < Duration::from_millis(LEASE_MS + 1500),
+        "node B took {accepted:?} to take the publish"
+    );
+    b.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "alpha live on node B",
+        |v| destination_state(v, "alpha") == "live",
+    );
+    assert_eq!(c.stream("main")["live_on"], "node-b");
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The encoder drops and reconnects through the load balancer to node C
+    // while node B waits out its grace: node B hands the stream over at
+    // once instead of refusing it for 10 s.
+    on_b.kill();
+    let moved = Instant::now();
+    let mut on_c = Ffmpeg::publisher(&c.publish_url(), 6, scratch.file("on-c.log"));
+    c.wait_for(
+        "main",
+        Duration::from_secs(5),
+        "the publish on node C",
+        |v| !v["ingest"].is_null(),
+    );
+    let taken = moved.elapsed();
+    eprintln!("the encoder moved to node C during node B's grace; node C took it {taken:?} later");
+    b.prism
+        .wait_for_log("handing the stream over", Duration::from_secs(1));
+    receiver.wait(Duration::from_secs(10));
+    let third_out = scratch.file("on-c.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "alpha", &third_out);
+    assert!(
+        on_c.wait(Duration::from_secs(20)).success(),
+        "{}",
+        on_c.log()
+    );
+    receiver.wait(Duration::from_secs(20));
+
+    for (out, at_least) in [(&first_out, 3.0), (&second_out, 4.0), (&third_out, 3.0)] {
+        let secs = probe_duration(out);
+        assert!(secs > at_least, "{}: {secs} s", out.display());
+        assert_good_recording(out, secs);
+    }
+    for node in [&a, &b, &c] {
+        node.prism.assert_log_free_of(&[KEY]);
+    }
+}
