@@ -175,10 +175,19 @@ pub fn stream_id(data: &[u8]) {
     }
 }
 
-/// Config parsing and validation.
+/// Config parsing and validation: a node's file, and the same text as the
+/// cluster's shared streams document (what a node reads from Redis).
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = prism_admin::Config::parse(std::path::Path::new("fuzz.toml"), text);
+        let path = std::path::Path::new("fuzz.toml");
+        let _ = prism_admin::Config::parse(path, text);
+        let node = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[cluster]\nredis = \"redis://127.0.0.1\"\nnode_id = \"a\"\n";
+        let _ = prism_admin::Config::parse_with_streams(
+            path,
+            node,
+            std::path::Path::new("redis"),
+            text,
+        );
     }
 }
 

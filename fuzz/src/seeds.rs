@@ -280,10 +280,16 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ("access_control", b"#!::r=live/key,m=publish".to_vec()),
             ("url", b"rtmps://a.example:443/app/key?x=1".to_vec()),
         ],
-        "config" => vec![(
-            "minimal",
-            b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\nkey = \"k-0123456789\"\n".to_vec(),
-        )],
+        "config" => vec![
+            (
+                "minimal",
+                b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\nkey = \"k-0123456789\"\n".to_vec(),
+            ),
+            (
+                "cluster_node",
+                b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"node-a\"\nlease_ms = 5000\n".to_vec(),
+            ),
+        ],
         "srt_handshake" => srt_handshakes(),
         _ => Vec::new(),
     }

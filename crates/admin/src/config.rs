@@ -1403,6 +1403,85 @@ key = "live_8f2c1d"
         assert_eq!(line_column("", 0), (1, 1));
     }
 
+    const NODE: &str = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://10.0.0.5:6379\"\nnode_id = \"node-a\"\n";
+
+    #[test]
+    fn a_cluster_node_takes_its_streams_from_the_shared_document() {
+        let node = parse(NODE).unwrap();
+        let cluster = node.cluster.as_ref().unwrap();
+        assert_eq!(cluster.node_id, "node-a");
+        assert_eq!(cluster.lease, Duration::from_millis(5000));
+        assert_eq!(cluster.prefix, "prism");
+        assert!(node.streams.is_empty());
+        let streams = &GOOD[GOOD.find("[[streams]]").unwrap()..];
+        let config = Config::parse_with_streams(
+            Path::new("prism.toml"),
+            NODE,
+            Path::new("redis:prism:streams"),
+            streams,
+        )
+        .unwrap();
+        assert_eq!(config.streams.len(), 1);
+        assert_eq!(config.streams[0].destinations.len(), 2);
+        // Errors in the document name it and its own lines.
+        let broken = streams.replace("key = \"live_8f2c1d\"", "key = \"\"");
+        let message = Config::parse_with_streams(
+            Path::new("prism.toml"),
+            NODE,
+            Path::new("redis:prism:streams"),
+            &broken,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.starts_with("redis:prism:streams:3:"), "{message}");
+        // Node settings have no place in the shared document.
+        let message = Config::parse_with_streams(
+            Path::new("prism.toml"),
+            NODE,
+            Path::new("redis:prism:streams"),
+            "[fanout]\nchunk_size = 4096\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("unknown field `fanout`"), "{message}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked_with_their_line() {
+        // Streams in a node's file would be ignored silently: refused, with
+        // what to do instead.
+        let message = error_text(&format!(
+            "{NODE}{}",
+            &GOOD[GOOD.find("[[streams]]").unwrap()..]
+        ));
+        assert!(message.starts_with("prism.toml:8:"), "{message}");
+        assert!(message.contains("prism import"), "{message}");
+        // ...but `prism import` reads them.
+        let text = format!("{NODE}{}", &GOOD[GOOD.find("[[streams]]").unwrap()..]);
+        assert_eq!(
+            Config::parse_for_import(Path::new("prism.toml"), &text)
+                .unwrap()
+                .streams
+                .len(),
+            1
+        );
+        let message = error_text(&NODE.replace("redis://10.0.0.5:6379", "10.0.0.5:6379"));
+        assert!(
+            message.starts_with("prism.toml:5:") && message.contains("redis://"),
+            "{message}"
+        );
+        let message = error_text(&format!("{NODE}lease_ms = 100\n"));
+        assert!(
+            message.starts_with("prism.toml:7:") && message.contains("cluster.lease_ms"),
+            "{message}"
+        );
+        let message = error_text(&NODE.replace("node-a", "node a"));
+        assert!(message.contains("cluster.node_id"), "{message}");
+        // The URL (it may hold a password) stays out of debug output.
+        let node = parse(&NODE.replace("redis://", "redis://:hunter22@")).unwrap();
+        assert!(!format!("{node:?}").contains("hunter22"));
+    }
+
     mod no_panics {
         use super::*;
         use proptest::prelude::*;

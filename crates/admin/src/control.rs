@@ -466,22 +466,18 @@ impl Controller {
             };
         }
         let origin = store_origin(cluster);
-        let config = match Config::parse_with_streams(
-            &self.path,
-            &state.node_text,
-            &origin,
-            &stored.text,
-        ) {
-            Ok(config) => config,
-            Err(e) => {
-                error!(
+        let config =
+            match Config::parse_with_streams(&self.path, &state.node_text, &origin, &stored.text) {
+                Ok(config) => config,
+                Err(e) => {
+                    error!(
                     version = stored.version,
                     "cluster: the shared configuration is invalid here, keeping version {}: {e}",
                     state.version
                 );
-                return Err(ApiError::invalid(e.to_string()));
-            }
-        };
+                    return Err(ApiError::invalid(e.to_string()));
+                }
+            };
         let document: DocumentMut = stored
             .text
             .parse()

@@ -61,3 +61,31 @@ async fn a_stream_is_leased_to_one_node_and_fenced_after_it_expires() {
         Acquired::Held(_)
     ));
 }
+
+#[tokio::test]
+async fn a_node_restarted_within_the_lease_time_gets_its_stream_back() {
+    let redis = Redis::start();
+    let ttl = Duration::from_secs(30);
+    let before_restart = redis.leases("node-a", ttl).await;
+    let Acquired::Held(old) = before_restart.acquire("main").await.unwrap() else {
+        panic!("the first node gets the lease")
+    };
+    // The same node id after a restart (systemd brought it back at once):
+    // its encoder's reconnect need not wait for its own old lease.
+    let after_restart = redis.leases("node-a", ttl).await;
+    let Acquired::Held(new) = after_restart.acquire("main").await.unwrap() else {
+        panic!("a restarted node gets its own stream back")
+    };
+    assert!(new.fence > old.fence);
+    // The grant from before the restart is stale: it cannot renew.
+    assert!(!before_restart.renew(&old).await.unwrap());
+    assert!(after_restart.renew(&new).await.unwrap());
+    // Another node still cannot take it.
+    let other = redis.leases("node-b", ttl).await;
+    assert_eq!(
+        other.acquire("main").await.unwrap(),
+        Acquired::Taken {
+            node: "node-a".into()
+        }
+    );
+}
