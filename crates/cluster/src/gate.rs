@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use tokio::time::timeout;
 use tracing::{error, info, warn};
 
 use prism_media::gate::{Admission, PublishGate};
@@ -106,13 +105,9 @@ impl LeaseGate {
         let deadline = Instant::now() + patience.min(self.ttl + Duration::from_millis(500));
         let mut polls = 0u32;
         loop {
-            let lease = match timeout(REDIS_WAIT, self.leases.acquire(&stream)).await {
-                Ok(Ok(Acquired::Held(lease))) => {
-                    self.health.saw_success();
-                    Some(lease)
-                }
-                Ok(Ok(Acquired::Taken { node })) => {
-                    self.health.saw_success();
+            let lease = match self.redis(self.leases.acquire(&stream)).await {
+                Ok(Acquired::Held(lease)) => Some(lease),
+                Ok(Acquired::Taken { node }) => {
                     if Instant::now() >= deadline {
                         warn!(stream = %stream, node = %node, "publish refused: the stream is live on another node");
                         return Err(node);
@@ -126,14 +121,8 @@ impl LeaseGate {
                     tokio::time::sleep(TAKEOVER_POLL).await;
                     continue;
                 }
-                Ok(Err(e)) => {
-                    self.health.saw_failure(&e.to_string());
+                Err(e) => {
                     warn!(stream = %stream, error = %e, "Redis unreachable: publish admitted without a lease (taken when Redis is back)");
-                    None
-                }
-                Err(_) => {
-                    self.health.saw_failure("timed out");
-                    warn!(stream = %stream, "Redis did not answer in time: publish admitted without a lease (taken when Redis is back)");
                     None
                 }
             };
@@ -146,12 +135,11 @@ impl LeaseGate {
     /// connected there.
     async fn ask_takeover(&self, stream: &str) {
         let mut redis = self.redis.clone();
-        let asked: Result<Result<i64, _>, _> = timeout(
-            REDIS_WAIT,
-            redis.publish(&self.takeover_channel, format!("{}|{stream}", self.node)),
-        )
-        .await;
-        if let Ok(Err(e)) = asked {
+        let message = format!("{}|{stream}", self.node);
+        let asked: Result<i64, _> = self
+            .redis(redis.publish(&self.takeover_channel, message))
+            .await;
+        if let Err(e) = asked {
             warn!(stream = %stream, error = %e, "cannot ask the node holding the stream to hand it over");
         }
     }
@@ -219,57 +207,36 @@ impl LeaseGate {
                 return;
             }
             let renewed = match &lease {
-                Some(held) => timeout(REDIS_WAIT, self.leases.renew(held)).await,
-                None => Ok(Ok(false)),
+                Some(held) => self.redis(self.leases.renew(held)).await,
+                None => Ok(false),
             };
             match renewed {
-                Ok(Ok(true)) => {
-                    self.health.saw_success();
-                    redis_was_down = false;
-                }
-                Ok(Ok(false)) => {
-                    self.health.saw_success();
-                    // Expired while Redis was away (or never taken): take it
-                    // again, unless another node has it now.
-                    match timeout(REDIS_WAIT, self.leases.acquire(&stream)).await {
-                        Ok(Ok(Acquired::Held(new))) => {
-                            if lease.is_none() || redis_was_down {
-                                info!(stream = %stream, fence = new.fence, "stream lease taken now that Redis answers");
-                            } else {
-                                warn!(stream = %stream, fence = new.fence, "stream lease had expired; taken again");
-                            }
-                            lease = Some(new);
-                            redis_was_down = false;
+                Ok(true) => redis_was_down = false,
+                // Expired while Redis was away (or never taken): take it
+                // again, unless another node has it now.
+                Ok(false) => match self.redis(self.leases.acquire(&stream)).await {
+                    Ok(Acquired::Held(new)) => {
+                        if lease.is_none() || redis_was_down {
+                            info!(stream = %stream, fence = new.fence, "stream lease taken now that Redis answers");
+                        } else {
+                            warn!(stream = %stream, fence = new.fence, "stream lease had expired; taken again");
                         }
-                        Ok(Ok(Acquired::Taken { node })) => {
-                            error!(stream = %stream, node = %node, "another node holds the stream's lease now: ending the publish here");
-                            if let Some(hub) = hub.upgrade() {
-                                hub.end_current_publish();
-                            }
-                            self.give_up(&stream, None, true).await;
-                            return;
-                        }
-                        Ok(Err(e)) => {
-                            self.health.saw_failure(&e.to_string());
-                            redis_was_down = true;
-                        }
-                        Err(_) => {
-                            self.health.saw_failure("timed out");
-                            redis_was_down = true;
-                        }
+                        lease = Some(new);
+                        redis_was_down = false;
                     }
-                }
-                Ok(Err(e)) => {
-                    self.health.saw_failure(&e.to_string());
+                    Ok(Acquired::Taken { node }) => {
+                        error!(stream = %stream, node = %node, "another node holds the stream's lease now: ending the publish here");
+                        if let Some(hub) = hub.upgrade() {
+                            hub.end_current_publish();
+                        }
+                        self.give_up(&stream, None, true).await;
+                        return;
+                    }
+                    Err(_) => redis_was_down = true,
+                },
+                Err(e) => {
                     if !redis_was_down {
                         warn!(stream = %stream, error = %e, "cannot renew the stream lease: Redis unreachable; the show goes on");
-                    }
-                    redis_was_down = true;
-                }
-                Err(_) => {
-                    self.health.saw_failure("timed out");
-                    if !redis_was_down {
-                        warn!(stream = %stream, "cannot renew the stream lease: Redis did not answer; the show goes on");
                     }
                     redis_was_down = true;
                 }
@@ -302,13 +269,17 @@ impl LeaseGate {
             self.held().remove(stream);
         }
         if let Some(lease) = lease {
-            match timeout(REDIS_WAIT, self.leases.release(lease)).await {
-                Ok(Ok(_)) => self.health.saw_success(),
-                // It expires on its own within the lease time.
-                Ok(Err(e)) => self.health.saw_failure(&e.to_string()),
-                Err(_) => self.health.saw_failure("timed out"),
-            }
+            // On failure it expires on its own within the lease time.
+            let _ = self.redis(self.leases.release(lease)).await;
         }
+    }
+
+    /// One Redis operation, bounded in time, its outcome recorded.
+    async fn redis<T, E: std::fmt::Display>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        self.health.bounded(REDIS_WAIT, operation).await
     }
 }
 

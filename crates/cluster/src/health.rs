@@ -1,8 +1,11 @@
 //! Whether this node reaches Redis now, as every cluster operation last saw
 //! it: for the metrics, `/readyz`'s neighbours and the API's 503 answers.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -43,6 +46,31 @@ impl RedisHealth {
         if self.up.swap(false, Ordering::Relaxed) {
             self.losses.fetch_add(1, Ordering::Relaxed);
             warn!(%error, "Redis unreachable: running shows go on, configuration changes wait for it");
+        }
+    }
+
+    /// Runs one Redis operation for at most `limit`, and records what it
+    /// showed of the connection.
+    pub async fn bounded<T, E: Display>(
+        &self,
+        limit: Duration,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(limit, operation).await {
+            Ok(Ok(value)) => {
+                self.saw_success();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let error = e.to_string();
+                self.saw_failure(&error);
+                Err(error)
+            }
+            Err(_) => {
+                let error = format!("Redis did not answer within {} ms", limit.as_millis());
+                self.saw_failure(&error);
+                Err(error)
+            }
         }
     }
 }

@@ -143,19 +143,12 @@ impl Cluster {
 
     /// The store's version now, within the command timeout.
     pub async fn read_version(&self) -> Result<u64, String> {
-        let result = match timeout(COMMAND_TIMEOUT, self.store.version()).await {
-            Ok(Ok(version)) => Ok(version),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("Redis did not answer within 1 s".to_string()),
-        };
-        match &result {
-            Ok(version) => {
-                self.health.saw_success();
-                self.heard_of(*version);
-            }
-            Err(e) => self.health.saw_failure(e),
-        }
-        result
+        let version = self
+            .health
+            .bounded(COMMAND_TIMEOUT, self.store.version())
+            .await?;
+        self.heard_of(version);
+        Ok(version)
     }
 
     /// Which node each of `streams` is live on (holds the lease of), if any.
@@ -168,23 +161,13 @@ impl Cluster {
             .map(|s| crate::lease::lease_key(&self.settings.prefix, s))
             .collect();
         let mut redis = self.redis.clone();
-        let holders: Vec<Option<String>> = match timeout(
-            COMMAND_TIMEOUT,
-            redis::cmd("MGET").arg(keys).query_async(&mut redis),
-        )
-        .await
-        {
-            Ok(Ok(holders)) => holders,
-            Ok(Err(e)) => {
-                self.health.saw_failure(&e.to_string());
-                return Err(e.to_string());
-            }
-            Err(_) => {
-                self.health.saw_failure("timed out");
-                return Err("Redis did not answer within 1 s".into());
-            }
-        };
-        self.health.saw_success();
+        let holders: Vec<Option<String>> = self
+            .health
+            .bounded(
+                COMMAND_TIMEOUT,
+                redis::cmd("MGET").arg(keys).query_async(&mut redis),
+            )
+            .await?;
         Ok(holders
             .into_iter()
             .map(|h| h.map(|h| crate::lease::holder_node(&h).to_string()))
