@@ -2,6 +2,10 @@
 //! applies every change (API call or reload) to the live relay as a diff, and
 //! writes API changes back to the file.
 //!
+//! In cluster mode the streams' document lives in Redis instead (see
+//! `prism-cluster`): a change is a compare-and-set of the next version there,
+//! and every version another node writes is applied here as the same diff.
+//!
 //! A change is: edit a copy of the document, re-validate the whole text with
 //! the same parser `--check` uses, write it atomically, then start, stop or
 //! reconfigure only what differs. Changes are serialized by one lock; the
