@@ -391,3 +391,74 @@ fn an_encoder_moves_to_another_node_when_its_node_dies_or_it_reconnects_elsewher
         node.prism.assert_log_free_of(&[KEY]);
     }
 }
+
+#[test]
+fn a_pulled_stream_is_pulled_by_one_node_and_by_another_when_that_one_dies() {
+    require_ffmpeg();
+    let scratch = Scratch::new("cluster-pull");
+    let redis = RedisServer::start(&scratch.file("redis"));
+    let origin = Nginx::start(&scratch);
+    let mut source = Ffmpeg::publisher(
+        &format!("rtmp://127.0.0.1:{}/live/cam", origin.port),
+        40,
+        scratch.file("source.log"),
+    );
+    let port = free_port();
+    import(
+        &scratch,
+        &redis,
+        &format!(
+            "[[streams]]\nid = \"cam\"\npull = \"rtmp://127.0.0.1:{}/live/cam\"\n\n  [[streams.destinations]]\n  \
+             id = \"alpha\"\n  url = \"rtmp://127.0.0.1:{port}/live/alpha\"\n",
+            origin.port
+        ),
+    );
+    let first_out = scratch.file("first.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "alpha", &first_out);
+    let nodes = [Node::start("node-a", &redis), Node::start("node-b", &redis)];
+    let pulling = |node: &Node| node.stream("cam")["ingest"]["protocol"] == "rtmp-pull";
+    wait_until(Duration::from_secs(15), "a node pulling the source", || {
+        nodes.iter().any(pulling)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let puller = nodes.iter().position(pulling).expect("a node pulls");
+    let (puller, other) = (&nodes[puller], &nodes[1 - puller]);
+    // One node pulls; the other waits (one connection to the origin).
+    assert!(!pulling(other), "both nodes pull the source");
+    assert_eq!(other.stream("cam")["live_on"], puller.id);
+    other.wait_for("cam", Duration::from_secs(1), "the other node idle", |v| {
+        v["ingest"].is_null() && destination_state(v, "alpha") == "idle"
+    });
+
+    puller.prism.signal("KILL");
+    let killed = Instant::now();
+    receiver.wait(Duration::from_secs(10));
+    let second_out = scratch.file("second.flv");
+    let mut receiver = Ffmpeg::receiver(port, "live", "alpha", &second_out);
+    other.wait_for(
+        "cam",
+        Duration::from_secs(10),
+        "the other node pulling",
+        |v| v["ingest"]["protocol"] == "rtmp-pull",
+    );
+    let taken = killed.elapsed();
+    eprintln!(
+        "the pulling node was killed; {} pulled the source {taken:?} later (lease {LEASE_MS} ms)",
+        other.id
+    );
+    assert!(taken < Duration::from_millis(LEASE_MS + 3000), "{taken:?}");
+    other.wait_for(
+        "cam",
+        Duration::from_secs(10),
+        "alpha live on the other node",
+        |v| destination_state(v, "alpha") == "live",
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    source.kill();
+    receiver.wait(Duration::from_secs(20));
+    for out in [&first_out, &second_out] {
+        let secs = probe_duration(out);
+        assert!(secs > 3.0, "{}: {secs} s", out.display());
+        assert_good_recording(out, secs);
+    }
+}
