@@ -1,6 +1,7 @@
 //! Cluster mode end to end: a real `redis-server` (Debian's package) on a
 //! free port, three `prism` nodes on loopback sharing its streams, real
-//! ffmpeg publishers and receivers.
+//! ffmpeg publishers (RTMP and SRT) and receivers, nginx-rtmp as a pulled
+//! source.
 
 mod support;
 
@@ -20,14 +21,15 @@ struct Node {
     prism: Prism,
     admin: u16,
     metrics: u16,
+    srt: u16,
 }
 
 impl Node {
     fn start(id: &'static str, redis: &RedisServer) -> Self {
         let scratch = Scratch::new(&format!("cluster-{id}"));
-        let (rtmp, admin, metrics) = (free_port(), free_port(), free_port());
+        let (rtmp, admin, metrics, srt) = (free_port(), free_port(), free_port(), free_port());
         let config = format!(
-            "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\n\
+            "[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt}\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\ninsecure_no_auth = true\n\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n\
              [cluster]\nredis = \"{}\"\nnode_id = \"{id}\"\nlease_ms = {LEASE_MS}\n",
@@ -40,7 +42,13 @@ impl Node {
             prism,
             admin,
             metrics,
+            srt,
         }
+    }
+
+    /// The SRT caller URL an OBS user would paste (stream id: the key).
+    fn srt_url(&self) -> String {
+        format!("srt://127.0.0.1:{}?streamid={KEY}", self.srt)
     }
 
     fn publish_url(&self) -> String {
@@ -202,6 +210,19 @@ fn three_nodes_share_streams_and_a_redis_restart_costs_the_show_nothing() {
     );
     let log = c.prism.log();
     assert!(log.contains("already live on node \"node-a\""), "{log}");
+    // And over SRT (libsrt's caller through ffmpeg, its defaults).
+    let mut second = Ffmpeg::srt_publisher(&c.srt_url(), 5, scratch.file("second-srt.log"));
+    assert!(
+        !second.wait(Duration::from_secs(15)).success(),
+        "a second SRT publisher of a live key was accepted"
+    );
+    let log = c.prism.log();
+    assert!(
+        log.lines().any(
+            |l| l.contains("already live on node \"node-a\"") && l.contains("protocol=\"srt\"")
+        ),
+        "{log}"
+    );
 
     // Redis stops mid-show: API writes answer 503, the show goes on.
     redis.stop();
@@ -357,16 +378,17 @@ fn an_encoder_moves_to_another_node_when_its_node_dies_or_it_reconnects_elsewher
     std::thread::sleep(Duration::from_secs(4));
 
     // The encoder drops and reconnects through the load balancer to node C
-    // while node B waits out its grace: node B hands the stream over at
+    // (over SRT) while node B waits out its grace: node B hands the stream over at
     // once instead of refusing it for 10 s.
     on_b.kill();
     let moved = Instant::now();
-    let mut on_c = Ffmpeg::publisher(&c.publish_url(), 6, scratch.file("on-c.log"));
+    // Over SRT this time: any node takes either protocol.
+    let mut on_c = Ffmpeg::srt_publisher(&c.srt_url(), 6, scratch.file("on-c.log"));
     c.wait_for(
         "main",
         Duration::from_secs(5),
-        "the publish on node C",
-        |v| !v["ingest"].is_null(),
+        "the SRT publish on node C",
+        |v| v["ingest"]["protocol"] == "srt",
     );
     let taken = moved.elapsed();
     eprintln!("the encoder moved to node C during node B's grace; node C took it {taken:?} later");
