@@ -102,14 +102,7 @@ impl ConfigStore {
     /// Writes `text` as the version after `based_on`; fails with `Conflict`
     /// when another change came first.
     pub async fn write(&self, based_on: u64, text: &str) -> Result<u64, StoreError> {
-        let result: i64 = Script::new(COMPARE_AND_SET)
-            .key(self.document_key())
-            .key(self.version_key())
-            .key(self.channel())
-            .arg(based_on)
-            .arg(text)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+        let result = self.run(COMPARE_AND_SET, based_on, text).await?;
         if result > 0 {
             Ok(result as u64)
         } else {
@@ -123,14 +116,19 @@ impl ConfigStore {
     /// store already has that version or a newer one (another node restored
     /// it first, or a change landed since). True when this call restored it.
     pub async fn restore(&self, version: u64, text: &str) -> Result<bool, StoreError> {
-        let restored: i64 = Script::new(RESTORE)
+        Ok(self.run(RESTORE, version, text).await? == 1)
+    }
+
+    /// Runs one of the document's scripts: keys document, version and
+    /// channel; arguments a version and a text.
+    async fn run(&self, script: &str, version: u64, text: &str) -> Result<i64, StoreError> {
+        Ok(Script::new(script)
             .key(self.document_key())
             .key(self.version_key())
             .key(self.channel())
             .arg(version)
             .arg(text)
             .invoke_async(&mut self.redis.clone())
-            .await?;
-        Ok(restored == 1)
+            .await?)
     }
 }
