@@ -336,7 +336,7 @@ struct ClusterView {
     leases_held: usize,
 }
 
-async fn cluster_status(State(app): State<App>) -> impl IntoResponse {
+async fn cluster_status(State(app): State<App>) -> Json<ClusterView> {
     let view = match app.controller.cluster() {
         None => ClusterView {
             enabled: false,
@@ -351,7 +351,7 @@ async fn cluster_status(State(app): State<App>) -> impl IntoResponse {
             node_id: Some(cluster.node_id().to_string()),
             redis_up: cluster.health().is_up(),
             redis_error: cluster.health().last_error(),
-            version: app.controller.version().await,
+            version: cluster.applied_version(),
             leases_held: cluster.gate().held_streams(),
         },
     };

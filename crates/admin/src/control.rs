@@ -210,7 +210,9 @@ impl Controller {
                 let Some(controller) = weak.upgrade() else {
                     return;
                 };
-                let _ = catch_panic("cluster_sync", controller.sync()).await;
+                if let Err(panic) = catch_panic("cluster_sync", controller.sync()).await {
+                    error!(%panic, "cluster: applying a configuration version panicked; the next version is applied as usual");
+                }
             }
         });
         Ok(controller)
@@ -250,11 +252,6 @@ impl Controller {
             Backing::File => None,
             Backing::Cluster { cluster, .. } => Some(cluster),
         }
-    }
-
-    /// Cluster mode: the store version this node runs.
-    pub async fn version(&self) -> u64 {
-        self.state.lock().await.version
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -382,7 +379,7 @@ impl Controller {
     ) -> Result<T, ApiError> {
         // Catch up first: an edit made on an old version would conflict.
         let newest = cluster.read_version().await.map_err(redis_unavailable)?;
-        if newest > self.version().await {
+        if newest > cluster.applied_version() {
             self.sync().await?;
         }
         let mut state = Arc::clone(&self.state).lock_owned().await;
@@ -414,9 +411,9 @@ impl Controller {
             // The write may or may not have landed: the version poll tells,
             // and the change is applied once either way.
             Err(_) => {
-                return Err(redis_unavailable(
-                    "Redis did not answer in time; the change may still land, see GET /v1/streams".to_string(),
-                ))
+                let error = "Redis did not answer in time; the change may still land, see GET /v1/streams";
+                cluster.health().saw_failure(error);
+                return Err(redis_unavailable(error.to_string()));
             }
         };
         let controller = Arc::clone(self);
@@ -440,22 +437,11 @@ impl Controller {
             return Ok(());
         };
         let mut state = Arc::clone(&self.state).lock_owned().await;
-        let stored = match tokio::time::timeout(CLUSTER_WRITE_TIMEOUT, cluster.store().read()).await
-        {
-            Ok(Ok(stored)) => {
-                cluster.health().saw_success();
-                stored
-            }
-            Ok(Err(e)) => {
-                cluster.health().saw_failure(&e.to_string());
-                return Err(redis_unavailable(e.to_string()));
-            }
-            Err(_) => {
-                return Err(redis_unavailable(
-                    "Redis did not answer in time".to_string(),
-                ))
-            }
-        };
+        let stored = cluster
+            .health()
+            .bounded(CLUSTER_WRITE_TIMEOUT, cluster.store().read())
+            .await
+            .map_err(redis_unavailable)?;
         if stored.version == state.version {
             return Ok(());
         }
@@ -464,10 +450,15 @@ impl Controller {
             // flushed): put back the newest version this node knows.
             warn!(store_version = stored.version, version = state.version, "cluster: Redis holds an older configuration than this node ran; restoring this node's");
             let text = state.document.to_string();
-            return match cluster.store().restore(state.version, &text).await {
-                Ok(_) => Ok(()),
-                Err(e) => Err(redis_unavailable(e.to_string())),
-            };
+            return cluster
+                .health()
+                .bounded(
+                    CLUSTER_WRITE_TIMEOUT,
+                    cluster.store().restore(state.version, &text),
+                )
+                .await
+                .map(|_| ())
+                .map_err(redis_unavailable);
         }
         let origin = store_origin(cluster);
         let config =
