@@ -22,6 +22,7 @@ use redis::AsyncCommands;
 use tracing::{error, info, warn};
 
 use prism_media::gate::{Admission, PublishGate};
+use prism_media::supervise::catch_panic;
 use prism_media::StreamHub;
 
 use crate::health::RedisHealth;
@@ -175,8 +176,21 @@ impl LeaseGate {
             },
         );
         let gate = Arc::clone(self);
+        let stream = hub.id().to_string();
         let hub = Arc::downgrade(hub);
-        tokio::spawn(async move { gate.keep(hub, lease).await });
+        tokio::spawn(async move {
+            let kept =
+                catch_panic("cluster_lease", Arc::clone(&gate).keep(hub.clone(), lease)).await;
+            if let Err(panic) = kept {
+                // Unrenewed, the lease would lapse under a live show and
+                // another node could take the same key: end it here.
+                error!(stream = %stream, %panic, "the stream's lease task panicked: ending the publish here");
+                gate.held().remove(&stream);
+                if let Some(hub) = hub.upgrade() {
+                    hub.end_current_publish();
+                }
+            }
+        });
     }
 
     /// Renews the lease while the stream is live here; gives it up when the

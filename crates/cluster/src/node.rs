@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
+
+use prism_media::supervise::catch_panic;
 
 use crate::gate::LeaseGate;
 use crate::health::RedisHealth;
@@ -182,7 +184,13 @@ impl Cluster {
         tokio::spawn(async move {
             let mut reported = false;
             loop {
-                if let Err(e) = poller.read_version().await {
+                let read = catch_panic("cluster_link", poller.read_version())
+                    .await
+                    .unwrap_or_else(|panic| {
+                        error!(%panic, "reading the cluster's version panicked; retrying");
+                        Err(panic)
+                    });
+                if let Err(e) = read {
                     if !reported {
                         warn!(error = %e, redis = %redacted(&poller.settings.redis_url), "cannot reach the cluster's Redis; retrying");
                         reported = true;
@@ -197,9 +205,14 @@ impl Cluster {
         tokio::spawn(async move {
             let mut backoff = RESUBSCRIBE_MIN;
             loop {
-                match subscriber.follow_announcements().await {
-                    Ok(()) => backoff = RESUBSCRIBE_MIN,
-                    Err(e) => debug!(error = %e, "cluster subscription lost; subscribing again"),
+                match catch_panic("cluster_link", subscriber.follow_announcements()).await {
+                    Ok(Ok(())) => backoff = RESUBSCRIBE_MIN,
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "cluster subscription lost; subscribing again")
+                    }
+                    Err(panic) => {
+                        error!(%panic, "the cluster subscription panicked; subscribing again")
+                    }
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RESUBSCRIBE_MAX);

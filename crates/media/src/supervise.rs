@@ -38,7 +38,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 8] = [
+pub const SUPERVISED_TASKS: [&str; 10] = [
     "rtmp_connection",
     "srt_connection",
     "pull",
@@ -47,6 +47,8 @@ pub const SUPERVISED_TASKS: [&str; 8] = [
     "listener",
     "standby",
     "cluster_sync",
+    "cluster_lease",
+    "cluster_link",
 ];
 
 #[cfg(test)]
