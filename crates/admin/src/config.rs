@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
 
 #[derive(Debug, Deserialize)]
@@ -335,27 +336,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
     /// Cluster mode: the streams live in Redis, not in this file.
-    pub cluster: Option<ClusterConfig>,
+    pub cluster: Option<ClusterSettings>,
     pub streams: Vec<StreamConfig>,
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    pub redis_url: String,
-    pub node_id: String,
-    pub lease: Duration,
-    pub prefix: String,
-}
-
-impl std::fmt::Debug for ClusterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterConfig")
-            .field("redis_url", &"…")
-            .field("node_id", &self.node_id)
-            .field("lease", &self.lease)
-            .field("prefix", &self.prefix)
-            .finish()
-    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -791,7 +773,7 @@ fn error_in<'a>(
     }
 }
 
-fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterConfig, ConfigError> {
+fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterSettings, ConfigError> {
     let url = raw.redis.get_ref().trim();
     if !(url.starts_with("redis://")
         || url.starts_with("rediss://")
@@ -825,7 +807,7 @@ fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterConfig, Con
     }
     let prefix = raw.prefix.get_ref().clone();
     check_id(&prefix).map_err(|m| error(raw.prefix.span(), format!("cluster.prefix: {m}")))?;
-    Ok(ClusterConfig {
+    Ok(ClusterSettings {
         redis_url: url.to_string(),
         node_id,
         lease: Duration::from_millis(lease_ms),

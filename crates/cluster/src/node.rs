@@ -30,7 +30,7 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const RESUBSCRIBE_MIN: Duration = Duration::from_millis(250);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(1);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     /// `redis://[user:password@]host[:port][/db]` (or `rediss://`).
     pub redis_url: String,
@@ -40,6 +40,18 @@ pub struct ClusterSettings {
     pub lease: Duration,
     /// The cluster's key space in Redis (several clusters can share one).
     pub prefix: String,
+}
+
+/// The URL may hold a password: it stays out of debug output.
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("lease", &self.lease)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 pub struct Cluster {

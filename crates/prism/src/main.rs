@@ -24,7 +24,7 @@ use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, S
 use prism_media::HubDirectory;
 
 use prism_admin::{Config, Controller, LogFormat};
-use prism_cluster::{Cluster, ClusterSettings};
+use prism_cluster::Cluster;
 
 use crate::listeners::{supervise, FaultInjector, Readiness, Supervision};
 use crate::telemetry::Telemetry;
@@ -225,12 +225,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
             Arc::clone(&directory),
         )?,
         Some(settings) => {
-            let cluster = Cluster::new(ClusterSettings {
-                redis_url: settings.redis_url,
-                node_id: settings.node_id,
-                lease: settings.lease,
-                prefix: settings.prefix,
-            })?;
+            let cluster = Cluster::new(settings)?;
             info!(
                 node = %cluster.node_id(),
                 redis = %prism_cluster::node::redacted(&cluster.settings().redis_url),
