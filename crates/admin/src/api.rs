@@ -23,7 +23,7 @@ use toml_edit::{value, DocumentMut, Table};
 
 use prism_fanout::{Registry, StreamEntry};
 
-use crate::config::{Config, DestinationEntry, StreamConfig};
+use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::control::{Controller, Event};
 use crate::error::ApiError;
 use crate::{persist, platforms};
@@ -219,11 +219,15 @@ struct DestinationView {
     verified: bool,
     /// When the current session went live; null when it is not live.
     live_since: Option<String>,
+    /// The latency budget within which its messages are sent together (its
+    /// own `max_delay_ms`, or `[fanout]`'s); 0 for SRT destinations.
+    max_delay_ms: u64,
 }
 
 fn destination_view(
     entry: Option<&StreamEntry>,
     destination: &DestinationEntry,
+    fanout: &FanoutConfig,
 ) -> DestinationView {
     use std::sync::atomic::Ordering;
     let handle = entry.and_then(|e| e.destination(&destination.id));
@@ -247,10 +251,14 @@ fn destination_view(
         live_since: status
             .and_then(|s| s.live_since())
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        max_delay_ms: match destination.url.scheme {
+            prism_fanout::url::Scheme::Srt => 0,
+            _ => destination.max_delay.unwrap_or(fanout.max_delay).as_millis() as u64,
+        },
     }
 }
 
-fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
+fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig) -> StreamView {
     use std::sync::atomic::Ordering;
     let entry = registry.stream(&stream.id);
     let ingest = entry.as_ref().and_then(|e| {
@@ -286,7 +294,7 @@ fn stream_view(registry: &Registry, stream: &StreamConfig) -> StreamView {
         destinations: stream
             .destinations
             .iter()
-            .map(|d| destination_view(entry.as_deref(), d))
+            .map(|d| destination_view(entry.as_deref(), d, fanout))
             .collect(),
     }
 }
@@ -303,7 +311,7 @@ async fn view_of_stream(app: &App, id: &str) -> Result<StreamView, ApiError> {
     let registry = Arc::clone(app.controller.registry());
     let mut view = app
         .controller
-        .with_config(|config| find_stream(config, id).map(|s| stream_view(&registry, s)))
+        .with_config(|config| find_stream(config, id).map(|s| stream_view(&registry, s, &config.fanout)))
         .await?;
     add_live_nodes(app, std::slice::from_mut(&mut view)).await;
     Ok(view)
@@ -429,7 +437,7 @@ async fn list_streams(State(app): State<App>) -> impl IntoResponse {
             config
                 .streams
                 .iter()
-                .map(|s| stream_view(&registry, s))
+                .map(|s| stream_view(&registry, s, &config.fanout))
                 .collect()
         })
         .await;
@@ -549,6 +557,8 @@ struct NewDestination {
     /// Required but for SRT URLs, whose stream id may carry it instead.
     key: Option<String>,
     enabled: Option<bool>,
+    /// Overrides `[fanout] max_delay_ms` (validated by the config parser).
+    max_delay_ms: Option<u64>,
 }
 
 async fn add_destination(
@@ -589,6 +599,9 @@ async fn add_destination(
             if let Some(enabled) = request.enabled {
                 table["enabled"] = value(enabled);
             }
+            if let Some(ms) = request.max_delay_ms {
+                table["max_delay_ms"] = value(ms as i64);
+            }
             destinations_of(document, &id)?.push(table);
             Ok(dest)
         })
@@ -606,7 +619,12 @@ struct DestinationPatch {
     url: Option<String>,
     key: Option<String>,
     enabled: Option<bool>,
+    /// A number sets the destination's own budget; null returns it to
+    /// `[fanout] max_delay_ms`.
+    #[serde(default, deserialize_with = "present")]
+    max_delay_ms: Option<Option<u64>>,
 }
+
 
 async fn patch_destination(
     State(app): State<App>,
@@ -626,6 +644,13 @@ async fn patch_destination(
         }
         if let Some(enabled) = patch.enabled {
             table["enabled"] = value(enabled);
+        }
+        match patch.max_delay_ms {
+            Some(Some(ms)) => table["max_delay_ms"] = value(ms as i64),
+            Some(None) => {
+                table.remove("max_delay_ms");
+            }
+            None => {}
         }
     })
     .await?;

@@ -221,7 +221,20 @@ struct RawFanout {
     chunk_size: Spanned<u32>,
     #[serde(default = "default_ack_timeout")]
     ack_timeout_s: u64,
+    #[serde(default = "default_max_delay")]
+    max_delay_ms: Spanned<u64>,
 }
+
+/// The largest latency budget: SRS's forwarder batches for 500 ms; twice
+/// that is already more than a platform's player notices less than the
+/// bursts it causes.
+pub const MAX_DELAY_LIMIT_MS: u64 = 1000;
+
+/// The default latency budget (see the README's measurements).
+fn default_max_delay() -> Spanned<u64> {
+    Spanned::new(0..0, DEFAULT_MAX_DELAY_MS)
+}
+pub const DEFAULT_MAX_DELAY_MS: u64 = 0;
 
 /// A server that acknowledged and then acknowledges nothing for this long
 /// while Prism keeps sending has hung: long enough for a server's pause.
@@ -238,6 +251,7 @@ impl Default for RawFanout {
             socket_send_buffer_kib: default_send_buffer(),
             chunk_size: default_chunk_size(),
             ack_timeout_s: default_ack_timeout(),
+            max_delay_ms: default_max_delay(),
         }
     }
 }
@@ -316,6 +330,7 @@ struct RawDestination {
     enabled: bool,
     ca_file: Option<Spanned<String>>,
     ack_timeout_s: Option<u64>,
+    max_delay_ms: Option<Spanned<u64>>,
 }
 
 /// A validated configuration.
@@ -481,6 +496,9 @@ pub struct FanoutConfig {
     pub socket_send_buffer_bytes: u32,
     pub chunk_size: u32,
     pub ack_timeout: Duration,
+    /// The latency budget within which a destination's messages are
+    /// coalesced into one write (`max_delay_ms`).
+    pub max_delay: Duration,
 }
 
 #[derive(Debug)]
@@ -509,6 +527,8 @@ pub struct DestinationEntry {
     pub ca_file: Option<PathBuf>,
     /// Overrides `[fanout] ack_timeout_s` for this destination.
     pub ack_timeout: Option<Duration>,
+    /// Overrides `[fanout] max_delay_ms` for this destination.
+    pub max_delay: Option<Duration>,
 }
 
 /// A configuration error, shown as `FILE:LINE:COL: message`.
@@ -694,6 +714,10 @@ impl Config {
             ));
         }
 
+        let max_delay_ms = *raw.fanout.max_delay_ms.get_ref();
+        check_max_delay(max_delay_ms)
+            .map_err(|m| error(raw.fanout.max_delay_ms.span(), format!("fanout.{m}")))?;
+
         let streams = parse_streams(raw.streams, path, &error)?;
 
         let worker_threads = *raw.runtime.worker_threads.get_ref();
@@ -749,6 +773,7 @@ impl Config {
                 socket_send_buffer_bytes: raw.fanout.socket_send_buffer_kib.clamp(16, 64 * 1024)
                     * 1024,
                 chunk_size,
+                max_delay: Duration::from_millis(max_delay_ms),
             },
             streams,
         })
@@ -756,6 +781,15 @@ impl Config {
 }
 
 type ErrorAt<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
+
+fn check_max_delay(ms: u64) -> Result<(), String> {
+    if ms > MAX_DELAY_LIMIT_MS {
+        return Err(format!(
+            "max_delay_ms must be from 0 (write every message at once) to {MAX_DELAY_LIMIT_MS}; got {ms}"
+        ));
+    }
+    Ok(())
+}
 
 /// Errors at a byte span of `text`, shown as `path:line:column: message`.
 fn error_in<'a>(
@@ -941,6 +975,20 @@ fn parse_streams(
                     Some(ca_path)
                 }
             };
+            let max_delay = match &destination.max_delay_ms {
+                None => None,
+                Some(ms) => {
+                    if url.scheme == prism_fanout::url::Scheme::Srt {
+                        return Err(error(
+                            ms.span(),
+                            format!("{field}.max_delay_ms: SRT destinations are paced by SRT's own latency; max_delay_ms is for rtmp:// and rtmps://"),
+                        ));
+                    }
+                    check_max_delay(*ms.get_ref())
+                        .map_err(|m| error(ms.span(), format!("{field}.{m}")))?;
+                    Some(Duration::from_millis(*ms.get_ref()))
+                }
+            };
             destinations.push(DestinationEntry {
                 id: dest_id,
                 platform: platform.map(|p| p.id.clone()),
@@ -950,6 +998,7 @@ fn parse_streams(
                 ack_timeout: destination
                     .ack_timeout_s
                     .map(|s| Duration::from_secs(s.clamp(2, 3600))),
+                max_delay,
             });
         }
         let srt_passphrase = match &stream.srt_passphrase {

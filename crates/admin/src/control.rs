@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{broadcast, Mutex};
@@ -606,7 +606,8 @@ impl Controller {
                     Some(was)
                         if was.url != destination.url
                             || was.ca_file != destination.ca_file
-                            || was.ack_timeout != destination.ack_timeout =>
+                            || was.ack_timeout != destination.ack_timeout
+                            || was.max_delay != destination.max_delay =>
                     {
                         // Stop the old session first: two publishes with one
                         // key would make the platform refuse the second.
@@ -699,6 +700,10 @@ impl Controller {
                 chunk_size: fanout.chunk_size,
                 ca_file: destination.ca_file.clone(),
                 ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
+                max_delay: match destination.url.scheme {
+                    prism_fanout::url::Scheme::Srt => Duration::ZERO,
+                    _ => destination.max_delay.unwrap_or(fanout.max_delay),
+                },
             },
         ));
         self.watch_destination(&entry.id, &handle);

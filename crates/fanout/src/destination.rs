@@ -58,6 +58,10 @@ pub struct DestinationConfig {
     /// A server that acknowledged before and then acknowledges nothing for
     /// this long, while Prism keeps sending, is treated as failed.
     pub ack_timeout: Duration,
+    /// The latency budget within which queued messages are held and sent in
+    /// one vectored write (RTMP only); zero writes each message at once,
+    /// straight from the hub's push while the socket keeps up.
+    pub max_delay: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -559,7 +563,9 @@ pub(crate) fn went_live(
 
 /// The live loop: drain what is queued, then lend the writer to the queue
 /// (so the hub writes to the socket directly) and sleep until the queue or
-/// the server needs the task.
+/// the server needs the task. With a latency budget (`max_delay`) nothing is
+/// lent: the task sleeps until the held messages are due and writes them
+/// together.
 async fn relay<R, S>(
     status: &DestinationStatus,
     mut reader: R,
@@ -579,6 +585,10 @@ where
     let acked_before = status.acked_bytes.load(Ordering::Relaxed);
     status.set_verified(false);
     let mut next_ack_check = Instant::now() + ACK_CHECK_EVERY;
+    // With a latency budget the queue holds messages and the task writes
+    // them in batches; without one, the hub writes through the lent writer.
+    queue.set_max_delay(config.max_delay);
+    let lends = config.max_delay.is_zero() && writer.writes_directly();
     loop {
         if Instant::now() >= next_ack_check {
             next_ack_check = Instant::now() + ACK_CHECK_EVERY;
@@ -603,6 +613,7 @@ where
                 };
             }
         }
+        let mut held_until = None;
         match queue.try_batch(&mut batch, BATCH_MESSAGES) {
             Some(Batch::Ready) => {
                 for message in batch.drain(..) {
@@ -620,9 +631,10 @@ where
                 };
             }
             Some(Batch::Interrupted) => continue,
+            Some(Batch::Hold(until)) => held_until = Some(until),
             None => {}
         }
-        let read = if writer.writes_directly() {
+        let read = if held_until.is_none() && lends {
             if let Err(back) = queue.lend(writer) {
                 writer = back;
                 continue;
@@ -638,7 +650,8 @@ where
             }
             read
         } else {
-            wait(queue, &mut reader, &mut read_buf, next_ack_check).await
+            let wake_by = held_until.map_or(next_ack_check, |until| until.min(next_ack_check));
+            wait(queue, &mut reader, &mut read_buf, wake_by).await
         };
         match read {
             None => {}

@@ -203,7 +203,9 @@ async fn relay(
                 return SessionEnd::PublisherEnded;
             }
             Some(Batch::Interrupted) => continue,
-            None => {}
+            // SRT destinations never set a latency budget: libsrt paces
+            // its datagrams by its own latency.
+            Some(Batch::Hold(_)) | None => {}
         }
         let hold = async {
             if datagrams.holding() {

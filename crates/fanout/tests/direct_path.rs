@@ -107,6 +107,7 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
             chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
             ca_file: None,
             ack_timeout: Duration::from_secs(10),
+            max_delay: Duration::ZERO,
         },
     );
     for _ in 0..500 {

@@ -85,6 +85,7 @@ async fn a_panicking_destination_task_is_retried_and_goes_live_again() {
             chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
             ca_file: None,
             ack_timeout: Duration::from_secs(10),
+            max_delay: Duration::ZERO,
         },
     );
     let status = Arc::clone(&destination.status);

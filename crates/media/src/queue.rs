@@ -14,11 +14,18 @@
 //! Only when the socket cannot take a whole message does the push hand back
 //! to the task, which finishes that write and drains the queue as usual.
 //! A wake-up per message per destination cost more than the write itself.
+//!
+//! A destination with a latency budget (`max_delay`) never lends its writer:
+//! its messages are held until the oldest has waited that long (or the queue
+//! is half full, or the publish ends), then handed out together, so the task
+//! writes them with one vectored write instead of one write per message.
+//! The owner is woken once per batch, not once per message.
 
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -74,6 +81,9 @@ struct QueueState {
     /// keyframe to wait for.
     stream_has_video: bool,
     ended: bool,
+    /// How long a message may be held so that it goes out with the ones
+    /// after it (zero: hand each out at once).
+    max_delay: Duration,
 }
 
 /// One destination's queue. The hub holds it behind an `Arc` and pushes; the
@@ -96,6 +106,10 @@ pub enum Batch {
     Ended,
     /// `interrupt` was called: the owner has something else to look at.
     Interrupted,
+    /// Messages are queued but held (`set_max_delay`) until this instant;
+    /// the owner is woken earlier only if the publish ends, the queue fills
+    /// to half its budget, or it is interrupted.
+    Hold(Instant),
 }
 
 impl DestinationQueue {
@@ -110,6 +124,12 @@ impl DestinationQueue {
 
     pub fn budget_bytes(&self) -> usize {
         self.budget_bytes
+    }
+
+    /// Sets the latency budget within which messages are held and handed
+    /// out together (see the module doc); zero hands each out at once.
+    pub fn set_max_delay(&self, max_delay: Duration) {
+        self.lock().max_delay = max_delay;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -144,14 +164,29 @@ impl DestinationQueue {
     /// metadata, the current GOP): accepted whatever the budget, since a
     /// destination cannot start without it.
     pub(crate) fn push_replay(&self, message: MediaMessage) {
-        let mut state = self.lock();
+        let state = self.lock();
+        self.enqueue(state, message);
+    }
+
+    /// Appends `message` and wakes the owner when it has something new to
+    /// look at: the queue was empty (an owner that saw it non-empty drains
+    /// it all before it waits again), or a held queue reached half its
+    /// budget and must go out before it drops.
+    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, QueueState>, message: MediaMessage) {
+        let was_empty = state.items.is_empty();
+        let half = self.budget_bytes / 2;
+        let was_under_half = state.queued_bytes < half;
         state.queued_bytes += message.cost();
         state.items.push_back(message);
+        let wake = was_empty
+            || (!state.max_delay.is_zero() && was_under_half && state.queued_bytes >= half);
         self.stats
             .queued_bytes
             .store(state.queued_bytes as u64, Ordering::Relaxed);
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Queues a live message, or drops it by the policy above. Never blocks
@@ -215,13 +250,7 @@ impl DestinationQueue {
                 return;
             }
         }
-        state.queued_bytes += message.cost();
-        state.items.push_back(message.clone());
-        self.stats
-            .queued_bytes
-            .store(state.queued_bytes as u64, Ordering::Relaxed);
-        drop(state);
-        self.ready.notify_one();
+        self.enqueue(state, message.clone());
     }
 
     /// Lends the owner's writer to the queue for direct writes. Refused
@@ -280,20 +309,48 @@ impl DestinationQueue {
     }
 
     /// Moves up to `max` queued messages into `out` (which the caller reuses,
-    /// so the steady state allocates nothing), waiting while the queue is empty.
+    /// so the steady state allocates nothing), waiting while the queue is
+    /// empty or held.
     pub async fn next_batch(&self, out: &mut Vec<MediaMessage>, max: usize) -> Batch {
         loop {
-            if let Some(batch) = self.try_batch(out, max) {
-                return batch;
+            match self.try_batch(out, max) {
+                Some(Batch::Hold(until)) => {
+                    tokio::select! {
+                        () = self.wait() => {}
+                        () = tokio::time::sleep_until(until.into()) => {}
+                    }
+                }
+                Some(batch) => return batch,
+                None => self.wait().await,
             }
-            self.wait().await;
         }
     }
 
     /// `next_batch` without the wait: `None` when there is nothing to do.
     pub fn try_batch(&self, out: &mut Vec<MediaMessage>, max: usize) -> Option<Batch> {
+        self.try_batch_at(out, max, Instant::now())
+    }
+
+    /// `try_batch` at `now` (for held messages: whether they are due).
+    pub fn try_batch_at(
+        &self,
+        out: &mut Vec<MediaMessage>,
+        max: usize,
+        now: Instant,
+    ) -> Option<Batch> {
         let mut state = self.lock();
-        if !state.items.is_empty() {
+        if let Some(oldest) = state.items.front() {
+            let due = oldest.received_at + state.max_delay;
+            let held = !state.max_delay.is_zero()
+                && now < due
+                && !state.ended
+                && state.queued_bytes < self.budget_bytes / 2;
+            if held {
+                if std::mem::take(&mut state.interrupted) {
+                    return Some(Batch::Interrupted);
+                }
+                return Some(Batch::Hold(due));
+            }
             let n = state.items.len().min(max);
             let mut taken = 0;
             for message in state.items.drain(..n) {
@@ -590,5 +647,104 @@ mod tests {
         queue.push(&audio(34));
         let recorder: Box<Recorder> = queue.reclaim().unwrap();
         assert_eq!(recorder.written, vec![33, 34]);
+    }
+
+    fn audio_at(ts: u64, received_at: Instant) -> MediaMessage {
+        MediaMessage {
+            received_at,
+            ..audio(ts)
+        }
+    }
+
+    #[test]
+    fn a_latency_budget_holds_messages_until_the_oldest_is_due() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(100));
+        let t0 = Instant::now();
+        queue.push(&audio_at(1, t0));
+        queue.push(&audio_at(2, t0 + Duration::from_millis(60)));
+        let mut out = Vec::new();
+        let due = t0 + Duration::from_millis(100);
+        assert_eq!(
+            queue.try_batch_at(&mut out, 16, t0 + Duration::from_millis(99)),
+            Some(Batch::Hold(due))
+        );
+        assert!(out.is_empty());
+        // Due: everything queued goes out together.
+        assert_eq!(queue.try_batch_at(&mut out, 16, due), Some(Batch::Ready));
+        assert_eq!(out.iter().map(|m| m.timestamp).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn held_messages_go_at_once_when_the_publish_ends_or_the_queue_is_half_full() {
+        let queue = DestinationQueue::new(4 * (400 + MESSAGE_OVERHEAD));
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(500));
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        queue.push(&audio_at(1, t0));
+        assert!(matches!(
+            queue.try_batch_at(&mut out, 16, t0),
+            Some(Batch::Hold(_))
+        ));
+        // An interrupt is seen while messages are held.
+        queue.interrupt();
+        assert_eq!(
+            queue.try_batch_at(&mut out, 16, t0),
+            Some(Batch::Interrupted)
+        );
+        queue.end();
+        assert_eq!(queue.try_batch_at(&mut out, 16, t0), Some(Batch::Ready));
+        assert_eq!(queue.try_batch_at(&mut out, 16, t0), Some(Batch::Ended));
+
+        let queue = DestinationQueue::new(4 * (400 + MESSAGE_OVERHEAD));
+        queue.reset(true, false);
+        queue.set_max_delay(Duration::from_millis(500));
+        queue.push(&MediaMessage {
+            received_at: t0,
+            ..video(0, true, 400)
+        });
+        assert!(matches!(
+            queue.try_batch_at(&mut out, 16, t0),
+            Some(Batch::Hold(_))
+        ));
+        queue.push(&MediaMessage {
+            received_at: t0,
+            ..video(33, false, 400)
+        });
+        out.clear();
+        assert_eq!(queue.try_batch_at(&mut out, 16, t0), Some(Batch::Ready));
+        assert_eq!(out.len(), 2);
+        assert_eq!(queue.dropped_frames(), 0);
+    }
+
+    /// The owner is woken once per batch: by the push that finds the queue
+    /// empty, not by every push after it.
+    #[tokio::test]
+    async fn the_owner_is_woken_by_the_first_push_only() {
+        let queue = DestinationQueue::new(1 << 20);
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(200));
+        queue.push(&audio(1));
+        tokio::time::timeout(Duration::from_secs(1), queue.wait())
+            .await
+            .expect("the first push wakes the owner");
+        queue.push(&audio(2));
+        queue.push(&audio(3));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), queue.wait())
+                .await
+                .is_err(),
+            "later pushes do not wake the owner again"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), queue.next_batch(&mut out, 16))
+                .await
+                .expect("held messages come out when due"),
+            Batch::Ready
+        );
+        assert_eq!(out.len(), 3);
     }
 }
