@@ -152,6 +152,20 @@ reconnect_grace_s = 0
             .starts_with("url: "),
         "{json}"
     );
+    let (status, json, _) = api(
+        admin_port,
+        "POST",
+        "/v1/streams/main/destinations",
+        r#"{"key": "k", "url": "rtmp://h/app", "max_delay_ms": 5000}"#,
+    );
+    assert_eq!(status, 422, "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_delay_ms must be from 0"),
+        "{json}"
+    );
     let (status, _, _) = api(admin_port, "GET", "/v1/streams/nope", "");
     assert_eq!(status, 404);
     let (status, _, _) = api(
@@ -176,6 +190,7 @@ reconnect_grace_s = 0
     let (status, json, text) = api(admin_port, "POST", "/v1/streams/main/destinations", &body);
     assert_eq!(status, 201, "{text}");
     assert_eq!(json["key_hint"], "…4444");
+    assert_eq!(json["max_delay_ms"], 0, "[fanout]'s default: {json}");
     assert!(!text.contains(KEY_B), "the key came back in full: {text}");
     wait_for_state(admin_port, "b", "live", Duration::from_secs(10));
 

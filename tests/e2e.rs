@@ -385,3 +385,123 @@ fn log_format_json_writes_one_object_per_line() {
     assert!(log.contains("\"message\":\"stream configured\""), "{log}");
     prism.assert_log_free_of(&[STREAM_KEY]);
 }
+
+/// Forwards one connection from `listen` to `upstream` and records when each
+/// read from Prism arrived and how big it was.
+fn timing_proxy(
+    listen: u16,
+    upstream: u16,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(Instant, usize)>>> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&arrivals);
+    let listener = TcpListener::bind(("127.0.0.1", listen)).unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut from_prism, _)) = listener.accept() else {
+            return;
+        };
+        let Ok(mut to_receiver) = TcpStream::connect(("127.0.0.1", upstream)) else {
+            return;
+        };
+        let (mut back_from, mut back_to) = (
+            to_receiver.try_clone().unwrap(),
+            from_prism.try_clone().unwrap(),
+        );
+        std::thread::spawn(move || std::io::copy(&mut back_from, &mut back_to));
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = from_prism.read(&mut buf) {
+            if n == 0 || to_receiver.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            record.lock().unwrap().push((Instant::now(), n));
+        }
+        let _ = to_receiver.shutdown(std::net::Shutdown::Write);
+    });
+    arrivals
+}
+
+/// Bursts of arrivals (reads less than 30 ms apart belong to one), between
+/// `skip` after the first and the last arrival; returns (bursts per second,
+/// the longest gap between bursts).
+fn bursts(arrivals: &[(Instant, usize)], skip: Duration) -> (f64, Duration) {
+    let start = arrivals[0].0 + skip;
+    let times: Vec<Instant> = arrivals
+        .iter()
+        .map(|(at, _)| *at)
+        .filter(|at| *at >= start)
+        .collect();
+    let mut count = 1;
+    let mut longest = Duration::ZERO;
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        if gap >= Duration::from_millis(30) {
+            count += 1;
+            longest = longest.max(gap);
+        }
+    }
+    let span = (*times.last().unwrap() - times[0]).as_secs_f64();
+    (count as f64 / span, longest)
+}
+
+#[test]
+fn a_latency_budget_sends_a_destination_its_messages_in_bursts_that_decode() {
+    require_ffmpeg();
+    let scratch = Scratch::new("max-delay");
+    let rtmp_port = free_port();
+    // "prompt" takes [fanout]'s default of 0; "batched" holds up to 250 ms.
+    let mut destinations = String::new();
+    let mut receivers = Vec::new();
+    let mut arrivals = Vec::new();
+    for (id, budget) in [("prompt", None), ("batched", Some(250))] {
+        let (proxy_port, receiver_port) = (free_port(), free_port());
+        receivers.push(Ffmpeg::receiver(
+            receiver_port,
+            "live",
+            id,
+            &scratch.file(&format!("{id}.flv")),
+        ));
+        arrivals.push(timing_proxy(proxy_port, receiver_port));
+        destinations += &destination(id, &format!("rtmp://127.0.0.1:{proxy_port}/live/{id}"));
+        if let Some(ms) = budget {
+            destinations += &format!("  max_delay_ms = {ms}\n");
+        }
+    }
+    let mut prism = Prism::start(&scratch, &config(rtmp_port, &destinations), rtmp_port);
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(STREAM_KEY), 8, scratch.file("pub.log"));
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "publisher: {}",
+        publisher.log()
+    );
+    for receiver in &mut receivers {
+        receiver.wait(Duration::from_secs(15));
+    }
+    for id in ["prompt", "batched"] {
+        assert_good_recording(&scratch.file(&format!("{id}.flv")), 8.0);
+    }
+    // Past the replayed GOP and the first second: steady state.
+    let (prompt_rate, _) = bursts(&arrivals[0].lock().unwrap(), Duration::from_secs(2));
+    let (batched_rate, longest) = bursts(&arrivals[1].lock().unwrap(), Duration::from_secs(2));
+    eprintln!(
+        "bursts per second: prompt {prompt_rate:.1}, batched {batched_rate:.1} (longest gap {} ms)",
+        longest.as_millis()
+    );
+    // The publisher sends 25 video and ~43 audio messages a second.
+    assert!(
+        prompt_rate > 15.0,
+        "prompt destination: {prompt_rate:.1} bursts/s"
+    );
+    assert!(
+        batched_rate <= 5.5,
+        "a 250 ms budget should write at most about 4 times a second: {batched_rate:.1} bursts/s"
+    );
+    assert!(
+        longest < Duration::from_millis(600),
+        "messages were held past their budget: a {} ms gap",
+        longest.as_millis()
+    );
+    let (status, _) = prism.terminate();
+    assert!(status.success());
+}

@@ -253,7 +253,10 @@ fn destination_view(
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         max_delay_ms: match destination.url.scheme {
             prism_fanout::url::Scheme::Srt => 0,
-            _ => destination.max_delay.unwrap_or(fanout.max_delay).as_millis() as u64,
+            _ => destination
+                .max_delay
+                .unwrap_or(fanout.max_delay)
+                .as_millis() as u64,
         },
     }
 }
@@ -311,7 +314,9 @@ async fn view_of_stream(app: &App, id: &str) -> Result<StreamView, ApiError> {
     let registry = Arc::clone(app.controller.registry());
     let mut view = app
         .controller
-        .with_config(|config| find_stream(config, id).map(|s| stream_view(&registry, s, &config.fanout)))
+        .with_config(|config| {
+            find_stream(config, id).map(|s| stream_view(&registry, s, &config.fanout))
+        })
         .await?;
     add_live_nodes(app, std::slice::from_mut(&mut view)).await;
     Ok(view)
@@ -624,7 +629,6 @@ struct DestinationPatch {
     #[serde(default, deserialize_with = "present")]
     max_delay_ms: Option<Option<u64>>,
 }
-
 
 async fn patch_destination(
     State(app): State<App>,

@@ -1256,6 +1256,39 @@ key = "live_8f2c1d"
     }
 
     #[test]
+    fn latency_budgets_default_per_fanout_and_per_destination_with_errors_that_name_them() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(
+            config.fanout.max_delay.as_millis() as u64,
+            DEFAULT_MAX_DELAY_MS
+        );
+        assert_eq!(config.streams[0].destinations[0].max_delay, None);
+
+        let text = GOOD.replace("enabled = false", "enabled = false\n  max_delay_ms = 200")
+            + "\n[fanout]\nmax_delay_ms = 50\n";
+        let config = parse(&text).unwrap();
+        assert_eq!(config.fanout.max_delay, Duration::from_millis(50));
+        assert_eq!(
+            config.streams[0].destinations[1].max_delay,
+            Some(Duration::from_millis(200))
+        );
+
+        let message = error_text(&format!("{GOOD}\n[fanout]\nmax_delay_ms = 1001\n"));
+        assert!(
+            message.contains("fanout.max_delay_ms must be from 0 (write every message at once) to 1000; got 1001"),
+            "{message}"
+        );
+        let message = error_text(&GOOD.replace(
+            "url = \"rtmp://ingest.example.com/app/fullkey\"",
+            "url = \"srt://ingest.example.com:9000?streamid=x\"\n  max_delay_ms = 100",
+        ));
+        assert!(
+            message.contains("streams[0].destinations[1].max_delay_ms: SRT destinations"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn missing_section() {
         let message = error_text("[[streams]]\nid = \"a\"\nkey = \"k\"\n");
         assert!(message.contains("missing field `rtmp`"), "{message}");
