@@ -13,9 +13,10 @@ use tokio::sync::watch;
 
 use crate::flv;
 use crate::gate::PublishGate;
+use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::TsMuxer;
-use crate::queue::DestinationQueue;
+use crate::queue::{DestinationQueue, Subscriber};
 use crate::standby::{StandbyClip, StandbyPlayer};
 
 /// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
@@ -74,9 +75,10 @@ struct HubState {
     /// From the last video keyframe on; empty when no keyframe is cached.
     gop: Vec<MediaMessage>,
     gop_bytes: usize,
-    /// Copied on change (rare), so `publish` can take a snapshot and push
-    /// outside the hub lock: pushes may write to sockets.
-    subscribers: Arc<Vec<Arc<DestinationQueue>>>,
+    /// The destination queues by lane (see `lanes`), each copied on change
+    /// (rare), so `publish` can take a snapshot and push outside the hub
+    /// lock: pushes may write to sockets.
+    subscribers: Arc<Vec<Lane>>,
     /// The stream muxed to MPEG-TS, while an SRT destination subscribes.
     ts: Option<TsFeed>,
     /// The standby clip playing now, if it is.
@@ -99,7 +101,7 @@ struct HubState {
 #[derive(Default)]
 struct TsFeed {
     muxer: TsMuxer,
-    subscribers: Arc<Vec<Arc<DestinationQueue>>>,
+    subscribers: Lane,
     /// The TS twins of `HubState::gop`, for late joiners.
     gop: Vec<MediaMessage>,
 }
@@ -475,7 +477,7 @@ impl StreamHub {
         let mut state = self.lock();
         let session = state.session?;
         let has_video = state.video_header.is_some();
-        queue.reset(has_video, state.gop.is_empty());
+        let subscription = queue.reset(has_video, state.gop.is_empty());
         let cached = [&state.metadata, &state.video_header, &state.audio_header];
         for message in cached.into_iter().flatten() {
             queue.push_replay(message.clone());
@@ -483,7 +485,13 @@ impl StreamHub {
         for message in &state.gop {
             queue.push_replay(message.clone());
         }
-        add_subscriber(&mut state.subscribers, queue);
+        let by_lane = Arc::make_mut(&mut state.subscribers);
+        remove_subscriber(by_lane, queue);
+        if by_lane.len() < lanes::count() {
+            by_lane.resize_with(lanes::count(), Lane::default);
+        }
+        let lane = lanes::choose(by_lane);
+        add_subscriber(&mut by_lane[lane], Subscriber::new(queue, subscription));
         Some(session)
     }
 
@@ -507,11 +515,11 @@ impl StreamHub {
         }
         let has_video = state.video_header.is_some();
         let feed = state.ts.as_mut().expect("created above");
-        queue.reset(has_video, feed.gop.is_empty());
+        let subscription = queue.reset(has_video, feed.gop.is_empty());
         for message in &feed.gop {
             queue.push_replay(message.clone());
         }
-        add_subscriber(&mut feed.subscribers, queue);
+        add_subscriber(&mut feed.subscribers, Subscriber::new(queue, subscription));
         Some(session)
     }
 
@@ -524,9 +532,9 @@ impl StreamHub {
 
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
         let mut state = self.lock();
-        Arc::make_mut(&mut state.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
+        remove_subscriber(Arc::make_mut(&mut state.subscribers).as_mut_slice(), queue);
         if let Some(feed) = &mut state.ts {
-            Arc::make_mut(&mut feed.subscribers).retain(|q| !Arc::ptr_eq(q, queue));
+            Arc::make_mut(&mut feed.subscribers).retain(|s| !Arc::ptr_eq(&s.queue, queue));
             if feed.subscribers.is_empty() {
                 // No SRT destination left: no muxing, no TS GOP held.
                 state.ts = None;
@@ -591,17 +599,25 @@ impl StreamHub {
         }
         // A destination subscribing from here on was replayed these messages
         // from the caches; one in the snapshot was not.
-        let subscribers = Arc::clone(&state.subscribers);
+        let lanes = Arc::clone(&state.subscribers);
         let ts_subscribers = state.ts.as_ref().map(|feed| Arc::clone(&feed.subscribers));
         drop(state);
-        for message in messages {
-            for queue in subscribers.iter() {
-                queue.push(message);
+        // Other lanes first, so their threads push while this one does.
+        for (lane, queues) in lanes.iter().enumerate().skip(1) {
+            if !queues.is_empty() {
+                lanes::hand_over(lane, queues, messages);
             }
         }
-        for queue in ts_subscribers.iter().flat_map(|s| s.iter()) {
+        if let Some(queues) = lanes.first() {
+            for message in messages {
+                for subscriber in queues.iter() {
+                    subscriber.push(message);
+                }
+            }
+        }
+        for subscriber in ts_subscribers.iter().flat_map(|s| s.iter()) {
             for twin in &twins {
-                queue.push(twin);
+                subscriber.push(twin);
             }
         }
     }
@@ -917,19 +933,29 @@ fn rebase(state: &mut HubState, message: &mut MediaMessage) {
     message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
 }
 
-fn add_subscriber(
-    subscribers: &mut Arc<Vec<Arc<DestinationQueue>>>,
-    queue: &Arc<DestinationQueue>,
-) {
+fn add_subscriber(subscribers: &mut Lane, subscriber: Subscriber) {
     let subscribers = Arc::make_mut(subscribers);
-    subscribers.retain(|q| !Arc::ptr_eq(q, queue));
-    subscribers.push(Arc::clone(queue));
+    subscribers.retain(|s| !Arc::ptr_eq(&s.queue, &subscriber.queue));
+    subscribers.push(subscriber);
+}
+
+fn remove_subscriber(by_lane: &mut [Lane], queue: &Arc<DestinationQueue>) {
+    for lane in by_lane {
+        if lane.iter().any(|s| Arc::ptr_eq(&s.queue, queue)) {
+            Arc::make_mut(lane).retain(|s| !Arc::ptr_eq(&s.queue, queue));
+        }
+    }
 }
 
 /// Every destination queue of the session, FLV and TS.
 fn all_subscribers(state: &HubState) -> impl Iterator<Item = &Arc<DestinationQueue>> {
     let ts = state.ts.iter().flat_map(|feed| feed.subscribers.iter());
-    state.subscribers.iter().chain(ts)
+    state
+        .subscribers
+        .iter()
+        .flat_map(|lane| lane.iter())
+        .chain(ts)
+        .map(|s| &s.queue)
 }
 
 /// Empties the GOP cache (and its TS twin): late joiners wait for the
@@ -1156,6 +1182,66 @@ mod tests {
         assert!(!hub.is_live());
         assert!(hub.publisher().is_none());
         assert!(hub.try_publish(IngestProtocol::Rtmp, addr()).is_ok());
+    }
+
+    /// Destinations past `SPREAD_FROM` are pushed by a fan-out thread, and
+    /// every destination still gets every message once, in order, however
+    /// the destinations join and leave meanwhile.
+    #[tokio::test]
+    async fn a_large_stream_spreads_its_destinations_and_each_keeps_its_order() {
+        crate::lanes::start(1).unwrap();
+        assert_eq!(crate::lanes::count(), 2);
+        let hub = StreamHub::new("wide");
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        publish.push(MediaMessage::new(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        ));
+        publish.push(video(0, true));
+        let queues: Vec<Arc<DestinationQueue>> = (0..40)
+            .map(|_| Arc::new(DestinationQueue::new(1 << 20)))
+            .collect();
+        for queue in &queues {
+            hub.subscribe(queue).unwrap();
+        }
+        let lane_sizes: Vec<usize> = hub.lock().subscribers.iter().map(|l| l.len()).collect();
+        assert_eq!(lane_sizes.iter().sum::<usize>(), 40);
+        assert!(lane_sizes[1] >= 10, "lanes {lane_sizes:?}");
+        for n in 1..=300u64 {
+            publish.push(video(n * 10, n % 50 == 0));
+            if n == 150 {
+                // One leaves and comes back mid-stream: it starts again from
+                // the cached GOP, in order.
+                hub.unsubscribe(&queues[39]);
+                hub.subscribe(&queues[39]).unwrap();
+            }
+        }
+        // Collect until the fan-out thread has pushed the last message.
+        let mut received: Vec<Vec<MediaMessage>> = vec![Vec::new(); queues.len()];
+        for _ in 0..200 {
+            for (queue, out) in queues.iter().zip(&mut received) {
+                queue.try_batch(out, 1024);
+            }
+            let done = |out: &Vec<MediaMessage>| out.last().map(|m| m.timestamp) == Some(3000);
+            if received.iter().all(done) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (i, out) in received.iter().enumerate() {
+            let stamps: Vec<u64> = out
+                .iter()
+                .filter(|m| !m.sequence_header)
+                .map(|m| m.timestamp)
+                .collect();
+            let expected: Vec<u64> = if i == 39 {
+                (150..=300).map(|n| n * 10).collect()
+            } else {
+                (0..=300).map(|n| n * 10).collect()
+            };
+            assert_eq!(stamps, expected, "destination {i}");
+        }
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod accept;
 pub mod flv;
 pub mod gate;
 pub mod hub;
+pub mod lanes;
 pub mod message;
 pub mod mpegts;
 pub mod queue;

@@ -24,7 +24,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -81,6 +81,8 @@ struct QueueState {
     /// keyframe to wait for.
     stream_has_video: bool,
     ended: bool,
+    /// Bumped by every `reset`: which subscription pushes are for.
+    subscription: u64,
     /// How long a message may be held so that it goes out with the ones
     /// after it (zero: hand each out at once).
     max_delay: Duration,
@@ -95,6 +97,27 @@ pub struct DestinationQueue {
     ready: Notify,
     budget_bytes: usize,
     pub stats: QueueStats,
+}
+
+/// A queue as a hub holds it: pushed only for the subscription it joined
+/// with (see `DestinationQueue::push_for`).
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    pub queue: Arc<DestinationQueue>,
+    subscription: u64,
+}
+
+impl Subscriber {
+    pub(crate) fn new(queue: &Arc<DestinationQueue>, subscription: u64) -> Self {
+        Self {
+            queue: Arc::clone(queue),
+            subscription,
+        }
+    }
+
+    pub fn push(&self, message: &MediaMessage) {
+        self.queue.push_for(Some(self.subscription), message);
+    }
 }
 
 /// What `next_batch` found.
@@ -140,8 +163,9 @@ impl DestinationQueue {
 
     /// Starts the queue for a new subscription: `start_mid_gop` tells it the
     /// hub had no keyframe to replay, so media waits for the next one.
-    pub(crate) fn reset(&self, stream_has_video: bool, start_mid_gop: bool) {
+    pub(crate) fn reset(&self, stream_has_video: bool, start_mid_gop: bool) -> u64 {
         let mut state = self.lock();
+        state.subscription += 1;
         state.items.clear();
         state.queued_bytes = 0;
         state.ended = false;
@@ -150,6 +174,7 @@ impl DestinationQueue {
         state.awaiting_keyframe = stream_has_video && start_mid_gop;
         state.awaiting_first_keyframe = state.awaiting_keyframe;
         self.stats.queued_bytes.store(0, Ordering::Relaxed);
+        state.subscription
     }
 
     /// A new publisher took over the session: wait for its first keyframe
@@ -192,8 +217,16 @@ impl DestinationQueue {
     /// Queues a live message, or drops it by the policy above. Never blocks
     /// on the destination.
     pub fn push(&self, message: &MediaMessage) {
+        self.push_for(None, message);
+    }
+
+    /// `push`, ignored unless the queue is still in `subscription` (when
+    /// given): a fan-out thread may push a message delivered before the
+    /// queue left and subscribed again, which the new subscription must not
+    /// get after its replay.
+    fn push_for(&self, subscription: Option<u64>, message: &MediaMessage) {
         let mut state = self.lock();
-        if state.ended {
+        if state.ended || subscription.is_some_and(|s| s != state.subscription) {
             return;
         }
         if message.kind == MediaKind::Video && message.sequence_header {

@@ -38,7 +38,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 10] = [
+pub const SUPERVISED_TASKS: [&str; 11] = [
     "rtmp_connection",
     "srt_connection",
     "pull",
@@ -49,6 +49,7 @@ pub const SUPERVISED_TASKS: [&str; 10] = [
     "cluster_sync",
     "cluster_lease",
     "cluster_link",
+    "fanout_thread",
 ];
 
 #[cfg(test)]

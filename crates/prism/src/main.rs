@@ -135,6 +135,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One stream's destinations may spread over every thread (see
+    // prism_media::lanes): worker_threads - 1 fan-out threads beside the
+    // runtime's workers.
+    if let Err(e) = prism_media::lanes::start(config.worker_threads - 1) {
+        eprintln!("cannot start the fan-out threads: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(run(path, text, config));
     // A blocking task may still be stuck (a config read from a hung mount):
     // it must not keep the process from exiting.
