@@ -505,3 +505,74 @@ fn a_latency_budget_sends_a_destination_its_messages_in_bursts_that_decode() {
     let (status, _) = prism.terminate();
     assert!(status.success());
 }
+
+/// CPU time (user + system, clock ticks) of each thread of process `pid`
+/// whose name starts with `prefix`.
+fn thread_ticks(pid: u32, prefix: &str) -> Vec<u64> {
+    let mut ticks = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| {
+            fields
+                .get(n)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks.push(field(11) + field(12));
+    }
+    ticks
+}
+
+#[test]
+fn with_two_threads_a_stream_of_32_destinations_is_spread_over_both_and_all_decode() {
+    require_ffmpeg();
+    let scratch = Scratch::new("spread");
+    let nginx = Nginx::start(&scratch);
+    let rtmp_port = free_port();
+    let mut destinations = String::new();
+    for d in 0..32 {
+        destinations += &destination(
+            &format!("d{d}"),
+            &format!("rtmp://127.0.0.1:{}/live/d{d}", nginx.port),
+        );
+    }
+    let config = config(rtmp_port, &destinations) + "\n[runtime]\nworker_threads = 2\n";
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut publisher =
+        Ffmpeg::hd_publisher(&prism.publish_url(STREAM_KEY), 8, scratch.file("pub.log"));
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "publisher: {}",
+        publisher.log()
+    );
+    let fanout_threads = thread_ticks(prism.pid(), "prism-fanout");
+    eprintln!("fan-out thread CPU: {fanout_threads:?} ticks");
+    assert_eq!(
+        fanout_threads.len(),
+        1,
+        "worker_threads = 2 starts one fan-out thread"
+    );
+    assert!(
+        fanout_threads[0] > 0,
+        "the fan-out thread did no work: the stream was not spread"
+    );
+    let (status, _) = prism.terminate();
+    assert!(status.success());
+    // nginx closes each recording when its publish ends.
+    std::thread::sleep(Duration::from_secs(1));
+    for d in 0..32 {
+        assert_good_recording(&nginx.dir.join(format!("d{d}.flv")), 8.0);
+    }
+}

@@ -216,6 +216,10 @@ impl Prism {
     }
 
     /// File descriptors the daemon has open now.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("prism is running").id()
+    }
+
     pub fn open_fds(&self) -> usize {
         let child = self.child.as_ref().expect("prism is running");
         fs::read_dir(format!("/proc/{}/fd", child.id()))
