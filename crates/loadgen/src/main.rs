@@ -9,10 +9,12 @@
 //!     cargo build --release -p prism -p prism-loadgen
 //!     target/release/prism-loadgen --destinations 100 --bitrate 6000 --seconds 20 --all
 
+mod receivers;
 mod relay;
 mod sink;
 mod soak;
 mod source;
+mod wan;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::receivers::{ReceiverKind, Receivers};
 use crate::relay::Relay;
 use crate::sink::SinkReport;
+use crate::wan::WanPath;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,9 +50,35 @@ struct Args {
     /// The relay to measure.
     #[arg(long, value_enum, default_value = "prism")]
     against: Against,
-    /// Measure Prism, nginx-rtmp and the tee one after the other.
+    /// Measure Prism, nginx-rtmp and the tee (and SRS, with --srs-bin) one
+    /// after the other.
     #[arg(long)]
     all: bool,
+    /// An SRS 5 binary (objs/srs) for --against srs.
+    #[arg(long)]
+    srs_bin: Option<PathBuf>,
+    /// What receives the destinations: the harness's sinks (frames lost and
+    /// latency measured) or nginx-rtmp servers (real RTMP receivers).
+    #[arg(long, value_enum, default_value = "harness")]
+    receivers: ReceiverKind,
+    /// Put the receivers behind a WAN-like path: a network namespace joined
+    /// by TUN devices through a delay line with loss (needs root and iproute2).
+    #[arg(long)]
+    wan: bool,
+    /// The WAN path's round-trip time.
+    #[arg(long, default_value_t = 40)]
+    wan_rtt_ms: u32,
+    /// The WAN path's loss toward the receivers, percent.
+    #[arg(long, default_value_t = 0.1)]
+    wan_loss: f64,
+    /// The WAN path's MTU (1500 as on the internet; larger costs the
+    /// harness's delay line less CPU).
+    #[arg(long, default_value_t = 1500)]
+    wan_mtu: u32,
+    /// Prism's `[fanout] max_delay_ms`: the latency budget within which a
+    /// destination's messages are coalesced into one write.
+    #[arg(long, default_value_t = 0)]
+    max_delay_ms: u64,
     /// Measure each relay this many times, interleaved (Prism, nginx, tee,
     /// Prism, ...); the table shows each relay's median run and the ratios
     /// the median of each round's ratios, since a shared machine is noisy.
@@ -89,10 +119,11 @@ enum Command {
     Tee {
         #[arg(long)]
         listen: String,
+        /// Comma-separated addresses, one connection each per stream.
         #[arg(long)]
-        sink: String,
-        #[arg(long)]
-        copies: usize,
+        sinks: String,
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
     },
 }
 
@@ -100,6 +131,7 @@ enum Command {
 pub enum Against {
     Prism,
     Nginx,
+    Srs,
     Tee,
 }
 
@@ -142,23 +174,30 @@ struct Row {
     destinations: usize,
     cpu_percent: f64,
     rss_mib: f64,
-    egress_mbit: f64,
+    /// What the harness's sinks received (none with nginx receivers).
+    egress_mbit: Option<f64>,
+    /// Measured by the harness's sinks (none for the tee or nginx receivers).
+    latency: Option<Latency>,
+    sent: u64,
+}
+
+struct Latency {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
     lost: u64,
-    sent: u64,
 }
 
 fn main() {
     let args = Args::parse();
     if let Some(Command::Tee {
         listen,
-        sink,
-        copies,
+        sinks,
+        streams,
     }) = &args.command
     {
-        relay::run_tee(listen, sink, *copies);
+        let sinks: Vec<String> = sinks.split(',').map(str::to_string).collect();
+        relay::run_tee(listen, &sinks, *streams);
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -198,9 +237,25 @@ fn main() {
         return;
     }
     let relays = if args.all {
-        vec![Against::Prism, Against::Nginx, Against::Tee]
+        let mut all = vec![Against::Prism, Against::Nginx];
+        if args.srs_bin.is_some() {
+            all.push(Against::Srs);
+        }
+        all.push(Against::Tee);
+        all
     } else {
         vec![args.against]
+    };
+    let wan = if args.wan {
+        match WanPath::create(args.wan_rtt_ms / 2, args.wan_loss, args.wan_mtu) {
+            Ok(wan) => Some(wan),
+            Err(e) => {
+                eprintln!("prism-loadgen: cannot set up the WAN path: {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
     };
     let mut rounds = Vec::new();
     for round in 1..=args.rounds.max(1) {
@@ -210,7 +265,7 @@ fn main() {
                 "prism-loadgen: round {round}: {against:?}, {} stream(s) x {} destinations, {} kbit/s, {} s",
                 args.streams, args.destinations, args.bitrate, args.seconds
             );
-            match runtime.block_on(run(&args, against, &source)) {
+            match runtime.block_on(run(&args, against, &source, wan.as_ref())) {
                 Ok(row) => {
                     eprintln!("prism-loadgen: {against:?}: CPU {:.2} %", row.cpu_percent);
                     rows.push(row);
@@ -220,7 +275,7 @@ fn main() {
         }
         rounds.push(rows);
     }
-    print_table(&args, &rounds);
+    print_table(&args, &rounds, wan.as_ref());
 }
 
 /// The middle value (the lower middle for an even count).
@@ -229,7 +284,12 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len().saturating_sub(1) / 2).copied()
 }
 
-async fn run(args: &Args, against: Against, source: &source::Source) -> Result<Row, String> {
+async fn run(
+    args: &Args,
+    against: Against,
+    source: &source::Source,
+    wan: Option<&WanPath>,
+) -> Result<Row, String> {
     let warmup = Duration::from_secs(3);
     let duration = Duration::from_secs(args.seconds.max(5));
     let clocks: Vec<Arc<Clock>> = (0..args.streams)
@@ -240,12 +300,20 @@ async fn run(args: &Args, against: Against, source: &source::Source) -> Result<R
         })
         .collect();
     let raw = against == Against::Tee;
-    let sinks = sink::start(clocks.clone(), raw).await?;
-    let relay = Relay::start(against, args, sinks.port, args.prism_bin.as_deref()).await?;
+    // The tee sends raw FLV, which only the harness's sinks take.
+    let kind = if raw {
+        ReceiverKind::Harness
+    } else {
+        args.receivers
+    };
+    let receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
+    let relay = Relay::start(against, args, &receivers, args.prism_bin.as_deref()).await?;
 
     let started = Instant::now();
     let measure_from = started + warmup;
-    sinks.set_window_start(measure_from);
+    if let Some(sinks) = &receivers.sinks {
+        sinks.set_window_start(measure_from);
+    }
     let mut publishers = Vec::new();
     for (stream, clock) in clocks.iter().enumerate() {
         let publish = source::publish(
@@ -259,7 +327,8 @@ async fn run(args: &Args, against: Against, source: &source::Source) -> Result<R
     }
     tokio::time::sleep_until((measure_from).into()).await;
     let cpu_before = relay.cpu_ticks()?;
-    let bytes_before = sinks.bytes();
+    let receiver_cpu_before = receivers.nginx_pid().map(relay::cpu_ticks).transpose()?;
+    let bytes_before = receivers.sinks.as_ref().map(|s| s.bytes());
     let window_start = Instant::now();
     let mut sent = 0;
     for publisher in publishers {
@@ -267,12 +336,29 @@ async fn run(args: &Args, against: Against, source: &source::Source) -> Result<R
     }
     let window = window_start.elapsed();
     let cpu_after = relay.cpu_ticks()?;
+    let receiver_cpu_after = receivers.nginx_pid().map(relay::cpu_ticks).transpose()?;
     let rss = relay.rss_kib()?;
-    let bytes = sinks.bytes() - bytes_before;
-    // Let the last messages arrive before counting what was lost.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report: SinkReport = sinks.report(args.streams * args.destinations);
+    let bytes = receivers
+        .sinks
+        .as_ref()
+        .zip(bytes_before)
+        .map(|(s, before)| s.bytes() - before);
+    // Let the last messages arrive (over the WAN path too, and past a
+    // latency budget) before counting what was lost.
+    tokio::time::sleep(Duration::from_millis(1000 + args.max_delay_ms)).await;
+    let report: Option<SinkReport> = match (&receivers.sinks, raw) {
+        (Some(sinks), false) => Some(sinks.report(args.streams * args.destinations)),
+        _ => None,
+    };
     relay.stop().await;
+    if let (Some(before), Some(after)) = (receiver_cpu_before, receiver_cpu_after) {
+        let percent = (after - before) as f64 / window.as_secs_f64();
+        if percent > 80.0 {
+            eprintln!(
+                "prism-loadgen: the nginx receivers used {percent:.0} % of a core: they may be what limits this run"
+            );
+        }
+    }
 
     // USER_HZ is 100 on every Linux architecture Prism targets.
     let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
@@ -282,18 +368,20 @@ async fn run(args: &Args, against: Against, source: &source::Source) -> Result<R
         destinations: args.destinations,
         cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
         rss_mib: rss as f64 / 1024.0,
-        egress_mbit: bytes as f64 * 8.0 / window.as_secs_f64() / 1e6,
-        p50_ms: report.percentile_ms(0.50),
-        p99_ms: report.percentile_ms(0.99),
-        max_ms: report.percentile_ms(1.0),
-        lost: report.lost,
+        egress_mbit: bytes.map(|b| b as f64 * 8.0 / window.as_secs_f64() / 1e6),
+        latency: report.map(|report| Latency {
+            p50_ms: report.percentile_ms(0.50),
+            p99_ms: report.percentile_ms(0.99),
+            max_ms: report.percentile_ms(1.0),
+            lost: report.lost,
+        }),
         sent,
     })
 }
 
-fn print_table(args: &Args, rounds: &[Vec<Row>]) {
+fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
     // Each relay's median run, by CPU.
-    let relays = [Against::Prism, Against::Nginx, Against::Tee];
+    let relays = [Against::Prism, Against::Nginx, Against::Srs, Against::Tee];
     let mut rows: Vec<&Row> = Vec::new();
     for relay in relays {
         let mut runs: Vec<&Row> = rounds
@@ -308,7 +396,7 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
     }
     println!();
     println!(
-        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, chunk size {}, {} s (3 s warm-up not measured){}",
+        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, chunk size {}, Prism max_delay_ms {}{}, {} s (3 s warm-up not measured){}",
         args.streams,
         args.destinations,
         args.bitrate,
@@ -318,12 +406,24 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
             }
             _ => args.chunk_size.to_string(),
         },
+        args.max_delay_ms,
+        args.prism_threads
+            .map(|t| format!(", Prism worker_threads {t}"))
+            .unwrap_or_default(),
         args.seconds,
         if rounds.len() > 1 {
             format!("; median of {} rounds", rounds.len())
         } else {
             String::new()
         }
+    );
+    println!(
+        "receivers: {}; {}",
+        match args.receivers {
+            ReceiverKind::Harness => "the harness's sinks",
+            ReceiverKind::Nginx => "nginx-rtmp (the tee: the harness's sinks)",
+        },
+        wan.map_or("loopback", |w| w.description.as_str())
     );
     println!(
         "{:<6} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
@@ -341,23 +441,25 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
     for row in &rows {
         let destinations = (row.streams * row.destinations) as f64;
         let per_destination_ms = row.cpu_percent * 10.0 / destinations;
-        let (p50, p99, max, lost) = if row.relay == Against::Tee {
-            ("-".into(), "-".into(), "-".into(), "-".into())
-        } else {
-            (
-                format!("{:.2}", row.p50_ms),
-                format!("{:.2}", row.p99_ms),
-                format!("{:.1}", row.max_ms),
-                format!("{}/{}", row.lost, row.sent * row.destinations as u64),
-            )
+        let (p50, p99, max, lost) = match &row.latency {
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            Some(l) => (
+                format!("{:.2}", l.p50_ms),
+                format!("{:.2}", l.p99_ms),
+                format!("{:.1}", l.max_ms),
+                format!("{}/{}", l.lost, row.sent * row.destinations as u64),
+            ),
         };
+        let egress = row
+            .egress_mbit
+            .map_or("-".to_string(), |e| format!("{e:.0} Mb/s"));
         println!(
-            "{:<6} {:>5} {:>8.1} {:>9.1} {:>6.0} Mb/s {:>13.3} {:>8} {:>8} {:>8} {:>11}",
+            "{:<6} {:>5} {:>8.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
             format!("{:?}", row.relay).to_lowercase(),
             row.streams * row.destinations,
             row.cpu_percent,
             row.rss_mib,
-            row.egress_mbit,
+            egress,
             per_destination_ms,
             p50,
             p99,
@@ -397,10 +499,13 @@ fn print_table(args: &Args, rounds: &[Vec<Row>]) {
             .collect();
         median(per_round)
     };
-    if let Some(r) = ratio(Against::Nginx) {
-        println!("Prism CPU / nginx-rtmp CPU = {r:.2}");
-    }
-    if let Some(r) = ratio(Against::Tee) {
-        println!("Prism CPU / plain tee CPU = {r:.2}");
+    for (other, name) in [
+        (Against::Nginx, "nginx-rtmp"),
+        (Against::Srs, "SRS"),
+        (Against::Tee, "plain tee"),
+    ] {
+        if let Some(r) = ratio(other) {
+            println!("Prism CPU / {name} CPU = {r:.2}");
+        }
     }
 }

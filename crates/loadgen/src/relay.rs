@@ -1,7 +1,8 @@
 //! The relays under test, each a separate process whose CPU and memory are
 //! read from /proc: Prism (release build), nginx with nginx-rtmp-module's
-//! `push` (config generated here), and a plain TCP tee (this binary's `tee`
-//! subcommand).
+//! `push`, SRS 5's `forward` (a binary the user built; see the README), and
+//! a plain TCP tee (this binary's `tee` subcommand). Configs are generated
+//! here.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::receivers::Receivers;
 use crate::source::Target;
 use crate::{Against, Args};
 
-const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+pub const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 pub struct Relay {
     against: Against,
@@ -21,16 +23,37 @@ pub struct Relay {
     _dir: PathBuf,
 }
 
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Prism's config for the run: every stream pushed to every receiver.
+pub fn prism_config(args: &Args, port: u16, receivers: &Receivers) -> String {
+    let mut config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
+        args.chunk_size, args.max_delay_ms
+    );
+    if let Some(threads) = args.prism_threads {
+        config += &format!("\n[runtime]\nworker_threads = {threads}\n");
+    }
+    for stream in 0..args.streams {
+        config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
+        for d in 0..args.destinations {
+            config += &format!(
+                "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
+                receivers.url(stream, d)
+            );
+        }
+    }
+    config
 }
 
 impl Relay {
     pub async fn start(
         against: Against,
         args: &Args,
-        sink_port: u16,
+        receivers: &Receivers,
         prism_bin: Option<&Path>,
     ) -> Result<Self, String> {
         let dir =
@@ -39,20 +62,9 @@ impl Relay {
         let port = free_port()?;
         let child = match against {
             Against::Prism => {
-                let mut config = format!(
-                    "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\n",
-                    args.chunk_size
-                );
-                for stream in 0..args.streams {
-                    config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
-                    for d in 0..args.destinations {
-                        config += &format!(
-                            "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"rtmp://127.0.0.1:{sink_port}/sink/s{stream}-d{d}\"\n"
-                        );
-                    }
-                }
                 let path = dir.join("prism.toml");
-                std::fs::write(&path, config).map_err(|e| e.to_string())?;
+                std::fs::write(&path, prism_config(args, port, receivers))
+                    .map_err(|e| e.to_string())?;
                 spawn_prism(&path, prism_bin, Stdio::null())?
             }
             Against::Nginx => {
@@ -66,15 +78,13 @@ impl Relay {
                 for stream in 0..args.streams {
                     applications += &format!("    application s{stream} {{\n      live on;\n");
                     for d in 0..args.destinations {
-                        applications += &format!(
-                            "      push rtmp://127.0.0.1:{sink_port}/sink/s{stream}-d{d};\n"
-                        );
+                        applications += &format!("      push {};\n", receivers.url(stream, d));
                     }
                     applications += "    }\n";
                 }
                 let config = format!(
                     "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
-                     error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 8192; }}\n\
+                     error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
                      rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    chunk_size {chunk_size};\n{applications}  }}\n}}\n",
                     dir = dir.display(),
                     chunk_size = args.nginx_chunk_size.unwrap_or(args.chunk_size)
@@ -91,14 +101,52 @@ impl Relay {
                     .spawn()
                     .map_err(|e| format!("cannot start nginx: {e}"))?
             }
-            Against::Tee => Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-                .args(["tee", "--listen", &format!("127.0.0.1:{port}"), "--sink"])
-                .arg(format!("127.0.0.1:{sink_port}"))
-                .args(["--copies", &(args.destinations).to_string()])
-                .spawn()
-                .map_err(|e| format!("cannot start the tee: {e}"))?,
+            Against::Srs => {
+                let binary = args
+                    .srs_bin
+                    .as_deref()
+                    .ok_or("--against srs needs --srs-bin (an SRS 5 objs/srs; see the README)")?;
+                // SRS forwards a stream under its own app and name, so each
+                // destination is a receiver port of its own.
+                let destinations: Vec<String> = receivers
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}:{p}", receivers.host))
+                    .collect();
+                let config = format!(
+                    "listen {port};\nmax_connections 4000;\ndaemon off;\npid {dir}/srs.pid;\n\
+                     srs_log_tank file;\nsrs_log_file {dir}/srs.log;\nsrs_log_level warn;\n\
+                     vhost __defaultVhost__ {{\n    chunk_size {chunk_size};\n    forward {{\n        enabled on;\n        destination {};\n    }}\n}}\n",
+                    destinations.join(" "),
+                    dir = dir.display(),
+                    chunk_size = args.chunk_size,
+                );
+                let path = dir.join("srs.conf");
+                std::fs::write(&path, config).map_err(|e| e.to_string())?;
+                Command::new(binary)
+                    .arg("-c")
+                    .arg(&path)
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| format!("cannot start SRS ({}): {e}", binary.display()))?
+            }
+            Against::Tee => {
+                let sinks: Vec<String> = receivers
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}:{p}", receivers.host))
+                    .collect();
+                Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+                    .args(["tee", "--listen", &format!("127.0.0.1:{port}")])
+                    .args(["--streams", &args.streams.to_string()])
+                    .args(["--sinks", &sinks.join(",")])
+                    .spawn()
+                    .map_err(|e| format!("cannot start the tee: {e}"))?
+            }
         };
-        // Wait for it to listen (the tee accepts exactly one connection, so
+        // Wait for it to listen (the tee accepts exactly its publishers, so
         // it is given time instead of a probe).
         if against == Against::Tee {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -129,6 +177,7 @@ impl Relay {
                 "rtmp://127.0.0.1:{}/s{stream}/s{stream}",
                 self.port
             )),
+            Against::Srs => Target::Rtmp(format!("rtmp://127.0.0.1:{}/sink/s{stream}", self.port)),
             Against::Tee => Target::Raw(format!("127.0.0.1:{}", self.port)),
         }
     }
@@ -157,13 +206,25 @@ impl Relay {
     }
 }
 
-/// The floor: accept one publisher, connect `copies` sockets to the sink,
+/// The floor: accept `streams` publishers; for each, connect to every sink
 /// and write every byte read to each of them. No protocol, no queues.
-pub fn run_tee(listen: &str, sink: &str, copies: usize) {
+pub fn run_tee(listen: &str, sinks: &[String], streams: usize) {
     let listener = TcpListener::bind(listen).expect("tee listen");
-    let (mut publisher, _) = listener.accept().expect("tee accept");
-    let mut outputs: Vec<TcpStream> = (0..copies)
-        .map(|_| {
+    let mut threads = Vec::new();
+    for _ in 0..streams.max(1) {
+        let (publisher, _) = listener.accept().expect("tee accept");
+        let sinks = sinks.to_vec();
+        threads.push(std::thread::spawn(move || tee_one(publisher, &sinks)));
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+fn tee_one(mut publisher: TcpStream, sinks: &[String]) {
+    let mut outputs: Vec<TcpStream> = sinks
+        .iter()
+        .map(|sink| {
             let stream = TcpStream::connect(sink).expect("tee connect");
             let _ = stream.set_nodelay(true);
             stream

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use prism_media::{MediaKind, MediaMessage};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
-use crate::source::{AUDIO_STAMP_AT, VIDEO_STAMP_AT};
+use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
 use crate::Clock;
 
 #[derive(Default)]
@@ -32,7 +32,6 @@ struct Shared {
 }
 
 pub struct Sinks {
-    pub port: u16,
     /// Counting bytes only (the tee): no RTMP sessions to report on.
     raw: bool,
     shared: Arc<Shared>,
@@ -53,32 +52,38 @@ impl SinkReport {
     }
 }
 
-pub async fn start(clocks: Vec<Arc<Clock>>, raw: bool) -> Result<Sinks, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+/// Serves every destination connection on `listeners` (one per
+/// destination index; any name on any of them).
+pub fn start(
+    clocks: Vec<Arc<Clock>>,
+    raw: bool,
+    listeners: Vec<std::net::TcpListener>,
+) -> Result<Sinks, String> {
     let shared = Arc::new(Shared {
         clocks,
         bytes: AtomicU64::new(0),
         window_start: OnceLock::new(),
         connections: Mutex::new(Vec::new()),
     });
-    let accepting = Arc::clone(&shared);
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let shared = Arc::clone(&accepting);
-            tokio::spawn(async move {
-                let _ = socket.set_nodelay(true);
-                if raw {
-                    count_bytes(socket, &shared).await;
-                } else {
-                    let _ = serve(socket, &shared).await;
-                }
-            });
-        }
-    });
-    Ok(Sinks { port, raw, shared })
+    for listener in listeners {
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+        let accepting = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let shared = Arc::clone(&accepting);
+                tokio::spawn(async move {
+                    let _ = socket.set_nodelay(true);
+                    if raw {
+                        count_bytes(socket, &shared).await;
+                    } else {
+                        let _ = serve(socket, &shared).await;
+                    }
+                });
+            }
+        });
+    }
+    Ok(Sinks { raw, shared })
 }
 
 impl Sinks {
@@ -189,7 +194,9 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     let Some(stamp) = message.payload.get(at..at + 8) else {
                         continue;
                     };
-                    let seq = u64::from_be_bytes(stamp.try_into().unwrap());
+                    let Some(seq) = decode_stamp(stamp) else {
+                        continue;
+                    };
                     let mut state = connection.lock().unwrap();
                     let clock = &shared.clocks[state.stream];
                     state.first_seq.get_or_insert(seq);

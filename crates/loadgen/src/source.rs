@@ -19,10 +19,48 @@ use prism_rtmp::ChunkWriter;
 use crate::Clock;
 
 const SOURCE_SECONDS: u32 = 10;
-/// Where the sequence number goes in a frame payload: past the FLV video
-/// header and the first NAL length (video), past the AAC header (audio).
-pub const VIDEO_STAMP_AT: usize = 9;
+/// Where the sequence number goes in a frame payload: in an SEI NAL unit
+/// (user data, unregistered) put first in every video frame, so the frame
+/// stays valid H.264 for relays that parse it (SRS does); past the AAC
+/// header (audio).
+pub const VIDEO_STAMP_AT: usize = 5 + 4 + 3 + 16;
 pub const AUDIO_STAMP_AT: usize = 2;
+/// The SEI NAL unit carrying the stamp: header (type 6), payload type 5,
+/// payload size 24 (a 16-byte UUID and the 8-byte stamp), then the RBSP
+/// stop bit.
+const STAMP_SEI_LEN: usize = 3 + 16 + 8 + 1;
+
+/// A sequence number as 8 bytes of 7 bits each, high bit set: no zero
+/// bytes, so no start-code emulation inside the SEI.
+pub fn encode_stamp(seq: u64) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = 0x80 | ((seq >> (7 * (7 - i))) & 0x7f) as u8;
+    }
+    out
+}
+
+pub fn decode_stamp(bytes: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(
+        bytes
+            .iter()
+            .fold(0, |seq, b| (seq << 7) | u64::from(b & 0x7f)),
+    )
+}
+
+/// `frame` (an FLV AVC NALU packet) with the stamp's SEI NAL unit first.
+fn with_stamp_sei(frame: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(frame.len() + 4 + STAMP_SEI_LEN);
+    out.extend_from_slice(&frame[..5]);
+    out.extend_from_slice(&(STAMP_SEI_LEN as u32).to_be_bytes());
+    out.extend_from_slice(&[0x06, 0x05, 24]);
+    out.extend_from_slice(b"prism-loadgen-ts");
+    out.extend_from_slice(&encode_stamp(0));
+    out.push(0x80);
+    out.extend_from_slice(&frame[5..]);
+    Bytes::from(out)
+}
 
 #[derive(Clone)]
 pub struct Tag {
@@ -127,10 +165,17 @@ fn parse_flv(file: &[u8]) -> Option<Source> {
         if end > file.len() {
             break;
         }
+        let data = &file[at + 11..at + 11 + size];
+        // AVC frames (packet type 1) get the stamp's NAL unit.
+        let data = if kind == MediaKind::Video && data.len() > 5 && data[1] == 1 {
+            with_stamp_sei(data)
+        } else {
+            Bytes::copy_from_slice(data)
+        };
         tags.push(Tag {
             kind,
             timestamp,
-            data: Bytes::copy_from_slice(&file[at + 11..at + 11 + size]),
+            data,
             raw: Bytes::copy_from_slice(&file[at..end]),
         });
         at = end;
@@ -218,7 +263,7 @@ pub async fn publish(
             let payload = if !is_header && tag.data.len() >= stamp_at + 8 {
                 seq += 1;
                 let mut stamped = BytesMut::from(&tag.data[..]);
-                stamped[stamp_at..stamp_at + 8].copy_from_slice(&seq.to_be_bytes());
+                stamped[stamp_at..stamp_at + 8].copy_from_slice(&encode_stamp(seq));
                 clock.mark_sent(seq);
                 stamped.freeze()
             } else {

@@ -1,0 +1,167 @@
+//! Where the relays' destinations go: the harness's own sinks (which count
+//! frames and measure latency), or real RTMP servers (nginx-rtmp, one
+//! process, `live on` with no players). Either listens on one port per
+//! destination index (SRS forwards a stream under its own name, so each
+//! destination needs its own server address), on loopback or behind the
+//! WAN path.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+
+use crate::relay::NGINX_RTMP_MODULE;
+use crate::sink::Sinks;
+use crate::wan::WanPath;
+use crate::Clock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReceiverKind {
+    /// The harness's sinks: frames lost and latency are measured.
+    Harness,
+    /// nginx-rtmp servers: real RTMP receivers (no latency figures).
+    Nginx,
+}
+
+pub struct Receivers {
+    /// The address the relays send to.
+    pub host: Ipv4Addr,
+    /// One port per destination index.
+    pub ports: Vec<u16>,
+    pub sinks: Option<Sinks>,
+    nginx: Option<Child>,
+    _dir: Option<PathBuf>,
+}
+
+impl Receivers {
+    pub fn start(
+        kind: ReceiverKind,
+        destinations: usize,
+        clocks: Vec<Arc<Clock>>,
+        raw: bool,
+        wan: Option<&WanPath>,
+    ) -> Result<Self, String> {
+        let host = wan.map_or(Ipv4Addr::LOCALHOST, |w| w.receiver_ip);
+        match kind {
+            ReceiverKind::Harness => {
+                let mut listeners = Vec::with_capacity(destinations);
+                for _ in 0..destinations {
+                    listeners.push(match wan {
+                        Some(wan) => wan.listen(0)?,
+                        None => TcpListener::bind((host, 0)).map_err(|e| e.to_string())?,
+                    });
+                }
+                let ports = listeners
+                    .iter()
+                    .map(|l| l.local_addr().map(|a| a.port()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?;
+                let sinks = crate::sink::start(clocks, raw, listeners)?;
+                Ok(Self {
+                    host,
+                    ports,
+                    sinks: Some(sinks),
+                    nginx: None,
+                    _dir: None,
+                })
+            }
+            ReceiverKind::Nginx => {
+                if raw {
+                    return Err("the tee sends raw FLV: it needs the harness's receivers".into());
+                }
+                Self::start_nginx(destinations, host, wan)
+            }
+        }
+    }
+
+    fn start_nginx(
+        destinations: usize,
+        host: Ipv4Addr,
+        wan: Option<&WanPath>,
+    ) -> Result<Self, String> {
+        if !std::path::Path::new(NGINX_RTMP_MODULE).exists() {
+            return Err(
+                "nginx-rtmp is not installed (apt-get install -y nginx libnginx-mod-rtmp)".into(),
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-rx", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // Free ports where the receivers run: any in a fresh namespace,
+        // probed on loopback.
+        let ports: Vec<u16> = (0..destinations)
+            .map(|d| match wan {
+                Some(_) => Ok(21000 + d as u16),
+                None => crate::relay::free_port(),
+            })
+            .collect::<Result<_, _>>()?;
+        let listen: String = ports
+            .iter()
+            .map(|port| format!("    listen {host}:{port};\n"))
+            .collect();
+        let config = format!(
+            "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
+             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
+             rtmp {{\n  server {{\n{listen}    application sink {{\n      live on;\n    }}\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let mut command = match wan {
+            Some(wan) => wan.command("nginx"),
+            None => std::process::Command::new("nginx"),
+        };
+        let child = command
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the nginx receivers: {e}"))?;
+        let receivers = Self {
+            host,
+            ports,
+            sinks: None,
+            nginx: Some(child),
+            _dir: Some(dir),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in &receivers.ports {
+            while TcpStream::connect_timeout(&(host, *port).into(), Duration::from_secs(1)).is_err()
+            {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the nginx receivers did not listen on {host}:{port}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(receivers)
+    }
+
+    /// The receiving nginx's process id, to read its CPU.
+    pub fn nginx_pid(&self) -> Option<u32> {
+        self.nginx.as_ref().map(Child::id)
+    }
+
+    /// Where destination `d` of `stream` sends (the name the sinks parse).
+    pub fn url(&self, stream: usize, d: usize) -> String {
+        format!("rtmp://{}:{}/sink/s{stream}-d{d}", self.host, self.ports[d])
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.nginx {
+            // `ip netns exec` runs nginx in its own process: the kill
+            // reaches it (exec replaces ip).
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
