@@ -9,11 +9,13 @@
 //!     cargo build --release -p prism -p prism-loadgen
 //!     target/release/prism-loadgen --destinations 100 --bitrate 6000 --seconds 20 --all
 
+mod ingest;
 mod receivers;
 mod relay;
 mod sink;
 mod soak;
 mod source;
+mod storm;
 mod wan;
 
 use std::path::PathBuf;
@@ -115,6 +117,21 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         interval_s: u64,
     },
+    /// The connect storm: 1 stream x --destinations starts publishing while
+    /// other streams are live, then all its destinations drop at once;
+    /// prints how soon they are live, how the reconnects spread, and the
+    /// other streams' p99 latency before and during both.
+    Storm {
+        /// Streams live beside the storm stream.
+        #[arg(long, default_value_t = 4)]
+        other_streams: usize,
+        /// Destinations of each other stream.
+        #[arg(long, default_value_t = 5)]
+        other_destinations: usize,
+    },
+    /// Prism's CPU with one ffmpeg publish over SRT against the same media
+    /// over RTMP (--destinations each, --rounds interleaved).
+    Ingest,
     /// (internal) Run as the plain TCP tee relay.
     Tee {
         #[arg(long)]
@@ -143,7 +160,7 @@ pub struct Clock {
 }
 
 impl Clock {
-    fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         Self {
             base: Instant::now(),
             sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
@@ -236,16 +253,6 @@ fn main() {
         }
         return;
     }
-    let relays = if args.all {
-        let mut all = vec![Against::Prism, Against::Nginx];
-        if args.srs_bin.is_some() {
-            all.push(Against::Srs);
-        }
-        all.push(Against::Tee);
-        all
-    } else {
-        vec![args.against]
-    };
     let wan = if args.wan {
         match WanPath::create(args.wan_rtt_ms / 2, args.wan_loss, args.wan_mtu) {
             Ok(wan) => Some(wan),
@@ -256,6 +263,38 @@ fn main() {
         }
     } else {
         None
+    };
+    let outcome = match &args.command {
+        Some(Command::Storm {
+            other_streams,
+            other_destinations,
+        }) => {
+            let options = storm::StormOptions {
+                other_streams: *other_streams,
+                other_destinations: *other_destinations,
+            };
+            Some(runtime.block_on(storm::run(&args, &options, &source, wan.as_ref())))
+        }
+        Some(Command::Ingest) => Some(runtime.block_on(ingest::run(&args, wan.as_ref()))),
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        if let Err(e) = outcome {
+            eprintln!("prism-loadgen: {e}");
+            drop(wan);
+            std::process::exit(1);
+        }
+        return;
+    }
+    let relays = if args.all {
+        let mut all = vec![Against::Prism, Against::Nginx];
+        if args.srs_bin.is_some() {
+            all.push(Against::Srs);
+        }
+        all.push(Against::Tee);
+        all
+    } else {
+        vec![args.against]
     };
     let mut rounds = Vec::new();
     for round in 1..=args.rounds.max(1) {
@@ -279,7 +318,7 @@ fn main() {
 }
 
 /// The middle value (the lower middle for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     values.get(values.len().saturating_sub(1) / 2).copied()
 }

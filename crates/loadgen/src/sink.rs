@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use prism_media::{MediaKind, MediaMessage};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
@@ -16,12 +17,14 @@ use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
 use crate::Clock;
 
-#[derive(Default)]
 struct Connection {
     stream: usize,
+    connected_at: Instant,
+    first_frame_at: Option<Instant>,
     first_seq: Option<u64>,
     received: u64,
-    latencies_us: Vec<u32>,
+    /// When each frame arrived and its latency.
+    samples: Vec<(Instant, u32)>,
 }
 
 struct Shared {
@@ -29,6 +32,15 @@ struct Shared {
     bytes: AtomicU64,
     window_start: OnceLock<Instant>,
     connections: Mutex<Vec<Arc<Mutex<Connection>>>>,
+    /// (stream, at): every connection of that stream made before `at`
+    /// hangs up.
+    hang_up: watch::Sender<Option<(usize, Instant)>>,
+}
+
+/// When one connection was made and received its first frame.
+pub struct ConnectionTimes {
+    pub connected_at: Instant,
+    pub first_frame_at: Option<Instant>,
 }
 
 pub struct Sinks {
@@ -64,6 +76,7 @@ pub fn start(
         bytes: AtomicU64::new(0),
         window_start: OnceLock::new(),
         connections: Mutex::new(Vec::new()),
+        hang_up: watch::channel(None).0,
     });
     for listener in listeners {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -95,15 +108,73 @@ impl Sinks {
         self.shared.bytes.load(Ordering::Relaxed)
     }
 
+    /// Every connection of `stream` so far, in the order they were made.
+    pub fn connections_of(&self, stream: usize) -> Vec<ConnectionTimes> {
+        let connections = self.shared.connections.lock().unwrap();
+        connections
+            .iter()
+            .map(|c| c.lock().unwrap())
+            .filter(|c| c.stream == stream)
+            .map(|c| ConnectionTimes {
+                connected_at: c.connected_at,
+                first_frame_at: c.first_frame_at,
+            })
+            .collect()
+    }
+
+    /// Hangs up every connection of `stream` made so far, at once.
+    pub fn hang_up(&self, stream: usize) {
+        self.shared
+            .hang_up
+            .send_replace(Some((stream, Instant::now())));
+    }
+
+    /// Latencies of the frames of streams `streams` that arrived within
+    /// `from..to`.
+    pub fn latencies_between(
+        &self,
+        streams: std::ops::Range<usize>,
+        from: Instant,
+        to: Instant,
+    ) -> SinkReport {
+        let connections = self.shared.connections.lock().unwrap();
+        let mut latencies_us = Vec::new();
+        for connection in connections.iter() {
+            let connection = connection.lock().unwrap();
+            if !streams.contains(&connection.stream) {
+                continue;
+            }
+            latencies_us.extend(
+                connection
+                    .samples
+                    .iter()
+                    .filter(|(at, _)| (from..to).contains(at))
+                    .map(|(_, us)| *us),
+            );
+        }
+        latencies_us.sort_unstable();
+        SinkReport {
+            latencies_us,
+            lost: 0,
+        }
+    }
+
     /// Latencies of every frame sent after the warm-up, and frames lost:
     /// sent after a sink's first frame but never received by it.
     pub fn report(&self, expected_connections: usize) -> SinkReport {
         let connections = self.shared.connections.lock().unwrap();
         let mut latencies_us = Vec::new();
         let mut lost = 0;
+        let window_start = self.shared.window_start.get().copied();
         for connection in connections.iter() {
             let connection = connection.lock().unwrap();
-            latencies_us.extend_from_slice(&connection.latencies_us);
+            latencies_us.extend(
+                connection
+                    .samples
+                    .iter()
+                    .filter(|(at, _)| window_start.is_some_and(|w| *at >= w))
+                    .map(|(_, us)| *us),
+            );
             let last_sent = self.shared.clocks[connection.stream].last_seq();
             if let Some(first) = connection.first_seq {
                 lost += (last_sent + 1 - first).saturating_sub(connection.received);
@@ -144,6 +215,8 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
     let leftover = prism_rtmp::handshake(&mut socket, Role::Server)
         .await
         .map_err(|e| e.to_string())?;
+    let connected_at = Instant::now();
+    let mut hang_up = shared.hang_up.subscribe();
     let mut session = ServerSession::new(Default::default());
     let mut out = ChunkWriter::new(128);
     let mut events = Vec::new();
@@ -169,7 +242,11 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                         .unwrap_or(0);
                     let state = Arc::new(Mutex::new(Connection {
                         stream,
-                        ..Connection::default()
+                        connected_at,
+                        first_frame_at: None,
+                        first_seq: None,
+                        received: 0,
+                        samples: Vec::new(),
                     }));
                     shared.connections.lock().unwrap().push(Arc::clone(&state));
                     connection = Some(state);
@@ -199,18 +276,14 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     };
                     let mut state = connection.lock().unwrap();
                     let clock = &shared.clocks[state.stream];
+                    let now = Instant::now();
                     state.first_seq.get_or_insert(seq);
+                    state.first_frame_at.get_or_insert(now);
                     state.received += 1;
-                    let measuring = shared
-                        .window_start
-                        .get()
-                        .is_some_and(|w| Instant::now() >= *w);
-                    if measuring {
-                        if let Some(age) = clock.age_ns(seq) {
-                            state
-                                .latencies_us
-                                .push((age / 1000).min(u32::MAX as u64) as u32);
-                        }
+                    if let Some(age) = clock.age_ns(seq) {
+                        state
+                            .samples
+                            .push((now, (age / 1000).min(u32::MAX as u64) as u32));
                     }
                 }
                 ServerEvent::PublishEnded => {}
@@ -221,7 +294,20 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        input_len = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
+        input_len = loop {
+            tokio::select! {
+                read = socket.read(&mut buf) => break read.map_err(|e| e.to_string())?,
+                Ok(()) = hang_up.changed() => {
+                    let order = *hang_up.borrow();
+                    let stream = connection.as_ref().map(|c| c.lock().unwrap().stream);
+                    if let Some((to_drop, before)) = order {
+                        if stream == Some(to_drop) && connected_at < before {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        };
         if input_len == 0 {
             return Ok(());
         }

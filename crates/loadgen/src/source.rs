@@ -90,10 +90,15 @@ pub enum Target {
     Raw(String),
 }
 
+/// Where the source stream of `bitrate_kbps` is cached.
+pub fn source_path(bitrate_kbps: u32) -> PathBuf {
+    PathBuf::from("target/loadgen").join(format!("source-{bitrate_kbps}k.flv"))
+}
+
 pub fn prepare(bitrate_kbps: u32) -> Result<Source, String> {
-    let dir = PathBuf::from("target/loadgen");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(format!("source-{bitrate_kbps}k.flv"));
+    let path = source_path(bitrate_kbps);
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if !path.exists() {
         eprintln!(
             "prism-loadgen: encoding the {SOURCE_SECONDS} s source stream once ({})",

@@ -1,0 +1,115 @@
+//! What ingest costs by protocol: Prism's CPU with the same media published
+//! by ffmpeg over RTMP and over SRT (MPEG-TS, libsrt's defaults), to the same
+//! destinations, interleaved by round. The publisher is ffmpeg in both cases
+//! (`-c copy` from the harness's source file), so the difference is Prism's
+//! SRT and MPEG-TS path against its RTMP path.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::receivers::{ReceiverKind, Receivers};
+use crate::relay::{cpu_ticks, free_port, spawn_prism};
+use crate::wan::WanPath;
+use crate::{median, Args, Clock};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Rtmp,
+    Srt,
+}
+
+/// Prism's CPU percent over the measured window of one run.
+async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Result<f64, String> {
+    let clock = Arc::new(Clock::new(16));
+    let receivers = Receivers::start(
+        ReceiverKind::Harness,
+        args.destinations,
+        vec![clock],
+        false,
+        wan,
+    )?;
+    let (rtmp_port, srt_port) = (free_port()?, free_port()?);
+    let mut config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [fanout]\nchunk_size = {}\nmax_delay_ms = {}\n\n[[streams]]\nid = \"s0\"\nkey = \"s0\"\n",
+        args.chunk_size, args.max_delay_ms
+    );
+    for d in 0..args.destinations {
+        config += &format!(
+            "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
+            receivers.url(0, d)
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-ingest", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("prism.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut prism = spawn_prism(&path, args.prism_bin.as_deref(), Stdio::null())?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let source = crate::source::source_path(args.bitrate);
+    let (format, url) = match protocol {
+        Protocol::Rtmp => ("flv", format!("rtmp://127.0.0.1:{rtmp_port}/live/s0")),
+        Protocol::Srt => ("mpegts", format!("srt://127.0.0.1:{srt_port}?streamid=s0")),
+    };
+    let mut publisher: Child = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+        .arg(&source)
+        .args(["-t", &args.seconds.to_string(), "-c", "copy", "-f", format, &url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
+    let warmup = Duration::from_secs(3);
+    tokio::time::sleep(warmup).await;
+    let before = cpu_ticks(prism.id())?;
+    let from = Instant::now();
+    let bytes_before = receivers.sinks.as_ref().map_or(0, |s| s.bytes());
+    tokio::time::sleep(Duration::from_secs(args.seconds.saturating_sub(4).max(2))).await;
+    let after = cpu_ticks(prism.id())?;
+    let window = from.elapsed();
+    let bytes = receivers.sinks.as_ref().map_or(0, |s| s.bytes()) - bytes_before;
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let _ = prism.kill();
+    let _ = prism.wait();
+    if bytes == 0 {
+        return Err(format!("{protocol:?}: the destinations received nothing"));
+    }
+    eprintln!(
+        "prism-loadgen: {protocol:?} ingest: egress {:.0} Mb/s",
+        bytes as f64 * 8.0 / window.as_secs_f64() / 1e6
+    );
+    Ok((after - before) as f64 / window.as_secs_f64())
+}
+
+pub async fn run(args: &Args, wan: Option<&WanPath>) -> Result<(), String> {
+    let mut rtmp = Vec::new();
+    let mut srt = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds.max(1) {
+        let r = measure(args, Protocol::Rtmp, wan).await?;
+        let s = measure(args, Protocol::Srt, wan).await?;
+        eprintln!("prism-loadgen: round {round}: RTMP ingest {r:.2} %, SRT ingest {s:.2} %");
+        rtmp.push(r);
+        srt.push(s);
+        ratios.push(s / r);
+    }
+    println!();
+    println!(
+        "ingest: one ffmpeg publish of the {} kbit/s source (-c copy) to Prism, 1 stream x {} destinations, {} s; median of {} rounds",
+        args.bitrate,
+        args.destinations,
+        args.seconds,
+        args.rounds.max(1)
+    );
+    let show = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    println!("RTMP publish: Prism CPU % by round: {}", show(&rtmp));
+    println!("SRT publish:  Prism CPU % by round: {}", show(&srt));
+    println!(
+        "Prism CPU with an SRT publish / with an RTMP publish = {:.2}",
+        median(ratios).unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The connect storm: a stream with many destinations starts publishing
+//! while other streams are live, then every one of its destinations drops
+//! at once. It measures how soon the destinations are live after the
+//! publish starts, how Prism's reconnects spread out after the mass drop
+//! (its backoff is jittered), and the other streams' latency before,
+//! during the connect and during the reconnects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::receivers::{ReceiverKind, Receivers};
+use crate::relay::{free_port, spawn_prism};
+use crate::source::{self, Source};
+use crate::wan::WanPath;
+use crate::{median, Args, Clock};
+
+/// How long the other streams run before the storm stream starts.
+const SETTLE: Duration = Duration::from_secs(5);
+/// From the publish to the mass drop.
+const LIVE_BEFORE_DROP: Duration = Duration::from_secs(8);
+/// From the mass drop to the end.
+const AFTER_DROP: Duration = Duration::from_secs(10);
+/// The windows the other streams' latency is read in.
+const WINDOW: Duration = Duration::from_secs(3);
+
+pub struct StormOptions {
+    pub other_streams: usize,
+    pub other_destinations: usize,
+}
+
+pub async fn run(
+    args: &Args,
+    options: &StormOptions,
+    source: &Source,
+    wan: Option<&WanPath>,
+) -> Result<(), String> {
+    let streams = 1 + options.other_streams;
+    let total = SETTLE + LIVE_BEFORE_DROP + AFTER_DROP;
+    let clocks: Vec<Arc<Clock>> = (0..streams)
+        .map(|_| {
+            Arc::new(Clock::new(
+                (total.as_secs() as usize + 5) * source.messages_per_second() * 2,
+            ))
+        })
+        .collect();
+    let ports = args.destinations.max(options.other_destinations);
+    let receivers = Receivers::start(ReceiverKind::Harness, ports, clocks.clone(), false, wan)?;
+    let sinks = receivers.sinks.as_ref().expect("harness receivers");
+
+    let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-storm", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let mut config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
+        args.chunk_size, args.max_delay_ms
+    );
+    if let Some(threads) = args.prism_threads {
+        config += &format!("\n[runtime]\nworker_threads = {threads}\n");
+    }
+    for stream in 0..streams {
+        config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
+        let destinations = if stream == 0 {
+            args.destinations
+        } else {
+            options.other_destinations
+        };
+        for d in 0..destinations {
+            config += &format!(
+                "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
+                receivers.url(stream, d)
+            );
+        }
+    }
+    let path = dir.join("prism.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut prism = spawn_prism(&path, args.prism_bin.as_deref(), std::process::Stdio::null())?;
+    let target = |stream: usize| source::Target::Rtmp(format!("rtmp://127.0.0.1:{port}/live/s{stream}"));
+
+    let mut publishers = Vec::new();
+    for (stream, clock) in clocks.iter().enumerate().skip(1) {
+        publishers.push(tokio::spawn(source::publish(
+            source.clone(),
+            target(stream),
+            total,
+            Arc::clone(clock),
+            false,
+        )));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let started = Instant::now();
+    publishers.push(tokio::spawn(source::publish(
+        source.clone(),
+        target(0),
+        LIVE_BEFORE_DROP + AFTER_DROP,
+        Arc::clone(&clocks[0]),
+        false,
+    )));
+    tokio::time::sleep(LIVE_BEFORE_DROP).await;
+    let dropped = Instant::now();
+    sinks.hang_up(0);
+    for publisher in publishers {
+        publisher.await.map_err(|e| e.to_string())??;
+    }
+    let _ = prism.kill();
+    let _ = prism.wait();
+
+    let connections = sinks.connections_of(0);
+    let (first, again): (Vec<_>, Vec<_>) =
+        connections.iter().partition(|c| c.connected_at < dropped);
+    let live_after = |times: &[&crate::sink::ConnectionTimes], from: Instant| -> Vec<f64> {
+        let mut ms: Vec<f64> = times
+            .iter()
+            .filter_map(|c| c.first_frame_at)
+            .map(|at| at.saturating_duration_since(from).as_secs_f64() * 1000.0)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        ms
+    };
+    let first_live = live_after(&first, started);
+    let again_live = live_after(&again, dropped);
+    let mut reconnect_ms: Vec<f64> = again
+        .iter()
+        .map(|c| c.connected_at.saturating_duration_since(dropped).as_secs_f64() * 1000.0)
+        .collect();
+    reconnect_ms.sort_by(f64::total_cmp);
+    let within_2s = first_live.iter().filter(|ms| **ms <= 2000.0).count();
+
+    let others = 1..streams;
+    let p99 = |from: Instant| {
+        sinks
+            .latencies_between(others.clone(), from, from + WINDOW)
+            .percentile_ms(0.99)
+    };
+    println!();
+    println!(
+        "connect storm: 1 stream x {} destinations published while {} other stream(s) x {} destinations are live; {} kbit/s; Prism max_delay_ms {}{}; {}",
+        args.destinations,
+        options.other_streams,
+        options.other_destinations,
+        args.bitrate,
+        args.max_delay_ms,
+        args.prism_threads
+            .map(|t| format!(", worker_threads {t}"))
+            .unwrap_or_default(),
+        wan.map_or("loopback", |w| w.description.as_str())
+    );
+    let describe = |ms: &[f64]| match (ms.first(), median(ms.to_vec()), ms.last()) {
+        (Some(first), Some(mid), Some(last)) => {
+            format!("first {first:.0} ms, median {mid:.0} ms, last {last:.0} ms")
+        }
+        _ => "none".to_string(),
+    };
+    println!(
+        "publish start: {} of {} destinations live (first frame received) within 2 s; {}",
+        within_2s,
+        args.destinations,
+        describe(&first_live)
+    );
+    println!(
+        "mass drop: {} destinations reconnected, connections made {}; live again {}",
+        again.len(),
+        describe(&reconnect_ms),
+        describe(&again_live)
+    );
+    println!(
+        "other streams' p99 latency (3 s windows): before {:.2} ms, during the connect storm {:.2} ms, during the reconnects {:.2} ms",
+        p99(started - WINDOW),
+        p99(started),
+        p99(dropped + Duration::from_millis(500)),
+    );
+    Ok(())
+}
