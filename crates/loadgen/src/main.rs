@@ -81,6 +81,10 @@ struct Args {
     /// destination's messages are coalesced into one write.
     #[arg(long, default_value_t = 0)]
     max_delay_ms: u64,
+    /// Measure Prism once per latency budget (comma-separated ms), each a
+    /// row of its own in every round (default: --max-delay-ms alone).
+    #[arg(long, value_delimiter = ',')]
+    budgets: Vec<u64>,
     /// Measure each relay this many times, interleaved (Prism, nginx, tee,
     /// Prism, ...); the table shows each relay's median run and the ratios
     /// the median of each round's ratios, since a shared machine is noisy.
@@ -186,7 +190,7 @@ impl Clock {
 
 /// What one run measured.
 struct Row {
-    relay: Against,
+    relay: Variant,
     streams: usize,
     destinations: usize,
     cpu_percent: f64,
@@ -286,7 +290,12 @@ fn main() {
         }
         return;
     }
-    let relays = if args.all {
+    let budgets = if args.budgets.is_empty() {
+        vec![args.max_delay_ms]
+    } else {
+        args.budgets.clone()
+    };
+    let mut relays = if args.all {
         let mut all = vec![Against::Prism, Against::Nginx];
         if args.srs_bin.is_some() {
             all.push(Against::Srs);
@@ -296,25 +305,67 @@ fn main() {
     } else {
         vec![args.against]
     };
+    // One run per Prism budget, in the place of Prism's one.
+    let relays: Vec<Variant> = relays
+        .drain(..)
+        .flat_map(|against| match against {
+            Against::Prism => budgets
+                .iter()
+                .map(|&budget| Variant {
+                    against,
+                    budget: Some(budget),
+                })
+                .collect(),
+            _ => vec![Variant {
+                against,
+                budget: None,
+            }],
+        })
+        .collect();
     let mut rounds = Vec::new();
     for round in 1..=args.rounds.max(1) {
         let mut rows = Vec::new();
-        for &against in &relays {
+        for &variant in &relays {
             eprintln!(
-                "prism-loadgen: round {round}: {against:?}, {} stream(s) x {} destinations, {} kbit/s, {} s",
-                args.streams, args.destinations, args.bitrate, args.seconds
+                "prism-loadgen: round {round}: {}, {} stream(s) x {} destinations, {} kbit/s, {} s",
+                variant.name(),
+                args.streams,
+                args.destinations,
+                args.bitrate,
+                args.seconds
             );
-            match runtime.block_on(run(&args, against, &source, wan.as_ref())) {
+            match runtime.block_on(run(&args, variant, &source, wan.as_ref())) {
                 Ok(row) => {
-                    eprintln!("prism-loadgen: {against:?}: CPU {:.2} %", row.cpu_percent);
+                    eprintln!(
+                        "prism-loadgen: {}: CPU {:.2} %",
+                        variant.name(),
+                        row.cpu_percent
+                    );
                     rows.push(row);
                 }
-                Err(e) => eprintln!("prism-loadgen: {against:?} failed: {e}"),
+                Err(e) => eprintln!("prism-loadgen: {} failed: {e}", variant.name()),
             }
         }
         rounds.push(rows);
     }
-    print_table(&args, &rounds, wan.as_ref());
+    print_table(&args, &relays, &rounds, wan.as_ref());
+}
+
+/// A relay as measured: Prism once per latency budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Variant {
+    against: Against,
+    /// Prism's `max_delay_ms`.
+    budget: Option<u64>,
+}
+
+impl Variant {
+    fn name(self) -> String {
+        match self.budget {
+            Some(0) | None => format!("{:?}", self.against).to_lowercase(),
+            Some(ms) => format!("prism/{ms}ms"),
+        }
+    }
 }
 
 /// The middle value (the lower middle for an even count).
@@ -325,10 +376,12 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 
 async fn run(
     args: &Args,
-    against: Against,
+    variant: Variant,
     source: &source::Source,
     wan: Option<&WanPath>,
 ) -> Result<Row, String> {
+    let against = variant.against;
+    let budget = variant.budget.unwrap_or(0);
     let warmup = Duration::from_secs(3);
     let duration = Duration::from_secs(args.seconds.max(5));
     let clocks: Vec<Arc<Clock>> = (0..args.streams)
@@ -346,7 +399,7 @@ async fn run(
         args.receivers
     };
     let receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
-    let relay = Relay::start(against, args, &receivers, args.prism_bin.as_deref()).await?;
+    let relay = Relay::start(against, args, &receivers, args.prism_bin.as_deref(), budget).await?;
 
     let started = Instant::now();
     let measure_from = started + warmup;
@@ -366,6 +419,14 @@ async fn run(
     }
     tokio::time::sleep_until((measure_from).into()).await;
     let cpu_before = relay.cpu_ticks()?;
+    if let Some(connected) = receivers.nginx_connections(wan) {
+        let expected = args.streams * args.destinations;
+        if connected < expected {
+            return Err(format!(
+                "only {connected} of {expected} destinations reached the nginx receivers"
+            ));
+        }
+    }
     let receiver_cpu_before = receivers.nginx_pid().map(relay::cpu_ticks).transpose()?;
     let bytes_before = receivers.sinks.as_ref().map(|s| s.bytes());
     let window_start = Instant::now();
@@ -384,7 +445,7 @@ async fn run(
         .map(|(s, before)| s.bytes() - before);
     // Let the last messages arrive (over the WAN path too, and past a
     // latency budget) before counting what was lost.
-    tokio::time::sleep(Duration::from_millis(1000 + args.max_delay_ms)).await;
+    tokio::time::sleep(Duration::from_millis(1000 + budget)).await;
     let report: Option<SinkReport> = match (&receivers.sinks, raw) {
         (Some(sinks), false) => Some(sinks.report(args.streams * args.destinations)),
         _ => None,
@@ -402,7 +463,7 @@ async fn run(
     // USER_HZ is 100 on every Linux architecture Prism targets.
     let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
     Ok(Row {
-        relay: against,
+        relay: variant,
         streams: args.streams,
         destinations: args.destinations,
         cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
@@ -418,11 +479,10 @@ async fn run(
     })
 }
 
-fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
+fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option<&WanPath>) {
     // Each relay's median run, by CPU.
-    let relays = [Against::Prism, Against::Nginx, Against::Srs, Against::Tee];
     let mut rows: Vec<&Row> = Vec::new();
-    for relay in relays {
+    for &relay in relays {
         let mut runs: Vec<&Row> = rounds
             .iter()
             .flatten()
@@ -435,7 +495,7 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
     }
     println!();
     println!(
-        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, chunk size {}, Prism max_delay_ms {}{}, {} s (3 s warm-up not measured){}",
+        "{} stream(s) x {} destinations, {} kbit/s video + 128 kbit/s audio, chunk size {}{}, {} s (3 s warm-up not measured){}",
         args.streams,
         args.destinations,
         args.bitrate,
@@ -445,7 +505,6 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
             }
             _ => args.chunk_size.to_string(),
         },
-        args.max_delay_ms,
         args.prism_threads
             .map(|t| format!(", Prism worker_threads {t}"))
             .unwrap_or_default(),
@@ -465,7 +524,7 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
         wan.map_or("loopback", |w| w.description.as_str())
     );
     println!(
-        "{:<6} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
+        "{:<12} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
         "relay",
         "dests",
         "CPU %",
@@ -493,8 +552,8 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
             .egress_mbit
             .map_or("-".to_string(), |e| format!("{e:.0} Mb/s"));
         println!(
-            "{:<6} {:>5} {:>8.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
-            format!("{:?}", row.relay).to_lowercase(),
+            "{:<12} {:>5} {:>8.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
+            row.relay.name(),
             row.streams * row.destinations,
             row.cpu_percent,
             row.rss_mib,
@@ -507,7 +566,7 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
         );
     }
     if rounds.len() > 1 {
-        for relay in relays {
+        for &relay in relays {
             let runs: Vec<String> = rounds
                 .iter()
                 .flatten()
@@ -515,16 +574,12 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
                 .map(|r| format!("{:.2}", r.cpu_percent))
                 .collect();
             if !runs.is_empty() {
-                println!(
-                    "{:<6} CPU % by round: {}",
-                    format!("{relay:?}").to_lowercase(),
-                    runs.join(", ")
-                );
+                println!("{:<12} CPU % by round: {}", relay.name(), runs.join(", "));
             }
         }
     }
     // Ratios within each round (same machine state), then their median.
-    let ratio = |other: Against| {
+    let ratio = |prism: Variant, other: Variant| {
         let per_round: Vec<f64> = rounds
             .iter()
             .filter_map(|rows| {
@@ -533,18 +588,16 @@ fn print_table(args: &Args, rounds: &[Vec<Row>], wan: Option<&WanPath>) {
                         .find(|r| r.relay == relay)
                         .map(|r| r.cpu_percent)
                 };
-                Some(cpu(Against::Prism)? / cpu(other)?)
+                Some(cpu(prism)? / cpu(other)?)
             })
             .collect();
         median(per_round)
     };
-    for (other, name) in [
-        (Against::Nginx, "nginx-rtmp"),
-        (Against::Srs, "SRS"),
-        (Against::Tee, "plain tee"),
-    ] {
-        if let Some(r) = ratio(other) {
-            println!("Prism CPU / {name} CPU = {r:.2}");
+    for &prism in relays.iter().filter(|r| r.against == Against::Prism) {
+        for &other in relays.iter().filter(|r| r.against != Against::Prism) {
+            if let Some(r) = ratio(prism, other) {
+                println!("{} CPU / {} CPU = {r:.2}", prism.name(), other.name());
+            }
         }
     }
 }

@@ -89,22 +89,35 @@ impl Receivers {
         }
         let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-rx", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        // Free ports where the receivers run: any in a fresh namespace,
-        // probed on loopback.
-        let ports: Vec<u16> = (0..destinations)
-            .map(|d| match wan {
-                Some(_) => Ok(21000 + d as u16),
-                None => crate::relay::free_port(),
-            })
-            .collect::<Result<_, _>>()?;
-        let listen: String = ports
+        // Ports below the ephemeral range (32768 up), so no outgoing
+        // connection takes one between the check and nginx's bind; any in a
+        // fresh namespace, checked on loopback.
+        let base = 20_000 + (std::process::id() % 8) as u16 * 1500;
+        let mut ports = Vec::with_capacity(destinations);
+        let mut candidate = base;
+        while ports.len() < destinations {
+            if candidate >= 32_768 {
+                return Err("no free ports for the nginx receivers below 32768".into());
+            }
+            if wan.is_some() || TcpListener::bind((host, candidate)).is_ok() {
+                ports.push(candidate);
+            }
+            candidate += 1;
+        }
+        // A server block per port: one block's ports share its streams, and
+        // SRS forwards every destination under the same stream name.
+        let servers: String = ports
             .iter()
-            .map(|port| format!("    listen {host}:{port};\n"))
+            .map(|port| {
+                format!(
+                    "  server {{\n    listen {host}:{port};\n    application sink {{\n      live on;\n    }}\n  }}\n"
+                )
+            })
             .collect();
         let config = format!(
             "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
              error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
-             rtmp {{\n  server {{\n{listen}    application sink {{\n      live on;\n    }}\n  }}\n}}\n",
+             rtmp {{\n{servers}}}\n",
             dir = dir.display()
         );
         let path = dir.join("nginx.conf");
@@ -147,6 +160,32 @@ impl Receivers {
     /// The receiving nginx's process id, to read its CPU.
     pub fn nginx_pid(&self) -> Option<u32> {
         self.nginx.as_ref().map(Child::id)
+    }
+
+    /// How many connections the nginx receivers hold now (each destination
+    /// publishing is one), counted with `ss` where they run.
+    pub fn nginx_connections(&self, wan: Option<&WanPath>) -> Option<usize> {
+        self.nginx.as_ref()?;
+        let mut command = match wan {
+            Some(wan) => wan.command("ss"),
+            None => std::process::Command::new("ss"),
+        };
+        let output = command.args(["-Htn", "state", "established"]).output().ok()?;
+        let local_ports: std::collections::HashSet<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("{}:{p}", self.host))
+            .collect();
+        Some(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|line| {
+                    line.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|local| local_ports.contains(local))
+                })
+                .count(),
+        )
     }
 
     /// Where destination `d` of `stream` sends (the name the sinks parse).

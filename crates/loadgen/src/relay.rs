@@ -29,10 +29,15 @@ pub fn free_port() -> Result<u16, String> {
 }
 
 /// Prism's config for the run: every stream pushed to every receiver.
-pub fn prism_config(args: &Args, port: u16, receivers: &Receivers) -> String {
+pub fn prism_config(args: &Args, port: u16, receivers: &Receivers, max_delay_ms: u64) -> String {
+    // Every publisher here comes from 127.0.0.1: admission's per-address
+    // allowance for connections not yet publishing (16) must cover them
+    // all connecting at once, as for encoders behind one NAT.
     let mut config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
-        args.chunk_size, args.max_delay_ms
+        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\nmax_anonymous_per_address = {}\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
+        args.streams + 16,
+        args.chunk_size,
+        max_delay_ms
     );
     if let Some(threads) = args.prism_threads {
         config += &format!("\n[runtime]\nworker_threads = {threads}\n");
@@ -55,6 +60,7 @@ impl Relay {
         args: &Args,
         receivers: &Receivers,
         prism_bin: Option<&Path>,
+        max_delay_ms: u64,
     ) -> Result<Self, String> {
         let dir =
             std::env::temp_dir().join(format!("prism-loadgen-{}-{against:?}", std::process::id()));
@@ -63,7 +69,7 @@ impl Relay {
         let child = match against {
             Against::Prism => {
                 let path = dir.join("prism.toml");
-                std::fs::write(&path, prism_config(args, port, receivers))
+                std::fs::write(&path, prism_config(args, port, receivers, max_delay_ms))
                     .map_err(|e| e.to_string())?;
                 spawn_prism(&path, prism_bin, Stdio::null())?
             }
