@@ -1,7 +1,8 @@
 //! The per-message fan-out path in isolation: hub → each destination's
-//! writer (directly, as for a destination that keeps up, or through its
-//! queue, as for one that fell behind) → chunk headers + payload slices → a
-//! vectored write to a sink. Prints bytes allocated per message per
+//! writer (directly, as for a destination that keeps up; through its queue,
+//! as for one that fell behind; or held eight messages at a time, as for a
+//! latency budget) → chunk headers + payload slices → a vectored write to a
+//! sink. Prints bytes allocated per message per
 //! destination beside criterion's timings.
 //!
 //! Run: cargo bench -p prism-fanout --bench fanout
@@ -25,6 +26,9 @@ fn fanout(c: &mut Criterion) {
         ("audio_400B", 400, Path::Direct),
         ("queued/video_100KiB", 100 * 1024, Path::Queued),
         ("queued/audio_400B", 400, Path::Queued),
+        // About 100 ms of a 6 Mbit/s, 30 fps stream with its audio.
+        ("held8/video_100KiB", 100 * 1024, Path::Held(8)),
+        ("held8/audio_400B", 400, Path::Held(8)),
     ];
     for (name, len, path) in cases {
         let mut group = c.benchmark_group(format!("fanout/{name}"));
@@ -39,7 +43,8 @@ fn fanout(c: &mut Criterion) {
                     FanoutRig::audio(len, timestamp)
                 }
             };
-            for _ in 0..100 {
+            // A multiple of 8, so the held path has written all of them.
+            for _ in 0..104 {
                 rig.relay(next());
             }
             assert!(

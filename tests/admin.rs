@@ -190,7 +190,7 @@ reconnect_grace_s = 0
     let (status, json, text) = api(admin_port, "POST", "/v1/streams/main/destinations", &body);
     assert_eq!(status, 201, "{text}");
     assert_eq!(json["key_hint"], "…4444");
-    assert_eq!(json["max_delay_ms"], 0, "[fanout]'s default: {json}");
+    assert_eq!(json["max_delay_ms"], 100, "[fanout]'s default: {json}");
     assert!(!text.contains(KEY_B), "the key came back in full: {text}");
     wait_for_state(admin_port, "b", "live", Duration::from_secs(10));
 

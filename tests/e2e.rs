@@ -449,11 +449,11 @@ fn a_latency_budget_sends_a_destination_its_messages_in_bursts_that_decode() {
     require_ffmpeg();
     let scratch = Scratch::new("max-delay");
     let rtmp_port = free_port();
-    // "prompt" takes [fanout]'s default of 0; "batched" holds up to 250 ms.
+    // "prompt" writes each message at once; "batched" holds up to 250 ms.
     let mut destinations = String::new();
     let mut receivers = Vec::new();
     let mut arrivals = Vec::new();
-    for (id, budget) in [("prompt", None), ("batched", Some(250))] {
+    for (id, budget) in [("prompt", Some(0)), ("batched", Some(250))] {
         let (proxy_port, receiver_port) = (free_port(), free_port());
         receivers.push(Ffmpeg::receiver(
             receiver_port,

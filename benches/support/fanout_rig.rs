@@ -5,8 +5,13 @@
 //!   and writes at once: the steady state of a destination that keeps up.
 //! - `Path::Queued`: pushes queue, then each destination pops its batch and
 //!   writes it: what a destination that fell behind does.
+//! - `Path::Held(n)`: pushes queue, and every n-th message each destination
+//!   pops the n and writes them in one vectored write: a destination with a
+//!   latency budget (`max_delay_ms`) that covers n messages.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +24,7 @@ use prism_rtmp::ChunkWriter;
 pub enum Path {
     Direct,
     Queued,
+    Held(usize),
 }
 
 struct Destination {
@@ -33,6 +39,8 @@ pub struct FanoutRig {
     path: Path,
     destinations: Vec<Destination>,
     runtime: tokio::runtime::Runtime,
+    /// Messages pushed since the destinations last wrote (`Path::Held`).
+    held: usize,
 }
 
 impl FanoutRig {
@@ -61,7 +69,7 @@ impl FanoutRig {
                         assert!(status.queue.lend(writer).is_ok(), "nothing queued yet");
                         None
                     }
-                    Path::Queued => Some(writer),
+                    Path::Queued | Path::Held(_) => Some(writer),
                 };
                 Destination {
                     status,
@@ -79,6 +87,7 @@ impl FanoutRig {
             path,
             destinations,
             runtime,
+            held: 0,
         }
     }
 
@@ -100,8 +109,16 @@ impl FanoutRig {
     /// Fans one message out to every destination and writes it.
     pub fn relay(&mut self, message: MediaMessage) {
         self.publish.push(message);
-        if self.path == Path::Direct {
-            return;
+        match self.path {
+            Path::Direct => return,
+            Path::Queued => {}
+            Path::Held(n) => {
+                self.held += 1;
+                if self.held < n {
+                    return;
+                }
+                self.held = 0;
+            }
         }
         for destination in &mut self.destinations {
             let writer = destination.writer.as_mut().expect("held on this path");
@@ -112,9 +129,14 @@ impl FanoutRig {
             for message in destination.batch.drain(..) {
                 writer.queue(&message);
             }
-            self.runtime
-                .block_on(writer.flush(Duration::from_secs(1)))
-                .expect("a null sink takes everything");
+            // Polled in place: `block_on` would box a future this large
+            // (in debug builds), which the destination task never does.
+            let _runtime = self.runtime.enter();
+            let flush = std::pin::pin!(writer.flush(Duration::from_secs(1)));
+            match flush.poll(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(result) => result.expect("a null sink takes everything"),
+                Poll::Pending => panic!("a null sink never waits"),
+            }
         }
     }
 

@@ -19,7 +19,7 @@ const MAX_BYTES_PER_MESSAGE_PER_DESTINATION: u64 = 64;
 fn relaying_allocates_no_payload_copy_per_destination() {
     for (destinations, path) in [1, 10, 100]
         .into_iter()
-        .flat_map(|n| [(n, Path::Direct), (n, Path::Queued)])
+        .flat_map(|n| [(n, Path::Direct), (n, Path::Queued), (n, Path::Held(8))])
     {
         let mut rig = FanoutRig::new(destinations, path);
         // Messages are built before measuring: ingest allocates each payload once.

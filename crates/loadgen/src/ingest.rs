@@ -55,7 +55,15 @@ async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Resu
     let mut publisher: Child = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
         .arg(&source)
-        .args(["-t", &args.seconds.to_string(), "-c", "copy", "-f", format, &url])
+        .args([
+            "-t",
+            &args.seconds.to_string(),
+            "-c",
+            "copy",
+            "-f",
+            format,
+            &url,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -104,7 +112,12 @@ pub async fn run(args: &Args, wan: Option<&WanPath>) -> Result<(), String> {
         args.seconds,
         args.rounds.max(1)
     );
-    let show = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!("RTMP publish: Prism CPU % by round: {}", show(&rtmp));
     println!("SRT publish:  Prism CPU % by round: {}", show(&srt));
     println!(

@@ -170,7 +170,10 @@ impl Receivers {
             Some(wan) => wan.command("ss"),
             None => std::process::Command::new("ss"),
         };
-        let output = command.args(["-Htn", "state", "established"]).output().ok()?;
+        let output = command
+            .args(["-Htn", "state", "established"])
+            .output()
+            .ok()?;
         let local_ports: std::collections::HashSet<String> = self
             .ports
             .iter()

@@ -212,6 +212,17 @@ impl Relay {
     }
 }
 
+/// A run that ends early (a publisher that failed) never reaches `stop`:
+/// the relay must not outlive it and load the runs after it.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The floor: accept `streams` publishers; for each, connect to every sink
 /// and write every byte read to each of them. No protocol, no queues.
 pub fn run_tee(listen: &str, sinks: &[String], streams: usize) {

@@ -73,8 +73,13 @@ pub async fn run(
     }
     let path = dir.join("prism.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let mut prism = spawn_prism(&path, args.prism_bin.as_deref(), std::process::Stdio::null())?;
-    let target = |stream: usize| source::Target::Rtmp(format!("rtmp://127.0.0.1:{port}/live/s{stream}"));
+    let mut prism = spawn_prism(
+        &path,
+        args.prism_bin.as_deref(),
+        std::process::Stdio::null(),
+    )?;
+    let target =
+        |stream: usize| source::Target::Rtmp(format!("rtmp://127.0.0.1:{port}/live/s{stream}"));
 
     let mut publishers = Vec::new();
     for (stream, clock) in clocks.iter().enumerate().skip(1) {
@@ -120,7 +125,12 @@ pub async fn run(
     let again_live = live_after(&again, dropped);
     let mut reconnect_ms: Vec<f64> = again
         .iter()
-        .map(|c| c.connected_at.saturating_duration_since(dropped).as_secs_f64() * 1000.0)
+        .map(|c| {
+            c.connected_at
+                .saturating_duration_since(dropped)
+                .as_secs_f64()
+                * 1000.0
+        })
         .collect();
     reconnect_ms.sort_by(f64::total_cmp);
     let within_2s = first_live.iter().filter(|ms| **ms <= 2000.0).count();
