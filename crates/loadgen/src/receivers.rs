@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,21 +120,11 @@ impl Receivers {
              rtmp {{\n{servers}}}\n",
             dir = dir.display()
         );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let mut command = match wan {
+        let command = match wan {
             Some(wan) => wan.command("nginx"),
             None => std::process::Command::new("nginx"),
         };
-        let child = command
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start the nginx receivers: {e}"))?;
+        let child = crate::relay::spawn_nginx(command, &dir, &config)?;
         let receivers = Self {
             host,
             ports,

@@ -95,17 +95,7 @@ impl Relay {
                     dir = dir.display(),
                     chunk_size = args.nginx_chunk_size.unwrap_or(args.chunk_size)
                 );
-                let path = dir.join("nginx.conf");
-                std::fs::write(&path, config).map_err(|e| e.to_string())?;
-                Command::new("nginx")
-                    .arg("-c")
-                    .arg(&path)
-                    .arg("-p")
-                    .arg(&dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("cannot start nginx: {e}"))?
+                spawn_nginx(Command::new("nginx"), &dir, &config)?
             }
             Against::Srs => {
                 let binary = args
@@ -210,6 +200,22 @@ impl Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes `config` as `dir/nginx.conf` and starts `command` (nginx, or
+/// `ip netns exec … nginx`) on it, with `dir` as its prefix.
+pub fn spawn_nginx(mut command: Command, dir: &Path, config: &str) -> Result<Child, String> {
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    command
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx: {e}"))
 }
 
 /// A run that ends early (a publisher that failed) never reaches `stop`:

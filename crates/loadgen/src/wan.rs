@@ -84,34 +84,15 @@ impl WanPath {
         // writes to a hundred sockets at once must not find the default 500
         // packets full while it is off the CPU (losses beyond the set rate).
         let queue = "20000";
-        run(&[
-            "ip",
-            "link",
-            "set",
-            &path.host_link,
-            "mtu",
-            &mtu,
-            "txqueuelen",
-            queue,
-            "up",
-        ])?;
+        let up = ["mtu", mtu.as_str(), "txqueuelen", queue, "up"];
+        run(&[&["ip", "link", "set", path.host_link.as_str()][..], &up].concat())?;
         let in_ns = |args: &[&str]| {
             let mut all = vec!["ip", "netns", "exec", ns.as_str()];
             all.extend_from_slice(args);
             run(&all)
         };
         in_ns(&["ip", "addr", "add", &receiver, "peer", &host, "dev", &peer])?;
-        in_ns(&[
-            "ip",
-            "link",
-            "set",
-            &peer,
-            "mtu",
-            &mtu,
-            "txqueuelen",
-            queue,
-            "up",
-        ])?;
+        in_ns(&[&["ip", "link", "set", peer.as_str()][..], &up].concat())?;
         in_ns(&["ip", "link", "set", "lo", "up"])?;
         let delay = Duration::from_millis(u64::from(delay_ms));
         let (to_receivers, to_relay) = (
