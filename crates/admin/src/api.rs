@@ -251,13 +251,7 @@ fn destination_view(
         live_since: status
             .and_then(|s| s.live_since())
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
-        max_delay_ms: match destination.url.scheme {
-            prism_fanout::url::Scheme::Srt => 0,
-            _ => destination
-                .max_delay
-                .unwrap_or(fanout.max_delay)
-                .as_millis() as u64,
-        },
+        max_delay_ms: destination.effective_max_delay(fanout).as_millis() as u64,
     }
 }
 
@@ -605,7 +599,7 @@ async fn add_destination(
                 table["enabled"] = value(enabled);
             }
             if let Some(ms) = request.max_delay_ms {
-                table["max_delay_ms"] = value(ms as i64);
+                table["max_delay_ms"] = value(toml_integer(ms));
             }
             destinations_of(document, &id)?.push(table);
             Ok(dest)
@@ -630,6 +624,12 @@ struct DestinationPatch {
     max_delay_ms: Option<Option<u64>>,
 }
 
+/// A number from a request as a TOML integer (i64): one past i64's range
+/// is kept out of range, so the config check reports it as such.
+fn toml_integer(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 async fn patch_destination(
     State(app): State<App>,
     Path((id, dest)): Path<(String, String)>,
@@ -650,7 +650,7 @@ async fn patch_destination(
             table["enabled"] = value(enabled);
         }
         match patch.max_delay_ms {
-            Some(Some(ms)) => table["max_delay_ms"] = value(ms as i64),
+            Some(Some(ms)) => table["max_delay_ms"] = value(toml_integer(ms)),
             Some(None) => {
                 table.remove("max_delay_ms");
             }

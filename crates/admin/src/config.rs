@@ -534,6 +534,17 @@ pub struct DestinationEntry {
     pub max_delay: Option<Duration>,
 }
 
+impl DestinationEntry {
+    /// The latency budget this destination runs with: its own, or
+    /// `[fanout]`'s; SRT destinations have none (libsrt paces them).
+    pub fn effective_max_delay(&self, fanout: &FanoutConfig) -> Duration {
+        match self.url.scheme {
+            prism_fanout::url::Scheme::Srt => Duration::ZERO,
+            _ => self.max_delay.unwrap_or(fanout.max_delay),
+        }
+    }
+}
+
 /// A configuration error, shown as `FILE:LINE:COL: message`.
 #[derive(Debug, thiserror::Error)]
 #[error("{}:{line}:{column}: {message}", path.display())]

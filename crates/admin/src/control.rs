@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, Mutex};
@@ -700,10 +700,7 @@ impl Controller {
                 chunk_size: fanout.chunk_size,
                 ca_file: destination.ca_file.clone(),
                 ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
-                max_delay: match destination.url.scheme {
-                    prism_fanout::url::Scheme::Srt => Duration::ZERO,
-                    _ => destination.max_delay.unwrap_or(fanout.max_delay),
-                },
+                max_delay: destination.effective_max_delay(fanout),
             },
         ));
         self.watch_destination(&entry.id, &handle);
