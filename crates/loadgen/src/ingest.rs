@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{cpu_ticks, free_port, spawn_prism};
+use crate::relay::{cpu_ticks, free_port, prism_config, spawn_prism};
 use crate::wan::WanPath;
 use crate::{median, Args, Clock};
 
@@ -30,17 +30,15 @@ async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Resu
         wan,
     )?;
     let (rtmp_port, srt_port) = (free_port()?, free_port()?);
-    let mut config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
-         [fanout]\nchunk_size = {}\nmax_delay_ms = {}\n\n[[streams]]\nid = \"s0\"\nkey = \"s0\"\n",
-        args.chunk_size, args.max_delay_ms
+    let srt = format!("\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n");
+    let config = prism_config(
+        args,
+        rtmp_port,
+        &receivers,
+        args.max_delay_ms,
+        &[args.destinations],
+        &srt,
     );
-    for d in 0..args.destinations {
-        config += &format!(
-            "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
-            receivers.url(0, d)
-        );
-    }
     let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-ingest", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("prism.toml");

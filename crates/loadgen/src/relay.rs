@@ -28,23 +28,31 @@ pub fn free_port() -> Result<u16, String> {
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// Prism's config for the run: every stream pushed to every receiver.
-pub fn prism_config(args: &Args, port: u16, receivers: &Receivers, max_delay_ms: u64) -> String {
+/// Prism's config for a run: stream `s` (id and key `s{s}`) pushed to
+/// `destinations[s]` receivers; `extra` is added as is (an `[srt]` section).
+pub fn prism_config(
+    args: &Args,
+    port: u16,
+    receivers: &Receivers,
+    max_delay_ms: u64,
+    destinations: &[usize],
+    extra: &str,
+) -> String {
     // Every publisher here comes from 127.0.0.1: admission's per-address
     // allowance for connections not yet publishing (16) must cover them
     // all connecting at once, as for encoders behind one NAT.
     let mut config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\nmax_anonymous_per_address = {}\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
-        args.streams + 16,
+        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\nmax_anonymous_per_address = {}\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n{extra}",
+        destinations.len() + 16,
         args.chunk_size,
         max_delay_ms
     );
     if let Some(threads) = args.prism_threads {
         config += &format!("\n[runtime]\nworker_threads = {threads}\n");
     }
-    for stream in 0..args.streams {
+    for (stream, &count) in destinations.iter().enumerate() {
         config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
-        for d in 0..args.destinations {
+        for d in 0..count {
             config += &format!(
                 "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
                 receivers.url(stream, d)
@@ -69,8 +77,9 @@ impl Relay {
         let child = match against {
             Against::Prism => {
                 let path = dir.join("prism.toml");
-                std::fs::write(&path, prism_config(args, port, receivers, max_delay_ms))
-                    .map_err(|e| e.to_string())?;
+                let destinations = vec![args.destinations; args.streams];
+                let config = prism_config(args, port, receivers, max_delay_ms, &destinations, "");
+                std::fs::write(&path, config).map_err(|e| e.to_string())?;
                 spawn_prism(&path, prism_bin, Stdio::null())?
             }
             Against::Nginx => {

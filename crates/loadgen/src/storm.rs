@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{free_port, spawn_prism};
+use crate::relay::{free_port, prism_config, spawn_prism};
 use crate::source::{self, Source};
 use crate::wan::WanPath;
 use crate::{median, Args, Clock};
@@ -50,27 +50,13 @@ pub async fn run(
     let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-storm", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let port = free_port()?;
-    let mut config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n[fanout]\nqueue_budget_kib = 16384\nchunk_size = {}\nmax_delay_ms = {}\n",
-        args.chunk_size, args.max_delay_ms
-    );
-    if let Some(threads) = args.prism_threads {
-        config += &format!("\n[runtime]\nworker_threads = {threads}\n");
-    }
-    for stream in 0..streams {
-        config += &format!("\n[[streams]]\nid = \"s{stream}\"\nkey = \"s{stream}\"\n");
-        let destinations = if stream == 0 {
-            args.destinations
-        } else {
-            options.other_destinations
-        };
-        for d in 0..destinations {
-            config += &format!(
-                "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
-                receivers.url(stream, d)
-            );
-        }
-    }
+    let destinations: Vec<usize> = (0..streams)
+        .map(|stream| match stream {
+            0 => args.destinations,
+            _ => options.other_destinations,
+        })
+        .collect();
+    let config = prism_config(args, port, &receivers, args.max_delay_ms, &destinations, "");
     let path = dir.join("prism.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let mut prism = spawn_prism(
