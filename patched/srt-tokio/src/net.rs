@@ -60,14 +60,19 @@ pub struct PacketSocket {
     socket: Arc<UdpSocket>,
     stream: Option<mpsc::Receiver<ReceivePacketResult>>,
     buffer: BytesMut,
+    // PRISM PATCH: whether the socket is IPv6, read once. Upstream asked the
+    // kernel (getsockname) for every datagram it parsed.
+    ipv6: bool,
 }
 
 impl PacketSocket {
     pub fn from_socket(socket: Arc<UdpSocket>, buffer_capacity: usize) -> Self {
+        let ipv6 = socket.local_addr().is_ok_and(|local| local.is_ipv6());
         Self {
             socket,
             stream: None,
             buffer: BytesMut::with_capacity(buffer_capacity),
+            ipv6,
         }
     }
 
@@ -82,6 +87,7 @@ impl PacketSocket {
                 socket: self.socket.clone(),
                 stream: Some(packet_receiver),
                 buffer: BytesMut::with_capacity(self.buffer.capacity()),
+                ipv6: self.ipv6,
             },
         )
     }
@@ -118,10 +124,7 @@ impl PacketSocket {
     }
 
     fn parse(&mut self, size: usize, from: SocketAddr) -> ReceivePacketResult {
-        let packet = Packet::parse(
-            &mut Cursor::new(&self.buffer[0..size]),
-            self.socket.local_addr()?.is_ipv6(),
-        )?;
+        let packet = Packet::parse(&mut Cursor::new(&self.buffer[0..size]), self.ipv6)?;
         Ok((packet, from))
     }
 }

@@ -4,7 +4,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{channel::mpsc, future::Fuse, prelude::*, select, FutureExt, SinkExt};
+use futures::{channel::mpsc, future::Fuse, prelude::*, FutureExt, SinkExt};
 use srt_protocol::{connection::Connection, listener::*, packet::*, settings::ConnInitSettings};
 use tokio::sync::oneshot;
 
@@ -95,11 +95,16 @@ impl SrtListenerState {
                 UpdateStatistics(statistics) => {
                     next.input_from(self.statistics_sender.send(statistics.clone()))
                 }
-                WaitForInput => select! {
-                    packet = self.socket.receive().fuse() => Input::Packet(packet),
-                    response = self.response_receiver.next() => Input::AccessResponse(response),
-                    _ = timer_interval.tick().fuse() => Input::Timer,
+                // PRISM PATCH: a fixed order (upstream's `futures::select!`
+                // drew a random number per datagram). Every branch is
+                // cancel-safe; the timer comes before datagrams so a flood
+                // cannot starve it, and is ready only once per 100 ms.
+                WaitForInput => tokio::select! {
+                    biased;
                     _ = &mut self.close_recvr => break,
+                    _ = timer_interval.tick() => Input::Timer,
+                    packet = self.socket.receive() => Input::Packet(packet),
+                    response = self.response_receiver.next() => Input::AccessResponse(response),
                 },
                 Close => break,
             }

@@ -2,11 +2,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{channel::mpsc, prelude::*, select, stream::StreamExt};
-use log::{error, trace};
-use srt_protocol::{
-    connection::{Action, Connection, ConnectionSettings, DuplexConnection, Input},
-    packet::TimeSpan,
-};
+use log::error;
+use srt_protocol::connection::{Action, Connection, ConnectionSettings, DuplexConnection, Input};
 use tokio::{task::JoinHandle, time::sleep_until};
 
 use crate::{net::PacketSocket, watch, SocketStatistics, SrtSocket};
@@ -33,12 +30,18 @@ impl SrtSocketState {
     }
 
     async fn run_handler_loop(self) {
-        let local_sockid = self.connection.settings().local_sockid;
         let mut socket = self.socket;
         let mut input_data = self.input_data_receiver.fuse();
         let mut output_data = self.output_data_sender;
         let mut connection = self.connection;
         let statistics_sender = self.statistics_sender;
+        // PRISM PATCH: one timer for the task's life, moved only when the
+        // connection's next deadline moves, and a select without a random
+        // start. Upstream registered a new timer in tokio's wheel and drew a
+        // random number on every turn, once per datagram received.
+        let sleep = sleep_until(Instant::now().into());
+        tokio::pin!(sleep);
+        let mut deadline = None;
         while connection.is_open() {
             if connection.should_update_statistics(Instant::now()) {
                 let _ = statistics_sender.send(connection.statistics().clone());
@@ -60,26 +63,19 @@ impl SrtSocketState {
             }
 
             let timeout = connection.check_timers(Instant::now());
-            let timeout_fut = async {
-                let now = Instant::now();
-                trace!(
-                    "{:?} scheduling wakeup at {:?}",
-                    local_sockid,
-                    TimeSpan::from_interval(timeout, now),
-                );
-                sleep_until(timeout.into()).await
-            };
+            if deadline != Some(timeout) {
+                sleep.as_mut().reset(timeout.into());
+                deadline = Some(timeout);
+            }
 
-            let input = select! {
-                // one of the entities requested wakeup
-                _ = timeout_fut.fuse() => Input::Timer,
+            let input = tokio::select! {
+                biased;
                 // new packet received
-                packet = socket.receive().fuse() =>
-                    Input::Packet(packet),
+                packet = socket.receive() => Input::Packet(packet),
                 // new packet queued
-                data = input_data.next() => {
-                    Input::Data(data)
-                }
+                data = input_data.next() => Input::Data(data),
+                // one of the entities requested wakeup
+                () = &mut sleep => Input::Timer,
             };
 
             match input {
