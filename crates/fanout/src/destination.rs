@@ -8,13 +8,13 @@
 //! Nothing here is ever awaited by ingest or by another destination.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpSocket;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -589,6 +589,10 @@ where
     // them in batches; without one, the hub writes through the lent writer.
     queue.set_max_delay(config.max_delay);
     let lends = config.max_delay.is_zero() && writer.writes_directly();
+    // What the queue holds first is the replay of the cached GOP, which
+    // every destination of a stream writes at once when the stream starts
+    // or they all reconnect: it goes through the replay gate.
+    let mut replaying = true;
     loop {
         if Instant::now() >= next_ack_check {
             next_ack_check = Instant::now() + ACK_CHECK_EVERY;
@@ -619,7 +623,14 @@ where
                 for message in batch.drain(..) {
                     writer.queue(&message);
                 }
-                if let Err(e) = writer.flush(config.write_timeout).await {
+                let written = if replaying {
+                    writer
+                        .flush_gated(replay_gate(), config.write_timeout)
+                        .await
+                } else {
+                    writer.flush(config.write_timeout).await
+                };
+                if let Err(e) = written {
                     return SessionEnd::Failed(e);
                 }
                 continue;
@@ -634,6 +645,8 @@ where
             Some(Batch::Hold(until)) => held_until = Some(until),
             None => {}
         }
+        // The queue has run dry (or holds only new messages): the replay is out.
+        replaying = false;
         let read = if held_until.is_none() && lends {
             if let Err(back) = queue.lend(writer) {
                 writer = back;
@@ -674,6 +687,14 @@ where
             Some(Err(e)) => return SessionEnd::Failed(format!("read failed: {e}")),
         }
     }
+}
+
+/// The gate every destination's replay is written through: half the
+/// runtime's threads (at least one) copy replays at any moment, so a
+/// connect storm leaves the other half to the streams already live.
+fn replay_gate() -> &'static Semaphore {
+    static GATE: OnceLock<Semaphore> = OnceLock::new();
+    GATE.get_or_init(|| Semaphore::new((prism_media::lanes::count() / 2).max(1)))
 }
 
 /// How often a live destination looks at its acknowledgements.

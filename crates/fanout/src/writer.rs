@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use prism_media::{DirectWriter, MediaMessage};
-use prism_rtmp::ChunkWriter;
+use prism_rtmp::{ChunkWriter, WriteError};
 
 use crate::destination::DestinationStatus;
 
@@ -29,6 +30,19 @@ pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
 
     /// A vectored write that never waits (`WouldBlock` when the socket is full).
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// As `try_write_now`, but a `WouldBlock` is recorded in tokio's
+    /// readiness, so `writable` then waits for room. Only called when
+    /// `WRITES_NOW` is true.
+    fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_now(bufs)
+    }
+
+    /// Resolves when the socket has room after a `try_write_tracked` that
+    /// would have blocked.
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// The direct write is a plain `sendmsg` on the socket, past tokio's
@@ -41,6 +55,15 @@ impl MediaSink for OwnedWriteHalf {
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let stream: &TcpStream = self.as_ref();
         socket2::SockRef::from(stream).send_vectored(bufs)
+    }
+
+    fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
+    }
+
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        let stream: &TcpStream = self.as_ref();
+        stream.writable()
     }
 }
 
@@ -82,6 +105,10 @@ impl MediaSink for NullSink {
         Ok(bufs.iter().map(|b| b.len()).sum())
     }
 }
+
+/// How much one gated write (`flush_gated`) copies before it gives its
+/// permit to the next destination: about 50 µs of copying on loopback.
+const REPLAY_SLICE_BYTES: usize = 256 * 1024;
 
 /// Writes one destination session's media and control messages onto its
 /// connection, from the task or, lent, from the hub's push.
@@ -159,6 +186,60 @@ impl<S: MediaSink> MediaWriter<S> {
         let result = self.out.write_to(&mut self.sink, Some(stall_timeout)).await;
         self.report_bytes();
         result.map_err(|e| e.to_string())?;
+        self.telemetry.written(&self.status);
+        Ok(())
+    }
+
+    /// As `flush`, for a burst many destinations write at once (the cached
+    /// GOP replayed to each new subscriber): writing takes a permit of
+    /// `gate`, and gives it back after `REPLAY_SLICE_BYTES` or when the
+    /// socket is full, so however many destinations connect together, only
+    /// the gate's permits' worth of them copy into sockets at any moment
+    /// and the other streams' tasks keep their threads. The wait for a
+    /// socket with no room holds no permit: a slow path delays only its own
+    /// destination. A TLS sink cannot write without waiting, so it flushes
+    /// ungated.
+    pub async fn flush_gated(
+        &mut self,
+        gate: &Semaphore,
+        stall_timeout: Duration,
+    ) -> Result<(), String> {
+        if !S::WRITES_NOW {
+            return self.flush(stall_timeout).await;
+        }
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
+        loop {
+            let permit = gate
+                .acquire()
+                .await
+                .expect("the replay gate is never closed");
+            let mut slice_left = REPLAY_SLICE_BYTES;
+            let sink = &self.sink;
+            let result = self.out.try_write(|slices| {
+                if slice_left == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let written = sink.try_write_tracked(slices)?;
+                slice_left = slice_left.saturating_sub(written);
+                Ok(written)
+            });
+            drop(permit);
+            self.report_bytes();
+            match result {
+                Ok(true) => break,
+                Ok(false) if slice_left == 0 => tokio::task::yield_now().await,
+                Ok(false) => {
+                    match tokio::time::timeout(stall_timeout, self.sink.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(format!("write failed: {e}")),
+                        Err(_) => return Err(WriteError::Stalled(stall_timeout).to_string()),
+                    }
+                }
+                Err(e) => return Err(format!("write failed: {e}")),
+            }
+        }
         self.telemetry.written(&self.status);
         Ok(())
     }
@@ -355,6 +436,59 @@ mod tests {
 
     fn msg(kind: MediaKind, ts: u64, body: &'static [u8]) -> MediaMessage {
         MediaMessage::new(kind, ts, Bytes::from_static(body))
+    }
+
+    /// A replay larger than the socket takes at once, written gated to a
+    /// reader that starts late: the write waits for its permit, then for
+    /// room without it, and the reader gets every byte in order.
+    #[tokio::test]
+    async fn a_gated_flush_waits_for_its_permit_then_writes_everything() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_read_half, sink) = client.into_split();
+        let status = Arc::new(DestinationStatus::new(64 * 1024 * 1024));
+        let mut writer = MediaWriter::new(sink, ChunkWriter::new(60_000), 1, status, "s", "d");
+        // A keyframe first (the timeline starts there), then 4 MiB of frames.
+        let frame: &'static [u8] = Box::leak(vec![0x27u8; 100_000].into_boxed_slice());
+        writer.queue(&msg(MediaKind::Video, 0, &[0x17, 1, 0, 0, 0]));
+        for i in 0..42 {
+            writer.queue(&msg(MediaKind::Video, 40 * (i + 1), frame));
+        }
+        let expected = writer.out.to_vec();
+        assert!(expected.len() > 4_000_000);
+
+        let gate = Semaphore::new(0);
+        let (written, received) = {
+            let gated = writer.flush_gated(&gate, Duration::from_secs(5));
+            tokio::pin!(gated);
+            let waited = tokio::time::timeout(Duration::from_millis(200), &mut gated).await;
+            assert!(waited.is_err(), "no permit, no write");
+            let mut probe = [0u8; 16];
+            assert!(
+                matches!(server.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "nothing reached the socket while the write waited for its permit"
+            );
+            gate.add_permits(1);
+            let reader = async {
+                let mut received = Vec::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                while received.len() < expected.len() {
+                    let n = server.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed early");
+                    received.extend_from_slice(&buf[..n]);
+                }
+                received
+            };
+            tokio::join!(gated, reader)
+        };
+        written.unwrap();
+        assert!(received == expected, "the bytes queued, in order");
+        assert_eq!(gate.available_permits(), 1, "the permit came back");
+        assert_eq!(writer.bytes_written(), expected.len() as u64);
     }
 
     #[test]
