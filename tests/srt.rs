@@ -329,3 +329,62 @@ fn an_srt_encoder_replaced_within_the_grace_period_continues_the_show() {
     assert_one_continuous_show_at(&setup.prism, &outs, 4.0 + 5.0 - 1.0);
     setup.prism.terminate();
 }
+
+/// An SRT caller that connects and then sends nothing (its keepalives keep
+/// the SRT session up: libsrt's `srt-live-transmit` reading a stdin nobody
+/// writes to) holds its stream only for `idle_timeout_s`. An ffmpeg publish
+/// that follows runs longer than that timeout and is not cut short.
+#[test]
+fn a_silent_srt_caller_is_let_go_after_the_idle_timeout_and_a_live_one_is_not() {
+    require_ffmpeg();
+    const IDLE: &str = "reason=\"no data before the idle timeout\"";
+    let scratch = Scratch::new("srt-idle");
+    let (rtmp_port, srt_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nidle_timeout_s = 2\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n[[streams]]\nid = \"plain\"\nkey = \"{PLAIN_KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
+
+    let started = std::time::Instant::now();
+    let mut silent = std::process::Command::new("srt-live-transmit")
+        .args([
+            "-a",
+            "no",
+            "file://con",
+            &srt_url(srt_port, PLAIN_KEY, None),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start srt-live-transmit");
+    prism.wait_for_log(IDLE, Duration::from_secs(10));
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_secs(2),
+        "let go after {after:?}, before the 2 s idle timeout:\n{}",
+        prism.log()
+    );
+    let _ = silent.kill();
+    let _ = silent.wait();
+
+    let mut publisher = Ffmpeg::srt_publisher(
+        &srt_url(srt_port, PLAIN_KEY, None),
+        5,
+        scratch.file("publisher.log"),
+    );
+    assert!(
+        publisher.wait(Duration::from_secs(30)).success(),
+        "{}",
+        publisher.log()
+    );
+    prism.wait_for_log(
+        "reason=\"the encoder disconnected\"",
+        Duration::from_secs(10),
+    );
+    let log = prism.log();
+    assert_eq!(log.matches(IDLE).count(), 1, "{log}");
+    assert_eq!(log.matches("panicked").count(), 0, "{log}");
+    prism.terminate();
+}

@@ -7,9 +7,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use srt_protocol::packet::CoreRejectReason;
 use srt_protocol::settings::KeySettings;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
@@ -307,9 +307,16 @@ async fn run_publish(
     let mut ts = TsToFlv::new();
     let mut announcer = PublishAnnouncer::new(IngestProtocol::Srt);
     let mut messages: Vec<MediaMessage> = Vec::new();
-    let reason = loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(idle_timeout, socket.next()) => next,
+    // One idle timer for the whole publish, moved on only when it fires
+    // (a timer per datagram was a registration in tokio's wheel ~600 times a
+    // second). Datagrams that are already waiting are taken without going
+    // back through the select, which re-registers with both watches.
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut last_data = Instant::now();
+    let reason = 'publish: loop {
+        let mut next = tokio::select! {
+            next = socket.next() => next,
             _ = shutdown.changed() => break "shutting down",
             _ = live.changed() => {
                 if !publish.is_current() {
@@ -317,26 +324,49 @@ async fn run_publish(
                 }
                 continue;
             }
+            () = &mut idle => {
+                let due = last_data + idle_timeout;
+                if Instant::now() < due {
+                    idle.as_mut().reset(due.into());
+                    continue;
+                }
+                break "no data before the idle timeout";
+            }
         };
-        let data = match next {
-            Err(_) => break "no data before the idle timeout",
-            Ok(None) => break "the encoder disconnected",
-            Ok(Some(Err(_))) => break "the connection failed",
-            Ok(Some(Ok((_, data)))) => data,
-        };
-        for _ in 0..ts.push(&data, &mut messages) {
-            stats.count_limit(Limit::MessageBounds);
+        let mut taken = 0;
+        loop {
+            let data = match next {
+                None => break 'publish "the encoder disconnected",
+                Some(Err(_)) => break 'publish "the connection failed",
+                Some(Ok((_, data))) => data,
+            };
+            for _ in 0..ts.push(&data, &mut messages) {
+                stats.count_limit(Limit::MessageBounds);
+            }
+            for message in messages.drain(..) {
+                announcer.observe(&message, &hub, remote);
+                publish.push(message);
+            }
+            taken += 1;
+            if taken == DATAGRAMS_PER_TURN {
+                break;
+            }
+            match socket.next().now_or_never() {
+                Some(waiting) => next = waiting,
+                None => break,
+            }
         }
-        for message in messages.drain(..) {
-            announcer.observe(&message, &hub, remote);
-            publish.push(message);
-        }
+        last_data = Instant::now();
     };
     ts.log_losses(&hub, remote);
     log_publish_stopped(&publish, remote, reason);
     drop(publish);
     let _ = socket.close_and_finish().await;
 }
+
+/// Datagrams an SRT publish takes in one turn before it looks at shutdown
+/// and stream changes again.
+const DATAGRAMS_PER_TURN: usize = 64;
 
 /// MPEG-TS in, FLV messages out: what an SRT publish or a pulled SRT source
 /// feeds the hub.
