@@ -194,6 +194,9 @@ struct Row {
     streams: usize,
     destinations: usize,
     cpu_percent: f64,
+    /// The whole machine's busy CPU over the run (relay, harness and
+    /// kernel), percent of one core.
+    machine_percent: f64,
     rss_mib: f64,
     /// What the harness's sinks received (none with nginx receivers).
     egress_mbit: Option<f64>,
@@ -419,6 +422,7 @@ async fn run(
     }
     tokio::time::sleep_until((measure_from).into()).await;
     let cpu_before = relay.cpu_ticks()?;
+    let machine_before = relay::machine_ticks()?;
     if let Some(connected) = receivers.nginx_connections(wan) {
         let expected = args.streams * args.destinations;
         if connected < expected {
@@ -436,6 +440,7 @@ async fn run(
     }
     let window = window_start.elapsed();
     let cpu_after = relay.cpu_ticks()?;
+    let machine_after = relay::machine_ticks()?;
     let receiver_cpu_after = receivers.nginx_pid().map(relay::cpu_ticks).transpose()?;
     let rss = relay.rss_kib()?;
     let bytes = receivers
@@ -467,6 +472,7 @@ async fn run(
         streams: args.streams,
         destinations: args.destinations,
         cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
+        machine_percent: (machine_after - machine_before) as f64 / window.as_secs_f64(),
         rss_mib: rss as f64 / 1024.0,
         egress_mbit: bytes.map(|b| b as f64 * 8.0 / window.as_secs_f64() / 1e6),
         latency: report.map(|report| Latency {
@@ -524,10 +530,11 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
         wan.map_or("loopback", |w| w.description.as_str())
     );
     println!(
-        "{:<12} {:>5} {:>8} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
+        "{:<12} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
         "relay",
         "dests",
         "CPU %",
+        "machine %",
         "RSS MiB",
         "egress",
         "CPU ms/dest-s",
@@ -552,10 +559,11 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             .egress_mbit
             .map_or("-".to_string(), |e| format!("{e:.0} Mb/s"));
         println!(
-            "{:<12} {:>5} {:>8.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
+            "{:<12} {:>5} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
             row.relay.name(),
             row.streams * row.destinations,
             row.cpu_percent,
+            row.machine_percent,
             row.rss_mib,
             egress,
             per_destination_ms,
@@ -576,27 +584,50 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             if !runs.is_empty() {
                 println!("{:<12} CPU % by round: {}", relay.name(), runs.join(", "));
             }
+            let machine: Vec<String> = rounds
+                .iter()
+                .flatten()
+                .filter(|r| r.relay == relay)
+                .map(|r| format!("{:.1}", r.machine_percent))
+                .collect();
+            if !machine.is_empty() {
+                println!(
+                    "{:<12} machine % by round: {}",
+                    relay.name(),
+                    machine.join(", ")
+                );
+            }
         }
     }
     // Ratios within each round (same machine state), then their median.
-    let ratio = |prism: Variant, other: Variant| {
-        let per_round: Vec<f64> = rounds
+    let per_round = |prism: Variant, other: Variant, compare: fn(&Row, &Row) -> f64| {
+        let values: Vec<f64> = rounds
             .iter()
             .filter_map(|rows| {
-                let cpu = |relay| {
-                    rows.iter()
-                        .find(|r| r.relay == relay)
-                        .map(|r| r.cpu_percent)
-                };
-                Some(cpu(prism)? / cpu(other)?)
+                let row = |relay| rows.iter().find(|r| r.relay == relay);
+                Some(compare(row(prism)?, row(other)?))
             })
             .collect();
-        median(per_round)
+        median(values)
     };
     for &prism in relays.iter().filter(|r| r.against == Against::Prism) {
         for &other in relays.iter().filter(|r| r.against != Against::Prism) {
-            if let Some(r) = ratio(prism, other) {
+            if let Some(r) = per_round(prism, other, |p, o| p.cpu_percent / o.cpu_percent) {
                 println!("{} CPU / {} CPU = {r:.2}", prism.name(), other.name());
+            }
+        }
+    }
+    // The whole machine's CPU does not depend on which process the kernel
+    // charged a segment's transmission to (see `relay::machine_ticks`).
+    for &prism in relays.iter().filter(|r| r.against == Against::Prism) {
+        for &other in relays.iter().filter(|r| r.against != Against::Prism) {
+            let difference = |p: &Row, o: &Row| p.machine_percent - o.machine_percent;
+            if let Some(d) = per_round(prism, other, difference) {
+                println!(
+                    "whole machine with {} - with {} = {d:+.1} % of a core",
+                    prism.name(),
+                    other.name()
+                );
             }
         }
     }

@@ -322,6 +322,28 @@ pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
     Ok(field(11)? + field(12)?)
 }
 
+/// Busy time of the whole machine (every core: user, nice, system, irq,
+/// softirq, steal), in clock ticks. Behind the WAN path a TCP segment is
+/// sent, checksummed and segmented in whichever context releases it: the
+/// relay's own `sendmsg` when its socket has room, or the harness's
+/// delay-line thread when an ACK it delivers opens the window. Per-process
+/// CPU then depends on which; the whole machine's does not.
+pub fn machine_ticks() -> Result<u64, String> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| e.to_string())?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().map_err(|_| format!("bad /proc/stat field {f}")))
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal
+    let field = |n: usize| fields.get(n).copied().unwrap_or(0);
+    Ok(field(0) + field(1) + field(2) + field(5) + field(6) + field(7))
+}
+
 /// Resident memory of process `pid`, KiB.
 pub fn rss_kib(pid: u32) -> Result<u64, String> {
     let status =
