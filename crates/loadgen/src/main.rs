@@ -575,28 +575,19 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
     }
     if rounds.len() > 1 {
         for &relay in relays {
-            let runs: Vec<String> = rounds
-                .iter()
-                .flatten()
-                .filter(|r| r.relay == relay)
-                .map(|r| format!("{:.2}", r.cpu_percent))
-                .collect();
-            if !runs.is_empty() {
-                println!("{:<12} CPU % by round: {}", relay.name(), runs.join(", "));
-            }
-            let machine: Vec<String> = rounds
-                .iter()
-                .flatten()
-                .filter(|r| r.relay == relay)
-                .map(|r| format!("{:.1}", r.machine_percent))
-                .collect();
-            if !machine.is_empty() {
-                println!(
-                    "{:<12} machine % by round: {}",
-                    relay.name(),
-                    machine.join(", ")
-                );
-            }
+            let by_round = |what: &str, value: fn(&Row) -> String| {
+                let runs: Vec<String> = rounds
+                    .iter()
+                    .flatten()
+                    .filter(|r| r.relay == relay)
+                    .map(value)
+                    .collect();
+                if !runs.is_empty() {
+                    println!("{:<12} {what} by round: {}", relay.name(), runs.join(", "));
+                }
+            };
+            by_round("CPU %", |r| format!("{:.2}", r.cpu_percent));
+            by_round("machine %", |r| format!("{:.1}", r.machine_percent));
         }
     }
     // Ratios within each round (same machine state), then their median.
