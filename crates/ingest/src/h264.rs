@@ -13,13 +13,13 @@ pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = data;
     // Skip whatever precedes the first start code.
     match find_start_code(rest) {
-        Some((at, len)) => rest = &rest[at + len..],
+        Some(at) => rest = &rest[at + START_CODE.len()..],
         None => rest = &[],
     }
     std::iter::from_fn(move || {
         while !rest.is_empty() {
             let (unit, next) = match find_start_code(rest) {
-                Some((at, len)) => (&rest[..at], &rest[at + len..]),
+                Some(at) => (&rest[..at], &rest[at + START_CODE.len()..]),
                 None => (rest, &[][..]),
             };
             rest = next;
@@ -36,10 +36,13 @@ pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Position and length of the next `00 00 01` start code. A vectorised
-/// search: this scan runs over every byte of every SRT-ingested frame, twice.
-fn find_start_code(data: &[u8]) -> Option<(usize, usize)> {
-    memchr::memmem::find(data, &[0, 0, 1]).map(|at| (at, 3))
+/// The 3-byte start code; a 4-byte one is a zero byte before it.
+const START_CODE: [u8; 3] = [0, 0, 1];
+
+/// Where the next start code begins. A vectorised search: this scan runs
+/// over every byte of every SRT-ingested frame, twice.
+fn find_start_code(data: &[u8]) -> Option<usize> {
+    memchr::memmem::find(data, &START_CODE)
 }
 
 pub fn nal_type(unit: &[u8]) -> u8 {

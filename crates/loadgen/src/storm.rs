@@ -122,11 +122,12 @@ pub async fn run(
     let within_2s = first_live.iter().filter(|ms| **ms <= 2000.0).count();
 
     let others = 1..streams;
-    let p99 = |from: Instant| {
+    let p99_over = |span: Duration, from: Instant| {
         sinks
-            .latencies_between(others.clone(), from, from + WINDOW)
+            .latencies_between(others.clone(), from, from + span)
             .percentile_ms(0.99)
     };
+    let p99 = |from: Instant| p99_over(WINDOW, from);
     println!();
     println!(
         "connect storm: 1 stream x {} destinations published while {} other stream(s) x {} destinations are live; {} kbit/s; Prism max_delay_ms {}{}; {}",
@@ -168,11 +169,7 @@ pub async fn run(
     // The storm's own cost, apart from the load of the destinations it adds:
     // the connects' first 0.5 s against the same span of the steady window.
     let short = Duration::from_millis(500);
-    let p99_short = |from: Instant| {
-        sinks
-            .latencies_between(others.clone(), from, from + short)
-            .percentile_ms(0.99)
-    };
+    let p99_short = |from: Instant| p99_over(short, from);
     println!(
         "other streams' p99 latency (0.5 s windows): first 0.5 s of the connect storm {:.2} ms, of the reconnects {:.2} ms; steady {:.2} ms",
         p99_short(started),
