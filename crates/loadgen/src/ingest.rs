@@ -55,19 +55,18 @@ async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Resu
         Protocol::Srt => ("mpegts", format!("srt://127.0.0.1:{srt_port}?streamid=s0")),
     };
     let mut publisher = spawn_publisher(args, format, &url)?;
-    let warmup = Duration::from_secs(3);
-    tokio::time::sleep(warmup).await;
-    let before = cpu_ticks(prism.id())?;
-    let from = Instant::now();
-    let bytes_before = receivers.sinks.as_ref().map_or(0, |s| s.bytes());
-    tokio::time::sleep(Duration::from_secs(args.seconds.saturating_sub(4).max(2))).await;
-    let after = cpu_ticks(prism.id())?;
-    let window = from.elapsed();
-    let bytes = receivers.sinks.as_ref().map_or(0, |s| s.bytes()) - bytes_before;
+    let sample = || {
+        let ticks = cpu_ticks(prism.id());
+        (ticks, receivers.sinks.as_ref().map_or(0, |s| s.bytes()))
+    };
+    let ((before, bytes_before), (after, bytes_after), window) =
+        measured_window(args, sample).await;
+    let bytes = bytes_after - bytes_before;
     let _ = publisher.kill();
     let _ = publisher.wait();
     let _ = prism.kill();
     let _ = prism.wait();
+    let (before, after) = (before?, after?);
     if bytes == 0 {
         return Err(format!("{protocol:?}: the destinations received nothing"));
     }
@@ -76,6 +75,17 @@ async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Resu
         bytes as f64 * 8.0 / window.as_secs_f64() / 1e6
     );
     Ok((after - before) as f64 / window.as_secs_f64())
+}
+
+/// Waits out the warm-up, then takes `sample` at the start and the end of
+/// the measured window: both samples and the window's length.
+async fn measured_window<T>(args: &Args, mut sample: impl FnMut() -> T) -> (T, T, Duration) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first = sample();
+    let from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds.saturating_sub(4).max(2))).await;
+    let last = sample();
+    (first, last, from.elapsed())
 }
 
 /// ffmpeg publishing the harness's source as it is (`-c copy`) in `format`
@@ -114,17 +124,13 @@ async fn measure_libsrt_receiver(args: &Args) -> Result<f64, String> {
         .map_err(|e| format!("cannot start srt-live-transmit (Debian: srt-tools): {e}"))?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut publisher = spawn_publisher(args, "mpegts", &format!("srt://127.0.0.1:{port}"))?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = cpu_ticks(receiver.id())?;
-    let from = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds.saturating_sub(4).max(2))).await;
-    let after = cpu_ticks(receiver.id());
-    let window = from.elapsed();
+    let (before, after, window) = measured_window(args, || cpu_ticks(receiver.id())).await;
     let _ = publisher.kill();
     let _ = publisher.wait();
     let _ = receiver.kill();
     let _ = receiver.wait();
-    let after = after.map_err(|e| format!("srt-live-transmit ended early: {e}"))?;
+    let ended_early = |e| format!("srt-live-transmit ended early: {e}");
+    let (before, after) = (before.map_err(ended_early)?, after.map_err(ended_early)?);
     Ok((after - before) as f64 / window.as_secs_f64())
 }
 
