@@ -161,6 +161,9 @@ pub enum Against {
 pub struct Clock {
     base: Instant,
     sent: Vec<AtomicU64>,
+    /// The same sends on the wall clock (ns since the epoch): what the
+    /// kernel's receive timestamps are in (see `sink`).
+    sent_wall: Vec<AtomicU64>,
 }
 
 impl Clock {
@@ -168,6 +171,7 @@ impl Clock {
         Self {
             base: Instant::now(),
             sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            sent_wall: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -178,7 +182,15 @@ impl Clock {
     pub fn mark_sent(&self, seq: u64) {
         if let Some(slot) = self.sent.get(seq as usize) {
             slot.store(self.now_ns(), Ordering::Relaxed);
+            self.sent_wall[seq as usize].store(wall_clock_ns(), Ordering::Relaxed);
         }
+    }
+
+    /// Nanoseconds from `seq`'s send to `at_wall_ns` (wall clock), if it was
+    /// sent.
+    pub fn age_at_wall_ns(&self, seq: u64, at_wall_ns: u64) -> Option<u64> {
+        let sent = self.sent_wall.get(seq as usize)?.load(Ordering::Relaxed);
+        (sent != 0).then(|| at_wall_ns.saturating_sub(sent))
     }
 
     /// Nanoseconds since `seq` was sent, if it was.
@@ -186,6 +198,13 @@ impl Clock {
         let sent = self.sent.get(seq as usize)?.load(Ordering::Relaxed);
         (sent != 0).then(|| self.now_ns().saturating_sub(sent))
     }
+}
+
+/// Now on the wall clock, ns since the epoch.
+pub fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// What one run measured.
@@ -205,10 +224,13 @@ struct Row {
     sent: u64,
 }
 
+/// To the kernel's receipt at the sink, except `p99_read_ms`: to the
+/// sink's read (see `sink`).
 struct Latency {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    p99_read_ms: f64,
     lost: u64,
 }
 
@@ -479,6 +501,7 @@ async fn run(
             p50_ms: report.percentile_ms(0.50),
             p99_ms: report.percentile_ms(0.99),
             max_ms: report.percentile_ms(1.0),
+            p99_read_ms: report.read_percentile_ms(0.99),
             lost: report.lost,
         }),
         sent,
@@ -530,7 +553,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
         wan.map_or("loopback", |w| w.description.as_str())
     );
     println!(
-        "{:<12} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>11}",
+        "{:<12} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>9} {:>11}",
         "relay",
         "dests",
         "CPU %",
@@ -541,17 +564,19 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
         "p50 ms",
         "p99 ms",
         "max ms",
+        "p99 read",
         "frames lost"
     );
     for row in &rows {
         let destinations = (row.streams * row.destinations) as f64;
         let per_destination_ms = row.cpu_percent * 10.0 / destinations;
-        let (p50, p99, max, lost) = match &row.latency {
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        let (p50, p99, max, p99_read, lost) = match &row.latency {
+            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
             Some(l) => (
                 format!("{:.2}", l.p50_ms),
                 format!("{:.2}", l.p99_ms),
                 format!("{:.1}", l.max_ms),
+                format!("{:.2}", l.p99_read_ms),
                 format!("{}/{}", l.lost, row.sent * row.destinations as u64),
             ),
         };
@@ -559,7 +584,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             .egress_mbit
             .map_or("-".to_string(), |e| format!("{e:.0} Mb/s"));
         println!(
-            "{:<12} {:>5} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>11}",
+            "{:<12} {:>5} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>9} {:>11}",
             row.relay.name(),
             row.streams * row.destinations,
             row.cpu_percent,
@@ -570,6 +595,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             p50,
             p99,
             max,
+            p99_read,
             lost
         );
     }

@@ -2,7 +2,16 @@
 //! destination connection, counting frames and reading each frame's sequence
 //! number to measure latency on the publisher's clock. In raw mode (the tee)
 //! they only count bytes.
+//!
+//! A frame's latency is measured to when the kernel received it (the
+//! socket's receive timestamp, `SO_TIMESTAMPNS`), not to when a sink task
+//! got round to reading it: the sinks share the relay's cores, and at
+//! hundreds of destinations their own scheduling would otherwise count as
+//! the relay's. A read's timestamp is that of the last segment it took, so
+//! a frame is never stamped earlier than its last byte arrived. The latency
+//! to the read is kept too (`read` percentiles), for comparison.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -23,8 +32,16 @@ struct Connection {
     first_frame_at: Option<Instant>,
     first_seq: Option<u64>,
     received: u64,
-    /// When each frame arrived and its latency.
-    samples: Vec<(Instant, u32)>,
+    samples: Vec<Sample>,
+}
+
+/// One frame received: when the sink read it, and its latency (µs) to the
+/// kernel's receipt and to the read.
+#[derive(Clone, Copy)]
+struct Sample {
+    read_at: Instant,
+    arrival_us: u32,
+    read_us: u32,
 }
 
 struct Shared {
@@ -50,18 +67,43 @@ pub struct Sinks {
 }
 
 pub struct SinkReport {
+    /// To the kernel's receipt, sorted.
     latencies_us: Vec<u32>,
+    /// To the sink's read, sorted.
+    read_latencies_us: Vec<u32>,
     pub lost: u64,
 }
 
 impl SinkReport {
-    pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
+    fn new(samples: impl Iterator<Item = Sample>, lost: u64) -> Self {
+        let (mut latencies_us, mut read_latencies_us): (Vec<u32>, Vec<u32>) =
+            samples.map(|s| (s.arrival_us, s.read_us)).unzip();
+        latencies_us.sort_unstable();
+        read_latencies_us.sort_unstable();
+        Self {
+            latencies_us,
+            read_latencies_us,
+            lost,
         }
-        let index = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
-        self.latencies_us[index] as f64 / 1000.0
     }
+
+    /// Latency to the kernel's receipt: what the relay added.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.latencies_us, p)
+    }
+
+    /// Latency to the sink's read, the sink's own scheduling included.
+    pub fn read_percentile_ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.read_latencies_us, p)
+    }
+}
+
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted_us.len() - 1) as f64 * p).round() as usize;
+    sorted_us[index] as f64 / 1000.0
 }
 
 /// Serves every destination connection on `listeners` (one per
@@ -138,42 +180,36 @@ impl Sinks {
         to: Instant,
     ) -> SinkReport {
         let connections = self.shared.connections.lock().unwrap();
-        let mut latencies_us = Vec::new();
+        let mut samples = Vec::new();
         for connection in connections.iter() {
             let connection = connection.lock().unwrap();
             if !streams.contains(&connection.stream) {
                 continue;
             }
-            latencies_us.extend(
+            samples.extend(
                 connection
                     .samples
                     .iter()
-                    .filter(|(at, _)| (from..to).contains(at))
-                    .map(|(_, us)| *us),
+                    .filter(|s| (from..to).contains(&s.read_at)),
             );
         }
-        latencies_us.sort_unstable();
-        SinkReport {
-            latencies_us,
-            lost: 0,
-        }
+        SinkReport::new(samples.into_iter(), 0)
     }
 
     /// Latencies of every frame sent after the warm-up, and frames lost:
     /// sent after a sink's first frame but never received by it.
     pub fn report(&self, expected_connections: usize) -> SinkReport {
         let connections = self.shared.connections.lock().unwrap();
-        let mut latencies_us = Vec::new();
+        let mut samples = Vec::new();
         let mut lost = 0;
         let window_start = self.shared.window_start.get().copied();
         for connection in connections.iter() {
             let connection = connection.lock().unwrap();
-            latencies_us.extend(
+            samples.extend(
                 connection
                     .samples
                     .iter()
-                    .filter(|(at, _)| window_start.is_some_and(|w| *at >= w))
-                    .map(|(_, us)| *us),
+                    .filter(|s| window_start.is_some_and(|w| s.read_at >= w)),
             );
             let last_sent = self.shared.clocks[connection.stream].last_seq();
             if let Some(first) = connection.first_seq {
@@ -186,8 +222,7 @@ impl Sinks {
                 connections.len()
             );
         }
-        latencies_us.sort_unstable();
-        SinkReport { latencies_us, lost }
+        SinkReport::new(samples.into_iter(), lost)
     }
 }
 
@@ -224,6 +259,10 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut input_len = leftover.len().min(buf.len());
     buf[..input_len].copy_from_slice(&leftover[..input_len]);
+    enable_receive_timestamps(&socket);
+    // When the kernel received the input being parsed (wall clock, ns):
+    // none for the handshake's leftover, or if the kernel gives none.
+    let mut arrived_wall_ns: Option<u64> = None;
     loop {
         shared.bytes.fetch_add(input_len as u64, Ordering::Relaxed);
         session
@@ -280,10 +319,16 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     state.first_seq.get_or_insert(seq);
                     state.first_frame_at.get_or_insert(now);
                     state.received += 1;
-                    if let Some(age) = clock.age_ns(seq) {
-                        state
-                            .samples
-                            .push((now, (age / 1000).min(u32::MAX as u64) as u32));
+                    if let Some(read_age) = clock.age_ns(seq) {
+                        let arrival_age = arrived_wall_ns
+                            .and_then(|at| clock.age_at_wall_ns(seq, at))
+                            .unwrap_or(read_age);
+                        let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
+                        state.samples.push(Sample {
+                            read_at: now,
+                            arrival_us: us(arrival_age),
+                            read_us: us(read_age),
+                        });
                     }
                 }
                 ServerEvent::PublishEnded => {}
@@ -296,7 +341,11 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
         }
         input_len = loop {
             tokio::select! {
-                read = socket.read(&mut buf) => break read.map_err(|e| e.to_string())?,
+                read = read_stamped(&socket, &mut buf) => {
+                    let (n, arrived) = read.map_err(|e| e.to_string())?;
+                    arrived_wall_ns = arrived;
+                    break n;
+                }
                 Ok(()) = hang_up.changed() => {
                     let order = *hang_up.borrow();
                     let stream = connection.as_ref().map(|c| c.lock().unwrap().stream);
@@ -312,4 +361,70 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
             return Ok(());
         }
     }
+}
+
+/// Asks the kernel to timestamp what `socket` receives. If it refuses,
+/// reads carry no timestamp and the sink measures to its reads.
+fn enable_receive_timestamps(socket: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option of the stated size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Reads into `buf`; also returns when the kernel received the last
+/// segment the read took (wall clock, ns), if it timestamps this socket.
+async fn read_stamped(socket: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    loop {
+        socket.readable().await?;
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            recv_with_timestamp(socket.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+fn recv_with_timestamp(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one timespec control message, 8-byte aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid empty one.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at `buf` and `control`, both alive and writable
+    // for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the kernel filled `msg_controllen` bytes of `control` with
+    // well-formed control messages; CMSG_* walk only within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let at: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = Some(at.tv_sec as u64 * 1_000_000_000 + at.tv_nsec as u64);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
 }
