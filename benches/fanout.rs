@@ -5,12 +5,19 @@
 //! sink. Prints bytes allocated per message per
 //! destination beside criterion's timings.
 //!
+//! The `cold/` cases write through a large buffer before each message and
+//! time only the fan-out: a relay's per-destination state is cold again by
+//! the next message (the kernel's payload copies in between evict it),
+//! which the warm cases never see.
+//!
 //! Run: cargo bench -p prism-fanout --bench fanout
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "support/fanout_rig.rs"]
 mod fanout_rig;
+
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -75,5 +82,55 @@ fn fanout(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, fanout);
+/// The `cold/` cases: evicted from the core's own caches (4 MiB, past a
+/// 1 MiB L2, as the kernel's payload copies between two messages do on
+/// loopback at 100 destinations) or from every cache (64 MiB, past a 16 MiB
+/// L3).
+const EVICTIONS: [(&str, usize); 2] = [("past_l2", 4 << 20), ("past_l3", 64 << 20)];
+
+fn fanout_cold(c: &mut Criterion) {
+    for (evicted, evict_bytes) in EVICTIONS {
+        let mut evict = vec![0u8; evict_bytes];
+        let mut sweep = 0u8;
+        let mut evict_caches = move || {
+            sweep = sweep.wrapping_add(1);
+            for line in evict.chunks_mut(64) {
+                line[0] = sweep;
+            }
+            std::hint::black_box(&evict);
+        };
+        let len = 25 * 1024;
+        let destinations = 100;
+        let mut group = c.benchmark_group(format!("fanout/cold/{evicted}/video_25KiB"));
+        group.sample_size(20);
+        {
+            let mut rig = FanoutRig::new(destinations, Path::Direct);
+            let mut timestamp = 0u64;
+            let mut next = move || {
+                timestamp += 40;
+                FanoutRig::video(len, timestamp, timestamp.is_multiple_of(2000))
+            };
+            for _ in 0..8 {
+                rig.relay(next());
+            }
+            group.throughput(Throughput::Elements(destinations as u64));
+            group.bench_function(format!("{destinations}_destinations"), |b| {
+                b.iter_custom(|iters| {
+                    let mut fanning_out = Duration::ZERO;
+                    for _ in 0..iters {
+                        let message = next();
+                        evict_caches();
+                        let start = Instant::now();
+                        rig.relay(message);
+                        fanning_out += start.elapsed();
+                    }
+                    fanning_out
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, fanout, fanout_cold);
 criterion_main!(benches);
