@@ -506,16 +506,27 @@ fn a_latency_budget_sends_a_destination_its_messages_in_bursts_that_decode() {
     assert!(status.success());
 }
 
-/// CPU time (user + system, clock ticks) of each thread of process `pid`
-/// whose name starts with `prefix`.
-fn thread_ticks(pid: u32, prefix: &str) -> Vec<u64> {
-    let mut ticks = Vec::new();
+/// Time on a CPU, in ns, of each thread of process `pid` whose name
+/// starts with `prefix`: from `schedstat` (exact), or where the kernel has
+/// none from `stat`'s user + system clock ticks (10 ms each, so a thread
+/// that worked less than that reads as 0).
+fn thread_cpu_ns(pid: u32, prefix: &str) -> Vec<u64> {
+    let mut cpu_ns = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if !comm.starts_with(prefix) {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok();
+        if let Some(ns) = schedstat
+            .as_deref()
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|f| f.parse::<u64>().ok())
+        {
+            cpu_ns.push(ns);
             continue;
         }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
@@ -530,9 +541,10 @@ fn thread_ticks(pid: u32, prefix: &str) -> Vec<u64> {
                 .and_then(|f| f.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        ticks.push(field(11) + field(12));
+        // USER_HZ is 100 on every Linux architecture Prism targets.
+        cpu_ns.push((field(11) + field(12)) * 10_000_000);
     }
-    ticks
+    cpu_ns
 }
 
 #[test]
@@ -557,15 +569,18 @@ fn with_two_threads_a_stream_of_32_destinations_is_spread_over_both_and_all_deco
         "publisher: {}",
         publisher.log()
     );
-    let fanout_threads = thread_ticks(prism.pid(), "prism-fanout");
-    eprintln!("fan-out thread CPU: {fanout_threads:?} ticks");
+    let fanout_threads = thread_cpu_ns(prism.pid(), "prism-fanout");
+    eprintln!("fan-out thread CPU: {fanout_threads:?} ns");
     assert_eq!(
         fanout_threads.len(),
         1,
         "worker_threads = 2 starts one fan-out thread"
     );
+    // A fan-out thread that only waited for jobs ran 0.05 ms here (8
+    // destinations, none spread); pushing 16 destinations' share of the
+    // stream, 13 ms. Clock ticks (10 ms) could not tell them apart.
     assert!(
-        fanout_threads[0] > 0,
+        fanout_threads[0] >= 2_000_000,
         "the fan-out thread did no work: the stream was not spread"
     );
     let (status, _) = prism.terminate();
