@@ -1,5 +1,8 @@
 //! One destination: a task that owns its socket and its bounded queue. It
-//! connects when the stream goes live, publishes, replays what the hub cached,
+//! connects when the stream goes live (at a random moment within half a
+//! millisecond per destination of the stream, so that a stream's hundreds
+//! of destinations do not all connect in one turn), publishes, replays what
+//! the hub cached,
 //! then relays the stream: while the destination keeps up, the task lends its
 //! writer to the queue and the hub's pushes write each message straight to
 //! the socket (never waiting on it); when the socket is full, the task takes
@@ -389,7 +392,14 @@ async fn run(
             continue;
         }
 
-        if attempts_this_publish > 0 {
+        if attempts_this_publish == 0 {
+            // The first attempt for this publish: every destination of the
+            // stream woke with it, so starts are spread (see `start_delay`).
+            tokio::select! {
+                _ = tokio::time::sleep(start_delay(hub.live_watchers())) => {}
+                r = control.changed() => { if r.is_err() { return } continue }
+            }
+        } else {
             status.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         attempts_this_publish += 1;
@@ -432,6 +442,22 @@ async fn run(
             }
         }
     }
+}
+
+/// How far apart destinations that start together are spread, per
+/// destination, and at most. A publish wakes every destination of its
+/// stream at once; 200 connects and handshakes in one turn of the runtime
+/// held the other streams' frames back by milliseconds (the connect storm),
+/// while reconnects, spread by their backoff's jitter, did not.
+const START_SPREAD_PER_DESTINATION: Duration = Duration::from_micros(500);
+const START_SPREAD_MAX: Duration = Duration::from_millis(200);
+
+/// A random wait within the spread for `destinations` starting together.
+fn start_delay(destinations: usize) -> Duration {
+    let spread = START_SPREAD_PER_DESTINATION
+        .saturating_mul(destinations.try_into().unwrap_or(u32::MAX))
+        .min(START_SPREAD_MAX);
+    spread.mul_f64(rand::thread_rng().gen_range(0.0..1.0))
 }
 
 fn jittered(base: Duration) -> Duration {
@@ -881,4 +907,23 @@ async fn finish<S: MediaSink>(
     writer.flush(config.write_timeout).await?;
     writer.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_together_are_spread_in_proportion_up_to_a_cap() {
+        for _ in 0..200 {
+            assert_eq!(start_delay(0), Duration::ZERO);
+            assert!(start_delay(1) < START_SPREAD_PER_DESTINATION);
+            assert!(start_delay(200) < Duration::from_millis(100));
+            assert!(start_delay(100_000) < START_SPREAD_MAX);
+        }
+        // Random within the spread, not a fixed offset.
+        let delays: std::collections::HashSet<Duration> =
+            (0..20).map(|_| start_delay(200)).collect();
+        assert!(delays.len() > 1);
+    }
 }

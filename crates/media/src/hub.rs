@@ -469,6 +469,12 @@ impl StreamHub {
         self.live.subscribe()
     }
 
+    /// How many follow publish starts (`watch_live`): about how many
+    /// destinations start together when a publish begins.
+    pub fn live_watchers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
     /// Attaches a destination queue to the live publish: it is primed with the
     /// metadata, the sequence headers and the cached GOP (so it starts at once,
     /// on a keyframe), then receives every live message. Returns the publish
