@@ -247,7 +247,8 @@ pub struct DestinationHandle {
 
 impl DestinationHandle {
     /// Enables or disables the push; disabling ends a live session at once
-    /// (with a clean unpublish), enabling while live connects right away.
+    /// (with a clean unpublish), enabling while live connects right away (within
+    /// the start spread, `start_delay`).
     pub fn set_enabled(&self, enabled: bool) {
         self.control.send_modify(|c| c.enabled = enabled);
         self.status.queue.interrupt();
