@@ -23,9 +23,24 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use counting_alloc::{allocated_bytes, CountingAllocator};
 use fanout_rig::{FanoutRig, Path};
+use prism_media::MediaMessage;
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Messages of `len` bytes 40 ms apart: video (a keyframe every 2 s) when
+/// longer than 1000 bytes, audio otherwise.
+fn messages(len: usize) -> impl FnMut() -> MediaMessage {
+    let mut timestamp = 0u64;
+    move || {
+        timestamp += 40;
+        if len > 1000 {
+            FanoutRig::video(len, timestamp, timestamp.is_multiple_of(2000))
+        } else {
+            FanoutRig::audio(len, timestamp)
+        }
+    }
+}
 
 fn fanout(c: &mut Criterion) {
     let cases = [
@@ -41,15 +56,7 @@ fn fanout(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("fanout/{name}"));
         for destinations in [1usize, 10, 100] {
             let mut rig = FanoutRig::new(destinations, path);
-            let mut timestamp = 0u64;
-            let mut next = move || {
-                timestamp += 40;
-                if len > 1000 {
-                    FanoutRig::video(len, timestamp, timestamp.is_multiple_of(2000))
-                } else {
-                    FanoutRig::audio(len, timestamp)
-                }
-            };
+            let mut next = messages(len);
             // A multiple of 8, so the held path has written all of them.
             for _ in 0..104 {
                 rig.relay(next());
@@ -99,35 +106,28 @@ fn fanout_cold(c: &mut Criterion) {
             }
             std::hint::black_box(&evict);
         };
-        let len = 25 * 1024;
         let destinations = 100;
         let mut group = c.benchmark_group(format!("fanout/cold/{evicted}/video_25KiB"));
         group.sample_size(20);
-        {
-            let mut rig = FanoutRig::new(destinations, Path::Direct);
-            let mut timestamp = 0u64;
-            let mut next = move || {
-                timestamp += 40;
-                FanoutRig::video(len, timestamp, timestamp.is_multiple_of(2000))
-            };
-            for _ in 0..8 {
-                rig.relay(next());
-            }
-            group.throughput(Throughput::Elements(destinations as u64));
-            group.bench_function(format!("{destinations}_destinations"), |b| {
-                b.iter_custom(|iters| {
-                    let mut fanning_out = Duration::ZERO;
-                    for _ in 0..iters {
-                        let message = next();
-                        evict_caches();
-                        let start = Instant::now();
-                        rig.relay(message);
-                        fanning_out += start.elapsed();
-                    }
-                    fanning_out
-                })
-            });
+        let mut rig = FanoutRig::new(destinations, Path::Direct);
+        let mut next = messages(25 * 1024);
+        for _ in 0..8 {
+            rig.relay(next());
         }
+        group.throughput(Throughput::Elements(destinations as u64));
+        group.bench_function(format!("{destinations}_destinations"), |b| {
+            b.iter_custom(|iters| {
+                let mut fanning_out = Duration::ZERO;
+                for _ in 0..iters {
+                    let message = next();
+                    evict_caches();
+                    let start = Instant::now();
+                    rig.relay(message);
+                    fanning_out += start.elapsed();
+                }
+                fanning_out
+            })
+        });
         group.finish();
     }
 }

@@ -157,46 +157,31 @@ pub enum Against {
 }
 
 /// Send times of every stamped message, by sequence number: the one clock
-/// the publisher writes and the sinks read.
+/// the publisher writes and the sinks read. Kept on the wall clock (ns
+/// since the epoch), since that is what the kernel's receive timestamps are
+/// in (see `sink`); 0 is "not sent".
 pub struct Clock {
-    base: Instant,
     sent: Vec<AtomicU64>,
-    /// The same sends on the wall clock (ns since the epoch): what the
-    /// kernel's receive timestamps are in (see `sink`).
-    sent_wall: Vec<AtomicU64>,
 }
 
 impl Clock {
     pub fn new(capacity: usize) -> Self {
         Self {
-            base: Instant::now(),
             sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            sent_wall: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
         }
-    }
-
-    pub fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64 + 1
     }
 
     pub fn mark_sent(&self, seq: u64) {
         if let Some(slot) = self.sent.get(seq as usize) {
-            slot.store(self.now_ns(), Ordering::Relaxed);
-            self.sent_wall[seq as usize].store(wall_clock_ns(), Ordering::Relaxed);
+            slot.store(wall_clock_ns(), Ordering::Relaxed);
         }
     }
 
     /// Nanoseconds from `seq`'s send to `at_wall_ns` (wall clock), if it was
     /// sent.
-    pub fn age_at_wall_ns(&self, seq: u64, at_wall_ns: u64) -> Option<u64> {
-        let sent = self.sent_wall.get(seq as usize)?.load(Ordering::Relaxed);
-        (sent != 0).then(|| at_wall_ns.saturating_sub(sent))
-    }
-
-    /// Nanoseconds since `seq` was sent, if it was.
-    pub fn age_ns(&self, seq: u64) -> Option<u64> {
+    pub fn age_ns(&self, seq: u64, at_wall_ns: u64) -> Option<u64> {
         let sent = self.sent.get(seq as usize)?.load(Ordering::Relaxed);
-        (sent != 0).then(|| self.now_ns().saturating_sub(sent))
+        (sent != 0).then(|| at_wall_ns.saturating_sub(sent))
     }
 }
 

@@ -24,7 +24,7 @@ use prism_media::{MediaKind, MediaMessage};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
 use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
-use crate::Clock;
+use crate::{wall_clock_ns, Clock};
 
 struct Connection {
     stream: usize,
@@ -319,9 +319,9 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     state.first_seq.get_or_insert(seq);
                     state.first_frame_at.get_or_insert(now);
                     state.received += 1;
-                    if let Some(read_age) = clock.age_ns(seq) {
+                    if let Some(read_age) = clock.age_ns(seq, wall_clock_ns()) {
                         let arrival_age = arrived_wall_ns
-                            .and_then(|at| clock.age_at_wall_ns(seq, at))
+                            .and_then(|at| clock.age_ns(seq, at))
                             .unwrap_or(read_age);
                         let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
                         state.samples.push(Sample {
