@@ -316,7 +316,9 @@ struct SessionTelemetry {
     latencies: Vec<f64>,
     /// Direct writes so far (see `written_one`).
     direct_writes: u32,
-    last_flush: Instant,
+    /// When the samples next go to the recorder (a second after the last
+    /// time): kept as the deadline, so the per-write check is a comparison.
+    next_flush: Instant,
     last_drop_report: Instant,
     dropped_at_last_report: u64,
 }
@@ -339,7 +341,7 @@ impl SessionTelemetry {
             arrivals: Vec::with_capacity(256),
             latencies: Vec::with_capacity(LATENCY_BUFFER + 256),
             direct_writes: 0,
-            last_flush: now,
+            next_flush: now + TELEMETRY_FLUSH,
             last_drop_report: now,
             dropped_at_last_report: status.dropped_frames(),
         }
@@ -368,9 +370,7 @@ impl SessionTelemetry {
     /// destinations.
     fn written_one(&mut self, arrived: Instant, status: &DestinationStatus) -> bool {
         self.direct_writes = self.direct_writes.wrapping_add(1);
-        if !self.direct_writes.is_multiple_of(DIRECT_SAMPLE_EVERY)
-            && arrived < self.last_flush + TELEMETRY_FLUSH
-        {
+        if !self.direct_writes.is_multiple_of(DIRECT_SAMPLE_EVERY) && arrived < self.next_flush {
             return false;
         }
         let now = Instant::now();
@@ -383,9 +383,9 @@ impl SessionTelemetry {
     /// buffer is full (so it never grows), and reports drops every 10 s.
     /// Returns whether the second was up.
     fn maintain(&mut self, now: Instant, status: &DestinationStatus) -> bool {
-        let second_up = now.duration_since(self.last_flush) >= TELEMETRY_FLUSH;
+        let second_up = now >= self.next_flush;
         if second_up {
-            self.last_flush = now;
+            self.next_flush = now + TELEMETRY_FLUSH;
         }
         if second_up || self.latencies.len() >= LATENCY_BUFFER {
             for latency in self.latencies.drain(..) {
@@ -465,12 +465,12 @@ mod tests {
     fn direct_writes_sample_their_latency_and_still_flush_each_second() {
         let status = DestinationStatus::new(1 << 20);
         let mut telemetry = SessionTelemetry::new("s", "d", &status);
-        let arrived = telemetry.last_flush;
+        let arrived = telemetry.next_flush - TELEMETRY_FLUSH;
         for _ in 0..2 * DIRECT_SAMPLE_EVERY {
             telemetry.written_one(arrived, &status);
         }
         assert_eq!(telemetry.latencies.len(), 2);
-        let a_second_later = telemetry.last_flush + TELEMETRY_FLUSH;
+        let a_second_later = telemetry.next_flush;
         telemetry.written_one(a_second_later, &status);
         assert_eq!(
             telemetry.latencies.len(),
