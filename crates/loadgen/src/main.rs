@@ -102,7 +102,8 @@ struct Args {
     /// (4096 is nginx-rtmp's default).
     #[arg(long)]
     nginx_chunk_size: Option<u32>,
-    /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1).
+    /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1),
+    /// and the tee's threads per stream.
     #[arg(long)]
     prism_threads: Option<usize>,
 }
@@ -145,6 +146,9 @@ enum Command {
         sinks: String,
         #[arg(long, default_value_t = 1)]
         streams: usize,
+        /// Threads writing each stream's sinks (see `relay::run_tee`).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -204,7 +208,7 @@ struct Row {
     rss_mib: f64,
     /// What the harness's sinks received (none with nginx receivers).
     egress_mbit: Option<f64>,
-    /// Measured by the harness's sinks (none for the tee or nginx receivers).
+    /// Measured by the harness's sinks (none with nginx receivers).
     latency: Option<Latency>,
     sent: u64,
 }
@@ -225,10 +229,11 @@ fn main() {
         listen,
         sinks,
         streams,
+        threads,
     }) = &args.command
     {
         let sinks: Vec<String> = sinks.split(',').map(str::to_string).collect();
-        relay::run_tee(listen, &sinks, *streams);
+        relay::run_tee(listen, &sinks, *streams, *threads);
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,7 +428,6 @@ async fn run(
             relay.publish_target(stream),
             duration,
             Arc::clone(clock),
-            raw,
         );
         publishers.push(tokio::spawn(publish));
     }
@@ -458,10 +462,10 @@ async fn run(
     // Let the last messages arrive (over the WAN path too, and past a
     // latency budget) before counting what was lost.
     tokio::time::sleep(Duration::from_millis(1000 + budget)).await;
-    let report: Option<SinkReport> = match (&receivers.sinks, raw) {
-        (Some(sinks), false) => Some(sinks.report(args.streams * args.destinations)),
-        _ => None,
-    };
+    let report: Option<SinkReport> = receivers
+        .sinks
+        .as_ref()
+        .map(|sinks| sinks.report(args.streams * args.destinations));
     relay.stop().await;
     if let (Some(before), Some(after)) = (receiver_cpu_before, receiver_cpu_after) {
         let percent = (after - before) as f64 / window.as_secs_f64();
@@ -520,7 +524,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             _ => args.chunk_size.to_string(),
         },
         args.prism_threads
-            .map(|t| format!(", Prism worker_threads {t}"))
+            .map(|t| format!(", Prism worker_threads {t} (the tee: {t} threads)"))
             .unwrap_or_default(),
         args.seconds,
         if rounds.len() > 1 {

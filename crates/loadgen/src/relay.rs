@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::receivers::Receivers;
@@ -146,6 +147,7 @@ impl Relay {
                 Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
                     .args(["tee", "--listen", &format!("127.0.0.1:{port}")])
                     .args(["--streams", &args.streams.to_string()])
+                    .args(["--threads", &args.prism_threads.unwrap_or(1).to_string()])
                     .args(["--sinks", &sinks.join(",")])
                     .spawn()
                     .map_err(|e| format!("cannot start the tee: {e}"))?
@@ -183,7 +185,10 @@ impl Relay {
                 self.port
             )),
             Against::Srs => Target::Rtmp(format!("rtmp://127.0.0.1:{}/sink/s{stream}", self.port)),
-            Against::Tee => Target::Raw(format!("127.0.0.1:{}", self.port)),
+            Against::Tee => Target::Raw {
+                address: format!("127.0.0.1:{}", self.port),
+                stream,
+            },
         }
     }
 
@@ -239,22 +244,27 @@ impl Drop for Relay {
 }
 
 /// The floor: accept `streams` publishers; for each, connect to every sink
-/// and write every byte read to each of them. No protocol, no queues.
-pub fn run_tee(listen: &str, sinks: &[String], streams: usize) {
+/// and write every byte read to each of them. No protocol, no queues. With
+/// `threads` above 1 the sinks are split into that many groups, as Prism's
+/// lanes split a stream's destinations: the reading thread writes to the
+/// first, and hands each read to one thread per other group.
+pub fn run_tee(listen: &str, sinks: &[String], streams: usize, threads: usize) {
     let listener = TcpListener::bind(listen).expect("tee listen");
-    let mut threads = Vec::new();
+    let mut handles = Vec::new();
     for _ in 0..streams.max(1) {
         let (publisher, _) = listener.accept().expect("tee accept");
         let sinks = sinks.to_vec();
-        threads.push(std::thread::spawn(move || tee_one(publisher, &sinks)));
+        handles.push(std::thread::spawn(move || {
+            tee_one(publisher, &sinks, threads)
+        }));
     }
-    for thread in threads {
-        let _ = thread.join();
+    for handle in handles {
+        let _ = handle.join();
     }
 }
 
-fn tee_one(mut publisher: TcpStream, sinks: &[String]) {
-    let mut outputs: Vec<TcpStream> = sinks
+fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize) {
+    let outputs: Vec<TcpStream> = sinks
         .iter()
         .map(|sink| {
             let stream = TcpStream::connect(sink).expect("tee connect");
@@ -262,17 +272,49 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String]) {
             stream
         })
         .collect();
+    // Round-robin, as Prism's lanes fill (the emptiest lane first).
+    let mut groups: Vec<Vec<TcpStream>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
+    let group_count = groups.len();
+    for (n, output) in outputs.into_iter().enumerate() {
+        groups[n % group_count].push(output);
+    }
+    let mut own = groups.remove(0);
+    let helpers: Vec<std::sync::mpsc::SyncSender<Arc<[u8]>>> = groups
+        .into_iter()
+        .map(|mut group| {
+            let (sender, reads) = std::sync::mpsc::sync_channel::<Arc<[u8]>>(1024);
+            std::thread::spawn(move || {
+                while let Ok(read) = reads.recv() {
+                    if !write_all_to(&mut group, &read) {
+                        return;
+                    }
+                }
+            });
+            sender
+        })
+        .collect();
     let mut buf = vec![0u8; 64 * 1024];
     while let Ok(n) = publisher.read(&mut buf) {
         if n == 0 {
             break;
         }
-        for output in &mut outputs {
-            if output.write_all(&buf[..n]).is_err() {
-                return;
+        if !helpers.is_empty() {
+            let read: Arc<[u8]> = Arc::from(&buf[..n]);
+            for helper in &helpers {
+                let _ = helper.send(Arc::clone(&read));
             }
         }
+        if !write_all_to(&mut own, &buf[..n]) {
+            return;
+        }
     }
+}
+
+/// False once a write fails (the run is over).
+fn write_all_to(outputs: &mut [TcpStream], bytes: &[u8]) -> bool {
+    outputs
+        .iter_mut()
+        .all(|output| output.write_all(bytes).is_ok())
 }
 
 /// The prism binary: the one given, or the one beside this binary.

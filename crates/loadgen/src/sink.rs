@@ -1,7 +1,7 @@
 //! The sinks: one RTMP server (Prism's own server-side session) taking every
 //! destination connection, counting frames and reading each frame's sequence
 //! number to measure latency on the publisher's clock. In raw mode (the tee)
-//! they only count bytes.
+//! they read FLV tags behind the stream's index, and measure them the same way.
 //!
 //! A frame's latency is measured to when the kernel received it (the
 //! socket's receive timestamp, `SO_TIMESTAMPNS`), not to when a sink task
@@ -16,14 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use prism_media::{MediaKind, MediaMessage};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
-use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
+use crate::source::{decode_stamp, next_flv_tag, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
 use crate::{wall_clock_ns, Clock};
 
 struct Connection {
@@ -61,8 +60,6 @@ pub struct ConnectionTimes {
 }
 
 pub struct Sinks {
-    /// Counting bytes only (the tee): no RTMP sessions to report on.
-    raw: bool,
     shared: Arc<Shared>,
 }
 
@@ -130,7 +127,7 @@ pub fn start(
                 tokio::spawn(async move {
                     let _ = socket.set_nodelay(true);
                     if raw {
-                        count_bytes(socket, &shared).await;
+                        let _ = serve_raw(socket, &shared).await;
                     } else {
                         let _ = serve(socket, &shared).await;
                     }
@@ -138,7 +135,7 @@ pub fn start(
             }
         });
     }
-    Ok(Sinks { raw, shared })
+    Ok(Sinks { shared })
 }
 
 impl Sinks {
@@ -216,7 +213,7 @@ impl Sinks {
                 lost += (last_sent + 1 - first).saturating_sub(connection.received);
             }
         }
-        if !self.raw && connections.len() < expected_connections {
+        if connections.len() < expected_connections {
             eprintln!(
                 "prism-loadgen: only {} of {expected_connections} destinations connected",
                 connections.len()
@@ -233,16 +230,6 @@ impl Clock {
             .iter()
             .rposition(|s| s.load(Ordering::Relaxed) != 0)
             .map_or(0, |i| i as u64)
-    }
-}
-
-async fn count_bytes(mut socket: TcpStream, shared: &Shared) {
-    let mut buf = vec![0u8; 256 * 1024];
-    while let Ok(n) = socket.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -279,16 +266,7 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                         .next()
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
-                    let state = Arc::new(Mutex::new(Connection {
-                        stream,
-                        connected_at,
-                        first_frame_at: None,
-                        first_seq: None,
-                        received: 0,
-                        samples: Vec::new(),
-                    }));
-                    shared.connections.lock().unwrap().push(Arc::clone(&state));
-                    connection = Some(state);
+                    connection = Some(shared.register(stream, connected_at));
                 }
                 ServerEvent::Media(message) => {
                     let Some(connection) = &connection else {
@@ -299,36 +277,8 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     };
                     let message =
                         MediaMessage::new(kind, u64::from(message.timestamp), message.payload);
-                    if message.sequence_header || message.kind == MediaKind::Data {
-                        continue;
-                    }
-                    let at = if message.kind == MediaKind::Video {
-                        VIDEO_STAMP_AT
-                    } else {
-                        AUDIO_STAMP_AT
-                    };
-                    let Some(stamp) = message.payload.get(at..at + 8) else {
-                        continue;
-                    };
-                    let Some(seq) = decode_stamp(stamp) else {
-                        continue;
-                    };
-                    let mut state = connection.lock().unwrap();
-                    let clock = &shared.clocks[state.stream];
-                    let now = Instant::now();
-                    state.first_seq.get_or_insert(seq);
-                    state.first_frame_at.get_or_insert(now);
-                    state.received += 1;
-                    if let Some(read_age) = clock.age_ns(seq, wall_clock_ns()) {
-                        let arrival_age = arrived_wall_ns
-                            .and_then(|at| clock.age_ns(seq, at))
-                            .unwrap_or(read_age);
-                        let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
-                        state.samples.push(Sample {
-                            read_at: now,
-                            arrival_us: us(arrival_age),
-                            read_us: us(read_age),
-                        });
+                    if !message.sequence_header {
+                        record_frame(connection, shared, kind, &message.payload, arrived_wall_ns);
                     }
                 }
                 ServerEvent::PublishEnded => {}
@@ -360,6 +310,101 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
         if input_len == 0 {
             return Ok(());
         }
+    }
+}
+
+impl Shared {
+    /// A new connection of `stream`, counted from here on.
+    fn register(&self, stream: usize, connected_at: Instant) -> Arc<Mutex<Connection>> {
+        let state = Arc::new(Mutex::new(Connection {
+            stream,
+            connected_at,
+            first_frame_at: None,
+            first_seq: None,
+            received: 0,
+            samples: Vec::new(),
+        }));
+        self.connections.lock().unwrap().push(Arc::clone(&state));
+        state
+    }
+}
+
+/// Counts one audio or video frame (not a sequence header) and records its
+/// latency from the stamp the publisher put in it: to `arrived_wall_ns`,
+/// when the kernel received it, if known, and to now.
+fn record_frame(
+    connection: &Mutex<Connection>,
+    shared: &Shared,
+    kind: MediaKind,
+    payload: &[u8],
+    arrived_wall_ns: Option<u64>,
+) {
+    let at = match kind {
+        MediaKind::Video => VIDEO_STAMP_AT,
+        MediaKind::Audio => AUDIO_STAMP_AT,
+        MediaKind::Data => return,
+    };
+    let Some(seq) = payload.get(at..at + 8).and_then(decode_stamp) else {
+        return;
+    };
+    let mut state = connection.lock().unwrap();
+    let clock = &shared.clocks[state.stream];
+    let now = Instant::now();
+    state.first_seq.get_or_insert(seq);
+    state.first_frame_at.get_or_insert(now);
+    state.received += 1;
+    if let Some(read_age) = clock.age_ns(seq, wall_clock_ns()) {
+        let arrival_age = arrived_wall_ns
+            .and_then(|at| clock.age_ns(seq, at))
+            .unwrap_or(read_age);
+        let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
+        state.samples.push(Sample {
+            read_at: now,
+            arrival_us: us(arrival_age),
+            read_us: us(read_age),
+        });
+    }
+}
+
+/// Serves one of the tee's connections: the stream's index (4 bytes), then
+/// FLV tags, each frame measured as `serve` measures RTMP ones.
+async fn serve_raw(socket: TcpStream, shared: &Shared) -> Result<(), String> {
+    let connected_at = Instant::now();
+    enable_receive_timestamps(&socket);
+    let mut buf = vec![0u8; 256 * 1024];
+    // Bytes of a tag not yet complete (and, at first, the stream index).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut connection: Option<Arc<Mutex<Connection>>> = None;
+    loop {
+        let (n, arrived_wall_ns) = read_stamped(&socket, &mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(());
+        }
+        shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        pending.extend_from_slice(&buf[..n]);
+        let mut at = 0;
+        let connection = match &connection {
+            Some(connection) => connection,
+            None => {
+                let Some(index) = pending.get(..4) else {
+                    continue;
+                };
+                let stream = u32::from_be_bytes(index.try_into().expect("4 bytes")) as usize;
+                at = 4;
+                connection.insert(shared.register(stream, connected_at))
+            }
+        };
+        while let Some(tag) = next_flv_tag(&pending[at..]) {
+            let data = &pending[at + tag.data.start..at + tag.data.end];
+            // An AVC or AAC sequence header has packet type 0.
+            if let Some(kind) = tag.kind.filter(|_| data.get(1) != Some(&0)) {
+                record_frame(connection, shared, kind, data, arrived_wall_ns);
+            }
+            at += tag.len;
+        }
+        pending.drain(..at);
     }
 }
 

@@ -258,7 +258,7 @@ async fn publisher_churn(
         // The publisher stamps sequence numbers for latency; not measured here.
         let clock = Arc::new(Clock::new(0));
         let target = Target::Rtmp(format!("rtmp://127.0.0.1:{port}/live/soak-s{stream}"));
-        let _ = source::publish(source.clone(), target, length, clock, false).await;
+        let _ = source::publish(source.clone(), target, length, clock).await;
         publishes.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(dice.roll(0..15))).await;
     }

@@ -67,8 +67,46 @@ pub struct Tag {
     pub kind: MediaKind,
     pub timestamp: u32,
     pub data: Bytes,
-    /// The whole FLV tag, header included, for the raw (tee) publisher.
-    pub raw: Bytes,
+}
+
+/// One FLV tag's place in a buffer that starts with it.
+pub struct FlvTag {
+    /// None for a tag type that is not audio, video or script data.
+    pub kind: Option<MediaKind>,
+    pub timestamp: u32,
+    /// Where its data lies.
+    pub data: std::ops::Range<usize>,
+    /// The whole tag with its trailing previous-tag-size.
+    pub len: usize,
+}
+
+/// The FLV tag at the start of `buf`, if all of it is there.
+pub fn next_flv_tag(buf: &[u8]) -> Option<FlvTag> {
+    let header = buf.get(..11)?;
+    let kind = MediaKind::from_type_id(header[0]);
+    let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    let timestamp = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
+    let len = 11 + size + 4;
+    (buf.len() >= len).then_some(FlvTag {
+        kind,
+        timestamp,
+        data: 11..11 + size,
+        len,
+    })
+}
+
+/// `payload` as one FLV tag, for the raw (tee) publisher.
+fn flv_tag(kind: MediaKind, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+    let size = (payload.len() as u32).to_be_bytes();
+    let stamp = timestamp.to_be_bytes();
+    let mut tag = Vec::with_capacity(11 + payload.len() + 4);
+    tag.push(kind.type_id());
+    tag.extend_from_slice(&size[1..]);
+    tag.extend_from_slice(&[stamp[1], stamp[2], stamp[3], stamp[0]]);
+    tag.extend_from_slice(&[0, 0, 0]);
+    tag.extend_from_slice(payload);
+    tag.extend_from_slice(&(11 + payload.len() as u32).to_be_bytes());
+    tag
 }
 
 #[derive(Clone)]
@@ -86,8 +124,12 @@ impl Source {
 /// Where a publisher sends.
 pub enum Target {
     Rtmp(String),
-    /// Plain TCP: the FLV bytes, no protocol (the tee).
-    Raw(String),
+    /// Plain TCP: the stream's index (4 bytes, big-endian), then its FLV
+    /// tags, no protocol (the tee; the sinks learn the stream from it).
+    Raw {
+        address: String,
+        stream: usize,
+    },
 }
 
 /// Where the source stream of `bitrate_kbps` is cached.
@@ -156,21 +198,9 @@ fn parse_flv(file: &[u8]) -> Option<Source> {
     let header_len = u32::from_be_bytes(file.get(5..9)?.try_into().ok()?) as usize;
     let mut at = header_len + 4;
     let mut tags = Vec::new();
-    while at + 11 <= file.len() {
-        let kind = match file[at] {
-            8 => MediaKind::Audio,
-            9 => MediaKind::Video,
-            18 => MediaKind::Data,
-            _ => return None,
-        };
-        let size = u32::from_be_bytes([0, file[at + 1], file[at + 2], file[at + 3]]) as usize;
-        let timestamp =
-            u32::from_be_bytes([file[at + 7], file[at + 4], file[at + 5], file[at + 6]]);
-        let end = at + 11 + size + 4;
-        if end > file.len() {
-            break;
-        }
-        let data = &file[at + 11..at + 11 + size];
+    while let Some(tag) = next_flv_tag(&file[at..]) {
+        let kind = tag.kind?;
+        let data = &file[at + tag.data.start..at + tag.data.end];
         // AVC frames (packet type 1) get the stamp's NAL unit.
         let data = if kind == MediaKind::Video && data.len() > 5 && data[1] == 1 {
             with_stamp_sei(data)
@@ -179,11 +209,10 @@ fn parse_flv(file: &[u8]) -> Option<Source> {
         };
         tags.push(Tag {
             kind,
-            timestamp,
+            timestamp: tag.timestamp,
             data,
-            raw: Bytes::copy_from_slice(&file[at..end]),
         });
-        at = end;
+        at += tag.len;
     }
     let duration_ms = tags.iter().map(|t| t.timestamp).max()? + 34;
     Some(Source {
@@ -199,11 +228,10 @@ pub async fn publish(
     target: Target,
     duration: Duration,
     clock: Arc<Clock>,
-    raw: bool,
 ) -> Result<u64, String> {
-    let (url, raw_addr) = match target {
-        Target::Rtmp(url) => (Some(url), None),
-        Target::Raw(addr) => (None, Some(addr)),
+    let (url, raw_addr, raw_stream) = match target {
+        Target::Rtmp(url) => (Some(url), None, 0),
+        Target::Raw { address, stream } => (None, Some(address), stream),
     };
     let address = match (&url, &raw_addr) {
         (Some(url), _) => {
@@ -230,6 +258,13 @@ pub async fn publish(
         .await?
         .1;
     }
+    let raw = raw_addr.is_some();
+    if raw {
+        stream
+            .write_all(&(raw_stream as u32).to_be_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+    }
     let (mut reader, mut writer) = stream.into_split();
     // Drain whatever the relay says (acks, pings), so it never blocks on us.
     tokio::spawn(async move {
@@ -253,13 +288,6 @@ pub async fn publish(
                 break 'passes;
             }
             tokio::time::sleep_until(due.into()).await;
-            if raw {
-                writer
-                    .write_all(&tag.raw)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
-                continue;
-            }
             let stamp_at = match tag.kind {
                 MediaKind::Video => VIDEO_STAMP_AT,
                 MediaKind::Audio => AUDIO_STAMP_AT,
@@ -274,6 +302,13 @@ pub async fn publish(
             } else {
                 tag.data.clone()
             };
+            if raw {
+                writer
+                    .write_all(&flv_tag(tag.kind, offset + tag.timestamp, &payload))
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                continue;
+            }
             prism_rtmp::queue_media(
                 &mut out,
                 tag.kind.type_id(),
@@ -301,5 +336,36 @@ async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An AAC frame tag as the FLV spec lays it out, written out by hand:
+    /// type 8, size 4, timestamp 0x00_12_34_56 with extension byte 0x7f.
+    const AUDIO_TAG: [u8; 19] = [
+        8, 0, 0, 4, 0x12, 0x34, 0x56, 0x7f, 0, 0, 0, 0xaf, 1, 0xde, 0xad, 0, 0, 0, 15,
+    ];
+
+    #[test]
+    fn a_tag_is_read_only_once_all_of_it_is_there() {
+        for cut in 0..AUDIO_TAG.len() {
+            assert!(next_flv_tag(&AUDIO_TAG[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut two = AUDIO_TAG.to_vec();
+        two.extend_from_slice(&AUDIO_TAG);
+        let tag = next_flv_tag(&two).expect("a whole tag");
+        assert_eq!(tag.kind, Some(MediaKind::Audio));
+        assert_eq!(tag.timestamp, 0x7f12_3456);
+        assert_eq!(&two[tag.data], &[0xaf, 1, 0xde, 0xad]);
+        assert_eq!(tag.len, AUDIO_TAG.len());
+    }
+
+    #[test]
+    fn the_tee_publisher_writes_the_tag_the_spec_lays_out() {
+        let tag = flv_tag(MediaKind::Audio, 0x7f12_3456, &[0xaf, 1, 0xde, 0xad]);
+        assert_eq!(tag, AUDIO_TAG);
     }
 }

@@ -74,7 +74,6 @@ pub async fn run(
             target(stream),
             total,
             Arc::clone(clock),
-            false,
         )));
     }
     tokio::time::sleep(SETTLE).await;
@@ -84,7 +83,6 @@ pub async fn run(
         target(0),
         LIVE_BEFORE_DROP + AFTER_DROP,
         Arc::clone(&clocks[0]),
-        false,
     )));
     tokio::time::sleep(LIVE_BEFORE_DROP).await;
     let dropped = Instant::now();
