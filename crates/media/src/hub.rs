@@ -16,7 +16,7 @@ use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::TsMuxer;
-use crate::queue::{DestinationQueue, Subscriber};
+use crate::queue::{push_to_all, DestinationQueue, Subscriber};
 use crate::standby::{StandbyClip, StandbyPlayer};
 
 /// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
@@ -615,16 +615,10 @@ impl StreamHub {
             }
         }
         if let Some(queues) = lanes.first() {
-            for message in messages {
-                for subscriber in queues.iter() {
-                    subscriber.push(message);
-                }
-            }
+            push_to_all(queues, messages);
         }
-        for subscriber in ts_subscribers.iter().flat_map(|s| s.iter()) {
-            for twin in &twins {
-                subscriber.push(twin);
-            }
+        if let Some(queues) = &ts_subscribers {
+            push_to_all(queues, &twins);
         }
     }
 

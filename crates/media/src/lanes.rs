@@ -21,7 +21,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use crate::message::MediaMessage;
-use crate::queue::Subscriber;
+use crate::queue::{push_to_all, Subscriber};
 use crate::supervise::{count_panic, panic_message};
 
 /// A stream spreads its destinations only from this many on: below it, the
@@ -68,11 +68,7 @@ pub fn start(count: usize) -> std::io::Result<()> {
 
 fn run(job: Job) {
     let pushed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        for message in &job.messages {
-            for subscriber in job.queues.iter() {
-                subscriber.push(message);
-            }
-        }
+        push_to_all(&job.queues, &job.messages);
     }));
     if let Err(panic) = pushed {
         count_panic("fanout_thread");
@@ -106,11 +102,7 @@ pub(crate) fn choose(lanes: &[Lane]) -> usize {
 pub(crate) fn hand_over(lane: usize, queues: &Lane, messages: &[MediaMessage]) {
     let Some(sender) = THREADS.get().and_then(|threads| threads.get(lane - 1)) else {
         // No such thread (never started): push here, in order all the same.
-        for message in messages {
-            for subscriber in queues.iter() {
-                subscriber.push(message);
-            }
-        }
+        push_to_all(queues, messages);
         return;
     };
     let job = Job {
