@@ -5,6 +5,7 @@
 //! hub's pushes write through it at once, with no task wake-up in between.
 
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +44,13 @@ pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
         std::future::ready(Ok(()))
     }
+
+    /// The socket itself, if a direct write may send on it as
+    /// `try_write_now` does (see `MediaWriter::direct_fd`). It must stay
+    /// open for as long as the sink lives.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// The direct write is a plain `sendmsg` on the socket, past tokio's
@@ -65,6 +73,19 @@ impl MediaSink for OwnedWriteHalf {
         let stream: &TcpStream = self.as_ref();
         stream.writable()
     }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        let stream: &TcpStream = self.as_ref();
+        Some(stream.as_raw_fd())
+    }
+}
+
+/// `try_write_now` on the socket `fd` of a writer's own sink.
+fn send_on(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `fd` came from the sink's `raw_fd`, and the sink, a field of
+    // the same writer as the copy, keeps it open while the writer lives.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).send_vectored(bufs)
 }
 
 /// TLS cannot write without waiting: rustls encrypts inside its async
@@ -114,6 +135,10 @@ const REPLAY_SLICE_BYTES: usize = 256 * 1024;
 /// connection, from the task or, lent, from the hub's push.
 pub struct MediaWriter<S> {
     sink: S,
+    /// The sink's socket (`MediaSink::raw_fd`), kept beside the writer's
+    /// other fields: reached through the sink (tokio keeps it behind an
+    /// `Arc`), it was one more cache miss per destination per message.
+    direct_fd: Option<RawFd>,
     out: ChunkWriter,
     /// The message stream id the server gave the publish.
     stream_id: u32,
@@ -142,6 +167,7 @@ impl<S: MediaSink> MediaWriter<S> {
     ) -> Self {
         let telemetry = SessionTelemetry::new(stream, destination, &status);
         Self {
+            direct_fd: sink.raw_fd(),
             sink,
             out,
             stream_id,
@@ -279,9 +305,13 @@ impl<S: MediaSink> DirectWriter for MediaWriter<S> {
         };
         let header = prism_rtmp::media_header(message.kind.type_id(), self.stream_id, timestamp);
         let sink = &self.sink;
-        let result = self.out.write_now(header, &message.payload, |slices| {
-            sink.try_write_now(slices)
-        });
+        let direct_fd = self.direct_fd;
+        let result = self
+            .out
+            .write_now(header, &message.payload, |slices| match direct_fd {
+                Some(fd) => send_on(fd, slices),
+                None => sink.try_write_now(slices),
+            });
         match result {
             Ok(true) => {
                 if self
