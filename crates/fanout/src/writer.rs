@@ -62,7 +62,7 @@ pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
 impl MediaSink for OwnedWriteHalf {
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let stream: &TcpStream = self.as_ref();
-        socket2::SockRef::from(stream).send_vectored(bufs)
+        send_on(stream.as_raw_fd(), bufs)
     }
 
     fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -80,10 +80,11 @@ impl MediaSink for OwnedWriteHalf {
     }
 }
 
-/// `try_write_now` on the socket `fd` of a writer's own sink.
+/// `try_write_now` on the socket `fd` of a sink that is alive for the call:
+/// the writer's own, whose `raw_fd` it keeps, or one borrowed by the caller.
 fn send_on(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `fd` came from the sink's `raw_fd`, and the sink, a field of
-    // the same writer as the copy, keeps it open while the writer lives.
+    // SAFETY: `fd` belongs to a live sink (see above): a writer keeps its
+    // sink, and so the socket open, for as long as it keeps the copy.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     socket2::SockRef::from(&fd).send_vectored(bufs)
 }
