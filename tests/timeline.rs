@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use prism_media::{MediaKind, MediaMessage};
+use prism_media::MediaMessage;
 
 use support::*;
 
@@ -25,30 +25,8 @@ const ACROSS_2_32_MS: u64 = (1 << 32) - 4_500;
 
 /// The tags of an FLV file, as ffmpeg wrote them.
 fn flv_tags(bytes: &[u8]) -> Vec<MediaMessage> {
-    let header_len = u32::from_be_bytes(bytes[5..9].try_into().unwrap()) as usize;
-    let mut at = header_len + 4;
-    let mut tags = Vec::new();
-    while at + 11 <= bytes.len() {
-        let kind = match bytes[at] & 0x1f {
-            8 => Some(MediaKind::Audio),
-            9 => Some(MediaKind::Video),
-            18 => Some(MediaKind::Data),
-            _ => None,
-        };
-        let size = u32::from_be_bytes([0, bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let timestamp =
-            u32::from_be_bytes([bytes[at + 7], bytes[at + 4], bytes[at + 5], bytes[at + 6]]);
-        let body = at + 11..at + 11 + size;
-        if body.end > bytes.len() {
-            break;
-        }
-        if let Some(kind) = kind {
-            let body = Bytes::copy_from_slice(&bytes[body.clone()]);
-            tags.push(MediaMessage::new(kind, u64::from(timestamp), body));
-        }
-        at = body.end + 4;
-    }
-    tags
+    assert!(bytes.starts_with(b"FLV"), "not an FLV file");
+    prism_media::flv::file_tags(&Bytes::copy_from_slice(bytes)).collect()
 }
 
 #[test]

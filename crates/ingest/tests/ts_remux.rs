@@ -112,15 +112,8 @@ fn remux(ts: &[u8], chunk: usize) -> Remuxed {
 fn write_flv(path: &Path, messages: &[MediaMessage]) {
     let mut out = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
     for m in messages {
-        let len = m.payload.len() as u32;
-        out.push(m.kind.type_id());
-        out.extend_from_slice(&len.to_be_bytes()[1..]);
         let timestamp = prism_media::timeline::rtmp_timestamp(m.timestamp);
-        out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
-        out.push((timestamp >> 24) as u8);
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&m.payload);
-        out.extend_from_slice(&(len + 11).to_be_bytes());
+        prism_media::flv::write_tag(&mut out, m.kind.type_id(), timestamp, &m.payload);
     }
     std::fs::write(path, out).unwrap();
 }

@@ -19,10 +19,10 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use prism_media::{MediaKind, MediaMessage};
+use prism_media::{flv, MediaKind};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
-use crate::source::{decode_stamp, next_flv_tag, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
+use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
 use crate::{wall_clock_ns, Clock};
 
 struct Connection {
@@ -272,12 +272,7 @@ async fn serve(mut socket: TcpStream, shared: &Shared) -> Result<(), String> {
                     let Some(connection) = &connection else {
                         continue;
                     };
-                    let Some(kind) = MediaKind::from_type_id(message.type_id) else {
-                        continue;
-                    };
-                    let message =
-                        MediaMessage::new(kind, u64::from(message.timestamp), message.payload);
-                    if !message.sequence_header {
+                    if let Some(kind) = MediaKind::from_type_id(message.type_id) {
                         record_frame(connection, shared, kind, &message.payload, arrived_wall_ns);
                     }
                 }
@@ -329,9 +324,9 @@ impl Shared {
     }
 }
 
-/// Counts one audio or video frame (not a sequence header) and records its
-/// latency from the stamp the publisher put in it: to `arrived_wall_ns`,
-/// when the kernel received it, if known, and to now.
+/// Counts one audio or video frame (sequence headers and data are not
+/// frames) and records its latency from the stamp the publisher put in it:
+/// to `arrived_wall_ns`, when the kernel received it, if known, and to now.
 fn record_frame(
     connection: &Mutex<Connection>,
     shared: &Shared,
@@ -340,9 +335,9 @@ fn record_frame(
     arrived_wall_ns: Option<u64>,
 ) {
     let at = match kind {
-        MediaKind::Video => VIDEO_STAMP_AT,
-        MediaKind::Audio => AUDIO_STAMP_AT,
-        MediaKind::Data => return,
+        MediaKind::Video if !flv::inspect_video(payload).sequence_header => VIDEO_STAMP_AT,
+        MediaKind::Audio if !flv::is_audio_sequence_header(payload) => AUDIO_STAMP_AT,
+        _ => return,
     };
     let Some(seq) = payload.get(at..at + 8).and_then(decode_stamp) else {
         return;
@@ -396,13 +391,15 @@ async fn serve_raw(socket: TcpStream, shared: &Shared) -> Result<(), String> {
                 connection.insert(shared.register(stream, connected_at))
             }
         };
-        while let Some(tag) = next_flv_tag(&pending[at..]) {
-            let data = &pending[at + tag.data.start..at + tag.data.end];
-            // An AVC or AAC sequence header has packet type 0.
-            if let Some(kind) = tag.kind.filter(|_| data.get(1) != Some(&0)) {
-                record_frame(connection, shared, kind, data, arrived_wall_ns);
+        // A tag is taken once its PreviousTagSize is there too.
+        while let Some(tag) =
+            flv::tag_at(&pending[at..]).filter(|tag| at + tag.next() <= pending.len())
+        {
+            if let Some(kind) = MediaKind::from_type_id(tag.type_id) {
+                let body = &pending[at + tag.body.start..at + tag.body.end];
+                record_frame(connection, shared, kind, body, arrived_wall_ns);
             }
-            at += tag.len;
+            at += tag.next();
         }
         pending.drain(..at);
     }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use prism_fanout::DestinationUrl;
-use prism_media::MediaKind;
+use prism_media::{flv, MediaKind};
 use prism_rtmp::ChunkWriter;
 
 use crate::Clock;
@@ -67,46 +67,6 @@ pub struct Tag {
     pub kind: MediaKind,
     pub timestamp: u32,
     pub data: Bytes,
-}
-
-/// One FLV tag's place in a buffer that starts with it.
-pub struct FlvTag {
-    /// None for a tag type that is not audio, video or script data.
-    pub kind: Option<MediaKind>,
-    pub timestamp: u32,
-    /// Where its data lies.
-    pub data: std::ops::Range<usize>,
-    /// The whole tag with its trailing previous-tag-size.
-    pub len: usize,
-}
-
-/// The FLV tag at the start of `buf`, if all of it is there.
-pub fn next_flv_tag(buf: &[u8]) -> Option<FlvTag> {
-    let header = buf.get(..11)?;
-    let kind = MediaKind::from_type_id(header[0]);
-    let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
-    let timestamp = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
-    let len = 11 + size + 4;
-    (buf.len() >= len).then_some(FlvTag {
-        kind,
-        timestamp,
-        data: 11..11 + size,
-        len,
-    })
-}
-
-/// `payload` as one FLV tag, for the raw (tee) publisher.
-fn flv_tag(kind: MediaKind, timestamp: u32, payload: &[u8]) -> Vec<u8> {
-    let size = (payload.len() as u32).to_be_bytes();
-    let stamp = timestamp.to_be_bytes();
-    let mut tag = Vec::with_capacity(11 + payload.len() + 4);
-    tag.push(kind.type_id());
-    tag.extend_from_slice(&size[1..]);
-    tag.extend_from_slice(&[stamp[1], stamp[2], stamp[3], stamp[0]]);
-    tag.extend_from_slice(&[0, 0, 0]);
-    tag.extend_from_slice(payload);
-    tag.extend_from_slice(&(11 + payload.len() as u32).to_be_bytes());
-    tag
 }
 
 #[derive(Clone)]
@@ -191,29 +151,32 @@ pub fn prepare(bitrate_kbps: u32) -> Result<Source, String> {
         }
     }
     let file = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_flv(&file).ok_or_else(|| format!("{}: not an FLV file", path.display()))
+    parse_flv(file).ok_or_else(|| format!("{}: not an FLV file", path.display()))
 }
 
-fn parse_flv(file: &[u8]) -> Option<Source> {
-    let header_len = u32::from_be_bytes(file.get(5..9)?.try_into().ok()?) as usize;
-    let mut at = header_len + 4;
-    let mut tags = Vec::new();
-    while let Some(tag) = next_flv_tag(&file[at..]) {
-        let kind = tag.kind?;
-        let data = &file[at + tag.data.start..at + tag.data.end];
-        // AVC frames (packet type 1) get the stamp's NAL unit.
-        let data = if kind == MediaKind::Video && data.len() > 5 && data[1] == 1 {
-            with_stamp_sei(data)
-        } else {
-            Bytes::copy_from_slice(data)
-        };
-        tags.push(Tag {
-            kind,
-            timestamp: tag.timestamp,
-            data,
-        });
-        at += tag.len;
+fn parse_flv(file: Vec<u8>) -> Option<Source> {
+    if !file.starts_with(b"FLV") {
+        return None;
     }
+    let file = Bytes::from(file);
+    let tags: Vec<Tag> = flv::file_tags(&file)
+        .map(|message| {
+            // AVC frames (packet type 1) get the stamp's NAL unit.
+            let data = if message.kind == MediaKind::Video
+                && message.payload.len() > 5
+                && message.payload[1] == 1
+            {
+                with_stamp_sei(&message.payload)
+            } else {
+                message.payload
+            };
+            Tag {
+                kind: message.kind,
+                timestamp: message.timestamp as u32,
+                data,
+            }
+        })
+        .collect();
     let duration_ms = tags.iter().map(|t| t.timestamp).max()? + 34;
     Some(Source {
         tags: Arc::new(tags),
@@ -303,8 +266,15 @@ pub async fn publish(
                 tag.data.clone()
             };
             if raw {
+                let mut raw_tag = Vec::with_capacity(payload.len() + 15);
+                flv::write_tag(
+                    &mut raw_tag,
+                    tag.kind.type_id(),
+                    offset + tag.timestamp,
+                    &payload,
+                );
                 writer
-                    .write_all(&flv_tag(tag.kind, offset + tag.timestamp, &payload))
+                    .write_all(&raw_tag)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
                 continue;
@@ -336,36 +306,5 @@ async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An AAC frame tag as the FLV spec lays it out, written out by hand:
-    /// type 8, size 4, timestamp 0x00_12_34_56 with extension byte 0x7f.
-    const AUDIO_TAG: [u8; 19] = [
-        8, 0, 0, 4, 0x12, 0x34, 0x56, 0x7f, 0, 0, 0, 0xaf, 1, 0xde, 0xad, 0, 0, 0, 15,
-    ];
-
-    #[test]
-    fn a_tag_is_read_only_once_all_of_it_is_there() {
-        for cut in 0..AUDIO_TAG.len() {
-            assert!(next_flv_tag(&AUDIO_TAG[..cut]).is_none(), "cut at {cut}");
-        }
-        let mut two = AUDIO_TAG.to_vec();
-        two.extend_from_slice(&AUDIO_TAG);
-        let tag = next_flv_tag(&two).expect("a whole tag");
-        assert_eq!(tag.kind, Some(MediaKind::Audio));
-        assert_eq!(tag.timestamp, 0x7f12_3456);
-        assert_eq!(&two[tag.data], &[0xaf, 1, 0xde, 0xad]);
-        assert_eq!(tag.len, AUDIO_TAG.len());
-    }
-
-    #[test]
-    fn the_tee_publisher_writes_the_tag_the_spec_lays_out() {
-        let tag = flv_tag(MediaKind::Audio, 0x7f12_3456, &[0xaf, 1, 0xde, 0xad]);
-        assert_eq!(tag, AUDIO_TAG);
     }
 }

@@ -1,6 +1,8 @@
 //! FLV tag-body inspection: is this video frame a keyframe, is this message a
 //! sequence header. Understands legacy FLV headers and enhanced RTMP (`ex`
 //! headers carrying a FourCC), so HEVC/AV1/VP9 pass through correctly.
+//! Also the tags themselves: read one (`tag_at`, `file_tags`), write one
+//! (`write_tag`).
 //!
 //! Pure functions over the first bytes of a payload; nothing is copied.
 
@@ -105,6 +107,47 @@ pub fn aac_audio_specific_config(object_type: u8, sample_rate_index: u8, channel
     bits.to_be_bytes()
 }
 
+/// One FLV tag at the start of a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// 8 audio, 9 video, 18 script data (the filter bits masked off).
+    pub type_id: u8,
+    pub timestamp: u32,
+    /// Where its body lies in the buffer.
+    pub body: std::ops::Range<usize>,
+}
+
+impl Tag {
+    /// Where the next tag starts: past the body and its PreviousTagSize.
+    pub fn next(&self) -> usize {
+        self.body.end + 4
+    }
+}
+
+/// The tag at the start of `buf`, once its header and body are all there
+/// (the PreviousTagSize after it may not be).
+pub fn tag_at(buf: &[u8]) -> Option<Tag> {
+    let header = buf.get(..11)?;
+    let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+    let body = 11..11 + size;
+    (body.end <= buf.len()).then(|| Tag {
+        type_id: header[0] & 0x1f,
+        timestamp: u32::from_be_bytes([header[7], header[4], header[5], header[6]]),
+        body,
+    })
+}
+
+/// Appends one tag and its PreviousTagSize to `out`.
+pub fn write_tag(out: &mut Vec<u8>, type_id: u8, timestamp: u32, body: &[u8]) {
+    out.push(type_id);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
+    out.push((timestamp >> 24) as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+}
+
 /// The audio, video and data tags of an FLV file, as messages sharing the
 /// file's bytes; stops at the first truncated tag. The caller checks the
 /// `FLV` signature.
@@ -114,20 +157,15 @@ pub fn file_tags(file: &bytes::Bytes) -> impl Iterator<Item = crate::MediaMessag
         .map_or(9, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
     let mut at = header_len.saturating_add(4);
     std::iter::from_fn(move || loop {
-        let tag = file.get(at..at.checked_add(11)?)?;
-        let size = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
-        let timestamp = u32::from_be_bytes([tag[7], tag[4], tag[5], tag[6]]);
-        let body = at + 11..at + 11 + size;
-        if body.end > file.len() {
-            return None;
-        }
-        at = body.end + 4;
-        let Some(kind) = crate::MediaKind::from_type_id(tag[0] & 0x1f) else {
+        let tag = tag_at(file.get(at..)?)?;
+        let body = at + tag.body.start..at + tag.body.end;
+        at += tag.next();
+        let Some(kind) = crate::MediaKind::from_type_id(tag.type_id) else {
             continue;
         };
         return Some(crate::MediaMessage::new(
             kind,
-            u64::from(timestamp),
+            u64::from(tag.timestamp),
             file.slice(body),
         ));
     })
@@ -174,6 +212,31 @@ mod tests {
         assert!(!inspect_video(&[0x17]).sequence_header);
         assert!(!is_audio_sequence_header(&[]));
         assert!(!is_audio_sequence_header(&[0xaf]));
+    }
+
+    /// An AAC frame tag as the FLV spec lays it out, written out by hand:
+    /// type 8, size 4, timestamp 0x12_34_56 with extension byte 0x7f.
+    const AUDIO_TAG: [u8; 19] = [
+        8, 0, 0, 4, 0x12, 0x34, 0x56, 0x7f, 0, 0, 0, 0xaf, 1, 0xde, 0xad, 0, 0, 0, 15,
+    ];
+
+    #[test]
+    fn a_tag_is_read_once_its_body_is_there() {
+        for cut in 0..15 {
+            assert!(tag_at(&AUDIO_TAG[..cut]).is_none(), "cut at {cut}");
+        }
+        let tag = tag_at(&AUDIO_TAG[..15]).expect("header and body");
+        assert_eq!(tag.type_id, 8);
+        assert_eq!(tag.timestamp, 0x7f12_3456);
+        assert_eq!(&AUDIO_TAG[tag.body.clone()], &[0xaf, 1, 0xde, 0xad]);
+        assert_eq!(tag.next(), AUDIO_TAG.len());
+    }
+
+    #[test]
+    fn a_tag_is_written_as_the_spec_lays_it_out() {
+        let mut out = Vec::new();
+        write_tag(&mut out, 8, 0x7f12_3456, &[0xaf, 1, 0xde, 0xad]);
+        assert_eq!(out, AUDIO_TAG);
     }
 
     #[test]

@@ -240,14 +240,7 @@ fn mp4_to_flv_inner(file: &Bytes) -> Result<Bytes, StandbyError> {
     tags[2..].sort_by_key(|(ms, tag_type, _)| (*ms, std::cmp::Reverse(*tag_type)));
     let mut flv = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
     for (ms, tag_type, body) in tags {
-        let ms = ms as u32;
-        flv.push(tag_type);
-        flv.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        flv.extend_from_slice(&ms.to_be_bytes()[1..]);
-        flv.push((ms >> 24) as u8);
-        flv.extend_from_slice(&[0, 0, 0]);
-        flv.extend_from_slice(&body);
-        flv.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+        flv::write_tag(&mut flv, tag_type, ms as u32, &body);
     }
     Ok(Bytes::from(flv))
 }
@@ -352,14 +345,7 @@ pub(crate) mod tests {
     pub(crate) fn flv_clip(seconds: u64, first_is_key: bool) -> Bytes {
         let mut file = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
         let mut tag = |kind: u8, ts: u64, body: &[u8]| {
-            let ts = ts as u32;
-            file.push(kind);
-            file.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-            file.extend_from_slice(&ts.to_be_bytes()[1..]);
-            file.push((ts >> 24) as u8);
-            file.extend_from_slice(&[0, 0, 0]);
-            file.extend_from_slice(body);
-            file.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+            crate::flv::write_tag(&mut file, kind, ts as u32, body);
         };
         tag(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1e]);
         tag(8, 0, &[0xaf, 0, 0x12, 0x10]);
