@@ -269,11 +269,8 @@ fn every_caller_publishes_with_a_passphrase_whatever_its_key_length() {
             setup.prism.log()
         );
     }
-    for (receiver, out) in &mut setup.receivers {
-        receiver.wait(Duration::from_secs(15));
-        let probe = assert_good_recording(out, SECONDS as f64);
-        println!("{}: {probe:?}", out.display());
-    }
+    // Every caller's publish first: a recording missing because its caller
+    // never got in should say so, with Prism's log.
     let log = setup.prism.log();
     assert_eq!(log.matches("panicked").count(), 0, "{log}");
     assert_eq!(
@@ -281,6 +278,11 @@ fn every_caller_publishes_with_a_passphrase_whatever_its_key_length() {
         callers.len(),
         "{log}"
     );
+    for (receiver, out) in &mut setup.receivers {
+        receiver.wait(Duration::from_secs(15));
+        let probe = assert_good_recording(out, SECONDS as f64);
+        println!("{}: {probe:?}", out.display());
+    }
     // The frame rate is measured from the stream (25 fps), as RTMP's
     // metadata gives it.
     assert_eq!(log.matches("fps=25.0").count(), callers.len(), "{log}");

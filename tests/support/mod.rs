@@ -31,13 +31,24 @@ pub fn require_ffmpeg() {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for TCP and UDP alike (SRT listens on
+/// UDP), and never handed out before in this test process: the kernel may
+/// give a released port 0 bind again, and the tests of one binary run in
+/// parallel, so two of them could otherwise be told the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A scratch directory removed on drop (kept when the test panicked, for a look).
@@ -315,11 +326,23 @@ impl Ffmpeg {
             "flv".into(),
             out.display().to_string(),
         ];
-        let receiver = Self::spawn(&args, out.with_extension("log"));
+        let mut receiver = Self::spawn(&args, out.with_extension("log"));
         // ffmpeg accepts exactly one connection, so it cannot be probed;
         // give it a moment to bind. Prism retries anyway if it is late.
         thread::sleep(Duration::from_millis(300));
+        receiver.assert_still_running(&format!("the RTMP receiver on port {port}"));
         receiver
+    }
+
+    /// Panics, with the log, when the process has already exited: a
+    /// receiver that could not listen would otherwise show up only later,
+    /// as a recording that was never written.
+    fn assert_still_running(&mut self, what: &str) {
+        let child = self.child.as_mut().expect("already waited");
+        if let Some(status) = child.try_wait().unwrap() {
+            self.child = None;
+            panic!("{what} exited at once ({status}): {}", self.log());
+        }
     }
 
     /// An SRT listener (ffmpeg, its defaults) recording the MPEG-TS it
@@ -334,8 +357,9 @@ impl Ffmpeg {
             .map(|a| a.to_string())
             .chain([out.display().to_string()])
             .collect();
-        let receiver = Self::spawn(&args, out.with_extension("log"));
+        let mut receiver = Self::spawn(&args, out.with_extension("log"));
         thread::sleep(Duration::from_millis(300));
+        receiver.assert_still_running(&format!("the SRT receiver on port {port}"));
         receiver
     }
 
@@ -354,10 +378,12 @@ impl Ffmpeg {
             .spawn()
             .expect("start srt-live-transmit (Debian's srt-tools)");
         thread::sleep(Duration::from_millis(300));
-        Self {
+        let mut receiver = Self {
             child: Some(child),
             log_path,
-        }
+        };
+        receiver.assert_still_running(&format!("srt-live-transmit listening on port {port}"));
+        receiver
     }
 
     /// A publisher of a synthetic H.264 + AAC stream, paced in real time.
@@ -557,7 +583,12 @@ pub struct Probe {
 /// lasting `expected_secs` within 10 %, with strictly increasing timestamps
 /// per stream.
 pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
-    assert!(path.exists(), "{} was never written", path.display());
+    assert!(
+        path.exists(),
+        "{} was never written; its receiver's log: {}",
+        path.display(),
+        fs::read_to_string(path.with_extension("log")).unwrap_or_default()
+    );
     let output = Command::new("ffprobe")
         .args([
             "-v",
