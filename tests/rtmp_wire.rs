@@ -590,3 +590,101 @@ fn a_clean_unpublish_then_a_republish_on_the_same_connection() {
     );
     assert_eq!(refused.unwrap_or(0.0), 0.0, "{metrics}");
 }
+
+/// Reads until the server closes the connection (true), or `within` passes
+/// with it still open (false). Whatever the server sends meanwhile is read
+/// and dropped.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A live publisher that keeps sending, even slowly, is never taken for a
+/// silent one; one that goes silent is dropped after `idle_timeout_s`, and
+/// not long after.
+#[test]
+fn a_live_publisher_is_dropped_after_the_idle_timeout_of_silence_and_not_before() {
+    let scratch = Scratch::new("wire-idle");
+    let rtmp_port = free_port();
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nidle_timeout_s = 2\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{MAIN_KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut stream = publish_by_hand(rtmp_port, MAIN_KEY);
+    // An audio frame every 700 ms for twice the timeout: each one must move
+    // the deadline on.
+    let mut last_sent = Instant::now();
+    for n in 0..9u32 {
+        let audio = audio_frame(n);
+        stream
+            .write_all(&whole(type0(4, n * 700, audio.len(), 8, 1), 4, &audio))
+            .unwrap();
+        last_sent = Instant::now();
+        assert!(
+            !closed_within(&mut stream, Duration::from_millis(700)),
+            "dropped while sending, {} ms in:\n{}",
+            n * 700,
+            prism.log()
+        );
+    }
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(6)),
+        "a silent publisher was kept:\n{}",
+        prism.log()
+    );
+    let after = last_sent.elapsed();
+    assert!(
+        after >= Duration::from_millis(1900),
+        "dropped {after:?} into the silence, before the 2 s timeout"
+    );
+    prism.wait_for_log("no data for 2 s", Duration::from_secs(2));
+}
+
+/// A stream removed through the admin API while an RTMP encoder publishes
+/// to it closes that encoder's connection, and says why.
+#[test]
+fn removing_a_stream_closes_its_live_rtmp_publisher() {
+    const TOKEN: &str = "wire-admin-token-0123456789";
+    let scratch = Scratch::new("wire-removed");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{MAIN_KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut stream = publish_by_hand(rtmp_port, MAIN_KEY);
+    send_interleaved(&mut stream, 10);
+    assert!(!closed_within(&mut stream, Duration::from_millis(300)));
+    let (status, body) = http(admin_port, "DELETE", "/v1/streams/main", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)),
+        "the publisher of a removed stream was kept:\n{}",
+        prism.log()
+    );
+    prism.wait_for_log(
+        "publish ended: the stream was removed",
+        Duration::from_secs(2),
+    );
+}

@@ -247,12 +247,28 @@ async fn handle_connection(
         stats,
     };
     connection.process(&leftover, directory).await?;
-    let mut hub_live = None;
     loop {
-        let live = connection.publish.is_some();
-        if live {
+        if connection.publish.is_some() {
             has_published = true;
-        } else if has_published {
+            match read_while_live(
+                &mut connection,
+                &mut read_buf,
+                directory,
+                &mut shutdown,
+                limits,
+            )
+            .await?
+            {
+                LiveEnd::Closed => break,
+                LiveEnd::Unpublished => continue,
+                LiveEnd::StreamRemoved => {
+                    info!(%remote, "publish ended: the stream was removed");
+                    connection.publish = None;
+                    return Ok(());
+                }
+            }
+        }
+        if has_published {
             // The encoder stopped cleanly (FCUnpublish): it has a new
             // publish timeout to publish again, and closing after it is
             // not a refusal.
@@ -264,14 +280,7 @@ async fn handle_connection(
         }
         let republishing = connection.republishing;
         let read = async {
-            if live {
-                tokio::time::timeout(limits.idle_timeout, connection.socket.read(&mut read_buf))
-                    .await
-                    .map_err(|_| {
-                        stats.count_limit(Limit::IdleTimeout);
-                        format!("no data for {} s", limits.idle_timeout.as_secs())
-                    })
-            } else if !connection.session.is_connected() {
+            if !connection.session.is_connected() {
                 tokio::time::timeout_at(connect_deadline, connection.socket.read(&mut read_buf))
                     .await
                     .map_err(|_| handshake_timed_out())
@@ -293,21 +302,6 @@ async fn handle_connection(
                 }
             }
         };
-        // Follows the hub, so a publish the hub ended (its stream was removed)
-        // closes the connection instead of feeding nothing.
-        if connection.publish.is_none() {
-            hub_live = None;
-        } else if hub_live.is_none() {
-            hub_live = connection.publish.as_ref().map(|p| p.hub().watch_live());
-        }
-        let publish_ended = async {
-            match hub_live.as_mut() {
-                Some(live) => {
-                    let _ = live.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         let n = tokio::select! {
             read = read => match read? {
                 Ok(0) => break,
@@ -316,14 +310,6 @@ async fn handle_connection(
             },
             _ = shutdown.changed() => break,
             () = ticket.evicted() => return Err(EVICTED.into()),
-            () = publish_ended => {
-                if connection.publish.as_ref().is_some_and(|p| !p.is_current()) {
-                    info!(%remote, "publish ended: the stream was removed");
-                    connection.publish = None;
-                    return Ok(());
-                }
-                continue;
-            }
         };
         connection.process(&read_buf[..n], directory).await?;
         // Admission follows the opening only; a publishing connection
@@ -343,6 +329,81 @@ async fn handle_connection(
         log_publish_stopped(&guard, remote, "connection closed");
     }
     Ok(())
+}
+
+/// How reading a live publish ended.
+enum LiveEnd {
+    /// The encoder closed the connection, or Prism is shutting down.
+    Closed,
+    /// The encoder stopped publishing cleanly (it may publish again).
+    Unpublished,
+    /// The hub ended the publish itself: its stream was removed.
+    StreamRemoved,
+}
+
+/// Reads a live publish into the hub until it ends.
+///
+/// What only matters when something rare happens (Prism shutting down, the
+/// hub ending the publish, the encoder going silent) waits in futures that
+/// live across reads. Made afresh for each read, as before the publish,
+/// they registered and removed two waiters and a timer a few hundred times
+/// a second: most of a publishing connection's own CPU.
+async fn read_while_live(
+    connection: &mut Connection<'_>,
+    read_buf: &mut [u8],
+    directory: &HubDirectory,
+    shutdown: &mut watch::Receiver<bool>,
+    limits: &IngestLimits,
+) -> Result<LiveEnd, String> {
+    let Some(publish) = &connection.publish else {
+        return Ok(LiveEnd::Unpublished);
+    };
+    let mut shutdown_changed = std::pin::pin!(shutdown.changed());
+    let mut hub_changed = std::pin::pin!(live_changed(publish.hub().watch_live()));
+    let mut last_read = tokio::time::Instant::now();
+    let mut idle = std::pin::pin!(tokio::time::sleep_until(last_read + limits.idle_timeout));
+    loop {
+        let n = tokio::select! {
+            biased;
+            _ = &mut shutdown_changed => return Ok(LiveEnd::Closed),
+            live = &mut hub_changed => {
+                if connection.publish.as_ref().is_some_and(|p| !p.is_current()) {
+                    return Ok(LiveEnd::StreamRemoved);
+                }
+                hub_changed.set(live_changed(live));
+                continue;
+            }
+            read = connection.socket.read(read_buf) => match read {
+                Ok(0) => return Ok(LiveEnd::Closed),
+                Ok(n) => n,
+                Err(e) => return Err(format!("read failed: {e}")),
+            },
+            () = &mut idle => {
+                // The timer is moved on only when it fires, not per read.
+                let deadline = last_read + limits.idle_timeout;
+                if tokio::time::Instant::now() < deadline {
+                    idle.as_mut().reset(deadline);
+                    continue;
+                }
+                connection.stats.count_limit(Limit::IdleTimeout);
+                return Err(format!("no data for {} s", limits.idle_timeout.as_secs()));
+            }
+        };
+        last_read = tokio::time::Instant::now();
+        connection.process(&read_buf[..n], directory).await?;
+        if connection.publish.is_none() {
+            return Ok(LiveEnd::Unpublished);
+        }
+    }
+}
+
+/// Resolves when the hub's live state changes, giving the receiver back to
+/// wait again.
+async fn live_changed(
+    mut live: watch::Receiver<prism_media::LiveState>,
+) -> watch::Receiver<prism_media::LiveState> {
+    let _ = live.changed().await;
+    live
 }
 
 /// One encoder connection past the handshake.
