@@ -390,3 +390,32 @@ fn a_silent_srt_caller_is_let_go_after_the_idle_timeout_and_a_live_one_is_not() 
     assert_eq!(log.matches("panicked").count(), 0, "{log}");
     prism.terminate();
 }
+
+/// A stream removed through the admin API while an SRT encoder publishes
+/// to it ends that publish, and says why.
+#[test]
+fn removing_a_stream_ends_its_live_srt_publish() {
+    const TOKEN: &str = "srt-admin-token-0123456789";
+    require_ffmpeg();
+    let scratch = Scratch::new("srt-removed");
+    let (rtmp_port, srt_port, admin_port) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"plain\"\nkey = \"{PLAIN_KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
+    let _publisher = Ffmpeg::srt_publisher(
+        &srt_url(srt_port, PLAIN_KEY, None),
+        30,
+        scratch.file("publisher.log"),
+    );
+    prism.wait_for_log("publish started", Duration::from_secs(10));
+    let (status, body) = http(admin_port, "DELETE", "/v1/streams/plain", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    prism.wait_for_log("the stream was removed", Duration::from_secs(5));
+    let log = prism.log();
+    assert_eq!(log.matches("publish stopped").count(), 1, "{log}");
+    assert_eq!(log.matches("panicked").count(), 0, "{log}");
+}

@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
+use prism_media::hub::live_changed;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
 use prism_media::{
@@ -395,15 +396,6 @@ async fn read_while_live(
             return Ok(LiveEnd::Unpublished);
         }
     }
-}
-
-/// Resolves when the hub's live state changes, giving the receiver back to
-/// wait again.
-async fn live_changed(
-    mut live: watch::Receiver<prism_media::LiveState>,
-) -> watch::Receiver<prism_media::LiveState> {
-    let _ = live.changed().await;
-    live
 }
 
 /// One encoder connection past the handshake.

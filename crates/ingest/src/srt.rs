@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prism_media::hub::live_changed;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
 
@@ -303,25 +304,28 @@ async fn run_publish(
         }
     };
     debug!(stream = %hub.id(), %remote, protocol = "srt", "publish accepted");
-    let mut live = hub.watch_live();
     let mut ts = TsToFlv::new();
     let mut announcer = PublishAnnouncer::new(IngestProtocol::Srt);
     let mut messages: Vec<MediaMessage> = Vec::new();
     // One idle timer for the whole publish, moved on only when it fires
     // (a timer per datagram was a registration in tokio's wheel ~600 times a
-    // second). Datagrams that are already waiting are taken without going
-    // back through the select, which re-registers with both watches.
+    // second), and one wait on each watch, kept across turns. Datagrams
+    // that are already waiting are taken without going back through the
+    // select.
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    let mut shutdown_changed = std::pin::pin!(shutdown.changed());
+    let mut hub_changed = std::pin::pin!(live_changed(hub.watch_live()));
     let mut last_data = Instant::now();
     let reason = 'publish: loop {
         let mut next = tokio::select! {
             next = socket.next() => next,
-            _ = shutdown.changed() => break "shutting down",
-            _ = live.changed() => {
+            _ = &mut shutdown_changed => break "shutting down",
+            live = &mut hub_changed => {
                 if !publish.is_current() {
                     break "the stream was removed";
                 }
+                hub_changed.set(live_changed(live));
                 continue;
             }
             () = &mut idle => {
