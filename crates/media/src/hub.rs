@@ -34,6 +34,14 @@ pub struct LiveState {
     pub session: u64,
 }
 
+/// Resolves when the live state `live` follows changes, giving the receiver
+/// back: a publish loop keeps this one future across its reads and makes
+/// the next only after it fired, instead of a wait per read.
+pub async fn live_changed(mut live: watch::Receiver<LiveState>) -> watch::Receiver<LiveState> {
+    let _ = live.changed().await;
+    live
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("a publisher is already live on this stream")]
@@ -468,17 +476,6 @@ impl StreamHub {
     pub fn watch_live(&self) -> watch::Receiver<LiveState> {
         self.live.subscribe()
     }
-}
-
-/// Resolves when the live state `live` follows changes, giving the receiver
-/// back: a publish loop keeps this one future across its reads and makes
-/// the next only after it fired, instead of a wait per read.
-pub async fn live_changed(mut live: watch::Receiver<LiveState>) -> watch::Receiver<LiveState> {
-    let _ = live.changed().await;
-    live
-}
-
-impl StreamHub {
     /// How many follow publish starts (`watch_live`): about how many
     /// destinations start together when a publish begins.
     pub fn live_watchers(&self) -> usize {
