@@ -110,7 +110,7 @@ fn remux(ts: &[u8], chunk: usize) -> Remuxed {
 
 /// Writes messages as an FLV file, as a receiver's recording would be.
 fn write_flv(path: &Path, messages: &[MediaMessage]) {
-    let mut out = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+    let mut out = prism_media::flv::FILE_HEADER.to_vec();
     for m in messages {
         let timestamp = prism_media::timeline::rtmp_timestamp(m.timestamp);
         prism_media::flv::write_tag(&mut out, m.kind.type_id(), timestamp, &m.payload);

@@ -137,6 +137,10 @@ pub fn tag_at(buf: &[u8]) -> Option<Tag> {
     })
 }
 
+/// An FLV file's header (version 1, audio and video) and the first
+/// PreviousTagSize, 0: what a file written with `write_tag` starts with.
+pub const FILE_HEADER: &[u8; 13] = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00";
+
 /// Appends one tag and its PreviousTagSize to `out`.
 pub fn write_tag(out: &mut Vec<u8>, type_id: u8, timestamp: u32, body: &[u8]) {
     out.push(type_id);

@@ -238,7 +238,7 @@ fn mp4_to_flv_inner(file: &Bytes) -> Result<Bytes, StandbyError> {
     }
     // Headers first, then by time (video before audio at the same time).
     tags[2..].sort_by_key(|(ms, tag_type, _)| (*ms, std::cmp::Reverse(*tag_type)));
-    let mut flv = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+    let mut flv = flv::FILE_HEADER.to_vec();
     for (ms, tag_type, body) in tags {
         flv::write_tag(&mut flv, tag_type, ms as u32, &body);
     }
@@ -343,7 +343,7 @@ pub(crate) mod tests {
 
     /// An FLV file of `seconds` at 25 fps video with AAC audio every 23 ms.
     pub(crate) fn flv_clip(seconds: u64, first_is_key: bool) -> Bytes {
-        let mut file = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        let mut file = crate::flv::FILE_HEADER.to_vec();
         let mut tag = |kind: u8, ts: u64, body: &[u8]| {
             crate::flv::write_tag(&mut file, kind, ts as u32, body);
         };
