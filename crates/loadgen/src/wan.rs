@@ -99,8 +99,8 @@ impl WanPath {
             host_tun.try_clone().map_err(|e| e.to_string())?,
             peer_tun.try_clone().map_err(|e| e.to_string())?,
         );
-        carry(host_tun, to_relay, delay, loss_percent / 100.0);
-        carry(peer_tun, to_receivers, delay, 0.0);
+        carry("wan-out", host_tun, to_relay, delay, loss_percent / 100.0);
+        carry("wan-back", peer_tun, to_receivers, delay, 0.0);
         Ok(path)
     }
 
@@ -183,44 +183,50 @@ fn open_tun(name: &str) -> Result<File, String> {
 /// Carries every packet read from `from` to `to`, `delay` later, losing
 /// `loss` of them (a fraction), on two threads: one reads and stamps, one
 /// waits and writes, so the delay is the same for every packet and their
-/// order is kept.
-fn carry(mut from: File, mut to: File, delay: Duration, loss: f64) {
+/// order is kept. The threads are named `{name}-read` and `{name}-write`,
+/// so that the harness's own cost shows by name in `top -H` or a profile.
+fn carry(name: &str, mut from: File, mut to: File, delay: Duration, loss: f64) {
     let (sender, packets) = mpsc::channel::<(Instant, Vec<u8>)>();
-    std::thread::spawn(move || {
-        let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
-        let mut buf = vec![0u8; 65536];
-        while let Ok(n) = from.read(&mut buf) {
-            if random.chance(loss) {
-                continue;
-            }
-            if sender
-                .send((Instant::now() + delay, buf[..n].to_vec()))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        let mut due: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
-        loop {
-            if due.is_empty() {
-                match packets.recv() {
-                    Ok(packet) => due.push_back(packet),
-                    Err(_) => return,
+    let thread = |role: &str| std::thread::Builder::new().name(format!("{name}-{role}"));
+    thread("read")
+        .spawn(move || {
+            let mut random = Random(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = from.read(&mut buf) {
+                if random.chance(loss) {
+                    continue;
+                }
+                if sender
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
                 }
             }
-            due.extend(packets.try_iter());
-            let (at, _) = due.front().expect("filled above");
-            let wait = at.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
+        })
+        .expect("spawn the delay line's reader");
+    thread("write")
+        .spawn(move || {
+            let mut due: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+            loop {
+                if due.is_empty() {
+                    match packets.recv() {
+                        Ok(packet) => due.push_back(packet),
+                        Err(_) => return,
+                    }
+                }
+                due.extend(packets.try_iter());
+                let (at, _) = due.front().expect("filled above");
+                let wait = at.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                let (_, packet) = due.pop_front().expect("filled above");
+                // A full device queue loses the packet, as a router's would.
+                let _ = to.write(&packet);
             }
-            let (_, packet) = due.pop_front().expect("filled above");
-            // A full device queue loses the packet, as a router's would.
-            let _ = to.write(&packet);
-        }
-    });
+        })
+        .expect("spawn the delay line's writer");
 }
 
 /// xorshift64: enough to pick which packets are lost.
