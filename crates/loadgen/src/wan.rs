@@ -99,8 +99,8 @@ impl WanPath {
             host_tun.try_clone().map_err(|e| e.to_string())?,
             peer_tun.try_clone().map_err(|e| e.to_string())?,
         );
-        carry("wan-out", host_tun, to_relay, delay, loss_percent / 100.0);
-        carry("wan-back", peer_tun, to_receivers, delay, 0.0);
+        carry("wan-out", host_tun, to_relay, delay, loss_percent / 100.0)?;
+        carry("wan-back", peer_tun, to_receivers, delay, 0.0)?;
         Ok(path)
     }
 
@@ -185,7 +185,13 @@ fn open_tun(name: &str) -> Result<File, String> {
 /// waits and writes, so the delay is the same for every packet and their
 /// order is kept. The threads are named `{name}-read` and `{name}-write`,
 /// so that the harness's own cost shows by name in `top -H` or a profile.
-fn carry(name: &str, mut from: File, mut to: File, delay: Duration, loss: f64) {
+fn carry(
+    name: &str,
+    mut from: File,
+    mut to: File,
+    delay: Duration,
+    loss: f64,
+) -> Result<(), String> {
     let (sender, packets) = mpsc::channel::<(Instant, Vec<u8>)>();
     let thread = |role: &str| std::thread::Builder::new().name(format!("{name}-{role}"));
     thread("read")
@@ -204,7 +210,7 @@ fn carry(name: &str, mut from: File, mut to: File, delay: Duration, loss: f64) {
                 }
             }
         })
-        .expect("spawn the delay line's reader");
+        .map_err(|e| format!("spawn the delay line's reader: {e}"))?;
     thread("write")
         .spawn(move || {
             let mut due: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
@@ -226,7 +232,8 @@ fn carry(name: &str, mut from: File, mut to: File, delay: Duration, loss: f64) {
                 let _ = to.write(&packet);
             }
         })
-        .expect("spawn the delay line's writer");
+        .map_err(|e| format!("spawn the delay line's writer: {e}"))?;
+    Ok(())
 }
 
 /// xorshift64: enough to pick which packets are lost.
