@@ -42,6 +42,22 @@ pub struct SrtSettings {
     pub max_connections: usize,
 }
 
+/// Reports panics of srt-tokio's own tasks (a session's protocol loop, a
+/// listener's demultiplexer) as Prism's supervised tasks report theirs:
+/// counted under `prism_task_panics_total{task}` and logged, the message
+/// escaped. Such a panic ends that one connection (or listener, which is
+/// then restarted); the process goes on.
+pub fn observe_srt_task_panics() {
+    srt_tokio::set_panic_observer(|task, message| {
+        prism_media::supervise::count_panic(task);
+        error!(
+            task,
+            panic = %prism_media::remote_text::remote_text(&message),
+            "an SRT task panicked; its connection ended"
+        );
+    });
+}
+
 /// Binds the SRT listener (UDP); an error names the address.
 pub async fn bind_srt(settings: &SrtSettings) -> Result<(SrtListener, SrtIncoming), String> {
     SrtListener::builder()

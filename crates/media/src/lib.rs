@@ -11,6 +11,7 @@ pub mod lanes;
 pub mod message;
 pub mod mpegts;
 pub mod queue;
+pub mod remote_text;
 pub mod secret;
 pub mod standby;
 pub mod supervise;

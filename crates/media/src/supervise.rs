@@ -38,9 +38,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 11] = [
+pub const SUPERVISED_TASKS: [&str; 12] = [
     "rtmp_connection",
     "srt_connection",
+    "srt_listener",
     "pull",
     "http_connection",
     "destination",

@@ -123,6 +123,8 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    log_panics_through_tracing();
+    prism_ingest::srt::observe_srt_task_panics();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
@@ -153,6 +155,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Every panic is written as one log line in the configured format, its
+/// message escaped, instead of the standard hook's raw text on stderr: a
+/// peer's text inside a panic message cannot forge log lines. Who caught the
+/// panic (a connection, a destination, a listener) logs what follows.
+fn log_panics_through_tracing() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = prism_media::supervise::panic_message(info.payload());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        error!(
+            panic = %prism_media::remote_text::remote_text(&message),
+            location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "a panic"
+        );
+    }));
 }
 
 async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), String> {

@@ -50,9 +50,11 @@
 mod listener;
 mod net;
 mod socket;
+mod supervise;
 mod watch;
 
 pub use net::bind_socket;
+pub use supervise::set_panic_observer;
 pub use srt_protocol::access;
 pub use srt_protocol::options;
 

@@ -363,9 +363,17 @@ impl DuplexConnection {
             // TODO: case UMSG_CGWARNING: // 100 - Delay Warning
             //            // One way packet delay is increasing, so decrease the sending rate
             //            ControlTypes::DelayWarning?
-            CongestionWarning => todo!(),
-            // TODO: case UMSG_PEERERROR: // 1000 - An error has happened to the peer side
-            PeerError(_) => todo!(),
+            // PRISM PATCH: the two cases below were `todo!()`, a panic of
+            // the session's task on one control packet from the peer. A
+            // congestion warning asks for nothing this sender can honour (its
+            // rate is the live input's); a peer error ends the connection as
+            // the peer's shutdown does.
+            CongestionWarning => self.info(now, "congestion warning", &()),
+            PeerError(code) => {
+                self.warn(now, "peer error", &code);
+                self.status
+                    .handle_shutdown_packet(now, self.settings.local_sockid)
+            }
             // TODO: case UMSG_EXT: // 0x7FFF - reserved and user defined messages
             Srt(s) => self.handle_srt_control_packet(now, s),
         }
@@ -387,7 +395,10 @@ impl DuplexConnection {
             KeyRefreshResponse(keying_material) => {
                 self.sender().handle_key_refresh_response(keying_material)
             }
-            _ => unimplemented!("{:?}", pack),
+            // PRISM PATCH: was `unimplemented!()`, a panic on a control
+            // packet any peer may send; the others carry nothing a connected
+            // session acts on.
+            _ => self.warn(now, "unexpected SRT control packet", &pack),
         }
     }
 

@@ -59,9 +59,11 @@ impl SrtListener {
             statistics_sender,
             close_resp,
         );
-        let task = tokio::spawn(async move {
-            state.run_loop().await;
-        });
+        // PRISM PATCH: a panic in the listener's loop is caught and reported.
+        let task = tokio::spawn(crate::supervise::supervised(
+            "srt_listener",
+            state.run_loop(),
+        ));
         Ok((
             Self {
                 settings,

@@ -179,7 +179,11 @@ impl SrtSocketTaskFactory {
             input_data_receiver: self.input_data_receiver,
         };
 
-        let handle = tokio::spawn(async move { state.run_loop().await });
+        // PRISM PATCH: a panic in the session's loop is caught and reported.
+        let handle = tokio::spawn(crate::supervise::supervised(
+            "srt_connection",
+            state.run_loop(),
+        ));
 
         (handle, settings)
     }

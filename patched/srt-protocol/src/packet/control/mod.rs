@@ -908,6 +908,33 @@ impl CompressedLossList {
         }
     }
 
+    /// PRISM PATCH: the list as ranges `(first, count)`, without expanding
+    /// them, so a caller can clamp a peer's range before walking it. A range
+    /// whose end is before its start (in sequence order) is read as its
+    /// first number alone, and an unterminated one likewise.
+    pub fn ranges(&self) -> impl Iterator<Item = (SeqNumber, u32)> + '_ {
+        let mut words = self.0.iter().copied();
+        std::iter::from_fn(move || {
+            let word = words.next()?;
+            if word & (1 << 31) == 0 {
+                return Some((SeqNumber::new_truncate(word), 1));
+            }
+            let start = SeqNumber::new_truncate(word & !(1 << 31));
+            let count = match words.next() {
+                Some(end) => {
+                    let end = SeqNumber::new_truncate(end);
+                    if end > start {
+                        end - start + 1
+                    } else {
+                        1
+                    }
+                }
+                None => 1,
+            };
+            Some((start, count))
+        })
+    }
+
     pub fn iter_compressed(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().copied()
     }

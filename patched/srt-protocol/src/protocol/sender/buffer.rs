@@ -165,15 +165,57 @@ impl SendBuffer {
         })
     }
 
+    /// PRISM PATCH: upstream expanded every range of the NAK one sequence
+    /// number at a time, so one datagram with ranges spanning 2^30 numbers
+    /// held a runtime thread for seconds. Each range is now intersected with
+    /// what this sender holds (`front..next_send`) and only that part is
+    /// walked; ranges that overlap what this NAK already added are not walked
+    /// again. One NAK costs at most the send buffer's length in work.
     pub fn add_to_loss_list(
         &mut self,
         nak: CompressedLossList,
     ) -> impl Iterator<Item = (Loss, Range<SeqNumber>)> + '_ {
-        LossIterator {
-            loss_list: nak.into_iter_decompressed(),
-            first: None,
-            buffer: self,
+        let mut out = Vec::new();
+        let front = self.front_packet();
+        let next_send = self.next_send;
+        // Offsets from `front` already walked by this NAK.
+        let mut walked_until = 0u32;
+        for (start, count) in nak.ranges() {
+            let end = start + count;
+            let Some(front) = front else {
+                let kind = if start < next_send { Loss::Dropped } else { Loss::Ignored };
+                out.push((kind, start..end));
+                continue;
+            };
+            let window = next_send - front;
+            if start < front {
+                let before = (front - start).min(count);
+                out.push((Loss::Dropped, start..start + before));
+            }
+            // The range as offsets from `front`, split where it wraps.
+            let offset = u64::from(start - front);
+            let stop = offset + u64::from(count);
+            let modulus = u64::from(SeqNumber::MAX);
+            let pieces = [(offset, stop.min(modulus)), (0, stop.saturating_sub(modulus))];
+            let mut added = false;
+            for (lo, hi) in pieces {
+                let lo = lo.max(u64::from(walked_until));
+                let hi = hi.min(u64::from(window));
+                if lo >= hi {
+                    continue;
+                }
+                for off in lo..hi {
+                    self.lost_list.insert(front + off as u32);
+                }
+                walked_until = hi as u32;
+                out.push((Loss::Added, front + lo as u32..front + hi as u32));
+                added = true;
+            }
+            if !added && !(start < front) {
+                out.push((Loss::Ignored, start..end));
+            }
         }
+        out.into_iter()
     }
 
     pub fn next_snd_actions(
@@ -200,13 +242,14 @@ impl SendBuffer {
     }
 
     fn send_next_lost_packet(&mut self, ts_now: TimeStamp) -> Option<DataPacket> {
-        let seq = self.pop_lost_list()?;
-        match self
-            .send_packet(ts_now, seq)
-        {
-            Some(packet) => Some(packet),
-            None => panic!("Packet in loss list was not in buffer! seq={} front_packet={:?} buffer.len={} back_packet={:?}", seq, self.front_packet(), self.buffer.len(), self.buffer.back().map(|b| b.packet.seq_number)),
+        // PRISM PATCH: was a panic when a lost number was no longer in the
+        // buffer; such a number is skipped.
+        while let Some(seq) = self.pop_lost_list() {
+            if let Some(packet) = self.send_packet(ts_now, seq) {
+                return Some(packet);
+            }
         }
+        None
     }
 
     fn send_next_rto_packet(&mut self, ts_now: TimeStamp) -> Option<DataPacket> {
@@ -362,61 +405,6 @@ pub enum Loss {
     Added,
     Dropped,
     Ignored,
-}
-
-pub struct LossIterator<'a, I: Iterator<Item = SeqNumber>> {
-    buffer: &'a mut SendBuffer,
-    loss_list: I,
-    first: Option<(Loss, SeqNumber)>,
-}
-
-impl<'a, I> LossIterator<'a, I>
-where
-    I: Iterator<Item = SeqNumber>,
-{
-    fn next_loss(&mut self) -> Option<(Loss, SeqNumber)> {
-        use Loss::*;
-        let front = self.buffer.front_packet();
-        let next_send = self.buffer.next_send;
-        self.loss_list.next().map(|next| match (front, next_send) {
-            (_, next_send) if next >= next_send => (Ignored, next),
-            (Some(front), _) if next < front => (Dropped, next),
-            (None, _) => (Dropped, next),
-            (Some(_), _) => {
-                self.buffer.lost_list.insert(next);
-                (Added, next)
-            }
-        })
-    }
-}
-
-impl<'a, I> Iterator for LossIterator<'a, I>
-where
-    I: Iterator<Item = SeqNumber>,
-{
-    type Item = (Loss, Range<SeqNumber>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (first_type, start) = self.first.or_else(|| self.next_loss())?;
-        // exclusive end
-        let mut end = start + 1;
-        loop {
-            match self.next_loss() {
-                Some((next_type, next)) if next_type == first_type && next == end => {
-                    end = next + 1;
-                    continue;
-                }
-                Some((next_type, next)) => {
-                    self.first = Some((next_type, next));
-                    return Some((first_type, start..end));
-                }
-                None => {
-                    self.first = None;
-                    return Some((first_type, start..end));
-                }
-            }
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

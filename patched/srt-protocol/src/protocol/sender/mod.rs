@@ -4,6 +4,7 @@ mod encapsulate;
 
 use std::{
     convert::TryFrom,
+    ops::Range,
     time::{Duration, Instant},
 };
 
@@ -156,9 +157,12 @@ impl<'a> SenderContext<'a> {
     pub fn handle_nak_packet(&mut self, now: Instant, nak: CompressedLossList) {
         self.stats.rx_nak += 1;
         // 1) Add all sequence numbers carried in the NAK into the sender's loss list.
+        // PRISM PATCH: upstream sent one drop request per range this sender
+        // no longer holds, so one NAK of many old ranges made as many
+        // packets. The ranges it no longer holds all end at or before the
+        // buffer's front: one drop request covers them.
+        let mut dropped: Option<Range<SeqNumber>> = None;
         for (loss, range) in self.sender.send_buffer.add_to_loss_list(nak) {
-            //self.debug("nak", now, &(&loss, &range));
-            // TODO: figure out better statistics
             use Loss::*;
             match loss {
                 Ignored | Added => {
@@ -166,24 +170,22 @@ impl<'a> SenderContext<'a> {
                 }
                 Dropped => {
                     self.stats.tx_dropped_data += 1;
-
-                    // On a Live stream, where each packet is a message, just one NAK with
-                    // a compressed packet loss interval of significant size (e.g. [1,
-                    // 100_000] will result in a deluge of message drop request packet
-                    // transmissions from the sender, resembling a DoS attack on the receiver.
-                    // Even more pathological, this is most likely to happen when we absolutely
-                    // do not want it to happen, such as during periods of decreased network
-                    // throughput.
-                    //
-                    // For this reason, this implementation is explicitly inconsistent with the
-                    // reference implementation, which only sends a single message per message
-                    // drop request, if the message is still in the send buffer. We always send
-                    self.output.send_control(
-                        now,
-                        ControlTypes::new_drop_request(MsgNumber::new_truncate(0), range),
-                    )
+                    dropped = Some(match dropped {
+                        Some(d) => d.start.min(range.start)..d.end.max(range.end),
+                        None => range,
+                    });
                 }
             }
+        }
+        // On a Live stream, where each packet is a message, this is
+        // explicitly inconsistent with the reference implementation, which
+        // only sends a single message per message drop request, if the
+        // message is still in the send buffer.
+        if let Some(range) = dropped.filter(|r| !r.is_empty()) {
+            self.output.send_control(
+                now,
+                ControlTypes::new_drop_request(MsgNumber::new_truncate(0), range),
+            )
         }
     }
 
