@@ -10,69 +10,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
-
+use fantoccini::{Client, Locator};
+use support::browser::{browser, ChromeDriver};
 use support::*;
 
 const TOKEN: &str = "console-admin-token-0123456789";
 const KEY: &str = "live_console_show_42";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct ChromeDriver {
-    child: Child,
-    port: u16,
-}
-
-impl ChromeDriver {
-    fn start() -> Self {
-        assert!(
-            Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
-            "Chromium is missing: apt-get install -y chromium chromium-driver"
-        );
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        wait_for_port(port, Duration::from_secs(10));
-        Self { child, port }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn browser(driver: &ChromeDriver) -> Client {
-    let capabilities = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000"],
-        },
-        "goog:loggingPrefs": { "browser": "ALL" },
-    });
-    let serde_json::Value::Object(capabilities) = capabilities else {
-        unreachable!()
-    };
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a Chromium session")
-}
-
 /// The text of the first element matching `css`, or "" if there is none.
 async fn text(client: &Client, css: &str) -> String {
     match client.find(Locator::Css(css)).await {
@@ -209,7 +154,7 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     let mut publisher = Ffmpeg::publisher(&prism.publish_url(KEY), 30, scratch.file("pub.log"));
 
     let driver = ChromeDriver::start();
-    let client = browser(&driver).await;
+    let client = browser(&driver, &[]).await;
     client
         .goto(&format!("http://127.0.0.1:{admin_port}/#token={TOKEN}"))
         .await

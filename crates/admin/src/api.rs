@@ -23,9 +23,10 @@ use toml_edit::{value, DocumentMut, Table};
 
 use prism_fanout::{Registry, StreamEntry};
 
-use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
+use crate::config::{AdminConfig, Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::control::{Controller, Event};
 use crate::error::ApiError;
+use crate::site_guard::SiteGuard;
 use crate::{persist, platforms};
 
 /// Every route the router serves, as (method, path). The OpenAPI document
@@ -61,24 +62,23 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 struct App {
     controller: Arc<Controller>,
     token: Option<Arc<str>>,
+    site: Arc<SiteGuard>,
     /// One permit per open `/v1/events` stream.
     event_streams: Arc<Semaphore>,
     max_event_streams: usize,
 }
 
-/// The router; `token` is `None` only for a loopback listener the operator
-/// marked `insecure_no_auth`. At most `max_event_streams` clients follow
-/// `/v1/events` at once.
-pub fn router(
-    controller: Arc<Controller>,
-    token: Option<String>,
-    max_event_streams: usize,
-) -> Router {
+/// The router of the admin listener `admin`: its token is `None` only for a
+/// loopback listener the operator marked `insecure_no_auth`; at most
+/// `max_event_streams` clients follow `/v1/events` at once; every request,
+/// the console's and `/healthz` too, passes the [`SiteGuard`] first.
+pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
     let app = App {
         controller,
-        token: token.map(Arc::from),
-        event_streams: Arc::new(Semaphore::new(max_event_streams)),
-        max_event_streams,
+        token: admin.token.as_deref().map(Arc::from),
+        site: Arc::new(SiteGuard::new(admin.listen, &admin.allowed_hosts)),
+        event_streams: Arc::new(Semaphore::new(admin.max_event_streams)),
+        max_event_streams: admin.max_event_streams,
     };
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -115,7 +115,18 @@ pub fn router(
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::console::routes())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_other_sites,
+        ))
         .with_state(app)
+}
+
+async fn refuse_other_sites(State(app): State<App>, request: Request, next: Next) -> Response {
+    match app.site.check(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {

@@ -170,6 +170,8 @@ struct RawAdmin {
     max_connections: usize,
     #[serde(default = "default_max_event_streams")]
     max_event_streams: usize,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
 }
 
 /// Connections per HTTP listener: a scraper or an operator's console needs
@@ -400,6 +402,9 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// `/v1/events` streams open at once (within `max_connections`).
     pub max_event_streams: usize,
+    /// Host names (besides its addresses and `localhost`) the listener
+    /// answers to, e.g. the name of a reverse proxy in front of it.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -409,6 +414,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("max_connections", &self.max_connections)
             .field("max_event_streams", &self.max_event_streams)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -675,8 +681,27 @@ impl Config {
                             .into(),
                     ));
                 }
+                let mut allowed_hosts = Vec::new();
+                for host in &admin.allowed_hosts {
+                    let name = host.get_ref().trim();
+                    let plain = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    if !plain {
+                        return Err(error(
+                            host.span(),
+                            format!(
+                                "admin.allowed_hosts: {name:?} is not a host name (write the \
+                                 name alone, e.g. \"prism.example.org\": no scheme, port or path)"
+                            ),
+                        ));
+                    }
+                    allowed_hosts.push(name.to_ascii_lowercase());
+                }
                 let max_connections = admin.max_connections.clamp(2, 65_536);
                 Some(AdminConfig {
+                    allowed_hosts,
                     listen,
                     token: token.map(|(t, _)| t),
                     max_connections,

@@ -9,6 +9,7 @@ pub mod control;
 pub mod error;
 pub mod persist;
 pub mod platforms;
+pub mod site_guard;
 
 pub use api::router;
 pub use config::{Config, ConfigError, LogFormat};

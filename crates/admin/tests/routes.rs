@@ -21,11 +21,12 @@ fn app(name: &str) -> Router {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("prism.toml");
     let text = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:1\"\n\n[admin]\nlisten = \"127.0.0.1:2\"\ntoken = \"{TOKEN}\"\n\n\
+        "[rtmp]\nlisten = \"127.0.0.1:1\"\n\n[admin]\nlisten = \"127.0.0.1:2\"\ntoken = \"{TOKEN}\"\nmax_event_streams = 4\n\n\
          [[streams]]\nid = \"main\"\nkey = \"live_abcdefgh12345\"\n\n  [[streams.destinations]]\n  id = \"d1\"\n  url = \"rtmp://127.0.0.1:9/app/k\"\n  enabled = false\n"
     );
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&path, &text).unwrap();
+    let admin = config.admin.clone().unwrap();
     let controller = Controller::start(
         &path,
         &text,
@@ -34,7 +35,7 @@ fn app(name: &str) -> Router {
         Arc::new(HubDirectory::default()),
     )
     .unwrap();
-    prism_admin::router(controller, Some(TOKEN.into()), 4)
+    prism_admin::router(controller, &admin)
 }
 
 async fn send(
@@ -44,7 +45,10 @@ async fn send(
     token: Option<&str>,
     body: &str,
 ) -> (StatusCode, String, String) {
-    let mut request = Request::builder().method(method).uri(path);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }

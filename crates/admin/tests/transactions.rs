@@ -49,6 +49,7 @@ fn request(method: &str, path: &str, body: &str) -> Request<Body> {
         .method(method)
         .uri(path)
         .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
 }
@@ -78,6 +79,7 @@ async fn changes_dropped_midway_leave_file_api_and_relay_in_agreement() {
     );
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&path, &text).unwrap();
+    let admin = config.admin.clone().unwrap();
     let registry = Arc::new(Registry::default());
     let controller = Controller::start(
         &path,
@@ -87,7 +89,7 @@ async fn changes_dropped_midway_leave_file_api_and_relay_in_agreement() {
         Arc::new(HubDirectory::default()),
     )
     .unwrap();
-    let app: Router = prism_admin::router(Arc::clone(&controller), Some(TOKEN.into()), 4);
+    let app: Router = prism_admin::router(Arc::clone(&controller), &admin);
 
     let mut seed = 0x2545_f491u32;
     let mut random = move |below: u32| {

@@ -217,11 +217,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
         Some(admin) => Some(bind_tcp("the admin API", admin.listen).await?),
         None => None,
     };
-    let admin_token = config.admin.as_ref().and_then(|a| a.token.clone());
-    let admin_limits = config
-        .admin
-        .as_ref()
-        .map(|a| (http_limits(a.max_connections), a.max_event_streams));
+    let admin_config = config.admin.clone();
     let metrics_limits = http_limits(config.metrics_max_connections);
     let limits = IngestLimits {
         max_connections: config.rtmp.max_connections,
@@ -358,17 +354,19 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
         }
         _ => None,
     };
-    let admin_server = match (admin_listener, admin_limits) {
-        (Some(listener), Some((limits, max_event_streams))) => {
+    let admin_server = match (admin_listener, admin_config) {
+        (Some(listener), Some(admin_config)) => {
+            let limits = http_limits(admin_config.max_connections);
+            let max_event_streams = admin_config.max_event_streams;
             let address = listener.local_addr().map_err(|e| e.to_string())?;
             info!(
                 listen = %address,
-                auth = admin_token.is_some(),
+                auth = admin_config.token.is_some(),
                 max_connections = limits.max_connections,
                 max_event_streams,
                 "admin API listening"
             );
-            let app = prism_admin::router(Arc::clone(&controller), admin_token, max_event_streams);
+            let app = prism_admin::router(Arc::clone(&controller), &admin_config);
             let shutdown = shutdown_rx.clone();
             Some(tokio::spawn(supervise(
                 "admin",
