@@ -791,7 +791,13 @@ impl FakeDestination {
     /// `description`, as a platform does for a wrong stream key. Counts the
     /// attempts.
     pub fn refusing_rtmp(description: &'static str) -> Self {
-        Self::start(move |socket| refuse_publish(socket, description).is_some())
+        Self::start(move |socket| refuse(socket, description, false).is_some())
+    }
+
+    /// An RTMP origin that refuses every `play` with `NetStream.Play.Failed`
+    /// and `description`, as a server does for a stream it does not have.
+    pub fn refusing_rtmp_play(description: &'static str) -> Self {
+        Self::start(move |socket| refuse(socket, description, true).is_some())
     }
 
     pub fn recording_rtmp(recorded: Recorded) -> Self {
@@ -805,9 +811,10 @@ fn accept_publish(socket: &TcpStream) -> Option<()> {
     serve_publish(socket, None)
 }
 
-/// Answers a publish request with a refusal.
-fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
-    use prism_rtmp::{ChunkWriter, ServerEvent, ServerSession};
+/// Answers a publish request (or, with `play`, a play request) with a
+/// refusal that carries `description`.
+fn refuse(mut socket: &TcpStream, description: &str, play: bool) -> Option<()> {
+    use prism_rtmp::{ChunkWriter, Command, ServerEvent, ServerSession, Value};
 
     let mut input = server_handshake(socket)?;
     let mut session = ServerSession::new(Default::default());
@@ -822,9 +829,26 @@ fn refuse_publish(mut socket: &TcpStream, description: &str) -> Option<()> {
         if requested {
             session.reject_publish(&mut out, description);
         }
+        // Prism's session refuses a play in its own words: those are
+        // replaced with `description`.
+        let play_refused = play
+            && out
+                .to_vec()
+                .windows(b"NetStream.Play.Failed".len())
+                .any(|w| w == b"NetStream.Play.Failed");
+        if play_refused {
+            out.clear();
+            let status = Value::object([
+                ("level", Value::string("error")),
+                ("code", Value::string("NetStream.Play.Failed")),
+                ("description", Value::string(description)),
+            ]);
+            let command = Command::new("onStatus", 0.0, Value::Null, vec![status]);
+            prism_rtmp::queue_command(&mut out, 1, &command);
+        }
         socket.write_all(&out.to_vec()).ok()?;
         out.clear();
-        if requested {
+        if requested || play_refused {
             return Some(());
         }
         let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;

@@ -21,6 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::{Batch, DestinationQueue, MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
@@ -322,6 +323,7 @@ async fn supervise(
         hub.unsubscribe(&status.queue);
         status.queue.discard_lent();
         let delay = jittered(backoff);
+        let panic = remote_text(&panic);
         error!(
             stream = %hub.id(),
             destination = %config.id,
@@ -418,6 +420,9 @@ async fn run(
                 served = None;
             }
             SessionEnd::Failed(error) => {
+                // Often the server's own words (an onStatus description):
+                // escaped and cut before the log, the API and events.
+                let error = remote_text(&error);
                 served = None;
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_START;

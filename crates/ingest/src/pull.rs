@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
 use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
@@ -146,9 +147,12 @@ async fn run(
             let remote = guard_remote(&hub);
             log_publish_stopped(&guard, remote, "the pulled source went away");
         }
+        // The source's words (a refusal's description) are data: escaped
+        // and cut before they reach a log line.
         let reason = match end {
-            Ok(reason) => reason,
+            Ok(reason) => remote_text(&reason),
             Err(panic) => {
+                let panic = remote_text(&panic);
                 error!(stream = %hub.id(), source = %shown, %panic, "pull task panicked; reconnecting");
                 format!("internal error (task panicked): {panic}")
             }

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::hub::live_changed;
+use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
 use prism_media::{
@@ -172,8 +173,12 @@ impl RtmpIngest {
                 );
                 match catch_panic("rtmp_connection", connection).await {
                     Ok(Ok(())) => debug!(%remote, "rtmp connection closed"),
-                    Ok(Err(reason)) => info!(%remote, %reason, "rtmp connection ended"),
+                    Ok(Err(reason)) => {
+                        let reason = remote_text(&reason);
+                        info!(%remote, %reason, "rtmp connection ended")
+                    }
                     Err(panic) => {
+                        let panic = remote_text(&panic);
                         error!(%remote, %panic, "rtmp connection task panicked; connection closed")
                     }
                 }
@@ -450,12 +455,8 @@ impl Connection<'_> {
                     arguments,
                 } => {
                     if let Some(arguments) = arguments {
-                        // Only the names: values may be tokens.
-                        let names: Vec<&str> = arguments
-                            .split('&')
-                            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
-                            .collect();
-                        info!(%remote, arguments = %names.join(","), "publish names arguments after the stream key; ignored");
+                        let names = argument_names(&arguments);
+                        info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
                     }
                     let Some(hub) = directory.lookup(&stream_key) else {
                         warn!(%remote, "publish refused: unknown stream key");
@@ -558,10 +559,47 @@ fn media_message(message: prism_rtmp::Message, timestamp: u64) -> Option<MediaMe
     Some(MediaMessage::new(kind, timestamp, payload))
 }
 
+/// What may be logged of a publish's arguments (`KEY?a=1&b`): the names of
+/// `name=value` pairs, escaped, and how many came without a value. Values
+/// and value-less arguments are never shown: either may be a platform token
+/// (`KEY?TOKEN`).
+fn argument_names(arguments: &str) -> String {
+    let mut names = Vec::new();
+    let mut bare = 0;
+    for pair in arguments.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((name, _)) => names.push(name),
+            None => bare += 1,
+        }
+    }
+    let mut shown = remote_text(&names.join(","));
+    if bare > 0 {
+        if !shown.is_empty() {
+            shown.push_str(", ");
+        }
+        shown.push_str(&format!("{bare} without a value (not shown)"));
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn argument_values_and_bare_arguments_are_never_shown() {
+        assert_eq!(argument_names("a=1&b=secret"), "a,b");
+        assert_eq!(
+            argument_names("PLATFORMTOKEN"),
+            "1 without a value (not shown)"
+        );
+        assert_eq!(
+            argument_names("x=1&TOKEN&\n2026 FORGED\x1b[2J=1"),
+            "x,\\n2026 FORGED\\u{1b}[2J, 1 without a value (not shown)"
+        );
+        assert_eq!(argument_names(""), "");
+    }
 
     fn data(payload: &'static [u8]) -> prism_rtmp::Message {
         prism_rtmp::Message {

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use prism_media::hub::live_changed;
+use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
 
@@ -52,7 +53,7 @@ pub fn observe_srt_task_panics() {
         prism_media::supervise::count_panic(task);
         error!(
             task,
-            panic = %prism_media::remote_text::remote_text(&message),
+            panic = %remote_text(&message),
             "an SRT task panicked; its connection ended"
         );
     });
@@ -127,6 +128,7 @@ impl SrtIngest {
                 let _open = OpenSession::new(stats.srt_sessions());
                 let publish = run_publish(hub, socket, remote, idle_timeout, &stats, shutdown);
                 if let Err(panic) = catch_panic("srt_connection", publish).await {
+                    let panic = remote_text(&panic);
                     error!(%remote, %panic, "srt connection task panicked; connection closed");
                 }
             });
@@ -166,6 +168,7 @@ impl Drop for ClosingListener {
 /// listener task, which is caught here, logged and counted.
 async fn close_listener(mut listener: SrtListener) {
     if let Err(panic) = catch_panic("listener", listener.close()).await {
+        let panic = remote_text(&panic);
         error!(%panic, "the SRT listener task had panicked; its SRT sessions ended with it");
     }
 }
