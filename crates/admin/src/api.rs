@@ -741,6 +741,10 @@ struct StreamPatch {
     #[serde(default, deserialize_with = "present")]
     pull: Option<Option<String>>,
     reconnect_grace_s: Option<u64>,
+    /// An MP4 clip (a path on the server, relative to the config file), or
+    /// `null` for none.
+    #[serde(default, deserialize_with = "present")]
+    standby_file: Option<Option<String>>,
 }
 
 /// A field that is present, `null` included (`Some(None)`), as opposed to
@@ -772,6 +776,9 @@ async fn patch_stream(
             }
             if let Some(grace) = patch.reconnect_grace_s {
                 table["reconnect_grace_s"] = value(grace as i64);
+            }
+            if let Some(file) = &patch.standby_file {
+                persist::set_string(table, "standby_file", file.as_deref());
             }
             Ok(())
         })

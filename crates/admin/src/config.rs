@@ -12,12 +12,15 @@ use toml::Spanned;
 
 use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
+use prism_media::config_file::{read_config_file, ConfigFileError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
     log_format: LogFormat,
+    #[serde(default = "default_max_standby_mib")]
+    max_standby_mib: Spanned<u64>,
     #[serde(default)]
     runtime: RawRuntime,
     rtmp: Spanned<RawRtmp>,
@@ -30,6 +33,14 @@ struct RawConfig {
     #[serde(default)]
     streams: Vec<RawStream>,
 }
+
+/// The largest standby clip read, in MiB: a clip is held in memory whole.
+fn default_max_standby_mib() -> Spanned<u64> {
+    Spanned::new(0..0, 64)
+}
+
+/// The largest token file read: far over any real one.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
 
 /// The shared streams document in cluster mode: `[[streams]]` and nothing
 /// else (the node's own settings stay in its file).
@@ -342,6 +353,8 @@ struct RawDestination {
 #[derive(Debug)]
 pub struct Config {
     pub log_format: LogFormat,
+    /// The largest standby clip read (bytes), from `max_standby_mib`.
+    pub max_standby_bytes: u64,
     /// Threads of the async runtime (`[runtime] worker_threads`).
     pub worker_threads: usize,
     pub rtmp: RtmpConfig,
@@ -425,6 +438,7 @@ impl std::fmt::Debug for AdminConfig {
 fn load_standby(
     config_path: &Path,
     file: &str,
+    max_bytes: u64,
 ) -> Result<std::sync::Arc<prism_media::standby::StandbyClip>, String> {
     use std::sync::{Arc, Mutex, OnceLock};
     type Cache = HashMap<
@@ -436,18 +450,15 @@ fn load_standby(
         ),
     >;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let clip_path = Path::new(file);
-    let clip_path = if clip_path.is_relative() {
-        config_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(clip_path)
-    } else {
-        clip_path.to_path_buf()
-    };
+    let clip_path = relative_to_config(config_path, file);
     let shown = clip_path.display();
+    // Only a regular file is looked at (a FIFO or device named here is
+    // refused before anything blocks); the cache is keyed on its stamp.
     let metadata =
         std::fs::metadata(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(ConfigFileError::not_regular(&clip_path, metadata.file_type()).to_string());
+    }
     let stamp = (
         metadata.modified().map_err(|e| e.to_string())?,
         metadata.len(),
@@ -462,7 +473,8 @@ fn load_standby(
             return Ok(Arc::clone(clip));
         }
     }
-    let bytes = std::fs::read(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let (bytes, _) =
+        read_config_file(&clip_path, max_bytes, " (max_standby_mib)").map_err(|e| e.to_string())?;
     let clip = prism_media::standby::StandbyClip::from_file(&bytes::Bytes::from(bytes))
         .map_err(|e| format!("{shown}: {e}"))?;
     let clip = Arc::new(clip);
@@ -471,6 +483,16 @@ fn load_standby(
         .unwrap_or_else(|e| e.into_inner())
         .insert(clip_path.clone(), (stamp.0, stamp.1, Arc::clone(&clip)));
     Ok(clip)
+}
+
+/// A path a config file names: relative ones are from its directory.
+fn relative_to_config(config_path: &Path, file: &str) -> PathBuf {
+    let named = Path::new(file);
+    if named.is_relative() {
+        config_path.parent().unwrap_or(Path::new(".")).join(named)
+    } else {
+        named.to_path_buf()
+    }
 }
 
 /// Shorter tokens are refused: an admin token guards every destination key.
@@ -598,7 +620,7 @@ impl Config {
         let error = error_in(origin, streams_text);
         let raw: RawStreamsDocument = toml::from_str(streams_text)
             .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
-        config.streams = parse_streams(raw.streams, path, &error)?;
+        config.streams = parse_streams(raw.streams, path, config.max_standby_bytes, &error)?;
         Ok(config)
     }
 
@@ -644,17 +666,14 @@ impl Config {
                     }
                     (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
                     (None, Some(file)) => {
-                        let file_path = Path::new(file.get_ref());
-                        let file_path = if file_path.is_relative() {
-                            path.parent().unwrap_or(Path::new(".")).join(file_path)
-                        } else {
-                            file_path.to_path_buf()
-                        };
-                        let text = std::fs::read_to_string(&file_path).map_err(|e| {
+                        let file_path = relative_to_config(path, file.get_ref());
+                        let (bytes, _) = read_config_file(&file_path, MAX_TOKEN_FILE_BYTES, "")
+                            .map_err(|e| error(file.span(), format!("admin.token_file: {e}")))?;
+                        let text = String::from_utf8(bytes).map_err(|_| {
                             error(
                                 file.span(),
                                 format!(
-                                    "admin.token_file: cannot read {}: {e}",
+                                    "admin.token_file: {} is not UTF-8 text",
                                     file_path.display()
                                 ),
                             )
@@ -757,7 +776,15 @@ impl Config {
         check_max_delay(max_delay_ms)
             .map_err(|m| error(raw.fanout.max_delay_ms.span(), format!("fanout.{m}")))?;
 
-        let streams = parse_streams(raw.streams, path, &error)?;
+        let max_standby_mib = *raw.max_standby_mib.get_ref();
+        if !(1..=4096).contains(&max_standby_mib) {
+            return Err(error(
+                raw.max_standby_mib.span(),
+                "max_standby_mib must be 1 to 4096".into(),
+            ));
+        }
+        let max_standby_bytes = max_standby_mib << 20;
+        let streams = parse_streams(raw.streams, path, max_standby_bytes, &error)?;
 
         let worker_threads = *raw.runtime.worker_threads.get_ref();
         if !(1..=64).contains(&worker_threads) {
@@ -768,6 +795,7 @@ impl Config {
         }
         Ok(Config {
             log_format: raw.log_format,
+            max_standby_bytes,
             worker_threads,
             srt,
             metrics_listen,
@@ -901,6 +929,7 @@ fn hostname() -> Option<String> {
 fn parse_streams(
     raw_streams: Vec<RawStream>,
     path: &Path,
+    max_standby_bytes: u64,
     error: &ErrorAt,
 ) -> Result<Vec<StreamConfig>, ConfigError> {
     if raw_streams.len() > MAX_STREAMS {
@@ -1003,12 +1032,7 @@ fn parse_streams(
                             format!("{field}.ca_file: only rtmps:// destinations use a ca_file"),
                         ));
                     }
-                    let ca_path = Path::new(file.get_ref());
-                    let ca_path = if ca_path.is_relative() {
-                        path.parent().unwrap_or(Path::new(".")).join(ca_path)
-                    } else {
-                        ca_path.to_path_buf()
-                    };
+                    let ca_path = relative_to_config(path, file.get_ref());
                     prism_fanout::transport::tls_config(Some(&ca_path))
                         .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
                     Some(ca_path)
@@ -1050,7 +1074,7 @@ fn parse_streams(
         let standby = match &stream.standby_file {
             None => None,
             Some(file) => {
-                let clip = load_standby(path, file.get_ref()).map_err(|m| {
+                let clip = load_standby(path, file.get_ref(), max_standby_bytes).map_err(|m| {
                     error(file.span(), format!("streams[{index}].standby_file: {m}"))
                 })?;
                 Some(prism_media::hub::StandbyConfig {

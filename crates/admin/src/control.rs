@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, Mutex};
 use toml_edit::DocumentMut;
 use tracing::{error, info, warn};
 
+use prism_cluster::node::VersionError;
 use prism_cluster::{Cluster, StoreError};
 use prism_fanout::destination::DestinationState;
 use prism_fanout::DestinationUrl;
@@ -312,7 +313,10 @@ impl Controller {
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
         let text = document.to_string();
-        let config = Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.message))?;
+        let (path, parsed) = (self.path.clone(), text.clone());
+        let config = off_async_threads(move || Config::parse(&path, &parsed))
+            .await?
+            .map_err(|e| ApiError::invalid(e.message))?;
         let controller = Arc::clone(self);
         let stream = stream.to_string();
         let transaction = tokio::spawn(async move {
@@ -350,8 +354,10 @@ impl Controller {
             .await
             .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
             .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
-        let config =
-            Config::parse(&self.path, &text).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (path, parsed) = (self.path.clone(), text.clone());
+        let config = off_async_threads(move || Config::parse(&path, &parsed))
+            .await?
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
         let document: DocumentMut = text
             .parse()
             .map_err(|e| ApiError::invalid(format!("{e}")))?;
@@ -378,7 +384,10 @@ impl Controller {
         edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         // Catch up first: an edit made on an old version would conflict.
-        let newest = cluster.read_version().await.map_err(redis_unavailable)?;
+        let newest = cluster.read_version().await.map_err(|e| match e {
+            VersionError::Unreachable(e) => redis_unavailable(e),
+            VersionError::Bad(e) => ApiError::unavailable(e.to_string()),
+        })?;
         if newest > cluster.applied_version() {
             self.sync().await?;
         }
@@ -386,9 +395,17 @@ impl Controller {
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
         let text = document.to_string();
-        let config =
-            Config::parse_with_streams(&self.path, &state.node_text, &store_origin(cluster), &text)
-                .map_err(|e| ApiError::invalid(e.message))?;
+        let (path, node_text, origin, streams) = (
+            self.path.clone(),
+            state.node_text.clone(),
+            store_origin(cluster),
+            text.clone(),
+        );
+        let config = off_async_threads(move || {
+            Config::parse_with_streams(&path, &node_text, &origin, &streams)
+        })
+        .await?
+        .map_err(|e| ApiError::invalid(e.message))?;
         let written = tokio::time::timeout(
             CLUSTER_WRITE_TIMEOUT,
             cluster.store().write(state.version, &text),
@@ -407,6 +424,10 @@ impl Controller {
             Ok(Err(StoreError::Redis(e))) => {
                 cluster.health().saw_failure(&e.to_string());
                 return Err(redis_unavailable(e.to_string()));
+            }
+            Ok(Err(e @ StoreError::BadVersion { .. })) => {
+                cluster.health().saw_failure(&e.to_string());
+                return Err(ApiError::unavailable(e.to_string()));
             }
             // The write may or may not have landed: the version poll tells,
             // and the change is applied once either way.
@@ -461,18 +482,27 @@ impl Controller {
                 .map_err(redis_unavailable);
         }
         let origin = store_origin(cluster);
-        let config =
-            match Config::parse_with_streams(&self.path, &state.node_text, &origin, &stored.text) {
-                Ok(config) => config,
-                Err(e) => {
-                    error!(
+        let (path, node_text, parsed_origin, streams) = (
+            self.path.clone(),
+            state.node_text.clone(),
+            origin.clone(),
+            stored.text.clone(),
+        );
+        let parsed = off_async_threads(move || {
+            Config::parse_with_streams(&path, &node_text, &parsed_origin, &streams)
+        })
+        .await?;
+        let config = match parsed {
+            Ok(config) => config,
+            Err(e) => {
+                error!(
                     version = stored.version,
                     "cluster: the shared configuration is invalid here, keeping version {}: {e}",
                     state.version
                 );
-                    return Err(ApiError::invalid(e.to_string()));
-                }
-            };
+                return Err(ApiError::invalid(e.to_string()));
+            }
+        };
         let document: DocumentMut = stored
             .text
             .parse()
@@ -510,10 +540,17 @@ impl Controller {
                 .map_err(|e| {
                     ApiError::invalid(format!("cannot read {}: {e}", self.path.display()))
                 })?;
-            let streams = state.document.to_string();
-            let config =
-                Config::parse_with_streams(&self.path, &text, &store_origin(cluster), &streams)
-                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+            let (path, node_text, origin, streams) = (
+                self.path.clone(),
+                text.clone(),
+                store_origin(cluster),
+                state.document.to_string(),
+            );
+            let config = off_async_threads(move || {
+                Config::parse_with_streams(&path, &node_text, &origin, &streams)
+            })
+            .await?
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
             warn_of_restart_settings(&state.config, &config);
             state.node_text = text;
         }
@@ -853,4 +890,15 @@ fn warn_of_restart_settings(old: &Config, new: &Config) {
     {
         warn!("reload: listener, admin, cluster or log settings changed; they take effect at the next restart");
     }
+}
+
+/// Runs config parsing off the async threads: a config names files
+/// (standby clips, CA and token files) that are read and decoded, and a
+/// slow disk or a large clip must not stall the media path.
+async fn off_async_threads<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("config parse task failed: {e}")))
 }

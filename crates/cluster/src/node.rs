@@ -20,6 +20,7 @@ use crate::gate::LeaseGate;
 use crate::health::RedisHealth;
 use crate::lease::Leases;
 use crate::store::ConfigStore;
+use crate::store::StoreError;
 
 /// Redis commands that take longer fail: a node never waits on Redis for
 /// more than this.
@@ -155,12 +156,24 @@ impl Cluster {
         });
     }
 
-    /// The store's version now, within the command timeout.
-    pub async fn read_version(&self) -> Result<u64, String> {
-        let version = self
+    /// The store's version now, within the command timeout. A version key
+    /// that holds no version is reported (in the health `/v1/cluster`
+    /// shows) and refused, never adopted.
+    pub async fn read_version(&self) -> Result<u64, VersionError> {
+        let read = self
             .health
-            .bounded(COMMAND_TIMEOUT, self.store.version())
-            .await?;
+            .bounded(COMMAND_TIMEOUT, async {
+                match self.store.version().await {
+                    Err(e @ StoreError::BadVersion { .. }) => Ok(Err(e)),
+                    other => other.map(Ok),
+                }
+            })
+            .await
+            .map_err(VersionError::Unreachable)?;
+        let version = read.map_err(|e| {
+            self.health.saw_failure(&e.to_string());
+            VersionError::Bad(e)
+        })?;
         self.heard_of(version);
         Ok(version)
     }
@@ -200,15 +213,19 @@ impl Cluster {
                     .await
                     .unwrap_or_else(|panic| {
                         error!(%panic, "reading the cluster's version panicked; retrying");
-                        Err(panic)
+                        Err(VersionError::Unreachable(panic))
                     });
-                if let Err(e) = read {
-                    if !reported {
+                match read {
+                    Ok(_) => reported = false,
+                    Err(_) if reported => {}
+                    Err(VersionError::Unreachable(e)) => {
                         warn!(error = %e, redis = %redacted(&poller.settings.redis_url), "cannot reach the cluster's Redis; retrying");
                         reported = true;
                     }
-                } else {
-                    reported = false;
+                    Err(VersionError::Bad(e)) => {
+                        error!(error = %e, "cluster: refusing the shared configuration's version; this node keeps the one it runs");
+                        reported = true;
+                    }
                 }
                 tokio::time::sleep(POLL_EVERY).await;
             }
@@ -252,8 +269,12 @@ impl Cluster {
                 continue;
             };
             if message.get_channel_name() == changes {
-                if let Ok(version) = payload.parse() {
-                    self.heard_of(version);
+                match payload.parse::<u64>() {
+                    Ok(version) if version <= crate::store::MAX_VERSION => self.heard_of(version),
+                    _ => warn!(
+                        announced = %prism_media::remote_text::remote_text(&payload),
+                        "cluster: an announcement that is not a version; ignored"
+                    ),
                 }
             } else {
                 self.gate.on_takeover_request(&payload);
@@ -261,6 +282,17 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Why the store's version could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// Redis did not answer (in time).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Redis answered with what is not a version.
+    #[error(transparent)]
+    Bad(StoreError),
 }
 
 fn takeover_channel(prefix: &str) -> String {

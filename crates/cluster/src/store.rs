@@ -42,6 +42,11 @@ pub struct Versioned {
     pub text: String,
 }
 
+/// The largest version Prism ever reads or writes: a change a millisecond
+/// for 34 years. The key is Redis's to hold and anyone with access to write;
+/// past this, what it holds is refused, never adopted or written back.
+pub const MAX_VERSION: u64 = 1 << 40;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("redis: {0}")]
@@ -49,6 +54,27 @@ pub enum StoreError {
     /// Another change landed first: read again and redo the change.
     #[error("the configuration changed meanwhile (now version {current})")]
     Conflict { current: u64 },
+    /// The version key holds what no Prism wrote.
+    #[error(
+        "the cluster's version key {key} holds {found:?}, which is not a version (0 to 2^40): \
+         set it back to the version the nodes run (GET /v1/cluster on any node) with redis-cli"
+    )]
+    BadVersion { key: String, found: String },
+}
+
+/// A version as Redis holds it: absent is 0; anything but a whole number up
+/// to [`MAX_VERSION`] is refused.
+fn parse_version(key: &str, raw: Option<String>) -> Result<u64, StoreError> {
+    let Some(raw) = raw else {
+        return Ok(0);
+    };
+    match raw.parse::<u64>() {
+        Ok(version) if version <= MAX_VERSION => Ok(version),
+        _ => Err(StoreError::BadVersion {
+            key: key.to_string(),
+            found: prism_media::remote_text::remote_text(&raw),
+        }),
+    }
 }
 
 #[derive(Clone)]
@@ -81,22 +107,22 @@ impl ConfigStore {
     /// The document and its version, read together.
     pub async fn read(&self) -> Result<Versioned, StoreError> {
         let mut redis = self.redis.clone();
-        let (text, version): (Option<String>, Option<u64>) = redis::pipe()
+        let (text, version): (Option<String>, Option<String>) = redis::pipe()
             .atomic()
             .get(self.document_key())
             .get(self.version_key())
             .query_async(&mut redis)
             .await?;
         Ok(Versioned {
-            version: version.unwrap_or(0),
+            version: parse_version(&self.version_key(), version)?,
             text: text.unwrap_or_default(),
         })
     }
 
     /// Only the version (what a node polls, cheaply).
     pub async fn version(&self) -> Result<u64, StoreError> {
-        let version: Option<u64> = self.redis.clone().get(self.version_key()).await?;
-        Ok(version.unwrap_or(0))
+        let version: Option<String> = self.redis.clone().get(self.version_key()).await?;
+        parse_version(&self.version_key(), version)
     }
 
     /// Writes `text` as the version after `based_on`; fails with `Conflict`
@@ -116,6 +142,9 @@ impl ConfigStore {
     /// store already has that version or a newer one (another node restored
     /// it first, or a change landed since). True when this call restored it.
     pub async fn restore(&self, version: u64, text: &str) -> Result<bool, StoreError> {
+        if version > MAX_VERSION {
+            return Ok(false);
+        }
         Ok(self.run(RESTORE, version, text).await? == 1)
     }
 

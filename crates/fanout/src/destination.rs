@@ -841,7 +841,12 @@ async fn open(config: &DestinationConfig) -> Result<Transport, String> {
                 return match config.url.scheme {
                     Scheme::Rtmp => Ok(Transport::Plain(stream)),
                     Scheme::Rtmps => {
-                        let tls = tls_config(config.ca_file.as_deref())?;
+                        // Reads the CA file: off the async threads.
+                        let ca_file = config.ca_file.clone();
+                        let tls =
+                            tokio::task::spawn_blocking(move || tls_config(ca_file.as_deref()))
+                                .await
+                                .map_err(|e| format!("TLS setup task failed: {e}"))??;
                         tls_connect(stream, host, tls).await
                     }
                     Scheme::Srt => unreachable!("SRT destinations have their own session"),

@@ -24,14 +24,20 @@ pub enum Transport {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// The largest CA file read: far over any real bundle (Mozilla's is ~220 kB).
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
 /// A TLS client configuration: the built-in roots, or only those in `ca_file`.
 pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
-            let certificates = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            // The name may come from the API or a cluster's document: only a
+            // regular file, read without blocking on a FIFO, and bounded.
+            let (pem, _) = prism_media::config_file::read_config_file(path, MAX_CA_FILE_BYTES, "")
+                .map_err(|e| format!("ca_file: {e}"))?;
+            let certificates = CertificateDer::pem_slice_iter(&pem);
             for certificate in certificates {
                 let certificate =
                     certificate.map_err(|e| format!("ca_file {}: {e}", path.display()))?;

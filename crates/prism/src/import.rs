@@ -67,10 +67,16 @@ fn import(path: &Path, redis: Option<String>, prefix: Option<String>) -> Result<
             prefix: prefix.clone(),
         })?;
         let store = link.store();
-        let before = tokio::time::timeout(REDIS_TIMEOUT, store.read())
+        let before = match tokio::time::timeout(REDIS_TIMEOUT, store.read())
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        {
+            Ok(before) => before,
+            Err(e @ StoreError::BadVersion { .. }) => {
+                return Err(format!("nothing was imported: {e}"))
+            }
+            Err(e) => return Err(unreachable(e.to_string())),
+        };
         match tokio::time::timeout(REDIS_TIMEOUT, store.write(before.version, &streams_text))
             .await
             .map_err(|_| unreachable("timed out".into()))?
@@ -80,6 +86,7 @@ fn import(path: &Path, redis: Option<String>, prefix: Option<String>) -> Result<
                 "the cluster's streams changed while importing (now version {current}); nothing was imported: run the import again"
             )),
             Err(StoreError::Redis(e)) => Err(unreachable(e.to_string())),
+            Err(e @ StoreError::BadVersion { .. }) => Err(format!("nothing was imported: {e}")),
         }
     })?;
     let replaced = match before.text.parse::<DocumentMut>() {
