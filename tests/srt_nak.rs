@@ -152,7 +152,7 @@ impl Drop for NakRelay {
 /// sequence number (and so whatever Prism holds) over and over.
 fn hostile_nak(socket: u32, n: u64) -> Vec<u8> {
     let mut words = vec![0x8003_0000u32, 0, n as u32, socket];
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         for _ in 0..10 {
             words.extend([0x8000_0000, 0x7FFF_FFFF]);
         }

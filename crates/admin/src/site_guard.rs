@@ -100,7 +100,7 @@ impl SiteGuard {
 
     fn host_allowed(&self, host: &str) -> bool {
         let name = host_name(host).to_ascii_lowercase();
-        if name == "localhost" || self.allowed_hosts.iter().any(|h| *h == name) {
+        if name == "localhost" || self.allowed_hosts.contains(&name) {
             return true;
         }
         match name

@@ -42,6 +42,10 @@ pub struct DestinationUrl {
     /// Stream name sent in `publish`: the destination's stream key (for
     /// SRT, the stream id, empty without one).
     pub stream_name: StreamKey,
+    /// `USER:PASSWORD` from `rtmp://USER:PASSWORD@HOST/APP`: secret. Sent in
+    /// the `tcUrl` of `connect` (where servers that check credentials read
+    /// them); `tc_url` above and every display leave it out.
+    pub credentials: Option<StreamKey>,
     /// For `srt://`.
     pub srt: Option<SrtOptions>,
 }
@@ -49,9 +53,16 @@ pub struct DestinationUrl {
 impl DestinationUrl {
     /// What the RTMP session needs of the URL.
     pub fn publish_target(&self) -> prism_rtmp::PublishTarget {
+        let tc_url = match &self.credentials {
+            None => self.tc_url.clone(),
+            Some(credentials) => {
+                let (scheme, rest) = self.tc_url.split_once("://").unwrap_or(("rtmp", ""));
+                format!("{scheme}://{}@{rest}", credentials.expose())
+            }
+        };
         prism_rtmp::PublishTarget {
             app: self.app.clone(),
-            tc_url: self.tc_url.clone(),
+            tc_url,
             stream_name: self.stream_name.expose().to_string(),
         }
     }
@@ -73,6 +84,8 @@ pub enum UrlError {
     Whitespace,
     #[error("srt:// url needs a port: srt://HOST:PORT")]
     SrtPort,
+    #[error("srt:// urls take no USER:PASSWORD@: use ?passphrase= (or the streamid)")]
+    SrtUserinfo,
     #[error("unsupported SRT option {0:?}: Prism reads streamid, passphrase, latency (ms), pbkeylen, mode=caller and transtype=live")]
     SrtOption(String),
     #[error("SRT option {name} has a bad value {value:?}: {expected}")]
@@ -101,6 +114,11 @@ impl DestinationUrl {
             return Err(UrlError::Scheme(shown.to_string()));
         };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        // `USER:PASSWORD@` is secret: kept apart, never in an error.
+        let (credentials, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (Some(StreamKey::new(userinfo)), host),
+            None => (None, authority),
+        };
         let (host, port) = split_host_port(authority, default_port)?;
         let path = path.trim_end_matches('/');
         let (app, stream_name) = match key.filter(|k| !k.is_empty()) {
@@ -126,6 +144,7 @@ impl DestinationUrl {
             port,
             app: app.to_string(),
             stream_name: StreamKey::new(stream_name),
+            credentials,
             srt: None,
         })
     }
@@ -135,6 +154,9 @@ impl DestinationUrl {
     fn parse_srt(rest: &str, key: Option<&str>) -> Result<Self, UrlError> {
         let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
         let authority = authority.trim_end_matches('/');
+        if authority.contains('@') {
+            return Err(UrlError::SrtUserinfo);
+        }
         let (host, port) = split_host_port(authority, 0)?;
         if port == 0 {
             return Err(UrlError::SrtPort);
@@ -197,6 +219,7 @@ impl DestinationUrl {
             host,
             port,
             app: String::new(),
+            credentials: None,
             stream_name: options
                 .stream_id
                 .clone()
@@ -284,6 +307,31 @@ impl fmt::Debug for DestinationUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_kept_apart_and_never_shown() {
+        let url =
+            DestinationUrl::parse("rtmp://bob:s3cret@relay.example:1936/live/key1", None).unwrap();
+        assert_eq!(url.host, "relay.example");
+        assert_eq!(url.port, 1936);
+        assert_eq!(url.tc_url, "rtmp://relay.example:1936/live");
+        assert!(!url.to_string().contains("s3cret"));
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert_eq!(
+            url.publish_target().tc_url,
+            "rtmp://bob:s3cret@relay.example:1936/live"
+        );
+        assert!(!format!("{:?}", url.publish_target()).contains("s3cret"));
+        // A bad port after credentials echoes the port, not the password.
+        let error = DestinationUrl::parse("rtmp://bob:s3cret@relay.example:x/live/k", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = DestinationUrl::parse("srt://bob:s3cret@relay.example:9000", None)
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("s3cret"), "{error}");
+    }
 
     #[test]
     fn server_url_plus_key() {

@@ -46,8 +46,16 @@ pub struct PublishTarget {
 
 impl std::fmt::Debug for PublishTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A tcUrl may carry USER:PASSWORD@: shown without it.
+        let tc_url = match self.tc_url.split_once("://") {
+            Some((scheme, rest)) if rest.split('/').next().is_some_and(|a| a.contains('@')) => {
+                let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://…@{host}")
+            }
+            _ => self.tc_url.clone(),
+        };
         f.debug_struct("PublishTarget")
-            .field("tc_url", &self.tc_url)
+            .field("tc_url", &tc_url)
             .field("stream_name", &"<redacted>")
             .finish()
     }
