@@ -68,7 +68,10 @@ pub fn rtmp_play(data: &[u8]) {
             tc_url: "rtmp://h/live".into(),
             stream_name: "cam".into(),
         },
-        256 * 1024,
+        prism_rtmp::ServerLimits {
+            max_message_len: 256 * 1024,
+            ..prism_rtmp::ServerLimits::default()
+        },
     );
     let mut out = ChunkWriter::new(128);
     client.start(&mut out);

@@ -127,6 +127,9 @@ pub struct Controller {
     events: broadcast::Sender<Event>,
     /// The running pull of each stream that has a `pull` source.
     pulls: std::sync::Mutex<std::collections::HashMap<String, Pull>>,
+    /// What a pulled source's messages may take: the `[rtmp]` bounds every
+    /// publisher has (fixed at start, like the listener they govern).
+    pull_limits: prism_rtmp::ServerLimits,
 }
 
 impl Controller {
@@ -226,6 +229,10 @@ impl Controller {
         registry: Arc<Registry>,
         directory: Arc<HubDirectory>,
     ) -> Arc<Self> {
+        let pull_limits = prism_rtmp::ServerLimits {
+            max_message_len: state.config.rtmp.max_message_bytes,
+            max_partial_messages: state.config.rtmp.max_partial_messages,
+        };
         let controller = Arc::new(Self {
             path: path.to_path_buf(),
             backing,
@@ -234,6 +241,7 @@ impl Controller {
             directory,
             events: broadcast::channel(1024).0,
             pulls: Default::default(),
+            pull_limits,
         });
         {
             let state = controller
@@ -699,7 +707,11 @@ impl Controller {
         let Some(url) = &stream.pull else {
             return;
         };
-        let pull = spawn_pull(Arc::clone(hub), pull_source(url), url.to_string());
+        let pull = spawn_pull(
+            Arc::clone(hub),
+            pull_source(url, self.pull_limits),
+            url.to_string(),
+        );
         info!(stream = %stream.id, source = %url, "pulling the stream from its source");
         self.pulls
             .lock()
@@ -829,7 +841,7 @@ fn destination_event(
 }
 
 /// What the pull task needs of a `pull` URL.
-fn pull_source(url: &DestinationUrl) -> PullSource {
+fn pull_source(url: &DestinationUrl, limits: prism_rtmp::ServerLimits) -> PullSource {
     match &url.srt {
         Some(options) => PullSource::Srt {
             address: url.host_port(),
@@ -842,6 +854,7 @@ fn pull_source(url: &DestinationUrl) -> PullSource {
             host: url.host.clone(),
             port: url.port,
             target: url.publish_target(),
+            limits,
         },
     }
 }

@@ -26,7 +26,7 @@ use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
 use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
-use prism_rtmp::{ChunkWriter, PlayClient, PlayEvent, PublishTarget, Role};
+use prism_rtmp::{ChunkWriter, PlayClient, PlayEvent, PublishTarget, Role, ServerLimits};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::rtmp::relayed_message;
@@ -45,8 +45,6 @@ const SOURCE_SILENT: Duration = Duration::from_secs(3);
 /// An RTMP server with no publisher for the stream keeps the play session
 /// open and silent (nginx-rtmp pings every minute); past this, reconnect.
 const SERVER_IDLE: Duration = Duration::from_secs(180);
-/// The largest media message a source may send (RTMP's own limit).
-const MAX_MESSAGE: usize = prism_rtmp::MAX_MESSAGE_LEN;
 
 /// Where a pulled stream comes from.
 #[derive(Clone)]
@@ -55,6 +53,8 @@ pub enum PullSource {
         host: String,
         port: u16,
         target: PublishTarget,
+        /// What the source's messages may take: the bounds publishers have.
+        limits: ServerLimits,
     },
     Srt {
         /// `HOST:PORT`.
@@ -189,9 +189,12 @@ async fn session(
     publish: &mut Option<PublishGuard>,
 ) -> String {
     let result = match source {
-        PullSource::Rtmp { host, port, target } => {
-            rtmp_session(hub, host, *port, target, publish).await
-        }
+        PullSource::Rtmp {
+            host,
+            port,
+            target,
+            limits,
+        } => rtmp_session(hub, host, *port, target, *limits, publish).await,
         PullSource::Srt { .. } => srt_session(hub, source, publish).await,
     };
     match result {
@@ -273,6 +276,7 @@ async fn rtmp_session(
     host: &str,
     port: u16,
     target: &PublishTarget,
+    limits: ServerLimits,
     publish: &mut Option<PublishGuard>,
 ) -> Result<(), String> {
     let connect = TcpStream::connect((host, port));
@@ -295,7 +299,7 @@ async fn rtmp_session(
     .await
     .map_err(|_| "RTMP handshake timed out".to_string())?
     .map_err(|e| e.to_string())?;
-    let mut client = PlayClient::new(target.clone(), MAX_MESSAGE);
+    let mut client = PlayClient::new(target.clone(), limits);
     let mut out = ChunkWriter::new(128);
     client.start(&mut out);
     let mut events = client

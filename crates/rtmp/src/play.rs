@@ -13,6 +13,7 @@ use crate::chunk_writer::ChunkWriter;
 use crate::client::{created_stream_id, refusal, ClientError, PublishTarget};
 use crate::connection::{queue_chunk_size, queue_command, queue_control, Inbound};
 use crate::message::{type_id, Command, Control, Message};
+use crate::server::ServerLimits;
 
 const TXN_CONNECT: f64 = 1.0;
 const TXN_CREATE_STREAM: f64 = 2.0;
@@ -52,13 +53,16 @@ pub struct PlayClient {
 }
 
 impl PlayClient {
-    /// `max_message_len`: the largest media message accepted (a keyframe).
-    pub fn new(target: PublishTarget, max_message_len: usize) -> Self {
+    /// `limits`: what the source's messages may take, the same bounds a
+    /// publishing encoder has.
+    pub fn new(target: PublishTarget, limits: ServerLimits) -> Self {
         Self {
             target,
             state: State::Connecting,
             inbound: Inbound::new(ReaderLimits {
-                max_message_len,
+                max_message_len: limits.max_message_len,
+                max_partial_messages: limits.max_partial_messages,
+                max_chunk_size: limits.max_message_len.max(128),
                 ..ReaderLimits::default()
             }),
         }
@@ -207,7 +211,10 @@ mod tests {
                 tc_url: "rtmp://h/live".into(),
                 stream_name: "cam1".into(),
             },
-            1 << 20,
+            ServerLimits {
+                max_message_len: 1 << 20,
+                ..ServerLimits::default()
+            },
         );
         let (mut out, mut server) = (
             ChunkWriter::new(128),
@@ -292,7 +299,10 @@ mod tests {
                 tc_url: "rtmp://h/live".into(),
                 stream_name: "nope".into(),
             },
-            1 << 20,
+            ServerLimits {
+                max_message_len: 1 << 20,
+                ..ServerLimits::default()
+            },
         );
         let mut out = ChunkWriter::new(128);
         client.start(&mut out);
@@ -316,5 +326,54 @@ mod tests {
                 reason: "as the server says".into()
             }]
         );
+    }
+
+    /// A pulled source is held to the bounds of a publisher: no more
+    /// messages in progress, and none larger, than `[rtmp]` allows.
+    #[test]
+    fn a_source_is_held_to_the_publishers_bounds() {
+        let limits = ServerLimits {
+            max_message_len: 64 * 1024,
+            max_partial_messages: 3,
+        };
+        let target = PublishTarget {
+            app: "live".into(),
+            tc_url: "rtmp://h/live".into(),
+            stream_name: "cam1".into(),
+        };
+        // The first 128-byte chunk of a 1000-byte video message on each of
+        // chunk streams 4, 5, ...: every one stays in progress.
+        let first_chunk = |csid: u8| {
+            let mut writer = ChunkWriter::new(128);
+            writer.push(
+                crate::chunk_writer::MessageHeader {
+                    chunk_stream_id: csid,
+                    type_id: type_id::VIDEO,
+                    message_stream_id: 1,
+                    timestamp: 0,
+                },
+                &Bytes::from(vec![0x17; 1000]),
+            );
+            writer.to_vec()[..1 + 11 + 128].to_vec()
+        };
+        let mut client = PlayClient::new(target.clone(), limits);
+        let mut out = ChunkWriter::new(128);
+        for csid in 4..7 {
+            client.handle_input(&first_chunk(csid), &mut out).unwrap();
+        }
+        let error = client.handle_input(&first_chunk(7), &mut out).unwrap_err();
+        assert!(error.to_string().contains("in progress"), "{error}");
+
+        let mut client = PlayClient::new(target, limits);
+        let mut huge = ChunkWriter::new(128);
+        queue_media(
+            &mut huge,
+            type_id::VIDEO,
+            1,
+            0,
+            &Bytes::from(vec![0; 64 * 1024 + 1]),
+        );
+        let error = client.handle_input(&huge.to_vec(), &mut out).unwrap_err();
+        assert!(error.to_string().contains("65537"), "{error}");
     }
 }
