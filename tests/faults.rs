@@ -233,6 +233,61 @@ fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
     prism.assert_log_free_of(&[STREAM_KEY]);
 }
 
+/// An encoder frozen with its connection open (SIGSTOP: a hung machine
+/// sends no close) gives way after 1 s of silence to another with the same
+/// key, which continues the show. The frozen one, once it wakes, is told
+/// and let go rather than left sending into nothing.
+#[test]
+fn a_displaced_publisher_is_told_and_let_go() {
+    require_ffmpeg();
+    let scratch = Scratch::new("displaced");
+    let (rtmp_port, sink_port) = (free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 5\n\n\
+         [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut frozen = Ffmpeg::publisher(
+        &prism.publish_url(STREAM_KEY),
+        60,
+        scratch.file("frozen.log"),
+    );
+    prism.wait_for_log("destination live", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    frozen.signal("STOP");
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut second = Ffmpeg::publisher(
+        &prism.publish_url(STREAM_KEY),
+        5,
+        scratch.file("second.log"),
+    );
+    prism.wait_for_log(
+        "publish ended: another encoder took over the stream",
+        Duration::from_secs(10),
+    );
+    frozen.signal("CONT");
+    let woken = std::time::Instant::now();
+    let status = frozen.wait(Duration::from_secs(15));
+    println!(
+        "the woken encoder ended {:?} after waking: {status}\n{}",
+        woken.elapsed(),
+        frozen.log()
+    );
+    assert!(!status.success(), "{}", frozen.log());
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log()
+    );
+    receiver.wait(Duration::from_secs(20));
+    assert_one_continuous_show(&prism, &out, 7.0);
+    prism.terminate();
+    prism.assert_log_free_of(&[STREAM_KEY]);
+}
+
 #[test]
 fn a_destination_that_dies_and_comes_back_is_live_again_within_5_s() {
     require_ffmpeg();

@@ -951,6 +951,17 @@ fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()
 }
 
 impl Ffmpeg {
+    /// Sends a signal by name (`STOP` freezes an encoder with its
+    /// connection open, `CONT` wakes it).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("ffmpeg is running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills the process now (a receiver that dies mid-show).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

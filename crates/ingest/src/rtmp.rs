@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
-use prism_media::hub::live_changed;
+use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
@@ -267,9 +267,13 @@ async fn handle_connection(
             {
                 LiveEnd::Closed => break,
                 LiveEnd::Unpublished => continue,
-                LiveEnd::StreamRemoved => {
-                    info!(%remote, "publish ended: the stream was removed");
+                LiveEnd::Ended(why) => {
+                    let told = why.reason();
+                    info!(%remote, "publish ended: {told}");
                     connection.publish = None;
+                    connection.session.end_publish(&mut connection.out, told);
+                    // Best effort: an encoder that went silent may not read.
+                    let _ = flush(&mut connection.socket, &mut connection.out).await;
                     return Ok(());
                 }
             }
@@ -343,8 +347,9 @@ enum LiveEnd {
     Closed,
     /// The encoder stopped publishing cleanly (it may publish again).
     Unpublished,
-    /// The hub ended the publish itself: its stream was removed.
-    StreamRemoved,
+    /// The publish no longer holds the stream: another encoder took over,
+    /// or the stream was removed.
+    Ended(PublishEnded),
 }
 
 /// Reads a live publish into the hub until it ends.
@@ -365,20 +370,14 @@ async fn read_while_live(
         return Ok(LiveEnd::Unpublished);
     };
     let mut shutdown_changed = std::pin::pin!(shutdown.changed());
-    let mut hub_changed = std::pin::pin!(live_changed(publish.hub().watch_live()));
+    let mut ended = std::pin::pin!(publish.ended());
     let mut last_read = tokio::time::Instant::now();
     let mut idle = std::pin::pin!(tokio::time::sleep_until(last_read + limits.idle_timeout));
     loop {
         let n = tokio::select! {
             biased;
             _ = &mut shutdown_changed => return Ok(LiveEnd::Closed),
-            live = &mut hub_changed => {
-                if connection.publish.as_ref().is_some_and(|p| !p.is_current()) {
-                    return Ok(LiveEnd::StreamRemoved);
-                }
-                hub_changed.set(live_changed(live));
-                continue;
-            }
+            why = &mut ended => return Ok(LiveEnd::Ended(why)),
             read = connection.socket.read(read_buf) => match read {
                 Ok(0) => return Ok(LiveEnd::Closed),
                 Ok(n) => n,

@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use prism_media::hub::live_changed;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
@@ -334,19 +333,13 @@ async fn run_publish(
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let mut shutdown_changed = std::pin::pin!(shutdown.changed());
-    let mut hub_changed = std::pin::pin!(live_changed(hub.watch_live()));
+    let mut ended = std::pin::pin!(publish.ended());
     let mut last_data = Instant::now();
     let reason = 'publish: loop {
         let mut next = tokio::select! {
             next = socket.next() => next,
             _ = &mut shutdown_changed => break "shutting down",
-            live = &mut hub_changed => {
-                if !publish.is_current() {
-                    break "the stream was removed";
-                }
-                hub_changed.set(live_changed(live));
-                continue;
-            }
+            why = &mut ended => break why.reason(),
             () = &mut idle => {
                 let due = last_data + idle_timeout;
                 if Instant::now() < due {

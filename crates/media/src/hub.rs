@@ -202,6 +202,9 @@ pub struct StreamHub {
     reconnect_grace_ms: AtomicU64,
     state: Mutex<HubState>,
     live: watch::Sender<LiveState>,
+    /// Who holds the stream: how a publishing connection learns, without
+    /// polling, that it no longer does.
+    holder: watch::Sender<Holder>,
     stats: HubStats,
     publisher: Mutex<Option<PublisherInfo>>,
     standby_config: Mutex<Option<StandbyConfig>>,
@@ -295,6 +298,7 @@ impl StreamHub {
             reconnect_grace_ms: AtomicU64::new(0),
             state: Mutex::new(HubState::default()),
             live: watch::Sender::new(LiveState::default()),
+            holder: watch::Sender::new(Holder::default()),
             stats: HubStats::default(),
             standby_config: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
@@ -400,6 +404,9 @@ impl StreamHub {
             }
             drop(state);
             tracing::info!(stream = %self.id, %remote, silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
+            // Recorded before the token changes, so its connection, woken
+            // by the change, always reads why.
+            self.holder.send_modify(|holder| holder.displaced = current);
             self.publisher_left(current);
             state = self.lock();
             if state.publisher.is_some() {
@@ -411,6 +418,7 @@ impl StreamHub {
         state.next_session += 1;
         let token = state.next_session;
         state.publisher = Some(token);
+        self.holder.send_modify(|holder| holder.token = token);
         let resumed = state.session.is_some();
         let session = *state.session.get_or_insert(token);
         state.publisher_headers.clear();
@@ -844,6 +852,7 @@ impl StreamHub {
             return;
         }
         state.publisher = None;
+        self.holder.send_modify(|holder| holder.token = 0);
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
         // With a standby clip the destinations are fed it meanwhile, for up
@@ -897,6 +906,7 @@ impl StreamHub {
             standby_driver: state.standby_driver,
             ..HubState::default()
         };
+        self.holder.send_modify(|holder| holder.token = 0);
         drop(state);
         self.standby_watch.send_replace(None);
         self.set_warnings(Vec::new());
@@ -1044,6 +1054,36 @@ fn remember_header(headers: &mut Vec<MediaMessage>, message: &MediaMessage) {
 /// Held by the ingest connection that owns the stream. Dropping it (the
 /// connection ended, cleanly or not) ends the publish, after the stream's
 /// grace period.
+/// Why a publish stopped holding its stream while its connection lived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishEnded {
+    /// It had sent nothing for `SILENT_PUBLISHER` and another encoder
+    /// publishing the same key took over.
+    Displaced,
+    /// The hub ended it: the stream was removed.
+    Ended,
+}
+
+impl PublishEnded {
+    /// What the log says, and what an RTMP encoder is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PublishEnded::Displaced => {
+                "another encoder took over the stream after this one sent nothing for 1 s"
+            }
+            PublishEnded::Ended => "the stream was removed",
+        }
+    }
+}
+
+/// The publish token holding the stream (0: none), and the last one a
+/// newcomer displaced.
+#[derive(Clone, Copy, Debug, Default)]
+struct Holder {
+    token: u64,
+    displaced: u64,
+}
+
 pub struct PublishGuard {
     hub: Arc<StreamHub>,
     token: u64,
@@ -1086,9 +1126,22 @@ impl PublishGuard {
     }
 
     /// False once the hub ended this publish on its own (the stream was
-    /// removed): the connection should close.
+    /// removed, or another encoder took over): the connection should close.
     pub fn is_current(&self) -> bool {
         self.hub.lock().publisher == Some(self.token)
+    }
+
+    /// Resolves when this publish no longer holds the stream, with why.
+    /// Owned, so a connection can keep it across reads.
+    pub fn ended(&self) -> impl std::future::Future<Output = PublishEnded> + Send + 'static {
+        let mut holder = self.hub.holder.subscribe();
+        let token = self.token;
+        async move {
+            match holder.wait_for(|holder| holder.token != token).await {
+                Ok(holder) if holder.displaced == token => PublishEnded::Displaced,
+                _ => PublishEnded::Ended,
+            }
+        }
     }
 }
 
@@ -1189,6 +1242,27 @@ mod tests {
         assert!(!hub.is_live());
         assert!(hub.publisher().is_none());
         assert!(hub.try_publish(IngestProtocol::Rtmp, addr()).is_ok());
+    }
+
+    /// A publish learns that it no longer holds the stream, and why: a
+    /// newcomer took over from it after its silence, or the stream ended.
+    #[tokio::test]
+    async fn a_publish_learns_it_was_displaced_or_ended() {
+        let hub = StreamHub::new("main");
+        let first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let first_ended = first.ended();
+        hub.lock().last_received = Some(Instant::now() - SILENT_PUBLISHER * 2);
+        let second = hub.try_publish(IngestProtocol::Srt, addr()).unwrap();
+        assert_eq!(first_ended.await, PublishEnded::Displaced);
+        // Asked after the fact, the answer is the same.
+        assert_eq!(first.ended().await, PublishEnded::Displaced);
+        // The displaced guard's drop leaves the newcomer be.
+        drop(first);
+        assert!(second.is_current());
+
+        let second_ended = second.ended();
+        hub.end_current_publish();
+        assert_eq!(second_ended.await, PublishEnded::Ended);
     }
 
     /// Destinations past `SPREAD_FROM` are pushed by a fan-out thread, and

@@ -317,6 +317,23 @@ impl ServerSession {
         );
     }
 
+    /// Ends an accepted publish from the server's side (another encoder took
+    /// the stream over, or the stream was removed), telling the encoder
+    /// why with `NetStream.Publish.BadName`, as a refused publish is told.
+    pub fn end_publish(&mut self, out: &mut ChunkWriter, description: &str) {
+        let Publish::Accepted { stream_id } = self.publish else {
+            return;
+        };
+        self.publish = Publish::None;
+        queue_status(
+            out,
+            stream_id,
+            "error",
+            "NetStream.Publish.BadName",
+            description,
+        );
+    }
+
     /// Refuses the pending publish request with the encoder-visible reason.
     pub fn reject_publish(&mut self, out: &mut ChunkWriter, description: &str) {
         let Publish::Requested { stream_id } = self.publish else {
