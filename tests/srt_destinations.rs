@@ -157,3 +157,62 @@ fn an_encoder_replaced_within_the_grace_is_one_continuous_ts_show() {
     // second encoder's clock is rebased), so it decodes as one show.
     assert_one_continuous_show(&prism, &out, 10.0);
 }
+
+/// An encoder sending codecs MPEG-TS does not carry (Flash-era Sorenson
+/// H.263 video and MP3 audio, as ffmpeg's FLV muxer writes them) gets a
+/// warning that names them, in the log and the API, for the stream's SRT
+/// destinations; its RTMP destination is fed as sent.
+#[test]
+fn codecs_srt_destinations_cannot_get_are_named_in_a_warning() {
+    require_ffmpeg();
+    const TOKEN: &str = "srt-out-token-0123456789";
+    let scratch = Scratch::new("srt-out-codecs");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let (srt_port, rtmp_receiver_port) = (free_port(), free_port());
+    let rtmp_out = scratch.file("rtmp.flv");
+    let mut srt_receiver = Ffmpeg::srt_receiver(srt_port, None, &scratch.file("srt.ts"));
+    let mut rtmp_receiver = Ffmpeg::receiver(rtmp_receiver_port, "live", "x", &rtmp_out);
+    let destinations = [
+        format!("srt://127.0.0.1:{srt_port}"),
+        format!("rtmp://127.0.0.1:{rtmp_receiver_port}/live/x"),
+    ];
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n{}",
+        config(rtmp_port, &destinations)
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    let mut publisher = Ffmpeg::publisher_with_output_options(
+        &prism.publish_url(KEY),
+        6,
+        &["-c:v", "flv", "-c:a", "libmp3lame"],
+        scratch.file("pub.log"),
+    );
+    prism.wait_for_log("SRT destinations get no mp3 audio", Duration::from_secs(10));
+    prism.wait_for_log(
+        "SRT destinations get no sorenson-h263 video",
+        Duration::from_secs(5),
+    );
+    let (status, body) = http(admin_port, "GET", "/v1/streams/main", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    let stream: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let warnings = stream["warnings"].to_string();
+    assert!(
+        warnings.contains("no mp3 audio") && warnings.contains("no sorenson-h263 video"),
+        "{body}"
+    );
+    assert!(
+        publisher.wait(Duration::from_secs(30)).success(),
+        "{}",
+        publisher.log()
+    );
+    rtmp_receiver.wait(Duration::from_secs(15));
+    srt_receiver.kill();
+    let log = prism.log();
+    assert_eq!(
+        log.matches("SRT destinations get no mp3 audio").count(),
+        1,
+        "{log}"
+    );
+    let received = probe_duration(&rtmp_out);
+    assert!(received > 5.0, "the RTMP destination got {received} s");
+}

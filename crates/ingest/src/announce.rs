@@ -115,11 +115,11 @@ impl PublishAnnouncer {
                 if !differences.is_empty() {
                     let what = differences.join("; ");
                     warn!(%stream, differences = %what, "the standby clip's codec parameters differ from the encoder's: destinations get new sequence headers at each switch, and some platforms restart their transcoder on that");
-                    hub.set_warnings(vec![format!(
+                    hub.set_standby_warning(Some(format!(
                         "the standby clip differs from the encoder: {what}; some platforms restart their transcoder at each switch"
-                    )]);
+                    )));
                 } else {
-                    hub.set_warnings(Vec::new());
+                    hub.set_standby_warning(None);
                 }
             }
         }

@@ -11,7 +11,7 @@ pub const CODEC_AVC: u8 = 7;
 /// Legacy FLV sound format for AAC.
 pub const SOUND_AAC: u8 = 10;
 /// Enhanced RTMP: `SoundFormat` value announcing an ex audio header.
-const SOUND_EX_HEADER: u8 = 9;
+pub const SOUND_EX_HEADER: u8 = 9;
 
 /// Frame type 1: a keyframe (seekable frame).
 const FRAME_KEY: u8 = 1;

@@ -15,7 +15,7 @@ use crate::flv;
 use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
-use crate::mpegts::TsMuxer;
+use crate::mpegts::{TsMuxer, UncarriedCodec};
 use crate::queue::{push_to_all, DestinationQueue, Subscriber};
 use crate::standby::{StandbyClip, StandbyPlayer};
 
@@ -142,6 +142,14 @@ impl TsFeed {
     }
 }
 
+/// What the API tells an operator about the current publish.
+#[derive(Default)]
+struct Warnings {
+    standby: Option<String>,
+    /// One per codec SRT destinations cannot get.
+    uncarried: Vec<String>,
+}
+
 /// Why the standby clip is playing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StandbyReason {
@@ -209,7 +217,7 @@ pub struct StreamHub {
     publisher: Mutex<Option<PublisherInfo>>,
     standby_config: Mutex<Option<StandbyConfig>>,
     /// What the API should tell an operator about the current publish.
-    warnings: Mutex<Vec<String>>,
+    warnings: Mutex<Warnings>,
     /// Follows standby starts and stops (for events and logs).
     standby_watch: watch::Sender<Option<StandbyReason>>,
     /// The stream has a `pull` source: publishers are refused.
@@ -301,7 +309,7 @@ impl StreamHub {
             holder: watch::Sender::new(Holder::default()),
             stats: HubStats::default(),
             standby_config: Mutex::new(None),
-            warnings: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Warnings::default()),
             standby_watch: watch::Sender::new(None),
             publisher: Mutex::new(None),
             pull_only: std::sync::atomic::AtomicBool::new(false),
@@ -532,6 +540,9 @@ impl StreamHub {
             for message in &state.gop {
                 feed.mux(message, true, false);
             }
+            if let Some(codec) = feed.muxer.take_uncarried() {
+                self.warn_uncarried(codec);
+            }
             state.ts = Some(feed);
         }
         let has_video = state.video_header.is_some();
@@ -611,11 +622,13 @@ impl StreamHub {
     /// destination queue, after releasing the lock.
     fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
         let mut twins = Vec::new();
+        let mut uncarried = None;
         for message in messages {
             let cached = record(&mut state, message);
             let gop_empty = state.gop.is_empty();
             if let Some(feed) = &mut state.ts {
                 twins.extend(feed.mux(message, cached, gop_empty));
+                uncarried = uncarried.or(feed.muxer.take_uncarried());
             }
         }
         // A destination subscribing from here on was replayed these messages
@@ -623,6 +636,9 @@ impl StreamHub {
         let lanes = Arc::clone(&state.subscribers);
         let ts_subscribers = state.ts.as_ref().map(|feed| Arc::clone(&feed.subscribers));
         drop(state);
+        if let Some(codec) = uncarried {
+            self.warn_uncarried(codec);
+        }
         // Other lanes first, so their threads push while this one does.
         for (lane, queues) in lanes.iter().enumerate().skip(1) {
             if !queues.is_empty() {
@@ -664,18 +680,40 @@ impl StreamHub {
             .clone()
     }
 
-    /// Warnings about the current publish, for the API (set by ingest,
-    /// e.g. when the standby clip's codec parameters differ from the
-    /// encoder's; cleared when the session ends).
+    /// Warnings about the current publish, for the API: the standby clip's
+    /// codec parameters differ from the encoder's (set by ingest), a codec
+    /// SRT destinations cannot get. Cleared when the session ends.
     pub fn warnings(&self) -> Vec<String> {
+        let warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        warnings
+            .standby
+            .iter()
+            .chain(&warnings.uncarried)
+            .cloned()
+            .collect()
+    }
+
+    /// Sets (or clears) the warning that the standby clip differs from the
+    /// encoder.
+    pub fn set_standby_warning(&self, warning: Option<String>) {
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .standby = warning;
     }
 
-    pub fn set_warnings(&self, warnings: Vec<String>) {
-        *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = warnings;
+    /// Says, in the log and the API, that the stream's SRT destinations
+    /// get none of a codec MPEG-TS does not carry here.
+    fn warn_uncarried(&self, codec: UncarriedCodec) {
+        let warning = format!(
+            "SRT destinations get no {codec}: MPEG-TS carries H.264 or HEVC video and AAC audio; \
+             set the encoder to those codecs"
+        );
+        tracing::warn!(stream = %self.id, %codec, "{warning}");
+        let mut warnings = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !warnings.uncarried.contains(&warning) {
+            warnings.uncarried.push(warning);
+        }
     }
 
     /// Why the standby clip is playing, if it is.
@@ -795,7 +833,7 @@ impl StreamHub {
         let publisher = state.publisher;
         drop(state);
         self.standby_watch.send_replace(None);
-        self.set_warnings(Vec::new());
+        self.set_standby_warning(None);
         if publisher.is_none() {
             self.end_session();
             return false;
@@ -909,7 +947,7 @@ impl StreamHub {
         self.holder.send_modify(|holder| holder.token = 0);
         drop(state);
         self.standby_watch.send_replace(None);
-        self.set_warnings(Vec::new());
+        *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = Warnings::default();
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
         self.live.send_replace(LiveState {

@@ -108,9 +108,19 @@ enum VideoTag<'a> {
     SequenceHeader(VideoCodec, &'a [u8]),
     /// Length-prefixed NAL units; the composition time offset in ms.
     Frame(VideoCodec, i32, &'a [u8]),
-    /// Anything else (end of sequence, metadata, codecs TS cannot carry).
+    /// A codec this muxer does not carry (named for the warning).
+    Uncarried(&'static str),
+    /// Anything else (end of sequence, metadata, command frames,
+    /// multitrack packets).
     Other,
 }
+
+/// Enhanced RTMP packet types that name their FourCC right after the
+/// header byte and carry one track: sequence start, coded frames (with and
+/// without composition time), sequence end.
+const SINGLE_TRACK_PACKETS: std::ops::RangeInclusive<u8> = 0..=3;
+/// FLV frame type 5: a video info or command frame, no picture.
+const VIDEO_COMMAND_FRAME: u8 = 5;
 
 fn read_video_tag(payload: &[u8]) -> VideoTag<'_> {
     let Some(&first) = payload.first() else {
@@ -118,10 +128,14 @@ fn read_video_tag(payload: &[u8]) -> VideoTag<'_> {
     };
     if first & 0x80 != 0 {
         // Enhanced RTMP: ex header, FourCC, then per packet type.
+        if !SINGLE_TRACK_PACKETS.contains(&(first & 0x0f)) {
+            return VideoTag::Other;
+        }
         let codec = match payload.get(1..5) {
             Some(b"avc1") => VideoCodec::Avc,
             Some(b"hvc1") => VideoCodec::Hevc,
-            _ => return VideoTag::Other,
+            Some(_) => return uncarried_video(payload),
+            None => return VideoTag::Other,
         };
         return match first & 0x0f {
             0 => VideoTag::SequenceHeader(codec, &payload[5..]),
@@ -135,7 +149,8 @@ fn read_video_tag(payload: &[u8]) -> VideoTag<'_> {
     let codec = match first & 0x0f {
         flv::CODEC_AVC => VideoCodec::Avc,
         12 => VideoCodec::Hevc,
-        _ => return VideoTag::Other,
+        _ if first >> 4 == VIDEO_COMMAND_FRAME => return VideoTag::Other,
+        _ => return uncarried_video(payload),
     };
     if payload.len() < 5 {
         return VideoTag::Other;
@@ -144,6 +159,70 @@ fn read_video_tag(payload: &[u8]) -> VideoTag<'_> {
         0 => VideoTag::SequenceHeader(codec, &payload[5..]),
         1 => VideoTag::Frame(codec, read_i24(&payload[2..5]), &payload[5..]),
         _ => VideoTag::Other,
+    }
+}
+
+fn uncarried_video(payload: &[u8]) -> VideoTag<'_> {
+    VideoTag::Uncarried(flv::video_codec_name(payload).unwrap_or("unknown"))
+}
+
+/// One audio message, read from its FLV tag header.
+enum AudioTag<'a> {
+    /// An AudioSpecificConfig.
+    AacConfig(&'a [u8]),
+    /// One raw AAC frame.
+    AacFrame(&'a [u8]),
+    /// A codec this muxer does not carry (named for the warning).
+    Uncarried(&'static str),
+    /// Anything else (sequence end, multitrack and multichannel packets).
+    Other,
+}
+
+fn read_audio_tag(payload: &[u8]) -> AudioTag<'_> {
+    let Some(&first) = payload.first() else {
+        return AudioTag::Other;
+    };
+    let uncarried = || AudioTag::Uncarried(flv::audio_codec_name(payload).unwrap_or("unknown"));
+    match first >> 4 {
+        flv::SOUND_AAC => match payload.get(1) {
+            Some(0) => AudioTag::AacConfig(&payload[2..]),
+            Some(1) => AudioTag::AacFrame(&payload[2..]),
+            _ => AudioTag::Other,
+        },
+        // Enhanced RTMP: packet type, FourCC, body.
+        flv::SOUND_EX_HEADER => {
+            let packet_type = first & 0x0f;
+            if !SINGLE_TRACK_PACKETS.contains(&packet_type) {
+                return AudioTag::Other;
+            }
+            match (payload.get(1..5), packet_type) {
+                (Some(b"mp4a"), 0) => AudioTag::AacConfig(&payload[5..]),
+                (Some(b"mp4a"), 1) => AudioTag::AacFrame(&payload[5..]),
+                (Some(b"mp4a"), _) | (None, _) => AudioTag::Other,
+                (Some(_), _) => uncarried(),
+            }
+        }
+        _ => uncarried(),
+    }
+}
+
+/// A codec a stream uses that MPEG-TS, as Prism muxes it, does not carry:
+/// its SRT destinations get nothing of that kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UncarriedCodec {
+    pub kind: MediaKind,
+    /// As `flv::video_codec_name` and `flv::audio_codec_name` name it.
+    pub codec: &'static str,
+}
+
+impl std::fmt::Display for UncarriedCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+            MediaKind::Data => "data",
+        };
+        write!(f, "{} {kind}", self.codec)
     }
 }
 
@@ -234,6 +313,10 @@ pub struct TsMuxer {
     continuity: [u8; 4],
     /// Reused for each PES, so muxing allocates only its output.
     pes: Vec<u8>,
+    /// Codecs met that TS does not carry here: each is reported once.
+    uncarried: Vec<UncarriedCodec>,
+    /// The newest of them, not yet taken by `take_uncarried`.
+    unreported: Option<UncarriedCodec>,
 }
 
 /// Index of each PID's continuity counter.
@@ -262,6 +345,20 @@ impl TsMuxer {
         }
     }
 
+    /// A codec met since the last call that TS does not carry here, the
+    /// first time it is met: for a warning that SRT destinations lack it.
+    pub fn take_uncarried(&mut self) -> Option<UncarriedCodec> {
+        self.unreported.take()
+    }
+
+    fn note_uncarried(&mut self, kind: MediaKind, codec: &'static str) {
+        let found = UncarriedCodec { kind, codec };
+        if !self.uncarried.contains(&found) {
+            self.uncarried.push(found);
+            self.unreported = Some(found);
+        }
+    }
+
     fn mux_video(&mut self, message: &MediaMessage) -> Bytes {
         let (codec, composition, data) = match read_video_tag(&message.payload) {
             VideoTag::SequenceHeader(codec, record) => {
@@ -271,6 +368,10 @@ impl TsMuxer {
                 return Bytes::new();
             }
             VideoTag::Frame(codec, composition, data) => (codec, composition, data),
+            VideoTag::Uncarried(codec) => {
+                self.note_uncarried(MediaKind::Video, codec);
+                return Bytes::new();
+            }
             VideoTag::Other => return Bytes::new(),
         };
         let Some(config) = self.video.as_ref().filter(|c| c.codec == codec) else {
@@ -308,26 +409,30 @@ impl TsMuxer {
     }
 
     fn mux_audio(&mut self, message: &MediaMessage) -> Bytes {
-        let payload = &message.payload;
-        if payload.first().map(|b| b >> 4) != Some(flv::SOUND_AAC) || payload.len() < 2 {
-            return Bytes::new();
-        }
-        if payload[1] == 0 {
-            if let Some(config) = AacConfig::from_audio_specific_config(&payload[2..]) {
-                self.audio = Some(config);
+        let frame = match read_audio_tag(&message.payload) {
+            AudioTag::AacFrame(frame) => frame,
+            AudioTag::AacConfig(config) => {
+                if let Some(config) = AacConfig::from_audio_specific_config(config) {
+                    self.audio = Some(config);
+                }
+                return Bytes::new();
             }
-            return Bytes::new();
-        }
-        let Some(header) = self.audio.and_then(|c| c.adts_header(payload.len() - 2)) else {
+            AudioTag::Uncarried(codec) => {
+                self.note_uncarried(MediaKind::Audio, codec);
+                return Bytes::new();
+            }
+            AudioTag::Other => return Bytes::new(),
+        };
+        let Some(header) = self.audio.and_then(|c| c.adts_header(frame.len())) else {
             return Bytes::new();
         };
         let pts = message.timestamp * 90 + DECODE_DELAY_90K;
         let mut pes = std::mem::take(&mut self.pes);
         pes.clear();
-        let es_len = header.len() + payload.len() - 2;
+        let es_len = header.len() + frame.len();
         write_pes_header(&mut pes, 0xc0, es_len, pts, None);
         pes.extend_from_slice(&header);
-        pes.extend_from_slice(&payload[2..]);
+        pes.extend_from_slice(frame);
         let mut out = BytesMut::with_capacity(estimate(pes.len()) + 2 * TS_PACKET_LEN);
         if self.psi_due(pts) {
             self.write_psi(&mut out, pts);
@@ -679,6 +784,69 @@ mod tests {
         assert!(packets_of(&soon, PMT_PID).is_empty());
         let later = muxer.mux(&message(MediaKind::Audio, 600, &[0xaf, 1, 0]));
         assert_eq!(packets_of(&later, PMT_PID).len(), 1);
+    }
+
+    /// Enhanced RTMP's `mp4a` is AAC: the same ADTS frames as the legacy tag.
+    #[test]
+    fn enhanced_aac_is_muxed_as_legacy_aac_is() {
+        let asc = flv::aac_audio_specific_config(2, 4, 2);
+        let mut legacy = TsMuxer::new();
+        legacy.mux(&message(MediaKind::Audio, 0, &[0xaf, 0, asc[0], asc[1]]));
+        let expected = legacy.mux(&message(MediaKind::Audio, 20, &[0xaf, 1, 0xde, 0xad]));
+        let mut enhanced = TsMuxer::new();
+        let start = [0x90, b'm', b'p', b'4', b'a', asc[0], asc[1]];
+        assert!(enhanced
+            .mux(&message(MediaKind::Audio, 0, &start))
+            .is_empty());
+        let frame = [0x91, b'm', b'p', b'4', b'a', 0xde, 0xad];
+        assert_eq!(
+            enhanced.mux(&message(MediaKind::Audio, 20, &frame)),
+            expected
+        );
+        assert_eq!(enhanced.take_uncarried(), None);
+    }
+
+    /// MP3 audio, Sorenson or VP6 video, enhanced Opus: nothing muxed, and
+    /// each codec reported once; command frames and multitrack packets are
+    /// not codecs.
+    #[test]
+    fn codecs_ts_does_not_carry_are_reported_once() {
+        let mut muxer = TsMuxer::new();
+        let mp3 = [0x2f, 0xff, 0xfb, 0x90, 0x64];
+        assert!(muxer.mux(&message(MediaKind::Audio, 0, &mp3)).is_empty());
+        assert_eq!(
+            muxer.take_uncarried(),
+            Some(UncarriedCodec {
+                kind: MediaKind::Audio,
+                codec: "mp3"
+            })
+        );
+        muxer.mux(&message(MediaKind::Audio, 26, &mp3));
+        assert_eq!(muxer.take_uncarried(), None);
+        let sorenson = [0x12, 0, 0, 0x84, 0];
+        assert!(muxer
+            .mux(&message(MediaKind::Video, 0, &sorenson))
+            .is_empty());
+        let found = muxer.take_uncarried().unwrap();
+        assert_eq!(found.to_string(), "sorenson-h263 video");
+        muxer.mux(&message(MediaKind::Video, 0, &[0x14, 0, 0]));
+        assert_eq!(muxer.take_uncarried().unwrap().codec, "vp6");
+        let opus = [0x91, b'O', b'p', b'u', b's', 0xfc];
+        muxer.mux(&message(MediaKind::Audio, 0, &opus));
+        assert_eq!(muxer.take_uncarried().unwrap().codec, "opus");
+        // A video command frame, a multitrack packet: nothing to report.
+        muxer.mux(&message(MediaKind::Video, 0, &[0x52, 0]));
+        muxer.mux(&message(
+            MediaKind::Video,
+            0,
+            &[0x96, 0x00, b'a', b'v', b'c', b'1'],
+        ));
+        muxer.mux(&message(
+            MediaKind::Audio,
+            0,
+            &[0x95, 0x00, b'm', b'p', b'4', b'a'],
+        ));
+        assert_eq!(muxer.take_uncarried(), None);
     }
 
     #[test]
