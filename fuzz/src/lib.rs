@@ -3,6 +3,7 @@
 //! a panic, an abort or a hang is the bug AFL++ looks for.
 
 pub mod seeds;
+pub mod srt_connection;
 
 use prism_rtmp::{ChunkReader, ChunkWriter, PublishClient, PublishTarget, ReaderLimits};
 use prism_rtmp::{ServerEvent, ServerLimits, ServerSession};
@@ -224,11 +225,24 @@ pub fn srt_handshake(data: &[u8]) {
     );
 }
 
+/// The SRT connection after its handshake as a sender (a destination's
+/// or an SRT publisher's peer answering with ACKs, NAKs, drop requests and
+/// anything else): see `srt_connection`.
+pub fn srt_sender(data: &[u8]) {
+    srt_connection::drive(srt_connection::Role::Sender, data);
+}
+
+/// The SRT connection after its handshake as a receiver (a publisher's or
+/// a pulled source's data packets and control): see `srt_connection`.
+pub fn srt_receiver(data: &[u8]) {
+    srt_connection::drive(srt_connection::Role::Receiver, data);
+}
+
 /// A target: its name and the function AFL++ drives.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name, for the seed replay and the seed writer.
-pub const TARGETS: [Target; 11] = [
+pub const TARGETS: [Target; 13] = [
     ("rtmp_server", rtmp_server),
     ("rtmp_client", rtmp_client),
     ("rtmp_play", rtmp_play),
@@ -240,6 +254,8 @@ pub const TARGETS: [Target; 11] = [
     ("stream_id", stream_id),
     ("config", config),
     ("srt_handshake", srt_handshake),
+    ("srt_sender", srt_sender),
+    ("srt_receiver", srt_receiver),
 ];
 
 #[cfg(test)]

@@ -291,6 +291,8 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ),
         ],
         "srt_handshake" => srt_handshakes(),
+        "srt_sender" => srt_sender_seeds(),
+        "srt_receiver" => srt_receiver_seeds(),
         _ => Vec::new(),
     }
 }
@@ -315,4 +317,152 @@ fn srt_handshakes() -> Vec<(&'static str, Vec<u8>)> {
             (*name, seed)
         })
         .collect()
+}
+
+/// A record of `srt_connection`'s input: a datagram (length / 8 in the
+/// byte after the op, zero-padded to a multiple of 8).
+fn srt_datagram(bytes: Vec<u8>) -> Vec<u8> {
+    let mut bytes = bytes;
+    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+    let mut record = vec![0x00, (bytes.len() / 8) as u8];
+    record.extend(bytes);
+    record
+}
+
+/// Records of `srt_connection`'s input: the clock moves on 10 ms.
+const SRT_TICK: u8 = 0x41;
+/// The clock moves on 630 ms (past the latency, the NAK and ACK timers).
+const SRT_LONG_TICK: u8 = 0x7f;
+/// The local input closes.
+const SRT_CLOSE: u8 = 0xc0;
+
+fn srt_script(records: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    records.into_iter().flatten().collect()
+}
+
+/// What a receiving peer sends a Prism sender that holds ~570 packets:
+/// ACKs and NAKs as libsrt sends them, the NAK of ten whole-space ranges
+/// that once held a runtime thread for half a minute, ranges past what was
+/// sent or reversed, a drop request, and every control type a peer may end
+/// or disturb a session with.
+fn srt_sender_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::srt_connection::wire::*;
+    let hostile: Vec<u32> = (0..10).flat_map(|_| [0x8000_0000, 0x7fff_ffff]).collect();
+    vec![
+        (
+            "acks",
+            srt_script([
+                srt_datagram(ack(1, 100)),
+                vec![SRT_TICK],
+                srt_datagram(control(ACK, 2, &[300])),
+                vec![SRT_TICK],
+                srt_datagram(ack(3, 570)),
+                vec![0x8f, SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "naks",
+            srt_script([
+                srt_datagram(nak(&[5])),
+                srt_datagram(nak(&[0x8000_0000 | 10, 20, 33])),
+                vec![SRT_TICK],
+                srt_datagram(ack(1, 40)),
+            ]),
+        ),
+        ("whole_space_nak", srt_datagram(nak(&hostile))),
+        (
+            "naks_past_and_reversed",
+            srt_script([
+                srt_datagram(nak(&[0x8000_0000 | 1000, 5000])),
+                srt_datagram(nak(&[0x8000_0000 | 500, 100])),
+                srt_datagram(nak(&[0x8000_0000 | 0x7fff_fff0])),
+            ]),
+        ),
+        (
+            "drop_request_then_close",
+            srt_script([
+                srt_datagram(control(DROP_REQUEST, 3, &[10, 20])),
+                vec![SRT_CLOSE, SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "keepalive_congestion_peer_error",
+            srt_script([
+                srt_datagram(control(KEEPALIVE, 0, &[])),
+                srt_datagram(control(CONGESTION_WARNING, 0, &[])),
+                srt_datagram(control(0x7fff, 0, &[1, 2])),
+                srt_datagram(control(PEER_ERROR, 4000, &[])),
+            ]),
+        ),
+        ("shutdown", srt_datagram(control(SHUTDOWN, 0, &[]))),
+    ]
+}
+
+/// What a sending peer (an encoder, a pulled source) sends a Prism
+/// receiver: data in order, with gaps that raise NAKs and late drops, far
+/// ahead of the window, retransmitted, flagged encrypted with no key, and
+/// control packets among them.
+fn srt_receiver_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use crate::srt_connection::wire::*;
+    let ts = [0x47u8; 188];
+    let in_order = (0..20).flat_map(|n| [srt_datagram(data(n, n + 1, &ts)), vec![SRT_TICK]]);
+    vec![
+        ("in_order", srt_script(in_order)),
+        (
+            "gaps",
+            srt_script([
+                srt_datagram(data(0, 1, &ts)),
+                srt_datagram(data(1, 2, &ts)),
+                srt_datagram(data(5, 6, &ts)),
+                vec![SRT_TICK, SRT_TICK],
+                srt_datagram(data(2, 3, &ts)),
+                vec![SRT_LONG_TICK],
+                srt_datagram(data(9, 10, &ts)),
+                vec![SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "far_ahead_and_behind",
+            srt_script([
+                srt_datagram(data(0x7fff_fff0, 1, &ts)),
+                srt_datagram(data(0, 1, &ts)),
+                srt_datagram(data(0x4000_0000, 2, &ts)),
+                vec![SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "drop_request_and_ack2",
+            srt_script([
+                srt_datagram(data(0, 1, &ts)),
+                srt_datagram(control(DROP_REQUEST, 2, &[1, 0x7fff_ffff])),
+                srt_datagram(control(ACK2, 1, &[])),
+                vec![SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "retransmitted_and_encrypted_flags",
+            srt_script([
+                srt_datagram({
+                    let mut packet = data(0, 1, &ts);
+                    packet[4] |= 0x04; // retransmitted
+                    packet
+                }),
+                srt_datagram({
+                    let mut packet = data(1, 2, &ts);
+                    packet[4] |= 0x08; // even key, and no key was agreed
+                    packet
+                }),
+                vec![SRT_LONG_TICK],
+            ]),
+        ),
+        (
+            "control_then_shutdown",
+            srt_script([
+                srt_datagram(control(KEEPALIVE, 0, &[])),
+                srt_datagram(ack(1, 0)),
+                srt_datagram(nak(&[0])),
+                srt_datagram(control(SHUTDOWN, 0, &[])),
+            ]),
+        ),
+    ]
 }

@@ -43,7 +43,7 @@ impl TimeSpan {
     }
 
     pub const fn abs(self) -> Self {
-        Self(self.0.abs())
+        Self(self.0.saturating_abs())
     }
 
     pub fn as_secs_f64(self) -> f64 {
@@ -153,9 +153,18 @@ impl fmt::Debug for TimeSpan {
     }
 }
 
+// PRISM PATCH: TimeSpan arithmetic saturates. Spans come from a peer's
+// timestamps and RTT fields; upstream's plain i32 arithmetic overflowed
+// (a panic in debug builds, found by Prism's AFL++ targets `srt_sender` and
+// `srt_receiver`, and a wrapped, nonsensical span in release builds), and
+// a Duration over i32::MAX µs panicked in every build.
+fn saturating_micros(duration: Duration) -> i32 {
+    duration.as_micros().try_into().unwrap_or(i32::MAX)
+}
+
 impl From<Duration> for TimeSpan {
     fn from(duration: Duration) -> TimeSpan {
-        TimeSpan::from_micros(duration.as_micros().try_into().unwrap())
+        TimeSpan::from_micros(saturating_micros(duration))
     }
 }
 
@@ -163,7 +172,7 @@ impl Neg for TimeSpan {
     type Output = TimeSpan;
 
     fn neg(self) -> Self::Output {
-        Self(-self.0)
+        Self(self.0.saturating_neg())
     }
 }
 
@@ -171,7 +180,7 @@ impl Mul<i32> for TimeSpan {
     type Output = TimeSpan;
 
     fn mul(self, rhs: i32) -> Self::Output {
-        Self(self.0 * rhs)
+        Self(self.0.saturating_mul(rhs))
     }
 }
 
@@ -179,7 +188,7 @@ impl Mul<TimeSpan> for i32 {
     type Output = TimeSpan;
 
     fn mul(self, rhs: TimeSpan) -> Self::Output {
-        TimeSpan(self * rhs.0)
+        TimeSpan(self.saturating_mul(rhs.0))
     }
 }
 
@@ -187,7 +196,7 @@ impl Div<i32> for TimeSpan {
     type Output = TimeSpan;
 
     fn div(self, rhs: i32) -> Self::Output {
-        Self(self.0 / rhs)
+        Self(self.0.saturating_div(rhs))
     }
 }
 
@@ -195,7 +204,7 @@ impl Add<TimeSpan> for TimeSpan {
     type Output = TimeSpan;
 
     fn add(self, rhs: TimeSpan) -> Self::Output {
-        Self(self.0 + rhs.0)
+        Self(self.0.saturating_add(rhs.0))
     }
 }
 
@@ -203,7 +212,7 @@ impl Sub<TimeSpan> for TimeSpan {
     type Output = TimeSpan;
 
     fn sub(self, rhs: TimeSpan) -> Self::Output {
-        Self(self.0 - rhs.0)
+        Self(self.0.saturating_sub(rhs.0))
     }
 }
 
@@ -211,7 +220,7 @@ impl Add<Duration> for TimeSpan {
     type Output = TimeSpan;
 
     fn add(self, rhs: Duration) -> Self::Output {
-        Self(self.0 + rhs.as_micros() as i32)
+        Self(self.0.saturating_add(saturating_micros(rhs)))
     }
 }
 
@@ -219,7 +228,7 @@ impl Sub<Duration> for TimeSpan {
     type Output = TimeSpan;
 
     fn sub(self, rhs: Duration) -> Self::Output {
-        Self(self.0 - rhs.as_micros() as i32)
+        Self(self.0.saturating_sub(saturating_micros(rhs)))
     }
 }
 
@@ -230,7 +239,9 @@ impl Add<TimeSpan> for Duration {
         if rhs > TimeSpan::ZERO {
             self + Duration::from_micros(rhs.as_micros() as u64)
         } else {
-            self - Duration::from_micros(u64::from(rhs.as_micros().unsigned_abs()))
+            self.saturating_sub(Duration::from_micros(u64::from(
+                rhs.as_micros().unsigned_abs(),
+            )))
         }
     }
 }
@@ -252,7 +263,7 @@ impl Add<TimeSpan> for Instant {
             self + Duration::from_micros(micros as u64)
         } else {
             self.checked_sub(Duration::from_micros(micros.unsigned_abs()))
-                .unwrap()
+                .unwrap_or(self)
         }
     }
 }
@@ -266,7 +277,7 @@ impl Sub<TimeSpan> for Instant {
             self + Duration::from_micros(micros as u64)
         } else {
             self.checked_sub(Duration::from_micros(micros.unsigned_abs()))
-                .unwrap()
+                .unwrap_or(self)
         }
     }
 }

@@ -440,7 +440,10 @@ impl SrtControlPacket {
             // 1 32-bit word packed with type, flags, and weight
             Group { .. } => 1,
             Filter(filter) => ((format!("{filter}").len() + 3) / 4) as u16, // TODO: not optimial performace, but probably okay
-            _ => unimplemented!("{:?}", self),
+            // PRISM PATCH: was `unimplemented!()`, a panic on a user-defined
+            // control packet of subtype 0 that any peer may send (its size is
+            // asked for the statistics of every packet received).
+            Reject => 0,
         }
     }
 }

@@ -349,6 +349,11 @@ impl ReceiveBuffer {
         // if start of the range has been dropped already, just drop everything after
         let first_idx = self.clamped_index_for_seqno(range.start);
         let last_idx = self.clamped_index_for_seqno(range.end);
+        // PRISM PATCH: a peer's reversed range (or one whose end wrapped
+        // past the sequence space) panicked the session's task here.
+        if first_idx >= last_idx {
+            return 0;
+        }
         self.buffer
             .range_mut(first_idx..last_idx)
             .filter_map(|p| p.drop_unreceived())
