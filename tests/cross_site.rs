@@ -105,9 +105,7 @@ fn start(scratch: &Scratch, auth: &str) -> (Prism, u16) {
 
 /// The stream's destinations, as the API (asked with the token) lists them.
 fn destinations(admin_port: u16) -> Vec<(String, bool)> {
-    let (status, body) = http(admin_port, "GET", "/v1/streams/show", Some(TOKEN), "");
-    assert_eq!(status, 200, "{body}");
-    let view: Value = serde_json::from_str(&body).unwrap();
+    let view = api_json(admin_port, "/v1/streams/show", Some(TOKEN));
     view["destinations"]
         .as_array()
         .unwrap()

@@ -191,20 +191,25 @@ fn garbage_on_every_listener_costs_the_show_nothing() {
     prism.assert_log_free_of(&[STREAM_KEY, TOKEN]);
 }
 
-#[test]
-fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
-    require_ffmpeg();
-    let scratch = Scratch::new("grace");
+/// Prism with one stream (a 5 s reconnect grace) and one destination, an
+/// ffmpeg receiver recording to `out`. ffmpeg in listen mode takes exactly
+/// one connection: one file means the destination was never reconnected.
+fn relay_to_one_receiver(scratch: &Scratch, out: &std::path::Path) -> (Prism, Ffmpeg) {
     let (rtmp_port, sink_port) = (free_port(), free_port());
-    let out = scratch.file("show.flv");
-    // ffmpeg in listen mode takes exactly one connection: one file means
-    // the destination was never reconnected.
-    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let receiver = Ffmpeg::receiver(sink_port, "live", "show", out);
     let config = format!(
         "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 5\n\n\
          [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
     );
-    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    (Prism::start(scratch, &config, rtmp_port), receiver)
+}
+
+#[test]
+fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
+    require_ffmpeg();
+    let scratch = Scratch::new("grace");
+    let out = scratch.file("show.flv");
+    let (mut prism, mut receiver) = relay_to_one_receiver(&scratch, &out);
     let mut first = Ffmpeg::publisher(
         &prism.publish_url(STREAM_KEY),
         30,
@@ -241,14 +246,8 @@ fn a_publisher_back_within_the_grace_keeps_one_continuous_show() {
 fn a_displaced_publisher_is_told_and_let_go() {
     require_ffmpeg();
     let scratch = Scratch::new("displaced");
-    let (rtmp_port, sink_port) = (free_port(), free_port());
     let out = scratch.file("show.flv");
-    let mut receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
-    let config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[[streams]]\nid = \"main\"\nkey = \"{STREAM_KEY}\"\nreconnect_grace_s = 5\n\n\
-         [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
-    );
-    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    let (mut prism, mut receiver) = relay_to_one_receiver(&scratch, &out);
     let mut frozen = Ffmpeg::publisher(
         &prism.publish_url(STREAM_KEY),
         60,

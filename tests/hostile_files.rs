@@ -14,8 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use support::*;
 
 const TOKEN: &str = "hostile-files-token-0123456789";
@@ -217,9 +215,7 @@ fn a_hostile_cluster_document_and_an_absurd_version_are_refused_and_reported() {
         &["PUBLISH", "prism:streams:changes", "18446744073709551615"],
     );
     std::thread::sleep(Duration::from_secs(2));
-    let (status, body) = http(admin_port, "GET", "/v1/cluster", Some(TOKEN), "");
-    assert_eq!(status, 200, "{body}");
-    let cluster: Value = serde_json::from_str(&body).unwrap();
+    let cluster = api_json(admin_port, "/v1/cluster", Some(TOKEN));
     assert!(
         cluster["redis_error"]
             .as_str()

@@ -46,9 +46,7 @@ async fn hostile_publish(rtmp_port: u16) {
 }
 
 fn last_errors(admin_port: u16) -> Vec<String> {
-    let (status, body) = http(admin_port, "GET", "/v1/streams/pushed", Some("x"), "");
-    assert_eq!(status, 200, "{body}");
-    let view: Value = serde_json::from_str(&body).unwrap();
+    let view = api_json(admin_port, "/v1/streams/pushed", Some("x"));
     view["destinations"]
         .as_array()
         .unwrap()

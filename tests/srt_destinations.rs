@@ -192,13 +192,11 @@ fn codecs_srt_destinations_cannot_get_are_named_in_a_warning() {
         "SRT destinations get no sorenson-h263 video",
         Duration::from_secs(5),
     );
-    let (status, body) = http(admin_port, "GET", "/v1/streams/main", Some(TOKEN), "");
-    assert_eq!(status, 200, "{body}");
-    let stream: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stream = api_json(admin_port, "/v1/streams/main", Some(TOKEN));
     let warnings = stream["warnings"].to_string();
     assert!(
         warnings.contains("no mp3 audio") && warnings.contains("no sorenson-h263 video"),
-        "{body}"
+        "{stream}"
     );
     assert!(
         publisher.wait(Duration::from_secs(30)).success(),

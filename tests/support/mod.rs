@@ -262,12 +262,7 @@ impl Prism {
 
     /// Sends a signal by name (`HUP`, `KILL`, ...).
     pub fn signal(&self, name: &str) {
-        let child = self.child.as_ref().expect("prism is running");
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.as_ref().expect("prism is running"), name);
     }
 
     /// Asserts that no secret appears anywhere in the log.
@@ -954,12 +949,7 @@ impl Ffmpeg {
     /// Sends a signal by name (`STOP` freezes an encoder with its
     /// connection open, `CONT` wakes it).
     pub fn signal(&self, name: &str) {
-        let child = self.child.as_ref().expect("ffmpeg is running");
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(self.child.as_ref().expect("ffmpeg is running"), name);
     }
 
     /// Kills the process now (a receiver that dies mid-show).
@@ -974,6 +964,22 @@ impl Ffmpeg {
 /// A plain HTTP/1.0 GET on loopback; returns the status code and body.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http(port, "GET", path, None, "")
+}
+
+/// Sends `child` a signal by name, as `kill -NAME` does.
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `GET path` on the admin API, which must answer 200, as JSON.
+pub fn api_json(port: u16, path: &str, token: Option<&str>) -> serde_json::Value {
+    let (status, body) = http(port, "GET", path, token, "");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
 /// A plain HTTP/1.0 request on loopback, with an optional bearer token and

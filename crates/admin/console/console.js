@@ -74,7 +74,9 @@ class ApiError extends Error {}
 /** Calls the API; a refused token signs out, other errors throw their message. */
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Every change carries it, body or not: the API refuses changes without
+  // it, which is what keeps other sites' pages from making them.
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
     headers,

@@ -325,13 +325,7 @@ impl ServerSession {
             return;
         };
         self.publish = Publish::None;
-        queue_status(
-            out,
-            stream_id,
-            "error",
-            "NetStream.Publish.BadName",
-            description,
-        );
+        queue_bad_name(out, stream_id, description);
     }
 
     /// Refuses the pending publish request with the encoder-visible reason.
@@ -340,14 +334,19 @@ impl ServerSession {
             return;
         };
         self.publish = Publish::None;
-        queue_status(
-            out,
-            stream_id,
-            "error",
-            "NetStream.Publish.BadName",
-            description,
-        );
+        queue_bad_name(out, stream_id, description);
     }
+}
+
+/// What an encoder is told when its publish is refused or ended.
+fn queue_bad_name(out: &mut ChunkWriter, stream_id: u32, description: &str) {
+    queue_status(
+        out,
+        stream_id,
+        "error",
+        "NetStream.Publish.BadName",
+        description,
+    );
 }
 
 fn queue_status(out: &mut ChunkWriter, stream_id: u32, level: &str, code: &str, description: &str) {
