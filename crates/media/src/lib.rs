@@ -4,6 +4,7 @@
 
 pub mod aac;
 pub mod accept;
+pub mod arbiter;
 pub mod config_file;
 pub mod flv;
 pub mod gate;
