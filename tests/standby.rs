@@ -51,39 +51,6 @@ fn make_clip(path: &Path) {
     assert!(status.success());
 }
 
-/// Widths of the recorded video frames, in order.
-fn frame_widths(path: &Path) -> Vec<u32> {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "frame=width",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect()
-}
-
-/// The runs of equal widths: (width, frames).
-fn runs(widths: &[u32]) -> Vec<(u32, usize)> {
-    let mut runs: Vec<(u32, usize)> = Vec::new();
-    for &w in widths {
-        match runs.last_mut() {
-            Some((last, n)) if *last == w => *n += 1,
-            _ => runs.push((w, 1)),
-        }
-    }
-    runs
-}
-
 struct Show {
     scratch: Scratch,
     prism: Prism,

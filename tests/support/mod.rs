@@ -425,7 +425,27 @@ impl Ffmpeg {
         options: &[&str],
         log_path: PathBuf,
     ) -> Self {
-        let mut args = publish_args(url, "flv", seconds, None);
+        Self::publish_with_output_options(url, "flv", seconds, options, log_path)
+    }
+
+    /// As `srt_publisher`, with more output options (placed before the URL).
+    pub fn srt_publisher_with_output_options(
+        url: &str,
+        seconds: u32,
+        options: &[&str],
+        log_path: PathBuf,
+    ) -> Self {
+        Self::publish_with_output_options(url, "mpegts", seconds, options, log_path)
+    }
+
+    fn publish_with_output_options(
+        url: &str,
+        format: &str,
+        seconds: u32,
+        options: &[&str],
+        log_path: PathBuf,
+    ) -> Self {
+        let mut args = publish_args(url, format, seconds, None);
         let url = args.pop().expect("the URL is last");
         args.extend(options.iter().map(|o| o.to_string()));
         args.push(url);
@@ -1229,4 +1249,61 @@ impl Drop for RedisServer {
             let _ = child.wait();
         }
     }
+}
+
+/// Widths of the recorded video frames, in order.
+pub fn frame_widths(path: &Path) -> Vec<u32> {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=width",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// The runs of equal widths: (width, frames).
+pub fn runs(widths: &[u32]) -> Vec<(u32, usize)> {
+    let mut runs: Vec<(u32, usize)> = Vec::new();
+    for &w in widths {
+        match runs.last_mut() {
+            Some((last, n)) if *last == w => *n += 1,
+            _ => runs.push((w, 1)),
+        }
+    }
+    runs
+}
+
+/// The longest interval between consecutive video frames of a recording,
+/// by their timestamps: a destination's gap at a source switch.
+pub fn max_video_gap(path: &Path) -> Duration {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let times: Vec<f64> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    Duration::from_secs_f64(gap.max(0.0))
 }

@@ -321,8 +321,25 @@ struct RawStream {
     standby_after_ms: u64,
     #[serde(default = "default_standby_max_s")]
     standby_max_s: u64,
+    #[serde(default = "default_failover_after_ms")]
+    failover_after_ms: u64,
+    #[serde(default = "default_true")]
+    failback: bool,
+    #[serde(default = "default_failback_after_s")]
+    failback_after_s: u64,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+}
+
+/// A source on air that sends nothing this long gives way to the other.
+fn default_failover_after_ms() -> u64 {
+    1000
+}
+
+/// A returning primary must stream this long, without a drop, before it
+/// takes over from the backup again.
+fn default_failback_after_s() -> u64 {
+    10
 }
 
 /// An encoder silent this long is replaced by the standby clip.
@@ -544,6 +561,9 @@ pub struct StreamConfig {
     pub reconnect_grace: Duration,
     /// The clip destinations get while the encoder is gone (`standby_file`).
     pub standby: Option<prism_media::hub::StandbyConfig>,
+    /// When the backup source takes over and hands back (`failover_after_ms`,
+    /// `failback`, `failback_after_s`).
+    pub failover: prism_media::arbiter::ArbiterConfig,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -1089,6 +1109,11 @@ fn parse_streams(
             standby,
             srt_passphrase,
             reconnect_grace: Duration::from_secs(stream.reconnect_grace_s.min(3600)),
+            failover: prism_media::arbiter::ArbiterConfig {
+                failover_after: Duration::from_millis(stream.failover_after_ms.clamp(100, 60_000)),
+                failback: stream.failback,
+                failback_after: Duration::from_secs(stream.failback_after_s.min(3600)),
+            },
             key: prism_media::StreamKey::new(key),
             pull,
             destinations,

@@ -621,6 +621,7 @@ impl Controller {
                 continue;
             };
             entry.hub.set_reconnect_grace(stream.reconnect_grace);
+            entry.hub.set_failover(stream.failover);
             entry.hub.set_standby(stream.standby.clone());
             if before.pull != stream.pull {
                 self.stop_pull(&stream.id).await;
@@ -685,6 +686,7 @@ impl Controller {
             hub.set_gate(Arc::clone(cluster.gate()) as Arc<dyn prism_media::PublishGate>);
         }
         hub.set_reconnect_grace(stream.reconnect_grace);
+        hub.set_failover(stream.failover);
         hub.set_standby(stream.standby.clone());
         let entry = self.registry.add_stream(StreamEntry {
             id: stream.id.clone(),

@@ -8,7 +8,7 @@ use prism_rtmp::amf0::{self, Value as Amf0Value};
 use tracing::info;
 
 use prism_media::standby::StandbyClip;
-use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard, StreamHub};
+use prism_media::{flv, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 use tracing::warn;
 
 /// Messages to wait for a keyframe, audio and the frame rate before
@@ -49,10 +49,16 @@ impl PublishAnnouncer {
         }
     }
 
-    pub(crate) fn observe(&mut self, message: &MediaMessage, hub: &StreamHub, remote: SocketAddr) {
+    pub(crate) fn observe(
+        &mut self,
+        message: &MediaMessage,
+        publish: &PublishGuard,
+        remote: SocketAddr,
+    ) {
         if self.done {
             return;
         }
+        let hub = publish.hub();
         let stream = hub.id();
         self.seen += 1;
         if message.sequence_header {
@@ -89,7 +95,7 @@ impl PublishAnnouncer {
                 (Some(w), Some(h)) => format!("{w}x{h}"),
                 _ => "unknown".into(),
             };
-            hub.set_media_info(prism_media::MediaInfo {
+            publish.set_media_info(prism_media::MediaInfo {
                 video_codec: self.video_codec,
                 audio_codec: self.audio_codec,
                 width: self.width.map(|w| w as u32),

@@ -256,7 +256,7 @@ impl<'a> Relay<'a> {
 
     fn forward(&mut self, publish: &mut Option<PublishGuard>, message: MediaMessage) {
         if let Some(guard) = publish {
-            self.announcer.observe(&message, self.hub, self.remote);
+            self.announcer.observe(&message, guard, self.remote);
             guard.push(message);
         }
     }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
+use prism_media::arbiter::SourceRole;
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
@@ -28,6 +29,7 @@ use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason};
+use crate::streamid::source_role;
 
 /// Why an anonymous connection was closed to make room for a newer one.
 const EVICTED: &str =
@@ -446,15 +448,22 @@ impl Connection<'_> {
                     let Some(message) = relayed_message(message, &mut self.timeline) else {
                         continue;
                     };
-                    self.announcer.observe(&message, publish.hub(), remote);
+                    self.announcer.observe(&message, publish, remote);
                     publish.push(message);
                 }
                 ServerEvent::PublishRequested {
                     stream_key,
                     arguments,
                 } => {
-                    if let Some(arguments) = arguments {
-                        let names = argument_names(&arguments);
+                    let arguments = arguments.unwrap_or_default();
+                    let role = source_role(arguments.split('&'));
+                    let others: String = arguments
+                        .split('&')
+                        .filter(|a| !a.is_empty() && source_role([*a]) == SourceRole::Primary)
+                        .collect::<Vec<_>>()
+                        .join("&");
+                    if !others.is_empty() {
+                        let names = argument_names(&others);
                         info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
                     }
                     let Some(hub) = directory.lookup(&stream_key) else {
@@ -465,7 +474,7 @@ impl Connection<'_> {
                     };
                     // Cluster mode: the stream's lease first (bounded wait).
                     let admitted = match hub.admit(RTMP_ADMIT_PATIENCE).await {
-                        Ok(()) => hub.try_publish(IngestProtocol::Rtmp, remote),
+                        Ok(()) => hub.try_publish_as(IngestProtocol::Rtmp, remote, role),
                         Err(e) => Err(e),
                     };
                     match admitted {

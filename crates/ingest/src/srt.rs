@@ -28,6 +28,7 @@ use crate::remux::Remuxer;
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason as Rejection};
 use crate::streamid::publish_key;
 use crate::ts::{EsFrame, TsDemuxer};
+use prism_media::arbiter::SourceRole;
 
 #[derive(Clone, Debug)]
 pub struct SrtSettings {
@@ -117,7 +118,7 @@ impl SrtIngest {
             };
             let remote = request.remote();
             let admitted = admit(request, &self.settings, &self.directory, &self.stats).await;
-            let Some((hub, socket)) = admitted else {
+            let Some((hub, socket, role)) = admitted else {
                 continue;
             };
             let stats = Arc::clone(&self.stats);
@@ -125,7 +126,8 @@ impl SrtIngest {
             let idle_timeout = self.settings.idle_timeout;
             self.connections.spawn(async move {
                 let _open = OpenSession::new(stats.srt_sessions());
-                let publish = run_publish(hub, socket, remote, idle_timeout, &stats, shutdown);
+                let publish =
+                    run_publish(hub, socket, role, remote, idle_timeout, &stats, shutdown);
                 if let Err(panic) = catch_panic("srt_connection", publish).await {
                     let panic = remote_text(&panic);
                     error!(%remote, %panic, "srt connection task panicked; connection closed");
@@ -179,7 +181,7 @@ async fn admit(
     settings: &SrtSettings,
     directory: &HubDirectory,
     stats: &IngestStats,
-) -> Option<(Arc<StreamHub>, SrtSocket)> {
+) -> Option<(Arc<StreamHub>, SrtSocket, SourceRole)> {
     let remote = request.remote();
     let stream_id = request
         .stream_id()
@@ -197,8 +199,8 @@ async fn admit(
             .await;
         return None;
     }
-    let key = match publish_key(&stream_id) {
-        Ok(key) => key,
+    let (key, role) = match publish_key(&stream_id) {
+        Ok(named) => named,
         Err(e) => {
             refuse(Rejection::ProtocolError, &e.to_string());
             let _ = request
@@ -227,7 +229,7 @@ async fn admit(
     // A stream in its reconnect grace period is live with no publisher, and
     // a silent publisher gives way: the returning encoder resumes the
     // session, as over RTMP.
-    if hub.has_active_publisher() {
+    if hub.has_active_source(role) {
         refuse(
             Rejection::AlreadyLive,
             "a publisher is already live on this stream",
@@ -287,7 +289,7 @@ async fn admit(
         }
     };
     match request.accept(key_settings).await {
-        Ok(socket) => Some((hub, socket)),
+        Ok(socket) => Some((hub, socket, role)),
         Err(_) => {
             // srt-protocol refused the handshake itself (BadSecret or Unsecure).
             refuse(
@@ -308,12 +310,13 @@ const SRT_ADMIT_PATIENCE: Duration = Duration::from_millis(2500);
 async fn run_publish(
     hub: Arc<StreamHub>,
     mut socket: SrtSocket,
+    role: SourceRole,
     remote: SocketAddr,
     idle_timeout: Duration,
     stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut publish = match hub.try_publish(IngestProtocol::Srt, remote) {
+    let mut publish = match hub.try_publish_as(IngestProtocol::Srt, remote, role) {
         Ok(publish) => publish,
         Err(e) => {
             warn!(stream = %hub.id(), %remote, protocol = "srt", "publish refused: {e}");
@@ -360,7 +363,7 @@ async fn run_publish(
                 stats.count_limit(Limit::MessageBounds);
             }
             for message in messages.drain(..) {
-                announcer.observe(&message, &hub, remote);
+                announcer.observe(&message, &publish, remote);
                 publish.push(message);
             }
             taken += 1;

@@ -1,7 +1,10 @@
 //! The SRT stream id: which stream a caller publishes to. Accepts the plain
 //! form (`KEY`, or `streamid=KEY` as some encoders pass it through) and the
 //! SRT access-control form (`#!::r=KEY,m=publish`, `r=live/KEY`, with `u=`,
-//! `s=`, `h=`, `t=` ignored).
+//! `s=`, `h=`, `t=` ignored). `KEY?backup=1` and `backup=1` among the
+//! access-control fields publish the stream's backup source.
+
+use prism_media::arbiter::SourceRole;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamIdError {
@@ -29,19 +32,38 @@ impl std::fmt::Display for StreamIdError {
     }
 }
 
-/// The stream key a publisher names. Never log the result: it is secret.
-pub fn publish_key(stream_id: &str) -> Result<&str, StreamIdError> {
+/// Which source a publish names: `backup=1` (or `true`) among its
+/// arguments (an RTMP stream name's query, SRT's stream id fields) makes it
+/// the stream's backup; anything else is its primary.
+pub fn source_role<'a>(arguments: impl IntoIterator<Item = &'a str>) -> SourceRole {
+    let backup = arguments.into_iter().any(|argument| {
+        matches!(
+            argument.trim().split_once('='),
+            Some(("backup", "1" | "true"))
+        )
+    });
+    if backup {
+        SourceRole::Backup
+    } else {
+        SourceRole::Primary
+    }
+}
+
+/// The stream key a publisher names, and which of its sources. Never log
+/// the key: it is secret.
+pub fn publish_key(stream_id: &str) -> Result<(&str, SourceRole), StreamIdError> {
     let stream_id = stream_id.trim();
     // Some tools percent-encode the `#` of the access-control form in URLs.
     let fields = stream_id
         .strip_prefix("#!::")
         .or_else(|| stream_id.strip_prefix("%23!::"));
     let Some(fields) = fields else {
-        let key = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
+        let named = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
+        let (key, arguments) = named.split_once('?').unwrap_or((named, ""));
         return if key.is_empty() {
             Err(StreamIdError::Empty)
         } else {
-            Ok(key)
+            Ok((key, source_role(arguments.split('&'))))
         };
     };
     let mut resource = None;
@@ -64,7 +86,7 @@ pub fn publish_key(stream_id: &str) -> Result<&str, StreamIdError> {
     if key.is_empty() {
         Err(StreamIdError::NoResource)
     } else {
-        Ok(key)
+        Ok((key, source_role(fields.split(','))))
     }
 }
 
@@ -73,16 +95,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backup_is_named_in_either_form() {
+        let backup = |id| publish_key(id).map(|(key, role)| (key.to_string(), role));
+        for id in [
+            "live_abc?backup=1",
+            "streamid=live_abc?backup=true",
+            "live_abc?x=2&backup=1",
+            "#!::r=live_abc,m=publish,backup=1",
+        ] {
+            assert_eq!(
+                backup(id),
+                Ok(("live_abc".into(), SourceRole::Backup)),
+                "{id}"
+            );
+        }
+        for id in [
+            "live_abc?backup=0",
+            "live_abc?backup",
+            "#!::r=live_abc,backup=no",
+        ] {
+            assert_eq!(
+                backup(id),
+                Ok(("live_abc".into(), SourceRole::Primary)),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
     fn plain_and_access_control_forms() {
-        assert_eq!(publish_key("live_abc"), Ok("live_abc"));
-        assert_eq!(publish_key("streamid=live_abc"), Ok("live_abc"));
-        assert_eq!(publish_key("#!::r=live_abc,m=publish"), Ok("live_abc"));
+        assert_eq!(
+            publish_key("live_abc"),
+            Ok(("live_abc", SourceRole::Primary))
+        );
+        assert_eq!(
+            publish_key("streamid=live_abc"),
+            Ok(("live_abc", SourceRole::Primary))
+        );
+        assert_eq!(
+            publish_key("#!::r=live_abc,m=publish"),
+            Ok(("live_abc", SourceRole::Primary))
+        );
         assert_eq!(
             publish_key("#!::m=publish,r=live/live_abc,u=alice,s=123"),
-            Ok("live_abc")
+            Ok(("live_abc", SourceRole::Primary))
         );
-        assert_eq!(publish_key("#!::r=live_abc"), Ok("live_abc"));
-        assert_eq!(publish_key("%23!::r=live_abc,m=publish"), Ok("live_abc"));
+        assert_eq!(
+            publish_key("#!::r=live_abc"),
+            Ok(("live_abc", SourceRole::Primary))
+        );
+        assert_eq!(
+            publish_key("%23!::r=live_abc,m=publish"),
+            Ok(("live_abc", SourceRole::Primary))
+        );
     }
 
     #[test]
@@ -109,7 +174,7 @@ mod no_panics {
         #[test]
         fn any_stream_id(text in ".{0,200}", prefix in prop_oneof![Just(""), Just("#!::"), Just("%23!::"), Just("streamid=")]) {
             let id = format!("{prefix}{text}");
-            if let Ok(key) = publish_key(&id) {
+            if let Ok((key, _)) = publish_key(&id) {
                 prop_assert!(!key.is_empty());
             }
         }

@@ -29,7 +29,8 @@ impl SourceRole {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0 for the primary, 1 for the backup: an index into per-source arrays.
+    pub fn index(self) -> usize {
         self as usize
     }
 
@@ -90,6 +91,14 @@ pub enum SwitchReason {
 }
 
 impl SwitchReason {
+    pub const ALL: [SwitchReason; 5] = [
+        SwitchReason::Start,
+        SwitchReason::Disconnect,
+        SwitchReason::Silence,
+        SwitchReason::Failback,
+        SwitchReason::Forced,
+    ];
+
     /// The label of `prism_stream_source_switches_total` and of the
     /// `source_switch` event.
     pub fn as_str(self) -> &'static str {
@@ -139,6 +148,12 @@ pub struct SourceArbiter {
     /// The source on air disconnected: the next switch is a failover.
     lost_on_air: bool,
     choice: SourceChoice,
+}
+
+impl Default for SourceArbiter {
+    fn default() -> Self {
+        Self::new(ArbiterConfig::default())
+    }
 }
 
 impl SourceArbiter {

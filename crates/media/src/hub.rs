@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::arbiter::{ArbiterConfig, SourceArbiter, SourceRole, Switch, SwitchReason};
 use crate::flv;
 use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
@@ -76,6 +77,9 @@ struct HubState {
     /// The session's last video frame, and the interval between its last
     /// two (ms): a resumed publisher starts one frame after it.
     last_video_timestamp: Option<u64>,
+    /// The session's last audio frame: after a source switch, audio the
+    /// new source stamped before its first keyframe would go back in time.
+    last_audio_timestamp: Option<u64>,
     video_interval: u64,
     metadata: Option<MediaMessage>,
     video_header: Option<MediaMessage>,
@@ -91,14 +95,58 @@ struct HubState {
     ts: Option<TsFeed>,
     /// The standby clip playing now, if it is.
     standby: Option<Standby>,
-    /// The publisher's own latest sequence headers and metadata: sent again
-    /// when it takes over from the standby clip.
-    publisher_headers: Vec<MediaMessage>,
+    /// The connected sources, by `SourceRole`: the one on air is
+    /// `publisher`; the other is kept ready to take over.
+    sources: [Option<SourceSlot>; 2],
+    /// Which source is on air, and when the other takes over.
+    arbiter: SourceArbiter,
     /// A task ticks the standby logic while the session is live.
     standby_driver: bool,
     /// The last publisher ended its publish itself (it unpublished): the
     /// show is over, so no standby clip; the usual grace applies.
     clean_stop: bool,
+}
+
+/// A connected source of the stream: its primary or its backup encoder.
+struct SourceSlot {
+    token: u64,
+    info: PublisherInfo,
+    /// When its last message arrived (or it began publishing).
+    last_received: Instant,
+    /// Its latest sequence headers and metadata: sent first whenever it
+    /// goes on air (after the standby clip, or the other source).
+    headers: Vec<MediaMessage>,
+    /// While off air, its media from its last keyframe on: where it starts
+    /// when it must go on air at once, so destinations see no frozen
+    /// picture while its next keyframe is awaited.
+    gop: Vec<MediaMessage>,
+    gop_bytes: usize,
+}
+
+impl SourceSlot {
+    /// Keeps `message` in the off-air GOP cache (bounded like the hub's).
+    fn cache(&mut self, message: &MediaMessage) {
+        if message.kind == MediaKind::Data || message.sequence_header {
+            return;
+        }
+        if message.kind == MediaKind::Video && message.keyframe {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        } else if self.gop.is_empty() {
+            return;
+        }
+        self.gop_bytes += message.len();
+        if self.gop_bytes > GOP_CACHE_MAX_BYTES || self.gop.len() >= GOP_CACHE_MAX_MESSAGES {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            return;
+        }
+        self.gop.push(message.clone());
+    }
+
+    fn has_video(&self) -> bool {
+        self.headers.iter().any(|h| h.kind == MediaKind::Video)
+    }
 }
 
 /// The stream as MPEG-TS: muxed once, under the hub lock and in delivery
@@ -148,6 +196,14 @@ struct Warnings {
     standby: Option<String>,
     /// One per codec SRT destinations cannot get.
     uncarried: Vec<String>,
+}
+
+/// The last change of the source on air: which one is on air now (none
+/// between sources), and why it changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSwitched {
+    pub to: Option<SourceRole>,
+    pub reason: Option<SwitchReason>,
 }
 
 /// Why the standby clip is playing.
@@ -210,6 +266,8 @@ pub struct StreamHub {
     reconnect_grace_ms: AtomicU64,
     state: Mutex<HubState>,
     live: watch::Sender<LiveState>,
+    /// Follows source switches (for events, logs and metrics).
+    source_watch: watch::Sender<SourceSwitched>,
     /// Who holds the stream: how a publishing connection learns, without
     /// polling, that it no longer does.
     holder: watch::Sender<Holder>,
@@ -289,8 +347,11 @@ pub struct HubStats {
     pub video_frames: AtomicU64,
     pub audio_frames: AtomicU64,
     pub data_messages: AtomicU64,
-    /// Payload bits per second over the last full second.
+    /// Payload bits per second over the last full second (of the source
+    /// on air).
     pub bitrate_bps: AtomicU64,
+    /// Source switches, by `SwitchReason`.
+    pub source_switches: [AtomicU64; SwitchReason::ALL.len()],
 }
 
 impl HubStats {
@@ -307,6 +368,7 @@ impl StreamHub {
             state: Mutex::new(HubState::default()),
             live: watch::Sender::new(LiveState::default()),
             holder: watch::Sender::new(Holder::default()),
+            source_watch: watch::Sender::new(SourceSwitched::default()),
             stats: HubStats::default(),
             standby_config: Mutex::new(None),
             warnings: Mutex::new(Warnings::default()),
@@ -371,15 +433,16 @@ impl StreamHub {
         &self.stats
     }
 
-    /// Records what the current publish carries (for the API).
-    pub fn set_media_info(&self, media: MediaInfo) {
-        if let Some(publisher) = self
-            .publisher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            publisher.media = Some(media);
+    /// Records what a source carries (for the API).
+    fn set_media_info(&self, token: u64, media: MediaInfo) {
+        let mut state = self.lock();
+        let on_air = state.publisher == Some(token);
+        let Some(slot) = slot_of(&mut state, token) else {
+            return;
+        };
+        slot.info.media = Some(media);
+        if on_air {
+            *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot.info.clone());
         }
     }
 
@@ -391,45 +454,91 @@ impl StreamHub {
             .clone()
     }
 
-    /// Claims the stream for a publisher. A second publisher on a live stream
-    /// is refused while the first streams; a first one that has sent nothing
-    /// for `SILENT_PUBLISHER` gives way, as if it had disconnected (an SRT
-    /// encoder that died, or a host that lost power, sends no close, and the
-    /// encoder replacing it should not wait for the dead connection to time
-    /// out: the grace period then continues the session).
+    /// Claims the stream for its primary encoder: `try_publish_as` with
+    /// `SourceRole::Primary`.
     pub fn try_publish(
         self: &Arc<Self>,
         protocol: IngestProtocol,
         remote: SocketAddr,
     ) -> Result<PublishGuard, PublishError> {
+        self.try_publish_as(protocol, remote, SourceRole::Primary)
+    }
+
+    /// Claims one of the stream's two sources for a publisher. A second
+    /// publisher for a source that streams is refused; one that has sent
+    /// nothing for `SILENT_PUBLISHER` gives way, as if it had disconnected
+    /// (an SRT encoder that died, or a host that lost power, sends no close,
+    /// and the encoder replacing it should not wait for the dead connection
+    /// to time out: the grace period then continues the session). With
+    /// nothing on air the source goes on air at once; otherwise it is kept
+    /// ready, its last GOP cached, until the arbiter puts it on air.
+    pub fn try_publish_as(
+        self: &Arc<Self>,
+        protocol: IngestProtocol,
+        remote: SocketAddr,
+        role: SourceRole,
+    ) -> Result<PublishGuard, PublishError> {
         if self.pull_only.load(Ordering::Relaxed) && !protocol.is_pull() {
             return Err(PublishError::PullOnly);
         }
         let mut state = self.lock();
-        if let Some(current) = state.publisher {
-            if !publisher_silent(&state, SILENT_PUBLISHER, Instant::now()) {
+        if let Some(slot) = &state.sources[role.index()] {
+            let current = slot.token;
+            if slot.last_received.elapsed() < SILENT_PUBLISHER {
                 return Err(PublishError::AlreadyLive);
             }
             drop(state);
-            tracing::info!(stream = %self.id, %remote, silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
+            tracing::info!(stream = %self.id, %remote, source = role.as_str(), silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
             // Recorded before the token changes, so its connection, woken
             // by the change, always reads why.
             self.holder.send_modify(|holder| holder.displaced = current);
             self.publisher_left(current);
             state = self.lock();
-            if state.publisher.is_some() {
+            if state.sources[role.index()].is_some() {
                 return Err(PublishError::AlreadyLive);
             }
         }
-        state.last_received = Some(Instant::now());
-        state.clean_stop = false;
+        let now = Instant::now();
         state.next_session += 1;
         let token = state.next_session;
+        let info = PublisherInfo {
+            protocol,
+            remote,
+            since: SystemTime::now(),
+            media: None,
+        };
+        state.sources[role.index()] = Some(SourceSlot {
+            token,
+            info: info.clone(),
+            last_received: now,
+            headers: Vec::new(),
+            gop: Vec::new(),
+            gop_bytes: 0,
+        });
+        state.arbiter.connected(role, now);
+        self.holder
+            .send_modify(|holder| holder.tokens[role.index()] = token);
+        let guard = PublishGuard {
+            hub: Arc::clone(self),
+            token,
+            protocol,
+            window: BitrateWindow {
+                started: now,
+                bytes: 0,
+            },
+        };
+        if state.publisher.is_some() {
+            let on_air = state.arbiter.on_air().map_or("none", SourceRole::as_str);
+            drop(state);
+            tracing::info!(stream = %self.id, %remote, source = role.as_str(), on_air, "source connected; ready to take over");
+            return Ok(guard);
+        }
+        state.arbiter.switched(role);
+        state.last_received = Some(now);
+        state.clean_stop = false;
         state.publisher = Some(token);
-        self.holder.send_modify(|holder| holder.token = token);
         let resumed = state.session.is_some();
         let session = *state.session.get_or_insert(token);
-        state.publisher_headers.clear();
         if let Some(standby) = &mut state.standby {
             // The clip plays on until the new encoder's first keyframe.
             if standby.reason == StandbyReason::Auto {
@@ -451,29 +560,42 @@ impl StreamHub {
         if !resumed && self.standby_config().is_some() {
             self.spawn_standby_driver();
         }
-        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(PublisherInfo {
-            protocol,
-            remote,
-            since: SystemTime::now(),
-            media: None,
-        });
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
         if resumed {
-            tracing::info!(stream = %self.id, %remote, "publisher resumed the session within the grace period");
+            tracing::info!(stream = %self.id, %remote, source = role.as_str(), "publisher resumed the session within the grace period");
         } else {
             self.live.send_replace(LiveState {
                 live: true,
                 session,
             });
         }
-        Ok(PublishGuard {
-            hub: Arc::clone(self),
-            token,
-            protocol,
-            window: BitrateWindow {
-                started: Instant::now(),
-                bytes: 0,
-            },
-        })
+        Ok(guard)
+    }
+
+    /// The source on air (`None` between sources, in the grace period).
+    pub fn active_source(&self) -> Option<SourceRole> {
+        let state = self.lock();
+        state.publisher.and(state.arbiter.on_air())
+    }
+
+    /// Who publishes each source now, by `SourceRole::index`.
+    pub fn sources(&self) -> [Option<PublisherInfo>; 2] {
+        let state = self.lock();
+        [0, 1].map(|i| state.sources[i].as_ref().map(|slot| slot.info.clone()))
+    }
+
+    /// Sets the failover rules (`failover_after_ms`, `failback`,
+    /// `failback_after_s`).
+    pub fn set_failover(&self, config: ArbiterConfig) {
+        self.lock().arbiter.set_config(config);
+    }
+
+    /// Whether `role` is held by a publisher that streams, one that
+    /// `try_publish_as` would not let a newcomer replace.
+    pub fn has_active_source(&self, role: SourceRole) -> bool {
+        self.lock().sources[role.index()]
+            .as_ref()
+            .is_some_and(|slot| slot.last_received.elapsed() < SILENT_PUBLISHER)
     }
 
     /// Whether a publisher holds the stream now, one that `try_publish`
@@ -574,15 +696,37 @@ impl StreamHub {
         }
     }
 
-    fn publish(self: &Arc<Self>, token: u64, mut message: MediaMessage) {
+    fn publish(self: &Arc<Self>, token: u64, mut message: MediaMessage, bitrate: Option<u64>) {
         let mut state = self.lock();
-        if state.publisher != Some(token) {
+        let now = message.received_at;
+        let Some(role) = role_of(&state, token) else {
+            return;
+        };
+        let on_air = state.publisher == Some(token);
+        let slot = state.sources[role.index()]
+            .as_mut()
+            .expect("role_of found it");
+        slot.last_received = now;
+        if !message.droppable() {
+            remember_header(&mut slot.headers, &message);
+        }
+        if !on_air {
+            slot.cache(&message);
+        }
+        if message.kind != MediaKind::Data {
+            state.arbiter.media(role, now);
+        }
+        if !on_air {
+            self.consider_switch(state, role, now);
             return;
         }
-        state.last_received = Some(message.received_at);
-        if !message.droppable() {
-            remember_header(&mut state.publisher_headers, &message);
+        if let Some(bps) = bitrate {
+            self.stats.bitrate_bps.store(bps, Ordering::Relaxed);
         }
+        state.last_received = Some(now);
+        let has_video = state.sources[role.index()]
+            .as_ref()
+            .is_some_and(SourceSlot::has_video);
         if let Some(standby) = &mut state.standby {
             // The encoder is back (it was silent, or reconnected): it takes
             // over at its next keyframe. A manual standby waits for `off`.
@@ -590,8 +734,7 @@ impl StreamHub {
                 standby.switch_back = true;
             }
             let takes_over = standby.switch_back
-                && (message.keyframe
-                    || (message.kind == MediaKind::Audio && !self.has_video(&state)));
+                && (message.keyframe || (message.kind == MediaKind::Audio && !has_video));
             if !takes_over {
                 return;
             }
@@ -600,8 +743,12 @@ impl StreamHub {
             rebase(&mut state, &mut message);
             // Its own sequence headers first: the clip's are what the
             // destinations decode with now.
-            let mut out = Vec::with_capacity(state.publisher_headers.len() + 1);
-            for header in &state.publisher_headers {
+            let headers = &state.sources[role.index()]
+                .as_ref()
+                .expect("role_of found it")
+                .headers;
+            let mut out = Vec::with_capacity(headers.len() + 1);
+            for header in headers {
                 out.push(MediaMessage {
                     timestamp: message.timestamp,
                     ..header.clone()
@@ -614,6 +761,9 @@ impl StreamHub {
             return;
         }
         rebase(&mut state, &mut message);
+        if goes_back(&state, &message) {
+            return;
+        }
         // The path of every message: a slice of one, no allocation.
         self.deliver(state, std::slice::from_ref(&message));
     }
@@ -653,11 +803,103 @@ impl StreamHub {
         }
     }
 
-    fn has_video(&self, state: &HubState) -> bool {
-        state
-            .publisher_headers
-            .iter()
-            .any(|h| h.kind == MediaKind::Video)
+    /// An off-air source's message came in: puts it on air when the
+    /// arbiter wants it. A failback or a forced switch waits for its next
+    /// keyframe; a failover (the source on air is gone or silent) starts
+    /// from its cached keyframe at once, so destinations see no frozen
+    /// picture. Without video, any message is a place to cut.
+    fn consider_switch(
+        self: &Arc<Self>,
+        mut state: std::sync::MutexGuard<'_, HubState>,
+        role: SourceRole,
+        now: Instant,
+    ) {
+        let Some(switch) = state.arbiter.decide(now).filter(|s| s.to == role) else {
+            return;
+        };
+        let slot = state.sources[role.index()].as_ref().expect("connected");
+        let ready = if !slot.has_video() {
+            !slot.gop.is_empty() || slot.headers.iter().any(|h| h.kind == MediaKind::Audio)
+        } else if switch.reason.is_urgent() {
+            !slot.gop.is_empty()
+        } else {
+            slot.gop.len() == 1 // its keyframe just arrived
+        };
+        if ready {
+            self.cut_over(state, role, switch);
+        }
+    }
+
+    /// Puts `role` on air: its sequence headers and metadata, then its
+    /// cached GOP from the keyframe, all on the session's timeline after
+    /// the last message sent. Ends the standby clip and the grace period.
+    fn cut_over(
+        self: &Arc<Self>,
+        mut state: std::sync::MutexGuard<'_, HubState>,
+        role: SourceRole,
+        switch: Switch,
+    ) {
+        let from = state.arbiter.on_air();
+        let slot = state.sources[role.index()].as_mut().expect("connected");
+        let gop = std::mem::take(&mut slot.gop);
+        slot.gop_bytes = 0;
+        let headers = slot.headers.clone();
+        let (token, info, last_received) = (slot.token, slot.info.clone(), slot.last_received);
+        // The source leaving keeps its GOP from its next keyframe on.
+        state.arbiter.switched(role);
+        state.publisher = Some(token);
+        state.last_received = Some(last_received);
+        state.clean_stop = false;
+        state.in_grace = false;
+        let ended_standby = state.standby.take().is_some();
+        state.rebase_pending = true;
+        clear_gop(&mut state);
+        for queue in all_subscribers(&state) {
+            queue.await_keyframe();
+        }
+        let mut media = gop;
+        for message in &mut media {
+            rebase(&mut state, message);
+        }
+        media.retain(|message| !goes_back(&state, message));
+        let start = media.first().map(|m| m.timestamp);
+        let start = start.unwrap_or_else(|| next_slot(&state).unwrap_or(0));
+        let mut out: Vec<MediaMessage> = headers
+            .into_iter()
+            .map(|header| MediaMessage {
+                timestamp: start,
+                ..header
+            })
+            .collect();
+        out.extend(media);
+        let session = state.session;
+        if session.is_none() {
+            state.session = Some(token);
+        }
+        self.stats.source_switches[switch.reason as usize].fetch_add(1, Ordering::Relaxed);
+        *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+        if ended_standby {
+            self.standby_watch.send_replace(None);
+        }
+        self.source_watch.send_replace(SourceSwitched {
+            to: Some(role),
+            reason: Some(switch.reason),
+        });
+        tracing::info!(
+            stream = %self.id,
+            source = role.as_str(),
+            from = from.map_or("none", SourceRole::as_str),
+            reason = switch.reason.as_str(),
+            "source switch: destinations continue from the {}",
+            role.as_str()
+        );
+        self.deliver(state, &out);
+        if session.is_none() {
+            self.live.send_replace(LiveState {
+                live: true,
+                session: token,
+            });
+        }
     }
 
     /// Sets (or clears) the stream's standby clip and timings; a live
@@ -719,6 +961,11 @@ impl StreamHub {
     /// Why the standby clip is playing, if it is.
     pub fn standby(&self) -> Option<StandbyReason> {
         *self.standby_watch.borrow()
+    }
+
+    /// Follows source switches.
+    pub fn watch_sources(&self) -> watch::Receiver<SourceSwitched> {
+        self.source_watch.subscribe()
     }
 
     /// Follows standby starts and stops.
@@ -886,13 +1133,34 @@ impl StreamHub {
     /// grace period; if no publisher resumes the session by then, it ends.
     fn publisher_left(self: &Arc<Self>, token: u64) {
         let mut state = self.lock();
+        let Some(role) = role_of(&state, token) else {
+            return;
+        };
+        let now = Instant::now();
+        state.sources[role.index()] = None;
+        state.arbiter.disconnected(role, now);
+        self.holder
+            .send_modify(|holder| holder.tokens[role.index()] = 0);
         if state.publisher != Some(token) {
+            tracing::info!(stream = %self.id, source = role.as_str(), "off-air source disconnected");
             return;
         }
         state.publisher = None;
-        self.holder.send_modify(|holder| holder.token = 0);
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
+        // The other source takes over at once when it can; otherwise at
+        // its next keyframe, within the grace period below.
+        if let Some(switch) = state.arbiter.decide(now) {
+            let slot = state.sources[switch.to.index()].as_ref().expect("healthy");
+            if !slot.gop.is_empty() {
+                self.cut_over(state, switch.to, switch);
+                return;
+            }
+        }
+        self.source_watch.send_replace(SourceSwitched {
+            to: None,
+            reason: Some(crate::arbiter::SwitchReason::Disconnect),
+        });
         // With a standby clip the destinations are fed it meanwhile, for up
         // to its `max` (the standby logic ends the session then).
         let grace = match self.standby_config() {
@@ -942,11 +1210,13 @@ impl StreamHub {
             next_session: state.next_session,
             grace_epoch: state.grace_epoch,
             standby_driver: state.standby_driver,
+            arbiter: SourceArbiter::new(state.arbiter.config()),
             ..HubState::default()
         };
-        self.holder.send_modify(|holder| holder.token = 0);
+        self.holder.send_modify(|holder| holder.tokens = [0; 2]);
         drop(state);
         self.standby_watch.send_replace(None);
+        self.source_watch.send_replace(SourceSwitched::default());
         *self.warnings.lock().unwrap_or_else(|e| e.into_inner()) = Warnings::default();
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.stats.bitrate_bps.store(0, Ordering::Relaxed);
@@ -975,6 +1245,34 @@ fn publisher_silent(state: &HubState, at_least: Duration, now: Instant) -> bool 
         && state
             .last_received
             .is_none_or(|at| now.saturating_duration_since(at) >= at_least)
+}
+
+/// Whether an audio frame, rebased, would not come after the session's last
+/// one: audio a new source (an MPEG-TS one especially) stamped before its
+/// first keyframe, around a switch. Dropped, so every destination's audio
+/// timestamps only grow.
+fn goes_back(state: &HubState, message: &MediaMessage) -> bool {
+    message.kind == MediaKind::Audio
+        && !message.sequence_header
+        && state
+            .last_audio_timestamp
+            .is_some_and(|last| message.timestamp <= last)
+}
+
+/// Which source a publish token holds, if it still holds one.
+fn role_of(state: &HubState, token: u64) -> Option<SourceRole> {
+    [SourceRole::Primary, SourceRole::Backup]
+        .into_iter()
+        .find(|role| {
+            state.sources[role.index()]
+                .as_ref()
+                .is_some_and(|s| s.token == token)
+        })
+}
+
+fn slot_of(state: &mut HubState, token: u64) -> Option<&mut SourceSlot> {
+    let role = role_of(state, token)?;
+    state.sources[role.index()].as_mut()
 }
 
 /// Shifts a publisher's message onto the session's timeline.
@@ -1035,6 +1333,9 @@ fn record(state: &mut HubState, message: &MediaMessage) -> bool {
             }
         }
         state.last_video_timestamp = Some(message.timestamp);
+    }
+    if message.kind == MediaKind::Audio && !message.sequence_header {
+        state.last_audio_timestamp = Some(message.timestamp);
     }
     if state
         .last_timestamp
@@ -1114,11 +1415,11 @@ impl PublishEnded {
     }
 }
 
-/// The publish token holding the stream (0: none), and the last one a
-/// newcomer displaced.
+/// The publish tokens holding the stream's sources (0: none), and the
+/// last one a newcomer displaced.
 #[derive(Clone, Copy, Debug, Default)]
 struct Holder {
-    token: u64,
+    tokens: [u64; 2],
     displaced: u64,
 }
 
@@ -1150,13 +1451,13 @@ impl PublishGuard {
         let elapsed = message
             .received_at
             .saturating_duration_since(window.started);
+        let mut bitrate = None;
         if elapsed.as_millis() >= 1000 {
-            let bps = window.bytes as f64 * 8.0 / elapsed.as_secs_f64();
-            stats.bitrate_bps.store(bps as u64, Ordering::Relaxed);
+            bitrate = Some((window.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64);
             window.started = message.received_at;
             window.bytes = 0;
         }
-        self.hub.publish(self.token, message);
+        self.hub.publish(self.token, message, bitrate);
     }
 
     pub fn hub(&self) -> &Arc<StreamHub> {
@@ -1166,7 +1467,12 @@ impl PublishGuard {
     /// False once the hub ended this publish on its own (the stream was
     /// removed, or another encoder took over): the connection should close.
     pub fn is_current(&self) -> bool {
-        self.hub.lock().publisher == Some(self.token)
+        role_of(&self.hub.lock(), self.token).is_some()
+    }
+
+    /// Records what this source carries (for the API).
+    pub fn set_media_info(&self, media: MediaInfo) {
+        self.hub.set_media_info(self.token, media);
     }
 
     /// Resolves when this publish no longer holds the stream, with why.
@@ -1175,7 +1481,10 @@ impl PublishGuard {
         let mut holder = self.hub.holder.subscribe();
         let token = self.token;
         async move {
-            match holder.wait_for(|holder| holder.token != token).await {
+            match holder
+                .wait_for(|holder| !holder.tokens.contains(&token))
+                .await
+            {
                 Ok(holder) if holder.displaced == token => PublishEnded::Displaced,
                 _ => PublishEnded::Ended,
             }
@@ -1289,7 +1598,8 @@ mod tests {
         let hub = StreamHub::new("main");
         let first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let first_ended = first.ended();
-        hub.lock().last_received = Some(Instant::now() - SILENT_PUBLISHER * 2);
+        hub.lock().sources[0].as_mut().unwrap().last_received =
+            Instant::now() - SILENT_PUBLISHER * 2;
         let second = hub.try_publish(IngestProtocol::Srt, addr()).unwrap();
         assert_eq!(first_ended.await, PublishEnded::Displaced);
         // Asked after the fact, the answer is the same.

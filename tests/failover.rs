@@ -1,0 +1,152 @@
+//! End to end: two encoders, one show. A primary at 1280x720 and a backup
+//! (`?backup=1`) at 640x360 publish together to one stream whose only
+//! destination, an ffmpeg receiver, accepts exactly one connection: a
+//! reconnect would show as a second file. The primary dies (killed, or
+//! frozen with its socket open); the backup takes over; a new primary comes
+//! back and, after the hold-off, takes over again. The recording decodes
+//! whole, its timestamps only grow, no video gap reaches 1 s, and its
+//! picture widths run 1280 → 640 → 1280.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const KEY: &str = "live_failover_5e4d3c2b";
+
+struct Show {
+    scratch: Scratch,
+    prism: Prism,
+    receiver: Ffmpeg,
+    out: std::path::PathBuf,
+    srt_port: u16,
+}
+
+fn start(name: &str) -> Show {
+    require_ffmpeg();
+    let scratch = Scratch::new(name);
+    let (rtmp_port, srt_port, sink_port) = (free_port(), free_port(), free_port());
+    let out = scratch.file("show.flv");
+    let receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 2\nfailback_after_s = 3\n\n\
+         [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    Show {
+        scratch,
+        prism,
+        receiver,
+        out,
+        srt_port,
+    }
+}
+
+/// The backup encoder: the same synthetic show at 640x360, over RTMP or SRT.
+fn backup(show: &Show, srt: bool, seconds: u32) -> Ffmpeg {
+    let log = show.scratch.file("backup.log");
+    if srt {
+        let url = format!("srt://127.0.0.1:{}?streamid={KEY}?backup=1", show.srt_port);
+        return Ffmpeg::srt_publisher_with_output_options(&url, seconds, &["-s", "640x360"], log);
+    }
+    let url = format!("{}?backup=1", show.prism.publish_url(KEY));
+    Ffmpeg::publisher_with_output_options(&url, seconds, &["-s", "640x360"], log)
+}
+
+fn primary(show: &Show, name: &str, seconds: u32) -> Ffmpeg {
+    let log = show.scratch.file(&format!("{name}.log"));
+    Ffmpeg::hd_publisher(&show.prism.publish_url(KEY), seconds, log)
+}
+
+/// Waits until the log says the stream switched to `source` `n` times.
+fn wait_for_switches(show: &Show, source: &str, n: usize, within: Duration) -> Duration {
+    let needle = format!("destinations continue from the {source}");
+    let started = Instant::now();
+    loop {
+        if show.prism.log().matches(&needle).count() >= n {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no switch to the {source} within {within:?}:\n{}",
+            show.prism.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The primary dies (`freeze`: SIGSTOP, its socket left open; otherwise
+/// killed), the backup carries the show, a new primary takes it back; then
+/// both end and the receiver's one recording is checked.
+fn fail_over_and_back(name: &str, srt_backup: bool, freeze: bool) {
+    let mut show = start(name);
+    let mut first = primary(&show, "first", 60);
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    let mut backup = backup(&show, srt_backup, 60);
+    show.prism
+        .wait_for_log("ready to take over", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+
+    if freeze {
+        first.signal("STOP");
+    } else {
+        first.kill();
+    }
+    let failover = wait_for_switches(&show, "backup", 1, Duration::from_secs(5));
+    println!("on the backup {failover:?} after the primary died");
+    if freeze {
+        assert!(failover <= Duration::from_secs(2), "{failover:?}");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    if freeze {
+        first.kill();
+    }
+
+    let mut second = primary(&show, "second", 8);
+    let failback = wait_for_switches(&show, "primary", 1, Duration::from_secs(15));
+    println!("back on the primary {failback:?} after it returned");
+    // The backup leaves first: the show ends with the primary on air.
+    backup.kill();
+    assert!(
+        second.wait(Duration::from_secs(30)).success(),
+        "{}",
+        second.log()
+    );
+    show.receiver.wait(Duration::from_secs(20));
+
+    let log = show.prism.log();
+    assert_eq!(
+        log.matches("destination live").count(),
+        1,
+        "the destination reconnected:\n{log}"
+    );
+    let duration = probe_duration(&show.out);
+    assert_good_recording(&show.out, duration);
+    let widths: Vec<u32> = runs(&frame_widths(&show.out))
+        .into_iter()
+        .map(|(width, _)| width)
+        .collect();
+    assert_eq!(widths, [1280, 640, 1280], "{log}");
+    let gap = max_video_gap(&show.out);
+    println!("largest video gap at the destination: {gap:?}");
+    assert!(gap < Duration::from_secs(1), "a {gap:?} video gap");
+    show.prism.assert_log_free_of(&[KEY]);
+}
+
+#[test]
+fn a_killed_primary_hands_the_show_to_the_backup_and_takes_it_back() {
+    fail_over_and_back("failover-kill", false, false);
+}
+
+#[test]
+fn a_frozen_primary_gives_way_to_the_backup_within_2_s() {
+    fail_over_and_back("failover-freeze", false, true);
+}
+
+#[test]
+fn an_srt_backup_carries_an_rtmp_primarys_show() {
+    fail_over_and_back("failover-srt", true, false);
+}
