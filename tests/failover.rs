@@ -24,14 +24,20 @@ struct Show {
 }
 
 fn start(name: &str) -> Show {
+    start_with(name, "failback_after_s = 3\n", "")
+}
+
+/// A show with more lines for the stream (`stream_extra`) and for the top
+/// of the config (`top_extra`).
+fn start_with(name: &str, stream_extra: &str, top_extra: &str) -> Show {
     require_ffmpeg();
     let scratch = Scratch::new(name);
     let (rtmp_port, srt_port, sink_port) = (free_port(), free_port(), free_port());
     let out = scratch.file("show.flv");
     let receiver = Ffmpeg::receiver(sink_port, "live", "show", &out);
     let config = format!(
-        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
-         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 2\nfailback_after_s = 3\n\n\
+        "{top_extra}[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 2\n{stream_extra}\n\
          [[streams.destinations]]\nid = \"only\"\nurl = \"rtmp://127.0.0.1:{sink_port}/live/show\"\n"
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
@@ -149,4 +155,122 @@ fn a_frozen_primary_gives_way_to_the_backup_within_2_s() {
 #[test]
 fn an_srt_backup_carries_an_rtmp_primarys_show() {
     fail_over_and_back("failover-srt", true, false);
+}
+
+const TOKEN: &str = "failover-token-0123456789";
+
+/// What the API says of the stream: the source on air, the operator's
+/// choice, and each connected source's role and whether it is on air.
+fn sources(admin_port: u16) -> (String, String, Vec<(String, bool)>) {
+    let view = api_json(admin_port, "/v1/streams/main", Some(TOKEN));
+    let sources = view["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["role"].as_str().unwrap().to_string(),
+                s["on_air"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    (
+        view["active_source"].to_string(),
+        view["source_choice"].as_str().unwrap().to_string(),
+        sources,
+    )
+}
+
+fn set_source(admin_port: u16, source: &str) -> (u16, String) {
+    http(
+        admin_port,
+        "PUT",
+        "/v1/streams/main/source",
+        Some(TOKEN),
+        &format!("{{\"source\": \"{source}\"}}"),
+    )
+}
+
+/// The backup alone goes on air; with `failback = false` a primary that
+/// joins does not take over by itself, until an operator forces it through
+/// the API; the API, the events' metrics and the log say which is on air.
+#[test]
+fn the_backup_alone_goes_on_air_and_the_api_forces_a_source() {
+    let (admin_port, metrics_port) = (free_port(), free_port());
+    let mut show = start_with(
+        "failover-api",
+        "failback = false\nfailback_after_s = 1\n",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n"
+        ),
+    );
+    let mut backup = backup(&show, false, 30);
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    assert_eq!(
+        sources(admin_port),
+        (
+            "\"backup\"".into(),
+            "auto".into(),
+            vec![("backup".into(), true)]
+        )
+    );
+
+    let mut first = primary(&show, "first", 30);
+    show.prism
+        .wait_for_log("ready to take over", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        sources(admin_port).2,
+        [("primary".into(), false), ("backup".into(), true)],
+        "failback = false: the backup stays"
+    );
+
+    let (status, body) = set_source(admin_port, "sideways");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, body) = set_source(admin_port, "primary");
+    assert_eq!(status, 200, "{body}");
+    wait_for_switches(&show, "primary", 1, Duration::from_secs(5));
+    assert_eq!(
+        sources(admin_port),
+        (
+            "\"primary\"".into(),
+            "primary".into(),
+            vec![("primary".into(), true), ("backup".into(), false)]
+        )
+    );
+    let (status, _) = set_source(admin_port, "auto");
+    assert_eq!(status, 200);
+
+    first.kill();
+    wait_for_switches(&show, "backup", 1, Duration::from_secs(5));
+    let (_, text) = http_get(metrics_port, "/metrics");
+    let switches = |reason| {
+        metric(
+            &text,
+            "prism_stream_source_switches_total",
+            &[("stream", "main"), ("reason", reason)],
+        )
+    };
+    assert_eq!(switches("forced"), Some(1.0), "{text}");
+    assert_eq!(switches("disconnect"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "prism_stream_active_source",
+            &[("stream", "main"), ("source", "backup")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    backup.kill();
+    show.receiver.wait(Duration::from_secs(20));
+    let widths: Vec<u32> = runs(&frame_widths(&show.out))
+        .into_iter()
+        .map(|(width, _)| width)
+        .collect();
+    assert_eq!(widths, [640, 1280, 640]);
+    assert_good_recording(&show.out, probe_duration(&show.out));
 }

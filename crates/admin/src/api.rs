@@ -22,6 +22,7 @@ use tokio_stream::{Stream, StreamExt};
 use toml_edit::{value, DocumentMut, Table};
 
 use prism_fanout::{Registry, StreamEntry};
+use prism_media::arbiter::{SourceChoice, SourceRole};
 
 use crate::config::{AdminConfig, Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::control::{Controller, Event};
@@ -53,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/streams/{id}/destinations/{dest}/disable"),
     ("PUT", "/v1/streams/{id}/restreams"),
     ("PUT", "/v1/streams/{id}/standby"),
+    ("PUT", "/v1/streams/{id}/source"),
 ];
 
 /// The OpenAPI 3 document, kept beside the code.
@@ -112,6 +114,7 @@ pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
         .route("/v1/streams/{id}/key", get(stream_key))
         .route("/v1/streams/{id}/restreams", put(replace_restreams))
         .route("/v1/streams/{id}/standby", put(set_standby))
+        .route("/v1/streams/{id}/source", put(set_source))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::console::routes())
@@ -186,13 +189,37 @@ struct StreamView {
     warnings: Vec<String>,
     /// The source the stream is pulled from (its key hidden), if it is.
     pull: Option<String>,
+    /// The publisher on air (the active source), if any.
     ingest: Option<IngestView>,
+    /// What the destinations get: `primary`, `backup`, `standby` (the
+    /// clip), or null (no source, e.g. in the grace period).
+    active_source: Option<&'static str>,
+    /// `auto`, or the source an operator forced (`PUT .../source`).
+    source_choice: &'static str,
+    /// The connected encoders, primary first.
+    sources: Vec<SourceView>,
     /// Cluster mode: the node the stream is live on (holds its lease),
     /// whichever node answers; absent when it is live nowhere, or when
     /// Redis cannot be asked (then `live` still tells about this node).
     #[serde(skip_serializing_if = "Option::is_none")]
     live_on: Option<String>,
     destinations: Vec<DestinationView>,
+}
+
+#[derive(Serialize)]
+struct SourceView {
+    role: &'static str,
+    protocol: &'static str,
+    remote: String,
+    /// Connected and sending media.
+    live: bool,
+    /// Its media is what the destinations get.
+    on_air: bool,
+    bitrate_kbps: u64,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
+    since: String,
 }
 
 #[derive(Serialize)]
@@ -266,6 +293,22 @@ fn destination_view(
     }
 }
 
+fn source_view(source: &prism_media::hub::SourceInfo) -> SourceView {
+    let media = source.publisher.media.clone().unwrap_or_default();
+    SourceView {
+        role: source.role.as_str(),
+        protocol: source.publisher.protocol.as_str(),
+        remote: source.publisher.remote.to_string(),
+        live: source.healthy,
+        on_air: source.on_air,
+        bitrate_kbps: source.bitrate_bps / 1000,
+        width: media.width,
+        height: media.height,
+        fps: media.fps,
+        since: humantime::format_rfc3339_seconds(source.publisher.since).to_string(),
+    }
+}
+
 fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig) -> StreamView {
     use std::sync::atomic::Ordering;
     let entry = registry.stream(&stream.id);
@@ -298,6 +341,21 @@ fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig
         warnings: entry.as_ref().map(|e| e.hub.warnings()).unwrap_or_default(),
         pull: stream.pull.as_ref().map(|url| url.to_string()),
         ingest,
+        active_source: entry.as_ref().and_then(|e| {
+            if e.hub.standby().is_some() {
+                Some("standby")
+            } else {
+                e.hub.active_source().map(SourceRole::as_str)
+            }
+        }),
+        source_choice: match entry.as_ref().map(|e| e.hub.source_choice()) {
+            Some(SourceChoice::Forced(role)) => role.as_str(),
+            _ => "auto",
+        },
+        sources: entry
+            .as_ref()
+            .map(|e| e.hub.sources().iter().map(source_view).collect())
+            .unwrap_or_default(),
         live_on: None,
         destinations: stream
             .destinations
@@ -816,6 +874,41 @@ async fn set_standby(
                 ApiError::conflict(format!("stream {id:?} is not live"))
             }
         })?;
+    Ok(Json(view_of_stream(&app, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceRequest {
+    source: SourceName,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SourceName {
+    Primary,
+    Backup,
+    Auto,
+}
+
+/// Forces a source on air (at its next keyframe, while it is healthy), or
+/// returns to automatic failover and failback.
+async fn set_source(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: SourceRequest = parse_body(&body)?;
+    let entry = app
+        .controller
+        .registry()
+        .stream(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+    entry.hub.force_source(match request.source {
+        SourceName::Primary => SourceChoice::Forced(SourceRole::Primary),
+        SourceName::Backup => SourceChoice::Forced(SourceRole::Backup),
+        SourceName::Auto => SourceChoice::Auto,
+    });
     Ok(Json(view_of_stream(&app, &id).await?))
 }
 

@@ -68,6 +68,16 @@ pub enum Event {
         stream: String,
         timestamp: String,
     },
+    /// The destinations continue from another source.
+    SourceSwitch {
+        stream: String,
+        /// `primary`, `backup`, or null: no source (the on-air one left and
+        /// the other cannot take over yet).
+        to: Option<&'static str>,
+        /// `start`, `disconnect`, `silence`, `failback` or `forced`.
+        reason: Option<&'static str>,
+        timestamp: String,
+    },
     ConfigChanged {
         /// `api`, `reload`, or `cluster` (another node's change).
         source: &'static str,
@@ -86,6 +96,7 @@ impl Event {
             Event::DestinationState { .. } => "destination_state",
             Event::StandbyStart { .. } => "standby_start",
             Event::StandbyStop { .. } => "standby_stop",
+            Event::SourceSwitch { .. } => "source_switch",
             Event::ConfigChanged { .. } => "config_changed",
         }
     }
@@ -798,6 +809,23 @@ impl Controller {
                     },
                 };
                 let _ = events.send(event);
+            }
+        });
+        let mut sources = hub.watch_sources();
+        let stream = hub.id().to_string();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while sources.changed().await.is_ok() {
+                let switched = *sources.borrow_and_update();
+                if switched.reason.is_none() {
+                    continue; // the session ended
+                }
+                let _ = events.send(Event::SourceSwitch {
+                    stream: stream.clone(),
+                    to: switched.to.map(|role| role.as_str()),
+                    reason: switched.reason.map(|reason| reason.as_str()),
+                    timestamp: now(),
+                });
             }
         });
         let mut standby = hub.watch_standby();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::arbiter::{ArbiterConfig, SourceArbiter, SourceRole, Switch, SwitchReason};
+use crate::arbiter::{
+    ArbiterConfig, SourceArbiter, SourceChoice, SourceRole, Switch, SwitchReason,
+};
 use crate::flv;
 use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
@@ -121,6 +123,8 @@ struct SourceSlot {
     /// picture while its next keyframe is awaited.
     gop: Vec<MediaMessage>,
     gop_bytes: usize,
+    /// Its payload bitrate over its last full second.
+    bitrate_bps: u64,
 }
 
 impl SourceSlot {
@@ -196,6 +200,18 @@ struct Warnings {
     standby: Option<String>,
     /// One per codec SRT destinations cannot get.
     uncarried: Vec<String>,
+}
+
+/// A connected source, for the API.
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    pub role: SourceRole,
+    pub publisher: PublisherInfo,
+    /// Connected and sending (media within `failover_after`).
+    pub healthy: bool,
+    /// Its media is what the destinations get.
+    pub on_air: bool,
+    pub bitrate_bps: u64,
 }
 
 /// The last change of the source on air: which one is on air now (none
@@ -514,6 +530,7 @@ impl StreamHub {
             headers: Vec::new(),
             gop: Vec::new(),
             gop_bytes: 0,
+            bitrate_bps: 0,
         });
         state.arbiter.connected(role, now);
         self.holder
@@ -578,10 +595,36 @@ impl StreamHub {
         state.publisher.and(state.arbiter.on_air())
     }
 
-    /// Who publishes each source now, by `SourceRole::index`.
-    pub fn sources(&self) -> [Option<PublisherInfo>; 2] {
+    /// The connected sources, primary first.
+    pub fn sources(&self) -> Vec<SourceInfo> {
         let state = self.lock();
-        [0, 1].map(|i| state.sources[i].as_ref().map(|slot| slot.info.clone()))
+        let now = Instant::now();
+        [SourceRole::Primary, SourceRole::Backup]
+            .into_iter()
+            .filter_map(|role| {
+                let slot = state.sources[role.index()].as_ref()?;
+                Some(SourceInfo {
+                    role,
+                    publisher: slot.info.clone(),
+                    healthy: state.arbiter.is_healthy(role, now),
+                    on_air: state.publisher == Some(slot.token),
+                    bitrate_bps: slot.bitrate_bps,
+                })
+            })
+            .collect()
+    }
+
+    /// An operator's choice of source (`PUT /v1/streams/{id}/source`): a
+    /// forced source goes on air at its next keyframe while it is healthy;
+    /// `Auto` returns to the rules.
+    pub fn force_source(&self, choice: SourceChoice) {
+        let mut state = self.lock();
+        state.arbiter.force(choice);
+        tracing::info!(stream = %self.id, choice = ?choice, "source choice set by the API");
+    }
+
+    pub fn source_choice(&self) -> SourceChoice {
+        self.lock().arbiter.choice()
     }
 
     /// Sets the failover rules (`failover_after_ms`, `failback`,
@@ -707,6 +750,9 @@ impl StreamHub {
             .as_mut()
             .expect("role_of found it");
         slot.last_received = now;
+        if let Some(bps) = bitrate {
+            slot.bitrate_bps = bps;
+        }
         if !message.droppable() {
             remember_header(&mut slot.headers, &message);
         }

@@ -24,6 +24,7 @@ use prism_fanout::destination::DestinationState;
 use prism_fanout::Registry;
 use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
+use prism_media::arbiter::{SourceRole, SwitchReason};
 use prism_media::IngestProtocol;
 
 use crate::listeners::Readiness;
@@ -129,6 +130,15 @@ impl Telemetry {
             }
             gauge!("prism_stream_standby", "stream" => id.clone())
                 .set(if hub.standby().is_some() { 1.0 } else { 0.0 });
+            let active = hub.active_source();
+            for role in [SourceRole::Primary, SourceRole::Backup] {
+                gauge!("prism_stream_active_source", "stream" => id.clone(), "source" => role.as_str())
+                    .set(if active == Some(role) { 1.0 } else { 0.0 });
+            }
+            for reason in SwitchReason::ALL {
+                counter!("prism_stream_source_switches_total", "stream" => id.clone(), "reason" => reason.as_str())
+                    .absolute(stats.source_switches[reason as usize].load(Ordering::Relaxed));
+            }
             gauge!("prism_stream_live", "stream" => id.clone()).set(if hub.is_live() {
                 1.0
             } else {
@@ -255,6 +265,14 @@ fn describe() {
     describe_gauge!(
         "prism_stream_standby",
         "1 while the stream's destinations are fed its standby clip."
+    );
+    describe_gauge!(
+        "prism_stream_active_source",
+        "1 for the source (primary or backup) whose media the destinations get, 0 for the other."
+    );
+    describe_counter!(
+        "prism_stream_source_switches_total",
+        "Times the destinations continued from another source, by reason (start, disconnect, silence, failback, forced)."
     );
     describe_gauge!(
         "prism_stream_live",
