@@ -274,3 +274,45 @@ fn the_backup_alone_goes_on_air_and_the_api_forces_a_source() {
     assert_eq!(widths, [640, 1280, 640]);
     assert_good_recording(&show.out, probe_duration(&show.out));
 }
+
+/// A pushed primary with a pulled backup (`backup_pull`, from nginx-rtmp):
+/// the pull stays off air while the primary streams, and carries the show
+/// when the primary dies.
+#[test]
+fn a_pulled_backup_carries_a_pushed_primarys_show() {
+    require_ffmpeg();
+    let scratch = Scratch::new("failover-pull");
+    let nginx = Nginx::start(&scratch);
+    let origin = format!("rtmp://127.0.0.1:{}/live/cam", nginx.port);
+    let mut show = start_with(
+        "failover-pull-relay",
+        &format!("backup_pull = \"{origin}\"\n"),
+        "",
+    );
+    let mut first = primary(&show, "first", 60);
+    show.prism
+        .wait_for_log("destination live", Duration::from_secs(10));
+    // The backup's encoder starts after the primary: nginx-rtmp serves the
+    // pull from then on, and the pulled backup waits off air.
+    let mut source = Ffmpeg::publisher_with_output_options(
+        &origin,
+        60,
+        &["-s", "640x360"],
+        scratch.file("origin.log"),
+    );
+    show.prism
+        .wait_for_log("ready to take over", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    first.kill();
+    wait_for_switches(&show, "backup", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+    source.kill();
+    show.receiver.wait(Duration::from_secs(30));
+    let widths: Vec<u32> = runs(&frame_widths(&show.out))
+        .into_iter()
+        .map(|(width, _)| width)
+        .collect();
+    assert_eq!(widths, [1280, 640], "{}", show.prism.log());
+    assert_good_recording(&show.out, probe_duration(&show.out));
+    assert!(max_video_gap(&show.out) < Duration::from_secs(1));
+}

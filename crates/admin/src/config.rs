@@ -313,6 +313,8 @@ struct RawStream {
     /// `rtmp://HOST/APP/NAME` or `srt://HOST:PORT?streamid=…`: Prism plays
     /// the stream from there instead of waiting for a publisher.
     pull: Option<Spanned<String>>,
+    /// As `pull`, for the stream's backup source (the primary may be pushed).
+    backup_pull: Option<Spanned<String>>,
     srt_passphrase: Option<Spanned<String>>,
     #[serde(default = "default_reconnect_grace")]
     reconnect_grace_s: u64,
@@ -555,6 +557,8 @@ pub struct StreamConfig {
     pub key: prism_media::StreamKey,
     /// Where the stream is pulled from, instead of taking publishers.
     pub pull: Option<DestinationUrl>,
+    /// Where the stream's backup source is pulled from (`backup_pull`).
+    pub backup_pull: Option<DestinationUrl>,
     /// Overrides `[srt] passphrase` for this stream.
     pub srt_passphrase: Option<String>,
     /// How long destinations stay connected after the publisher drops.
@@ -971,6 +975,13 @@ fn parse_streams(
                 format!("streams[{index}].id: duplicate stream id {id:?}"),
             ));
         }
+        let backup_pull = match &stream.backup_pull {
+            None => None,
+            Some(url) => Some(
+                parse_pull(url.get_ref())
+                    .map_err(|m| error(url.span(), format!("streams[{index}].backup_pull: {m}")))?,
+            ),
+        };
         let pull = match &stream.pull {
             None => None,
             Some(url) => Some(
@@ -1116,6 +1127,7 @@ fn parse_streams(
             },
             key: prism_media::StreamKey::new(key),
             pull,
+            backup_pull,
             destinations,
         });
     }

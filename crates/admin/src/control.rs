@@ -28,6 +28,7 @@ use prism_fanout::{
     spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
 };
 use prism_ingest::pull::{spawn_pull, Pull, PullSource};
+use prism_media::arbiter::SourceRole;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
 
@@ -137,7 +138,7 @@ pub struct Controller {
     directory: Arc<HubDirectory>,
     events: broadcast::Sender<Event>,
     /// The running pull of each stream that has a `pull` source.
-    pulls: std::sync::Mutex<std::collections::HashMap<String, Pull>>,
+    pulls: std::sync::Mutex<std::collections::HashMap<(String, SourceRole), Pull>>,
     /// What a pulled source's messages may take: the `[rtmp]` bounds every
     /// publisher has (fixed at start, like the listener they govern).
     pull_limits: prism_rtmp::ServerLimits,
@@ -634,7 +635,7 @@ impl Controller {
             entry.hub.set_reconnect_grace(stream.reconnect_grace);
             entry.hub.set_failover(stream.failover);
             entry.hub.set_standby(stream.standby.clone());
-            if before.pull != stream.pull {
+            if before.pull != stream.pull || before.backup_pull != stream.backup_pull {
                 self.stop_pull(&stream.id).await;
                 self.start_pull(stream, &entry.hub);
                 info!(stream = %stream.id, pull = ?stream.pull.as_ref().map(|u| u.to_string()), "pull source changed");
@@ -713,33 +714,43 @@ impl Controller {
             .insert(&stream.key, hub, stream.srt_passphrase.clone());
     }
 
-    /// Starts pulling the stream from its `pull` source, if it has one; a
-    /// stream without one takes publishers again.
+    /// Starts pulling the stream from its `pull` source and its backup
+    /// from `backup_pull`, where it has them; a stream without `pull` takes
+    /// pushed primaries again (a pushed backup is taken either way).
     fn start_pull(&self, stream: &StreamConfig, hub: &Arc<StreamHub>) {
         hub.set_pull_only(stream.pull.is_some());
-        let Some(url) = &stream.pull else {
-            return;
-        };
-        let pull = spawn_pull(
-            Arc::clone(hub),
-            pull_source(url, self.pull_limits),
-            url.to_string(),
-        );
-        info!(stream = %stream.id, source = %url, "pulling the stream from its source");
-        self.pulls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream.id.clone(), pull);
+        let sources = [
+            (SourceRole::Primary, &stream.pull),
+            (SourceRole::Backup, &stream.backup_pull),
+        ];
+        for (role, url) in sources {
+            let Some(url) = url else {
+                continue;
+            };
+            let pull = spawn_pull(
+                Arc::clone(hub),
+                pull_source(url, self.pull_limits),
+                url.to_string(),
+                role,
+            );
+            info!(stream = %stream.id, source = %url, role = role.as_str(), "pulling the stream from its source");
+            self.pulls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((stream.id.clone(), role), pull);
+        }
     }
 
     async fn stop_pull(&self, stream: &str) {
-        let pull = self
-            .pulls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stream);
-        if let Some(pull) = pull {
-            pull.stop().await;
+        for role in [SourceRole::Primary, SourceRole::Backup] {
+            let pull = self
+                .pulls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(stream.to_string(), role));
+            if let Some(pull) = pull {
+                pull.stop().await;
+            }
         }
     }
 

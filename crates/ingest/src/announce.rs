@@ -205,16 +205,15 @@ pub(crate) fn standby_differences(
 
 /// The "publish stopped" log line: why, and after how long.
 pub(crate) fn log_publish_stopped(guard: &PublishGuard, remote: SocketAddr, reason: &str) {
-    let hub = guard.hub();
-    let publisher = hub.publisher();
+    let publisher = guard.publisher();
     let seconds = publisher
         .as_ref()
         .and_then(|p| p.since.elapsed().ok())
         .map_or(0, |d| d.as_secs());
     info!(
-        stream = %hub.id(),
+        stream = %guard.hub().id(),
         %remote,
-        protocol = publisher.map_or("unknown", |p| p.protocol.as_str()),
+        protocol = guard.protocol().as_str(),
         reason,
         seconds,
         "publish stopped"

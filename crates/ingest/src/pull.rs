@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use prism_media::arbiter::SourceRole;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
@@ -99,9 +100,16 @@ impl Drop for Pull {
 
 /// Starts pulling `source` into `hub`. `shown` names the source in logs
 /// (the URL without its key).
-pub fn spawn_pull(hub: Arc<StreamHub>, source: PullSource, shown: String) -> Pull {
+/// `role`: which of the stream's sources it feeds (`pull` is the primary,
+/// `backup_pull` the backup).
+pub fn spawn_pull(
+    hub: Arc<StreamHub>,
+    source: PullSource,
+    shown: String,
+    role: SourceRole,
+) -> Pull {
     let (shutdown, stop) = watch::channel(false);
-    let task = tokio::spawn(run(hub, source, shown, stop));
+    let task = tokio::spawn(run(hub, source, shown, role, stop));
     Pull {
         shutdown,
         task: Some(task),
@@ -112,6 +120,7 @@ async fn run(
     hub: Arc<StreamHub>,
     source: PullSource,
     shown: String,
+    role: SourceRole,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_START;
@@ -137,7 +146,7 @@ async fn run(
         waiting_elsewhere = false;
         let started = Instant::now();
         let mut publish: Option<PublishGuard> = None;
-        let attempt = catch_panic("pull", session(&hub, &source, &mut publish));
+        let attempt = catch_panic("pull", session(&hub, &source, role, &mut publish));
         let end = tokio::select! {
             end = attempt => end,
             _ = stop.changed() => return,
@@ -186,6 +195,7 @@ fn guard_remote(hub: &StreamHub) -> SocketAddr {
 async fn session(
     hub: &Arc<StreamHub>,
     source: &PullSource,
+    role: SourceRole,
     publish: &mut Option<PublishGuard>,
 ) -> String {
     let result = match source {
@@ -194,8 +204,8 @@ async fn session(
             port,
             target,
             limits,
-        } => rtmp_session(hub, host, *port, target, *limits, publish).await,
-        PullSource::Srt { .. } => srt_session(hub, source, publish).await,
+        } => rtmp_session(hub, host, *port, target, *limits, role, publish).await,
+        PullSource::Srt { .. } => srt_session(hub, source, role, publish).await,
     };
     match result {
         Ok(()) => "the source ended the session".into(),
@@ -210,17 +220,24 @@ struct Relay<'a> {
     hub: &'a Arc<StreamHub>,
     protocol: IngestProtocol,
     remote: SocketAddr,
+    role: SourceRole,
     announcer: PublishAnnouncer,
     /// The newest header of each kind that came before the first frame.
     waiting_headers: Vec<MediaMessage>,
 }
 
 impl<'a> Relay<'a> {
-    fn new(hub: &'a Arc<StreamHub>, protocol: IngestProtocol, remote: SocketAddr) -> Self {
+    fn new(
+        hub: &'a Arc<StreamHub>,
+        protocol: IngestProtocol,
+        remote: SocketAddr,
+        role: SourceRole,
+    ) -> Self {
         Self {
             hub,
             protocol,
             remote,
+            role,
             announcer: PublishAnnouncer::new(protocol),
             waiting_headers: Vec::new(),
         }
@@ -241,9 +258,9 @@ impl<'a> Relay<'a> {
             }
             let guard = self
                 .hub
-                .try_publish(self.protocol, self.remote)
+                .try_publish_as(self.protocol, self.remote, self.role)
                 .map_err(|e| format!("the stream refused the pulled source: {e}"))?;
-            info!(stream = %self.hub.id(), remote = %self.remote, protocol = self.protocol.as_str(), "pulled source live");
+            info!(stream = %self.hub.id(), remote = %self.remote, protocol = self.protocol.as_str(), source = self.role.as_str(), "pulled source live");
             self.announcer = PublishAnnouncer::new(self.protocol);
             *publish = Some(guard);
             for header in std::mem::take(&mut self.waiting_headers) {
@@ -277,6 +294,7 @@ async fn rtmp_session(
     port: u16,
     target: &PublishTarget,
     limits: ServerLimits,
+    role: SourceRole,
     publish: &mut Option<PublishGuard>,
 ) -> Result<(), String> {
     let connect = TcpStream::connect((host, port));
@@ -305,7 +323,7 @@ async fn rtmp_session(
     let mut events = client
         .handle_input(&leftover, &mut out)
         .map_err(|e| e.to_string())?;
-    let mut relay = Relay::new(hub, IngestProtocol::RtmpPull, remote);
+    let mut relay = Relay::new(hub, IngestProtocol::RtmpPull, remote, role);
     let mut timeline = Unwrapper::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -361,6 +379,7 @@ async fn rtmp_session(
 async fn srt_session(
     hub: &Arc<StreamHub>,
     source: &PullSource,
+    role: SourceRole,
     publish: &mut Option<PublishGuard>,
 ) -> Result<(), String> {
     let PullSource::Srt {
@@ -393,7 +412,7 @@ async fn srt_session(
         .await
         .map_err(|e| format!("SRT connect to {address} failed: {e}"))?;
     let remote = socket.settings().remote;
-    let mut relay = Relay::new(hub, IngestProtocol::SrtPull, remote);
+    let mut relay = Relay::new(hub, IngestProtocol::SrtPull, remote, role);
     let mut ts = TsToFlv::new();
     let mut messages = Vec::new();
     let result = loop {

@@ -216,7 +216,7 @@ async fn admit(
             .await;
         return None;
     };
-    if hub.is_pull_only() {
+    if hub.is_pull_only() && role == SourceRole::Primary {
         refuse(
             Rejection::PullOnly,
             "the stream pulls from its source and takes no publisher",

@@ -494,7 +494,11 @@ impl StreamHub {
         remote: SocketAddr,
         role: SourceRole,
     ) -> Result<PublishGuard, PublishError> {
-        if self.pull_only.load(Ordering::Relaxed) && !protocol.is_pull() {
+        // A pulled primary refuses pushed primaries; its backup may be pushed.
+        if self.pull_only.load(Ordering::Relaxed)
+            && !protocol.is_pull()
+            && role == SourceRole::Primary
+        {
             return Err(PublishError::PullOnly);
         }
         let mut state = self.lock();
@@ -1516,6 +1520,16 @@ impl PublishGuard {
         role_of(&self.hub.lock(), self.token).is_some()
     }
 
+    /// Who publishes this source, while it holds it.
+    pub fn publisher(&self) -> Option<PublisherInfo> {
+        let mut state = self.hub.lock();
+        slot_of(&mut state, self.token).map(|slot| slot.info.clone())
+    }
+
+    pub fn protocol(&self) -> IngestProtocol {
+        self.protocol
+    }
+
     /// Records what this source carries (for the API).
     pub fn set_media_info(&self, media: MediaInfo) {
         self.hub.set_media_info(self.token, media);
@@ -1746,6 +1760,87 @@ mod tests {
         drop(publish);
         out.clear();
         assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+    }
+
+    /// The primary drops: the backup goes on air at once, from its cached
+    /// keyframe, headers first, one frame after the last frame sent; none
+    /// of its media reached the destination before. Its audio stamped
+    /// before that keyframe never goes back in time.
+    #[tokio::test]
+    async fn a_backup_takes_over_at_once_from_its_cached_keyframe() {
+        let hub = StreamHub::new("main");
+        let mut primary = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let mut backup = hub
+            .try_publish_as(IngestProtocol::Srt, addr(), SourceRole::Backup)
+            .unwrap();
+        let header = |marker| {
+            MediaMessage::new(
+                MediaKind::Video,
+                0,
+                Bytes::from(vec![0x17, 0, 0, 0, 0, marker]),
+            )
+        };
+        let audio = |ts| MediaMessage::new(MediaKind::Audio, ts, Bytes::from_static(&[0xaf, 1, 7]));
+        primary.push(header(1));
+        primary.push(video(1000, true));
+        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        hub.subscribe(&queue).unwrap();
+        primary.push(video(1040, false));
+        primary.push(audio(1050));
+        backup.push(header(2));
+        backup.push(video(500_000, false)); // before its first keyframe: not kept
+        backup.push(video(500_040, true));
+        backup.push(audio(500_030)); // stamped before its keyframe, after 1050
+        backup.push(audio(499_000)); // would go back before 1050: dropped
+        backup.push(video(500_080, false));
+        assert_eq!(hub.active_source(), Some(SourceRole::Primary));
+
+        drop(primary);
+        assert_eq!(hub.active_source(), Some(SourceRole::Backup));
+        backup.push(video(500_120, false));
+        let mut out = Vec::new();
+        queue.next_batch(&mut out, 64).await;
+        let got: Vec<(MediaKind, u64, bool)> = out
+            .iter()
+            .map(|m| (m.kind, m.timestamp, m.sequence_header))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // The subscription's replay, then the primary.
+                (MediaKind::Video, 0, true),
+                (MediaKind::Video, 1000, false),
+                (MediaKind::Video, 1040, false),
+                (MediaKind::Audio, 1050, false),
+                // The backup: its header, its cached GOP, one frame on.
+                (MediaKind::Video, 1080, true),
+                (MediaKind::Video, 1080, false),
+                (MediaKind::Audio, 1070, false),
+                (MediaKind::Video, 1120, false),
+                (MediaKind::Video, 1160, false),
+            ]
+        );
+        assert_eq!(out[4].payload.last(), Some(&2), "the backup's own header");
+        assert_eq!(
+            hub.stats().source_switches[SwitchReason::Disconnect as usize].load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    /// A pulled stream refuses pushed primaries and takes a pushed backup.
+    #[test]
+    fn a_pulled_stream_takes_a_pushed_backup() {
+        let hub = StreamHub::new("main");
+        hub.set_pull_only(true);
+        assert!(matches!(
+            hub.try_publish(IngestProtocol::Rtmp, addr()),
+            Err(PublishError::PullOnly)
+        ));
+        let _pull = hub.try_publish(IngestProtocol::RtmpPull, addr()).unwrap();
+        let _backup = hub
+            .try_publish_as(IngestProtocol::Rtmp, addr(), SourceRole::Backup)
+            .unwrap();
+        assert_eq!(hub.sources().len(), 2);
     }
 
     #[test]
