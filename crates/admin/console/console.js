@@ -195,6 +195,10 @@ function describeEvent(type, e) {
       return `${e.stream}: standby (${e.reason})`;
     case "standby_stop":
       return `${e.stream}: standby ended`;
+    case "source_switch":
+      return e.to
+        ? `${e.stream}: on the ${e.to} (${e.reason})`
+        : `${e.stream}: no source on air (${e.reason})`;
     case "config_changed":
       return `configuration changed (${e.source}${e.stream ? `, ${e.stream}` : ""})`;
     default:
@@ -242,6 +246,9 @@ function createStream(id) {
   $(".stream-id", element).textContent = id;
   $(".remove-stream", element).addEventListener("click", () => removeStream(id));
   $(".show-key", element).addEventListener("click", () => toggleKey(element, id));
+  for (const source of ["primary", "backup", "auto"]) {
+    $(`.use-${source}`, element).addEventListener("click", () => chooseSource(element, id, source));
+  }
   const form = $(".add-destination-form", element);
   const select = $("select[name=platform]", form);
   for (const platform of platforms.filter((p) => p.url)) {
@@ -256,6 +263,23 @@ function createStream(id) {
   form.addEventListener("submit", (event) => addDestination(event, id, form));
   element.destinationElements = new Map();
   return element;
+}
+
+/** Forces a source on air, or returns to automatic failover. */
+async function chooseSource(element, streamId, source) {
+  try {
+    await api("PUT", `/v1/streams/${enc(streamId)}/source`, { source });
+    $(".source-error", element).textContent = "";
+  } catch (error) {
+    $(".source-error", element).textContent = error.message;
+  }
+  scheduleRefresh();
+}
+
+function describeSource(source) {
+  const picture = source.width ? ` ${source.width}x${source.height}` : "";
+  const state = source.on_air ? "on air" : source.live ? "ready" : "silent";
+  return `${source.role}: ${source.protocol}${picture}, ${formatKbps(source.bitrate_kbps)} (${state})`;
 }
 
 function streamState(stream) {
@@ -280,6 +304,17 @@ function updateStream(element, stream) {
   set(".bitrate", ingest ? formatKbps(ingest.bitrate_kbps) : "—");
   set(".warnings", (stream.warnings || []).join(" "));
   set(".pull", stream.pull || "— (encoders publish)");
+  set(".active-source", stream.active_source || "—");
+  set(".source-choice", stream.source_choice === "auto" ? "" : `(forced: ${stream.source_choice})`);
+  const sources = $(".sources", element);
+  sources.replaceChildren(
+    ...(stream.sources || []).map((source) => {
+      const item = document.createElement("li");
+      item.dataset.source = source.role;
+      item.textContent = describeSource(source);
+      return item;
+    }),
+  );
   $(".show-key", element).hidden = Boolean(stream.pull);
 
   const history = bitrateHistory.get(stream.id) || [];
