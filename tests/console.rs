@@ -166,7 +166,13 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     let limit = Duration::from_secs(20);
     wait_for_text(&client, &format!("{stream} .state"), "live", limit).await;
     wait_for_text(&client, &format!("{stream} .resolution"), "320x240", limit).await;
-    wait_for_text(&client, &format!("{stream} .active-source"), "primary", limit).await;
+    wait_for_text(
+        &client,
+        &format!("{stream} .active-source"),
+        "primary",
+        limit,
+    )
+    .await;
     let sources = text(&client, &format!("{stream} .sources")).await;
     assert!(sources.starts_with("primary: rtmp 320x240"), "{sources}");
     assert_eq!(

@@ -9,6 +9,7 @@
 //!     cargo build --release -p prism -p prism-loadgen
 //!     target/release/prism-loadgen --destinations 100 --bitrate 6000 --seconds 20 --all
 
+mod failover;
 mod ingest;
 mod receivers;
 mod relay;
@@ -137,6 +138,13 @@ enum Command {
     /// Prism's CPU with one ffmpeg publish over SRT against the same media
     /// over RTMP (--destinations each, --rounds interleaved).
     Ingest,
+    /// A primary and a hot backup encoder on one stream (--destinations):
+    /// Prism's CPU with and without the backup, then the primary dropped
+    /// --switches times; prints the video gap the destinations saw.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        switches: usize,
+    },
     /// (internal) Run as the plain TCP tee relay.
     Tee {
         #[arg(long)]
@@ -295,6 +303,9 @@ fn main() {
             Some(runtime.block_on(storm::run(&args, &options, &source, wan.as_ref())))
         }
         Some(Command::Ingest) => Some(runtime.block_on(ingest::run(&args, wan.as_ref()))),
+        Some(Command::Failover { switches }) => {
+            Some(runtime.block_on(failover::run(&args, *switches, &source)))
+        }
         _ => None,
     };
     if let Some(outcome) = outcome {

@@ -32,6 +32,8 @@ struct Connection {
     first_seq: Option<u64>,
     received: u64,
     samples: Vec<Sample>,
+    /// When each video frame was read, in order.
+    video_reads: Vec<Instant>,
 }
 
 /// One frame received: when the sink read it, and its latency (µs) to the
@@ -158,6 +160,17 @@ impl Sinks {
                 connected_at: c.connected_at,
                 first_frame_at: c.first_frame_at,
             })
+            .collect()
+    }
+
+    /// When each connection of `stream` read each video frame.
+    pub fn video_reads(&self, stream: usize) -> Vec<Vec<Instant>> {
+        let connections = self.shared.connections.lock().unwrap();
+        connections
+            .iter()
+            .map(|c| c.lock().unwrap())
+            .filter(|c| c.stream == stream)
+            .map(|c| c.video_reads.clone())
             .collect()
     }
 
@@ -318,6 +331,7 @@ impl Shared {
             first_seq: None,
             received: 0,
             samples: Vec::new(),
+            video_reads: Vec::new(),
         }));
         self.connections.lock().unwrap().push(Arc::clone(&state));
         state
@@ -348,6 +362,9 @@ fn record_frame(
     state.first_seq.get_or_insert(seq);
     state.first_frame_at.get_or_insert(now);
     state.received += 1;
+    if kind == MediaKind::Video {
+        state.video_reads.push(now);
+    }
     if let Some(read_age) = clock.age_ns(seq, wall_clock_ns()) {
         let arrival_age = arrived_wall_ns
             .and_then(|at| clock.age_ns(seq, at))
