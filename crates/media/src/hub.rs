@@ -1115,7 +1115,14 @@ impl StreamHub {
         }
         let gone = state.publisher.is_none() && !state.clean_stop;
         let silent = publisher_silent(&state, config.after, now);
-        if gone || silent {
+        // The other source is about to take over (at its next message): the
+        // clip is the last resort, after it.
+        let other_ready = [SourceRole::Primary, SourceRole::Backup]
+            .into_iter()
+            .any(|role| {
+                state.arbiter.on_air() != Some(role) && state.arbiter.is_healthy(role, now)
+            });
+        if (gone || silent) && !other_ready {
             let out = self.start_standby(&mut state, &config, StandbyReason::Auto, now);
             self.deliver(state, &out);
         }
@@ -1825,6 +1832,36 @@ mod tests {
             hub.stats().source_switches[SwitchReason::Disconnect as usize].load(Ordering::Relaxed),
             1
         );
+    }
+
+    /// The standby clip is the last resort: while the backup streams, a
+    /// silent primary gives way to it, not to the clip.
+    #[test]
+    fn a_healthy_backup_comes_before_the_standby_clip() {
+        let hub = StreamHub::new("main");
+        let clip = StandbyClip::from_flv(&crate::standby::tests::flv_clip(2, true)).unwrap();
+        hub.set_standby(Some(StandbyConfig {
+            clip: Arc::new(clip),
+            after: Duration::from_millis(1000),
+            max: Duration::from_secs(60),
+        }));
+        let mut primary = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let mut backup = hub
+            .try_publish_as(IngestProtocol::Rtmp, addr(), SourceRole::Backup)
+            .unwrap();
+        primary.push(video(0, true));
+        backup.push(video(0, true));
+        let start = Instant::now();
+        // The backup goes on sending; the primary does not.
+        backup.push(MediaMessage {
+            received_at: start + Duration::from_millis(1050),
+            ..video(40, false)
+        });
+        assert!(hub.tick_standby(start + Duration::from_millis(1100)));
+        assert_eq!(hub.standby(), None, "the backup streams: no clip");
+        // Both silent: the clip.
+        assert!(hub.tick_standby(start + Duration::from_millis(2500)));
+        assert_eq!(hub.standby(), Some(StandbyReason::Auto));
     }
 
     /// A pulled stream refuses pushed primaries and takes a pushed backup.
