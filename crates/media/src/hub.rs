@@ -20,6 +20,7 @@ use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::{TsMuxer, UncarriedCodec};
 use crate::queue::{push_to_all, DestinationQueue, Subscriber};
+use crate::session_timeline::SessionTimeline;
 use crate::standby::{StandbyClip, StandbyPlayer};
 
 /// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
@@ -67,22 +68,11 @@ struct HubState {
     /// Bumped whenever a grace period starts; a timer only ends its own.
     grace_epoch: u64,
     in_grace: bool,
-    /// A resumed publisher's timestamps are shifted onto the session's
-    /// timeline: no jump back to 0 for any destination.
-    rebase_pending: bool,
-    /// Added to a resumed publisher's timestamps (timelines stay far below
-    /// 2^63 ms, so the arithmetic is plain signed).
-    timestamp_offset: i64,
-    last_timestamp: Option<u64>,
+    /// Every source's timestamps shifted onto one timeline: no jump back
+    /// to 0 for any destination.
+    timeline: SessionTimeline,
     /// When the publisher's last message arrived (or it began publishing).
     last_received: Option<Instant>,
-    /// The session's last video frame, and the interval between its last
-    /// two (ms): a resumed publisher starts one frame after it.
-    last_video_timestamp: Option<u64>,
-    /// The session's last audio frame: after a source switch, audio the
-    /// new source stamped before its first keyframe would go back in time.
-    last_audio_timestamp: Option<u64>,
-    video_interval: u64,
     metadata: Option<MediaMessage>,
     video_header: Option<MediaMessage>,
     audio_header: Option<MediaMessage>,
@@ -571,7 +561,7 @@ impl StreamHub {
             // connections. What was cached belongs to the old publisher, and
             // every destination restarts on the new one's first keyframe.
             state.in_grace = false;
-            state.rebase_pending = true;
+            state.timeline.new_source();
             clear_gop(&mut state);
             for queue in all_subscribers(&state) {
                 queue.await_keyframe();
@@ -789,8 +779,8 @@ impl StreamHub {
                 return;
             }
             state.standby = None;
-            state.rebase_pending = true;
-            rebase(&mut state, &mut message);
+            state.timeline.new_source();
+            state.timeline.rebase(&mut message);
             // Its own sequence headers first: the clip's are what the
             // destinations decode with now.
             let headers = &state.sources[role.index()]
@@ -810,8 +800,8 @@ impl StreamHub {
             self.deliver(state, &out);
             return;
         }
-        rebase(&mut state, &mut message);
-        if goes_back(&state, &message) {
+        state.timeline.rebase(&mut message);
+        if state.timeline.goes_back(&message) {
             return;
         }
         // The path of every message: a slice of one, no allocation.
@@ -902,18 +892,18 @@ impl StreamHub {
         state.clean_stop = false;
         state.in_grace = false;
         let ended_standby = state.standby.take().is_some();
-        state.rebase_pending = true;
+        state.timeline.new_source();
         clear_gop(&mut state);
         for queue in all_subscribers(&state) {
             queue.await_keyframe();
         }
         let mut media = gop;
         for message in &mut media {
-            rebase(&mut state, message);
+            state.timeline.rebase(message);
         }
-        media.retain(|message| !goes_back(&state, message));
+        media.retain(|message| !state.timeline.goes_back(message));
         let start = media.first().map(|m| m.timestamp);
-        let start = start.unwrap_or_else(|| next_slot(&state).unwrap_or(0));
+        let start = start.unwrap_or_else(|| state.timeline.next_slot().unwrap_or(0));
         let mut out: Vec<MediaMessage> = headers
             .into_iter()
             .map(|header| MediaMessage {
@@ -1070,7 +1060,7 @@ impl StreamHub {
         reason: StandbyReason,
         now: Instant,
     ) -> Vec<MediaMessage> {
-        let base = next_slot(state).unwrap_or(0);
+        let base = state.timeline.next_slot().unwrap_or(0);
         let (mut player, mut out) = StandbyPlayer::start(&config.clip, base, now);
         player.due(&config.clip, now, &mut out);
         // Late joiners start on the clip's GOP from here.
@@ -1284,36 +1274,12 @@ impl StreamHub {
     }
 }
 
-/// Where a new source (a resumed publisher, the standby clip) starts on the
-/// session timeline: after the last message sent, and one frame interval
-/// after the last video frame, so players and decoders, which place frames
-/// on the frame grid, never see two frames in one slot.
-fn next_slot(state: &HubState) -> Option<u64> {
-    let last = state.last_timestamp?;
-    let after_video = state
-        .last_video_timestamp
-        .map_or(0, |video| video + state.video_interval.max(1));
-    Some((last + 1).max(after_video))
-}
-
 /// Whether a publisher is connected and has sent nothing for `at_least`.
 fn publisher_silent(state: &HubState, at_least: Duration, now: Instant) -> bool {
     state.publisher.is_some()
         && state
             .last_received
             .is_none_or(|at| now.saturating_duration_since(at) >= at_least)
-}
-
-/// Whether an audio frame, rebased, would not come after the session's last
-/// one: audio a new source (an MPEG-TS one especially) stamped before its
-/// first keyframe, around a switch. Dropped, so every destination's audio
-/// timestamps only grow.
-fn goes_back(state: &HubState, message: &MediaMessage) -> bool {
-    message.kind == MediaKind::Audio
-        && !message.sequence_header
-        && state
-            .last_audio_timestamp
-            .is_some_and(|last| message.timestamp <= last)
 }
 
 /// Which source a publish token holds, if it still holds one.
@@ -1330,17 +1296,6 @@ fn role_of(state: &HubState, token: u64) -> Option<SourceRole> {
 fn slot_of(state: &mut HubState, token: u64) -> Option<&mut SourceSlot> {
     let role = role_of(state, token)?;
     state.sources[role.index()].as_mut()
-}
-
-/// Shifts a publisher's message onto the session's timeline.
-fn rebase(state: &mut HubState, message: &mut MediaMessage) {
-    if state.rebase_pending {
-        state.rebase_pending = false;
-        if let Some(next) = next_slot(state) {
-            state.timestamp_offset = next as i64 - message.timestamp as i64;
-        }
-    }
-    message.timestamp = (message.timestamp as i64 + state.timestamp_offset).max(0) as u64;
 }
 
 fn add_subscriber(subscribers: &mut Lane, subscriber: Subscriber) {
@@ -1382,24 +1337,7 @@ fn clear_gop(state: &mut HubState) {
 /// sequence headers and the current GOP. True when `message` went into the
 /// GOP cache.
 fn record(state: &mut HubState, message: &MediaMessage) -> bool {
-    if message.kind == MediaKind::Video && !message.sequence_header {
-        if let Some(previous) = state.last_video_timestamp {
-            let interval = message.timestamp.saturating_sub(previous);
-            if (1..=1000).contains(&interval) {
-                state.video_interval = interval;
-            }
-        }
-        state.last_video_timestamp = Some(message.timestamp);
-    }
-    if message.kind == MediaKind::Audio && !message.sequence_header {
-        state.last_audio_timestamp = Some(message.timestamp);
-    }
-    if state
-        .last_timestamp
-        .is_none_or(|last| message.timestamp > last)
-    {
-        state.last_timestamp = Some(message.timestamp);
-    }
+    state.timeline.record(message);
     match message.kind {
         MediaKind::Data if flv::is_metadata(&message.payload) => {
             state.metadata = Some(message.clone());

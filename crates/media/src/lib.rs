@@ -15,6 +15,7 @@ pub mod mpegts;
 pub mod queue;
 pub mod remote_text;
 pub mod secret;
+pub mod session_timeline;
 pub mod standby;
 pub mod supervise;
 pub mod timeline;
