@@ -131,10 +131,7 @@ fn fail_over_and_back(name: &str, srt_backup: bool, freeze: bool) {
     );
     let duration = probe_duration(&show.out);
     assert_good_recording(&show.out, duration);
-    let widths: Vec<u32> = runs(&frame_widths(&show.out))
-        .into_iter()
-        .map(|(width, _)| width)
-        .collect();
+    let widths = width_sequence(&show.out);
     assert_eq!(widths, [1280, 640, 1280], "{log}");
     let gap = max_video_gap(&show.out);
     println!("largest video gap at the destination: {gap:?}");
@@ -267,10 +264,7 @@ fn the_backup_alone_goes_on_air_and_the_api_forces_a_source() {
     );
     backup.kill();
     show.receiver.wait(Duration::from_secs(20));
-    let widths: Vec<u32> = runs(&frame_widths(&show.out))
-        .into_iter()
-        .map(|(width, _)| width)
-        .collect();
+    let widths = width_sequence(&show.out);
     assert_eq!(widths, [640, 1280, 640]);
     assert_good_recording(&show.out, probe_duration(&show.out));
 }
@@ -308,10 +302,7 @@ fn a_pulled_backup_carries_a_pushed_primarys_show() {
     std::thread::sleep(Duration::from_secs(3));
     source.kill();
     show.receiver.wait(Duration::from_secs(30));
-    let widths: Vec<u32> = runs(&frame_widths(&show.out))
-        .into_iter()
-        .map(|(width, _)| width)
-        .collect();
+    let widths = width_sequence(&show.out);
     assert_eq!(widths, [1280, 640], "{}", show.prism.log());
     assert_good_recording(&show.out, probe_duration(&show.out));
     assert!(max_video_gap(&show.out) < Duration::from_secs(1));

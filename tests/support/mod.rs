@@ -1251,8 +1251,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// Widths of the recorded video frames, in order.
-pub fn frame_widths(path: &Path) -> Vec<u32> {
+/// One `-show_entries` value of every video frame or packet of a
+/// recording (`frame=width`, `packet=pts_time`), parsed, in order.
+fn video_entries<T: std::str::FromStr>(path: &Path, entry: &str) -> Vec<T> {
     let output = Command::new("ffprobe")
         .args([
             "-v",
@@ -1260,7 +1261,7 @@ pub fn frame_widths(path: &Path) -> Vec<u32> {
             "-select_streams",
             "v:0",
             "-show_entries",
-            "frame=width",
+            entry,
         ])
         .args(["-of", "csv=p=0"])
         .arg(path)
@@ -1269,6 +1270,20 @@ pub fn frame_widths(path: &Path) -> Vec<u32> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// Widths of the recorded video frames, in order.
+pub fn frame_widths(path: &Path) -> Vec<u32> {
+    video_entries(path, "frame=width")
+}
+
+/// The widths a recording's picture ran through, in order (each run of
+/// equal widths once).
+pub fn width_sequence(path: &Path) -> Vec<u32> {
+    runs(&frame_widths(path))
+        .into_iter()
+        .map(|(width, _)| width)
         .collect()
 }
 
@@ -1287,23 +1302,7 @@ pub fn runs(widths: &[u32]) -> Vec<(u32, usize)> {
 /// The longest interval between consecutive video frames of a recording,
 /// by their timestamps: a destination's gap at a source switch.
 pub fn max_video_gap(path: &Path) -> Duration {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "packet=pts_time",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let times: Vec<f64> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect();
+    let times: Vec<f64> = video_entries(path, "packet=pts_time");
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     Duration::from_secs_f64(gap.max(0.0))
 }

@@ -1576,6 +1576,18 @@ mod tests {
         "127.0.0.1:5000".parse().unwrap()
     }
 
+    /// A hub with a 2 s clip that starts after 1 s of silence.
+    fn hub_with_standby() -> Arc<StreamHub> {
+        let hub = StreamHub::new("main");
+        let clip = StandbyClip::from_flv(&crate::standby::tests::flv_clip(2, true)).unwrap();
+        hub.set_standby(Some(StandbyConfig {
+            clip: Arc::new(clip),
+            after: Duration::from_millis(1000),
+            max: Duration::from_secs(60),
+        }));
+        hub
+    }
+
     fn video(ts: u64, key: bool) -> MediaMessage {
         let body = vec![if key { 0x17 } else { 0x27 }, 0x01, 0, 0, 0, 0xab];
         MediaMessage::new(MediaKind::Video, ts, Bytes::from(body))
@@ -1776,13 +1788,7 @@ mod tests {
     /// silent primary gives way to it, not to the clip.
     #[test]
     fn a_healthy_backup_comes_before_the_standby_clip() {
-        let hub = StreamHub::new("main");
-        let clip = StandbyClip::from_flv(&crate::standby::tests::flv_clip(2, true)).unwrap();
-        hub.set_standby(Some(StandbyConfig {
-            clip: Arc::new(clip),
-            after: Duration::from_millis(1000),
-            max: Duration::from_secs(60),
-        }));
+        let hub = hub_with_standby();
         let mut primary = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let mut backup = hub
             .try_publish_as(IngestProtocol::Rtmp, addr(), SourceRole::Backup)
@@ -1820,13 +1826,7 @@ mod tests {
 
     #[test]
     fn a_silent_encoder_gives_way_to_the_standby_clip_and_takes_over_at_its_keyframe() {
-        let hub = StreamHub::new("main");
-        let clip = StandbyClip::from_flv(&crate::standby::tests::flv_clip(2, true)).unwrap();
-        hub.set_standby(Some(StandbyConfig {
-            clip: Arc::new(clip),
-            after: Duration::from_millis(1000),
-            max: Duration::from_secs(60),
-        }));
+        let hub = hub_with_standby();
         let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let queue = Arc::new(DestinationQueue::new(1 << 20));
         let header = MediaMessage::new(
