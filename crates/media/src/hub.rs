@@ -65,9 +65,9 @@ struct HubState {
     /// drops, for the grace period, so a quick reconnect continues it.
     session: Option<u64>,
     next_session: u64,
-    /// Bumped whenever a grace period starts; a timer only ends its own.
-    grace_epoch: u64,
-    in_grace: bool,
+    /// The grace period ends then, unless a publisher resumes the session
+    /// (on the runtime's clock, which tests can pause and advance).
+    grace_until: Option<tokio::time::Instant>,
     /// Every source's timestamps shifted onto one timeline: no jump back
     /// to 0 for any destination.
     timeline: SessionTimeline,
@@ -92,8 +92,6 @@ struct HubState {
     sources: [Option<SourceSlot>; 2],
     /// Which source is on air, and when the other takes over.
     arbiter: SourceArbiter,
-    /// A task ticks the standby logic while the session is live.
-    standby_driver: bool,
     /// The last publisher ended its publish itself (it unpublished): the
     /// show is over, so no standby clip; the usual grace applies.
     clean_stop: bool,
@@ -288,6 +286,50 @@ pub struct StreamHub {
     pull_only: std::sync::atomic::AtomicBool,
     /// Cluster mode: asked before a new publisher is taken.
     gate: RwLock<Option<Arc<dyn PublishGate>>>,
+    /// Wakes the stream's driver when its next deadline may have moved.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for StreamHub {
+    fn drop(&mut self) {
+        // The driver holds no reference: woken, it finds the hub gone.
+        self.wake.notify_one();
+    }
+}
+
+/// The stream's driver: the one task that owns its timers (the grace
+/// period, the standby clip's pacing). It asks the hub when it is next due
+/// (`poll_timeout`), sleeps until then or until woken, and runs what is due
+/// (`handle_timeout`). It ends with the hub. A panic in one turn is logged
+/// and counted, and the next turn runs (the hub's lock survives poisoning).
+async fn drive(hub: std::sync::Weak<StreamHub>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let due = match hub.upgrade() {
+            Some(hub) => hub.poll_timeout(tokio::time::Instant::now()),
+            None => return,
+        };
+        match due {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => continue,
+                }
+            }
+            None => {
+                wake.notified().await;
+                continue;
+            }
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hub.handle_timeout(tokio::time::Instant::now())
+        }));
+        if let Err(payload) = turn {
+            crate::supervise::count_panic("stream_driver");
+            let panic = crate::supervise::panic_message(payload.as_ref());
+            tracing::error!(stream = %hub.id, %panic, "the stream's driver panicked; it runs again at its next deadline");
+        }
+    }
 }
 
 /// How a publisher reached Prism.
@@ -367,8 +409,9 @@ impl HubStats {
 }
 
 impl StreamHub {
+    /// A stream's hub; inside a runtime, its driver starts with it.
     pub fn new(id: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self {
+        let hub = Arc::new(Self {
             id: id.into(),
             reconnect_grace_ms: AtomicU64::new(0),
             state: Mutex::new(HubState::default()),
@@ -382,7 +425,12 @@ impl StreamHub {
             publisher: Mutex::new(None),
             pull_only: std::sync::atomic::AtomicBool::new(false),
             gate: RwLock::new(None),
-        })
+            wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drive(Arc::downgrade(&hub), Arc::clone(&hub.wake)));
+        }
+        hub
     }
 
     /// Cluster mode: `gate` decides whether this node may take a publisher
@@ -555,12 +603,12 @@ impl StreamHub {
             if standby.reason == StandbyReason::Auto {
                 standby.switch_back = true;
             }
-            state.in_grace = false;
+            state.grace_until = None;
         } else if resumed {
             // Within the grace period: same session, same destination
             // connections. What was cached belongs to the old publisher, and
             // every destination restarts on the new one's first keyframe.
-            state.in_grace = false;
+            state.grace_until = None;
             state.timeline.new_source();
             clear_gop(&mut state);
             for queue in all_subscribers(&state) {
@@ -568,9 +616,8 @@ impl StreamHub {
             }
         }
         drop(state);
-        if !resumed && self.standby_config().is_some() {
-            self.spawn_standby_driver();
-        }
+        // A live session: the standby logic runs.
+        self.wake.notify_one();
         *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
         if resumed {
             tracing::info!(stream = %self.id, %remote, source = role.as_str(), "publisher resumed the session within the grace period");
@@ -890,7 +937,7 @@ impl StreamHub {
         state.publisher = Some(token);
         state.last_received = Some(last_received);
         state.clean_stop = false;
-        state.in_grace = false;
+        state.grace_until = None;
         let ended_standby = state.standby.take().is_some();
         state.timeline.new_source();
         clear_gop(&mut state);
@@ -951,7 +998,7 @@ impl StreamHub {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = config;
         if configured {
-            self.spawn_standby_driver();
+            self.wake.notify_one();
         }
     }
 
@@ -1135,45 +1182,31 @@ impl StreamHub {
         true
     }
 
-    /// While a session is live and a clip is configured, a task ticks the
-    /// standby logic (one per stream; it ends with the session).
-    fn spawn_standby_driver(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+    /// When `handle_timeout` must run next, on the runtime's clock: the
+    /// end of the grace period, and while a session is live with a standby
+    /// clip (configured or playing), every `STANDBY_TICK` to pace it.
+    /// `None`: nothing is due until something else happens.
+    pub fn poll_timeout(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let configured = self.standby_config().is_some();
+        let state = self.lock();
+        let standby = (state.session.is_some() && (configured || state.standby.is_some()))
+            .then_some(now + STANDBY_TICK);
+        [state.grace_until, standby].into_iter().flatten().min()
+    }
+
+    /// Runs what is due at `now` (the runtime's clock): ends the session
+    /// when the grace period is over, and runs the standby logic.
+    pub fn handle_timeout(self: &Arc<Self>, now: tokio::time::Instant) {
+        let grace_over = self.lock().grace_until.is_some_and(|until| until <= now);
+        if grace_over {
+            tracing::info!(stream = %self.id, "no publisher came back within the grace period; ending the publish");
+            self.end_session();
             return;
-        };
-        {
-            let mut state = self.lock();
-            if state.session.is_none() || state.standby_driver {
-                return;
-            }
-            state.standby_driver = true;
         }
-        let hub = Arc::downgrade(self);
-        runtime.spawn(async move {
-            let mut ticks = tokio::time::interval(STANDBY_TICK);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(hub) = hub.upgrade() else { return };
-                // Supervised: a panic in one tick is logged and counted, and
-                // the next tick runs (the hub's lock survives poisoning).
-                let tick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    hub.tick_standby(Instant::now())
-                }));
-                match tick {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        hub.lock().standby_driver = false;
-                        return;
-                    }
-                    Err(payload) => {
-                        crate::supervise::count_panic("standby");
-                        let panic = crate::supervise::panic_message(payload.as_ref());
-                        tracing::error!(stream = %hub.id, %panic, "the standby logic panicked; it runs again at the next tick");
-                    }
-                }
-            }
-        });
+        let live = self.lock().session.is_some();
+        if live {
+            self.tick_standby(Instant::now());
+        }
     }
 
     /// The publishing connection ended. Destinations stay connected for the
@@ -1216,34 +1249,17 @@ impl StreamHub {
                 .max(config.max + Duration::from_secs(1)),
             _ => self.reconnect_grace(),
         };
-        // Without a runtime (unit tests) there is no timer to end the grace.
-        let runtime = tokio::runtime::Handle::try_current();
-        let (Ok(runtime), false) = (runtime, grace.is_zero()) else {
+        // Without a runtime (unit tests) there is no driver to end the
+        // grace: it ends at once.
+        if grace.is_zero() || tokio::runtime::Handle::try_current().is_err() {
             drop(state);
             self.end_session();
             return;
-        };
-        state.in_grace = true;
-        state.grace_epoch += 1;
-        let epoch = state.grace_epoch;
-        drop(state);
-        tracing::info!(stream = %self.id, grace_s = grace.as_secs_f64(), "publisher gone; destinations stay connected for the grace period");
-        let hub = Arc::downgrade(self);
-        runtime.spawn(async move {
-            tokio::time::sleep(grace).await;
-            if let Some(hub) = hub.upgrade() {
-                hub.end_grace(epoch);
-            }
-        });
-    }
-
-    fn end_grace(&self, epoch: u64) {
-        let state = self.lock();
-        if state.in_grace && state.grace_epoch == epoch {
-            drop(state);
-            tracing::info!(stream = %self.id, "no publisher came back within the grace period; ending the publish");
-            self.end_session();
         }
+        state.grace_until = Some(tokio::time::Instant::now() + grace);
+        drop(state);
+        self.wake.notify_one();
+        tracing::info!(stream = %self.id, grace_s = grace.as_secs_f64(), "publisher gone; destinations stay connected for the grace period");
     }
 
     /// Ends the session: destinations drain, unpublish and disconnect.
@@ -1255,8 +1271,6 @@ impl StreamHub {
         }
         *state = HubState {
             next_session: state.next_session,
-            grace_epoch: state.grace_epoch,
-            standby_driver: state.standby_driver,
             arbiter: SourceArbiter::new(state.arbiter.config()),
             ..HubState::default()
         };

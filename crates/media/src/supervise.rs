@@ -46,7 +46,7 @@ pub const SUPERVISED_TASKS: [&str; 12] = [
     "http_connection",
     "destination",
     "listener",
-    "standby",
+    "stream_driver",
     "cluster_sync",
     "cluster_lease",
     "cluster_link",
