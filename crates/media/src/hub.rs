@@ -14,21 +14,14 @@ use tokio::sync::watch;
 use crate::arbiter::{
     ArbiterConfig, SourceArbiter, SourceChoice, SourceRole, Switch, SwitchReason,
 };
-use crate::flv;
 use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::{TsMuxer, UncarriedCodec};
 use crate::queue::{push_to_all, DestinationQueue, Subscriber};
+use crate::replay::ReplayCache;
 use crate::session_timeline::SessionTimeline;
 use crate::standby::{StandbyClip, StandbyPlayer};
-
-/// A GOP longer than this (a 30 s keyframe interval at high bitrate, or a
-/// publisher of tiny messages) is not cached: late joiners then wait for
-/// the next keyframe instead. Bytes are what the messages cost (payload and
-/// overhead); 4096 messages is over 30 s of 60 fps video with its audio.
-const GOP_CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
-const GOP_CACHE_MAX_MESSAGES: usize = 4096;
 
 /// Whether a publisher is live, and which publish session this is, so a
 /// destination can tell a new publish from the one it already served.
@@ -73,12 +66,9 @@ struct HubState {
     timeline: SessionTimeline,
     /// When the publisher's last message arrived (or it began publishing).
     last_received: Option<Instant>,
-    metadata: Option<MediaMessage>,
-    video_header: Option<MediaMessage>,
-    audio_header: Option<MediaMessage>,
-    /// From the last video keyframe on; empty when no keyframe is cached.
-    gop: Vec<MediaMessage>,
-    gop_bytes: usize,
+    /// What a late destination is primed with: the session's metadata,
+    /// sequence headers and current GOP, whatever their source.
+    replay: ReplayCache,
     /// The destination queues by lane (see `lanes`), each copied on change
     /// (rare), so `publish` can take a snapshot and push outside the hub
     /// lock: pushes may write to sockets.
@@ -103,42 +93,12 @@ struct SourceSlot {
     info: PublisherInfo,
     /// When its last message arrived (or it began publishing).
     last_received: Instant,
-    /// Its latest sequence headers and metadata: sent first whenever it
-    /// goes on air (after the standby clip, or the other source).
-    headers: Vec<MediaMessage>,
-    /// While off air, its media from its last keyframe on: where it starts
-    /// when it must go on air at once, so destinations see no frozen
-    /// picture while its next keyframe is awaited.
-    gop: Vec<MediaMessage>,
-    gop_bytes: usize,
+    /// Its own metadata, headers and GOP: sent first whenever it goes on
+    /// air (after the standby clip, or the other source), so destinations
+    /// see no frozen picture while its next keyframe is awaited.
+    replay: ReplayCache,
     /// Its payload bitrate over its last full second.
     bitrate_bps: u64,
-}
-
-impl SourceSlot {
-    /// Keeps `message` in the off-air GOP cache (bounded like the hub's).
-    fn cache(&mut self, message: &MediaMessage) {
-        if message.kind == MediaKind::Data || message.sequence_header {
-            return;
-        }
-        if message.kind == MediaKind::Video && message.keyframe {
-            self.gop.clear();
-            self.gop_bytes = 0;
-        } else if self.gop.is_empty() {
-            return;
-        }
-        self.gop_bytes += message.len();
-        if self.gop_bytes > GOP_CACHE_MAX_BYTES || self.gop.len() >= GOP_CACHE_MAX_MESSAGES {
-            self.gop.clear();
-            self.gop_bytes = 0;
-            return;
-        }
-        self.gop.push(message.clone());
-    }
-
-    fn has_video(&self) -> bool {
-        self.headers.iter().any(|h| h.kind == MediaKind::Video)
-    }
 }
 
 /// The stream as MPEG-TS: muxed once, under the hub lock and in delivery
@@ -569,9 +529,7 @@ impl StreamHub {
             token,
             info: info.clone(),
             last_received: now,
-            headers: Vec::new(),
-            gop: Vec::new(),
-            gop_bytes: 0,
+            replay: ReplayCache::default(),
             bitrate_bps: 0,
         });
         state.arbiter.connected(role, now);
@@ -711,13 +669,9 @@ impl StreamHub {
     pub fn subscribe(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
         let mut state = self.lock();
         let session = state.session?;
-        let has_video = state.video_header.is_some();
-        let subscription = queue.reset(has_video, state.gop.is_empty());
-        let cached = [&state.metadata, &state.video_header, &state.audio_header];
-        for message in cached.into_iter().flatten() {
-            queue.push_replay(message.clone());
-        }
-        for message in &state.gop {
+        let replay = &state.replay;
+        let subscription = queue.reset(replay.has_video(), replay.gop().is_empty());
+        for message in replay.headers().chain(replay.gop()) {
             queue.push_replay(message.clone());
         }
         let by_lane = Arc::make_mut(&mut state.subscribers);
@@ -739,11 +693,10 @@ impl StreamHub {
         let session = state.session?;
         if state.ts.is_none() {
             let mut feed = TsFeed::default();
-            let headers = [&state.video_header, &state.audio_header];
-            for header in headers.into_iter().flatten() {
+            for header in state.replay.sequence_headers() {
                 feed.muxer.mux(header);
             }
-            for message in &state.gop {
+            for message in state.replay.gop() {
                 feed.mux(message, true, false);
             }
             if let Some(codec) = feed.muxer.take_uncarried() {
@@ -751,7 +704,7 @@ impl StreamHub {
             }
             state.ts = Some(feed);
         }
-        let has_video = state.video_header.is_some();
+        let has_video = state.replay.has_video();
         let feed = state.ts.as_mut().expect("created above");
         let subscription = queue.reset(has_video, feed.gop.is_empty());
         for message in &feed.gop {
@@ -794,12 +747,7 @@ impl StreamHub {
         if let Some(bps) = bitrate {
             slot.bitrate_bps = bps;
         }
-        if !message.droppable() {
-            remember_header(&mut slot.headers, &message);
-        }
-        if !on_air {
-            slot.cache(&message);
-        }
+        slot.replay.record(&message);
         if message.kind != MediaKind::Data {
             state.arbiter.media(role, now);
         }
@@ -813,7 +761,7 @@ impl StreamHub {
         state.last_received = Some(now);
         let has_video = state.sources[role.index()]
             .as_ref()
-            .is_some_and(SourceSlot::has_video);
+            .is_some_and(|slot| slot.replay.has_video());
         if let Some(standby) = &mut state.standby {
             // The encoder is back (it was silent, or reconnected): it takes
             // over at its next keyframe. A manual standby waits for `off`.
@@ -830,12 +778,11 @@ impl StreamHub {
             state.timeline.rebase(&mut message);
             // Its own sequence headers first: the clip's are what the
             // destinations decode with now.
-            let headers = &state.sources[role.index()]
+            let slot = state.sources[role.index()]
                 .as_ref()
-                .expect("role_of found it")
-                .headers;
-            let mut out = Vec::with_capacity(headers.len() + 1);
-            for header in headers {
+                .expect("role_of found it");
+            let mut out = Vec::with_capacity(4);
+            for header in slot.replay.headers() {
                 out.push(MediaMessage {
                     timestamp: message.timestamp,
                     ..header.clone()
@@ -862,7 +809,7 @@ impl StreamHub {
         let mut uncarried = None;
         for message in messages {
             let cached = record(&mut state, message);
-            let gop_empty = state.gop.is_empty();
+            let gop_empty = state.replay.gop().is_empty();
             if let Some(feed) = &mut state.ts {
                 twins.extend(feed.mux(message, cached, gop_empty));
                 uncarried = uncarried.or(feed.muxer.take_uncarried());
@@ -904,13 +851,16 @@ impl StreamHub {
         let Some(switch) = state.arbiter.decide(now).filter(|s| s.to == role) else {
             return;
         };
-        let slot = state.sources[role.index()].as_ref().expect("connected");
-        let ready = if !slot.has_video() {
-            !slot.gop.is_empty() || slot.headers.iter().any(|h| h.kind == MediaKind::Audio)
+        let replay = &state.sources[role.index()]
+            .as_ref()
+            .expect("connected")
+            .replay;
+        let ready = if !replay.has_video() {
+            !replay.gop().is_empty() || replay.has_audio()
         } else if switch.reason.is_urgent() {
-            !slot.gop.is_empty()
+            !replay.gop().is_empty()
         } else {
-            slot.gop.len() == 1 // its keyframe just arrived
+            replay.gop().len() == 1 // its keyframe just arrived
         };
         if ready {
             self.cut_over(state, role, switch);
@@ -928,9 +878,8 @@ impl StreamHub {
     ) {
         let from = state.arbiter.on_air();
         let slot = state.sources[role.index()].as_mut().expect("connected");
-        let gop = std::mem::take(&mut slot.gop);
-        slot.gop_bytes = 0;
-        let headers = slot.headers.clone();
+        let gop = slot.replay.take_gop();
+        let headers: Vec<MediaMessage> = slot.replay.headers().cloned().collect();
         let (token, info, last_received) = (slot.token, slot.info.clone(), slot.last_received);
         // The source leaving keeps its GOP from its next keyframe on.
         state.arbiter.switched(role);
@@ -1232,7 +1181,7 @@ impl StreamHub {
         // its next keyframe, within the grace period below.
         if let Some(switch) = state.arbiter.decide(now) {
             let slot = state.sources[switch.to.index()].as_ref().expect("healthy");
-            if !slot.gop.is_empty() {
+            if !slot.replay.gop().is_empty() {
                 self.cut_over(state, switch.to, switch);
                 return;
             }
@@ -1340,8 +1289,7 @@ fn all_subscribers(state: &HubState) -> impl Iterator<Item = &Arc<DestinationQue
 /// Empties the GOP cache (and its TS twin): late joiners wait for the
 /// next keyframe.
 fn clear_gop(state: &mut HubState) {
-    state.gop.clear();
-    state.gop_bytes = 0;
+    state.replay.clear_gop();
     if let Some(feed) = &mut state.ts {
         feed.gop.clear();
     }
@@ -1352,51 +1300,7 @@ fn clear_gop(state: &mut HubState) {
 /// GOP cache.
 fn record(state: &mut HubState, message: &MediaMessage) -> bool {
     state.timeline.record(message);
-    match message.kind {
-        MediaKind::Data if flv::is_metadata(&message.payload) => {
-            state.metadata = Some(message.clone());
-            false
-        }
-        MediaKind::Video if message.sequence_header => {
-            state.video_header = Some(message.clone());
-            false
-        }
-        MediaKind::Audio if message.sequence_header => {
-            state.audio_header = Some(message.clone());
-            false
-        }
-        MediaKind::Video | MediaKind::Audio => {
-            if message.keyframe {
-                state.gop.clear();
-                state.gop_bytes = 0;
-            }
-            let starts_with_keyframe = state.gop.first().is_some_and(|m| m.keyframe);
-            if starts_with_keyframe || message.keyframe {
-                if state.gop_bytes + message.cost() > GOP_CACHE_MAX_BYTES
-                    || state.gop.len() >= GOP_CACHE_MAX_MESSAGES
-                {
-                    state.gop.clear();
-                    state.gop_bytes = 0;
-                    return false;
-                }
-                state.gop_bytes += message.cost();
-                state.gop.push(message.clone());
-                return true;
-            }
-            false
-        }
-        MediaKind::Data => false,
-    }
-}
-
-/// Keeps the newest header of each kind (metadata, video, audio).
-fn remember_header(headers: &mut Vec<MediaMessage>, message: &MediaMessage) {
-    let is_metadata = message.kind == MediaKind::Data && flv::is_metadata(&message.payload);
-    if message.kind == MediaKind::Data && !is_metadata {
-        return;
-    }
-    headers.retain(|h| h.kind != message.kind);
-    headers.push(message.clone());
+    state.replay.record(message)
 }
 
 /// Held by the ingest connection that owns the stream. Dropping it (the
@@ -1583,7 +1487,9 @@ impl HubDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flv;
     use crate::queue::Batch;
+    use crate::replay::GOP_CACHE_MAX_MESSAGES;
     use bytes::Bytes;
 
     fn addr() -> SocketAddr {
@@ -1966,13 +1872,11 @@ mod tests {
                 Bytes::from_static(&[0xaf, 0x01]),
             ));
         }
-        assert_eq!(hub.lock().gop.len(), GOP_CACHE_MAX_MESSAGES);
+        assert_eq!(hub.lock().replay.gop().len(), GOP_CACHE_MAX_MESSAGES);
         // One more and the GOP is no longer cached: late joiners wait for
         // the next keyframe rather than hold a cache that grows.
         publish.push(video(99_999, false));
-        assert!(hub.lock().gop.is_empty());
-        let cost: usize = hub.lock().gop.iter().map(MediaMessage::cost).sum();
-        assert_eq!(cost, hub.lock().gop_bytes);
+        assert!(hub.lock().replay.gop().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

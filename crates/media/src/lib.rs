@@ -14,6 +14,7 @@ pub mod message;
 pub mod mpegts;
 pub mod queue;
 pub mod remote_text;
+pub mod replay;
 pub mod secret;
 pub mod session_timeline;
 pub mod standby;
