@@ -16,7 +16,7 @@ use crate::{median, Args, Clock};
 /// Before any CPU is read: connections made, caches warm.
 const WARM_UP: Duration = Duration::from_secs(3);
 /// Each CPU reading.
-const CPU_WINDOW: Duration = Duration::from_secs(10);
+const CPU_WINDOW: Duration = Duration::from_secs(20);
 /// The primary on air before it is dropped (failback after 1 s, then at
 /// its next keyframe).
 const PRIMARY_HOLD: Duration = Duration::from_secs(4);
@@ -122,9 +122,18 @@ pub async fn run(args: &Args, switches: usize, source: &Source) -> Result<(), St
         })
         .collect();
     gaps_ms.sort_by(f64::total_cmp);
-    let frame_ms = 1000.0 / (source.messages_per_second() as f64 / 2.0).max(1.0);
+    // The usual interval between two frames, for scale.
+    let intervals: Vec<f64> = reads
+        .iter()
+        .flat_map(|frames| {
+            frames
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    let frame_ms = median(intervals).unwrap_or(0.0);
     println!(
-        "failover: {switches} drops of the primary, {} destinations: video gap at the destinations median {:.0} ms, worst {:.0} ms (a frame is ~{frame_ms:.0} ms)",
+        "failover: {switches} drops of the primary, {} destinations: video gap at the destinations median {:.0} ms, worst {:.0} ms (frames arrive every {frame_ms:.0} ms)",
         args.destinations,
         median(gaps_ms.clone()).unwrap_or(0.0),
         gaps_ms.last().copied().unwrap_or(0.0),
