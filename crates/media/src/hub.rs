@@ -718,7 +718,7 @@ impl StreamHub {
     /// connection sees `is_current` turn false and closes. For a stream
     /// being removed.
     pub fn end_current_publish(&self) {
-        self.end_session();
+        self.end_session_because(PublishEnded::Ended);
     }
 
     pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
@@ -1213,6 +1213,11 @@ impl StreamHub {
 
     /// Ends the session: destinations drain, unpublish and disconnect.
     fn end_session(&self) {
+        self.end_session_because(PublishEnded::SessionOver);
+    }
+
+    /// As `end_session`; a source still connected is told `why`.
+    fn end_session_because(&self, why: PublishEnded) {
         let mut state = self.lock();
         let Some(session) = state.session else { return };
         for queue in all_subscribers(&state) {
@@ -1223,7 +1228,10 @@ impl StreamHub {
             arbiter: SourceArbiter::new(state.arbiter.config()),
             ..HubState::default()
         };
-        self.holder.send_modify(|holder| holder.tokens = [0; 2]);
+        self.holder.send_modify(|holder| {
+            holder.tokens = [0; 2];
+            holder.ended = why;
+        });
         drop(state);
         self.standby_watch.send_replace(None);
         self.source_watch.send_replace(SourceSwitched::default());
@@ -1314,6 +1322,9 @@ pub enum PublishEnded {
     Displaced,
     /// The hub ended it: the stream was removed.
     Ended,
+    /// The session ended around it (the grace period or the standby clip's
+    /// time ran out) while it sent nothing.
+    SessionOver,
 }
 
 impl PublishEnded {
@@ -1324,16 +1335,31 @@ impl PublishEnded {
                 "another encoder took over the stream after this one sent nothing for 1 s"
             }
             PublishEnded::Ended => "the stream was removed",
+            PublishEnded::SessionOver => {
+                "the stream's session ended while this source sent nothing"
+            }
         }
     }
 }
 
 /// The publish tokens holding the stream's sources (0: none), and the
 /// last one a newcomer displaced.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Holder {
     tokens: [u64; 2],
     displaced: u64,
+    /// Why the tokens were last cleared together.
+    ended: PublishEnded,
+}
+
+impl Default for Holder {
+    fn default() -> Self {
+        Self {
+            tokens: [0; 2],
+            displaced: 0,
+            ended: PublishEnded::Ended,
+        }
+    }
 }
 
 pub struct PublishGuard {
@@ -1409,7 +1435,8 @@ impl PublishGuard {
                 .await
             {
                 Ok(holder) if holder.displaced == token => PublishEnded::Displaced,
-                _ => PublishEnded::Ended,
+                Ok(holder) => holder.ended,
+                Err(_) => PublishEnded::Ended,
             }
         }
     }
@@ -1726,6 +1753,21 @@ mod tests {
         // Both silent: the clip.
         assert!(hub.tick_standby(start + Duration::from_millis(2500)));
         assert_eq!(hub.standby(), Some(StandbyReason::Auto));
+    }
+
+    /// A backup that sent nothing when the session ended is told so, not
+    /// that its stream was removed.
+    #[tokio::test]
+    async fn a_silent_backup_learns_the_session_ended() {
+        let hub = StreamHub::new("main");
+        let primary = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let backup = hub
+            .try_publish_as(IngestProtocol::Rtmp, addr(), SourceRole::Backup)
+            .unwrap();
+        let ended = backup.ended();
+        drop(primary); // no grace: the session ends, the backup has no media
+        assert_eq!(ended.await, PublishEnded::SessionOver);
+        assert!(!backup.is_current());
     }
 
     /// A pulled stream refuses pushed primaries and takes a pushed backup.
