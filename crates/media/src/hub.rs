@@ -881,7 +881,6 @@ impl StreamHub {
         let gop = slot.replay.take_gop();
         let headers: Vec<MediaMessage> = slot.replay.headers().cloned().collect();
         let (token, info, last_received) = (slot.token, slot.info.clone(), slot.last_received);
-        // The source leaving keeps its GOP from its next keyframe on.
         state.arbiter.switched(role);
         state.publisher = Some(token);
         state.last_received = Some(last_received);
@@ -931,6 +930,7 @@ impl StreamHub {
         );
         self.deliver(state, &out);
         if session.is_none() {
+            self.wake.notify_one();
             self.live.send_replace(LiveState {
                 live: true,
                 session: token,
