@@ -1311,9 +1311,6 @@ fn record(state: &mut HubState, message: &MediaMessage) -> bool {
     state.replay.record(message)
 }
 
-/// Held by the ingest connection that owns the stream. Dropping it (the
-/// connection ended, cleanly or not) ends the publish, after the stream's
-/// grace period.
 /// Why a publish stopped holding its stream while its connection lived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublishEnded {
@@ -1362,6 +1359,9 @@ impl Default for Holder {
     }
 }
 
+/// Held by the ingest connection that publishes one of the stream's
+/// sources. Dropping it (the connection ended, cleanly or not) ends that
+/// source: the other takes over, or the grace period begins.
 pub struct PublishGuard {
     hub: Arc<StreamHub>,
     token: u64,
