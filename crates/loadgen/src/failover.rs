@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{cpu_ticks, free_port, prism_config, spawn_prism};
+use crate::relay::{cpu_ticks, free_port, prism_config, start_prism_with};
 use crate::source::{self, Source};
 use crate::{median, Args, Clock};
 
@@ -51,13 +51,7 @@ pub async fn run(args: &Args, switches: usize, source: &Source) -> Result<(), St
         "key = \"s0\"\n",
         "key = \"s0\"\nreconnect_grace_s = 10\nfailback_after_s = 1\n",
     );
-    let path = dir.join("prism.toml");
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let mut prism = spawn_prism(
-        &path,
-        args.prism_bin.as_deref(),
-        std::process::Stdio::null(),
-    )?;
+    let mut prism = start_prism_with(&dir, &config, args.prism_bin.as_deref())?;
     let pid = prism.id();
     let url = format!("rtmp://127.0.0.1:{port}/live/s0");
     let publish = |url: String| {

@@ -328,6 +328,18 @@ pub fn prism_binary(prism_bin: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// Starts Prism on `config`, its log going to `stderr`.
+/// Writes `config` to `dir/prism.toml` and starts Prism on it, its output
+/// discarded.
+pub fn start_prism_with(
+    dir: &Path,
+    config: &str,
+    prism_bin: Option<&Path>,
+) -> Result<Child, String> {
+    let path = dir.join("prism.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    spawn_prism(&path, prism_bin, Stdio::null())
+}
+
 pub fn spawn_prism(
     config: &Path,
     prism_bin: Option<&Path>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{free_port, prism_config, spawn_prism};
+use crate::relay::{free_port, prism_config, start_prism_with};
 use crate::source::{self, Source};
 use crate::wan::WanPath;
 use crate::{median, Args, Clock};
@@ -57,13 +57,7 @@ pub async fn run(
         })
         .collect();
     let config = prism_config(args, port, &receivers, args.max_delay_ms, &destinations, "");
-    let path = dir.join("prism.toml");
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let mut prism = spawn_prism(
-        &path,
-        args.prism_bin.as_deref(),
-        std::process::Stdio::null(),
-    )?;
+    let mut prism = start_prism_with(&dir, &config, args.prism_bin.as_deref())?;
     let target =
         |stream: usize| source::Target::Rtmp(format!("rtmp://127.0.0.1:{port}/live/s{stream}"));
 
