@@ -484,3 +484,63 @@ fn a_pulled_stream_is_pulled_by_one_node_and_by_another_when_that_one_dies() {
         assert_good_recording(out, secs);
     }
 }
+
+/// A stream's two sources meet on the node that holds its lease: a backup
+/// (`?backup=1`) sent to that node stands by beside the primary; one sent
+/// to another node is refused there, naming the node, and the primary
+/// stays on air.
+#[test]
+fn a_backup_joins_the_primary_on_the_node_holding_the_stream() {
+    require_ffmpeg();
+    let scratch = Scratch::new("cluster-backup");
+    let redis = RedisServer::start(&scratch.file("redis"));
+    let port = free_port();
+    import(
+        &scratch,
+        &redis,
+        &format!(
+            "[[streams]]\nid = \"main\"\nkey = \"{KEY}\"\n\n  [[streams.destinations]]\n  \
+             id = \"alpha\"\n  url = \"rtmp://127.0.0.1:{port}/live/alpha\"\n"
+        ),
+    );
+    let (a, b) = (Node::start("node-a", &redis), Node::start("node-b", &redis));
+    for node in [&a, &b] {
+        node.wait_for(
+            "main",
+            Duration::from_secs(5),
+            "the imported stream",
+            |_| true,
+        );
+    }
+    let _receiver = Ffmpeg::receiver(port, "live", "alpha", &scratch.file("out.flv"));
+    let _primary = Ffmpeg::publisher(&a.publish_url(), 30, scratch.file("primary.log"));
+    a.wait_for("main", Duration::from_secs(10), "the primary on air", |v| {
+        v["active_source"] == "primary"
+    });
+
+    // To the other node: refused there, with the holding node named.
+    let backup_url = |node: &Node| format!("{}?backup=1", node.publish_url());
+    let mut elsewhere = Ffmpeg::publisher(&backup_url(&b), 30, scratch.file("elsewhere.log"));
+    assert!(!elsewhere.wait(Duration::from_secs(15)).success());
+    b.prism
+        .wait_for_log("already live on node \"node-a\"", Duration::from_secs(1));
+
+    // To the holding node: it stands by beside the primary.
+    let _backup = Ffmpeg::publisher(&backup_url(&a), 30, scratch.file("backup.log"));
+    a.wait_for(
+        "main",
+        Duration::from_secs(10),
+        "the backup standing by",
+        |v| {
+            let roles: Vec<&str> = v["sources"]
+                .as_array()
+                .map(|all| all.iter().filter_map(|s| s["role"].as_str()).collect())
+                .unwrap_or_default();
+            roles == ["primary", "backup"] && v["active_source"] == "primary"
+        },
+    );
+    assert_eq!(b.stream("main")["live_on"], "node-a");
+    for node in [&a, &b] {
+        node.prism.assert_log_free_of(&[KEY]);
+    }
+}
