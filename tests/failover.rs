@@ -94,6 +94,11 @@ fn fail_over_and_back(name: &str, srt_backup: bool, freeze: bool) {
     let mut backup = backup(&show, srt_backup, 60);
     show.prism
         .wait_for_log("ready to take over", Duration::from_secs(10));
+    // Another picture takes over all the same; the operator is told.
+    show.prism.wait_for_log(
+        "the backup differs from the primary: resolution 1280x720 vs 640x360",
+        Duration::from_secs(10),
+    );
     std::thread::sleep(Duration::from_secs(4));
 
     if freeze {

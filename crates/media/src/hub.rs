@@ -146,6 +146,8 @@ impl TsFeed {
 #[derive(Default)]
 struct Warnings {
     standby: Option<String>,
+    /// The primary and the backup carry different pictures or codecs.
+    sources: Option<String>,
     /// One per codec SRT destinations cannot get.
     uncarried: Vec<String>,
 }
@@ -458,6 +460,30 @@ impl StreamHub {
         if on_air {
             *self.publisher.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot.info.clone());
         }
+        let media = |role: SourceRole| {
+            state.sources[role.index()]
+                .as_ref()
+                .and_then(|slot| slot.info.media.clone())
+        };
+        let (Some(primary), Some(backup)) = (media(SourceRole::Primary), media(SourceRole::Backup))
+        else {
+            return;
+        };
+        drop(state);
+        let differences = media_differences(&primary, &backup);
+        let warning = (!differences.is_empty()).then(|| {
+            format!(
+                "the backup differs from the primary: {}; destinations get new sequence headers at each switch, and some platforms restart their transcoder on that",
+                differences.join("; ")
+            )
+        });
+        if let Some(warning) = &warning {
+            tracing::warn!(stream = %self.id, "{warning}");
+        }
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sources = warning;
     }
 
     /// The live publisher, if any.
@@ -966,6 +992,7 @@ impl StreamHub {
         warnings
             .standby
             .iter()
+            .chain(&warnings.sources)
             .chain(&warnings.uncarried)
             .cloned()
             .collect()
@@ -1168,6 +1195,11 @@ impl StreamHub {
         let now = Instant::now();
         state.sources[role.index()] = None;
         state.arbiter.disconnected(role, now);
+        // One source left: nothing to compare.
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sources = None;
         self.holder
             .send_modify(|holder| holder.tokens[role.index()] = 0);
         if state.publisher != Some(token) {
@@ -1251,6 +1283,33 @@ fn publisher_silent(state: &HubState, at_least: Duration, now: Instant) -> bool 
         && state
             .last_received
             .is_none_or(|at| now.saturating_duration_since(at) >= at_least)
+}
+
+/// How two sources' pictures and codecs differ, each as `what: primary vs
+/// backup`.
+fn media_differences(primary: &MediaInfo, backup: &MediaInfo) -> Vec<String> {
+    let picture = |m: &MediaInfo| match (m.width, m.height) {
+        (Some(w), Some(h)) => format!("{w}x{h}"),
+        _ => "unknown".into(),
+    };
+    let codec = |c: Option<&'static str>| c.unwrap_or("none").to_string();
+    [
+        ("resolution", picture(primary), picture(backup)),
+        (
+            "video",
+            codec(primary.video_codec),
+            codec(backup.video_codec),
+        ),
+        (
+            "audio",
+            codec(primary.audio_codec),
+            codec(backup.audio_codec),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, a, b)| a != b)
+    .map(|(what, a, b)| format!("{what} {a} vs {b}"))
+    .collect()
 }
 
 /// Which source a publish token holds, if it still holds one.
@@ -1768,6 +1827,35 @@ mod tests {
         drop(primary); // no grace: the session ends, the backup has no media
         assert_eq!(ended.await, PublishEnded::SessionOver);
         assert!(!backup.is_current());
+    }
+
+    /// Sources with different pictures take over all the same, with a
+    /// warning in the API while both are connected.
+    #[test]
+    fn sources_that_differ_are_named_in_a_warning() {
+        let hub = StreamHub::new("main");
+        let primary = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let backup = hub
+            .try_publish_as(IngestProtocol::Srt, addr(), SourceRole::Backup)
+            .unwrap();
+        let picture = |width, height| MediaInfo {
+            video_codec: Some("h264"),
+            audio_codec: Some("aac"),
+            width: Some(width),
+            height: Some(height),
+            fps: Some(30.0),
+        };
+        primary.set_media_info(picture(1280, 720));
+        assert!(hub.warnings().is_empty());
+        backup.set_media_info(picture(640, 360));
+        let warnings = hub.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("resolution 1280x720 vs 640x360"),
+            "{warnings:?}"
+        );
+        drop(backup);
+        assert!(hub.warnings().is_empty());
     }
 
     /// A pulled stream refuses pushed primaries and takes a pushed backup.
