@@ -995,8 +995,8 @@ fn parse_streams(
                     .map_err(|m| error(key.span(), format!("streams[{index}].key: {m}")))?;
                 key.get_ref().clone()
             }
-            // A pulled stream takes no publisher: its key is never
-            // used, so an unguessable one stands in.
+            // A pulled stream with no key takes no publisher (a key would
+            // let a pushed backup in): an unguessable one stands in.
             None if pull.is_some() => unguessable_key(&id),
             None => {
                 return Err(error(
