@@ -31,14 +31,6 @@ pub struct LiveState {
     pub session: u64,
 }
 
-/// Resolves when the live state `live` follows changes, giving the receiver
-/// back: a publish loop keeps this one future across its reads and makes
-/// the next only after it fired, instead of a wait per read.
-pub async fn live_changed(mut live: watch::Receiver<LiveState>) -> watch::Receiver<LiveState> {
-    let _ = live.changed().await;
-    live
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("a publisher is already live on this stream")]
@@ -64,8 +56,6 @@ struct HubState {
     /// Every source's timestamps shifted onto one timeline: no jump back
     /// to 0 for any destination.
     timeline: SessionTimeline,
-    /// When the publisher's last message arrived (or it began publishing).
-    last_received: Option<Instant>,
     /// What a late destination is primed with: the session's metadata,
     /// sequence headers and current GOP, whatever their source.
     replay: ReplayCache,
@@ -93,12 +83,20 @@ struct SourceSlot {
     info: PublisherInfo,
     /// When its last message arrived (or it began publishing).
     last_received: Instant,
-    /// Its own metadata, headers and GOP: sent first whenever it goes on
-    /// air (after the standby clip, or the other source), so destinations
-    /// see no frozen picture while its next keyframe is awaited.
+    /// Its own metadata and headers, and while it is off air its GOP: sent
+    /// first whenever it goes on air (after the standby clip, or the other
+    /// source), so destinations see no frozen picture while its next
+    /// keyframe is awaited. On air, the session's cache holds its GOP.
     replay: ReplayCache,
     /// Its payload bitrate over its last full second.
     bitrate_bps: u64,
+}
+
+impl SourceSlot {
+    /// Whether it has sent nothing for `at_least` at `now`.
+    fn silent(&self, at_least: Duration, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_received) >= at_least
+    }
 }
 
 /// The stream as MPEG-TS: muxed once, under the hub lock and in delivery
@@ -528,7 +526,7 @@ impl StreamHub {
         let mut state = self.lock();
         if let Some(slot) = &state.sources[role.index()] {
             let current = slot.token;
-            if slot.last_received.elapsed() < SILENT_PUBLISHER {
+            if !slot.silent(SILENT_PUBLISHER, Instant::now()) {
                 return Err(PublishError::AlreadyLive);
             }
             drop(state);
@@ -577,7 +575,6 @@ impl StreamHub {
             return Ok(guard);
         }
         state.arbiter.switched(role);
-        state.last_received = Some(now);
         state.clean_stop = false;
         state.publisher = Some(token);
         let resumed = state.session.is_some();
@@ -663,7 +660,7 @@ impl StreamHub {
     pub fn has_active_source(&self, role: SourceRole) -> bool {
         self.lock().sources[role.index()]
             .as_ref()
-            .is_some_and(|slot| slot.last_received.elapsed() < SILENT_PUBLISHER)
+            .is_some_and(|slot| !slot.silent(SILENT_PUBLISHER, Instant::now()))
     }
 
     /// Whether a publisher holds the stream now, one that `try_publish`
@@ -773,7 +770,11 @@ impl StreamHub {
         if let Some(bps) = bitrate {
             slot.bitrate_bps = bps;
         }
-        slot.replay.record(&message);
+        if on_air {
+            slot.replay.record_headers(&message);
+        } else {
+            slot.replay.record(&message);
+        }
         if message.kind != MediaKind::Data {
             state.arbiter.media(role, now);
         }
@@ -784,41 +785,8 @@ impl StreamHub {
         if let Some(bps) = bitrate {
             self.stats.bitrate_bps.store(bps, Ordering::Relaxed);
         }
-        state.last_received = Some(now);
-        let has_video = state.sources[role.index()]
-            .as_ref()
-            .is_some_and(|slot| slot.replay.has_video());
-        if let Some(standby) = &mut state.standby {
-            // The encoder is back (it was silent, or reconnected): it takes
-            // over at its next keyframe. A manual standby waits for `off`.
-            if standby.reason == StandbyReason::Auto {
-                standby.switch_back = true;
-            }
-            let takes_over = standby.switch_back
-                && (message.keyframe || (message.kind == MediaKind::Audio && !has_video));
-            if !takes_over {
-                return;
-            }
-            state.standby = None;
-            state.timeline.new_source();
-            state.timeline.rebase(&mut message);
-            // Its own sequence headers first: the clip's are what the
-            // destinations decode with now.
-            let slot = state.sources[role.index()]
-                .as_ref()
-                .expect("role_of found it");
-            let mut out = Vec::with_capacity(4);
-            for header in slot.replay.headers() {
-                out.push(MediaMessage {
-                    timestamp: message.timestamp,
-                    ..header.clone()
-                });
-            }
-            self.standby_watch.send_replace(None);
-            tracing::info!(stream = %self.id, "the encoder is back: standby ends at its keyframe");
-            out.push(message);
-            self.deliver(state, &out);
-            return;
+        if state.standby.is_some() {
+            return self.publish_during_standby(state, role, message);
         }
         state.timeline.rebase(&mut message);
         if state.timeline.goes_back(&message) {
@@ -826,6 +794,50 @@ impl StreamHub {
         }
         // The path of every message: a slice of one, no allocation.
         self.deliver(state, std::slice::from_ref(&message));
+    }
+
+    /// The source on air speaks while the standby clip plays: it takes over
+    /// at its next keyframe (a manual standby waits for `off`).
+    fn publish_during_standby(
+        self: &Arc<Self>,
+        mut state: std::sync::MutexGuard<'_, HubState>,
+        role: SourceRole,
+        mut message: MediaMessage,
+    ) {
+        let slot = state.sources[role.index()]
+            .as_ref()
+            .expect("role_of found it");
+        let has_video = slot.replay.has_video();
+        let standby = state.standby.as_mut().expect("standby plays");
+        if standby.reason == StandbyReason::Auto {
+            // It was silent, or reconnected: it is back.
+            standby.switch_back = true;
+        }
+        let takes_over = standby.switch_back
+            && (message.keyframe || (message.kind == MediaKind::Audio && !has_video));
+        if !takes_over {
+            return;
+        }
+        state.standby = None;
+        state.timeline.new_source();
+        state.timeline.rebase(&mut message);
+        // Its own sequence headers first: the clip's are what the
+        // destinations decode with now.
+        let slot = state.sources[role.index()]
+            .as_ref()
+            .expect("role_of found it");
+        let mut out: Vec<MediaMessage> = slot
+            .replay
+            .headers()
+            .map(|header| MediaMessage {
+                timestamp: message.timestamp,
+                ..header.clone()
+            })
+            .collect();
+        self.standby_watch.send_replace(None);
+        tracing::info!(stream = %self.id, "the encoder is back: standby ends at its keyframe");
+        out.push(message);
+        self.deliver(state, &out);
     }
 
     /// Records each message (timeline, caches) and pushes it to every
@@ -906,10 +918,9 @@ impl StreamHub {
         let slot = state.sources[role.index()].as_mut().expect("connected");
         let gop = slot.replay.take_gop();
         let headers: Vec<MediaMessage> = slot.replay.headers().cloned().collect();
-        let (token, info, last_received) = (slot.token, slot.info.clone(), slot.last_received);
+        let (token, info) = (slot.token, slot.info.clone());
         state.arbiter.switched(role);
         state.publisher = Some(token);
-        state.last_received = Some(last_received);
         state.clean_stop = false;
         state.grace_until = None;
         let ended_standby = state.standby.take().is_some();
@@ -1277,12 +1288,12 @@ impl StreamHub {
     }
 }
 
-/// Whether a publisher is connected and has sent nothing for `at_least`.
+/// Whether a source is on air and has sent nothing for `at_least`.
 fn publisher_silent(state: &HubState, at_least: Duration, now: Instant) -> bool {
-    state.publisher.is_some()
-        && state
-            .last_received
-            .is_none_or(|at| now.saturating_duration_since(at) >= at_least)
+    let on_air = state.publisher.and_then(|token| role_of(state, token));
+    on_air
+        .and_then(|role| state.sources[role.index()].as_ref())
+        .is_some_and(|slot| slot.silent(at_least, now))
 }
 
 /// How two sources' pictures and codecs differ, each as `what: primary vs

@@ -29,19 +29,10 @@ pub struct ReplayCache {
 impl ReplayCache {
     /// Keeps what `message` adds; true when it went into the GOP.
     pub fn record(&mut self, message: &MediaMessage) -> bool {
+        if self.record_headers(message) {
+            return false;
+        }
         match message.kind {
-            MediaKind::Data if flv::is_metadata(&message.payload) => {
-                self.metadata = Some(message.clone());
-                false
-            }
-            MediaKind::Video if message.sequence_header => {
-                self.video_header = Some(message.clone());
-                false
-            }
-            MediaKind::Audio if message.sequence_header => {
-                self.audio_header = Some(message.clone());
-                false
-            }
             MediaKind::Video | MediaKind::Audio => {
                 if message.keyframe {
                     self.clear_gop();
@@ -61,6 +52,20 @@ impl ReplayCache {
             }
             MediaKind::Data => false,
         }
+    }
+
+    /// Keeps `message` if it is metadata or a sequence header (all that a
+    /// source on air needs kept of its own: the session's cache holds its
+    /// GOP); true when it was one.
+    pub fn record_headers(&mut self, message: &MediaMessage) -> bool {
+        let slot = match message.kind {
+            MediaKind::Data if flv::is_metadata(&message.payload) => &mut self.metadata,
+            MediaKind::Video if message.sequence_header => &mut self.video_header,
+            MediaKind::Audio if message.sequence_header => &mut self.audio_header,
+            _ => return false,
+        };
+        *slot = Some(message.clone());
+        true
     }
 
     /// Joiners wait for the next keyframe.
