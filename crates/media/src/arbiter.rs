@@ -193,10 +193,6 @@ impl SourceArbiter {
                 .is_some_and(|at| now.saturating_duration_since(at) < self.config.failover_after)
     }
 
-    pub fn is_connected(&self, role: SourceRole) -> bool {
-        self.sources[role.index()].connected
-    }
-
     /// A source began publishing.
     pub fn connected(&mut self, role: SourceRole, _now: Instant) {
         self.sources[role.index()] = Source {
@@ -286,13 +282,6 @@ impl SourceArbiter {
     /// The caller put `role` on air.
     pub fn switched(&mut self, role: SourceRole) {
         self.on_air = Some(role);
-        self.lost_on_air = false;
-    }
-
-    /// Nothing is on air any more (the session ended, or the standby clip
-    /// plays): the next source is a start.
-    pub fn off_air(&mut self) {
-        self.on_air = None;
         self.lost_on_air = false;
     }
 
@@ -561,19 +550,19 @@ mod tests {
     }
 
     #[test]
-    fn after_standby_the_first_healthy_source_returns_primary_first() {
+    fn after_both_fall_silent_the_first_to_speak_again_goes_on_air() {
         let mut sim = Sim::new(ArbiterConfig::default());
         sim.connect(Primary);
         sim.connect(Backup);
         sim.run(Duration::from_secs(1));
-        // The hub put the clip on (both went silent), then both return.
+        // Both silent (the hub plays the standby clip): nowhere to go.
         sim.freeze(Primary);
         sim.freeze(Backup);
         sim.run(Duration::from_secs(2));
-        sim.arbiter.off_air();
-        sim.connect(Primary);
-        sim.connect(Backup);
+        assert_eq!(sim.switches.len(), 1);
+        // The backup speaks first: it takes over from the silent primary.
+        sim.sending[Backup.index()] = true;
         sim.run(Duration::from_millis(100));
-        assert_eq!(sim.reasons().last(), Some(&(Primary, SwitchReason::Start)));
+        assert_eq!(sim.reasons().last(), Some(&(Backup, SwitchReason::Silence)));
     }
 }
