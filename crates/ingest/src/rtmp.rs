@@ -15,7 +15,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
-use prism_media::arbiter::SourceRole;
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
@@ -29,7 +28,7 @@ use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason};
-use crate::streamid::source_role;
+use crate::streamid::{names_backup, source_role};
 
 /// Why an anonymous connection was closed to make room for a newer one.
 const EVICTED: &str =
@@ -457,13 +456,8 @@ impl Connection<'_> {
                 } => {
                     let arguments = arguments.unwrap_or_default();
                     let role = source_role(arguments.split('&'));
-                    let others: String = arguments
-                        .split('&')
-                        .filter(|a| !a.is_empty() && source_role([*a]) == SourceRole::Primary)
-                        .collect::<Vec<_>>()
-                        .join("&");
-                    if !others.is_empty() {
-                        let names = argument_names(&others);
+                    let names = argument_names(arguments.split('&').filter(|a| !names_backup(a)));
+                    if !names.is_empty() {
                         info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
                     }
                     let Some(hub) = directory.lookup(&stream_key) else {
@@ -571,10 +565,10 @@ fn media_message(message: prism_rtmp::Message, timestamp: u64) -> Option<MediaMe
 /// `name=value` pairs, escaped, and how many came without a value. Values
 /// and value-less arguments are never shown: either may be a platform token
 /// (`KEY?TOKEN`).
-fn argument_names(arguments: &str) -> String {
+fn argument_names<'a>(arguments: impl Iterator<Item = &'a str>) -> String {
     let mut names = Vec::new();
     let mut bare = 0;
-    for pair in arguments.split('&').filter(|p| !p.is_empty()) {
+    for pair in arguments.filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some((name, _)) => names.push(name),
             None => bare += 1,
@@ -597,16 +591,16 @@ mod tests {
 
     #[test]
     fn argument_values_and_bare_arguments_are_never_shown() {
-        assert_eq!(argument_names("a=1&b=secret"), "a,b");
+        assert_eq!(argument_names("a=1&b=secret".split('&')), "a,b");
         assert_eq!(
-            argument_names("PLATFORMTOKEN"),
+            argument_names("PLATFORMTOKEN".split('&')),
             "1 without a value (not shown)"
         );
         assert_eq!(
-            argument_names("x=1&TOKEN&\n2026 FORGED\x1b[2J=1"),
+            argument_names("x=1&TOKEN&\n2026 FORGED\x1b[2J=1".split('&')),
             "x,\\n2026 FORGED\\u{1b}[2J, 1 without a value (not shown)"
         );
-        assert_eq!(argument_names(""), "");
+        assert_eq!(argument_names("".split('&')), "");
     }
 
     fn data(payload: &'static [u8]) -> prism_rtmp::Message {

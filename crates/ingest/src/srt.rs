@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prism_media::arbiter::SourceRole;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
@@ -28,7 +29,6 @@ use crate::remux::Remuxer;
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason as Rejection};
 use crate::streamid::publish_key;
 use crate::ts::{EsFrame, TsDemuxer};
-use prism_media::arbiter::SourceRole;
 
 #[derive(Clone, Debug)]
 pub struct SrtSettings {

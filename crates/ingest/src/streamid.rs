@@ -32,17 +32,19 @@ impl std::fmt::Display for StreamIdError {
     }
 }
 
-/// Which source a publish names: `backup=1` (or `true`) among its
-/// arguments (an RTMP stream name's query, SRT's stream id fields) makes it
+/// Whether an argument (of an RTMP stream name's query, or of SRT's
+/// stream id fields) is `backup=1` (or `backup=true`).
+pub fn names_backup(argument: &str) -> bool {
+    matches!(
+        argument.trim().split_once('='),
+        Some(("backup", "1" | "true"))
+    )
+}
+
+/// Which source a publish names: `backup=1` among its arguments makes it
 /// the stream's backup; anything else is its primary.
-pub fn source_role<'a>(arguments: impl IntoIterator<Item = &'a str>) -> SourceRole {
-    let backup = arguments.into_iter().any(|argument| {
-        matches!(
-            argument.trim().split_once('='),
-            Some(("backup", "1" | "true"))
-        )
-    });
-    if backup {
+pub fn source_role<'a>(mut arguments: impl Iterator<Item = &'a str>) -> SourceRole {
+    if arguments.any(names_backup) {
         SourceRole::Backup
     } else {
         SourceRole::Primary
