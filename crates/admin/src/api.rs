@@ -365,6 +365,14 @@ fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig
     }
 }
 
+/// The stream `id` as it runs (its hub and destinations).
+fn running_stream(app: &App, id: &str) -> Result<Arc<StreamEntry>, ApiError> {
+    app.controller
+        .registry()
+        .stream(id)
+        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))
+}
+
 fn find_stream<'a>(config: &'a Config, id: &str) -> Result<&'a StreamConfig, ApiError> {
     config
         .streams
@@ -858,11 +866,7 @@ async fn set_standby(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let request: StandbyRequest = parse_body(&body)?;
-    let entry = app
-        .controller
-        .registry()
-        .stream(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+    let entry = running_stream(&app, &id)?;
     entry
         .hub
         .set_manual_standby(request.on)
@@ -899,11 +903,7 @@ async fn set_source(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let request: SourceRequest = parse_body(&body)?;
-    let entry = app
-        .controller
-        .registry()
-        .stream(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
+    let entry = running_stream(&app, &id)?;
     entry.hub.force_source(match request.source {
         SourceName::Primary => SourceChoice::Forced(SourceRole::Primary),
         SourceName::Backup => SourceChoice::Forced(SourceRole::Backup),
