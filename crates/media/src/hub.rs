@@ -722,7 +722,7 @@ impl StreamHub {
             for message in state.replay.gop() {
                 feed.mux(message, true, false);
             }
-            if let Some(codec) = feed.muxer.take_uncarried() {
+            while let Some(codec) = feed.muxer.take_uncarried() {
                 self.warn_uncarried(codec);
             }
             state.ts = Some(feed);
@@ -844,13 +844,13 @@ impl StreamHub {
     /// destination queue, after releasing the lock.
     fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
         let mut twins = Vec::new();
-        let mut uncarried = None;
+        let mut uncarried = Vec::new();
         for message in messages {
             let cached = record(&mut state, message);
             let gop_empty = state.replay.gop().is_empty();
             if let Some(feed) = &mut state.ts {
                 twins.extend(feed.mux(message, cached, gop_empty));
-                uncarried = uncarried.or(feed.muxer.take_uncarried());
+                uncarried.extend(std::iter::from_fn(|| feed.muxer.take_uncarried()));
             }
         }
         // A destination subscribing from here on was replayed these messages
@@ -858,7 +858,7 @@ impl StreamHub {
         let lanes = Arc::clone(&state.subscribers);
         let ts_subscribers = state.ts.as_ref().map(|feed| Arc::clone(&feed.subscribers));
         drop(state);
-        if let Some(codec) = uncarried {
+        for codec in uncarried {
             self.warn_uncarried(codec);
         }
         // Other lanes first, so their threads push while this one does.

@@ -315,8 +315,8 @@ pub struct TsMuxer {
     pes: Vec<u8>,
     /// Codecs met that TS does not carry here: each is reported once.
     uncarried: Vec<UncarriedCodec>,
-    /// The newest of them, not yet taken by `take_uncarried`.
-    unreported: Option<UncarriedCodec>,
+    /// Those not yet taken by `take_uncarried`, oldest first.
+    unreported: Vec<UncarriedCodec>,
 }
 
 /// Index of each PID's continuity counter.
@@ -348,14 +348,14 @@ impl TsMuxer {
     /// A codec met since the last call that TS does not carry here, the
     /// first time it is met: for a warning that SRT destinations lack it.
     pub fn take_uncarried(&mut self) -> Option<UncarriedCodec> {
-        self.unreported.take()
+        (!self.unreported.is_empty()).then(|| self.unreported.remove(0))
     }
 
     fn note_uncarried(&mut self, kind: MediaKind, codec: &'static str) {
         let found = UncarriedCodec { kind, codec };
         if !self.uncarried.contains(&found) {
             self.uncarried.push(found);
-            self.unreported = Some(found);
+            self.unreported.push(found);
         }
     }
 
@@ -834,6 +834,13 @@ mod tests {
         let opus = [0x91, b'O', b'p', b'u', b's', 0xfc];
         muxer.mux(&message(MediaKind::Audio, 0, &opus));
         assert_eq!(muxer.take_uncarried().unwrap().codec, "opus");
+        // Two met before anyone asks: both are told, in order.
+        let mut fresh = TsMuxer::new();
+        fresh.mux(&message(MediaKind::Audio, 0, &mp3));
+        fresh.mux(&message(MediaKind::Video, 0, &sorenson));
+        assert_eq!(fresh.take_uncarried().unwrap().codec, "mp3");
+        assert_eq!(fresh.take_uncarried().unwrap().codec, "sorenson-h263");
+        assert_eq!(fresh.take_uncarried(), None);
         // A video command frame, a multitrack packet: nothing to report.
         muxer.mux(&message(MediaKind::Video, 0, &[0x52, 0]));
         muxer.mux(&message(
