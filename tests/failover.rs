@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -69,18 +69,7 @@ fn primary(show: &Show, name: &str, seconds: u32) -> Ffmpeg {
 /// Waits until the log says the stream switched to `source` `n` times.
 fn wait_for_switches(show: &Show, source: &str, n: usize, within: Duration) -> Duration {
     let needle = format!("destinations continue from the {source}");
-    let started = Instant::now();
-    loop {
-        if show.prism.log().matches(&needle).count() >= n {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "no switch to the {source} within {within:?}:\n{}",
-            show.prism.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    show.prism.wait_for_log_count(&needle, n, within)
 }
 
 /// The primary dies (`freeze`: SIGSTOP, its socket left open; otherwise

@@ -196,14 +196,23 @@ impl Prism {
 
     /// Waits until the log contains `needle` (lines are written as they happen).
     pub fn wait_for_log(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return;
+        self.wait_for_log_count(needle, 1, within);
+    }
+
+    /// Waits until the log has said `needle` `times` times; returns how long
+    /// that took.
+    pub fn wait_for_log_count(&self, needle: &str, times: usize, within: Duration) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self.log().matches(needle).count() >= times {
+                return started.elapsed();
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!("prism log never said {needle:?}:\n{}", self.log());
+        panic!(
+            "prism log never said {needle:?} {times} times:\n{}",
+            self.log()
+        );
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and how long it took.
