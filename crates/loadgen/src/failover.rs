@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{cpu_ticks, free_port, prism_config, start_prism_with};
+use crate::relay::{cpu_percent, cpu_ticks, free_port, prism_config, start_prism_with};
 use crate::source::{self, Source};
 use crate::{median, Args, Clock};
 
@@ -66,8 +66,7 @@ pub async fn run(args: &Args, switches: usize, source: &Source) -> Result<(), St
         let before = cpu_ticks(pid)?;
         tokio::time::sleep(window).await;
         let ticks = cpu_ticks(pid)?.saturating_sub(before);
-        // USER_HZ is 100 on Linux.
-        Ok::<f64, String>(ticks as f64 / 100.0 / window.as_secs_f64() * 100.0)
+        Ok::<f64, String>(cpu_percent(ticks, window))
     };
 
     let mut primary = publish(url.clone());

@@ -487,13 +487,11 @@ async fn run(
         }
     }
 
-    // USER_HZ is 100 on every Linux architecture Prism targets.
-    let cpu_seconds = (cpu_after - cpu_before) as f64 / 100.0;
     Ok(Row {
         relay: variant,
         streams: args.streams,
         destinations: args.destinations,
-        cpu_percent: cpu_seconds / window.as_secs_f64() * 100.0,
+        cpu_percent: relay::cpu_percent(cpu_after - cpu_before, window),
         machine_percent: (machine_after - machine_before) as f64 / window.as_secs_f64(),
         rss_mib: rss as f64 / 1024.0,
         egress_mbit: bytes.map(|b| b as f64 * 8.0 / window.as_secs_f64() / 1e6),

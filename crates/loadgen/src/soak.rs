@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
-use crate::relay::{cpu_ticks, open_fds, rss_kib, spawn_prism};
+use crate::relay::{cpu_percent, cpu_ticks, open_fds, rss_kib, spawn_prism};
 use crate::source::{self, Source, Target};
 use crate::Clock;
 
@@ -173,10 +173,7 @@ pub async fn run(options: &SoakOptions, source: &Source) -> Result<SoakReport, S
         tokio::time::sleep(options.interval).await;
         let ticks = cpu_ticks(pid).map_err(|e| format!("prism is gone: {e}"))?;
         let now = Instant::now();
-        // USER_HZ is 100 on every Linux architecture Prism targets.
-        let cpu_percent =
-            (ticks - last_cpu.0) as f64 / 100.0 / now.duration_since(last_cpu.1).as_secs_f64()
-                * 100.0;
+        let cpu_percent = cpu_percent(ticks - last_cpu.0, now.duration_since(last_cpu.1));
         last_cpu = (ticks, now);
         let sample = Sample {
             at_s: started.elapsed().as_secs_f64(),
