@@ -7,7 +7,10 @@
 //! for when a decision may change with nothing else happening. No clock and
 //! no tasks inside: the caller passes `now` and owns the timer. The caller
 //! also performs a switch (at a keyframe, on the session's timeline) and
-//! reports it with `switched`; until then the arbiter keeps asking.
+//! reports it with `switched`; until then the arbiter keeps asking. The hub
+//! asks at each message of the source that would go on air, since a switch
+//! needs that source's media anyway, so it sets no timer from
+//! `poll_timeout`.
 //!
 //! What is left to the hub: the standby clip and the grace period, which
 //! begin where the arbiter has no healthy source to offer.
