@@ -261,12 +261,16 @@ impl Drop for StreamHub {
 /// period, the standby clip's pacing). It asks the hub when it is next due
 /// (`poll_timeout`), sleeps until then or until woken, and runs what is due
 /// (`handle_timeout`). It ends with the hub. A panic in one turn is logged
-/// and counted, and the next turn runs (the hub's lock survives poisoning).
+/// and counted, and the next turn runs.
 async fn drive(hub: std::sync::Weak<StreamHub>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        let due = match hub.upgrade() {
-            Some(hub) => hub.poll_timeout(tokio::time::Instant::now()),
-            None => return,
+        let due = {
+            let Some(hub) = hub.upgrade() else { return };
+            // A panic here would leave the stream without its timers: it
+            // counts, and the driver looks again a tick later.
+            let now = tokio::time::Instant::now();
+            hub.supervised(|hub| hub.poll_timeout(now))
+                .unwrap_or(Some(now + STANDBY_TICK))
         };
         match due {
             Some(at) => {
@@ -281,14 +285,22 @@ async fn drive(hub: std::sync::Weak<StreamHub>, wake: Arc<tokio::sync::Notify>) 
             }
         }
         let Some(hub) = hub.upgrade() else { return };
-        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            hub.handle_timeout(tokio::time::Instant::now())
-        }));
-        if let Err(payload) = turn {
-            crate::supervise::count_panic("stream_driver");
-            let panic = crate::supervise::panic_message(payload.as_ref());
-            tracing::error!(stream = %hub.id, %panic, "the stream's driver panicked; it runs again at its next deadline");
-        }
+        hub.supervised(|hub| hub.handle_timeout(tokio::time::Instant::now()));
+    }
+}
+
+impl StreamHub {
+    /// Runs one step of the stream's driver; a panic in it is logged and
+    /// counted (the hub's lock survives poisoning), and `None` comes back.
+    fn supervised<T>(self: &Arc<Self>, step: impl FnOnce(&Arc<Self>) -> T) -> Option<T> {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        result
+            .map_err(|payload| {
+                crate::supervise::count_panic("stream_driver");
+                let panic = crate::supervise::panic_message(payload.as_ref());
+                tracing::error!(stream = %self.id, %panic, "the stream's driver panicked; it runs again at its next deadline");
+            })
+            .ok()
     }
 }
 
@@ -1823,6 +1835,23 @@ mod tests {
         // Both silent: the clip.
         assert!(hub.tick_standby(start + Duration::from_millis(2500)));
         assert_eq!(hub.standby(), Some(StandbyReason::Auto));
+        // The primary, on air, speaks again: it is back at its keyframe. Then
+        // it falls silent, the clip plays, and the backup speaks first: it
+        // takes over from the clip at its keyframe, with no wait for the
+        // silent primary.
+        primary.push(MediaMessage {
+            received_at: start + Duration::from_millis(2600),
+            ..video(80, true)
+        });
+        assert_eq!(hub.standby(), None);
+        assert!(hub.tick_standby(start + Duration::from_millis(3700)));
+        assert_eq!(hub.standby(), Some(StandbyReason::Auto));
+        backup.push(MediaMessage {
+            received_at: start + Duration::from_millis(3800),
+            ..video(80, true)
+        });
+        assert_eq!(hub.standby(), None);
+        assert_eq!(hub.active_source(), Some(SourceRole::Backup));
     }
 
     /// A backup that sent nothing when the session ended is told so, not
