@@ -787,7 +787,7 @@ impl Controller {
         let status = Arc::downgrade(&handle.status);
         let (stream, destination) = (stream.to_string(), handle.id.clone());
         let events = self.events.clone();
-        tokio::spawn(async move {
+        spawn_event_watch(async move {
             while changes.changed().await.is_ok() {
                 let Some(status) = status.upgrade() else {
                     break;
@@ -803,7 +803,7 @@ impl Controller {
         let weak = Arc::downgrade(hub);
         let stream = hub.id().to_string();
         let events = self.events.clone();
-        tokio::spawn(async move {
+        spawn_event_watch(async move {
             while live.changed().await.is_ok() {
                 let state = *live.borrow_and_update();
                 let event = match (state.live, weak.upgrade().and_then(|h| h.publisher())) {
@@ -825,7 +825,7 @@ impl Controller {
         let mut sources = hub.watch_sources();
         let stream = hub.id().to_string();
         let events = self.events.clone();
-        tokio::spawn(async move {
+        spawn_event_watch(async move {
             while sources.changed().await.is_ok() {
                 let switched = *sources.borrow_and_update();
                 if switched.reason.is_none() {
@@ -842,7 +842,7 @@ impl Controller {
         let mut standby = hub.watch_standby();
         let stream = hub.id().to_string();
         let events = self.events.clone();
-        tokio::spawn(async move {
+        spawn_event_watch(async move {
             let mut was = None;
             while standby.changed().await.is_ok() {
                 let now_on = *standby.borrow_and_update();
@@ -863,6 +863,17 @@ impl Controller {
             }
         });
     }
+}
+
+/// Runs a task that forwards a watch to the event stream. Supervised: a
+/// panic is logged and counted (`task="event_watch"`), and costs the API's
+/// events that one watch, nothing else.
+fn spawn_event_watch(watch: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(panic) = catch_panic("event_watch", watch).await {
+            error!(%panic, "an event watch panicked; its events stop");
+        }
+    });
 }
 
 fn destination_event(

@@ -38,7 +38,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 12] = [
+pub const SUPERVISED_TASKS: [&str; 13] = [
     "rtmp_connection",
     "srt_connection",
     "srt_listener",
@@ -51,6 +51,7 @@ pub const SUPERVISED_TASKS: [&str; 12] = [
     "cluster_lease",
     "cluster_link",
     "fanout_thread",
+    "event_watch",
 ];
 
 #[cfg(test)]
