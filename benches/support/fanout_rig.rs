@@ -30,7 +30,7 @@ pub enum Path {
 struct Destination {
     status: Arc<DestinationStatus>,
     /// Held here on the queued path; lent to the queue on the direct path.
-    writer: Option<Box<MediaWriter<NullSink>>>,
+    writer: Option<MediaWriter<NullSink>>,
     batch: Vec<MediaMessage>,
 }
 
@@ -56,17 +56,18 @@ impl FanoutRig {
             .map(|i| {
                 let status = Arc::new(DestinationStatus::new(64 * 1024 * 1024));
                 hub.subscribe(&status.queue).expect("live");
-                let writer = Box::new(MediaWriter::new(
+                let writer = MediaWriter::new(
                     NullSink,
                     ChunkWriter::new(prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
                     1,
                     Arc::clone(&status),
                     "bench",
                     &format!("d{i}"),
-                ));
+                );
                 let writer = match path {
                     Path::Direct => {
-                        assert!(status.queue.lend(writer).is_ok(), "nothing queued yet");
+                        let (_, session) = writer.into_parts();
+                        assert!(status.queue.lend(session).is_ok(), "nothing queued yet");
                         None
                     }
                     Path::Queued | Path::Held(_) => Some(writer),
@@ -148,10 +149,9 @@ impl FanoutRig {
             match destination.writer.as_ref() {
                 Some(writer) => total += writer.bytes_written(),
                 None => {
-                    let writer: Box<MediaWriter<NullSink>> =
-                        queue.reclaim().expect("lent on the direct path");
-                    total += writer.bytes_written();
-                    assert!(queue.lend(writer).is_ok(), "nothing queued");
+                    let session = queue.reclaim().expect("lent on the direct path");
+                    total += session.bytes_written();
+                    assert!(queue.lend(session).is_ok(), "nothing queued");
                 }
             }
         }

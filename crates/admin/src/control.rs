@@ -202,6 +202,11 @@ impl Controller {
             }
             None => (0, DocumentMut::new(), config),
         };
+        let streams = Arc::downgrade(&registry);
+        cluster.gate().set_streams(Box::new(move |id| {
+            let entry = streams.upgrade()?.stream(id)?;
+            Some(Arc::clone(&entry.hub))
+        }));
         let controller = Self::launch(
             path,
             Backing::Cluster {

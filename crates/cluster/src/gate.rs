@@ -9,12 +9,15 @@
 //! through the load balancer to another node, and the show should follow it
 //! at once rather than wait out the grace period.
 //!
+//! The gate knows streams by id; it finds the stream's hub on this node
+//! through the lookup the control plane gives it (`set_streams`).
+//!
 //! Redis being away never stops a show: a live stream keeps its publisher,
 //! and a publish that arrives meanwhile is admitted without a lease (logged),
 //! the lease being taken when Redis is back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -38,8 +41,10 @@ const ASK_EVERY_POLLS: u32 = 5;
 /// publisher's first frame, a pull's connect).
 const START_WINDOW: Duration = Duration::from_secs(10);
 
+/// Finds a stream's hub on this node by its id.
+pub type StreamLookup = Box<dyn Fn(&str) -> Option<Arc<StreamHub>> + Send + Sync>;
+
 struct Held {
-    hub: Weak<StreamHub>,
     /// When a publish was last admitted under this lease: the lease is not
     /// given up while that publish may still be starting.
     admitted_at: Instant,
@@ -55,6 +60,7 @@ pub struct LeaseGate {
     ttl: Duration,
     takeover_channel: String,
     held: Mutex<HashMap<String, Held>>,
+    streams: OnceLock<StreamLookup>,
 }
 
 impl LeaseGate {
@@ -74,7 +80,21 @@ impl LeaseGate {
             ttl,
             takeover_channel,
             held: Mutex::new(HashMap::new()),
+            streams: OnceLock::new(),
         })
+    }
+
+    /// Gives the gate the streams of this node (once; the control plane
+    /// does it before it adds any stream).
+    pub fn set_streams(&self, lookup: StreamLookup) {
+        if self.streams.set(lookup).is_err() {
+            warn!("the cluster gate was given this node's streams twice; the first lookup stays");
+        }
+    }
+
+    /// The hub of `stream` on this node, if it has that stream.
+    fn hub(&self, stream: &str) -> Option<Arc<StreamHub>> {
+        self.streams.get().and_then(|lookup| lookup(stream))
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
@@ -94,10 +114,9 @@ impl LeaseGate {
     /// first try. A second publisher of a live stream is refused after it.
     async fn admit_publish(
         self: Arc<Self>,
-        hub: Arc<StreamHub>,
+        stream: String,
         patience: Duration,
     ) -> Result<(), String> {
-        let stream = hub.id().to_string();
         if let Some(held) = self.held().get_mut(&stream) {
             held.admitted_at = Instant::now();
             held.seen_live = false;
@@ -127,7 +146,7 @@ impl LeaseGate {
                     None
                 }
             };
-            self.hold(&hub, lease);
+            self.hold(&stream, lease);
             return Ok(());
         }
     }
@@ -154,8 +173,10 @@ impl LeaseGate {
         if node == self.node {
             return;
         }
-        let hub = self.held().get(stream).and_then(|h| h.hub.upgrade());
-        let Some(hub) = hub else {
+        if !self.held().contains_key(stream) {
+            return;
+        }
+        let Some(hub) = self.hub(stream) else {
             return;
         };
         if hub.has_active_publisher() {
@@ -166,27 +187,28 @@ impl LeaseGate {
         hub.end_current_publish();
     }
 
-    fn hold(self: &Arc<Self>, hub: &Arc<StreamHub>, lease: Option<Lease>) {
+    fn hold(self: &Arc<Self>, stream: &str, lease: Option<Lease>) {
         self.held().insert(
-            hub.id().to_string(),
+            stream.to_string(),
             Held {
-                hub: Arc::downgrade(hub),
                 admitted_at: Instant::now(),
                 seen_live: false,
             },
         );
         let gate = Arc::clone(self);
-        let stream = hub.id().to_string();
-        let hub = Arc::downgrade(hub);
+        let stream = stream.to_string();
         tokio::spawn(async move {
-            let kept =
-                catch_panic("cluster_lease", Arc::clone(&gate).keep(hub.clone(), lease)).await;
+            let kept = catch_panic(
+                "cluster_lease",
+                Arc::clone(&gate).keep(stream.clone(), lease),
+            )
+            .await;
             if let Err(panic) = kept {
                 // Unrenewed, the lease would lapse under a live show and
                 // another node could take the same key: end it here.
                 error!(stream = %stream, %panic, "the stream's lease task panicked: ending the publish here");
                 gate.held().remove(&stream);
-                if let Some(hub) = hub.upgrade() {
+                if let Some(hub) = gate.hub(&stream) {
                     hub.end_current_publish();
                 }
             }
@@ -195,13 +217,12 @@ impl LeaseGate {
 
     /// Renews the lease while the stream is live here; gives it up when the
     /// session ends; ends the session if another node has the lease now.
-    async fn keep(self: Arc<Self>, hub: Weak<StreamHub>, mut lease: Option<Lease>) {
-        let Some(stream) = hub.upgrade().map(|h| h.id().to_string()) else {
+    async fn keep(self: Arc<Self>, stream: String, mut lease: Option<Lease>) {
+        let Some(mut live) = self.hub(&stream).map(|hub| hub.watch_live()) else {
+            // Not a stream of this node (removed meanwhile): nothing to
+            // keep the lease for.
+            self.give_up(&stream, lease.as_ref(), true).await;
             return;
-        };
-        let mut live = match hub.upgrade() {
-            Some(hub) => hub.watch_live(),
-            None => return,
         };
         let renew_every = self.ttl / 3;
         let mut redis_was_down = false;
@@ -240,7 +261,7 @@ impl LeaseGate {
                     }
                     Ok(Acquired::Taken { node }) => {
                         error!(stream = %stream, node = %node, "another node holds the stream's lease now: ending the publish here");
-                        if let Some(hub) = hub.upgrade() {
+                        if let Some(hub) = self.hub(&stream) {
                             hub.end_current_publish();
                         }
                         self.give_up(&stream, None, true).await;
@@ -263,11 +284,12 @@ impl LeaseGate {
     /// so, under the same lock `admit` takes, so a publish admitted now
     /// takes a new lease.
     fn session_over(&self, stream: &str) -> bool {
+        let live_here = self.hub(stream).is_some_and(|h| h.is_live());
         let mut held = self.held();
         let Some(entry) = held.get_mut(stream) else {
             return true;
         };
-        if entry.hub.upgrade().is_some_and(|h| h.is_live()) {
+        if live_here {
             entry.seen_live = true;
             return false;
         }
@@ -298,7 +320,7 @@ impl LeaseGate {
 }
 
 impl PublishGate for LeaseGate {
-    fn admit(self: Arc<Self>, hub: Arc<StreamHub>, patience: Duration) -> Admission {
-        Box::pin(self.admit_publish(hub, patience))
+    fn admit(self: Arc<Self>, stream: &str, patience: Duration) -> Admission {
+        Box::pin(self.admit_publish(stream.to_string(), patience))
     }
 }

@@ -23,10 +23,11 @@ use tracing::{error, info, warn};
 
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
-use prism_media::{Batch, DestinationQueue, MediaMessage, StreamHub};
+use prism_media::{MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
 use crate::acks::{AckTracker, AckVerdict};
+use crate::queue::{Batch, DestinationQueue};
 use crate::writer::{MediaSink, MediaWriter};
 
 use crate::transport::{tls_config, tls_connect, Transport};
@@ -546,14 +547,14 @@ impl Live<'_> {
         S: MediaSink,
     {
         let (hub, config, status, mut client) = (self.hub, self.config, self.status, self.client);
-        let mut writer = Box::new(MediaWriter::new(
+        let mut writer = MediaWriter::new(
             sink,
             self.out,
             self.stream_id,
             Arc::clone(status),
             hub.id(),
             &config.id,
-        ));
+        );
         let queue = &status.queue;
         let Some(publish_session) = hub.subscribe(queue) else {
             // The publisher left while we were connecting.
@@ -601,7 +602,7 @@ pub(crate) fn went_live(
 async fn relay<R, S>(
     status: &DestinationStatus,
     mut reader: R,
-    mut writer: Box<MediaWriter<S>>,
+    mut writer: MediaWriter<S>,
     mut client: PublishClient,
     config: &DestinationConfig,
     control: &mut watch::Receiver<Control>,
@@ -680,14 +681,16 @@ where
         // The queue has run dry (or holds only new messages): the replay is out.
         replaying = false;
         let read = if held_until.is_none() && lends {
-            if let Err(back) = queue.lend(writer) {
-                writer = back;
+            let (sink, session) = writer.into_parts();
+            if let Err(back) = queue.lend(session) {
+                writer = MediaWriter::from_parts(sink, back);
                 continue;
             }
             let read = wait(queue, &mut reader, &mut read_buf, next_ack_check).await;
-            writer = queue
+            let session = queue
                 .reclaim()
                 .expect("only this task takes back the writer it lent");
+            writer = MediaWriter::from_parts(sink, session);
             // Finish a direct write the socket could not take whole (or
             // report the one that failed).
             if let Err(e) = writer.flush(config.write_timeout).await {

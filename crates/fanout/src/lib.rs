@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod destination;
+pub mod queue;
 pub mod registry;
 pub mod srt;
 pub mod transport;
@@ -14,5 +15,6 @@ pub use destination::{
     spawn_destination, start_publish, DestinationConfig, DestinationHandle, DestinationState,
     DestinationStatus,
 };
+pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use registry::{Registry, StreamEntry};
 pub use url::DestinationUrl;

@@ -17,7 +17,9 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use prism_media::mpegts::DATAGRAM_LEN;
-use prism_media::{Batch, MediaMessage, StreamHub};
+use prism_media::{MediaMessage, StreamHub};
+
+use crate::queue::Batch;
 
 use crate::destination::{
     stop_requested, went_live, Control, DestinationConfig, DestinationStatus, SessionEnd,

@@ -1,11 +1,12 @@
 //! The write side of a live destination session: it chunks messages onto the
 //! connection on this session's timeline, writes them out, and keeps the
 //! session's counters and latency samples. The destination task owns it;
-//! while the task is idle it lends it to its queue (`DirectWriter`), and the
-//! hub's pushes write through it at once, with no task wake-up in between.
+//! while the task is idle it lends its session part to its queue
+//! (`DirectWriter`), and the hub's pushes write through it at once, with no
+//! task wake-up in between.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,26 +19,23 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use prism_media::{DirectWriter, MediaMessage};
+use prism_media::MediaMessage;
 use prism_rtmp::{ChunkWriter, WriteError};
 
 use crate::destination::DestinationStatus;
+use crate::queue::DirectWriter;
 
 /// A connection's write half, as a `MediaWriter` uses it.
 pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
-    /// Whether `try_write_now` can write at all; if not, every write goes
-    /// through the destination task.
+    /// Whether the sink can write without waiting (`try_write_tracked`,
+    /// `direct_target`); if not, every write goes through the destination
+    /// task.
     const WRITES_NOW: bool = true;
 
-    /// A vectored write that never waits (`WouldBlock` when the socket is full).
-    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-
-    /// As `try_write_now`, but a `WouldBlock` is recorded in tokio's
-    /// readiness, so `writable` then waits for room. Only called when
-    /// `WRITES_NOW` is true.
-    fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_now(bufs)
-    }
+    /// A vectored write that never waits: a `WouldBlock` is recorded in
+    /// tokio's readiness, so `writable` then waits for room. Only called
+    /// when `WRITES_NOW` is true.
+    fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 
     /// Resolves when the socket has room after a `try_write_tracked` that
     /// would have blocked.
@@ -45,26 +43,30 @@ pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
         std::future::ready(Ok(()))
     }
 
-    /// The socket itself, if a direct write may send on it as
-    /// `try_write_now` does (see `MediaWriter::direct_fd`). It must stay
-    /// open for as long as the sink lives.
-    fn raw_fd(&self) -> Option<RawFd> {
+    /// Where a lent `SessionWriter` writes (`None`: it is never lent).
+    fn direct_target(&self) -> Option<DirectTarget> {
         None
     }
 }
 
+/// Where a lent `SessionWriter` writes directly, without the sink.
+#[derive(Debug)]
+pub enum DirectTarget {
+    /// The connection's socket, through a descriptor of the writer's own:
+    /// the socket stays open for as long as the writer may write to it,
+    /// wherever it is lent, whatever happens to the task and its sink.
+    Socket(OwnedFd),
+    /// Takes everything and keeps nothing (`NullSink`).
+    Discard,
+}
+
 /// The direct write is a plain `sendmsg` on the socket, past tokio's
-/// readiness bookkeeping: a `WouldBlock` here leaves tokio believing the
+/// readiness bookkeeping: a `WouldBlock` there leaves tokio believing the
 /// socket writable, so the task's next write tries the socket, sees
 /// `WouldBlock` itself and only then waits, which is correct and costs one
 /// extra call on the rare slow path instead of touching tokio's state on
 /// every write.
 impl MediaSink for OwnedWriteHalf {
-    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let stream: &TcpStream = self.as_ref();
-        send_on(stream.as_raw_fd(), bufs)
-    }
-
     fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }
@@ -74,19 +76,16 @@ impl MediaSink for OwnedWriteHalf {
         stream.writable()
     }
 
-    fn raw_fd(&self) -> Option<RawFd> {
+    fn direct_target(&self) -> Option<DirectTarget> {
         let stream: &TcpStream = self.as_ref();
-        Some(stream.as_raw_fd())
+        // Without a descriptor to spare the destination still works, with
+        // every write made by its task.
+        stream
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(DirectTarget::Socket)
     }
-}
-
-/// `try_write_now` on the socket `fd` of a sink that is alive for the call:
-/// the writer's own, whose `raw_fd` it keeps, or one borrowed by the caller.
-fn send_on(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `fd` belongs to a live sink (see above): a writer keeps its
-    // sink, and so the socket open, for as long as it keeps the copy.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&fd).send_vectored(bufs)
 }
 
 /// TLS cannot write without waiting: rustls encrypts inside its async
@@ -94,7 +93,7 @@ fn send_on(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 impl MediaSink for tokio::io::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>> {
     const WRITES_NOW: bool = false;
 
-    fn try_write_now(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_tracked(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Err(io::ErrorKind::WouldBlock.into())
     }
 }
@@ -123,8 +122,12 @@ impl AsyncWrite for NullSink {
 }
 
 impl MediaSink for NullSink {
-    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    fn try_write_tracked(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Ok(bufs.iter().map(|b| b.len()).sum())
+    }
+
+    fn direct_target(&self) -> Option<DirectTarget> {
+        Some(DirectTarget::Discard)
     }
 }
 
@@ -133,13 +136,23 @@ impl MediaSink for NullSink {
 const REPLAY_SLICE_BYTES: usize = 256 * 1024;
 
 /// Writes one destination session's media and control messages onto its
-/// connection, from the task or, lent, from the hub's push.
+/// connection: the task's writer, made of the connection's sink and the
+/// session's state. While the task is idle it lends the session to its
+/// queue (`into_parts`), and the hub's pushes write through it.
 pub struct MediaWriter<S> {
     sink: S,
-    /// The sink's socket (`MediaSink::raw_fd`), kept beside the writer's
-    /// other fields: reached through the sink (tokio keeps it behind an
-    /// `Arc`), it was one more cache miss per destination per message.
-    direct_fd: Option<RawFd>,
+    session: Box<SessionWriter>,
+}
+
+/// The part of a destination session's writer that the hub writes
+/// through while it is lent: chunking on the session's timeline, the
+/// direct write, the counters. It needs no sink: it writes to its own
+/// `DirectTarget`.
+pub struct SessionWriter {
+    /// Kept beside the writer's other fields: reached through the sink
+    /// (tokio keeps the socket behind an `Arc`), it was one more cache miss
+    /// per destination per message.
+    target: Option<DirectTarget>,
     out: ChunkWriter,
     /// The message stream id the server gave the publish.
     stream_id: u32,
@@ -167,53 +180,75 @@ impl<S: MediaSink> MediaWriter<S> {
         destination: &str,
     ) -> Self {
         let telemetry = SessionTelemetry::new(stream, destination, &status);
+        let target = if S::WRITES_NOW {
+            sink.direct_target()
+        } else {
+            None
+        };
         Self {
-            direct_fd: sink.raw_fd(),
             sink,
-            out,
-            stream_id,
-            timeline: Timeline::default(),
-            telemetry,
-            status,
-            failed: None,
-            reported_bytes: 0,
+            session: Box::new(SessionWriter {
+                target,
+                out,
+                stream_id,
+                timeline: Timeline::default(),
+                telemetry,
+                status,
+                failed: None,
+                reported_bytes: 0,
+            }),
         }
     }
 
-    /// Whether the writer can be lent for direct writes.
+    /// Whether the session can be lent for direct writes.
     pub fn writes_directly(&self) -> bool {
-        S::WRITES_NOW
+        self.session.target.is_some()
+    }
+
+    /// The sink and the session apart, to lend the session to the queue.
+    pub fn into_parts(self) -> (S, Box<SessionWriter>) {
+        (self.sink, self.session)
+    }
+
+    /// Puts a writer back together from `into_parts`.
+    pub fn from_parts(sink: S, session: Box<SessionWriter>) -> Self {
+        Self { sink, session }
     }
 
     /// Chunks `message` onto the connection, to go out with the next write.
     pub fn queue(&mut self, message: &MediaMessage) {
-        if let Some(timestamp) = self.timeline.rebase(message) {
+        let session = &mut *self.session;
+        if let Some(timestamp) = session.timeline.rebase(message) {
             prism_rtmp::queue_media(
-                &mut self.out,
+                &mut session.out,
                 message.kind.type_id(),
-                self.stream_id,
+                session.stream_id,
                 timestamp,
                 &message.payload,
             );
-            self.telemetry.arrivals.push(message.received_at);
+            session.telemetry.arrivals.push(message.received_at);
         }
     }
 
     /// Where protocol messages (responses to the server, the unpublish) go.
     pub fn chunks(&mut self) -> &mut ChunkWriter {
-        &mut self.out
+        &mut self.session.out
     }
 
     /// Writes everything queued, failing if a write makes no progress within
     /// `stall_timeout`, or if a direct write already failed.
     pub async fn flush(&mut self, stall_timeout: Duration) -> Result<(), String> {
-        if let Some(error) = self.failed.take() {
+        let session = &mut *self.session;
+        if let Some(error) = session.failed.take() {
             return Err(error);
         }
-        let result = self.out.write_to(&mut self.sink, Some(stall_timeout)).await;
-        self.report_bytes();
+        let result = session
+            .out
+            .write_to(&mut self.sink, Some(stall_timeout))
+            .await;
+        session.report_bytes();
         result.map_err(|e| e.to_string())?;
-        self.telemetry.written(&self.status);
+        session.telemetry.written(&session.status);
         Ok(())
     }
 
@@ -234,7 +269,8 @@ impl<S: MediaSink> MediaWriter<S> {
         if !S::WRITES_NOW {
             return self.flush(stall_timeout).await;
         }
-        if let Some(error) = self.failed.take() {
+        let session = &mut *self.session;
+        if let Some(error) = session.failed.take() {
             return Err(error);
         }
         loop {
@@ -244,7 +280,7 @@ impl<S: MediaSink> MediaWriter<S> {
                 .expect("the replay gate is never closed");
             let mut slice_left = REPLAY_SLICE_BYTES;
             let sink = &self.sink;
-            let result = self.out.try_write(|slices| {
+            let result = session.out.try_write(|slices| {
                 if slice_left == 0 {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
@@ -253,7 +289,7 @@ impl<S: MediaSink> MediaWriter<S> {
                 Ok(written)
             });
             drop(permit);
-            self.report_bytes();
+            session.report_bytes();
             match result {
                 Ok(true) => break,
                 Ok(false) if slice_left == 0 => tokio::task::yield_now().await,
@@ -267,14 +303,14 @@ impl<S: MediaSink> MediaWriter<S> {
                 Err(e) => return Err(format!("write failed: {e}")),
             }
         }
-        self.telemetry.written(&self.status);
+        session.telemetry.written(&session.status);
         Ok(())
     }
 
     /// Every byte written on this connection so far (`status.bytes_sent`
     /// catches up within a second).
     pub fn bytes_written(&self) -> u64 {
-        self.out.written_total()
+        self.session.bytes_written()
     }
 
     /// Closes the write side once the unpublish is out.
@@ -283,7 +319,12 @@ impl<S: MediaSink> MediaWriter<S> {
     }
 }
 
-impl<S> MediaWriter<S> {
+impl SessionWriter {
+    /// Every byte written on this connection so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.out.written_total()
+    }
+
     fn report_bytes(&mut self) {
         let total = self.out.written_total();
         self.status
@@ -293,25 +334,26 @@ impl<S> MediaWriter<S> {
     }
 }
 
-impl<S> Drop for MediaWriter<S> {
+impl Drop for SessionWriter {
     fn drop(&mut self) {
         self.report_bytes();
     }
 }
 
-impl<S: MediaSink> DirectWriter for MediaWriter<S> {
+impl DirectWriter for SessionWriter {
     fn write_now(&mut self, message: &MediaMessage) -> bool {
         let Some(timestamp) = self.timeline.rebase(message) else {
             return true;
         };
         let header = prism_rtmp::media_header(message.kind.type_id(), self.stream_id, timestamp);
-        let sink = &self.sink;
-        let direct_fd = self.direct_fd;
+        let target = &self.target;
         let result = self
             .out
-            .write_now(header, &message.payload, |slices| match direct_fd {
-                Some(fd) => send_on(fd, slices),
-                None => sink.try_write_now(slices),
+            .write_now(header, &message.payload, |slices| match target {
+                Some(DirectTarget::Socket(fd)) => socket2::SockRef::from(fd).send_vectored(slices),
+                Some(DirectTarget::Discard) => Ok(slices.iter().map(|b| b.len()).sum()),
+                // Never lent (`writes_directly`); the task would write it.
+                None => Err(io::ErrorKind::WouldBlock.into()),
             });
         match result {
             Ok(true) => {
@@ -489,6 +531,44 @@ mod tests {
         MediaMessage::new(kind, ts, Bytes::from_static(body))
     }
 
+    /// A lent session writes to its own descriptor of the socket: when the
+    /// task and its sink are gone (a panic unwinds them, and the sink shuts
+    /// the connection's write side), a write through the session fails on
+    /// that connection, and never lands on a descriptor number the process
+    /// has since given to another connection.
+    #[tokio::test]
+    async fn a_lent_session_outliving_its_sink_fails_on_its_own_connection() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connect = || TcpStream::connect(listener.local_addr().unwrap());
+        let client = connect().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (read_half, sink) = client.into_split();
+        let status = Arc::new(DestinationStatus::new(1 << 20));
+        let writer = MediaWriter::new(sink, ChunkWriter::new(4096), 1, status, "s", "d");
+        assert!(writer.writes_directly());
+        let (sink, mut session) = writer.into_parts();
+        drop((sink, read_half));
+        // The next connection may take the closed descriptor's number.
+        let _other = connect().await.unwrap();
+        let (other_server, _) = listener.accept().await.unwrap();
+
+        assert!(!session.write_now(&msg(MediaKind::Video, 0, &[0x17, 1, 0, 0, 0, 0xab])));
+        assert!(session
+            .failed
+            .as_deref()
+            .is_some_and(|e| e.starts_with("write failed")));
+        drop(session);
+        let mut received = Vec::new();
+        server.read_to_end(&mut received).await.unwrap();
+        assert!(received.is_empty(), "{received:?}");
+        let mut probe = [0u8; 16];
+        assert!(
+            matches!(other_server.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "nothing reached the other connection"
+        );
+    }
+
     /// Direct writes record one latency sample in `DIRECT_SAMPLE_EVERY`,
     /// and always one for a message that arrived a second after the last
     /// flush, so the once-a-second flush is never held back.
@@ -530,7 +610,7 @@ mod tests {
         for i in 0..42 {
             writer.queue(&msg(MediaKind::Video, 40 * (i + 1), frame));
         }
-        let expected = writer.out.to_vec();
+        let expected = writer.session.out.to_vec();
         assert!(expected.len() > 4_000_000);
 
         let gate = Semaphore::new(0);

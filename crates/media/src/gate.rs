@@ -8,17 +8,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::hub::StreamHub;
-
 /// The future a gate answers with: `Err(node)` names the node that has the
 /// stream live.
 pub type Admission = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 pub trait PublishGate: Send + Sync + 'static {
-    /// Whether this node may take a publish of `hub`'s stream now. Called
-    /// before `try_publish`, from the connection's task. It may wait up to
-    /// `patience` for another node to give the stream up (a dead node's
-    /// lease to expire), and answers within a bounded time whatever the
-    /// store does.
-    fn admit(self: Arc<Self>, hub: Arc<StreamHub>, patience: Duration) -> Admission;
+    /// Whether this node may take a publish of `stream` (its id) now.
+    /// Called before `try_publish`, from the connection's task. It may wait
+    /// up to `patience` for another node to give the stream up (a dead
+    /// node's lease to expire), and answers within a bounded time whatever
+    /// the store does.
+    fn admit(self: Arc<Self>, stream: &str, patience: Duration) -> Admission;
 }

@@ -18,10 +18,10 @@ use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::{TsMuxer, UncarriedCodec};
-use crate::queue::{push_to_all, DestinationQueue, Subscriber};
 use crate::replay::ReplayCache;
 use crate::session_timeline::SessionTimeline;
 use crate::standby::{StandbyClip, StandbyPlayer};
+use crate::subscriber::{push_to_all, same_subscriber, Subscriber, Subscription};
 
 /// Whether a publisher is live, and which publish session this is, so a
 /// destination can tell a new publish from the one it already served.
@@ -415,12 +415,12 @@ impl StreamHub {
     /// publisher now; call it before `try_publish`. It may wait up to
     /// `patience` for another node to give the stream up. Without a gate (a
     /// node on its own) it always admits at once.
-    pub async fn admit(self: &Arc<Self>, patience: Duration) -> Result<(), PublishError> {
+    pub async fn admit(&self, patience: Duration) -> Result<(), PublishError> {
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
         match gate {
             None => Ok(()),
             Some(gate) => gate
-                .admit(Arc::clone(self), patience)
+                .admit(self.id(), patience)
                 .await
                 .map_err(|node| PublishError::LiveElsewhere { node }),
         }
@@ -701,21 +701,25 @@ impl StreamHub {
     /// metadata, the sequence headers and the cached GOP (so it starts at once,
     /// on a keyframe), then receives every live message. Returns the publish
     /// session, or `None` when no publisher is live.
-    pub fn subscribe(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
+    pub fn subscribe<S: Subscriber>(&self, subscriber: &Arc<S>) -> Option<u64> {
+        let subscriber: Arc<dyn Subscriber> = subscriber.clone();
         let mut state = self.lock();
         let session = state.session?;
         let replay = &state.replay;
-        let subscription = queue.reset(replay.has_video(), replay.gop().is_empty());
+        let subscription = subscriber.begin(replay.has_video(), replay.gop().is_empty());
         for message in replay.headers().chain(replay.gop()) {
-            queue.push_replay(message.clone());
+            subscriber.push_replay(message.clone());
         }
         let by_lane = Arc::make_mut(&mut state.subscribers);
-        remove_subscriber(by_lane, queue);
+        remove_subscriber(by_lane, &subscriber);
         if by_lane.len() < lanes::count() {
             by_lane.resize_with(lanes::count(), Lane::default);
         }
         let lane = lanes::choose(by_lane);
-        add_subscriber(&mut by_lane[lane], Subscriber::new(queue, subscription));
+        add_subscriber(
+            &mut by_lane[lane],
+            Subscription::new(subscriber, subscription),
+        );
         Some(session)
     }
 
@@ -723,7 +727,8 @@ impl StreamHub {
     /// (SRT): the first one starts the stream's muxer, primed with the
     /// cached headers and GOP; later ones share it. A TS queue is primed
     /// with the GOP only: the TS carries its tables and parameter sets.
-    pub fn subscribe_ts(&self, queue: &Arc<DestinationQueue>) -> Option<u64> {
+    pub fn subscribe_ts<S: Subscriber>(&self, subscriber: &Arc<S>) -> Option<u64> {
+        let subscriber: Arc<dyn Subscriber> = subscriber.clone();
         let mut state = self.lock();
         let session = state.session?;
         if state.ts.is_none() {
@@ -741,11 +746,14 @@ impl StreamHub {
         }
         let has_video = state.replay.has_video();
         let feed = state.ts.as_mut().expect("created above");
-        let subscription = queue.reset(has_video, feed.gop.is_empty());
+        let subscription = subscriber.begin(has_video, feed.gop.is_empty());
         for message in &feed.gop {
-            queue.push_replay(message.clone());
+            subscriber.push_replay(message.clone());
         }
-        add_subscriber(&mut feed.subscribers, Subscriber::new(queue, subscription));
+        add_subscriber(
+            &mut feed.subscribers,
+            Subscription::new(subscriber, subscription),
+        );
         Some(session)
     }
 
@@ -756,11 +764,15 @@ impl StreamHub {
         self.end_session_because(PublishEnded::Ended);
     }
 
-    pub fn unsubscribe(&self, queue: &Arc<DestinationQueue>) {
+    pub fn unsubscribe<S: Subscriber>(&self, subscriber: &Arc<S>) {
+        let subscriber: Arc<dyn Subscriber> = subscriber.clone();
         let mut state = self.lock();
-        remove_subscriber(Arc::make_mut(&mut state.subscribers).as_mut_slice(), queue);
+        remove_subscriber(
+            Arc::make_mut(&mut state.subscribers).as_mut_slice(),
+            &subscriber,
+        );
         if let Some(feed) = &mut state.ts {
-            Arc::make_mut(&mut feed.subscribers).retain(|s| !Arc::ptr_eq(&s.queue, queue));
+            Arc::make_mut(&mut feed.subscribers).retain(|s| !s.is_of(&subscriber));
             if feed.subscribers.is_empty() {
                 // No SRT destination left: no muxing, no TS GOP held.
                 state.ts = None;
@@ -1351,29 +1363,29 @@ fn slot_of(state: &mut HubState, token: u64) -> Option<&mut SourceSlot> {
     state.sources[role.index()].as_mut()
 }
 
-fn add_subscriber(subscribers: &mut Lane, subscriber: Subscriber) {
-    let subscribers = Arc::make_mut(subscribers);
-    subscribers.retain(|s| !Arc::ptr_eq(&s.queue, &subscriber.queue));
-    subscribers.push(subscriber);
+fn add_subscriber(lane: &mut Lane, subscription: Subscription) {
+    let lane = Arc::make_mut(lane);
+    lane.retain(|s| !same_subscriber(&s.subscriber, &subscription.subscriber));
+    lane.push(subscription);
 }
 
-fn remove_subscriber(by_lane: &mut [Lane], queue: &Arc<DestinationQueue>) {
+fn remove_subscriber(by_lane: &mut [Lane], subscriber: &Arc<dyn Subscriber>) {
     for lane in by_lane {
-        if lane.iter().any(|s| Arc::ptr_eq(&s.queue, queue)) {
-            Arc::make_mut(lane).retain(|s| !Arc::ptr_eq(&s.queue, queue));
+        if lane.iter().any(|s| s.is_of(subscriber)) {
+            Arc::make_mut(lane).retain(|s| !s.is_of(subscriber));
         }
     }
 }
 
-/// Every destination queue of the session, FLV and TS.
-fn all_subscribers(state: &HubState) -> impl Iterator<Item = &Arc<DestinationQueue>> {
+/// Every subscriber of the session, FLV and TS.
+fn all_subscribers(state: &HubState) -> impl Iterator<Item = &Arc<dyn Subscriber>> {
     let ts = state.ts.iter().flat_map(|feed| feed.subscribers.iter());
     state
         .subscribers
         .iter()
         .flat_map(|lane| lane.iter())
         .chain(ts)
-        .map(|s| &s.queue)
+        .map(|s| &s.subscriber)
 }
 
 /// Empties the GOP cache (and its TS twin): late joiners wait for the
@@ -1597,8 +1609,8 @@ impl HubDirectory {
 mod tests {
     use super::*;
     use crate::flv;
-    use crate::queue::Batch;
     use crate::replay::GOP_CACHE_MAX_MESSAGES;
+    use crate::subscriber::inbox::Inbox;
     use bytes::Bytes;
 
     fn addr() -> SocketAddr {
@@ -1674,9 +1686,7 @@ mod tests {
             Bytes::from_static(&[0x17, 0, 0, 0, 0]),
         ));
         publish.push(video(0, true));
-        let queues: Vec<Arc<DestinationQueue>> = (0..40)
-            .map(|_| Arc::new(DestinationQueue::new(1 << 20)))
-            .collect();
+        let queues: Vec<Arc<Inbox>> = (0..40).map(|_| Inbox::new()).collect();
         for queue in &queues {
             hub.subscribe(queue).unwrap();
         }
@@ -1696,7 +1706,7 @@ mod tests {
         let mut received: Vec<Vec<MediaMessage>> = vec![Vec::new(); queues.len()];
         for _ in 0..200 {
             for (queue, out) in queues.iter().zip(&mut received) {
-                queue.try_batch(out, 1024);
+                out.extend(queue.take());
             }
             let done = |out: &Vec<MediaMessage>| out.last().map(|m| m.timestamp) == Some(3000);
             if received.iter().all(done) {
@@ -1732,11 +1742,10 @@ mod tests {
         let shared = video(99, false);
         publish.push(shared.clone());
 
-        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let queue = Inbox::new();
         assert!(hub.subscribe(&queue).is_some());
         publish.push(video(132, false));
-        let mut out = Vec::new();
-        queue.next_batch(&mut out, 64).await;
+        let out = queue.take();
         let stamps: Vec<u64> = out.iter().map(|m| m.timestamp).collect();
         assert_eq!(stamps, vec![0, 66, 99, 132]);
         assert!(out[0].sequence_header);
@@ -1744,8 +1753,7 @@ mod tests {
         assert_eq!(out[2].payload.as_ptr(), shared.payload.as_ptr());
 
         drop(publish);
-        out.clear();
-        assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+        assert!(queue.ended());
     }
 
     /// The primary drops: the backup goes on air at once, from its cached
@@ -1769,7 +1777,7 @@ mod tests {
         let audio = |ts| MediaMessage::new(MediaKind::Audio, ts, Bytes::from_static(&[0xaf, 1, 7]));
         primary.push(header(1));
         primary.push(video(1000, true));
-        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let queue = Inbox::new();
         hub.subscribe(&queue).unwrap();
         primary.push(video(1040, false));
         primary.push(audio(1050));
@@ -1784,8 +1792,7 @@ mod tests {
         drop(primary);
         assert_eq!(hub.active_source(), Some(SourceRole::Backup));
         backup.push(video(500_120, false));
-        let mut out = Vec::new();
-        queue.next_batch(&mut out, 64).await;
+        let out = queue.take();
         let got: Vec<(MediaKind, u64, bool)> = out
             .iter()
             .map(|m| (m.kind, m.timestamp, m.sequence_header))
@@ -1918,7 +1925,7 @@ mod tests {
     fn a_silent_encoder_gives_way_to_the_standby_clip_and_takes_over_at_its_keyframe() {
         let hub = hub_with_standby();
         let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
-        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let queue = Inbox::new();
         let header = MediaMessage::new(
             MediaKind::Video,
             0,
@@ -1943,11 +1950,7 @@ mod tests {
         assert_eq!(hub.standby(), None);
         publish.push(video(160, false));
 
-        let mut out = Vec::new();
-        while queue
-            .try_batch(&mut out, 1024)
-            .is_some_and(|b| b == Batch::Ready)
-        {}
+        let out = queue.take();
         let stamps: Vec<u64> = out
             .iter()
             .filter(|m| m.droppable())
@@ -1989,16 +1992,14 @@ mod tests {
         publish.push(avc(0, true));
         publish.push(avc(33, false));
 
-        let first = Arc::new(DestinationQueue::new(1 << 20));
-        let second = Arc::new(DestinationQueue::new(1 << 20));
+        let first = Inbox::new();
+        let second = Inbox::new();
         assert!(hub.subscribe_ts(&first).is_some());
         publish.push(avc(66, false));
         assert!(hub.subscribe_ts(&second).is_some());
         publish.push(avc(99, false));
 
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        first.next_batch(&mut a, 64).await;
-        second.next_batch(&mut b, 64).await;
+        let (a, b) = (first.take(), second.take());
         let stamps = |out: &[MediaMessage]| out.iter().map(|m| m.timestamp).collect::<Vec<_>>();
         // The cached GOP (its TS form), then live; no header messages.
         assert_eq!(stamps(&a), [0, 33, 66, 99]);
@@ -2054,7 +2055,7 @@ mod tests {
         let hub = StreamHub::new("main");
         hub.set_reconnect_grace(std::time::Duration::from_secs(10));
         let mut first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
-        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let queue = Inbox::new();
         let session = hub.subscribe(&queue).unwrap();
         let header = MediaMessage::new(
             MediaKind::Video,
@@ -2074,8 +2075,7 @@ mod tests {
         second.push(video(0, false)); // before its first keyframe: skipped
         second.push(video(40, true));
         second.push(video(80, false));
-        let mut out = Vec::new();
-        queue.next_batch(&mut out, 64).await;
+        let out = queue.take();
         let stamps: Vec<(u64, bool)> = out
             .iter()
             .skip(1)
@@ -2087,13 +2087,11 @@ mod tests {
             stamps,
             vec![(5000, true), (5040, false), (5120, true), (5160, false)]
         );
-        assert_eq!(queue.dropped_frames(), 0);
 
         drop(second);
         tokio::time::sleep(std::time::Duration::from_secs(11)).await;
         assert!(!hub.is_live());
-        out.clear();
-        assert_eq!(queue.next_batch(&mut out, 64).await, Batch::Ended);
+        assert!(queue.ended());
     }
 
     #[tokio::test(start_paused = true)]
@@ -2101,7 +2099,7 @@ mod tests {
         let hub = StreamHub::new("main");
         hub.set_reconnect_grace(std::time::Duration::from_secs(2));
         let publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
-        let queue = Arc::new(DestinationQueue::new(1 << 20));
+        let queue = Inbox::new();
         hub.subscribe(&queue).unwrap();
         drop(publish);
         tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
@@ -2117,7 +2115,7 @@ mod tests {
     #[test]
     fn subscribe_without_a_publisher_is_none() {
         let hub = StreamHub::new("main");
-        let queue = Arc::new(DestinationQueue::new(1024));
+        let queue = Inbox::new();
         assert_eq!(hub.subscribe(&queue), None);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use crate::message::MediaMessage;
-use crate::queue::{push_to_all, Subscriber};
+use crate::subscriber::{push_to_all, Subscription};
 use crate::supervise::{count_panic, panic_message};
 
 /// A stream spreads its destinations only from this many on: below it, the
@@ -33,7 +33,7 @@ const JOBS_WAITING: usize = 1024;
 
 /// One stream's destination queues in one lane: replaced whole when a
 /// destination joins or leaves, so a delivery takes a snapshot.
-pub type Lane = Arc<Vec<Subscriber>>;
+pub(crate) type Lane = Arc<Vec<Subscription>>;
 
 /// Messages to push to every queue of a lane.
 struct Job {
@@ -117,18 +117,12 @@ pub(crate) fn hand_over(lane: usize, queues: &Lane, messages: &[MediaMessage]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::DestinationQueue;
+    use crate::subscriber::inbox::Inbox;
 
     fn lanes(sizes: &[usize]) -> Vec<Lane> {
         sizes
             .iter()
-            .map(|&n| {
-                Arc::new(
-                    (0..n)
-                        .map(|_| Subscriber::new(&Arc::new(DestinationQueue::new(1024)), 1))
-                        .collect(),
-                )
-            })
+            .map(|&n| Arc::new((0..n).map(|_| Subscription::new(Inbox::new(), 1)).collect()))
             .collect()
     }
 

@@ -12,12 +12,12 @@ pub mod hub;
 pub mod lanes;
 pub mod message;
 pub mod mpegts;
-pub mod queue;
 pub mod remote_text;
 pub mod replay;
 pub mod secret;
 pub mod session_timeline;
 pub mod standby;
+pub mod subscriber;
 pub mod supervise;
 pub mod timeline;
 
@@ -27,5 +27,5 @@ pub use hub::{
     PublisherInfo, StreamHub,
 };
 pub use message::{MediaKind, MediaMessage};
-pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use secret::StreamKey;
+pub use subscriber::Subscriber;

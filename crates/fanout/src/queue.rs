@@ -21,15 +21,17 @@
 //! writes them with one vectored write instead of one write per message.
 //! The owner is woken once per batch, not once per message.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::message::{MediaKind, MediaMessage};
+use prism_media::subscriber::prefetch;
+use prism_media::{MediaKind, MediaMessage, Subscriber};
+
+use crate::writer::SessionWriter;
 
 /// Counters a destination exposes; read by the admin API and metrics.
 #[derive(Debug, Default)]
@@ -40,7 +42,7 @@ pub struct QueueStats {
 
 /// A destination's writer, lent to its queue while the destination task is
 /// idle so that pushes write to the socket at once (see the module doc).
-pub trait DirectWriter: Any + Send {
+pub trait DirectWriter: Send + 'static {
     /// Writes `message` without waiting. `false` means the socket did not
     /// take all of it, or failed: the writer keeps what is left (or the
     /// error), and the queue wakes its owner to deal with it.
@@ -48,25 +50,23 @@ pub trait DirectWriter: Any + Send {
 }
 
 /// The writer a destination task lent to its queue, if it did.
-#[derive(Default)]
-struct Lent {
-    writer: Option<Box<dyn DirectWriter>>,
+struct Lent<W> {
+    writer: Option<Box<W>>,
     /// The writer could not finish a write: pushes queue until the owner
     /// takes it back.
     stalled: bool,
 }
 
-impl std::fmt::Debug for Lent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lent")
-            .field("lent", &self.writer.is_some())
-            .field("stalled", &self.stalled)
-            .finish()
+impl<W> Default for Lent<W> {
+    fn default() -> Self {
+        Self {
+            writer: None,
+            stalled: false,
+        }
     }
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
+struct QueueState<W> {
     items: VecDeque<MediaMessage>,
     queued_bytes: usize,
     /// Set after a drop (or when a destination joins mid-GOP): drop media
@@ -76,7 +76,7 @@ struct QueueState {
     /// never its to send, so it is not counted as dropped.
     awaiting_first_keyframe: bool,
     interrupted: bool,
-    lent: Lent,
+    lent: Lent<W>,
     /// Whether the stream carries video at all; an audio-only stream has no
     /// keyframe to wait for.
     stream_has_video: bool,
@@ -88,12 +88,29 @@ struct QueueState {
     max_delay: Duration,
 }
 
+impl<W> Default for QueueState<W> {
+    fn default() -> Self {
+        Self {
+            items: VecDeque::new(),
+            queued_bytes: 0,
+            awaiting_keyframe: false,
+            awaiting_first_keyframe: false,
+            interrupted: false,
+            lent: Lent::default(),
+            stream_has_video: false,
+            ended: false,
+            subscription: 0,
+            max_delay: Duration::ZERO,
+        }
+    }
+}
+
 /// One destination's queue. The hub holds it behind an `Arc` and pushes; the
 /// destination task pops batches. The lock is per destination and held only
-/// for a push or a batch pop, never across I/O.
-#[derive(Debug)]
-pub struct DestinationQueue {
-    state: Mutex<QueueState>,
+/// for a push or a batch pop, never across I/O. `W` is what the task lends
+/// for direct writes (see the module doc).
+pub struct DestinationQueue<W = SessionWriter> {
+    state: Mutex<QueueState<W>>,
     /// Where the lent writer lies and its size (0 when none is lent), read
     /// without the lock to prefetch it (`push_to_all`).
     lent_at: AtomicUsize,
@@ -101,74 +118,6 @@ pub struct DestinationQueue {
     ready: Notify,
     budget_bytes: usize,
     pub stats: QueueStats,
-}
-
-/// A queue as a hub holds it: pushed only for the subscription it joined
-/// with (see `DestinationQueue::push_for`).
-#[derive(Clone, Debug)]
-pub struct Subscriber {
-    pub queue: Arc<DestinationQueue>,
-    subscription: u64,
-}
-
-impl Subscriber {
-    pub(crate) fn new(queue: &Arc<DestinationQueue>, subscription: u64) -> Self {
-        Self {
-            queue: Arc::clone(queue),
-            subscription,
-        }
-    }
-
-    pub fn push(&self, message: &MediaMessage) {
-        self.queue.push_for(Some(self.subscription), message);
-    }
-}
-
-/// Pushes each of `messages`, in order, to every queue of `queues` (one
-/// lane of a stream's destinations).
-///
-/// Each push reads the destination's queue, then its lent writer, then
-/// writes to its socket; the socket copy in between (a video frame to a
-/// few hundred sockets is megabytes) pushes that state out of the caches
-/// before the next message, so every push waited on memory for the queue,
-/// then again for the writer it points to. The walk asks for both ahead:
-/// the queue two destinations on, the writer of the next one (whose queue
-/// arrived meanwhile), so each one's fetch overlaps the send before it.
-pub(crate) fn push_to_all(queues: &[Subscriber], messages: &[MediaMessage]) {
-    for message in messages {
-        for (at, subscriber) in queues.iter().enumerate() {
-            if let Some(later) = queues.get(at + 2) {
-                prefetch(
-                    Arc::as_ptr(&later.queue).cast(),
-                    size_of::<DestinationQueue>(),
-                );
-            }
-            if let Some(next) = queues.get(at + 1) {
-                next.queue.prefetch_lent_writer();
-            }
-            subscriber.push(message);
-        }
-    }
-}
-
-/// Asks the core to bring `len` bytes from `at` into its caches, without
-/// waiting for them. Only a hint: a stale address costs a wasted fetch,
-/// never a fault.
-#[inline(always)]
-fn prefetch(at: *const u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = at as usize & !63;
-        let end = at as usize + len;
-        for line in (start..end).step_by(64) {
-            // SAFETY: SSE is in every x86_64 CPU, and a prefetch reads
-            // nothing the program can see: any address is allowed.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, len);
 }
 
 /// What `next_batch` found.
@@ -186,7 +135,47 @@ pub enum Batch {
     Hold(Instant),
 }
 
-impl DestinationQueue {
+impl<W> std::fmt::Debug for DestinationQueue<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationQueue")
+            .field("budget_bytes", &self.budget_bytes)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the hub calls: pushes never wait on the destination.
+impl<W: DirectWriter> Subscriber for DestinationQueue<W> {
+    fn begin(&self, stream_has_video: bool, start_mid_gop: bool) -> u64 {
+        self.reset(stream_has_video, start_mid_gop)
+    }
+
+    fn push_replay(&self, message: MediaMessage) {
+        let state = self.lock();
+        self.enqueue(state, message);
+    }
+
+    fn push(&self, subscription: u64, message: &MediaMessage) {
+        self.push_for(Some(subscription), message);
+    }
+
+    fn await_keyframe(&self) {
+        let mut state = self.lock();
+        state.awaiting_keyframe = state.stream_has_video;
+        state.awaiting_first_keyframe = true;
+    }
+
+    fn end(&self) {
+        self.lock().ended = true;
+        self.ready.notify_one();
+    }
+
+    fn prefetch(&self) {
+        self.prefetch_lent_writer();
+    }
+}
+
+impl<W: DirectWriter> DestinationQueue<W> {
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             state: Mutex::new(QueueState::default()),
@@ -208,7 +197,7 @@ impl DestinationQueue {
         self.lock().max_delay = max_delay;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState<W>> {
         // A panic while holding this lock cannot leave the queue inconsistent
         // (every mutation is a single push or drain), so poisoning is ignored.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -216,7 +205,7 @@ impl DestinationQueue {
 
     /// Starts the queue for a new subscription: `start_mid_gop` tells it the
     /// hub had no keyframe to replay, so media waits for the next one.
-    pub(crate) fn reset(&self, stream_has_video: bool, start_mid_gop: bool) -> u64 {
+    fn reset(&self, stream_has_video: bool, start_mid_gop: bool) -> u64 {
         let mut state = self.lock();
         state.subscription += 1;
         state.items.clear();
@@ -230,27 +219,11 @@ impl DestinationQueue {
         state.subscription
     }
 
-    /// A new publisher took over the session: wait for its first keyframe
-    /// (what is skipped meanwhile is not counted as dropped).
-    pub(crate) fn await_keyframe(&self) {
-        let mut state = self.lock();
-        state.awaiting_keyframe = state.stream_has_video;
-        state.awaiting_first_keyframe = true;
-    }
-
-    /// Queues a message replayed from the hub's cache (sequence headers,
-    /// metadata, the current GOP): accepted whatever the budget, since a
-    /// destination cannot start without it.
-    pub(crate) fn push_replay(&self, message: MediaMessage) {
-        let state = self.lock();
-        self.enqueue(state, message);
-    }
-
     /// Appends `message` and wakes the owner when it has something new to
     /// look at: the queue was empty (an owner that saw it non-empty drains
     /// it all before it waits again), or a held queue reached half its
     /// budget and must go out before it drops.
-    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, QueueState>, message: MediaMessage) {
+    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, QueueState<W>>, message: MediaMessage) {
         let was_empty = state.items.is_empty();
         let half = self.budget_bytes / 2;
         let was_under_half = state.queued_bytes < half;
@@ -342,7 +315,7 @@ impl DestinationQueue {
     /// Lends the owner's writer to the queue for direct writes. Refused
     /// (the writer comes back) when there is something for the owner to do
     /// first: queued messages, the end of the publish, an interrupt.
-    pub fn lend<W: DirectWriter>(&self, writer: Box<W>) -> Result<(), Box<W>> {
+    pub fn lend(&self, writer: Box<W>) -> Result<(), Box<W>> {
         let mut state = self.lock();
         if !state.items.is_empty()
             || state.ended
@@ -363,9 +336,8 @@ impl DestinationQueue {
 
     /// Takes back the writer lent with `lend`, with any write it could not
     /// finish still in it.
-    pub fn reclaim<W: DirectWriter>(&self) -> Option<Box<W>> {
-        let writer: Box<dyn Any + Send> = self.take_lent()?;
-        writer.downcast().ok()
+    pub fn reclaim(&self) -> Option<Box<W>> {
+        self.take_lent()
     }
 
     /// Drops a writer left lent by an owner that is gone (its task
@@ -374,7 +346,7 @@ impl DestinationQueue {
         drop(self.take_lent());
     }
 
-    fn take_lent(&self) -> Option<Box<dyn DirectWriter>> {
+    fn take_lent(&self) -> Option<Box<W>> {
         let writer = self.lock().lent.writer.take();
         self.lent_at.store(0, Ordering::Relaxed);
         writer
@@ -389,7 +361,7 @@ impl DestinationQueue {
     }
 
     /// Drops every queued frame (headers and metadata stay), counted.
-    fn shed_frames(&self, state: &mut QueueState) {
+    fn shed_frames(&self, state: &mut QueueState<W>) {
         let before = state.items.len();
         state.items.retain(|m| !m.droppable());
         let shed = (before - state.items.len()) as u64;
@@ -401,13 +373,6 @@ impl DestinationQueue {
         if message.kind != MediaKind::Data {
             self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    /// Marks the end of the publish: the destination drains what is queued,
-    /// then sees `Batch::Ended`.
-    pub(crate) fn end(&self) {
-        self.lock().ended = true;
-        self.ready.notify_one();
     }
 
     /// Moves up to `max` queued messages into `out` (which the caller reuses,
@@ -497,8 +462,10 @@ impl DestinationQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MESSAGE_OVERHEAD;
     use bytes::Bytes;
+    use prism_media::message::MESSAGE_OVERHEAD;
+
+    type Queue = DestinationQueue<Recorder>;
 
     fn video(ts: u64, key: bool, len: usize) -> MediaMessage {
         let mut body = vec![if key { 0x17 } else { 0x27 }, 0x01];
@@ -522,7 +489,7 @@ mod tests {
         )
     }
 
-    async fn drain(queue: &DestinationQueue) -> Vec<MediaMessage> {
+    async fn drain(queue: &Queue) -> Vec<MediaMessage> {
         let mut out = Vec::new();
         while !queue.lock().items.is_empty() {
             queue.next_batch(&mut out, 1024).await;
@@ -533,7 +500,7 @@ mod tests {
     #[tokio::test]
     async fn over_budget_drops_until_next_keyframe() {
         // The header and two 400-byte frames fit, with their overhead.
-        let queue = DestinationQueue::new(6 + 800 + 3 * MESSAGE_OVERHEAD + 100);
+        let queue = Queue::new(6 + 800 + 3 * MESSAGE_OVERHEAD + 100);
         queue.reset(true, false);
         queue.push(&video_header());
         queue.push(&video(0, true, 400));
@@ -554,7 +521,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequence_headers_and_metadata_are_never_dropped() {
-        let queue = DestinationQueue::new(300);
+        let queue = Queue::new(300);
         queue.reset(true, false);
         // A keyframe is queued...
         queue.push(&video(0, true, 100));
@@ -574,7 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_keyframe_larger_than_the_budget_is_still_queued() {
-        let queue = DestinationQueue::new(10);
+        let queue = Queue::new(10);
         queue.reset(true, false);
         queue.push(&video(0, true, 100));
         queue.push(&video(40, false, 100));
@@ -586,7 +553,7 @@ mod tests {
     #[tokio::test]
     async fn a_publisher_of_headers_alone_cannot_grow_the_queue() {
         let budget = 4096;
-        let queue = DestinationQueue::new(budget);
+        let queue = Queue::new(budget);
         queue.reset(true, false);
         queue.push(&video(0, true, 1000));
         for n in 0..10_000u64 {
@@ -612,7 +579,7 @@ mod tests {
     /// Tiny messages count with their overhead: the budget bounds memory.
     #[tokio::test]
     async fn tiny_messages_fill_the_budget_by_what_they_cost() {
-        let queue = DestinationQueue::new(64 * 1024);
+        let queue = Queue::new(64 * 1024);
         queue.reset(false, false);
         for n in 0..100_000u64 {
             queue.push(&MediaMessage::new(
@@ -630,7 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn joining_mid_gop_waits_for_a_keyframe_but_audio_only_does_not() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(true, true);
         queue.push(&video(0, false, 10));
         queue.push(&audio(1));
@@ -647,7 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn end_is_seen_after_the_queue_drains() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(false, false);
         queue.push(&audio(1));
         queue.end();
@@ -679,7 +646,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lent_writer_takes_pushes_until_the_socket_is_full() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(false, false);
         let recorder = Box::new(Recorder {
             written: Vec::new(),
@@ -701,12 +668,12 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(queue.try_batch(&mut out, 16), Some(Batch::Ready));
         assert_eq!(out.iter().map(|m| m.timestamp).collect::<Vec<_>>(), vec![4]);
-        assert!(queue.reclaim::<Recorder>().is_none());
+        assert!(queue.reclaim().is_none());
     }
 
     #[tokio::test]
     async fn lending_is_refused_while_the_owner_has_work() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(false, false);
         let recorder = || {
             Box::new(Recorder {
@@ -736,7 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_drop_policy_applies_before_a_direct_write() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(true, true);
         queue
             .lend(Box::new(Recorder {
@@ -760,7 +727,7 @@ mod tests {
 
     #[test]
     fn a_latency_budget_holds_messages_until_the_oldest_is_due() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(false, false);
         queue.set_max_delay(Duration::from_millis(100));
         let t0 = Instant::now();
@@ -780,7 +747,7 @@ mod tests {
 
     #[test]
     fn held_messages_go_at_once_when_the_publish_ends_or_the_queue_is_half_full() {
-        let queue = DestinationQueue::new(4 * (400 + MESSAGE_OVERHEAD));
+        let queue = Queue::new(4 * (400 + MESSAGE_OVERHEAD));
         queue.reset(false, false);
         queue.set_max_delay(Duration::from_millis(500));
         let t0 = Instant::now();
@@ -800,7 +767,7 @@ mod tests {
         assert_eq!(queue.try_batch_at(&mut out, 16, t0), Some(Batch::Ready));
         assert_eq!(queue.try_batch_at(&mut out, 16, t0), Some(Batch::Ended));
 
-        let queue = DestinationQueue::new(4 * (400 + MESSAGE_OVERHEAD));
+        let queue = Queue::new(4 * (400 + MESSAGE_OVERHEAD));
         queue.reset(true, false);
         queue.set_max_delay(Duration::from_millis(500));
         queue.push(&MediaMessage {
@@ -825,7 +792,7 @@ mod tests {
     /// empty, not by every push after it.
     #[tokio::test]
     async fn the_owner_is_woken_by_the_first_push_only() {
-        let queue = DestinationQueue::new(1 << 20);
+        let queue = Queue::new(1 << 20);
         queue.reset(false, false);
         queue.set_max_delay(Duration::from_millis(200));
         queue.push(&audio(1));
