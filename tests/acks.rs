@@ -131,15 +131,19 @@ fn a_server_that_stops_acknowledging_is_reconnected_while_others_lose_nothing() 
             "no reconnect:\n{}",
             prism.log()
         );
-        if let Some(error) = destination(admin_port, "hung")["last_error"].as_str() {
-            reason.get_or_insert(error.to_string());
+        let error = &destination(admin_port, "hung")["last_error"];
+        if !error.is_null() {
+            reason.get_or_insert(error.clone());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("reconnected after {:?}: {reason:?}", started.elapsed());
     let reason = reason.expect("the API showed the reason");
+    assert_eq!(reason["kind"], "ack_timeout", "{reason}");
     assert!(
-        reason.contains("the server stopped acknowledging"),
+        reason["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the server stopped acknowledging")),
         "{reason}"
     );
     assert!(destination(admin_port, "nginx")["verified"] == true);

@@ -5,9 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -45,30 +42,6 @@ fn wait_for_state(port: u16, dest: &str, state: &str, within: Duration) {
     }
 }
 
-/// Reads the event stream in the background, for checking afterwards.
-fn listen_to_events(port: u16) -> Arc<Mutex<String>> {
-    let seen = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&seen);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
-    )
-    .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    seen
-}
-
 #[test]
 fn destinations_change_live_and_the_changes_survive_a_restart() {
     require_ffmpeg();
@@ -101,7 +74,7 @@ reconnect_grace_s = 0
     let mut receiver_a = Ffmpeg::receiver(port_a, "live", KEY_A, &scratch.file("a.flv"));
     let mut prism = Prism::start(&scratch, &config, rtmp_port);
     wait_for_port(admin_port, Duration::from_secs(5));
-    let events = listen_to_events(admin_port);
+    let events = listen_to_events(admin_port, TOKEN);
 
     // Authentication and request errors.
     assert_eq!(http(admin_port, "GET", "/healthz", None, "").0, 200);

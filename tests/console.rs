@@ -118,7 +118,7 @@ async fn console_errors(client: &Client, driver: &ChromeDriver) -> Vec<String> {
 }
 
 /// Where screenshots go: `docs/` with `PRISM_UPDATE_SCREENSHOTS=1` (what the
-/// README shows), the test's scratch directory otherwise.
+/// docs/api.md shows), the test's scratch directory otherwise.
 fn screenshot_path(scratch: &Scratch, name: &str) -> std::path::PathBuf {
     if std::env::var_os("PRISM_UPDATE_SCREENSHOTS").is_some() {
         Path::new(env!("CARGO_MANIFEST_DIR"))

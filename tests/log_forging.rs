@@ -51,7 +51,7 @@ fn last_errors(admin_port: u16) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|d| d["last_error"].as_str().map(str::to_string))
+        .filter_map(|d| d["last_error"]["message"].as_str().map(str::to_string))
         .collect()
 }
 

@@ -15,7 +15,7 @@ use support::*;
 const KEY: &str = "live_standby_show_42";
 const TOKEN: &str = "standby-admin-token-0123";
 
-/// A 3 s standby clip as the README tells operators to make one (FLV or,
+/// A 3 s standby clip as docs/operations.md tells operators to make one (FLV or,
 /// by the file's extension, MP4).
 fn make_clip(path: &Path) {
     let format = if path.extension().is_some_and(|e| e == "mp4") {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod tls;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -1314,4 +1315,28 @@ pub fn max_video_gap(path: &Path) -> Duration {
     let times: Vec<f64> = video_entries(path, "packet=pts_time");
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     Duration::from_secs_f64(gap.max(0.0))
+}
+
+/// Reads the event stream in the background, for checking afterwards.
+pub fn listen_to_events(port: u16, token: &str) -> Arc<std::sync::Mutex<String>> {
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = Arc::clone(&seen);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
 }

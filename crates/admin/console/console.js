@@ -190,7 +190,7 @@ function describeEvent(type, e) {
     case "publish_stop":
       return `${e.stream}: publish stopped`;
     case "destination_state":
-      return `${e.stream} → ${e.destination}: ${e.state}${e.error ? ` (${e.error})` : ""}`;
+      return `${e.stream} → ${e.destination}: ${e.state}${e.error ? ` (${e.error.kind}: ${e.error.message})` : ""}`;
     case "standby_start":
       return `${e.stream}: standby (${e.reason})`;
     case "standby_stop":
@@ -435,7 +435,8 @@ function updateDestination(item, streamId, destination, now) {
   pill.className = `pill dest-state ${destination.state}`;
   pill.textContent = destination.state;
   if (!$(".dest-error", item).textContent || destination.last_error) {
-    $(".dest-error", item).textContent = destination.last_error || "";
+    const failure = destination.last_error;
+    $(".dest-error", item).textContent = failure ? `${failure.message} [${failure.kind}]` : "";
   }
   item.dataset.url = destination.url;
   $(".dest-url", item).textContent = destination.key_hint ? `${destination.url} (key ${destination.key_hint})` : destination.url;

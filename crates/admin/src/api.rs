@@ -25,7 +25,7 @@ use prism_fanout::{Registry, StreamEntry};
 use prism_media::arbiter::{SourceChoice, SourceRole};
 
 use crate::config::{AdminConfig, Config, DestinationEntry, FanoutConfig, StreamConfig};
-use crate::control::{Controller, Event};
+use crate::control::{Controller, Event, FailureView};
 use crate::error::ApiError;
 use crate::site_guard::SiteGuard;
 use crate::{persist, platforms};
@@ -244,7 +244,7 @@ struct DestinationView {
     key_hint: String,
     enabled: bool,
     state: &'static str,
-    last_error: Option<String>,
+    last_error: Option<FailureView>,
     bytes_sent: u64,
     dropped_frames: u64,
     reconnects: u64,
@@ -277,7 +277,7 @@ fn destination_view(
         key_hint: destination.url.stream_name.hint(),
         enabled: destination.enabled,
         state: status.map_or("idle", |s| s.state().as_str()),
-        last_error: status.and_then(|s| s.last_error()),
+        last_error: status.and_then(|s| s.last_error()).map(FailureView::from),
         bytes_sent: status.map_or(0, |s| s.bytes_sent.load(Ordering::Relaxed)),
         dropped_frames: status.map_or(0, |s| s.dropped_frames()),
         reconnects: status.map_or(0, |s| s.reconnects.load(Ordering::Relaxed)),

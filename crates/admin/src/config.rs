@@ -140,7 +140,7 @@ fn default_worker_threads_spanned() -> Spanned<usize> {
 }
 
 /// One worker thread: fan-out costs least when a message reaches every
-/// destination without waking other threads (measured in the README), and
+/// destination without waking other threads (measured in docs/benchmarks.md), and
 /// one core relays hundreds of destinations.
 fn default_worker_threads() -> usize {
     1
@@ -247,7 +247,7 @@ fn default_max_delay() -> Spanned<u64> {
     Spanned::new(0..0, DEFAULT_MAX_DELAY_MS)
 }
 /// The default latency budget: the smallest that got most of the saving
-/// in the load harness (README, Benchmarks). At 100 destinations it cut
+/// in the load harness (docs/benchmarks.md). At 100 destinations it cut
 /// Prism's CPU by a third on loopback and by half behind a 40 ms, lossy
 /// path; platforms buffer seconds, so 100 ms more is not seen.
 pub const DEFAULT_MAX_DELAY_MS: u64 = 100;

@@ -37,6 +37,23 @@ use crate::error::ApiError;
 use crate::persist;
 
 /// What `/v1/events` streams.
+/// A destination's last failure as the API and events show it: `kind`
+/// to act on (`prism_fanout::ErrorKind::as_str`), `message` to read.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureView {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl From<prism_fanout::DestinationError> for FailureView {
+    fn from(error: prism_fanout::DestinationError) -> Self {
+        Self {
+            kind: error.kind().as_str(),
+            message: error.message().to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -54,7 +71,7 @@ pub enum Event {
         stream: String,
         destination: String,
         state: &'static str,
-        error: Option<String>,
+        error: Option<FailureView>,
         /// The server acknowledges what it receives.
         verified: bool,
         timestamp: String,
@@ -891,7 +908,7 @@ fn destination_event(
         stream: stream.to_string(),
         destination: destination.to_string(),
         state: state.as_str(),
-        error: status.last_error(),
+        error: status.last_error().map(FailureView::from),
         verified: status.verified(),
         timestamp: now(),
     }

@@ -27,6 +27,7 @@ use prism_media::{MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
 use crate::acks::{AckTracker, AckVerdict};
+use crate::error::{DestinationError, ErrorKind};
 use crate::queue::{Batch, DestinationQueue};
 use crate::writer::{MediaSink, MediaWriter};
 
@@ -107,7 +108,9 @@ impl DestinationState {
 #[derive(Debug)]
 pub struct DestinationStatus {
     state: AtomicU8,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<DestinationError>>,
+    /// Sessions that failed, by kind (`ErrorKind::index`).
+    failures: [AtomicU64; ErrorKind::ALL.len()],
     /// Bumped on every state or error change, for event streams.
     changes: watch::Sender<()>,
     pub bytes_sent: AtomicU64,
@@ -136,6 +139,7 @@ impl DestinationStatus {
         Self {
             state: AtomicU8::new(DestinationState::Idle as u8),
             last_error: Mutex::new(None),
+            failures: Default::default(),
             changes: watch::Sender::new(()),
             bytes_sent: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
@@ -154,7 +158,12 @@ impl DestinationStatus {
         DestinationState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    pub fn last_error(&self) -> Option<String> {
+    /// Sessions that failed with `kind` since the destination started.
+    pub fn failures(&self, kind: ErrorKind) -> u64 {
+        self.failures[kind.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<DestinationError> {
         self.last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -217,7 +226,13 @@ impl DestinationStatus {
         }
     }
 
-    pub(crate) fn set_error(&self, error: Option<String>) {
+    /// Records a failed session: its error is shown and counted by kind.
+    pub(crate) fn record_failure(&self, error: DestinationError) {
+        self.failures[error.kind().index()].fetch_add(1, Ordering::Relaxed);
+        self.set_error(Some(error));
+    }
+
+    pub(crate) fn set_error(&self, error: Option<DestinationError>) {
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         if *last != error {
             *last = error;
@@ -333,7 +348,10 @@ async fn supervise(
             retry_in_ms = delay.as_millis() as u64,
             "destination task panicked; retrying"
         );
-        status.set_error(Some(format!("internal error (task panicked): {panic}")));
+        status.record_failure(DestinationError::new(
+            ErrorKind::Internal,
+            format!("internal error (task panicked): {panic}"),
+        ));
         status.set_state(DestinationState::Retrying);
         status.reconnects.fetch_add(1, Ordering::Relaxed);
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -357,7 +375,7 @@ pub(crate) enum SessionEnd {
     PublisherEnded,
     /// Disabled or shut down; unpublished cleanly.
     Stopped,
-    Failed(String),
+    Failed(DestinationError),
 }
 
 async fn run(
@@ -423,7 +441,8 @@ async fn run(
             SessionEnd::Failed(error) => {
                 // Often the server's own words (an onStatus description):
                 // escaped and cut before the log, the API and events.
-                let error = remote_text(&error);
+                let message = remote_text(error.message());
+                let error = error.with_message(message);
                 served = None;
                 if started.elapsed() >= BACKOFF_RESET_AFTER {
                     backoff = BACKOFF_START;
@@ -434,11 +453,12 @@ async fn run(
                     destination = %config.id,
                     url = %config.url,
                     error = %error,
+                    kind = error.kind().as_str(),
                     dropped_frames = status.dropped_frames(),
                     retry_in_ms = delay.as_millis() as u64,
                     "destination failed; retrying"
                 );
-                status.set_error(Some(error));
+                status.record_failure(error);
                 status.set_state(DestinationState::Retrying);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 tokio::select! {
@@ -490,9 +510,12 @@ async fn session(
             Ok(Ok(connected)) => connected,
             Ok(Err(error)) => return SessionEnd::Failed(error),
             Err(_) => {
-                return SessionEnd::Failed(format!(
-                    "server did not accept the publish within {} s",
-                    config.connect_timeout.as_secs()
+                return SessionEnd::Failed(DestinationError::new(
+                    ErrorKind::ConnectTimeout,
+                    format!(
+                        "server did not accept the publish within {} s (connect_timeout_s)",
+                        config.connect_timeout.as_secs()
+                    ),
                 ))
             }
         },
@@ -703,23 +726,26 @@ where
         };
         match read {
             None => {}
-            Some(Ok(0)) => return SessionEnd::Failed("server closed the connection".into()),
+            Some(Ok(0)) => {
+                return SessionEnd::Failed(DestinationError::closed("server closed the connection"))
+            }
             Some(Ok(n)) => match client.handle_input(&read_buf[..n], writer.chunks()) {
                 Ok(events) => {
                     acks.observe(client.acknowledged(), Instant::now());
                     if let Some(ClientEvent::Rejected { code, reason }) = events.into_iter().next()
                     {
-                        return SessionEnd::Failed(format!(
-                            "server ended the publish: {code}: {reason}"
+                        return SessionEnd::Failed(DestinationError::new(
+                            ErrorKind::Rejected,
+                            format!("server ended the publish: {code}: {reason}"),
                         ));
                     }
                     if let Err(e) = writer.flush(config.write_timeout).await {
                         return SessionEnd::Failed(e);
                     }
                 }
-                Err(e) => return SessionEnd::Failed(e.to_string()),
+                Err(e) => return SessionEnd::Failed(DestinationError::protocol(e)),
             },
-            Some(Err(e)) => return SessionEnd::Failed(format!("read failed: {e}")),
+            Some(Err(e)) => return SessionEnd::Failed(DestinationError::io("read", &e)),
         }
     }
 }
@@ -764,11 +790,14 @@ fn check_acks(
         }
         AckVerdict::Stalled { silent, unacked } => {
             status.ack_timeouts.fetch_add(1, Ordering::Relaxed);
-            Some(SessionEnd::Failed(format!(
-                "the server stopped acknowledging: nothing for {} s while {} KiB were sent (ack_timeout_s = {})",
-                silent.as_secs(),
-                unacked / 1024,
-                config.ack_timeout.as_secs()
+            Some(SessionEnd::Failed(DestinationError::new(
+                ErrorKind::AckTimeout,
+                format!(
+                    "the server stopped acknowledging: nothing for {} s while {} KiB were sent (ack_timeout_s = {})",
+                    silent.as_secs(),
+                    unacked / 1024,
+                    config.ack_timeout.as_secs()
+                ),
             )))
         }
     }
@@ -793,7 +822,7 @@ async fn wait<R: AsyncRead + Unpin>(
 type Connected = (Transport, PublishClient, ChunkWriter, u32);
 
 /// Opens the connection and runs it up to `NetStream.Publish.Start`.
-async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, String> {
+async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, DestinationError> {
     let mut stream = open(config).await?;
     let mut out = ChunkWriter::new(128);
     let (client, stream_id) = start_publish(
@@ -821,19 +850,22 @@ pub(crate) async fn stop_requested(control: &mut watch::Receiver<Control>) {
 }
 
 /// Opens the transport to the destination: TCP, then TLS for `rtmps://`.
-async fn open(config: &DestinationConfig) -> Result<Transport, String> {
+async fn open(config: &DestinationConfig) -> Result<Transport, DestinationError> {
     let (host, port) = (config.url.host.as_str(), config.url.port);
-    let mut last_error = format!("{host} did not resolve to any address");
-    let addresses = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last_error = DestinationError::new(
+        ErrorKind::Dns,
+        format!("{host} did not resolve to any address"),
+    );
+    let addresses = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+        DestinationError::new(ErrorKind::Dns, format!("cannot resolve {host}: {e}"))
+    })?;
     for address in addresses {
         let socket = if address.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
         }
-        .map_err(|e| format!("cannot open a socket: {e}"))?;
+        .map_err(|e| DestinationError::new(ErrorKind::Io, format!("cannot open a socket: {e}")))?;
         // A bounded kernel buffer keeps what a slow destination holds visible
         // to the queue's budget, instead of megabytes hidden in the kernel.
         let _ = socket.set_send_buffer_size(config.socket_send_buffer_bytes);
@@ -849,13 +881,25 @@ async fn open(config: &DestinationConfig) -> Result<Transport, String> {
                         let tls =
                             tokio::task::spawn_blocking(move || tls_config(ca_file.as_deref()))
                                 .await
-                                .map_err(|e| format!("TLS setup task failed: {e}"))??;
-                        tls_connect(stream, host, tls).await
+                                .map_err(|e| format!("TLS setup task failed: {e}"))
+                                .and_then(|config| config)
+                                .map_err(|e| DestinationError::new(ErrorKind::Tls, e))?;
+                        tls_connect(stream, host, tls)
+                            .await
+                            .map_err(|e| DestinationError::new(ErrorKind::Tls, e))
                     }
                     Scheme::Srt => unreachable!("SRT destinations have their own session"),
                 };
             }
-            Err(e) => last_error = format!("connect to {address} failed: {e}"),
+            Err(e) => {
+                let kind = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+                    std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                    _ => ErrorKind::Connect,
+                };
+                last_error =
+                    DestinationError::new(kind, format!("connect to {address} failed: {e}"));
+            }
         }
     }
     Err(last_error)
@@ -871,43 +915,43 @@ pub async fn start_publish<S>(
     chunk_size: u32,
     out: &mut ChunkWriter,
     write_timeout: Option<Duration>,
-) -> Result<(PublishClient, u32), String>
+) -> Result<(PublishClient, u32), DestinationError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let leftover = prism_rtmp::handshake(stream, Role::Client)
-        .await
-        .map_err(|e| e.to_string())?;
+    let leftover = prism_rtmp::handshake(stream, Role::Client).await?;
     let mut client = PublishClient::new(url.publish_target(), chunk_size);
     client.start(out);
     let mut events = client
         .handle_input(&leftover, out)
-        .map_err(|e| e.to_string())?;
+        .map_err(DestinationError::protocol)?;
     let mut read_buf = vec![0u8; 16 * 1024];
     loop {
-        out.write_to(stream, write_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        out.write_to(stream, write_timeout).await?;
         if let Some(event) = events.into_iter().next() {
             return match event {
                 ClientEvent::PublishStarted { stream_id } => Ok((client, stream_id)),
-                ClientEvent::Rejected { code, reason } => {
-                    Err(format!("server refused the stream: {code}: {reason}"))
-                }
+                ClientEvent::Rejected { code, reason } => Err(DestinationError::new(
+                    ErrorKind::Rejected,
+                    format!("server refused the stream: {code}: {reason}"),
+                )),
             };
         }
         let n = read_some(stream, &mut read_buf).await?;
         events = client
             .handle_input(&read_buf[..n], out)
-            .map_err(|e| e.to_string())?;
+            .map_err(DestinationError::protocol)?;
     }
 }
 
-async fn read_some<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Result<usize, String> {
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<usize, DestinationError> {
     match reader.read(buf).await {
-        Ok(0) => Err("server closed the connection".into()),
+        Ok(0) => Err(DestinationError::closed("server closed the connection")),
         Ok(n) => Ok(n),
-        Err(e) => Err(format!("read failed: {e}")),
+        Err(e) => Err(DestinationError::io("read", &e)),
     }
 }
 
@@ -916,7 +960,7 @@ async fn finish<S: MediaSink>(
     client: &mut PublishClient,
     writer: &mut MediaWriter<S>,
     config: &DestinationConfig,
-) -> Result<(), String> {
+) -> Result<(), DestinationError> {
     client.unpublish(writer.chunks());
     writer.flush(config.write_timeout).await?;
     writer.shutdown().await;

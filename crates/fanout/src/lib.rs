@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod destination;
+pub mod error;
 pub mod queue;
 pub mod registry;
 pub mod srt;
@@ -15,6 +16,7 @@ pub use destination::{
     spawn_destination, start_publish, DestinationConfig, DestinationHandle, DestinationState,
     DestinationStatus,
 };
+pub use error::{DestinationError, ErrorKind};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use registry::{Registry, StreamEntry};
 pub use url::DestinationUrl;

@@ -19,6 +19,7 @@ use tracing::debug;
 use prism_media::mpegts::DATAGRAM_LEN;
 use prism_media::{MediaMessage, StreamHub};
 
+use crate::error::{DestinationError, ErrorKind};
 use crate::queue::Batch;
 
 use crate::destination::{
@@ -112,7 +113,7 @@ pub(crate) async fn session(
     end
 }
 
-async fn connect(config: &DestinationConfig) -> Result<SrtSocket, String> {
+async fn connect(config: &DestinationConfig) -> Result<SrtSocket, DestinationError> {
     let url = &config.url;
     let options = url
         .srt
@@ -129,7 +130,10 @@ async fn connect(config: &DestinationConfig) -> Result<SrtSocket, String> {
         let passphrase = passphrase.expose().to_string().try_into();
         let key_size = options.key_length.try_into();
         let (Ok(passphrase), Ok(key_size)) = (passphrase, key_size) else {
-            return Err("the SRT passphrase or pbkeylen is out of range".into());
+            return Err(DestinationError::new(
+                ErrorKind::Internal,
+                "the SRT passphrase or pbkeylen is out of range",
+            ));
         };
         builder = builder.set(|o| {
             o.encryption.passphrase = Some(passphrase);
@@ -137,21 +141,35 @@ async fn connect(config: &DestinationConfig) -> Result<SrtSocket, String> {
         });
     }
     let stream_id = options.stream_id.as_ref().map(|id| id.expose());
+    // Resolved here, so that a name that does not resolve says so.
+    let dns = |why: String| DestinationError::new(ErrorKind::Dns, why);
+    let address = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| dns(format!("cannot resolve {}: {e}", url.host)))?
+        .next()
+        .ok_or_else(|| dns(format!("{} did not resolve to any address", url.host)))?;
     builder
-        .call(url.host_port().as_str(), stream_id)
+        .call(address.to_string().as_str(), stream_id)
         .await
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut => format!(
-                "no SRT answer from {} within {} s",
-                url.host_port(),
-                config.connect_timeout.as_secs()
+            std::io::ErrorKind::TimedOut => DestinationError::new(
+                ErrorKind::ConnectTimeout,
+                format!(
+                    "no SRT answer from {} within {} s",
+                    url.host_port(),
+                    config.connect_timeout.as_secs()
+                ),
             ),
-            std::io::ErrorKind::ConnectionRefused => {
+            std::io::ErrorKind::ConnectionRefused => DestinationError::new(
+                ErrorKind::Rejected,
                 format!(
                     "the SRT listener refused the connection: {e} (check streamid and passphrase)"
-                )
-            }
-            _ => format!("SRT connect to {} failed: {e}", url.host_port()),
+                ),
+            ),
+            _ => DestinationError::new(
+                ErrorKind::Connect,
+                format!("SRT connect to {} failed: {e}", url.host_port()),
+            ),
         })
 }
 
@@ -176,9 +194,12 @@ async fn relay(
             receiver.hear(&counters, status);
         }
         if receiver.silent_for(Instant::now()) >= RECEIVER_SILENT {
-            return SessionEnd::Failed(format!(
-                "the SRT receiver stopped answering: nothing from it for {:.1} s",
-                RECEIVER_SILENT.as_secs_f64()
+            return SessionEnd::Failed(DestinationError::new(
+                ErrorKind::AckTimeout,
+                format!(
+                    "the SRT receiver stopped answering: nothing from it for {:.1} s",
+                    RECEIVER_SILENT.as_secs_f64()
+                ),
             ));
         }
         if control.has_changed().unwrap_or(true) {
@@ -223,8 +244,12 @@ async fn relay(
                 // A receiver sends nothing but control packets; data from
                 // it is ignored.
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return SessionEnd::Failed(format!("SRT connection failed: {e}")),
-                None => return SessionEnd::Failed("the SRT receiver closed the connection".into()),
+                Some(Err(e)) => return SessionEnd::Failed(DestinationError::io("SRT connection", &e)),
+                None => {
+                    return SessionEnd::Failed(DestinationError::closed(
+                        "the SRT receiver closed the connection",
+                    ))
+                }
             },
             Some(counters) = statistics.next() => receiver.hear(&counters, status),
             _ = checks.tick() => {}
@@ -278,7 +303,7 @@ async fn send(
     socket: &mut SrtSocket,
     out: &mut Vec<Bytes>,
     config: &DestinationConfig,
-) -> Result<(), String> {
+) -> Result<(), DestinationError> {
     if out.is_empty() {
         return Ok(());
     }
@@ -294,10 +319,15 @@ async fn send(
             status.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
             Ok(())
         }
-        Ok(Err(e)) => Err(format!("the SRT connection closed: {e}")),
-        Err(_) => Err(format!(
-            "SRT send made no progress for {} s",
-            config.write_timeout.as_secs()
+        Ok(Err(e)) => Err(DestinationError::closed(format!(
+            "the SRT connection closed: {e}"
+        ))),
+        Err(_) => Err(DestinationError::new(
+            ErrorKind::WriteStall,
+            format!(
+                "SRT send made no progress for {} s",
+                config.write_timeout.as_secs()
+            ),
         )),
     }
 }

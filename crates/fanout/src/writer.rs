@@ -23,6 +23,7 @@ use prism_media::MediaMessage;
 use prism_rtmp::{ChunkWriter, WriteError};
 
 use crate::destination::DestinationStatus;
+use crate::error::DestinationError;
 use crate::queue::DirectWriter;
 
 /// A connection's write half, as a `MediaWriter` uses it.
@@ -161,7 +162,7 @@ pub struct SessionWriter {
     status: Arc<DestinationStatus>,
     /// Why a direct write failed; the task reports it when it takes the
     /// writer back.
-    failed: Option<String>,
+    failed: Option<DestinationError>,
     /// How much of `out.written_total()` is already in `status.bytes_sent`:
     /// the counter is shared, so it is brought up to date once a second (and
     /// when the writer goes away), not on every write.
@@ -237,7 +238,7 @@ impl<S: MediaSink> MediaWriter<S> {
 
     /// Writes everything queued, failing if a write makes no progress within
     /// `stall_timeout`, or if a direct write already failed.
-    pub async fn flush(&mut self, stall_timeout: Duration) -> Result<(), String> {
+    pub async fn flush(&mut self, stall_timeout: Duration) -> Result<(), DestinationError> {
         let session = &mut *self.session;
         if let Some(error) = session.failed.take() {
             return Err(error);
@@ -247,7 +248,7 @@ impl<S: MediaSink> MediaWriter<S> {
             .write_to(&mut self.sink, Some(stall_timeout))
             .await;
         session.report_bytes();
-        result.map_err(|e| e.to_string())?;
+        result?;
         session.telemetry.written(&session.status);
         Ok(())
     }
@@ -265,7 +266,7 @@ impl<S: MediaSink> MediaWriter<S> {
         &mut self,
         gate: &Semaphore,
         stall_timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), DestinationError> {
         if !S::WRITES_NOW {
             return self.flush(stall_timeout).await;
         }
@@ -296,11 +297,11 @@ impl<S: MediaSink> MediaWriter<S> {
                 Ok(false) => {
                     match tokio::time::timeout(stall_timeout, self.sink.writable()).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(format!("write failed: {e}")),
-                        Err(_) => return Err(WriteError::Stalled(stall_timeout).to_string()),
+                        Ok(Err(e)) => return Err(DestinationError::io("write", &e)),
+                        Err(_) => return Err(WriteError::Stalled(stall_timeout).into()),
                     }
                 }
-                Err(e) => return Err(format!("write failed: {e}")),
+                Err(e) => return Err(DestinationError::io("write", &e)),
             }
         }
         session.telemetry.written(&session.status);
@@ -371,7 +372,7 @@ impl DirectWriter for SessionWriter {
                 false
             }
             Err(e) => {
-                self.failed = Some(format!("write failed: {e}"));
+                self.failed = Some(DestinationError::io("write", &e));
                 false
             }
         }
@@ -556,8 +557,8 @@ mod tests {
         assert!(!session.write_now(&msg(MediaKind::Video, 0, &[0x17, 1, 0, 0, 0, 0xab])));
         assert!(session
             .failed
-            .as_deref()
-            .is_some_and(|e| e.starts_with("write failed")));
+            .as_ref()
+            .is_some_and(|e| e.is_closed() && e.message().starts_with("write failed")));
         drop(session);
         let mut received = Vec::new();
         server.read_to_end(&mut received).await.unwrap();

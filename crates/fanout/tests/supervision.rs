@@ -112,7 +112,14 @@ async fn a_panicking_destination_task_is_retried_and_goes_live_again() {
     destination.inject_panic();
     wait_for(DestinationState::Retrying).await;
     let error = destination.status.last_error().unwrap();
-    assert!(error.contains("panicked"), "{error}");
+    assert!(error.message().contains("panicked"), "{error}");
+    assert_eq!(error.kind(), prism_fanout::ErrorKind::Internal);
+    assert_eq!(
+        destination
+            .status
+            .failures(prism_fanout::ErrorKind::Internal),
+        1
+    );
     assert_eq!(destination.status.reconnects.load(Ordering::Relaxed), 1);
 
     wait_for(DestinationState::Live).await;

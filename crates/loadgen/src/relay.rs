@@ -1,6 +1,6 @@
 //! The relays under test, each a separate process whose CPU and memory are
 //! read from /proc: Prism (release build), nginx with nginx-rtmp-module's
-//! `push`, SRS 5's `forward` (a binary the user built; see the README), and
+//! `push`, SRS 5's `forward` (a binary the user built; see docs/benchmarks.md), and
 //! a plain TCP tee (this binary's `tee` subcommand). Configs are generated
 //! here.
 
@@ -108,10 +108,9 @@ impl Relay {
                 spawn_nginx(Command::new("nginx"), &dir, &config)?
             }
             Against::Srs => {
-                let binary = args
-                    .srs_bin
-                    .as_deref()
-                    .ok_or("--against srs needs --srs-bin (an SRS 5 objs/srs; see the README)")?;
+                let binary = args.srs_bin.as_deref().ok_or(
+                    "--against srs needs --srs-bin (an SRS 5 objs/srs; see docs/benchmarks.md)",
+                )?;
                 // SRS forwards a stream under its own app and name, so each
                 // destination is a receiver port of its own.
                 let destinations: Vec<String> = receivers

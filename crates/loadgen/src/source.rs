@@ -218,7 +218,8 @@ pub async fn publish(
             &mut out,
             None,
         )
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .1;
     }
     let raw = raw_addr.is_some();

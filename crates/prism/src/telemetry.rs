@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 use prism_fanout::destination::DestinationState;
-use prism_fanout::Registry;
+use prism_fanout::{ErrorKind, Registry};
 use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
 use prism_media::arbiter::{SourceRole, SwitchReason};
@@ -177,6 +177,14 @@ impl Telemetry {
                     .set(status.ack_lag_bytes.load(Ordering::Relaxed) as f64);
                 counter!("prism_destination_ack_timeouts_total", &labels)
                     .absolute(status.ack_timeouts.load(Ordering::Relaxed));
+                for kind in ErrorKind::ALL {
+                    let failures = status.failures(kind);
+                    if failures > 0 {
+                        let mut with_kind = labels.to_vec();
+                        with_kind.push(("kind", kind.as_str().to_string()));
+                        counter!("prism_destination_failures_total", &with_kind).absolute(failures);
+                    }
+                }
             }
         }
         if let Some(cluster) = self.cluster.get() {
@@ -308,6 +316,10 @@ fn describe() {
         "prism_destination_ack_lag_bytes",
         Unit::Bytes,
         "Bytes sent on the current connection that the server has not acknowledged."
+    );
+    describe_counter!(
+        "prism_destination_failures_total",
+        "Destination sessions that failed, by kind (dns, connect_refused, connect_timeout, connect, tls, rejected, protocol, write_stall, ack_timeout, closed_by_peer, io, internal)."
     );
     describe_counter!(
         "prism_destination_ack_timeouts_total",
