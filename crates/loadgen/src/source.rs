@@ -3,7 +3,7 @@
 //! publisher that sends it in real time, looping, each frame stamped with a
 //! sequence number so sinks can measure latency.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,9 +92,16 @@ pub enum Target {
     },
 }
 
-/// Where the source stream of `bitrate_kbps` is cached.
+/// Where the source stream of `bitrate_kbps` is cached: the workspace's
+/// build directory (`CARGO_TARGET_DIR` when set), wherever the harness or its
+/// tests run from, never the source tree.
 pub fn source_path(bitrate_kbps: u32) -> PathBuf {
-    PathBuf::from("target/loadgen").join(format!("source-{bitrate_kbps}k.flv"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target
+        .join("loadgen")
+        .join(format!("source-{bitrate_kbps}k.flv"))
 }
 
 pub fn prepare(bitrate_kbps: u32) -> Result<Source, String> {
