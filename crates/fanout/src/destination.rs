@@ -130,6 +130,7 @@ pub struct DestinationStatus {
     live_since_ms: AtomicU64,
     pub queue: Arc<DestinationQueue>,
     /// Test hook: the task panics at its next turn (see `inject_panic`).
+    #[cfg(feature = "test-hooks")]
     panic_requested: std::sync::atomic::AtomicBool,
 }
 
@@ -150,6 +151,7 @@ impl DestinationStatus {
             ack_timeouts: AtomicU64::new(0),
             live_since_ms: AtomicU64::new(0),
             queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
+            #[cfg(feature = "test-hooks")]
             panic_requested: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -276,9 +278,10 @@ impl DestinationHandle {
         self.control.borrow().enabled
     }
 
-    /// Test hook: makes the destination's task panic at its next turn, to
-    /// show that the supervisor retries it.
-    #[doc(hidden)]
+    /// Test hook (feature `test-hooks`, never in a release): makes the
+    /// destination's task panic at its next turn, to show that the
+    /// supervisor retries it.
+    #[cfg(feature = "test-hooks")]
     pub fn inject_panic(&self) {
         self.status.panic_requested.store(true, Ordering::Relaxed);
         self.status.queue.interrupt();
@@ -657,6 +660,7 @@ where
                 return failed;
             }
         }
+        #[cfg(feature = "test-hooks")]
         if status.panic_requested.load(Ordering::Relaxed)
             && status.panic_requested.swap(false, Ordering::Relaxed)
         {

@@ -54,6 +54,20 @@ pub const SUPERVISED_TASKS: [&str; 13] = [
     "event_watch",
 ];
 
+/// The listeners the test suite asks to fail on SIGUSR2 (`PRISM_TEST_HOOKS`,
+/// comma-separated), so that it can watch supervision bring them back.
+/// Only a build with the `test-hooks` feature reads it, which only the test
+/// suite enables: a release daemon never looks at the variable.
+pub fn listeners_to_fail_on_request() -> Option<Vec<String>> {
+    #[cfg(feature = "test-hooks")]
+    {
+        let names = std::env::var("PRISM_TEST_HOOKS").ok()?;
+        Some(names.split(',').map(|n| n.trim().to_string()).collect())
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -273,15 +273,14 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let faults = match std::env::var("PRISM_TEST_HOOKS") {
-        Ok(names) => {
-            warn!(listeners = %names, "PRISM_TEST_HOOKS: SIGUSR2 makes these listeners fail (for tests only)");
-            let faults =
-                FaultInjector::new(names.split(',').map(|n| n.trim().to_string()).collect());
+    let faults = match prism_media::supervise::listeners_to_fail_on_request() {
+        Some(names) => {
+            warn!(listeners = %names.join(","), "PRISM_TEST_HOOKS: SIGUSR2 makes these listeners fail (for tests only)");
+            let faults = FaultInjector::new(names);
             spawn_fault_signal(faults.clone())?;
             faults
         }
-        Err(_) => FaultInjector::default(),
+        None => FaultInjector::default(),
     };
     let supervision = || Supervision {
         readiness: Arc::clone(&readiness),
