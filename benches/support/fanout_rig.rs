@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use prism_fanout::writer::{MediaWriter, NullSink};
+use prism_fanout::writer::{MediaWriter, NullSink, SessionQueue};
 use prism_fanout::DestinationStatus;
 use prism_media::{MediaKind, MediaMessage, PublishGuard, StreamHub};
 use prism_rtmp::ChunkWriter;
@@ -28,7 +28,7 @@ pub enum Path {
 }
 
 struct Destination {
-    status: Arc<DestinationStatus>,
+    queue: Arc<SessionQueue>,
     /// Held here on the queued path; lent to the queue on the direct path.
     writer: Option<MediaWriter<NullSink>>,
     batch: Vec<MediaMessage>,
@@ -54,8 +54,9 @@ impl FanoutRig {
             .expect("fresh hub");
         let destinations = (0..destinations)
             .map(|i| {
-                let status = Arc::new(DestinationStatus::new(64 * 1024 * 1024));
-                hub.subscribe(&status.queue).expect("live");
+                let queue = Arc::new(SessionQueue::new(64 * 1024 * 1024));
+                let status = Arc::new(DestinationStatus::new(Arc::clone(queue.stats())));
+                hub.subscribe(&queue).expect("live");
                 let writer = MediaWriter::new(
                     NullSink,
                     ChunkWriter::new(prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
@@ -67,13 +68,13 @@ impl FanoutRig {
                 let writer = match path {
                     Path::Direct => {
                         let (_, session) = writer.into_parts();
-                        assert!(status.queue.lend(session).is_ok(), "nothing queued yet");
+                        assert!(queue.lend(session).is_ok(), "nothing queued yet");
                         None
                     }
                     Path::Queued | Path::Held(_) => Some(writer),
                 };
                 Destination {
-                    status,
+                    queue,
                     writer,
                     batch: Vec::with_capacity(256),
                 }
@@ -123,10 +124,7 @@ impl FanoutRig {
         }
         for destination in &mut self.destinations {
             let writer = destination.writer.as_mut().expect("held on this path");
-            destination
-                .status
-                .queue
-                .try_batch(&mut destination.batch, 256);
+            destination.queue.try_batch(&mut destination.batch, 256);
             for message in destination.batch.drain(..) {
                 writer.queue(&message);
             }
@@ -145,7 +143,7 @@ impl FanoutRig {
     pub fn bytes_written(&mut self) -> u64 {
         let mut total = 0;
         for destination in &mut self.destinations {
-            let queue = &destination.status.queue;
+            let queue = &destination.queue;
             match destination.writer.as_ref() {
                 Some(writer) => total += writer.bytes_written(),
                 None => {

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use prism_cluster::node::VersionError;
 use prism_cluster::{Cluster, StoreError};
-use prism_fanout::destination::DestinationState;
+use prism_fanout::DestinationState;
 use prism_fanout::DestinationUrl;
 use prism_fanout::{
     spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,

@@ -10,7 +10,7 @@
 //! retries with jittered exponential backoff while the publisher stays live.
 //! Nothing here is ever awaited by ingest or by another destination.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,238 +28,27 @@ use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
 use crate::acks::{AckTracker, AckVerdict};
 use crate::error::{DestinationError, ErrorKind};
-use crate::queue::{Batch, DestinationQueue};
-use crate::writer::{MediaSink, MediaWriter};
+use crate::queue::Batch;
+use crate::session::{
+    stop_requested, went_live, Control, DestinationConfig, SessionEnd, BATCH_MESSAGES,
+};
+use crate::status::{status_epoch, DestinationState, DestinationStatus};
+use crate::writer::{MediaSink, MediaWriter, SessionQueue};
 
 use crate::transport::{tls_config, tls_connect, Transport};
 use crate::url::{DestinationUrl, Scheme};
 
-/// How many queued messages one write batch takes at most.
-pub(crate) const BATCH_MESSAGES: usize = 256;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A session live this long resets the backoff; shorter ones keep doubling it,
 /// so a server that accepts and then drops at once is not hammered.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
-pub struct DestinationConfig {
-    /// Public name used in logs, metrics and the API.
-    pub id: String,
-    pub url: DestinationUrl,
-    pub enabled: bool,
-    /// Bytes the queue may hold before it drops to the next keyframe.
-    pub queue_budget_bytes: usize,
-    /// TCP connect plus RTMP handshake, connect and publish.
-    pub connect_timeout: Duration,
-    /// A write that makes no progress for this long ends the session.
-    pub write_timeout: Duration,
-    /// SO_SNDBUF for the destination socket.
-    pub socket_send_buffer_bytes: u32,
-    /// The RTMP chunk size announced to the server and used for media.
-    pub chunk_size: u32,
-    /// For `rtmps://`: trust only the CA certificates in this PEM file
-    /// instead of the built-in roots (private servers).
-    pub ca_file: Option<std::path::PathBuf>,
-    /// A server that acknowledged before and then acknowledges nothing for
-    /// this long, while Prism keeps sending, is treated as failed.
-    pub ack_timeout: Duration,
-    /// The latency budget within which queued messages are held and sent in
-    /// one vectored write (RTMP only); zero writes each message at once,
-    /// straight from the hub's push while the socket keeps up.
-    pub max_delay: Duration,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum DestinationState {
-    /// Enabled, waiting for the publisher.
-    Idle = 0,
-    Connecting = 1,
-    Live = 2,
-    /// The last attempt failed; waiting out the backoff.
-    Retrying = 3,
-    Disabled = 4,
-}
-
-impl DestinationState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationState::Idle => "idle",
-            DestinationState::Connecting => "connecting",
-            DestinationState::Live => "live",
-            DestinationState::Retrying => "retrying",
-            DestinationState::Disabled => "disabled",
-        }
-    }
-
-    fn from_u8(value: u8) -> Self {
-        match value {
-            1 => DestinationState::Connecting,
-            2 => DestinationState::Live,
-            3 => DestinationState::Retrying,
-            4 => DestinationState::Disabled,
-            _ => DestinationState::Idle,
-        }
-    }
-}
-
-/// What a destination reports, readable at any time without touching its task.
-#[derive(Debug)]
-pub struct DestinationStatus {
-    state: AtomicU8,
-    last_error: Mutex<Option<DestinationError>>,
-    /// Sessions that failed, by kind (`ErrorKind::index`).
-    failures: [AtomicU64; ErrorKind::ALL.len()],
-    /// Bumped on every state or error change, for event streams.
-    changes: watch::Sender<()>,
-    pub bytes_sent: AtomicU64,
-    pub reconnects: AtomicU64,
-    /// Bytes the server acknowledged, over every connection.
-    pub acked_bytes: AtomicU64,
-    /// Bytes sent on this connection that the server has not acknowledged.
-    pub ack_lag_bytes: AtomicU64,
-    /// When the last acknowledgement came (ms since `status_epoch()`; 0 never).
-    last_ack_ms: AtomicU64,
-    /// The server acknowledges on this connection.
-    verified: std::sync::atomic::AtomicBool,
-    /// Connections ended because the server stopped acknowledging.
-    pub ack_timeouts: AtomicU64,
-    /// When the current session went live (ms since the Unix epoch; 0 when
-    /// not live).
-    live_since_ms: AtomicU64,
-    pub queue: Arc<DestinationQueue>,
-    /// Test hook: the task panics at its next turn (see `inject_panic`).
-    #[cfg(feature = "test-hooks")]
-    panic_requested: std::sync::atomic::AtomicBool,
-}
-
-impl DestinationStatus {
-    /// A destination not yet started, with a queue of `queue_budget_bytes`.
-    pub fn new(queue_budget_bytes: usize) -> Self {
-        Self {
-            state: AtomicU8::new(DestinationState::Idle as u8),
-            last_error: Mutex::new(None),
-            failures: Default::default(),
-            changes: watch::Sender::new(()),
-            bytes_sent: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            acked_bytes: AtomicU64::new(0),
-            ack_lag_bytes: AtomicU64::new(0),
-            last_ack_ms: AtomicU64::new(0),
-            verified: std::sync::atomic::AtomicBool::new(false),
-            ack_timeouts: AtomicU64::new(0),
-            live_since_ms: AtomicU64::new(0),
-            queue: Arc::new(DestinationQueue::new(queue_budget_bytes)),
-            #[cfg(feature = "test-hooks")]
-            panic_requested: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    pub fn state(&self) -> DestinationState {
-        DestinationState::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    /// Sessions that failed with `kind` since the destination started.
-    pub fn failures(&self, kind: ErrorKind) -> u64 {
-        self.failures[kind.index()].load(Ordering::Relaxed)
-    }
-
-    pub fn last_error(&self) -> Option<DestinationError> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn dropped_frames(&self) -> u64 {
-        self.queue.dropped_frames()
-    }
-
-    /// Whether the server acknowledges on the current connection (a
-    /// server that never does stays unverified, not failed).
-    pub fn verified(&self) -> bool {
-        self.verified.load(Ordering::Relaxed)
-    }
-
-    /// How long ago the server last acknowledged, if it ever did.
-    pub fn last_ack_age(&self) -> Option<Duration> {
-        match self.last_ack_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(
-                status_epoch()
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms)),
-            ),
-        }
-    }
-
-    pub(crate) fn set_verified(&self, verified: bool) {
-        if self.verified.swap(verified, Ordering::Relaxed) != verified {
-            self.changes.send_replace(());
-        }
-    }
-
-    /// Resolves on each state or error change; ends (with `Err`) when the
-    /// destination is gone.
-    pub fn watch_changes(&self) -> watch::Receiver<()> {
-        self.changes.subscribe()
-    }
-
-    pub(crate) fn set_state(&self, state: DestinationState) {
-        if self.state.swap(state as u8, Ordering::Relaxed) != state as u8 {
-            let since = if state == DestinationState::Live {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_millis() as u64)
-            } else {
-                0
-            };
-            self.live_since_ms.store(since, Ordering::Relaxed);
-            self.changes.send_replace(());
-        }
-    }
-
-    /// When the current session went live; `None` when it is not live.
-    pub fn live_since(&self) -> Option<std::time::SystemTime> {
-        match self.live_since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
-        }
-    }
-
-    /// Records a failed session: its error is shown and counted by kind.
-    pub(crate) fn record_failure(&self, error: DestinationError) {
-        self.failures[error.kind().index()].fetch_add(1, Ordering::Relaxed);
-        self.set_error(Some(error));
-    }
-
-    pub(crate) fn set_error(&self, error: Option<DestinationError>) {
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        if *last != error {
-            *last = error;
-            drop(last);
-            self.changes.send_replace(());
-        }
-    }
-}
-
-/// The instant acknowledgement times are counted from.
-fn status_epoch() -> Instant {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(|| Instant::now() - Duration::from_millis(1))
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Control {
-    pub(crate) enabled: bool,
-    pub(crate) shutdown: bool,
-}
-
 /// The owner's side of a destination task.
 pub struct DestinationHandle {
     pub id: String,
     pub status: Arc<DestinationStatus>,
+    queue: Arc<SessionQueue>,
     control: watch::Sender<Control>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -270,7 +59,7 @@ impl DestinationHandle {
     /// the start spread, `start_delay`).
     pub fn set_enabled(&self, enabled: bool) {
         self.control.send_modify(|c| c.enabled = enabled);
-        self.status.queue.interrupt();
+        self.queue.interrupt();
     }
 
     /// Whether the push is enabled (what the task was last told).
@@ -284,13 +73,13 @@ impl DestinationHandle {
     #[cfg(feature = "test-hooks")]
     pub fn inject_panic(&self) {
         self.status.panic_requested.store(true, Ordering::Relaxed);
-        self.status.queue.interrupt();
+        self.queue.interrupt();
     }
 
     /// Ends the task: a live session is unpublished cleanly first.
     pub async fn shutdown(&self) {
         self.control.send_modify(|c| c.shutdown = true);
-        self.status.queue.interrupt();
+        self.queue.interrupt();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -300,16 +89,24 @@ impl DestinationHandle {
 
 /// Starts the task for one destination of `hub`'s stream.
 pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> DestinationHandle {
-    let status = Arc::new(DestinationStatus::new(config.queue_budget_bytes));
+    let queue = Arc::new(SessionQueue::new(config.queue_budget_bytes));
+    let status = Arc::new(DestinationStatus::new(Arc::clone(queue.stats())));
     let (control, control_rx) = watch::channel(Control {
         enabled: config.enabled,
         shutdown: false,
     });
     let id = config.id.clone();
-    let task = tokio::spawn(supervise(hub, config, Arc::clone(&status), control_rx));
+    let task = tokio::spawn(supervise(
+        hub,
+        config,
+        Arc::clone(&status),
+        Arc::clone(&queue),
+        control_rx,
+    ));
     DestinationHandle {
         id,
         status,
+        queue,
         control,
         task: Mutex::new(Some(task)),
     }
@@ -324,6 +121,7 @@ async fn supervise(
     hub: Arc<StreamHub>,
     config: DestinationConfig,
     status: Arc<DestinationStatus>,
+    queue: Arc<SessionQueue>,
     control: watch::Receiver<Control>,
 ) {
     let mut backoff = BACKOFF_START;
@@ -332,6 +130,7 @@ async fn supervise(
             Arc::clone(&hub),
             config.clone(),
             Arc::clone(&status),
+            Arc::clone(&queue),
             control.clone(),
         );
         let Err(panic) = catch_panic("destination", task).await else {
@@ -339,8 +138,8 @@ async fn supervise(
         };
         // Whatever the task held on the hub's side goes: its subscription
         // and a writer it may have lent to the queue.
-        hub.unsubscribe(&status.queue);
-        status.queue.discard_lent();
+        hub.unsubscribe(&queue);
+        queue.discard_lent();
         let delay = jittered(backoff);
         let panic = remote_text(&panic);
         error!(
@@ -372,19 +171,11 @@ async fn supervise(
     }
 }
 
-/// How a session ended.
-pub(crate) enum SessionEnd {
-    /// The publisher stopped; the destination was unpublished cleanly.
-    PublisherEnded,
-    /// Disabled or shut down; unpublished cleanly.
-    Stopped,
-    Failed(DestinationError),
-}
-
 async fn run(
     hub: Arc<StreamHub>,
     config: DestinationConfig,
     status: Arc<DestinationStatus>,
+    queue: Arc<SessionQueue>,
     mut control: watch::Receiver<Control>,
 ) {
     let mut live = hub.watch_live();
@@ -430,7 +221,7 @@ async fn run(
         attempts_this_publish += 1;
         status.set_state(DestinationState::Connecting);
         let started = Instant::now();
-        let end = session(&hub, &config, &status, &mut control, &mut served).await;
+        let end = session(&hub, &config, &status, &queue, &mut control, &mut served).await;
         match end {
             SessionEnd::PublisherEnded => {
                 status.set_error(None);
@@ -499,12 +290,13 @@ async fn session(
     hub: &Arc<StreamHub>,
     config: &DestinationConfig,
     status: &Arc<DestinationStatus>,
+    queue: &Arc<SessionQueue>,
     control: &mut watch::Receiver<Control>,
     served: &mut Option<u64>,
 ) -> SessionEnd {
     info!(stream = %hub.id(), destination = %config.id, url = %config.url, "destination connecting");
     if config.url.scheme == Scheme::Srt {
-        return crate::srt::session(hub, config, status, control, served).await;
+        return crate::srt::session(hub, config, status, queue, control, served).await;
     }
     let connect_started = Instant::now();
     let setup = tokio::time::timeout(config.connect_timeout, connect_and_publish(config));
@@ -528,6 +320,7 @@ async fn session(
         hub,
         config,
         status,
+        queue,
         connect_started,
         client,
         out,
@@ -551,6 +344,7 @@ struct Live<'a> {
     hub: &'a Arc<StreamHub>,
     config: &'a DestinationConfig,
     status: &'a Arc<DestinationStatus>,
+    queue: &'a Arc<SessionQueue>,
     connect_started: Instant,
     client: PublishClient,
     /// At the negotiated chunk size.
@@ -581,7 +375,7 @@ impl Live<'_> {
             hub.id(),
             &config.id,
         );
-        let queue = &status.queue;
+        let queue = self.queue;
         let Some(publish_session) = hub.subscribe(queue) else {
             // The publisher left while we were connecting.
             let _ = finish(&mut client, &mut writer, config).await;
@@ -589,35 +383,10 @@ impl Live<'_> {
         };
         *served = Some(publish_session);
         went_live(hub, config, status, self.connect_started);
-        let end = relay(status, reader, writer, client, config, control).await;
+        let end = relay(status, queue, reader, writer, client, config, control).await;
         hub.unsubscribe(queue);
         end
     }
-}
-
-/// Shows, counts and logs a destination that is now relaying.
-pub(crate) fn went_live(
-    hub: &StreamHub,
-    config: &DestinationConfig,
-    status: &DestinationStatus,
-    connect_started: Instant,
-) {
-    status.set_state(DestinationState::Live);
-    status.set_error(None);
-    let connect_seconds = connect_started.elapsed().as_secs_f64();
-    metrics::histogram!(
-        "prism_destination_connect_seconds",
-        "stream" => hub.id().to_string(),
-        "destination" => config.id.clone()
-    )
-    .record(connect_seconds);
-    info!(
-        stream = %hub.id(),
-        destination = %config.id,
-        url = %config.url,
-        connect_ms = (connect_seconds * 1000.0) as u64,
-        "destination live"
-    );
 }
 
 /// The live loop: drain what is queued, then lend the writer to the queue
@@ -627,6 +396,7 @@ pub(crate) fn went_live(
 /// together.
 async fn relay<R, S>(
     status: &DestinationStatus,
+    queue: &SessionQueue,
     mut reader: R,
     mut writer: MediaWriter<S>,
     mut client: PublishClient,
@@ -637,7 +407,6 @@ where
     R: AsyncRead + Unpin,
     S: MediaSink,
 {
-    let queue = &status.queue;
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut read_buf = vec![0u8; 16 * 1024];
     let mut acks = AckTracker::new(prism_rtmp::DESTINATION_ACK_WINDOW);
@@ -784,7 +553,7 @@ fn check_acks(
         .store(acks.unacked(sent), Ordering::Relaxed);
     if let Some(at) = acks.last_ack_at() {
         let ms = at.saturating_duration_since(status_epoch()).as_millis() as u64;
-        status.last_ack_ms.store(ms.max(1), Ordering::Relaxed);
+        status.set_last_ack_ms(ms.max(1));
     }
     match acks.verdict(sent, now, config.ack_timeout) {
         AckVerdict::Unverified => None,
@@ -810,7 +579,7 @@ fn check_acks(
 /// Sleeps until the queue has something for the task (`None`), the server
 /// sent something (`Some`: what the read returned), or `until` (`None`).
 async fn wait<R: AsyncRead + Unpin>(
-    queue: &DestinationQueue,
+    queue: &SessionQueue,
     reader: &mut R,
     buf: &mut [u8],
     until: Instant,
@@ -838,19 +607,6 @@ async fn connect_and_publish(config: &DestinationConfig) -> Result<Connected, De
     )
     .await?;
     Ok((stream, client, out, stream_id))
-}
-
-/// Resolves when the destination is disabled or shut down.
-pub(crate) async fn stop_requested(control: &mut watch::Receiver<Control>) {
-    loop {
-        if control.changed().await.is_err() {
-            return;
-        }
-        let c = *control.borrow_and_update();
-        if c.shutdown || !c.enabled {
-            return;
-        }
-    }
 }
 
 /// Opens the transport to the destination: TCP, then TLS for `rtmps://`.

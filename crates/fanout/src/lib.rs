@@ -7,16 +7,17 @@ pub mod destination;
 pub mod error;
 pub mod queue;
 pub mod registry;
+pub mod session;
 pub mod srt;
+pub mod status;
 pub mod transport;
 pub mod url;
 pub mod writer;
 
-pub use destination::{
-    spawn_destination, start_publish, DestinationConfig, DestinationHandle, DestinationState,
-    DestinationStatus,
-};
+pub use destination::{spawn_destination, start_publish, DestinationHandle};
 pub use error::{DestinationError, ErrorKind};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
 pub use registry::{Registry, StreamEntry};
+pub use session::DestinationConfig;
+pub use status::{DestinationState, DestinationStatus};
 pub use url::DestinationUrl;

@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -31,13 +31,13 @@ use tokio::sync::Notify;
 use prism_media::subscriber::prefetch;
 use prism_media::{MediaKind, MediaMessage, Subscriber};
 
-use crate::writer::SessionWriter;
-
 /// Counters a destination exposes; read by the admin API and metrics.
 #[derive(Debug, Default)]
 pub struct QueueStats {
     pub dropped_frames: AtomicU64,
     pub queued_bytes: AtomicU64,
+    /// What the queue may hold before it drops (`DestinationQueue::new`).
+    pub budget_bytes: usize,
 }
 
 /// A destination's writer, lent to its queue while the destination task is
@@ -109,7 +109,7 @@ impl<W> Default for QueueState<W> {
 /// destination task pops batches. The lock is per destination and held only
 /// for a push or a batch pop, never across I/O. `W` is what the task lends
 /// for direct writes (see the module doc).
-pub struct DestinationQueue<W = SessionWriter> {
+pub struct DestinationQueue<W> {
     state: Mutex<QueueState<W>>,
     /// Where the lent writer lies and its size (0 when none is lent), read
     /// without the lock to prefetch it (`push_to_all`).
@@ -117,7 +117,7 @@ pub struct DestinationQueue<W = SessionWriter> {
     lent_size: AtomicUsize,
     ready: Notify,
     budget_bytes: usize,
-    pub stats: QueueStats,
+    stats: Arc<QueueStats>,
 }
 
 /// What `next_batch` found.
@@ -183,12 +183,20 @@ impl<W: DirectWriter> DestinationQueue<W> {
             lent_size: AtomicUsize::new(0),
             ready: Notify::new(),
             budget_bytes,
-            stats: QueueStats::default(),
+            stats: Arc::new(QueueStats {
+                budget_bytes,
+                ..QueueStats::default()
+            }),
         }
     }
 
     pub fn budget_bytes(&self) -> usize {
         self.budget_bytes
+    }
+
+    /// The queue's counters, shared with the destination's status.
+    pub fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
     }
 
     /// Sets the latency budget within which messages are held and handed

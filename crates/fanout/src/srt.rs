@@ -22,10 +22,11 @@ use prism_media::{MediaMessage, StreamHub};
 use crate::error::{DestinationError, ErrorKind};
 use crate::queue::Batch;
 
-use crate::destination::{
-    stop_requested, went_live, Control, DestinationConfig, DestinationStatus, SessionEnd,
-    BATCH_MESSAGES,
+use crate::session::{
+    stop_requested, went_live, Control, DestinationConfig, SessionEnd, BATCH_MESSAGES,
 };
+use crate::status::DestinationStatus;
+use crate::writer::SessionQueue;
 
 /// A receiver that sends nothing back for this long (no ACK, no keepalive:
 /// a live receiver ACKs every 10 ms while data flows, and keeps the
@@ -89,6 +90,7 @@ pub(crate) async fn session(
     hub: &Arc<StreamHub>,
     config: &DestinationConfig,
     status: &Arc<DestinationStatus>,
+    queue: &Arc<SessionQueue>,
     control: &mut watch::Receiver<Control>,
     served: &mut Option<u64>,
 ) -> SessionEnd {
@@ -100,14 +102,13 @@ pub(crate) async fn session(
         },
         () = stop_requested(control) => return SessionEnd::Stopped,
     };
-    let queue = &status.queue;
     let Some(publish_session) = hub.subscribe_ts(queue) else {
         close(&mut socket).await;
         return SessionEnd::PublisherEnded;
     };
     *served = Some(publish_session);
     went_live(hub, config, status, connect_started);
-    let end = relay(status, &mut socket, config, control).await;
+    let end = relay(status, queue, &mut socket, config, control).await;
     hub.unsubscribe(queue);
     close(&mut socket).await;
     end
@@ -175,11 +176,11 @@ async fn connect(config: &DestinationConfig) -> Result<SrtSocket, DestinationErr
 
 async fn relay(
     status: &DestinationStatus,
+    queue: &SessionQueue,
     socket: &mut SrtSocket,
     config: &DestinationConfig,
     control: &mut watch::Receiver<Control>,
 ) -> SessionEnd {
-    let queue = &status.queue;
     let mut batch: Vec<MediaMessage> = Vec::with_capacity(BATCH_MESSAGES);
     let mut datagrams = Datagrams::default();
     let mut out: Vec<Bytes> = Vec::new();

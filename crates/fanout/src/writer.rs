@@ -22,9 +22,12 @@ use tracing::warn;
 use prism_media::MediaMessage;
 use prism_rtmp::{ChunkWriter, WriteError};
 
-use crate::destination::DestinationStatus;
 use crate::error::DestinationError;
-use crate::queue::DirectWriter;
+use crate::queue::{DestinationQueue, DirectWriter};
+use crate::status::DestinationStatus;
+
+/// A destination's queue, with what its task lends it.
+pub type SessionQueue = DestinationQueue<SessionWriter>;
 
 /// A connection's write half, as a `MediaWriter` uses it.
 pub trait MediaSink: AsyncWrite + Unpin + Send + 'static {
@@ -476,7 +479,7 @@ impl SessionTelemetry {
                     stream = %self.stream,
                     destination = %self.destination,
                     dropped_frames = new_drops,
-                    queue_budget_kib = status.queue.budget_bytes() / 1024,
+                    queue_budget_kib = status.queue_stats().budget_bytes / 1024,
                     "destination is slower than the stream: frames dropped in the last 10 s"
                 );
             }
@@ -545,7 +548,7 @@ mod tests {
         let client = connect().await.unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let (read_half, sink) = client.into_split();
-        let status = Arc::new(DestinationStatus::new(1 << 20));
+        let status = Arc::new(DestinationStatus::new(Arc::default()));
         let writer = MediaWriter::new(sink, ChunkWriter::new(4096), 1, status, "s", "d");
         assert!(writer.writes_directly());
         let (sink, mut session) = writer.into_parts();
@@ -575,7 +578,7 @@ mod tests {
     /// flush, so the once-a-second flush is never held back.
     #[test]
     fn direct_writes_sample_their_latency_and_still_flush_each_second() {
-        let status = DestinationStatus::new(1 << 20);
+        let status = DestinationStatus::new(Arc::default());
         let mut telemetry = SessionTelemetry::new("s", "d", &status);
         let arrived = telemetry.next_flush - TELEMETRY_FLUSH;
         for _ in 0..2 * DIRECT_SAMPLE_EVERY {
@@ -603,7 +606,7 @@ mod tests {
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let (_read_half, sink) = client.into_split();
-        let status = Arc::new(DestinationStatus::new(64 * 1024 * 1024));
+        let status = Arc::new(DestinationStatus::new(Arc::default()));
         let mut writer = MediaWriter::new(sink, ChunkWriter::new(60_000), 1, status, "s", "d");
         // A keyframe first (the timeline starts there), then 4 MiB of frames.
         let frame: &'static [u8] = Box::leak(vec![0x27u8; 100_000].into_boxed_slice());

@@ -121,8 +121,7 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
     let queued_bytes = || {
         destination
             .status
-            .queue
-            .stats
+            .queue_stats()
             .queued_bytes
             .load(Ordering::Relaxed)
     };

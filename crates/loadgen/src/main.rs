@@ -11,6 +11,7 @@
 
 mod failover;
 mod ingest;
+mod nginx;
 mod receivers;
 mod relay;
 mod sink;

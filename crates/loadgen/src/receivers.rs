@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
-use crate::relay::NGINX_RTMP_MODULE;
+use crate::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 use crate::sink::Sinks;
 use crate::wan::WanPath;
 use crate::Clock;
@@ -124,7 +124,7 @@ impl Receivers {
             Some(wan) => wan.command("nginx"),
             None => std::process::Command::new("nginx"),
         };
-        let child = crate::relay::spawn_nginx(command, &dir, &config)?;
+        let child = spawn_nginx(command, &dir, &config)?;
         let receivers = Self {
             host,
             ports,

@@ -11,11 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 use crate::receivers::Receivers;
 use crate::source::Target;
 use crate::{Against, Args};
-
-pub const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 pub struct Relay {
     against: Against,
@@ -213,22 +212,6 @@ impl Relay {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Writes `config` as `dir/nginx.conf` and starts `command` (nginx, or
-/// `ip netns exec … nginx`) on it, with `dir` as its prefix.
-pub fn spawn_nginx(mut command: Command, dir: &Path, config: &str) -> Result<Child, String> {
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    command
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start nginx: {e}"))
 }
 
 /// A run that ends early (a publisher that failed) never reaches `stop`:

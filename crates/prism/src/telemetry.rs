@@ -20,7 +20,7 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
-use prism_fanout::destination::DestinationState;
+use prism_fanout::DestinationState;
 use prism_fanout::{ErrorKind, Registry};
 use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
@@ -170,7 +170,7 @@ impl Telemetry {
                 counter!("prism_destination_reconnects_total", &labels)
                     .absolute(status.reconnects.load(Ordering::Relaxed));
                 gauge!("prism_destination_queue_bytes", &labels)
-                    .set(status.queue.stats.queued_bytes.load(Ordering::Relaxed) as f64);
+                    .set(status.queue_stats().queued_bytes.load(Ordering::Relaxed) as f64);
                 counter!("prism_destination_acked_bytes_total", &labels)
                     .absolute(status.acked_bytes.load(Ordering::Relaxed));
                 gauge!("prism_destination_ack_lag_bytes", &labels)
