@@ -87,7 +87,7 @@ fn destination(admin_port: u16, id: &str) -> serde_json::Value {
 fn a_server_that_stops_acknowledging_is_reconnected_while_others_lose_nothing() {
     require_ffmpeg();
     let scratch = Scratch::new("acks-stall");
-    let nginx = Nginx::start(&scratch);
+    let nginx = Nginx::start(&scratch.file("nginx"));
     let publishes = Arc::new(AtomicUsize::new(0));
     let hung = {
         let publishes = Arc::clone(&publishes);

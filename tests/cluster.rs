@@ -419,7 +419,7 @@ fn a_pulled_stream_is_pulled_by_one_node_and_by_another_when_that_one_dies() {
     require_ffmpeg();
     let scratch = Scratch::new("cluster-pull");
     let redis = RedisServer::start(&scratch.file("redis"));
-    let origin = Nginx::start(&scratch);
+    let origin = Nginx::start(&scratch.file("nginx"));
     let mut source = Ffmpeg::publisher(
         &format!("rtmp://127.0.0.1:{}/live/cam", origin.port),
         40,

@@ -551,7 +551,7 @@ fn thread_cpu_ns(pid: u32, prefix: &str) -> Vec<u64> {
 fn with_two_threads_a_stream_of_32_destinations_is_spread_over_both_and_all_decode() {
     require_ffmpeg();
     let scratch = Scratch::new("spread");
-    let nginx = Nginx::start(&scratch);
+    let nginx = Nginx::start(&scratch.file("nginx"));
     let rtmp_port = free_port();
     let mut destinations = String::new();
     for d in 0..32 {

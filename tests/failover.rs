@@ -270,7 +270,7 @@ fn the_backup_alone_goes_on_air_and_the_api_forces_a_source() {
 fn a_pulled_backup_carries_a_pushed_primarys_show() {
     require_ffmpeg();
     let scratch = Scratch::new("failover-pull");
-    let nginx = Nginx::start(&scratch);
+    let nginx = Nginx::start(&scratch.file("nginx"));
     let origin = format!("rtmp://127.0.0.1:{}/live/cam", nginx.port);
     let mut show = start_with(
         "failover-pull-relay",

@@ -127,7 +127,7 @@ fn kill_restart_and_check(
 fn an_rtmp_source_on_nginx_is_pulled_relayed_and_resumed() {
     require_ffmpeg();
     let scratch = Scratch::new("pull-rtmp");
-    let nginx = Nginx::start(&scratch);
+    let nginx = Nginx::start(&scratch.file("nginx"));
     let source = format!("rtmp://127.0.0.1:{}/live/cam", nginx.port);
     let first = Ffmpeg::publisher(&source, 60, scratch.file("source1.log"));
     let second_log = scratch.file("source2.log");

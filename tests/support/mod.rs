@@ -34,25 +34,9 @@ pub fn require_ffmpeg() {
     }
 }
 
-/// A port that was free a moment ago, for TCP and UDP alike (SRT listens on
-/// UDP), and never handed out before in this test process: the kernel may
-/// give a released port 0 bind again, and the tests of one binary run in
-/// parallel, so two of them could otherwise be told the same port.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !handed_out.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.push(port);
-            return port;
-        }
-    }
-}
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use prism_testkit::{free_port, Nginx, RedisServer};
 
 /// A scratch directory removed on drop (kept when the test panicked, for a look).
 pub struct Scratch {
@@ -87,14 +71,10 @@ impl Drop for Scratch {
 
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_for_port(port: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on port {port} after {within:?}");
+    assert!(
+        prism_testkit::wait_for_port(port, within),
+        "nothing listens on port {port} after {within:?}"
+    );
 }
 
 /// The `prism` daemon under test.
@@ -1149,115 +1129,6 @@ pub async fn publish_paced(url: &str, messages: &[prism_media::MediaMessage], cl
             &message.payload,
         );
         out.write_to(&mut stream, None).await.unwrap();
-    }
-}
-
-const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-
-/// nginx with nginx-rtmp-module (application `live`), recording what it
-/// receives; also an origin that players pull from.
-pub struct Nginx {
-    child: Child,
-    pub port: u16,
-    pub dir: PathBuf,
-}
-
-impl Nginx {
-    pub fn start(scratch: &Scratch) -> Self {
-        assert!(
-            Path::new(NGINX_RTMP_MODULE).exists(),
-            "nginx-rtmp is missing: apt-get install -y nginx libnginx-mod-rtmp"
-        );
-        let port = free_port();
-        let dir = scratch.file("nginx");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
-             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{\n  server {{\n    listen 127.0.0.1:{port};\n    application live {{\n      live on;\n      \
-             record all;\n      record_path {dir};\n    }}\n  }}\n}}\n",
-            dir = dir.display()
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port, Duration::from_secs(5));
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A real `redis-server` (Debian's package) on a free port, with its data
-/// in `dir` (append-only file), so it can be stopped and started again with
-/// what it held, as an operator's Redis with persistence restarts.
-pub struct RedisServer {
-    child: Option<Child>,
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    pub fn start(dir: &Path) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let mut redis = Self {
-            child: None,
-            port: free_port(),
-            dir: dir.to_path_buf(),
-        };
-        redis.restart();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it as systemd would (SIGTERM: it writes its data and exits).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it (again) on the same port and data.
-    pub fn restart(&mut self) {
-        self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install -y redis-server)");
-        self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10));
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{cpu_percent, cpu_ticks, free_port, prism_config, start_prism_with};
+use prism_testkit::free_port;
+
+use crate::relay::{cpu_percent, cpu_ticks, prism_config, start_prism_with};
 use crate::source::{self, Source};
 use crate::{median, Args, Clock};
 
@@ -38,7 +40,7 @@ pub async fn run(args: &Args, switches: usize, source: &Source) -> Result<(), St
     let sinks = receivers.sinks.as_ref().expect("harness receivers");
     let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-failover", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
+    let port = free_port();
     let config = prism_config(
         args,
         port,

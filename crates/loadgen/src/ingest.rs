@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{cpu_ticks, free_port, prism_config, spawn_prism};
+use prism_testkit::free_port;
+
+use crate::relay::{cpu_ticks, prism_config, spawn_prism};
 use crate::wan::WanPath;
 use crate::{median, Args, Clock};
 
@@ -34,7 +36,7 @@ async fn measure(args: &Args, protocol: Protocol, wan: Option<&WanPath>) -> Resu
         false,
         wan,
     )?;
-    let (rtmp_port, srt_port) = (free_port()?, free_port()?);
+    let (rtmp_port, srt_port) = (free_port(), free_port());
     let srt = format!("\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n");
     let config = prism_config(
         args,
@@ -114,7 +116,7 @@ fn spawn_publisher(args: &Args, format: &str, url: &str) -> Result<Child, String
 /// The same ffmpeg publish received by `srt-live-transmit` (libsrt's
 /// defaults, output discarded): its CPU percent over the measured window.
 async fn measure_libsrt_receiver(args: &Args) -> Result<f64, String> {
-    let port = free_port()?;
+    let port = free_port();
     let mut receiver = Command::new("srt-live-transmit")
         .args(["-q", &format!("srt://:{port}?mode=listener"), "file://con"])
         .stdin(Stdio::null())

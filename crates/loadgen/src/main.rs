@@ -11,7 +11,6 @@
 
 mod failover;
 mod ingest;
-mod nginx;
 mod receivers;
 mod relay;
 mod sink;

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 
-use crate::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 use crate::sink::Sinks;
 use crate::wan::WanPath;
 use crate::Clock;
+use prism_testkit::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReceiverKind {

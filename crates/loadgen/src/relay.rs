@@ -11,21 +11,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 use crate::receivers::Receivers;
 use crate::source::Target;
 use crate::{Against, Args};
+use prism_testkit::free_port;
+use prism_testkit::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 
 pub struct Relay {
     against: Against,
     child: Child,
     port: u16,
     _dir: PathBuf,
-}
-
-pub fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// Prism's config for a run: stream `s` (id and key `s{s}`) pushed to
@@ -73,7 +69,7 @@ impl Relay {
         let dir =
             std::env::temp_dir().join(format!("prism-loadgen-{}-{against:?}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let port = free_port()?;
+        let port = free_port();
         let child = match against {
             Against::Prism => {
                 let path = dir.join("prism.toml");

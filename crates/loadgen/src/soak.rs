@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
+use prism_testkit::free_port;
 
 use crate::relay::{cpu_percent, cpu_ticks, open_fds, rss_kib, spawn_prism};
 use crate::source::{self, Source, Target};
@@ -117,7 +118,7 @@ pub async fn run(options: &SoakOptions, source: &Source) -> Result<SoakReport, S
     let hangups = Arc::new(AtomicU64::new(0));
     let steady = start_sink(None, Arc::clone(&hangups)).await?;
     let flaky = start_sink(Some(5_000..30_000), Arc::clone(&hangups)).await?;
-    let (rtmp_port, admin_port) = (free_port()?, free_port()?);
+    let (rtmp_port, admin_port) = (free_port(), free_port());
 
     let dir = std::env::temp_dir().join(format!("prism-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -405,11 +406,6 @@ async fn discard(mut socket: TcpStream) -> Result<(), String> {
         }
         input = buf[..n].to_vec();
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 async fn wait_for_port(port: u16) -> Result<(), String> {

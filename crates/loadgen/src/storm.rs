@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::receivers::{ReceiverKind, Receivers};
-use crate::relay::{free_port, prism_config, start_prism_with};
+use prism_testkit::free_port;
+
+use crate::relay::{prism_config, start_prism_with};
 use crate::source::{self, Source};
 use crate::wan::WanPath;
 use crate::{median, Args, Clock};
@@ -49,7 +51,7 @@ pub async fn run(
 
     let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-storm", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
+    let port = free_port();
     let destinations: Vec<usize> = (0..streams)
         .map(|stream| match stream {
             0 => args.destinations,

@@ -1,0 +1,11 @@
+//! What Prism's tests and its load harness share, so that each exists once:
+//! free ports, and launchers for the real peers the suite runs against
+//! (nginx-rtmp, redis-server). Never a dependency of the daemon.
+
+pub mod nginx;
+pub mod ports;
+pub mod redis;
+
+pub use nginx::{Nginx, NGINX_RTMP_MODULE};
+pub use ports::{free_port, wait_for_port};
+pub use redis::RedisServer;
