@@ -7,13 +7,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use prism_rtmp::{ChunkWriter, ServerEvent, ServerLimits, ServerSession};
 
 use support::*;
 
@@ -23,41 +20,34 @@ const TOKEN: &str = "acks-admin-token-0123456789";
 /// Accepts the publish and acknowledges (through Prism's own server
 /// session, which acknowledges each window the publisher asked for) for
 /// `ack_for`, then reads and discards everything without acknowledging.
-fn ack_then_stop(mut socket: &TcpStream, ack_for: Duration, publishes: &AtomicUsize) -> bool {
-    let Some(mut input) = server_handshake(socket) else {
-        return false;
-    };
-    let mut session = ServerSession::new(ServerLimits {
-        max_message_len: 16 << 20,
-        max_partial_messages: 16,
-    });
-    let (mut out, mut events) = (ChunkWriter::new(128), Vec::new());
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut publishing_since: Option<Instant> = None;
-    loop {
-        if publishing_since.is_some_and(|since| since.elapsed() >= ack_for) {
-            while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
-            return true;
-        }
-        if session.handle_input(&input, &mut out, &mut events).is_err() {
-            return false;
-        }
-        for event in events.drain(..) {
-            if let ServerEvent::PublishRequested { .. } = event {
-                session.accept_publish(&mut out);
-                publishing_since = Some(Instant::now());
-                publishes.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if socket.write_all(&out.to_vec()).is_err() {
-            return false;
-        }
-        out.clear();
-        match socket.read(&mut buf) {
-            Ok(n) if n > 0 => input = buf[..n].to_vec(),
-            _ => return true,
+struct AckThenStop<'a> {
+    ack_for: Duration,
+    publishing_since: Option<Instant>,
+    publishes: &'a AtomicUsize,
+}
+
+impl Script for AckThenStop<'_> {
+    fn publish(&mut self, _stream_name: &str) -> Answer {
+        self.publishing_since = Some(Instant::now());
+        self.publishes.fetch_add(1, Ordering::Relaxed);
+        Answer::Accept
+    }
+
+    fn next(&mut self, _progress: Progress) -> Next {
+        match self.publishing_since {
+            Some(since) if since.elapsed() >= self.ack_for => Next::Discard,
+            _ => Next::Read,
         }
     }
+}
+
+fn ack_then_stop(socket: &TcpStream, ack_for: Duration, publishes: &AtomicUsize) -> bool {
+    let mut script = AckThenStop {
+        ack_for,
+        publishing_since: None,
+        publishes,
+    };
+    serve_script(socket, &mut script).is_some()
 }
 
 fn config(rtmp_port: u16, admin_port: u16, destinations: &[(&str, String)]) -> String {

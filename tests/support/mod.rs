@@ -36,6 +36,8 @@ pub fn require_ffmpeg() {
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]
+pub use prism_testkit::rtmp::{Answer, Next, Progress, Script, Served};
+#[allow(unused_imports)]
 pub use prism_testkit::{free_port, Nginx, RedisServer};
 
 /// A scratch directory removed on drop (kept when the test panicked, for a look).
@@ -776,7 +778,10 @@ impl FakeDestination {
     /// Completes the RTMP handshake and accepts the publish, then never reads
     /// again: a destination whose link or process froze mid-show.
     pub fn stalling_rtmp() -> Self {
-        Self::start(|socket| accept_publish(socket).is_some())
+        Self::start(|socket| {
+            let accepted = serve_script(socket, &mut HoldOnceAccepted);
+            accepted.is_some_and(|(_, progress)| progress.publishing)
+        })
     }
 }
 
@@ -796,30 +801,85 @@ impl FakeDestination {
     /// `description`, as a platform does for a wrong stream key. Counts the
     /// attempts.
     pub fn refusing_rtmp(description: &'static str) -> Self {
-        Self::start(move |socket| refuse(socket, description, false).is_some())
+        Self::start(move |socket| serve_script(socket, &mut Refuse(description)).is_some())
     }
 
     /// An RTMP origin that refuses every `play` with `NetStream.Play.Failed`
     /// and `description`, as a server does for a stream it does not have.
     pub fn refusing_rtmp_play(description: &'static str) -> Self {
-        Self::start(move |socket| refuse(socket, description, true).is_some())
+        Self::start(move |socket| refuse_play(socket, description).is_some())
     }
 
     pub fn recording_rtmp(recorded: Recorded) -> Self {
-        Self::start(move |socket| serve_publish(socket, Some(&recorded)).is_some())
+        Self::start(move |socket| {
+            let mut script = Record(Arc::clone(&recorded));
+            serve_script(socket, &mut script).is_some()
+        })
     }
 }
 
-/// Serves one connection up to an accepted publish, using Prism's own
-/// server-side session (the protocol code under test elsewhere).
-fn accept_publish(socket: &TcpStream) -> Option<()> {
-    serve_publish(socket, None)
+/// Serves `socket` with the test kit's fake destination running `script`,
+/// on the connection's own thread; `None` if the peer broke the exchange.
+pub fn serve_script(
+    socket: &TcpStream,
+    script: &mut (impl Script + ?Sized),
+) -> Option<(Served, Progress)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    // A second descriptor of the same connection: the caller keeps the
+    // first, so a held connection stays open after this returns.
+    let socket = socket.try_clone().ok()?;
+    socket.set_nonblocking(true).ok()?;
+    runtime.block_on(async {
+        let mut socket = tokio::net::TcpStream::from_std(socket).ok()?;
+        prism_testkit::rtmp::serve(&mut socket, script).await.ok()
+    })
 }
 
-/// Answers a publish request (or, with `play`, a play request) with a
-/// refusal that carries `description`.
-fn refuse(mut socket: &TcpStream, description: &str, play: bool) -> Option<()> {
-    use prism_rtmp::{ChunkWriter, Command, ServerEvent, ServerSession, Value};
+/// Accepts the publish, then never reads again: a destination whose link
+/// or process froze mid-show.
+struct HoldOnceAccepted;
+
+impl Script for HoldOnceAccepted {
+    fn next(&mut self, progress: Progress) -> Next {
+        if progress.publishing {
+            Next::Hold
+        } else {
+            Next::Read
+        }
+    }
+}
+
+/// Refuses every publish with this description.
+struct Refuse(&'static str);
+
+impl Script for Refuse {
+    fn publish(&mut self, _stream_name: &str) -> Answer {
+        Answer::Refuse(self.0.to_string())
+    }
+}
+
+/// Accepts the publish and records every media message, byte for byte.
+struct Record(Recorded);
+
+impl Script for Record {
+    fn media(&mut self, message: prism_rtmp::Message) {
+        use prism_media::{MediaKind, MediaMessage};
+        if let Some(kind) = MediaKind::from_type_id(message.type_id) {
+            self.0.lock().unwrap().push(MediaMessage::new(
+                kind,
+                u64::from(message.timestamp),
+                message.payload,
+            ));
+        }
+    }
+}
+
+/// Answers a play request with a refusal that carries `description`.
+fn refuse_play(mut socket: &TcpStream, description: &str) -> Option<()> {
+    use prism_rtmp::{ChunkWriter, Command, ServerSession, Value};
 
     let mut input = server_handshake(socket)?;
     let mut session = ServerSession::new(Default::default());
@@ -828,19 +888,13 @@ fn refuse(mut socket: &TcpStream, description: &str, play: bool) -> Option<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         session.handle_input(&input, &mut out, &mut events).ok()?;
-        let requested = events
-            .drain(..)
-            .any(|e| matches!(e, ServerEvent::PublishRequested { .. }));
-        if requested {
-            session.reject_publish(&mut out, description);
-        }
+        events.clear();
         // Prism's session refuses a play in its own words: those are
         // replaced with `description`.
-        let play_refused = play
-            && out
-                .to_vec()
-                .windows(b"NetStream.Play.Failed".len())
-                .any(|w| w == b"NetStream.Play.Failed");
+        let play_refused = out
+            .to_vec()
+            .windows(b"NetStream.Play.Failed".len())
+            .any(|w| w == b"NetStream.Play.Failed");
         if play_refused {
             out.clear();
             let status = Value::object([
@@ -853,7 +907,7 @@ fn refuse(mut socket: &TcpStream, description: &str, play: bool) -> Option<()> {
         }
         socket.write_all(&out.to_vec()).ok()?;
         out.clear();
-        if requested || play_refused {
+        if play_refused {
             return Some(());
         }
         let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
@@ -909,49 +963,6 @@ pub fn server_handshake(mut socket: &TcpStream) -> Option<Vec<u8>> {
                 return Some(remaining_bytes);
             }
         }
-    }
-}
-
-/// Serves a publish; with `record`, keeps reading and records the media
-/// until the connection closes.
-fn serve_publish(mut socket: &TcpStream, record: Option<&Recorded>) -> Option<()> {
-    use prism_media::{MediaKind, MediaMessage};
-    use prism_rtmp::{ChunkWriter, ServerEvent, ServerSession};
-
-    let mut input = server_handshake(socket)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut session = ServerSession::new(Default::default());
-    let mut out = ChunkWriter::new(128);
-    let mut events = Vec::new();
-    let mut accepted = false;
-    loop {
-        session.handle_input(&input, &mut out, &mut events).ok()?;
-        for event in events.drain(..) {
-            match event {
-                ServerEvent::PublishRequested { .. } => {
-                    session.accept_publish(&mut out);
-                    accepted = true;
-                }
-                ServerEvent::Media(message) => {
-                    let kind = MediaKind::from_type_id(message.type_id);
-                    if let (Some(record), Some(kind)) = (record, kind) {
-                        record.lock().unwrap().push(MediaMessage::new(
-                            kind,
-                            u64::from(message.timestamp),
-                            message.payload,
-                        ));
-                    }
-                }
-                ServerEvent::PublishEnded => {}
-            }
-        }
-        socket.write_all(&out.to_vec()).ok()?;
-        out.clear();
-        if accepted && record.is_none() {
-            return Some(());
-        }
-        let n = socket.read(&mut buf).ok().filter(|&n| n > 0)?;
-        input = buf[..n].to_vec();
     }
 }
 

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
 use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
-use prism_rtmp::{ChunkWriter, Message, Role, ServerEvent, ServerLimits, ServerSession};
+use prism_rtmp::Message;
+use prism_testkit::rtmp::{serve, Next, Progress, Script};
 
 const MESSAGES: u32 = 300;
 const FRAME_BYTES: usize = 20_000;
@@ -30,6 +30,30 @@ fn frame(seq: u32) -> Bytes {
     Bytes::from(body)
 }
 
+/// Forwards every video frame, and stops reading for `pause` once, after
+/// the fifth.
+struct PausesOnce {
+    pause: Duration,
+    paused: bool,
+    frames: mpsc::UnboundedSender<Message>,
+}
+
+impl Script for PausesOnce {
+    fn media(&mut self, message: Message) {
+        if message.type_id == MediaKind::Video.type_id() {
+            let _ = self.frames.send(message);
+        }
+    }
+
+    fn next(&mut self, progress: Progress) -> Next {
+        if progress.media >= 5 && !self.paused {
+            self.paused = true;
+            return Next::Pause(self.pause);
+        }
+        Next::Read
+    }
+}
+
 /// An RTMP server that accepts one publish, stops reading for `pause` after
 /// the fifth frame, and forwards every video frame it receives.
 async fn slow_server(
@@ -38,39 +62,12 @@ async fn slow_server(
     frames: mpsc::UnboundedSender<Message>,
 ) {
     let (mut socket, _) = listener.accept().await.unwrap();
-    let leftover = prism_rtmp::handshake(&mut socket, Role::Server)
-        .await
-        .unwrap();
-    let mut session = ServerSession::new(ServerLimits::default());
-    let mut out = ChunkWriter::new(128);
-    let mut events = Vec::new();
-    let mut input = leftover;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut received = 0;
-    let mut paused = false;
-    loop {
-        session.handle_input(&input, &mut out, &mut events).unwrap();
-        for event in events.drain(..) {
-            match event {
-                ServerEvent::PublishRequested { .. } => session.accept_publish(&mut out),
-                ServerEvent::Media(message) if message.type_id == MediaKind::Video.type_id() => {
-                    received += 1;
-                    let _ = frames.send(message);
-                }
-                _ => {}
-            }
-        }
-        out.write_to(&mut socket, None).await.unwrap();
-        if received >= 5 && !paused {
-            paused = true;
-            tokio::time::sleep(pause).await;
-        }
-        let n = socket.read(&mut buf).await.unwrap();
-        if n == 0 {
-            return;
-        }
-        input = buf[..n].to_vec();
-    }
+    let mut script = PausesOnce {
+        pause,
+        paused: false,
+        frames,
+    };
+    serve(&mut socket, &mut script).await.unwrap();
 }
 
 // One thread: nothing runs between a push and the check after it.

@@ -7,50 +7,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
 use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
-use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
+use prism_rtmp::Message;
+use prism_testkit::rtmp::{serve, Script};
 
-/// Serves every connection it accepts with Prism's server session and
-/// reports `(connection number, frame payload)` for each video frame.
+/// Keeps each video frame of one connection, numbered.
+struct Frames {
+    connection: u32,
+    frames: mpsc::UnboundedSender<(u32, Bytes)>,
+}
+
+impl Script for Frames {
+    fn media(&mut self, message: Message) {
+        if message.type_id == MediaKind::Video.type_id() {
+            let _ = self.frames.send((self.connection, message.payload));
+        }
+    }
+}
+
+/// Serves every connection it accepts with the test kit's fake destination
+/// and reports `(connection number, frame payload)` for each video frame.
 async fn recording_server(listener: TcpListener, frames: mpsc::UnboundedSender<(u32, Bytes)>) {
     let mut connection = 0;
     loop {
         let (mut socket, _) = listener.accept().await.unwrap();
         connection += 1;
-        let frames = frames.clone();
+        let mut script = Frames {
+            connection,
+            frames: frames.clone(),
+        };
         tokio::spawn(async move {
-            let Ok(mut input) = prism_rtmp::handshake(&mut socket, Role::Server).await else {
-                return;
-            };
-            let mut session = ServerSession::new(Default::default());
-            let (mut out, mut events) = (ChunkWriter::new(128), Vec::new());
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                if session.handle_input(&input, &mut out, &mut events).is_err() {
-                    return;
-                }
-                for event in events.drain(..) {
-                    match event {
-                        ServerEvent::PublishRequested { .. } => session.accept_publish(&mut out),
-                        ServerEvent::Media(m) if m.type_id == MediaKind::Video.type_id() => {
-                            let _ = frames.send((connection, m.payload));
-                        }
-                        _ => {}
-                    }
-                }
-                if out.write_to(&mut socket, None).await.is_err() {
-                    return;
-                }
-                match socket.read(&mut buf).await {
-                    Ok(n) if n > 0 => input = buf[..n].to_vec(),
-                    _ => return,
-                }
-            }
+            let _ = serve(&mut socket, &mut script).await;
         });
     }
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 use prism_testkit::free_port;
+use prism_testkit::rtmp::{serve, Accept};
 
 use crate::relay::{cpu_percent, cpu_ticks, open_fds, rss_kib, spawn_prism};
 use crate::source::{self, Source, Target};
@@ -378,34 +378,9 @@ async fn start_sink(
     Ok(port)
 }
 
+/// A destination that accepts the publish and keeps nothing.
 async fn discard(mut socket: TcpStream) -> Result<(), String> {
-    let leftover = prism_rtmp::handshake(&mut socket, Role::Server)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut session = ServerSession::new(Default::default());
-    let mut out = ChunkWriter::new(128);
-    let mut events = Vec::new();
-    let mut input = leftover;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        session
-            .handle_input(&input, &mut out, &mut events)
-            .map_err(|e| e.to_string())?;
-        for event in events.drain(..) {
-            if let ServerEvent::PublishRequested { .. } = event {
-                session.accept_publish(&mut out);
-            }
-        }
-        out.write_to(&mut socket, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        out.clear();
-        let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(());
-        }
-        input = buf[..n].to_vec();
-    }
+    serve(&mut socket, &mut Accept).await.map(|_| ())
 }
 
 async fn wait_for_port(port: u16) -> Result<(), String> {

@@ -1,10 +1,12 @@
 //! What Prism's tests and its load harness share, so that each exists once:
-//! free ports, and launchers for the real peers the suite runs against
-//! (nginx-rtmp, redis-server). Never a dependency of the daemon.
+//! free ports, launchers for the real peers the suite runs against
+//! (nginx-rtmp, redis-server), and a fake RTMP destination that misbehaves
+//! on request. Never a dependency of the daemon.
 
 pub mod nginx;
 pub mod ports;
 pub mod redis;
+pub mod rtmp;
 
 pub use nginx::{Nginx, NGINX_RTMP_MODULE};
 pub use ports::{free_port, wait_for_port};
