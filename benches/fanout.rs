@@ -12,18 +12,13 @@
 //!
 //! Run: cargo bench -p prism-fanout --bench fanout
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
-#[path = "support/fanout_rig.rs"]
-mod fanout_rig;
-
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use counting_alloc::{allocated_bytes, CountingAllocator};
-use fanout_rig::{FanoutRig, Path};
 use prism_media::MediaMessage;
+use prism_testkit::alloc::{allocated_bytes, CountingAllocator};
+use prism_testkit::fanout_rig::{FanoutRig, Path};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;

@@ -1,13 +1,8 @@
 //! Zero copy, measured: relaying a message to N destinations allocates no
 //! payload copy per destination. A counting allocator sees every byte.
 
-#[path = "../../../benches/support/counting_alloc.rs"]
-mod counting_alloc;
-#[path = "../../../benches/support/fanout_rig.rs"]
-mod fanout_rig;
-
-use counting_alloc::{allocated_bytes, CountingAllocator};
-use fanout_rig::{FanoutRig, Path};
+use prism_testkit::alloc::{allocated_bytes, CountingAllocator};
+use prism_testkit::fanout_rig::{FanoutRig, Path};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;

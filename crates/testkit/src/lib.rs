@@ -1,8 +1,12 @@
 //! What Prism's tests and its load harness share, so that each exists once:
 //! free ports, launchers for the real peers the suite runs against
-//! (nginx-rtmp, redis-server), and a fake RTMP destination that misbehaves
-//! on request. Never a dependency of the daemon.
+//! (nginx-rtmp, redis-server), a fake RTMP destination that misbehaves on
+//! request, and the fan-out rig and counting allocator that the fan-out
+//! benchmark and the allocation test measure with. Never a dependency of
+//! the daemon.
 
+pub mod alloc;
+pub mod fanout_rig;
 pub mod nginx;
 pub mod ports;
 pub mod redis;
