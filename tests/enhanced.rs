@@ -20,35 +20,10 @@ const STREAM_KEY: &str = "live_hevc_0f1e2d3c";
 /// enhanced FLV itself).
 fn enhanced_hevc_messages(scratch: &Scratch) -> Vec<MediaMessage> {
     let ts = scratch.file("hevc.ts");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-        ])
-        .args([
-            "-t",
-            "4",
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error",
-        ])
-        .args(["-g", "25", "-c:a", "aac", "-f", "mpegts"])
-        .arg(&ts)
-        .status()
+    Clip::new("testsrc=size=320x240:rate=25")
+        .codec("libx265")
+        .encode("mpegts", &ts)
         .unwrap();
-    assert!(status.success());
     let bytes = std::fs::read(&ts).unwrap();
     let (mut demuxer, mut remuxer) = (TsDemuxer::new(), Remuxer::new());
     let (mut frames, mut messages) = (Vec::new(), Vec::new());

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -23,32 +22,11 @@ fn make_clip(path: &Path) {
     } else {
         "flv"
     };
-    let status = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=red:size=160x120:rate=25",
-        ])
-        .args(["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "3"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", format])
-        .arg(path)
-        .status()
+    Clip::new("color=c=red:size=160x120:rate=25")
+        .audio("anullsrc=r=44100:cl=stereo")
+        .seconds(3)
+        .encode(format, path)
         .unwrap();
-    assert!(status.success());
 }
 
 struct Show {

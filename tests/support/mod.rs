@@ -36,6 +36,10 @@ pub fn require_ffmpeg() {
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]
+pub use prism_testkit::clip::Clip;
+#[allow(unused_imports)]
+pub use prism_testkit::probe::*;
+#[allow(unused_imports)]
 pub use prism_testkit::rtmp::{Answer, Next, Progress, Script, Served};
 #[allow(unused_imports)]
 pub use prism_testkit::{free_port, Nginx, RedisServer};
@@ -396,17 +400,11 @@ impl Ffmpeg {
     /// A 1280x720 publisher (`testsrc2`, which compresses poorly: about
     /// 2 to 4 Mbit/s, the volume of a real encoder).
     pub fn hd_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
-        let args: Vec<String> = publish_args(url, "flv", seconds, None)
-            .into_iter()
-            .map(|a| {
-                if a == "testsrc=size=320x240:rate=25" {
-                    "testsrc2=size=1280x720:rate=25".to_string()
-                } else {
-                    a
-                }
-            })
-            .collect();
-        Self::spawn(&args, log_path)
+        let clip = Clip::new("testsrc2=size=1280x720:rate=25")
+            .audio("sine=frequency=440:sample_rate=44100")
+            .seconds(seconds)
+            .realtime();
+        Self::spawn(&publish_args(clip, url, "flv"), log_path)
     }
 
     /// As `publisher`, with more output options (placed before the URL),
@@ -437,11 +435,8 @@ impl Ffmpeg {
         options: &[&str],
         log_path: PathBuf,
     ) -> Self {
-        let mut args = publish_args(url, format, seconds, None);
-        let url = args.pop().expect("the URL is last");
-        args.extend(options.iter().map(|o| o.to_string()));
-        args.push(url);
-        Self::spawn(&args, log_path)
+        let clip = live_clip(seconds).args_before_output(options);
+        Self::spawn(&publish_args(clip, url, format), log_path)
     }
 
     /// The same synthetic stream as MPEG-TS over SRT (`srt://…?streamid=…`).
@@ -456,13 +451,17 @@ impl Ffmpeg {
         video_kbps: Option<u32>,
         log_path: PathBuf,
     ) -> Self {
-        Self::spawn(&publish_args(url, format, seconds, video_kbps), log_path)
+        let mut clip = live_clip(seconds);
+        if let Some(kbps) = video_kbps {
+            clip = clip.cbr(kbps, kbps / 2);
+        }
+        Self::spawn(&publish_args(clip, url, format), log_path)
     }
 
     /// The same synthetic stream as MPEG-TS, piped into libsrt's own caller,
     /// `srt-live-transmit` (Debian's srt-tools), with its default options.
     pub fn srt_live_transmit_publisher(url: &str, seconds: u32, log_path: PathBuf) -> Self {
-        let args = publish_args("-", "mpegts", seconds, None);
+        let args = publish_args(live_clip(seconds), "-", "mpegts");
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let script = format!(
             "ffmpeg -hide_banner -nostdin -loglevel error {} | srt-live-transmit -a no file://con '{url}'",
@@ -518,211 +517,28 @@ impl Drop for Ffmpeg {
     }
 }
 
-/// ffmpeg's arguments for the synthetic H.264 + AAC publish (after the
+/// The synthetic H.264 + AAC stream every publisher sends: 320x240 at
+/// 25 fps with a sine tone, a keyframe a second, read in real time.
+pub fn live_clip(seconds: u32) -> Clip {
+    Clip::new("testsrc=size=320x240:rate=25")
+        .audio("sine=frequency=440:sample_rate=44100")
+        .seconds(seconds)
+        .realtime()
+}
+
+/// ffmpeg's arguments for `clip`, published to `url` as `format` (after the
 /// common `-hide_banner -nostdin -loglevel error -y`).
-fn publish_args(url: &str, format: &str, seconds: u32, video_kbps: Option<u32>) -> Vec<String> {
-    let mut rate: Vec<String> = Vec::new();
-    if let Some(kbps) = video_kbps {
-        rate = [
-            "-b:v".to_string(),
-            format!("{kbps}k"),
-            "-minrate".into(),
-            format!("{kbps}k"),
-            "-maxrate".into(),
-            format!("{kbps}k"),
-            "-bufsize".into(),
-            format!("{}k", kbps / 2),
-            "-x264-params".into(),
-            "nal-hrd=cbr".into(),
-        ]
-        .to_vec();
-    }
-    let head: Vec<String> = [
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-t",
-        &seconds.to_string(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "25",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let tail: Vec<String> = [
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        "-metadata",
-        "prism_probe=relayed-whole",
-        "-f",
-        format,
-        url,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    head.into_iter().chain(rate).chain(tail).collect()
-}
-
-/// What ffprobe and a full ffmpeg decode say about a recorded file.
-#[derive(Debug)]
-pub struct Probe {
-    pub codecs: Vec<String>,
-    pub duration: f64,
-    pub format_tags: String,
-}
-
-/// Checks that `path` holds H.264 + AAC that decodes without a single error,
-/// lasting `expected_secs` within 10 %, with strictly increasing timestamps
-/// per stream.
-pub fn assert_good_recording(path: &Path, expected_secs: f64) -> Probe {
-    assert!(
-        path.exists(),
-        "{} was never written; its receiver's log: {}",
-        path.display(),
-        fs::read_to_string(path.with_extension("log")).unwrap_or_default()
-    );
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name:format=duration:format_tags",
+fn publish_args(clip: Clip, url: &str, format: &str) -> Vec<String> {
+    let mut args = clip
+        .args_before_output(&[
+            "-tune",
+            "zerolatency",
+            "-metadata",
+            "prism_probe=relayed-whole",
         ])
-        .args(["-of", "default=noprint_wrappers=1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "ffprobe failed on {}",
-        path.display()
-    );
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let codecs: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("codec_name="))
-        .map(str::to_string)
-        .collect();
-    let duration: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("duration="))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0.0);
-    let mut sorted = codecs.clone();
-    sorted.sort();
-    // MPEG-TS lists each stream under its program too.
-    sorted.dedup();
-    assert_eq!(sorted, ["aac", "h264"], "{}: {text}", path.display());
-    assert!(
-        (duration - expected_secs).abs() <= expected_secs * 0.10,
-        "{}: duration {duration} s, expected {expected_secs} s ± 10 %",
-        path.display()
-    );
-
-    let packets = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=stream_index,dts",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    let mut last: [Option<i64>; 2] = [None, None];
-    let mut counts = [0usize; 2];
-    for line in String::from_utf8_lossy(&packets.stdout).lines() {
-        // A packet that carries new extradata (a sequence header change,
-        // e.g. at a standby switch) is followed by its side data's line.
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = line.split(',');
-        let stream: usize = fields.next().unwrap().parse().unwrap();
-        let dts: i64 = fields.next().unwrap().parse().unwrap();
-        if let Some(previous) = last[stream] {
-            assert!(
-                dts > previous,
-                "{}: stream {stream} dts {dts} after {previous}",
-                path.display()
-            );
-        }
-        last[stream] = Some(dts);
-        counts[stream] += 1;
-    }
-    assert!(
-        counts.iter().all(|&c| c > 10),
-        "{}: too few packets {counts:?}",
-        path.display()
-    );
-
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(
-        decode.status.success() && errors.trim().is_empty(),
-        "{}: decoding reported errors: {errors}",
-        path.display()
-    );
-    Probe {
-        codecs,
-        duration,
-        format_tags: text,
-    }
-}
-
-/// One value ffprobe prints for `entries` (`-show_entries`), as CSV.
-fn ffprobe_value(path: &Path, select: &[&str], entries: &str) -> String {
-    let output = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(select)
-        .args(["-show_entries", entries, "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// The duration ffprobe reports, for recordings whose length the test does
-/// not control.
-pub fn probe_duration(path: &Path) -> f64 {
-    ffprobe_value(path, &[], "format=duration")
-        .parse()
-        .unwrap_or(0.0)
-}
-
-/// Video frames ffprobe counts in a recording.
-pub fn video_frames(path: &Path) -> u32 {
-    ffprobe_value(
-        path,
-        &["-select_streams", "v", "-count_packets"],
-        "stream=nb_read_packets",
-    )
-    .parse()
-    .unwrap_or(0)
+        .args();
+    args.extend(["-f", format, url].map(String::from));
+    args
 }
 
 /// A loopback server for misbehaving destinations: accepts connections on
@@ -1141,62 +957,6 @@ pub async fn publish_paced(url: &str, messages: &[prism_media::MediaMessage], cl
         );
         out.write_to(&mut stream, None).await.unwrap();
     }
-}
-
-/// One `-show_entries` value of every video frame or packet of a
-/// recording (`frame=width`, `packet=pts_time`), parsed, in order.
-fn video_entries<T: std::str::FromStr>(path: &Path, entry: &str) -> Vec<T> {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            entry,
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .collect()
-}
-
-/// Widths of the recorded video frames, in order.
-pub fn frame_widths(path: &Path) -> Vec<u32> {
-    video_entries(path, "frame=width")
-}
-
-/// The widths a recording's picture ran through, in order (each run of
-/// equal widths once).
-pub fn width_sequence(path: &Path) -> Vec<u32> {
-    runs(&frame_widths(path))
-        .into_iter()
-        .map(|(width, _)| width)
-        .collect()
-}
-
-/// The runs of equal widths: (width, frames).
-pub fn runs(widths: &[u32]) -> Vec<(u32, usize)> {
-    let mut runs: Vec<(u32, usize)> = Vec::new();
-    for &w in widths {
-        match runs.last_mut() {
-            Some((last, n)) if *last == w => *n += 1,
-            _ => runs.push((w, 1)),
-        }
-    }
-    runs
-}
-
-/// The longest interval between consecutive video frames of a recording,
-/// by their timestamps: a destination's gap at a source switch.
-pub fn max_video_gap(path: &Path) -> Duration {
-    let times: Vec<f64> = video_entries(path, "packet=pts_time");
-    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    Duration::from_secs_f64(gap.max(0.0))
 }
 
 /// Reads the event stream in the background, for checking afterwards.

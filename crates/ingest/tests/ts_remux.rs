@@ -3,6 +3,8 @@
 //! 33-bit PTS wrap; the remuxed result is written as FLV and must decode
 //! without a single error. Plus a property test: no input makes them panic.
 
+use prism_testkit::clip::Clip;
+use prism_testkit::probe;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -24,43 +26,13 @@ fn make_ts(name: &str, extra: &[&str]) -> Vec<u8> {
 
 fn make_ts_with(name: &str, encoder: &str, extra: &[&str]) -> Vec<u8> {
     let path = scratch().join(name);
-    let status = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x120:rate=25",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=300:sample_rate=44100",
-            "-t",
-            "4",
-        ])
-        .args([
-            "-c:v",
-            encoder,
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-bf",
-            "2",
-        ])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(extra)
-        .args(["-f", "mpegts"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg is required: run scripts/test.sh or apt-get install -y ffmpeg");
-    assert!(status.success());
+    Clip::new("testsrc=size=160x120:rate=25")
+        .audio("sine=frequency=300:sample_rate=44100")
+        .codec(encoder)
+        .b_frames(2)
+        .args_before_output(extra)
+        .encode("mpegts", &path)
+        .unwrap();
     std::fs::read(path).unwrap()
 }
 
@@ -118,31 +90,13 @@ fn write_flv(path: &Path, messages: &[MediaMessage]) {
     std::fs::write(path, out).unwrap();
 }
 
-/// A full ffmpeg decode of `path` (read as `format`, if given) reports no error.
-fn assert_ffmpeg_decodes(path: &Path, format: &[&str]) {
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error"])
-        .args(format)
-        .arg("-i")
-        .arg(path)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(
-        decode.status.success() && errors.trim().is_empty(),
-        "{}: {errors}",
-        path.display()
-    );
-}
-
 /// ffmpeg decodes the FLV with no error; returns the span ffprobe sees
 /// (the remuxed timeline starts with 2 s of headroom, which every
 /// destination rebases away).
 fn assert_decodes(name: &str, messages: &[MediaMessage]) -> f64 {
     let path = scratch().join(name);
     write_flv(&path, messages);
-    assert_ffmpeg_decodes(&path, &[]);
+    probe::assert_decodes(&path, &[]);
     let probe = Command::new("ffprobe")
         .args([
             "-v",
@@ -327,7 +281,7 @@ fn timestamps_continue_across_the_33_bit_pts_wrap() {
 
 #[test]
 fn hevc_becomes_enhanced_rtmp_that_rebuilds_into_a_decodable_stream() {
-    let ts = make_ts_with("hevc.ts", "libx265", &["-x265-params", "log-level=error"]);
+    let ts = make_ts_with("hevc.ts", "libx265", &[]);
     let out = remux(&ts, 1316);
     let video: Vec<&MediaMessage> = out
         .messages
@@ -367,7 +321,7 @@ fn hevc_becomes_enhanced_rtmp_that_rebuilds_into_a_decodable_stream() {
     }
     let path = scratch().join("rebuilt.hevc");
     std::fs::write(&path, annex_b).unwrap();
-    assert_ffmpeg_decodes(&path, &["-f", "hevc"]);
+    probe::assert_decodes(&path, &["-f", "hevc"]);
     let metadata = out
         .messages
         .iter()

@@ -4,7 +4,6 @@
 //! sequence number so sinks can measure latency.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tokio::net::TcpStream;
 use prism_fanout::DestinationUrl;
 use prism_media::{flv, MediaKind};
 use prism_rtmp::ChunkWriter;
+use prism_testkit::clip::Clip;
 
 use crate::Clock;
 
@@ -113,49 +113,13 @@ pub fn prepare(bitrate_kbps: u32) -> Result<Source, String> {
             "prism-loadgen: encoding the {SOURCE_SECONDS} s source stream once ({})",
             path.display()
         );
-        let rate = format!("{bitrate_kbps}k");
-        let status = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1920x1080:rate=30",
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &SOURCE_SECONDS.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                "60",
-            ])
-            .args([
-                "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate,
-            ])
-            .args([
-                "-x264-params",
-                "nal-hrd=cbr",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-f",
-                "flv",
-            ])
-            .arg(&path)
-            .status()
-            .map_err(|e| format!("ffmpeg is needed to make the source stream: {e}"))?;
-        if !status.success() {
-            let _ = std::fs::remove_file(&path);
-            return Err("ffmpeg failed to encode the source stream".into());
-        }
+        Clip::new("testsrc2=size=1920x1080:rate=30")
+            .audio("sine=frequency=440:sample_rate=48000")
+            .seconds(SOURCE_SECONDS)
+            .gop(60)
+            .cbr(bitrate_kbps, bitrate_kbps)
+            .audio_kbps(128)
+            .encode("flv", &path)?;
     }
     let file = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_flv(file).ok_or_else(|| format!("{}: not an FLV file", path.display()))

@@ -6,9 +6,11 @@
 //! the daemon.
 
 pub mod alloc;
+pub mod clip;
 pub mod fanout_rig;
 pub mod nginx;
 pub mod ports;
+pub mod probe;
 pub mod redis;
 pub mod rtmp;
 
