@@ -25,7 +25,7 @@ use prism_fanout::{Registry, StreamEntry};
 use prism_media::arbiter::{SourceChoice, SourceRole};
 
 use crate::config::{AdminConfig, Config, DestinationEntry, FanoutConfig, StreamConfig};
-use crate::control::{Controller, Event, FailureView};
+use crate::control::{ControlError, Controller, Event, FailureView};
 use crate::error::ApiError;
 use crate::site_guard::SiteGuard;
 use crate::{persist, platforms};
@@ -159,6 +159,18 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// Parses a JSON body strictly; the error names the offending field.
+/// The control plane's errors as HTTP answers: the one place they meet.
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        match error {
+            ControlError::Invalid(message) => ApiError::invalid(message),
+            ControlError::Conflict(message) => ApiError::conflict(message),
+            ControlError::StoreUnavailable(message) => ApiError::unavailable(message),
+            ControlError::Internal(message) => ApiError::internal(message),
+        }
+    }
+}
+
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -604,7 +616,7 @@ async fn remove_stream(
             let index = persist::position(streams, &id)
                 .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
             streams.remove(index);
-            Ok(())
+            Ok::<_, ApiError>(())
         })
         .await?;
     Ok(success())
@@ -939,7 +951,7 @@ async fn remove_destination(
                 ApiError::not_found(format!("no destination {dest:?} in stream {id:?}"))
             })?;
             destinations.remove(index);
-            Ok(())
+            Ok::<_, ApiError>(())
         })
         .await?;
     Ok(success())

@@ -33,10 +33,29 @@ use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
 
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
-use crate::error::ApiError;
 use crate::persist;
 
 /// What `/v1/events` streams.
+/// Why the control plane refused or failed a change, a reload or a sync.
+/// Callers tell the cases apart (the API maps them to HTTP statuses, the
+/// SIGHUP reload logs them); the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The change or the file does not validate (the message names the
+    /// file, line and field).
+    #[error("{0}")]
+    Invalid(String),
+    /// Another node changed the streams first (cluster mode): try again.
+    #[error("{0}")]
+    Conflict(String),
+    /// The cluster's store (Redis) cannot take changes now.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// A fault inside Prism: a task failed, a file could not be written.
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// A destination's last failure as the API and events show it: `kind`
 /// to act on (`prism_fanout::ErrorKind::as_str`), `message` to read.
 #[derive(Clone, Debug, Serialize)]
@@ -343,22 +362,36 @@ impl Controller {
     /// drops a handler's future when its HTTP client disconnects). So the
     /// file, the document the next change starts from and the running
     /// destinations never disagree.
-    pub async fn change<T>(
+    ///
+    /// `edit` makes the change on the document; its own error (the caller's
+    /// type, which the controller's errors convert into) is returned as is.
+    pub async fn change<T, E: From<ControlError>>(
         self: &Arc<Self>,
         stream: &str,
-        edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, E>,
+    ) -> Result<T, E> {
         if let Backing::Cluster { cluster, .. } = &self.backing {
             return self.change_in_cluster(cluster, stream, edit).await;
         }
-        let mut state = Arc::clone(&self.state).lock_owned().await;
+        let state = Arc::clone(&self.state).lock_owned().await;
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
+        self.commit_change(state, document, stream).await?;
+        Ok(result)
+    }
+
+    /// The validated part of `change`: parse, write, apply, commit.
+    async fn commit_change(
+        self: &Arc<Self>,
+        mut state: tokio::sync::OwnedMutexGuard<ControlState>,
+        document: DocumentMut,
+        stream: &str,
+    ) -> Result<(), ControlError> {
         let text = document.to_string();
         let (path, parsed) = (self.path.clone(), text.clone());
         let config = off_async_threads(move || Config::parse(&path, &parsed))
             .await?
-            .map_err(|e| ApiError::invalid(e.message))?;
+            .map_err(|e| ControlError::Invalid(e.message))?;
         let controller = Arc::clone(self);
         let stream = stream.to_string();
         let transaction = tokio::spawn(async move {
@@ -367,9 +400,9 @@ impl Controller {
             let path = controller.path.clone();
             tokio::task::spawn_blocking(move || persist::write_atomically(&path, &text))
                 .await
-                .map_err(|e| ApiError::internal(format!("config write task failed: {e}")))?
+                .map_err(|e| ControlError::Internal(format!("config write task failed: {e}")))?
                 .map_err(|e| {
-                    ApiError::internal(format!("cannot write {}: {e}", controller.path.display()))
+                    ControlError::Internal(format!("cannot write {}: {e}", controller.path.display()))
                 })?;
             controller.apply(&state.config, &config).await;
             controller.commit(&mut state, config, document, "api", Some(stream));
@@ -377,14 +410,13 @@ impl Controller {
         });
         transaction
             .await
-            .map_err(|e| ApiError::internal(format!("the change failed: {e}")))??;
-        Ok(result)
+            .map_err(|e| ControlError::Internal(format!("the change failed: {e}")))?
     }
 
     /// Re-reads the file and applies the difference; a bad file is refused
     /// and the running configuration stays. Like `change`, the live part
     /// runs to completion on its own task.
-    pub async fn reload(self: &Arc<Self>) -> Result<(), ApiError> {
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ControlError> {
         if let Backing::Cluster { .. } = &self.backing {
             return self.reload_in_cluster().await;
         }
@@ -394,15 +426,15 @@ impl Controller {
         let path = self.path.clone();
         let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
             .await
-            .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
-            .map_err(|e| ApiError::invalid(format!("cannot read {}: {e}", self.path.display())))?;
+            .map_err(|e| ControlError::Internal(format!("config read task failed: {e}")))?
+            .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", self.path.display())))?;
         let (path, parsed) = (self.path.clone(), text.clone());
         let config = off_async_threads(move || Config::parse(&path, &parsed))
             .await?
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         let document: DocumentMut = text
             .parse()
-            .map_err(|e| ApiError::invalid(format!("{e}")))?;
+            .map_err(|e| ControlError::Invalid(format!("{e}")))?;
         warn_of_restart_settings(&state.config, &config);
         let controller = Arc::clone(self);
         tokio::spawn(async move {
@@ -412,30 +444,44 @@ impl Controller {
             info!(path = %controller.path.display(), "configuration reloaded");
         })
         .await
-        .map_err(|e| ApiError::internal(format!("the reload failed: {e}")))
+        .map_err(|e| ControlError::Internal(format!("the reload failed: {e}")))
     }
 
     /// Cluster mode: the edit is made on the newest streams document and
     /// written to Redis only if nobody changed it meanwhile (compare and
     /// set by version); then applied here. Other nodes apply it when they
     /// hear of the new version.
-    async fn change_in_cluster<T>(
+    async fn change_in_cluster<T, E: From<ControlError>>(
         self: &Arc<Self>,
         cluster: &Arc<Cluster>,
         stream: &str,
-        edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        edit: impl FnOnce(&mut DocumentMut, &Config) -> Result<T, E>,
+    ) -> Result<T, E> {
         // Catch up first: an edit made on an old version would conflict.
         let newest = cluster.read_version().await.map_err(|e| match e {
             VersionError::Unreachable(e) => redis_unavailable(e),
-            VersionError::Bad(e) => ApiError::unavailable(e.to_string()),
+            VersionError::Bad(e) => ControlError::StoreUnavailable(e.to_string()),
         })?;
         if newest > cluster.applied_version() {
             self.sync().await?;
         }
-        let mut state = Arc::clone(&self.state).lock_owned().await;
+        let state = Arc::clone(&self.state).lock_owned().await;
         let mut document = state.document.clone();
         let result = edit(&mut document, &state.config)?;
+        self.commit_change_in_cluster(cluster, state, document, stream)
+            .await?;
+        Ok(result)
+    }
+
+    /// The validated part of `change_in_cluster`: parse, compare-and-set in
+    /// Redis, apply, commit.
+    async fn commit_change_in_cluster(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        mut state: tokio::sync::OwnedMutexGuard<ControlState>,
+        document: DocumentMut,
+        stream: &str,
+    ) -> Result<(), ControlError> {
         let text = document.to_string();
         let (path, node_text, origin, streams) = (
             self.path.clone(),
@@ -447,7 +493,7 @@ impl Controller {
             Config::parse_with_streams(&path, &node_text, &origin, &streams)
         })
         .await?
-        .map_err(|e| ApiError::invalid(e.message))?;
+        .map_err(|e| ControlError::Invalid(e.message))?;
         let written = tokio::time::timeout(
             CLUSTER_WRITE_TIMEOUT,
             cluster.store().write(state.version, &text),
@@ -459,7 +505,7 @@ impl Controller {
                 version
             }
             Ok(Err(StoreError::Conflict { current })) => {
-                return Err(ApiError::conflict(format!(
+                return Err(ControlError::Conflict(format!(
                     "the streams changed on another node meanwhile (now version {current}); nothing was changed here: send the request again"
                 )))
             }
@@ -469,7 +515,7 @@ impl Controller {
             }
             Ok(Err(e @ StoreError::BadVersion { .. })) => {
                 cluster.health().saw_failure(&e.to_string());
-                return Err(ApiError::unavailable(e.to_string()));
+                return Err(ControlError::StoreUnavailable(e.to_string()));
             }
             // The write may or may not have landed: the version poll tells,
             // and the change is applied once either way.
@@ -487,15 +533,14 @@ impl Controller {
             controller.commit(&mut state, config, document, "api", Some(stream));
         })
         .await
-        .map_err(|e| ApiError::internal(format!("the change failed: {e}")))?;
-        Ok(result)
+        .map_err(|e| ControlError::Internal(format!("the change failed: {e}")))
     }
 
     /// Cluster mode: applies the store's newest version if it is newer than
     /// the one running here. A document that does not validate here (edited
     /// in Redis by hand, or a newer Prism's) is refused and logged; the
     /// running configuration stays.
-    pub async fn sync(self: &Arc<Self>) -> Result<(), ApiError> {
+    pub async fn sync(self: &Arc<Self>) -> Result<(), ControlError> {
         let Backing::Cluster { cluster, .. } = &self.backing else {
             return Ok(());
         };
@@ -542,13 +587,13 @@ impl Controller {
                     "cluster: the shared configuration is invalid here, keeping version {}: {e}",
                     state.version
                 );
-                return Err(ApiError::invalid(e.to_string()));
+                return Err(ControlError::Invalid(e.to_string()));
             }
         };
         let document: DocumentMut = stored
             .text
             .parse()
-            .map_err(|e| ApiError::invalid(format!("{}: {e}", origin.display())))?;
+            .map_err(|e| ControlError::Invalid(format!("{}: {e}", origin.display())))?;
         let controller = Arc::clone(self);
         tokio::spawn(async move {
             controller.apply(&state.config, &config).await;
@@ -563,13 +608,13 @@ impl Controller {
         })
         .await
         .map_err(|e| {
-            ApiError::internal(format!("applying the cluster's configuration failed: {e}"))
+            ControlError::Internal(format!("applying the cluster's configuration failed: {e}"))
         })
     }
 
     /// Cluster mode: SIGHUP or `POST /v1/reload` re-reads the node's file
     /// (its own settings) and the shared streams.
-    async fn reload_in_cluster(self: &Arc<Self>) -> Result<(), ApiError> {
+    async fn reload_in_cluster(self: &Arc<Self>) -> Result<(), ControlError> {
         let Backing::Cluster { cluster, .. } = &self.backing else {
             return Ok(());
         };
@@ -578,9 +623,9 @@ impl Controller {
             let path = self.path.clone();
             let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
                 .await
-                .map_err(|e| ApiError::internal(format!("config read task failed: {e}")))?
+                .map_err(|e| ControlError::Internal(format!("config read task failed: {e}")))?
                 .map_err(|e| {
-                    ApiError::invalid(format!("cannot read {}: {e}", self.path.display()))
+                    ControlError::Invalid(format!("cannot read {}: {e}", self.path.display()))
                 })?;
             let (path, node_text, origin, streams) = (
                 self.path.clone(),
@@ -592,7 +637,7 @@ impl Controller {
                 Config::parse_with_streams(&path, &node_text, &origin, &streams)
             })
             .await?
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
             warn_of_restart_settings(&state.config, &config);
             state.node_text = text;
         }
@@ -961,8 +1006,8 @@ fn store_origin(cluster: &Cluster) -> PathBuf {
     PathBuf::from(format!("redis:{}:streams", cluster.settings().prefix))
 }
 
-fn redis_unavailable(error: String) -> ApiError {
-    ApiError::unavailable(format!(
+fn redis_unavailable(error: String) -> ControlError {
+    ControlError::StoreUnavailable(format!(
         "the cluster's Redis is unreachable ({error}): changes are refused until it is back; running shows go on unchanged"
     ))
 }
@@ -984,8 +1029,8 @@ fn warn_of_restart_settings(old: &Config, new: &Config) {
 /// slow disk or a large clip must not stall the media path.
 async fn off_async_threads<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal(format!("config parse task failed: {e}")))
+        .map_err(|e| ControlError::Internal(format!("config parse task failed: {e}")))
 }

@@ -395,7 +395,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
                 tokio::select! {
                     done = &mut reload => {
                         if let Err(e) = done {
-                            error!("reload refused, the running configuration stays: {}", e.message);
+                            error!("reload refused, the running configuration stays: {e}");
                         }
                         break;
                     }
