@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
+use prism_ingest::IngestLimits;
 use prism_media::config_file::{read_config_file, ConfigFileError};
 
 #[derive(Debug, Deserialize)]
@@ -96,28 +97,30 @@ struct RawRtmp {
     stall_timeout_ms: u64,
 }
 
+// The RTMP ingest's defaults are the ingest crate's own
+// (`IngestLimits::default`): written once, there.
 fn default_stall_timeout_ms() -> u64 {
-    1000
+    IngestLimits::default().admission.stall_timeout.as_millis() as u64
 }
 
 fn default_handshake_timeout() -> u64 {
-    5
+    IngestLimits::default().handshake_timeout.as_secs()
 }
 
 fn default_max_anonymous_connections() -> usize {
-    512
+    IngestLimits::default().admission.max_anonymous
 }
 
 fn default_max_anonymous_per_address() -> usize {
-    16
+    IngestLimits::default().admission.max_anonymous_per_address
 }
 
 fn default_max_message_kib() -> u64 {
-    8 * 1024
+    IngestLimits::default().max_message_bytes as u64 / 1024
 }
 
 fn default_max_partial_messages() -> usize {
-    8
+    IngestLimits::default().max_partial_messages
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,13 +276,13 @@ impl Default for RawFanout {
 }
 
 fn default_max_connections() -> usize {
-    1024
+    IngestLimits::default().max_connections
 }
 fn default_publish_timeout() -> u64 {
-    10
+    IngestLimits::default().publish_timeout.as_secs()
 }
 fn default_idle_timeout() -> u64 {
-    30
+    IngestLimits::default().idle_timeout.as_secs()
 }
 fn default_queue_budget() -> Spanned<u64> {
     Spanned::new(0..0, 8 * 1024)
