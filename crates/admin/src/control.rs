@@ -34,6 +34,7 @@ use prism_media::{HubDirectory, StreamHub};
 
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::persist;
+use crate::plan::{plan, Change};
 
 /// What `/v1/events` streams.
 /// Why the control plane refused or failed a change, a reload or a sync.
@@ -402,7 +403,10 @@ impl Controller {
                 .await
                 .map_err(|e| ControlError::Internal(format!("config write task failed: {e}")))?
                 .map_err(|e| {
-                    ControlError::Internal(format!("cannot write {}: {e}", controller.path.display()))
+                    ControlError::Internal(format!(
+                        "cannot write {}: {e}",
+                        controller.path.display()
+                    ))
                 })?;
             controller.apply(&state.config, &config).await;
             controller.commit(&mut state, config, document, "api", Some(stream));
@@ -427,7 +431,9 @@ impl Controller {
         let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
             .await
             .map_err(|e| ControlError::Internal(format!("config read task failed: {e}")))?
-            .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", self.path.display())))?;
+            .map_err(|e| {
+                ControlError::Invalid(format!("cannot read {}: {e}", self.path.display()))
+            })?;
         let (path, parsed) = (self.path.clone(), text.clone());
         let config = off_async_threads(move || Config::parse(&path, &parsed))
             .await?
@@ -676,79 +682,93 @@ impl Controller {
         });
     }
 
-    /// Starts, stops and reconfigures what differs between two configs.
+    /// Starts, stops and reconfigures what differs between two configs: the
+    /// steps `plan` lists, carried out.
     async fn apply(&self, old: &Config, new: &Config) {
         let mut stopping = Vec::new();
-        for stream in &old.streams {
-            if !new.streams.iter().any(|s| s.id == stream.id) {
-                if let Some(entry) = self.registry.take_stream(&stream.id) {
-                    self.stop_pull(&stream.id).await;
-                    self.directory.remove(&stream.key);
-                    entry.hub.end_current_publish();
-                    stopping.extend(entry.destinations());
-                    info!(stream = %stream.id, "stream removed");
-                }
-            }
-        }
-        for stream in &new.streams {
-            let Some(before) = old.streams.iter().find(|s| s.id == stream.id) else {
-                self.add_stream(stream, &new.fanout);
-                info!(stream = %stream.id, "stream added");
-                continue;
-            };
-            let Some(entry) = self.registry.stream(&stream.id) else {
-                continue;
-            };
-            entry.hub.set_reconnect_grace(stream.reconnect_grace);
-            entry.hub.set_failover(stream.failover);
-            entry.hub.set_standby(stream.standby.clone());
-            if before.pull != stream.pull || before.backup_pull != stream.backup_pull {
-                self.stop_pull(&stream.id).await;
-                self.start_pull(stream, &entry.hub);
-                info!(stream = %stream.id, pull = ?stream.pull.as_ref().map(|u| u.to_string()), "pull source changed");
-            }
-            if before.key != stream.key || before.srt_passphrase != stream.srt_passphrase {
-                self.directory.remove(&before.key);
-                self.directory.insert(
-                    &stream.key,
-                    Arc::clone(&entry.hub),
-                    stream.srt_passphrase.clone(),
-                );
-                info!(stream = %stream.id, key = %stream.key, "stream key or SRT passphrase changed");
-            }
-            for destination in &before.destinations {
-                if !stream.destinations.iter().any(|d| d.id == destination.id) {
-                    stopping.extend(entry.take_destination(&destination.id));
-                    info!(stream = %stream.id, destination = %destination.id, "destination removed");
-                }
-            }
-            for destination in &stream.destinations {
-                match before.destinations.iter().find(|d| d.id == destination.id) {
-                    None => {
-                        self.add_destination(&entry, destination, &new.fanout);
-                        info!(stream = %stream.id, destination = %destination.id, "destination added");
+        for change in plan(old, new) {
+            match change {
+                Change::RemoveStream { stream } => {
+                    if let Some(entry) = self.registry.take_stream(&stream.id) {
+                        self.stop_pull(&stream.id).await;
+                        self.directory.remove(&stream.key);
+                        entry.hub.end_current_publish();
+                        stopping.extend(entry.destinations());
+                        info!(stream = %stream.id, "stream removed");
                     }
-                    Some(was)
-                        if was.url != destination.url
-                            || was.ca_file != destination.ca_file
-                            || was.ack_timeout != destination.ack_timeout
-                            || was.max_delay != destination.max_delay =>
-                    {
-                        // Stop the old session first: two publishes with one
-                        // key would make the platform refuse the second.
+                }
+                Change::AddStream { stream } => {
+                    self.add_stream(stream, &new.fanout);
+                    info!(stream = %stream.id, "stream added");
+                }
+                Change::UpdateStreamSettings { stream } => {
+                    if let Some(entry) = self.registry.stream(&stream.id) {
+                        entry.hub.set_reconnect_grace(stream.reconnect_grace);
+                        entry.hub.set_failover(stream.failover);
+                        entry.hub.set_standby(stream.standby.clone());
+                    }
+                }
+                Change::RestartPull { stream } => {
+                    if let Some(entry) = self.registry.stream(&stream.id) {
+                        self.stop_pull(&stream.id).await;
+                        self.start_pull(stream, &entry.hub);
+                        info!(stream = %stream.id, pull = ?stream.pull.as_ref().map(|u| u.to_string()), "pull source changed");
+                    }
+                }
+                Change::Rekey { stream, old } => {
+                    if let Some(entry) = self.registry.stream(&stream.id) {
+                        self.directory.remove(&old.key);
+                        self.directory.insert(
+                            &stream.key,
+                            Arc::clone(&entry.hub),
+                            stream.srt_passphrase.clone(),
+                        );
+                        info!(stream = %stream.id, key = %stream.key, "stream key or SRT passphrase changed");
+                    }
+                }
+                Change::RemoveDestination {
+                    stream,
+                    destination,
+                } => {
+                    if let Some(entry) = self.registry.stream(stream) {
+                        stopping.extend(entry.take_destination(destination));
+                        info!(%stream, %destination, "destination removed");
+                    }
+                }
+                Change::AddDestination {
+                    stream,
+                    destination,
+                } => {
+                    if let Some(entry) = self.registry.stream(stream) {
+                        self.add_destination(&entry, destination, &new.fanout);
+                        info!(%stream, destination = %destination.id, "destination added");
+                    }
+                }
+                Change::ReplaceDestination {
+                    stream,
+                    destination,
+                } => {
+                    if let Some(entry) = self.registry.stream(stream) {
                         if let Some(old) = entry.take_destination(&destination.id) {
                             old.shutdown().await;
                         }
                         self.add_destination(&entry, destination, &new.fanout);
-                        info!(stream = %stream.id, destination = %destination.id, url = %destination.url, "destination reconnecting with a new url or key");
+                        info!(%stream, destination = %destination.id, url = %destination.url, "destination reconnecting with a new url or key");
                     }
-                    Some(was) if was.enabled != destination.enabled => {
-                        if let Some(handle) = entry.destination(&destination.id) {
-                            handle.set_enabled(destination.enabled);
-                        }
-                        info!(stream = %stream.id, destination = %destination.id, enabled = destination.enabled, "destination toggled");
+                }
+                Change::SetEnabled {
+                    stream,
+                    destination,
+                    enabled,
+                } => {
+                    let handle = self
+                        .registry
+                        .stream(stream)
+                        .and_then(|entry| entry.destination(destination));
+                    if let Some(handle) = handle {
+                        handle.set_enabled(enabled);
                     }
-                    Some(_) => {}
+                    info!(%stream, %destination, enabled, "destination toggled");
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod console;
 pub mod control;
 pub mod error;
 pub mod persist;
+pub mod plan;
 pub mod platforms;
 pub mod site_guard;
 

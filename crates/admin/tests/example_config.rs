@@ -126,8 +126,9 @@ fn the_defaults_the_example_shows_are_the_code_defaults() {
     let written_out = with_defaults_written_out(&text);
     assert_ne!(written_out, text);
     let as_is = Config::parse(&path, &text).unwrap();
-    let explicit = Config::parse(&path, &written_out)
-        .unwrap_or_else(|e| panic!("{e}\n--- the example with its defaults written out:\n{written_out}"));
+    let explicit = Config::parse(&path, &written_out).unwrap_or_else(|e| {
+        panic!("{e}\n--- the example with its defaults written out:\n{written_out}")
+    });
     assert_eq!(
         format!("{explicit:?}"),
         format!("{as_is:?}"),
@@ -137,9 +138,8 @@ fn the_defaults_the_example_shows_are_the_code_defaults() {
 
 #[test]
 fn the_reference_shows_the_defaults_of_the_example() {
-    let example = shown_defaults(
-        &std::fs::read_to_string(workspace().join("config/prism.toml")).unwrap(),
-    );
+    let example =
+        shown_defaults(&std::fs::read_to_string(workspace().join("config/prism.toml")).unwrap());
     let reference = std::fs::read_to_string(workspace().join("docs/configuration.md")).unwrap();
     let block = reference
         .split("```toml")

@@ -171,9 +171,7 @@ mod tests {
             .args_before_output(&["-tune", "zerolatency"])
             .args();
         let joined = args.join(" ");
-        assert!(
-            joined.starts_with("-re -f lavfi -i testsrc=size=320x240:rate=25 -f lavfi -i sine")
-        );
+        assert!(joined.starts_with("-re -f lavfi -i testsrc=size=320x240:rate=25 -f lavfi -i sine"));
         assert!(joined.contains(
             "-b:v 2000k -minrate 2000k -maxrate 2000k -bufsize 1000k -x264-params nal-hrd=cbr"
         ));
