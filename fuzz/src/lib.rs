@@ -184,13 +184,17 @@ pub fn stream_id(data: &[u8]) {
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let path = std::path::Path::new("fuzz.toml");
-        let _ = prism_admin::Config::parse(path, text);
+        // Hermetic: what the text names (files, the environment) is not
+        // read, so a run depends on its input alone.
+        let outside = &prism_admin::outside::Hermetic;
+        let _ = prism_admin::Config::parse_in(path, text, outside);
         let node = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[cluster]\nredis = \"redis://127.0.0.1\"\nnode_id = \"a\"\n";
-        let _ = prism_admin::Config::parse_with_streams(
+        let _ = prism_admin::Config::parse_with_streams_in(
             path,
             node,
             std::path::Path::new("redis"),
             text,
+            outside,
         );
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::outside::{Outside, System};
 use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
 use prism_ingest::IngestLimits;
-use prism_media::config_file::{read_config_file, ConfigFileError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -454,59 +454,6 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
-/// Reads a standby clip (relative paths are from the config file's
-/// directory). A clip already read is reused while its file is unchanged,
-/// so API changes, which re-validate the whole config, do not read it again.
-fn load_standby(
-    config_path: &Path,
-    file: &str,
-    max_bytes: u64,
-) -> Result<std::sync::Arc<prism_media::standby::StandbyClip>, String> {
-    use std::sync::{Arc, Mutex, OnceLock};
-    type Cache = HashMap<
-        PathBuf,
-        (
-            std::time::SystemTime,
-            u64,
-            Arc<prism_media::standby::StandbyClip>,
-        ),
-    >;
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let clip_path = relative_to_config(config_path, file);
-    let shown = clip_path.display();
-    // Only a regular file is looked at (a FIFO or device named here is
-    // refused before anything blocks); the cache is keyed on its stamp.
-    let metadata =
-        std::fs::metadata(&clip_path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !metadata.is_file() {
-        return Err(ConfigFileError::not_regular(&clip_path, metadata.file_type()).to_string());
-    }
-    let stamp = (
-        metadata.modified().map_err(|e| e.to_string())?,
-        metadata.len(),
-    );
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some((modified, len, clip)) = cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&clip_path)
-    {
-        if (*modified, *len) == stamp {
-            return Ok(Arc::clone(clip));
-        }
-    }
-    let (bytes, _) =
-        read_config_file(&clip_path, max_bytes, " (max_standby_mib)").map_err(|e| e.to_string())?;
-    let clip = prism_media::standby::StandbyClip::from_file(&bytes::Bytes::from(bytes))
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let clip = Arc::new(clip);
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(clip_path.clone(), (stamp.0, stamp.1, Arc::clone(&clip)));
-    Ok(clip)
-}
-
 /// A path a config file names: relative ones are from its directory.
 fn relative_to_config(config_path: &Path, file: &str) -> PathBuf {
     let named = Path::new(file);
@@ -623,14 +570,22 @@ impl Config {
 
     /// Parses a node's file. With `[cluster]`, the file holds the node's
     /// own settings only: its streams live in Redis (`parse_with_streams`).
+    /// The files it names, the environment and the host name are read from
+    /// this machine (`System`).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        Self::parse_file(path, text, false)
+        Self::parse_in(path, text, &System)
+    }
+
+    /// `parse`, with what the text names answered by `outside` (`Hermetic`
+    /// reads nothing: tests and the fuzz target).
+    pub fn parse_in(path: &Path, text: &str, outside: &dyn Outside) -> Result<Self, ConfigError> {
+        Self::parse_file(path, text, false, outside)
     }
 
     /// Parses a file for `prism import`: its `[[streams]]` are what is
     /// imported, whether it has a `[cluster]` section or not.
     pub fn parse_for_import(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        Self::parse_file(path, text, true)
+        Self::parse_file(path, text, true, &System)
     }
 
     /// A cluster node's configuration: its file (`path`, `text`) with the
@@ -643,15 +598,32 @@ impl Config {
         origin: &Path,
         streams_text: &str,
     ) -> Result<Self, ConfigError> {
-        let mut config = Self::parse(path, text)?;
+        Self::parse_with_streams_in(path, text, origin, streams_text, &System)
+    }
+
+    /// `parse_with_streams`, with what the texts name answered by `outside`.
+    pub fn parse_with_streams_in(
+        path: &Path,
+        text: &str,
+        origin: &Path,
+        streams_text: &str,
+        outside: &dyn Outside,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::parse_in(path, text, outside)?;
         let error = error_in(origin, streams_text);
         let raw: RawStreamsDocument = toml::from_str(streams_text)
             .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
-        config.streams = parse_streams(raw.streams, path, config.max_standby_bytes, &error)?;
+        config.streams =
+            parse_streams(raw.streams, path, config.max_standby_bytes, &error, outside)?;
         Ok(config)
     }
 
-    fn parse_file(path: &Path, text: &str, import: bool) -> Result<Self, ConfigError> {
+    fn parse_file(
+        path: &Path,
+        text: &str,
+        import: bool,
+        outside: &dyn Outside,
+    ) -> Result<Self, ConfigError> {
         let error = error_in(path, text);
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
@@ -666,7 +638,7 @@ impl Config {
                             .into(),
                     ));
                 }
-                Some(parse_cluster(cluster.get_ref(), &error)?)
+                Some(parse_cluster(cluster.get_ref(), &error, outside)?)
             }
         };
 
@@ -694,7 +666,8 @@ impl Config {
                     (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
                     (None, Some(file)) => {
                         let file_path = relative_to_config(path, file.get_ref());
-                        let (bytes, _) = read_config_file(&file_path, MAX_TOKEN_FILE_BYTES, "")
+                        let bytes = outside
+                            .read_file(&file_path, MAX_TOKEN_FILE_BYTES)
                             .map_err(|e| error(file.span(), format!("admin.token_file: {e}")))?;
                         let text = String::from_utf8(bytes).map_err(|_| {
                             error(
@@ -707,8 +680,8 @@ impl Config {
                         })?;
                         Some((text.trim().to_string(), file.span()))
                     }
-                    (None, None) => std::env::var("PRISM_ADMIN_TOKEN")
-                        .ok()
+                    (None, None) => outside
+                        .env("PRISM_ADMIN_TOKEN")
                         .map(|t| (t.trim().to_string(), span.clone())),
                 };
                 if let Some((token, span)) = &token {
@@ -811,7 +784,7 @@ impl Config {
             ));
         }
         let max_standby_bytes = max_standby_mib << 20;
-        let streams = parse_streams(raw.streams, path, max_standby_bytes, &error)?;
+        let streams = parse_streams(raw.streams, path, max_standby_bytes, &error, outside)?;
 
         let worker_threads = *raw.runtime.worker_threads.get_ref();
         if !(1..=64).contains(&worker_threads) {
@@ -901,7 +874,11 @@ fn error_in<'a>(
     }
 }
 
-fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterSettings, ConfigError> {
+fn parse_cluster(
+    raw: &RawCluster,
+    error: &ErrorAt,
+    outside: &dyn Outside,
+) -> Result<ClusterSettings, ConfigError> {
     let url = raw.redis.get_ref().trim();
     if !(url.starts_with("redis://")
         || url.starts_with("rediss://")
@@ -919,12 +896,15 @@ fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterSettings, C
                 .map_err(|m| error(id.span(), format!("cluster.node_id: {m}")))?;
             id.get_ref().clone()
         }
-        None => hostname().ok_or_else(|| {
-            error(
-                raw.redis.span(),
-                "cluster.node_id: not set, and the host name cannot be read; set it".into(),
-            )
-        })?,
+        None => outside
+            .host_name()
+            .filter(|name| check_id(name).is_ok())
+            .ok_or_else(|| {
+                error(
+                    raw.redis.span(),
+                    "cluster.node_id: not set, and the host name cannot be read; set it".into(),
+                )
+            })?,
     };
     let lease_ms = *raw.lease_ms.get_ref();
     if !(500..=60_000).contains(&lease_ms) {
@@ -943,14 +923,6 @@ fn parse_cluster(raw: &RawCluster, error: &ErrorAt) -> Result<ClusterSettings, C
     })
 }
 
-/// This machine's host name: a node's id when none is configured.
-fn hostname() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim();
-    check_id(name).ok()?;
-    Some(name.to_string())
-}
-
 /// The `[[streams]]` of a node's file or of the cluster's document.
 /// Relative paths are read from `path`'s directory.
 fn parse_streams(
@@ -958,6 +930,7 @@ fn parse_streams(
     path: &Path,
     max_standby_bytes: u64,
     error: &ErrorAt,
+    outside: &dyn Outside,
 ) -> Result<Vec<StreamConfig>, ConfigError> {
     if raw_streams.len() > MAX_STREAMS {
         let span = raw_streams[MAX_STREAMS].id.span();
@@ -1067,7 +1040,8 @@ fn parse_streams(
                         ));
                     }
                     let ca_path = relative_to_config(path, file.get_ref());
-                    prism_fanout::transport::tls_config(Some(&ca_path))
+                    outside
+                        .check_ca_file(&ca_path)
                         .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
                     Some(ca_path)
                 }
@@ -1108,9 +1082,12 @@ fn parse_streams(
         let standby = match &stream.standby_file {
             None => None,
             Some(file) => {
-                let clip = load_standby(path, file.get_ref(), max_standby_bytes).map_err(|m| {
-                    error(file.span(), format!("streams[{index}].standby_file: {m}"))
-                })?;
+                let clip_path = relative_to_config(path, file.get_ref());
+                let clip = outside
+                    .standby_clip(&clip_path, max_standby_bytes)
+                    .map_err(|m| {
+                        error(file.span(), format!("streams[{index}].standby_file: {m}"))
+                    })?;
                 Some(prism_media::hub::StandbyConfig {
                     clip,
                     after: Duration::from_millis(stream.standby_after_ms.clamp(100, 60_000)),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod error;
+pub mod outside;
 pub mod persist;
 pub mod plan;
 pub mod platforms;

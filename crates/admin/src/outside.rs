@@ -1,0 +1,153 @@
+//! What a configuration names outside its own text: the files it points at
+//! (a token file, standby clips, CA files), the environment and this
+//! machine's name. Parsing asks for them through `Outside`, so the parse
+//! and its validation are pure given the answers: the daemon reads this
+//! machine (`System`), while tests and the fuzz target answer from nothing
+//! (`Hermetic`) and touch no file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use prism_media::config_file::{read_config_file, ConfigFileError};
+use prism_media::standby::StandbyClip;
+
+/// The answers a configuration's parse needs from outside its text.
+pub trait Outside {
+    /// A regular file's bytes, at most `max_bytes`.
+    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String>;
+
+    /// An environment variable.
+    fn env(&self, name: &str) -> Option<String>;
+
+    /// This machine's host name.
+    fn host_name(&self) -> Option<String>;
+
+    /// The standby clip in `path` (FLV or MP4, at most `max_bytes`), decoded.
+    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, String>;
+
+    /// Whether `path` holds CA certificates a TLS client can use.
+    fn check_ca_file(&self, path: &Path) -> Result<(), String>;
+}
+
+/// This machine: its files, its environment, its host name.
+pub struct System;
+
+impl Outside for System {
+    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+        read_config_file(path, max_bytes, "")
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| e.to_string())
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn host_name(&self) -> Option<String> {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+        Some(name.trim().to_string())
+    }
+
+    /// A clip already read is reused while its file is unchanged, so API
+    /// changes, which re-validate the whole config, do not read it again.
+    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, String> {
+        type Cache = HashMap<PathBuf, (SystemTime, u64, Arc<StandbyClip>)>;
+        static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+        let shown = path.display();
+        // Only a regular file is looked at (a FIFO or device named here is
+        // refused before anything blocks); the cache is keyed on its stamp.
+        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        if !metadata.is_file() {
+            return Err(ConfigFileError::not_regular(path, metadata.file_type()).to_string());
+        }
+        let stamp = (
+            metadata.modified().map_err(|e| e.to_string())?,
+            metadata.len(),
+        );
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some((modified, len, clip)) =
+            cache.lock().unwrap_or_else(|e| e.into_inner()).get(path)
+        {
+            if (*modified, *len) == stamp {
+                return Ok(Arc::clone(clip));
+            }
+        }
+        let (bytes, _) =
+            read_config_file(path, max_bytes, " (max_standby_mib)").map_err(|e| e.to_string())?;
+        let clip = StandbyClip::from_file(&bytes::Bytes::from(bytes))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let clip = Arc::new(clip);
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), (stamp.0, stamp.1, Arc::clone(&clip)));
+        Ok(clip)
+    }
+
+    fn check_ca_file(&self, path: &Path) -> Result<(), String> {
+        prism_fanout::transport::tls_config(Some(path)).map(|_| ())
+    }
+}
+
+/// Nothing outside the text: every named file is missing, the environment
+/// empty, the host nameless. Parsing with it reads no file and no variable.
+pub struct Hermetic;
+
+impl Outside for Hermetic {
+    fn read_file(&self, path: &Path, _max_bytes: u64) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "{} is not read here (hermetic parse)",
+            path.display()
+        ))
+    }
+
+    fn env(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn host_name(&self) -> Option<String> {
+        None
+    }
+
+    fn standby_clip(&self, path: &Path, _max_bytes: u64) -> Result<Arc<StandbyClip>, String> {
+        Err(format!(
+            "{} is not read here (hermetic parse)",
+            path.display()
+        ))
+    }
+
+    fn check_ca_file(&self, path: &Path) -> Result<(), String> {
+        Err(format!(
+            "{} is not read here (hermetic parse)",
+            path.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The same text, parsed against this machine and against nothing: the
+    /// token file it names is read only by the first.
+    #[test]
+    fn a_hermetic_parse_reads_no_file_the_config_names() {
+        let dir = std::env::temp_dir().join(format!("prism-outside-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("admin.token"), "a-token-of-enough-length-0123\n").unwrap();
+        let path = dir.join("prism.toml");
+        let text = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[admin]\nlisten = \"127.0.0.1:8080\"\ntoken_file = \"admin.token\"\n";
+        let read = Config::parse_in(&path, text, &System);
+        let hermetic = Config::parse_in(&path, text, &Hermetic);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(read.is_ok(), "{:?}", read.err());
+        let error = hermetic.unwrap_err().to_string();
+        assert!(
+            error.contains("admin.token_file") && error.contains("hermetic"),
+            "{error}"
+        );
+    }
+}
