@@ -132,7 +132,7 @@ async fn run(
         }
         // Cluster mode: one node pulls; the others wait for its lease to
         // end (the node died, or the stream was handed over).
-        if let Err(e) = hub.admit(Duration::ZERO).await {
+        if let Err(e) = hub.admit(source.protocol(), role, Duration::ZERO).await {
             if !waiting_elsewhere {
                 info!(stream = %hub.id(), source = %shown, "not pulling here: {e}");
                 waiting_elsewhere = true;

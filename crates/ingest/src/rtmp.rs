@@ -20,9 +20,7 @@ use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
-use prism_media::{
-    HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishError, PublishGuard,
-};
+use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
@@ -460,31 +458,28 @@ impl Connection<'_> {
                     if !names.is_empty() {
                         info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
                     }
-                    let Some(hub) = directory.lookup(&stream_key) else {
-                        warn!(%remote, "publish refused: unknown stream key");
-                        self.stats.count_rejection(RejectReason::UnknownKey);
-                        refused = Some("unknown stream key".to_string());
-                        break;
-                    };
-                    // Cluster mode: the stream's lease first (bounded wait).
-                    let admitted = match hub.admit(RTMP_ADMIT_PATIENCE).await {
-                        Ok(()) => hub.try_publish_as(IngestProtocol::Rtmp, remote, role),
+                    // One admission for every protocol; the stream's lease
+                    // in cluster mode is a bounded wait.
+                    let admitted = match directory
+                        .admit(&stream_key, IngestProtocol::Rtmp, role, RTMP_ADMIT_PATIENCE)
+                        .await
+                    {
+                        Ok((hub, _)) => hub
+                            .try_publish_as(IngestProtocol::Rtmp, remote, role)
+                            .map(|guard| (hub, guard)),
                         Err(e) => Err(e),
                     };
                     match admitted {
-                        Ok(guard) => {
+                        Ok((hub, guard)) => {
                             self.session.accept_publish(&mut self.out);
                             debug!(stream = %hub.id(), %remote, protocol = "rtmp", "publish accepted");
                             self.publish = Some(guard);
                         }
                         Err(e) => {
-                            warn!(stream = %hub.id(), %remote, "publish refused: {e}");
-                            self.stats.count_rejection(match e {
-                                PublishError::AlreadyLive | PublishError::LiveElsewhere { .. } => {
-                                    RejectReason::AlreadyLive
-                                }
-                                PublishError::PullOnly => RejectReason::PullOnly,
-                            });
+                            // The key is never logged; the stream, when known, is.
+                            let stream = directory.lookup(&stream_key).map(|h| h.id().to_string());
+                            warn!(stream = stream.as_deref().unwrap_or("-"), %remote, protocol = "rtmp", "publish refused: {e}");
+                            self.stats.count_rejection(RejectReason::from(&e));
                             refused = Some(e.to_string());
                             break;
                         }

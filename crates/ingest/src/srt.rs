@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use prism_media::arbiter::SourceRole;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
-use prism_media::{HubDirectory, IngestProtocol, MediaMessage, StreamHub};
+use prism_media::{HubDirectory, IngestProtocol, MediaMessage, PublishError, StreamHub};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::remux::Remuxer;
@@ -209,44 +209,19 @@ async fn admit(
             return None;
         }
     };
-    let Some((hub, stream_passphrase)) = directory.lookup_srt(key) else {
-        refuse(Rejection::UnknownKey, "unknown stream key");
-        let _ = request
-            .reject(RejectReason::Server(ServerRejectReason::Notfound))
-            .await;
-        return None;
+    // One admission for every protocol; the stream's lease in cluster mode
+    // is a bounded wait.
+    let (hub, stream_passphrase) = match directory
+        .admit(key, IngestProtocol::Srt, role, SRT_ADMIT_PATIENCE)
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            refuse(Rejection::from(&e), &e.to_string());
+            let _ = request.reject(RejectReason::Server(srt_reject(&e))).await;
+            return None;
+        }
     };
-    if hub.is_pull_only() && role == SourceRole::Primary {
-        refuse(
-            Rejection::PullOnly,
-            "the stream pulls from its source and takes no publisher",
-        );
-        let _ = request
-            .reject(RejectReason::Server(ServerRejectReason::Forbidden))
-            .await;
-        return None;
-    }
-    // A stream in its reconnect grace period is live with no publisher, and
-    // a silent publisher gives way: the returning encoder resumes the
-    // session, as over RTMP.
-    if hub.has_active_source(role) {
-        refuse(
-            Rejection::AlreadyLive,
-            "a publisher is already live on this stream",
-        );
-        let _ = request
-            .reject(RejectReason::Server(ServerRejectReason::Conflict))
-            .await;
-        return None;
-    }
-    // Cluster mode: the stream's lease first (bounded wait).
-    if let Err(e) = hub.admit(SRT_ADMIT_PATIENCE).await {
-        refuse(Rejection::AlreadyLive, &e.to_string());
-        let _ = request
-            .reject(RejectReason::Server(ServerRejectReason::Conflict))
-            .await;
-        return None;
-    }
     let passphrase = stream_passphrase.or_else(|| settings.passphrase.clone());
     let caller_key_size = request.key_size();
     let key_settings = match (passphrase, caller_key_size) {
@@ -297,6 +272,17 @@ async fn admit(
                 "wrong passphrase, or encryption on one side only",
             );
             None
+        }
+    }
+}
+
+/// SRT's answer to a refused publish (the caller sees the code).
+fn srt_reject(error: &PublishError) -> ServerRejectReason {
+    match error {
+        PublishError::UnknownKey => ServerRejectReason::Notfound,
+        PublishError::PullOnly => ServerRejectReason::Forbidden,
+        PublishError::AlreadyLive | PublishError::LiveElsewhere { .. } => {
+            ServerRejectReason::Conflict
         }
     }
 }

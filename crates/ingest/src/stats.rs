@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prism_media::IngestProtocol;
+use prism_media::{IngestProtocol, PublishError};
 
 /// Why a publish was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +39,18 @@ impl RejectReason {
             RejectReason::ProtocolError => "protocol_error",
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::PullOnly => "pull_only",
+        }
+    }
+}
+
+impl From<&PublishError> for RejectReason {
+    fn from(error: &PublishError) -> Self {
+        match error {
+            PublishError::UnknownKey => RejectReason::UnknownKey,
+            PublishError::AlreadyLive | PublishError::LiveElsewhere { .. } => {
+                RejectReason::AlreadyLive
+            }
+            PublishError::PullOnly => RejectReason::PullOnly,
         }
     }
 }

@@ -31,8 +31,13 @@ pub struct LiveState {
     pub session: u64,
 }
 
+/// Why a publish is refused, whatever its protocol: ingest answers each in
+/// its protocol's words (an RTMP status, an SRT reject reason).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// No stream has the key.
+    #[error("unknown stream key")]
+    UnknownKey,
     #[error("a publisher is already live on this stream")]
     AlreadyLive,
     #[error("this stream pulls from its source (`pull`) and takes no publisher")]
@@ -411,11 +416,25 @@ impl StreamHub {
         *self.gate.write().unwrap_or_else(|e| e.into_inner()) = Some(gate);
     }
 
-    /// Asks the publish gate, if there is one, whether this node may take a
-    /// publisher now; call it before `try_publish`. It may wait up to
-    /// `patience` for another node to give the stream up. Without a gate (a
-    /// node on its own) it always admits at once.
-    pub async fn admit(&self, patience: Duration) -> Result<(), PublishError> {
+    /// The checks every publish of this stream goes through before it is
+    /// taken, in one order, whatever the protocol: a stream that pulls its
+    /// primary takes only a backup pushed to it; the source's slot must be
+    /// free (its holder gone, or silent: it gives way); in cluster mode this
+    /// node must hold the stream (the gate, waiting up to `patience` for
+    /// another node to give it up). `try_publish_as` checks the first two
+    /// again as it takes the slot, since time passes in between.
+    pub async fn admit(
+        &self,
+        protocol: IngestProtocol,
+        role: SourceRole,
+        patience: Duration,
+    ) -> Result<(), PublishError> {
+        if self.is_pull_only() && !protocol.is_pull() && role == SourceRole::Primary {
+            return Err(PublishError::PullOnly);
+        }
+        if self.has_active_source(role) {
+            return Err(PublishError::AlreadyLive);
+        }
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
         match gate {
             None => Ok(()),
@@ -1595,6 +1614,21 @@ impl HubDirectory {
         self.lookup_srt(key).map(|(hub, _)| hub)
     }
 
+    /// Finds the stream `key` names and admits a publish of it
+    /// (`StreamHub::admit`): what RTMP and SRT ingest both ask first.
+    /// Returns its hub and the SRT passphrase its publishers must use.
+    pub async fn admit(
+        &self,
+        key: &str,
+        protocol: IngestProtocol,
+        role: SourceRole,
+        patience: Duration,
+    ) -> Result<(Arc<StreamHub>, Option<String>), PublishError> {
+        let (hub, passphrase) = self.lookup_srt(key).ok_or(PublishError::UnknownKey)?;
+        hub.admit(protocol, role, patience).await?;
+        Ok((hub, passphrase))
+    }
+
     /// The hub and the SRT passphrase its publishers must use, if any.
     pub fn lookup_srt(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)> {
         self.by_key
@@ -2110,6 +2144,43 @@ mod tests {
         let _publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         hub.end_current_publish();
         assert!(!hub.is_live());
+    }
+
+    /// Every protocol's publish goes through the same checks, in order:
+    /// the key, a pulled primary, a source slot already taken.
+    #[tokio::test]
+    async fn one_admission_refuses_an_unknown_key_a_pulled_primary_and_a_taken_source() {
+        let directory = HubDirectory::default();
+        let hub = StreamHub::new("main");
+        let key = crate::StreamKey::new("main-key-1234".to_string());
+        directory.insert(&key, Arc::clone(&hub), None);
+        let admit = |key: &'static str, protocol, role| {
+            let directory = &directory;
+            async move { directory.admit(key, protocol, role, Duration::ZERO).await }
+        };
+        let rtmp = IngestProtocol::Rtmp;
+        assert!(matches!(
+            admit("other-key", rtmp, SourceRole::Primary).await,
+            Err(PublishError::UnknownKey)
+        ));
+        hub.set_pull_only(true);
+        assert!(matches!(
+            admit("main-key-1234", rtmp, SourceRole::Primary).await,
+            Err(PublishError::PullOnly)
+        ));
+        assert!(admit("main-key-1234", rtmp, SourceRole::Backup)
+            .await
+            .is_ok());
+        let pulled = IngestProtocol::RtmpPull;
+        assert!(admit("main-key-1234", pulled, SourceRole::Primary)
+            .await
+            .is_ok());
+        hub.set_pull_only(false);
+        let _live = hub.try_publish(rtmp, addr()).unwrap();
+        assert!(matches!(
+            admit("main-key-1234", IngestProtocol::Srt, SourceRole::Primary).await,
+            Err(PublishError::AlreadyLive)
+        ));
     }
 
     #[test]
