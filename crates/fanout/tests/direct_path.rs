@@ -14,9 +14,10 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
+use prism_fanout::{spawn_destination, DestinationConfig, DestinationState};
 use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
 use prism_rtmp::Message;
+use prism_testkit::fanout_rig::local_destination;
 use prism_testkit::rtmp::{serve, Next, Progress, Script};
 
 const MESSAGES: u32 = 300;
@@ -92,19 +93,11 @@ async fn a_stalled_destination_gets_every_message_in_order_after_the_hand_over()
     let destination = spawn_destination(
         Arc::clone(&hub),
         DestinationConfig {
-            id: "slow".into(),
-            url: DestinationUrl::parse(&format!("rtmp://127.0.0.1:{port}/app/key"), None).unwrap(),
-            enabled: true,
             // Large enough that nothing is dropped: this test is about order.
             queue_budget_bytes: 64 << 20,
-            connect_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
             // Small, so a server that stops reading fills it quickly.
             socket_send_buffer_bytes: 16 * 1024,
-            chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
-            ca_file: None,
-            ack_timeout: Duration::from_secs(10),
-            max_delay: Duration::ZERO,
+            ..local_destination("slow", port)
         },
     );
     for _ in 0..500 {

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use prism_fanout::{spawn_destination, DestinationConfig, DestinationState, DestinationUrl};
+use prism_fanout::{spawn_destination, DestinationState};
 use prism_media::{IngestProtocol, MediaKind, MediaMessage, StreamHub};
 use prism_rtmp::Message;
+use prism_testkit::fanout_rig::local_destination;
 use prism_testkit::rtmp::{serve, Script};
 
 /// Keeps each video frame of one connection, numbered.
@@ -63,22 +64,7 @@ async fn a_panicking_destination_task_is_retried_and_goes_live_again() {
     let mut publish = hub
         .try_publish(IngestProtocol::Rtmp, "127.0.0.1:1".parse().unwrap())
         .unwrap();
-    let destination = spawn_destination(
-        Arc::clone(&hub),
-        DestinationConfig {
-            id: "fragile".into(),
-            url: DestinationUrl::parse(&format!("rtmp://127.0.0.1:{port}/app/key"), None).unwrap(),
-            enabled: true,
-            queue_budget_bytes: 8 << 20,
-            connect_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            socket_send_buffer_bytes: 64 * 1024,
-            chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
-            ca_file: None,
-            ack_timeout: Duration::from_secs(10),
-            max_delay: Duration::ZERO,
-        },
-    );
+    let destination = spawn_destination(Arc::clone(&hub), local_destination("fragile", port));
     let status = Arc::clone(&destination.status);
     let wait_for = |state: DestinationState| {
         let status = Arc::clone(&status);

@@ -156,3 +156,23 @@ impl FanoutRig {
         total
     }
 }
+
+/// A destination on loopback `port` (`rtmp://127.0.0.1:PORT/app/key`) with
+/// short timeouts and no latency budget: what the fan-out tests start
+/// from, changing the field they are about.
+pub fn local_destination(id: &str, port: u16) -> prism_fanout::DestinationConfig {
+    prism_fanout::DestinationConfig {
+        id: id.to_string(),
+        url: prism_fanout::DestinationUrl::parse(&format!("rtmp://127.0.0.1:{port}/app/key"), None)
+            .expect("a valid URL"),
+        enabled: true,
+        queue_budget_bytes: 8 << 20,
+        connect_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        socket_send_buffer_bytes: 64 * 1024,
+        chunk_size: prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE,
+        ca_file: None,
+        ack_timeout: Duration::from_secs(10),
+        max_delay: Duration::ZERO,
+    }
+}
