@@ -3,6 +3,7 @@
 
 pub mod admission;
 mod announce;
+pub mod error;
 pub mod h264;
 pub mod hevc;
 pub mod pull;
@@ -14,6 +15,7 @@ pub mod stats;
 pub mod streamid;
 pub mod ts;
 
+pub use error::IngestError;
 pub use rtmp::{IngestLimits, RtmpIngest};
 pub use srt::{bind_srt, SrtIngest, SrtSettings};
 pub use stats::{IngestStats, RejectReason};

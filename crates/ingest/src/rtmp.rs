@@ -25,13 +25,11 @@ use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
+use crate::error::IngestError;
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason};
 use crate::streamid::{names_backup, source_role};
 
 /// Why an anonymous connection was closed to make room for a newer one.
-const EVICTED: &str =
-    "evicted: the anonymous connection limit is full and this one had made the least progress";
-
 /// Read buffer sizes before and after the publish is accepted.
 const ANONYMOUS_READ_BUFFER: usize = 4 * 1024;
 const PUBLISHING_READ_BUFFER: usize = 64 * 1024;
@@ -173,7 +171,7 @@ impl RtmpIngest {
                 match catch_panic("rtmp_connection", connection).await {
                     Ok(Ok(())) => debug!(%remote, "rtmp connection closed"),
                     Ok(Err(reason)) => {
-                        let reason = remote_text(&reason);
+                        let reason = remote_text(&reason.to_string());
                         info!(%remote, %reason, "rtmp connection ended")
                     }
                     Err(panic) => {
@@ -201,7 +199,7 @@ async fn handle_connection(
     limits: &IngestLimits,
     stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), IngestError> {
     let _ = socket.set_nodelay(true);
     // Small until the publish is accepted: anonymous connections are many
     // under a flood, and their replies and commands are small.
@@ -215,10 +213,7 @@ async fn handle_connection(
     let handshake_timed_out = || {
         stats.count_rejection(RejectReason::Timeout);
         stats.count_limit(Limit::HandshakeTimeout);
-        format!(
-            "no handshake and connect within {} s",
-            limits.handshake_timeout.as_secs()
-        )
+        IngestError::HandshakeTimeout(limits.handshake_timeout)
     };
 
     let handshake = tokio::time::timeout_at(
@@ -230,9 +225,9 @@ async fn handle_connection(
             .map_err(|_| handshake_timed_out())?
             .map_err(|e| {
                 stats.count_rejection(RejectReason::ProtocolError);
-                e.to_string()
+                IngestError::Handshake(e)
             })?,
-        () = ticket.evicted() => return Err(EVICTED.into()),
+        () = ticket.evicted() => return Err(IngestError::Evicted),
     };
     ticket.advance(Stage::Handshaken);
 
@@ -306,7 +301,7 @@ async fn handle_connection(
                     Err(_) => {
                         stats.count_rejection(RejectReason::Timeout);
                         stats.count_limit(Limit::PublishTimeout);
-                        Err("no publish before the timeout".to_string())
+                        Err(IngestError::PublishTimeout)
                     }
                 }
             }
@@ -315,10 +310,10 @@ async fn handle_connection(
             read = read => match read? {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(IngestError::Read(e)),
             },
             _ = shutdown.changed() => break,
-            () = ticket.evicted() => return Err(EVICTED.into()),
+            () = ticket.evicted() => return Err(IngestError::Evicted),
         };
         connection.process(&read_buf[..n], directory).await?;
         // Admission follows the opening only; a publishing connection
@@ -364,7 +359,7 @@ async fn read_while_live(
     directory: &HubDirectory,
     shutdown: &mut watch::Receiver<bool>,
     limits: &IngestLimits,
-) -> Result<LiveEnd, String> {
+) -> Result<LiveEnd, IngestError> {
     let Some(publish) = &connection.publish else {
         return Ok(LiveEnd::Unpublished);
     };
@@ -380,7 +375,7 @@ async fn read_while_live(
             read = connection.socket.read(read_buf) => match read {
                 Ok(0) => return Ok(LiveEnd::Closed),
                 Ok(n) => n,
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(IngestError::Read(e)),
             },
             () = &mut idle => {
                 // The timer is moved on only when it fires, not per read.
@@ -390,7 +385,7 @@ async fn read_while_live(
                     continue;
                 }
                 connection.stats.count_limit(Limit::IdleTimeout);
-                return Err(format!("no data for {} s", limits.idle_timeout.as_secs()));
+                return Err(IngestError::Idle(limits.idle_timeout));
             }
         };
         last_read = tokio::time::Instant::now();
@@ -421,7 +416,7 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     /// Runs bytes through the session, acts on its events, sends its replies.
-    async fn process(&mut self, bytes: &[u8], directory: &HubDirectory) -> Result<(), String> {
+    async fn process(&mut self, bytes: &[u8], directory: &HubDirectory) -> Result<(), IngestError> {
         let remote = self.remote;
         if let Err(e) = self
             .session
@@ -433,7 +428,7 @@ impl Connection<'_> {
             if e.is_limit() {
                 self.stats.count_limit(Limit::MessageBounds);
             }
-            return Err(e.to_string());
+            return Err(IngestError::Protocol(e));
         }
         let mut refused = None;
         for event in self.events.drain(..) {
@@ -480,7 +475,7 @@ impl Connection<'_> {
                             let stream = directory.lookup(&stream_key).map(|h| h.id().to_string());
                             warn!(stream = stream.as_deref().unwrap_or("-"), %remote, protocol = "rtmp", "publish refused: {e}");
                             self.stats.count_rejection(RejectReason::from(&e));
-                            refused = Some(e.to_string());
+                            refused = Some(e);
                             break;
                         }
                     }
@@ -495,9 +490,10 @@ impl Connection<'_> {
         }
         if let Some(reason) = refused {
             self.events.clear();
-            self.session.reject_publish(&mut self.out, &reason);
+            self.session
+                .reject_publish(&mut self.out, &reason.to_string());
             flush(&mut self.socket, &mut self.out).await?;
-            return Err(format!("publish refused: {reason}"));
+            return Err(IngestError::Refused(reason));
         }
         if !self.out.is_empty() {
             flush(&mut self.socket, &mut self.out).await?;
@@ -511,10 +507,8 @@ impl Connection<'_> {
 /// waits for its publish answer far longer.
 const RTMP_ADMIT_PATIENCE: Duration = Duration::from_secs(8);
 
-async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), String> {
-    out.write_to(socket, Some(WRITE_STALL_TIMEOUT))
-        .await
-        .map_err(|e| e.to_string())
+async fn flush(socket: &mut TcpStream, out: &mut ChunkWriter) -> Result<(), IngestError> {
+    Ok(out.write_to(socket, Some(WRITE_STALL_TIMEOUT)).await?)
 }
 
 /// An RTMP media message on the publish's 64-bit timeline (see
