@@ -159,6 +159,12 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// Parses a JSON body strictly; the error names the offending field.
+impl From<persist::UneditableForm> for ApiError {
+    fn from(error: persist::UneditableForm) -> Self {
+        ApiError::invalid(error.to_string())
+    }
+}
+
 /// The control plane's errors as HTTP answers: the one place they meet.
 impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
@@ -591,9 +597,7 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
                 table["key"] = value(key.as_str());
             }
             persist::set_string(&mut table, "pull", request.pull.as_deref());
-            persist::streams(document)
-                .map_err(ApiError::invalid)?
-                .push(table);
+            persist::streams(document)?.push(table);
             Ok(key)
         })
         .await
@@ -612,7 +616,7 @@ async fn remove_stream(
 ) -> Result<impl IntoResponse, ApiError> {
     app.controller
         .change(&id, |document, _| {
-            let streams = persist::streams(document).map_err(ApiError::invalid)?;
+            let streams = persist::streams(document)?;
             let index = persist::position(streams, &id)
                 .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
             streams.remove(index);
@@ -843,7 +847,7 @@ async fn patch_stream(
     let patch: StreamPatch = parse_body(&body)?;
     app.controller
         .change(&id, |document, _| {
-            let streams = persist::streams(document).map_err(ApiError::invalid)?;
+            let streams = persist::streams(document)?;
             let index = persist::position(streams, &id)
                 .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
             let table = streams
@@ -1035,10 +1039,9 @@ fn destinations_of<'a>(
     document: &'a mut DocumentMut,
     id: &str,
 ) -> Result<&'a mut toml_edit::ArrayOfTables, ApiError> {
-    let stream = persist::stream(document, id)
-        .map_err(ApiError::invalid)?
+    let stream = persist::stream(document, id)?
         .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-    persist::destinations(stream).map_err(ApiError::invalid)
+    Ok(persist::destinations(stream)?)
 }
 
 async fn edit_destination(

@@ -58,34 +58,40 @@ fn create_private(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// The file writes an array the API edits in another TOML form (an inline
+/// array instead of `[[…]]` tables): what to write instead is in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("the config writes `{0}` in a form the API cannot edit; use {1} tables")]
+pub struct UneditableForm(&'static str, &'static str);
+
 /// The `[[streams]]` array, created when the file has none yet.
-pub fn streams(document: &mut DocumentMut) -> Result<&mut ArrayOfTables, String> {
+pub fn streams(document: &mut DocumentMut) -> Result<&mut ArrayOfTables, UneditableForm> {
     if document.get("streams").is_none() {
         document["streams"] = Item::ArrayOfTables(ArrayOfTables::new());
     }
-    document["streams"].as_array_of_tables_mut().ok_or_else(|| {
-        "the config writes `streams` in a form the API cannot edit; use [[streams]] tables".into()
-    })
+    document["streams"]
+        .as_array_of_tables_mut()
+        .ok_or(UneditableForm("streams", "[[streams]]"))
 }
 
 /// The `[[streams]]` table whose `id` is `id`.
 pub fn stream<'a>(
     document: &'a mut DocumentMut,
     id: &str,
-) -> Result<Option<&'a mut Table>, String> {
+) -> Result<Option<&'a mut Table>, UneditableForm> {
     Ok(streams(document)?
         .iter_mut()
         .find(|t| t.get("id").and_then(Item::as_str) == Some(id)))
 }
 
 /// A stream's `[[streams.destinations]]` array, created when missing.
-pub fn destinations(stream: &mut Table) -> Result<&mut ArrayOfTables, String> {
+pub fn destinations(stream: &mut Table) -> Result<&mut ArrayOfTables, UneditableForm> {
     if stream.get("destinations").is_none() {
         stream.insert("destinations", Item::ArrayOfTables(ArrayOfTables::new()));
     }
     stream["destinations"]
         .as_array_of_tables_mut()
-        .ok_or_else(|| "the config writes `destinations` in a form the API cannot edit; use [[streams.destinations]] tables".into())
+        .ok_or(UneditableForm("destinations", "[[streams.destinations]]"))
 }
 
 pub fn position(array: &ArrayOfTables, id: &str) -> Option<usize> {

@@ -24,7 +24,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tracing::{error, info, warn};
 
-use prism_media::gate::{Admission, PublishGate};
+use prism_media::gate::{Admission, LiveElsewhere, PublishGate};
 use prism_media::supervise::catch_panic;
 use prism_media::StreamHub;
 
@@ -116,7 +116,7 @@ impl LeaseGate {
         self: Arc<Self>,
         stream: String,
         patience: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), LiveElsewhere> {
         if let Some(held) = self.held().get_mut(&stream) {
             held.admitted_at = Instant::now();
             held.seen_live = false;
@@ -130,7 +130,7 @@ impl LeaseGate {
                 Ok(Acquired::Taken { node }) => {
                     if Instant::now() >= deadline {
                         warn!(stream = %stream, node = %node, "publish refused: the stream is live on another node");
-                        return Err(node);
+                        return Err(LiveElsewhere { node });
                     }
                     // Asked again now and then: the encoder's old
                     // connection there may not have closed yet.

@@ -8,9 +8,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The future a gate answers with: `Err(node)` names the node that has the
-/// stream live.
-pub type Admission = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Another node holds the stream (cluster mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveElsewhere {
+    /// The node that has the stream live.
+    pub node: String,
+}
+
+/// The future a gate answers with.
+pub type Admission = Pin<Box<dyn Future<Output = Result<(), LiveElsewhere>> + Send>>;
 
 pub trait PublishGate: Send + Sync + 'static {
     /// Whether this node may take a publish of `stream` (its id) now.

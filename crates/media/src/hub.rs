@@ -438,10 +438,11 @@ impl StreamHub {
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
         match gate {
             None => Ok(()),
-            Some(gate) => gate
-                .admit(self.id(), patience)
-                .await
-                .map_err(|node| PublishError::LiveElsewhere { node }),
+            Some(gate) => gate.admit(self.id(), patience).await.map_err(|elsewhere| {
+                PublishError::LiveElsewhere {
+                    node: elsewhere.node,
+                }
+            }),
         }
     }
 
