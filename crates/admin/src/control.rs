@@ -517,7 +517,7 @@ impl Controller {
             }
             Ok(Err(StoreError::Redis(e))) => {
                 cluster.health().saw_failure(&e.to_string());
-                return Err(redis_unavailable(e.to_string()));
+                return Err(redis_unavailable(e));
             }
             Ok(Err(e @ StoreError::BadVersion { .. })) => {
                 cluster.health().saw_failure(&e.to_string());
@@ -528,7 +528,7 @@ impl Controller {
             Err(_) => {
                 let error = "Redis did not answer in time; the change may still land, see GET /v1/streams";
                 cluster.health().saw_failure(error);
-                return Err(redis_unavailable(error.to_string()));
+                return Err(redis_unavailable(error));
             }
         };
         let controller = Arc::clone(self);
@@ -1026,7 +1026,7 @@ fn store_origin(cluster: &Cluster) -> PathBuf {
     PathBuf::from(format!("redis:{}:streams", cluster.settings().prefix))
 }
 
-fn redis_unavailable(error: String) -> ControlError {
+fn redis_unavailable(error: impl std::fmt::Display) -> ControlError {
     ControlError::StoreUnavailable(format!(
         "the cluster's Redis is unreachable ({error}): changes are refused until it is back; running shows go on unchanged"
     ))

@@ -28,7 +28,7 @@ use prism_media::gate::{Admission, LiveElsewhere, PublishGate};
 use prism_media::supervise::catch_panic;
 use prism_media::StreamHub;
 
-use crate::health::RedisHealth;
+use crate::health::{RedisHealth, RedisUnavailable};
 use crate::lease::{Acquired, Lease, Leases};
 
 /// The longest a publish waits for Redis before it is admitted anyway.
@@ -314,7 +314,7 @@ impl LeaseGate {
     async fn redis<T, E: std::fmt::Display>(
         &self,
         operation: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, RedisUnavailable> {
         self.health.bounded(REDIS_WAIT, operation).await
     }
 }

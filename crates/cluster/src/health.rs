@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+/// Redis could not serve an operation: what the node saw.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    #[error("Redis did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// The connection or the command failed (Redis's or the client's words).
+    #[error("{0}")]
+    Failed(String),
+}
+
 #[derive(Default)]
 pub struct RedisHealth {
     up: AtomicBool,
@@ -55,22 +65,16 @@ impl RedisHealth {
         &self,
         limit: Duration,
         operation: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, String> {
-        match tokio::time::timeout(limit, operation).await {
+    ) -> Result<T, RedisUnavailable> {
+        let error = match tokio::time::timeout(limit, operation).await {
             Ok(Ok(value)) => {
                 self.saw_success();
-                Ok(value)
+                return Ok(value);
             }
-            Ok(Err(e)) => {
-                let error = e.to_string();
-                self.saw_failure(&error);
-                Err(error)
-            }
-            Err(_) => {
-                let error = format!("Redis did not answer within {} ms", limit.as_millis());
-                self.saw_failure(&error);
-                Err(error)
-            }
-        }
+            Ok(Err(e)) => RedisUnavailable::Failed(e.to_string()),
+            Err(_) => RedisUnavailable::Timeout(limit),
+        };
+        self.saw_failure(&error.to_string());
+        Err(error)
     }
 }

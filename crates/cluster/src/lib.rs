@@ -11,7 +11,7 @@ pub mod node;
 pub mod store;
 
 pub use gate::LeaseGate;
-pub use health::RedisHealth;
+pub use health::{RedisHealth, RedisUnavailable};
 pub use lease::{Acquired, Lease, LeaseError, Leases};
 pub use node::{Cluster, ClusterSettings};
 pub use store::{ConfigStore, StoreError, Versioned};

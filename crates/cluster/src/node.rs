@@ -17,7 +17,7 @@ use tracing::{debug, error, warn};
 use prism_media::supervise::catch_panic;
 
 use crate::gate::LeaseGate;
-use crate::health::RedisHealth;
+use crate::health::{RedisHealth, RedisUnavailable};
 use crate::lease::Leases;
 use crate::store::ConfigStore;
 use crate::store::StoreError;
@@ -179,7 +179,10 @@ impl Cluster {
     }
 
     /// Which node each of `streams` is live on (holds the lease of), if any.
-    pub async fn live_nodes(&self, streams: &[String]) -> Result<Vec<Option<String>>, String> {
+    pub async fn live_nodes(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<Option<String>>, RedisUnavailable> {
         if streams.is_empty() {
             return Ok(Vec::new());
         }
@@ -213,7 +216,7 @@ impl Cluster {
                     .await
                     .unwrap_or_else(|panic| {
                         error!(%panic, "reading the cluster's version panicked; retrying");
-                        Err(VersionError::Unreachable(panic))
+                        Err(VersionError::Unreachable(RedisUnavailable::Failed(panic)))
                     });
                 match read {
                     Ok(_) => reported = false,
@@ -288,8 +291,8 @@ impl Cluster {
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
     /// Redis did not answer (in time).
-    #[error("{0}")]
-    Unreachable(String),
+    #[error(transparent)]
+    Unreachable(RedisUnavailable),
     /// Redis answered with what is not a version.
     #[error(transparent)]
     Bad(StoreError),
