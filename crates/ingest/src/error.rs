@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use prism_media::PublishError;
-use prism_rtmp::{HandshakeError, ServerError, WriteError};
+use prism_rtmp::{ClientError, HandshakeError, ServerError, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -52,4 +52,40 @@ impl IngestError {
     pub fn is_refused(&self) -> bool {
         matches!(self, IngestError::Refused(_))
     }
+}
+
+/// Why a pull's connection to its source ended (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("no answer from {address} within {} s", .within.as_secs())]
+    NoAnswer { address: String, within: Duration },
+    #[error("connect to {address} failed: {error}")]
+    Connect {
+        address: String,
+        error: std::io::Error,
+    },
+    #[error("RTMP handshake timed out")]
+    HandshakeTimeout,
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The server spoke RTMP in a way the player cannot follow.
+    #[error(transparent)]
+    Protocol(#[from] ClientError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The server refused to play the stream (its status code and words).
+    #[error("the server refused to play the stream: {code}: {reason}")]
+    Refused { code: String, reason: String },
+    #[error("the source sent nothing for {} s", .0.as_secs())]
+    Silent(Duration),
+    #[error("the source closed the connection")]
+    Closed,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("the SRT passphrase or pbkeylen is out of range")]
+    BadPassphrase,
+    /// The stream would not take the pulled source (another source is on
+    /// the air, or this node does not hold the stream).
+    #[error("the stream refused the pulled source: {0}")]
+    Admit(PublishError),
 }

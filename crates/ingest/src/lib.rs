@@ -15,7 +15,7 @@ pub mod stats;
 pub mod streamid;
 pub mod ts;
 
-pub use error::IngestError;
+pub use error::{IngestError, PullError};
 pub use rtmp::{IngestLimits, RtmpIngest};
 pub use srt::{bind_srt, SrtIngest, SrtSettings};
 pub use stats::{IngestStats, RejectReason};

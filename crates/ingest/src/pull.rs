@@ -30,6 +30,7 @@ use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
 use prism_rtmp::{ChunkWriter, PlayClient, PlayEvent, PublishTarget, Role, ServerLimits};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
+use crate::error::PullError;
 use crate::rtmp::relayed_message;
 use crate::srt::TsToFlv;
 
@@ -209,7 +210,7 @@ async fn session(
     };
     match result {
         Ok(()) => "the source ended the session".into(),
-        Err(reason) => reason,
+        Err(reason) => reason.to_string(),
     }
 }
 
@@ -247,7 +248,7 @@ impl<'a> Relay<'a> {
         &mut self,
         publish: &mut Option<PublishGuard>,
         message: MediaMessage,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         if publish.is_none() {
             if !message.droppable() {
                 self.waiting_headers.retain(|h| {
@@ -259,7 +260,7 @@ impl<'a> Relay<'a> {
             let guard = self
                 .hub
                 .try_publish_as(self.protocol, self.remote, self.role)
-                .map_err(|e| format!("the stream refused the pulled source: {e}"))?;
+                .map_err(PullError::Admit)?;
             info!(stream = %self.hub.id(), remote = %self.remote, protocol = self.protocol.as_str(), source = self.role.as_str(), "pulled source live");
             self.announcer = PublishAnnouncer::new(self.protocol);
             *publish = Some(guard);
@@ -296,40 +297,35 @@ async fn rtmp_session(
     limits: ServerLimits,
     role: SourceRole,
     publish: &mut Option<PublishGuard>,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
+    let address = format!("{host}:{port}");
     let connect = TcpStream::connect((host, port));
     let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|_| {
-            format!(
-                "no answer from {host}:{port} within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )
+        .map_err(|_| PullError::NoAnswer {
+            address: address.clone(),
+            within: CONNECT_TIMEOUT,
         })?
-        .map_err(|e| format!("connect to {host}:{port} failed: {e}"))?;
-    let remote = stream
-        .peer_addr()
-        .map_err(|e| format!("connection lost: {e}"))?;
+        .map_err(|error| PullError::Connect {
+            address: address.clone(),
+            error,
+        })?;
+    let remote = stream.peer_addr().map_err(PullError::Read)?;
     let leftover = tokio::time::timeout(
         CONNECT_TIMEOUT,
         prism_rtmp::handshake(&mut stream, Role::Client),
     )
     .await
-    .map_err(|_| "RTMP handshake timed out".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| PullError::HandshakeTimeout)??;
     let mut client = PlayClient::new(target.clone(), limits);
     let mut out = ChunkWriter::new(128);
     client.start(&mut out);
-    let mut events = client
-        .handle_input(&leftover, &mut out)
-        .map_err(|e| e.to_string())?;
+    let mut events = client.handle_input(&leftover, &mut out)?;
     let mut relay = Relay::new(hub, IngestProtocol::RtmpPull, remote, role);
     let mut timeline = Unwrapper::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        out.write_to(&mut stream, Some(CONNECT_TIMEOUT))
-            .await
-            .map_err(|e| e.to_string())?;
+        out.write_to(&mut stream, Some(CONNECT_TIMEOUT)).await?;
         for event in events.drain(..) {
             match event {
                 PlayEvent::Started => {
@@ -346,9 +342,7 @@ async fn rtmp_session(
                     timeline = Unwrapper::new();
                 }
                 PlayEvent::Rejected { code, reason } => {
-                    return Err(format!(
-                        "the server refused to play the stream: {code}: {reason}"
-                    ))
+                    return Err(PullError::Refused { code, reason })
                 }
             }
         }
@@ -360,19 +354,12 @@ async fn rtmp_session(
             SERVER_IDLE
         };
         let n = match tokio::time::timeout(patience, stream.read(&mut buf)).await {
-            Err(_) => {
-                return Err(format!(
-                    "the source sent nothing for {} s",
-                    patience.as_secs()
-                ))
-            }
-            Ok(Ok(0)) => return Err("the server closed the connection".into()),
+            Err(_) => return Err(PullError::Silent(patience)),
+            Ok(Ok(0)) => return Err(PullError::Closed),
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            Ok(Err(e)) => return Err(PullError::Read(e)),
         };
-        events = client
-            .handle_input(&buf[..n], &mut out)
-            .map_err(|e| e.to_string())?;
+        events = client.handle_input(&buf[..n], &mut out)?;
     }
 }
 
@@ -381,7 +368,7 @@ async fn srt_session(
     source: &PullSource,
     role: SourceRole,
     publish: &mut Option<PublishGuard>,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
     let PullSource::Srt {
         address,
         stream_id,
@@ -400,7 +387,7 @@ async fn srt_session(
         let (Ok(passphrase), Ok(key_size)) =
             (passphrase.clone().try_into(), (*key_length).try_into())
         else {
-            return Err("the SRT passphrase or pbkeylen is out of range".into());
+            return Err(PullError::BadPassphrase);
         };
         builder = builder.set(|o| {
             o.encryption.passphrase = Some(passphrase);
@@ -410,21 +397,19 @@ async fn srt_session(
     let mut socket = builder
         .call(address.as_str(), stream_id.as_deref())
         .await
-        .map_err(|e| format!("SRT connect to {address} failed: {e}"))?;
+        .map_err(|error| PullError::Connect {
+            address: address.clone(),
+            error,
+        })?;
     let remote = socket.settings().remote;
     let mut relay = Relay::new(hub, IngestProtocol::SrtPull, remote, role);
     let mut ts = TsToFlv::new();
     let mut messages = Vec::new();
     let result = loop {
         let data = match tokio::time::timeout(SOURCE_SILENT, socket.next()).await {
-            Err(_) => {
-                break Err(format!(
-                    "the source sent nothing for {} s",
-                    SOURCE_SILENT.as_secs()
-                ))
-            }
-            Ok(None) => break Err("the source closed the connection".into()),
-            Ok(Some(Err(e))) => break Err(format!("SRT connection failed: {e}")),
+            Err(_) => break Err(PullError::Silent(SOURCE_SILENT)),
+            Ok(None) => break Err(PullError::Closed),
+            Ok(Some(Err(e))) => break Err(PullError::Read(e)),
             Ok(Some(Ok((_, data)))) => data,
         };
         ts.push(&data, &mut messages);
