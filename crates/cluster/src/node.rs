@@ -253,17 +253,18 @@ impl Cluster {
     }
 
     /// One subscription: until the connection drops.
-    async fn follow_announcements(&self) -> Result<(), String> {
+    async fn follow_announcements(&self) -> Result<(), RedisUnavailable> {
+        let failed = |e: redis::RedisError| RedisUnavailable::Failed(e.to_string());
         let mut pubsub = timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| RedisUnavailable::Timeout(COMMAND_TIMEOUT))?
+            .map_err(failed)?;
         let changes = self.store.channel();
         let takeovers = takeover_channel(&self.settings.prefix);
         pubsub
             .subscribe(&[changes.as_str(), takeovers.as_str()])
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(failed)?;
         // Anything announced while unsubscribed is seen here.
         let _ = self.read_version().await;
         let mut messages = pubsub.on_message();

@@ -644,9 +644,7 @@ async fn open(config: &DestinationConfig) -> Result<Transport, DestinationError>
                                 .map_err(|e| format!("TLS setup task failed: {e}"))
                                 .and_then(|config| config)
                                 .map_err(|e| DestinationError::new(ErrorKind::Tls, e))?;
-                        tls_connect(stream, host, tls)
-                            .await
-                            .map_err(|e| DestinationError::new(ErrorKind::Tls, e))
+                        tls_connect(stream, host, tls).await
                     }
                     Scheme::Srt => unreachable!("SRT destinations have their own session"),
                 };

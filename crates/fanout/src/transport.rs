@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::error::{DestinationError, ErrorKind};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,13 +65,14 @@ pub async fn tls_connect(
     tcp: TcpStream,
     host: &str,
     config: Arc<rustls::ClientConfig>,
-) -> Result<Transport, String> {
+) -> Result<Transport, DestinationError> {
+    let tls = |message: String| DestinationError::new(ErrorKind::Tls, message);
     let name = ServerName::try_from(host.to_string())
-        .map_err(|_| format!("{host:?} is not a valid TLS server name"))?;
+        .map_err(|_| tls(format!("{host:?} is not a valid TLS server name")))?;
     let stream = TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {host} failed: {e}"))?;
+        .map_err(|e| tls(format!("TLS handshake with {host} failed: {e}")))?;
     Ok(Transport::Tls(Box::new(stream)))
 }
 
