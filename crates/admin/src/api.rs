@@ -19,16 +19,16 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
-use toml_edit::{value, DocumentMut, Table};
 
 use prism_fanout::{Registry, StreamEntry};
 use prism_media::arbiter::{SourceChoice, SourceRole};
 
+use crate::command::{Command, DestinationTarget, NewDestination as NewDestinationSpec, Outcome};
 use crate::config::{AdminConfig, Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::control::{ControlError, Controller, Event, FailureView};
 use crate::error::ApiError;
+use crate::platforms;
 use crate::site_guard::SiteGuard;
-use crate::{persist, platforms};
 
 /// Every route the router serves, as (method, path). The OpenAPI document
 /// must list exactly these; a test holds both to the router.
@@ -159,17 +159,12 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// Parses a JSON body strictly; the error names the offending field.
-impl From<persist::UneditableForm> for ApiError {
-    fn from(error: persist::UneditableForm) -> Self {
-        ApiError::invalid(error.to_string())
-    }
-}
-
 /// The control plane's errors as HTTP answers: the one place they meet.
 impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
         match error {
             ControlError::Invalid(message) => ApiError::invalid(message),
+            ControlError::NotFound(message) => ApiError::not_found(message),
             ControlError::Conflict(message) => ApiError::conflict(message),
             ControlError::StoreUnavailable(message) => ApiError::unavailable(message),
             ControlError::Internal(message) => ApiError::internal(message),
@@ -556,52 +551,18 @@ struct NewStream {
 
 async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResponse, ApiError> {
     let request: NewStream = parse_body(&body)?;
-    let id = match request.id {
-        Some(id) => id,
-        None => {
-            app.controller
-                .with_config(|config| {
-                    unique_id("stream", |c| config.streams.iter().any(|s| s.id == c))
-                })
-                .await
-        }
-    };
-    let key = app
+    let outcome = app
         .controller
-        .change(&id, |document, config| {
-            if config.streams.len() >= crate::config::MAX_STREAMS {
-                return Err(ApiError::conflict(format!(
-                    "this instance already serves {} streams, the most it takes",
-                    crate::config::MAX_STREAMS
-                )));
-            }
-            if config.streams.iter().any(|s| s.id == id) {
-                return Err(ApiError::conflict(format!("stream {id:?} already exists")));
-            }
-            let key = match request.key {
-                Some(key) => {
-                    if config.streams.iter().any(|s| s.key.expose() == key) {
-                        return Err(ApiError::conflict(
-                            "key: another stream already uses this key",
-                        ));
-                    }
-                    key
-                }
-                // A pulled stream takes no publisher: no key unless asked.
-                None if request.pull.is_some() => String::new(),
-                None => generate_key(),
-            };
-            let mut table = Table::new();
-            table["id"] = value(id.as_str());
-            if !key.is_empty() {
-                table["key"] = value(key.as_str());
-            }
-            persist::set_string(&mut table, "pull", request.pull.as_deref());
-            persist::streams(document)?.push(table);
-            Ok(key)
+        .execute(Command::AddStream {
+            id: request.id,
+            key: request.key,
+            pull: request.pull,
         })
         .await
-        .map_err(strip_config_path)?;
+        .map_err(field_error)?;
+    let Outcome::StreamAdded { id, key } = outcome else {
+        return Err(ApiError::internal("adding a stream made no stream"));
+    };
     let mut view = serde_json::to_value(view_of_stream(&app, &id).await?).unwrap_or_default();
     // The only time the key is ever returned: the caller must keep it.
     if !key.is_empty() {
@@ -614,15 +575,7 @@ async fn remove_stream(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.controller
-        .change(&id, |document, _| {
-            let streams = persist::streams(document)?;
-            let index = persist::position(streams, &id)
-                .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-            streams.remove(index);
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    app.controller.execute(Command::RemoveStream { id }).await?;
     Ok(success())
 }
 
@@ -669,36 +622,26 @@ async fn add_destination(
             )));
         }
     }
-    let dest = app
+    let outcome = app
         .controller
-        .change(&id, |document, config| {
-            let stream = find_stream(config, &id)?;
-            let taken = |candidate: &str| stream.destinations.iter().any(|d| d.id == candidate);
-            let dest = match &request.id {
-                Some(dest) if taken(dest) => {
-                    return Err(ApiError::conflict(format!(
-                        "destination {dest:?} already exists in stream {id:?}"
-                    )))
-                }
-                Some(dest) => dest.clone(),
-                None => unique_id(request.platform.as_deref().unwrap_or("destination"), taken),
-            };
-            let mut table = Table::new();
-            table["id"] = value(dest.as_str());
-            persist::set_string(&mut table, "platform", request.platform.as_deref());
-            persist::set_string(&mut table, "url", request.url.as_deref());
-            persist::set_string(&mut table, "key", request.key.as_deref());
-            if let Some(enabled) = request.enabled {
-                table["enabled"] = value(enabled);
-            }
-            if let Some(ms) = request.max_delay_ms {
-                table["max_delay_ms"] = value(toml_integer(ms));
-            }
-            destinations_of(document, &id)?.push(table);
-            Ok(dest)
+        .execute(Command::AddDestination {
+            stream: id.clone(),
+            destination: NewDestinationSpec {
+                id: request.id,
+                platform: request.platform,
+                url: request.url,
+                key: request.key,
+                enabled: request.enabled,
+                max_delay_ms: request.max_delay_ms,
+            },
         })
         .await
-        .map_err(strip_config_path)?;
+        .map_err(field_error)?;
+    let Outcome::DestinationAdded { id: dest } = outcome else {
+        return Err(ApiError::internal(
+            "adding a destination made no destination",
+        ));
+    };
     Ok((
         StatusCode::CREATED,
         Json(view_of_destination(&app, &id, &dest).await?),
@@ -717,12 +660,6 @@ struct DestinationPatch {
     max_delay_ms: Option<Option<u64>>,
 }
 
-/// A number from a request as a TOML integer (i64): one past i64's range
-/// is kept out of range, so the config check reports it as such.
-fn toml_integer(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 async fn patch_destination(
     State(app): State<App>,
     Path((id, dest)): Path<(String, String)>,
@@ -732,25 +669,17 @@ async fn patch_destination(
     if patch.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(ApiError::invalid("key: must not be empty"));
     }
-    edit_destination(&app, &id, &dest, |table| {
-        if let Some(url) = &patch.url {
-            table["url"] = value(url.as_str());
-        }
-        if let Some(key) = &patch.key {
-            table["key"] = value(key.as_str());
-        }
-        if let Some(enabled) = patch.enabled {
-            table["enabled"] = value(enabled);
-        }
-        match patch.max_delay_ms {
-            Some(Some(ms)) => table["max_delay_ms"] = value(toml_integer(ms)),
-            Some(None) => {
-                table.remove("max_delay_ms");
-            }
-            None => {}
-        }
-    })
-    .await?;
+    app.controller
+        .execute(Command::PatchDestination {
+            stream: id.clone(),
+            id: dest.clone(),
+            url: patch.url,
+            key: patch.key,
+            enabled: patch.enabled,
+            max_delay_ms: patch.max_delay_ms,
+        })
+        .await
+        .map_err(field_error)?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
 }
 
@@ -846,26 +775,14 @@ async fn patch_stream(
 ) -> Result<impl IntoResponse, ApiError> {
     let patch: StreamPatch = parse_body(&body)?;
     app.controller
-        .change(&id, |document, _| {
-            let streams = persist::streams(document)?;
-            let index = persist::position(streams, &id)
-                .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-            let table = streams
-                .get_mut(index)
-                .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-            if let Some(pull) = &patch.pull {
-                persist::set_string(table, "pull", pull.as_deref());
-            }
-            if let Some(grace) = patch.reconnect_grace_s {
-                table["reconnect_grace_s"] = value(grace as i64);
-            }
-            if let Some(file) = &patch.standby_file {
-                persist::set_string(table, "standby_file", file.as_deref());
-            }
-            Ok(())
+        .execute(Command::PatchStream {
+            id: id.clone(),
+            pull: patch.pull,
+            reconnect_grace_s: patch.reconnect_grace_s,
+            standby_file: patch.standby_file,
         })
         .await
-        .map_err(strip_config_path)?;
+        .map_err(field_error)?;
     Ok(Json(view_of_stream(&app, &id).await?))
 }
 
@@ -932,7 +849,7 @@ async fn enable_destination(
     State(app): State<App>,
     Path((id, dest)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    edit_destination(&app, &id, &dest, |table| table["enabled"] = value(true)).await?;
+    set_enabled(&app, id, dest, true).await?;
     Ok(success())
 }
 
@@ -940,7 +857,7 @@ async fn disable_destination(
     State(app): State<App>,
     Path((id, dest)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    edit_destination(&app, &id, &dest, |table| table["enabled"] = value(false)).await?;
+    set_enabled(&app, id, dest, false).await?;
     Ok(success())
 }
 
@@ -949,13 +866,9 @@ async fn remove_destination(
     Path((id, dest)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     app.controller
-        .change(&id, |document, _| {
-            let destinations = destinations_of(document, &id)?;
-            let index = persist::position(destinations, &dest).ok_or_else(|| {
-                ApiError::not_found(format!("no destination {dest:?} in stream {id:?}"))
-            })?;
-            destinations.remove(index);
-            Ok::<_, ApiError>(())
+        .execute(Command::RemoveDestination {
+            stream: id,
+            id: dest,
         })
         .await?;
     Ok(success())
@@ -993,74 +906,45 @@ async fn replace_restreams(
         }
         wanted.push((dest, restream));
     }
+    let destinations = wanted
+        .into_iter()
+        .map(|(dest, restream)| DestinationTarget {
+            id: dest,
+            url: restream.server_url.clone(),
+            key: restream.stream_key.clone(),
+        })
+        .collect();
     app.controller
-        .change(&id, |document, _| {
-            let destinations = destinations_of(document, &id)?;
-            let mut index = 0;
-            while let Some(table) = destinations.get(index) {
-                let current = table.get("id").and_then(|i| i.as_str()).unwrap_or_default();
-                if wanted.iter().any(|(d, _)| d == current) {
-                    index += 1;
-                } else {
-                    destinations.remove(index);
-                }
-            }
-            for (dest, restream) in &wanted {
-                let table = match persist::position(destinations, dest) {
-                    Some(i) => destinations.get_mut(i).expect("position is in range"),
-                    None => {
-                        let mut table = Table::new();
-                        table["id"] = value(dest.as_str());
-                        destinations.push(table);
-                        destinations
-                            .get_mut(destinations.len() - 1)
-                            .expect("just pushed")
-                    }
-                };
-                // Unchanged values are left alone, so an unchanged entry
-                // keeps its connection.
-                if table.get("url").and_then(|v| v.as_str()) != Some(restream.server_url.as_str()) {
-                    table["url"] = value(restream.server_url.as_str());
-                }
-                if table.get("key").and_then(|v| v.as_str()) != Some(restream.stream_key.as_str()) {
-                    table["key"] = value(restream.stream_key.as_str());
-                }
-            }
-            Ok(())
+        .execute(Command::ReplaceDestinations {
+            stream: id.clone(),
+            destinations,
         })
         .await
-        .map_err(strip_config_path)?;
+        .map_err(field_error)?;
     Ok(Json(view_of_stream(&app, &id).await?.destinations))
 }
 
 // ---- helpers --------------------------------------------------------------
 
-fn destinations_of<'a>(
-    document: &'a mut DocumentMut,
-    id: &str,
-) -> Result<&'a mut toml_edit::ArrayOfTables, ApiError> {
-    let stream = persist::stream(document, id)?
-        .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))?;
-    Ok(persist::destinations(stream)?)
-}
-
-async fn edit_destination(
-    app: &App,
-    id: &str,
-    dest: &str,
-    edit: impl FnOnce(&mut Table),
-) -> Result<(), ApiError> {
+async fn set_enabled(app: &App, stream: String, id: String, enabled: bool) -> Result<(), ApiError> {
     app.controller
-        .change(id, |document, _| {
-            let destinations = destinations_of(document, id)?;
-            let index = persist::position(destinations, dest).ok_or_else(|| {
-                ApiError::not_found(format!("no destination {dest:?} in stream {id:?}"))
-            })?;
-            edit(destinations.get_mut(index).expect("position is in range"));
-            Ok(())
+        .execute(Command::PatchDestination {
+            stream,
+            id,
+            url: None,
+            key: None,
+            enabled: Some(enabled),
+            max_delay_ms: None,
         })
         .await
-        .map_err(strip_config_path)
+        .map_err(field_error)?;
+    Ok(())
+}
+
+/// A control error as the API's answer, a config field named as the caller
+/// knows it (`strip_config_path`).
+fn field_error(error: ControlError) -> ApiError {
+    strip_config_path(error.into())
 }
 
 /// Config errors name fields by their place in the file
@@ -1080,17 +964,6 @@ fn strip_config_path(mut error: ApiError) -> ApiError {
     error
 }
 
-/// `base`, or `base-2`, `base-3`... whichever is free.
-fn unique_id(base: &str, taken: impl Fn(&str) -> bool) -> String {
-    if !taken(base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|candidate| !taken(candidate))
-        .expect("some suffix is free")
-}
-
 /// A destination id from a display name: `"YouTube (main)"` → `"youtube-main"`.
 fn slug(name: &str) -> String {
     let mut out = String::new();
@@ -1102,18 +975,6 @@ fn slug(name: &str) -> String {
         }
     }
     out.trim_end_matches('-').chars().take(64).collect()
-}
-
-/// A new stream key: 24 random letters and digits (about 143 bits).
-fn generate_key() -> String {
-    use rand::distributions::Alphanumeric;
-    use rand::Rng;
-    let random: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
-    format!("live_{random}")
 }
 
 #[cfg(test)]
@@ -1131,14 +992,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slugs_and_unique_ids() {
+    fn slugs() {
         assert_eq!(slug("YouTube (main)"), "youtube-main");
         assert_eq!(slug("  Twitch!! "), "twitch");
         assert_eq!(slug("***"), "");
-        assert_eq!(
-            unique_id("youtube", |c| c == "youtube" || c == "youtube-2"),
-            "youtube-3"
-        );
     }
 
     #[test]
@@ -1174,12 +1031,5 @@ mod tests {
         let e = body_error(br#"{"key": "#);
         assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn generated_keys_are_long_and_distinct() {
-        let (a, b) = (generate_key(), generate_key());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 29);
     }
 }

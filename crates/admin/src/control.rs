@@ -32,6 +32,7 @@ use prism_media::arbiter::SourceRole;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
 
+use crate::command::{unique_id, Command, Outcome};
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
 use crate::persist;
 use crate::plan::{plan, Change};
@@ -46,7 +47,12 @@ pub enum ControlError {
     /// file, line and field).
     #[error("{0}")]
     Invalid(String),
-    /// Another node changed the streams first (cluster mode): try again.
+    /// What the change names does not exist (a stream, a destination).
+    #[error("{0}")]
+    NotFound(String),
+    /// The change collides with what exists (an id or a key taken, a
+    /// limit reached), or another node changed the streams first (cluster
+    /// mode: try again).
     #[error("{0}")]
     Conflict(String),
     /// The cluster's store (Redis) cannot take changes now.
@@ -357,6 +363,36 @@ impl Controller {
     /// Applies an edit of the config document: validates the result, writes
     /// it to the file, applies the difference live.
     ///
+    /// Carries out a typed command: its edit of the configuration, then the
+    /// same transaction as every change (`change`).
+    pub async fn execute(self: &Arc<Self>, command: Command) -> Result<Outcome, ControlError> {
+        // A new stream's id is chosen first, so the change's event names it.
+        let command = match command {
+            Command::AddStream {
+                id: None,
+                key,
+                pull,
+            } => {
+                let id = self
+                    .with_config(|config| {
+                        unique_id("stream", |c| config.streams.iter().any(|s| s.id == c))
+                    })
+                    .await;
+                Command::AddStream {
+                    id: Some(id),
+                    key,
+                    pull,
+                }
+            }
+            command => command,
+        };
+        let stream = command.stream().to_string();
+        self.change(&stream, move |document, config| {
+            command.edit(document, config)
+        })
+        .await
+    }
+
     /// A transaction: once the edit is validated, the write, the live
     /// changes and the commit of the in-memory document run on their own
     /// task, to completion, even if the caller's future is dropped (hyper

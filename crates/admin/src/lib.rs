@@ -3,6 +3,7 @@
 //! HTTP API that drives them.
 
 pub mod api;
+pub mod command;
 pub mod config;
 pub mod console;
 pub mod control;
