@@ -15,6 +15,8 @@ use crate::url::DestinationUrl;
 
 /// How many queued messages one write batch takes at most.
 pub(crate) const BATCH_MESSAGES: usize = 256;
+
+/// A destination's settings, as the control plane gives them.
 #[derive(Clone, Debug)]
 pub struct DestinationConfig {
     /// Public name used in logs, metrics and the API.
@@ -43,6 +45,7 @@ pub struct DestinationConfig {
     pub max_delay: Duration,
 }
 
+/// What the task's owner tells it: whether to push, or to stop for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Control {
     pub(crate) enabled: bool,
