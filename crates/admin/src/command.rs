@@ -8,7 +8,7 @@
 use toml_edit::{value, ArrayOfTables, DocumentMut, Table};
 
 use crate::config::{Config, MAX_STREAMS};
-use crate::control::ControlError;
+use crate::control_error::ControlError;
 use crate::persist;
 
 /// One change to the streams or their destinations.

@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod control_error;
 pub mod error;
 pub mod outside;
 pub mod persist;
