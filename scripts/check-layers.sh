@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 status=0
 
-dependents=$(cargo tree --workspace --locked --offline -e normal -i prism-admin --prefix none 2>/dev/null |
+dependents=$(cargo tree --workspace --locked -e normal -i prism-admin --prefix none 2>/dev/null |
   awk '{print $1}' | sort -u | grep -v '^prism-admin$' || true)
 if [ "$dependents" != "prism" ]; then
   echo "check-layers: crates that depend on prism-admin (only prism may):" >&2
