@@ -130,7 +130,7 @@ impl Command {
                         )))
                     }
                     Some(id) => id,
-                    None => unique_id("stream", taken),
+                    None => free_stream_id(config),
                 };
                 let key = match key {
                     Some(key) if config.streams.iter().any(|s| s.key.expose() == key) => {
@@ -323,6 +323,11 @@ fn destination<'a>(
 /// is kept out of range, so the config check reports it as such.
 fn toml_integer(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An id no stream of `config` has: `stream`, `stream-2`...
+pub(crate) fn free_stream_id(config: &Config) -> String {
+    unique_id("stream", |c| config.streams.iter().any(|s| s.id == c))
 }
 
 /// `base`, or `base-2`, `base-3`... whichever is free.

@@ -32,7 +32,7 @@ use prism_media::arbiter::SourceRole;
 use prism_media::supervise::catch_panic;
 use prism_media::{HubDirectory, StreamHub};
 
-use crate::command::{unique_id, Command, Outcome};
+use crate::command::{free_stream_id, Command, Outcome};
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
 pub use crate::control_error::ControlError;
 use crate::persist;
@@ -349,11 +349,7 @@ impl Controller {
                 key,
                 pull,
             } => {
-                let id = self
-                    .with_config(|config| {
-                        unique_id("stream", |c| config.streams.iter().any(|s| s.id == c))
-                    })
-                    .await;
+                let id = self.with_config(free_stream_id).await;
                 Command::AddStream {
                     id: Some(id),
                     key,

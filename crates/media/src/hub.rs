@@ -429,7 +429,7 @@ impl StreamHub {
         role: SourceRole,
         patience: Duration,
     ) -> Result<(), PublishError> {
-        if self.is_pull_only() && !protocol.is_pull() && role == SourceRole::Primary {
+        if self.refuses_pushed(protocol, role) {
             return Err(PublishError::PullOnly);
         }
         if self.has_active_source(role) {
@@ -464,6 +464,11 @@ impl StreamHub {
 
     pub fn is_pull_only(&self) -> bool {
         self.pull_only.load(Ordering::Relaxed)
+    }
+
+    /// A pulled primary refuses pushed primaries; its backup may be pushed.
+    fn refuses_pushed(&self, protocol: IngestProtocol, role: SourceRole) -> bool {
+        self.is_pull_only() && !protocol.is_pull() && role == SourceRole::Primary
     }
 
     /// The stream's public id (never its key).
@@ -548,11 +553,7 @@ impl StreamHub {
         remote: SocketAddr,
         role: SourceRole,
     ) -> Result<PublishGuard, PublishError> {
-        // A pulled primary refuses pushed primaries; its backup may be pushed.
-        if self.pull_only.load(Ordering::Relaxed)
-            && !protocol.is_pull()
-            && role == SourceRole::Primary
-        {
+        if self.refuses_pushed(protocol, role) {
             return Err(PublishError::PullOnly);
         }
         let mut state = self.lock();
