@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
-use prism_fanout::{Registry, StreamEntry};
+use crate::streams::{RunningStream, Streams};
 use prism_media::arbiter::{SourceChoice, SourceRole};
 
 use crate::command::{Command, DestinationTarget, NewDestination as NewDestinationSpec, Outcome};
@@ -276,12 +276,12 @@ struct DestinationView {
 }
 
 fn destination_view(
-    entry: Option<&StreamEntry>,
+    entry: Option<&RunningStream>,
     destination: &DestinationEntry,
     fanout: &FanoutConfig,
 ) -> DestinationView {
     use std::sync::atomic::Ordering;
-    let handle = entry.and_then(|e| e.destination(&destination.id));
+    let handle = entry.and_then(|e| e.parts.destinations.get(&destination.id));
     let status = handle.as_ref().map(|h| &h.status);
     DestinationView {
         id: destination.id.clone(),
@@ -322,9 +322,9 @@ fn source_view(source: &prism_media::hub::SourceInfo) -> SourceView {
     }
 }
 
-fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig) -> StreamView {
+fn stream_view(streams: &Streams, stream: &StreamConfig, fanout: &FanoutConfig) -> StreamView {
     use std::sync::atomic::Ordering;
-    let entry = registry.stream(&stream.id);
+    let entry = streams.get(&stream.id);
     let ingest = entry.as_ref().and_then(|e| {
         let publisher = e.hub.publisher()?;
         let media = publisher.media.unwrap_or_default();
@@ -379,10 +379,10 @@ fn stream_view(registry: &Registry, stream: &StreamConfig, fanout: &FanoutConfig
 }
 
 /// The stream `id` as it runs (its hub and destinations).
-fn running_stream(app: &App, id: &str) -> Result<Arc<StreamEntry>, ApiError> {
+fn running_stream(app: &App, id: &str) -> Result<Arc<RunningStream>, ApiError> {
     app.controller
-        .registry()
-        .stream(id)
+        .streams()
+        .get(id)
         .ok_or_else(|| ApiError::not_found(format!("no stream {id:?}")))
 }
 
@@ -395,11 +395,11 @@ fn find_stream<'a>(config: &'a Config, id: &str) -> Result<&'a StreamConfig, Api
 }
 
 async fn view_of_stream(app: &App, id: &str) -> Result<StreamView, ApiError> {
-    let registry = Arc::clone(app.controller.registry());
+    let streams = Arc::clone(app.controller.streams());
     let mut view = app
         .controller
         .with_config(|config| {
-            find_stream(config, id).map(|s| stream_view(&registry, s, &config.fanout))
+            find_stream(config, id).map(|s| stream_view(&streams, s, &config.fanout))
         })
         .await?;
     add_live_nodes(app, std::slice::from_mut(&mut view)).await;
@@ -519,14 +519,14 @@ async fn reload(State(app): State<App>) -> Result<impl IntoResponse, ApiError> {
 }
 
 async fn list_streams(State(app): State<App>) -> impl IntoResponse {
-    let registry = Arc::clone(app.controller.registry());
+    let streams = Arc::clone(app.controller.streams());
     let mut views: Vec<StreamView> = app
         .controller
         .with_config(|config| {
             config
                 .streams
                 .iter()
-                .map(|s| stream_view(&registry, s, &config.fanout))
+                .map(|s| stream_view(&streams, s, &config.fanout))
                 .collect()
         })
         .await;

@@ -24,19 +24,18 @@ use prism_cluster::node::VersionError;
 use prism_cluster::{Cluster, StoreError};
 use prism_fanout::DestinationState;
 use prism_fanout::DestinationUrl;
-use prism_fanout::{
-    spawn_destination, DestinationConfig, DestinationHandle, Registry, StreamEntry,
-};
-use prism_ingest::pull::{spawn_pull, Pull, PullSource};
+use prism_fanout::{spawn_destination, DestinationConfig, DestinationHandle};
+use prism_ingest::pull::{spawn_pull, PullSource};
 use prism_media::arbiter::SourceRole;
 use prism_media::supervise::catch_panic;
-use prism_media::{HubDirectory, StreamHub};
+use prism_media::{Stream as StreamRecord, StreamHub};
 
 use crate::command::{free_stream_id, Command, Outcome};
 use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
 pub use crate::control_error::ControlError;
 use crate::persist;
 use crate::plan::{plan, Change};
+use crate::streams::{RunningStream, StreamParts, Streams};
 
 /// What `/v1/events` streams.
 /// A destination's last failure as the API and events show it: `kind`
@@ -153,11 +152,8 @@ pub struct Controller {
     backing: Backing,
     /// Held for a whole change, across its own task (an owned guard).
     state: Arc<Mutex<ControlState>>,
-    registry: Arc<Registry>,
-    directory: Arc<HubDirectory>,
+    streams: Arc<Streams>,
     events: broadcast::Sender<Event>,
-    /// The running pull of each stream that has a `pull` source.
-    pulls: std::sync::Mutex<std::collections::HashMap<(String, SourceRole), Pull>>,
     /// What a pulled source's messages may take: the `[rtmp]` bounds every
     /// publisher has (fixed at start, like the listener they govern).
     pull_limits: prism_rtmp::ServerLimits,
@@ -170,8 +166,7 @@ impl Controller {
         path: &Path,
         text: &str,
         config: Config,
-        registry: Arc<Registry>,
-        directory: Arc<HubDirectory>,
+        streams: Arc<Streams>,
     ) -> Result<Arc<Self>, String> {
         let document: DocumentMut = text
             .parse()
@@ -185,8 +180,7 @@ impl Controller {
                 version: 0,
                 node_text: text.to_string(),
             },
-            registry,
-            directory,
+            streams,
         ))
     }
 
@@ -199,8 +193,7 @@ impl Controller {
         text: &str,
         config: Config,
         cluster: Arc<Cluster>,
-        registry: Arc<Registry>,
-        directory: Arc<HubDirectory>,
+        streams: Arc<Streams>,
     ) -> Result<Arc<Self>, String> {
         let cache = cache_path(path);
         let (version, document, config) = match read_cache(&cache) {
@@ -221,10 +214,10 @@ impl Controller {
             }
             None => (0, DocumentMut::new(), config),
         };
-        let streams = Arc::downgrade(&registry);
+        let table = Arc::downgrade(&streams);
         cluster.gate().set_streams(Box::new(move |id| {
-            let entry = streams.upgrade()?.stream(id)?;
-            Some(Arc::clone(&entry.hub))
+            let stream = table.upgrade()?.get(id)?;
+            Some(Arc::clone(&stream.hub))
         }));
         let controller = Self::launch(
             path,
@@ -238,8 +231,7 @@ impl Controller {
                 version,
                 node_text: text.to_string(),
             },
-            registry,
-            directory,
+            streams,
         );
         cluster.set_applied_version(version);
         let mut versions = cluster.watch_versions();
@@ -262,8 +254,7 @@ impl Controller {
         path: &Path,
         backing: Backing,
         state: ControlState,
-        registry: Arc<Registry>,
-        directory: Arc<HubDirectory>,
+        streams: Arc<Streams>,
     ) -> Arc<Self> {
         let pull_limits = prism_rtmp::ServerLimits {
             max_message_len: state.config.rtmp.max_message_bytes,
@@ -273,10 +264,8 @@ impl Controller {
             path: path.to_path_buf(),
             backing,
             state: Arc::new(Mutex::new(state)),
-            registry,
-            directory,
+            streams,
             events: broadcast::channel(1024).0,
-            pulls: Default::default(),
             pull_limits,
         });
         {
@@ -299,8 +288,9 @@ impl Controller {
         }
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The node's one table of streams.
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -311,7 +301,7 @@ impl Controller {
     /// is told first.
     pub fn current_state_events(&self) -> Vec<Event> {
         let mut events = Vec::new();
-        for stream in self.registry.streams() {
+        for stream in self.streams.all() {
             if let Some(publisher) = stream.hub.publisher() {
                 events.push(Event::PublishStart {
                     stream: stream.id.clone(),
@@ -320,7 +310,7 @@ impl Controller {
                     timestamp: now(),
                 });
             }
-            for destination in stream.destinations() {
+            for destination in stream.parts.destinations.all() {
                 events.push(destination_event(
                     &stream.id,
                     &destination.id,
@@ -697,11 +687,10 @@ impl Controller {
         for change in plan(old, new) {
             match change {
                 Change::RemoveStream { stream } => {
-                    if let Some(entry) = self.registry.take_stream(&stream.id) {
-                        self.stop_pull(&stream.id).await;
-                        self.directory.remove(&stream.key);
+                    if let Some(entry) = self.streams.remove(&stream.id) {
+                        entry.parts.stop_pulls().await;
                         entry.hub.end_current_publish();
-                        stopping.extend(entry.destinations());
+                        stopping.extend(entry.parts.destinations.take_all());
                         info!(stream = %stream.id, "stream removed");
                     }
                 }
@@ -710,27 +699,24 @@ impl Controller {
                     info!(stream = %stream.id, "stream added");
                 }
                 Change::UpdateStreamSettings { stream } => {
-                    if let Some(entry) = self.registry.stream(&stream.id) {
+                    if let Some(entry) = self.streams.get(&stream.id) {
                         entry.hub.set_reconnect_grace(stream.reconnect_grace);
                         entry.hub.set_failover(stream.failover);
                         entry.hub.set_standby(stream.standby.clone());
                     }
                 }
                 Change::RestartPull { stream } => {
-                    if let Some(entry) = self.registry.stream(&stream.id) {
-                        self.stop_pull(&stream.id).await;
-                        self.start_pull(stream, &entry.hub);
+                    if let Some(entry) = self.streams.get(&stream.id) {
+                        entry.parts.stop_pulls().await;
+                        self.start_pulls(stream, &entry);
                         info!(stream = %stream.id, pull = ?stream.pull.as_ref().map(|u| u.to_string()), "pull source changed");
                     }
                 }
                 Change::Rekey { stream, old } => {
-                    if let Some(entry) = self.registry.stream(&stream.id) {
-                        self.directory.remove(&old.key);
-                        self.directory.insert(
-                            &stream.key,
-                            Arc::clone(&entry.hub),
-                            stream.srt_passphrase.clone(),
-                        );
+                    if self.streams.get(&stream.id).is_some() {
+                        let _ = old;
+                        self.streams
+                            .rekey(&stream.id, &stream.key, stream.srt_passphrase.clone());
                         info!(stream = %stream.id, key = %stream.key, "stream key or SRT passphrase changed");
                     }
                 }
@@ -738,8 +724,8 @@ impl Controller {
                     stream,
                     destination,
                 } => {
-                    if let Some(entry) = self.registry.stream(stream) {
-                        stopping.extend(entry.take_destination(destination));
+                    if let Some(entry) = self.streams.get(stream) {
+                        stopping.extend(entry.parts.destinations.take(destination));
                         info!(%stream, %destination, "destination removed");
                     }
                 }
@@ -747,7 +733,7 @@ impl Controller {
                     stream,
                     destination,
                 } => {
-                    if let Some(entry) = self.registry.stream(stream) {
+                    if let Some(entry) = self.streams.get(stream) {
                         self.add_destination(&entry, destination, &new.fanout);
                         info!(%stream, destination = %destination.id, "destination added");
                     }
@@ -756,8 +742,8 @@ impl Controller {
                     stream,
                     destination,
                 } => {
-                    if let Some(entry) = self.registry.stream(stream) {
-                        if let Some(old) = entry.take_destination(&destination.id) {
+                    if let Some(entry) = self.streams.get(stream) {
+                        if let Some(old) = entry.parts.destinations.take(&destination.id) {
                             old.shutdown().await;
                         }
                         self.add_destination(&entry, destination, &new.fanout);
@@ -770,9 +756,9 @@ impl Controller {
                     enabled,
                 } => {
                     let handle = self
-                        .registry
-                        .stream(stream)
-                        .and_then(|entry| entry.destination(destination));
+                        .streams
+                        .get(stream)
+                        .and_then(|entry| entry.parts.destinations.get(destination));
                     if let Some(handle) = handle {
                         handle.set_enabled(enabled);
                     }
@@ -780,11 +766,7 @@ impl Controller {
                 }
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for handle in stopping {
-            tasks.spawn(async move { handle.shutdown().await });
-        }
-        while tasks.join_next().await.is_some() {}
+        prism_fanout::shut_down(stopping).await;
     }
 
     fn add_stream(&self, stream: &StreamConfig, fanout: &FanoutConfig) {
@@ -795,24 +777,27 @@ impl Controller {
         hub.set_reconnect_grace(stream.reconnect_grace);
         hub.set_failover(stream.failover);
         hub.set_standby(stream.standby.clone());
-        let entry = self.registry.add_stream(StreamEntry {
-            id: stream.id.clone(),
-            hub: Arc::clone(&hub),
-            destinations: Default::default(),
-        });
+        let entry = self.streams.insert(
+            StreamRecord {
+                id: stream.id.clone(),
+                hub: Arc::clone(&hub),
+                parts: StreamParts::default(),
+            },
+            &stream.key,
+            stream.srt_passphrase.clone(),
+        );
         for destination in &stream.destinations {
             self.add_destination(&entry, destination, fanout);
         }
         self.watch_publishes(&hub);
-        self.start_pull(stream, &hub);
-        self.directory
-            .insert(&stream.key, hub, stream.srt_passphrase.clone());
+        self.start_pulls(stream, &entry);
     }
 
     /// Starts pulling the stream from its `pull` source and its backup
     /// from `backup_pull`, where it has them; a stream without `pull` takes
     /// pushed primaries again (a pushed backup is taken either way).
-    fn start_pull(&self, stream: &StreamConfig, hub: &Arc<StreamHub>) {
+    fn start_pulls(&self, stream: &StreamConfig, entry: &RunningStream) {
+        let hub = &entry.hub;
         hub.set_pull_only(stream.pull.is_some());
         let sources = [
             (SourceRole::Primary, &stream.pull),
@@ -829,29 +814,13 @@ impl Controller {
                 role,
             );
             info!(stream = %stream.id, source = %url, role = role.as_str(), "pulling the stream from its source");
-            self.pulls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((stream.id.clone(), role), pull);
-        }
-    }
-
-    async fn stop_pull(&self, stream: &str) {
-        for role in [SourceRole::Primary, SourceRole::Backup] {
-            let pull = self
-                .pulls
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&(stream.to_string(), role));
-            if let Some(pull) = pull {
-                pull.stop().await;
-            }
+            entry.parts.add_pull(role, pull);
         }
     }
 
     fn add_destination(
         &self,
-        entry: &StreamEntry,
+        entry: &RunningStream,
         destination: &DestinationEntry,
         fanout: &FanoutConfig,
     ) {
@@ -872,7 +841,7 @@ impl Controller {
             },
         ));
         self.watch_destination(&entry.id, &handle);
-        entry.put_destination(handle);
+        entry.parts.destinations.put(handle);
     }
 
     /// Forwards a destination's state changes to the event stream until the

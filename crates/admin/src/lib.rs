@@ -14,6 +14,7 @@ pub mod persist;
 pub mod plan;
 pub mod platforms;
 pub mod site_guard;
+pub mod streams;
 
 pub use api::router;
 pub use config::{Config, ConfigError, LogFormat};

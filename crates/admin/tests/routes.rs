@@ -10,9 +10,8 @@ use axum::Router;
 use tower::ServiceExt;
 
 use prism_admin::api::{OPENAPI, ROUTES};
+use prism_admin::streams::Streams;
 use prism_admin::{Config, Controller};
-use prism_fanout::Registry;
-use prism_media::HubDirectory;
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -27,14 +26,7 @@ fn app(name: &str) -> Router {
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&path, &text).unwrap();
     let admin = config.admin.clone().unwrap();
-    let controller = Controller::start(
-        &path,
-        &text,
-        config,
-        Arc::new(Registry::default()),
-        Arc::new(HubDirectory::default()),
-    )
-    .unwrap();
+    let controller = Controller::start(&path, &text, config, Arc::new(Streams::default())).unwrap();
     prism_admin::router(controller, &admin)
 }
 

@@ -15,9 +15,8 @@ use axum::http::Request;
 use axum::Router;
 use tower::ServiceExt;
 
+use prism_admin::streams::Streams;
 use prism_admin::{Config, Controller};
-use prism_fanout::Registry;
-use prism_media::HubDirectory;
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -80,15 +79,8 @@ async fn changes_dropped_midway_leave_file_api_and_relay_in_agreement() {
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&path, &text).unwrap();
     let admin = config.admin.clone().unwrap();
-    let registry = Arc::new(Registry::default());
-    let controller = Controller::start(
-        &path,
-        &text,
-        config,
-        Arc::clone(&registry),
-        Arc::new(HubDirectory::default()),
-    )
-    .unwrap();
+    let table = Arc::new(Streams::default());
+    let controller = Controller::start(&path, &text, config, Arc::clone(&table)).unwrap();
     let app: Router = prism_admin::router(Arc::clone(&controller), &admin);
 
     let mut seed = 0x2545_f491u32;
@@ -170,10 +162,12 @@ async fn changes_dropped_midway_leave_file_api_and_relay_in_agreement() {
         })
         .collect();
     in_api.sort();
-    let mut relaying: Destinations = registry
-        .stream("main")
+    let mut relaying: Destinations = table
+        .get("main")
         .unwrap()
-        .destinations()
+        .parts
+        .destinations
+        .all()
         .iter()
         .map(|d| (d.id.clone(), d.is_enabled()))
         .collect();

@@ -4,9 +4,9 @@
 
 pub mod acks;
 pub mod destination;
+pub mod destinations;
 pub mod error;
 pub mod queue;
-pub mod registry;
 pub mod session;
 pub mod srt;
 pub mod status;
@@ -15,9 +15,9 @@ pub mod url;
 pub mod writer;
 
 pub use destination::{spawn_destination, start_publish, DestinationHandle};
+pub use destinations::{shut_down, Destinations};
 pub use error::{DestinationError, ErrorKind};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};
-pub use registry::{Registry, StreamEntry};
 pub use session::DestinationConfig;
 pub use status::{DestinationState, DestinationStatus};
 pub use url::DestinationUrl;

@@ -20,7 +20,7 @@ use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
-use prism_media::{HubDirectory, IngestProtocol, MediaKind, MediaMessage, PublishGuard};
+use prism_media::{IngestProtocol, KeyDirectory, MediaKind, MediaMessage, PublishGuard};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
@@ -78,7 +78,7 @@ impl Default for IngestLimits {
 /// panics and is restarted takes no live publish with it, and the
 /// connection cap keeps counting the connections it accepted.
 pub struct RtmpIngest {
-    directory: Arc<HubDirectory>,
+    directory: Arc<dyn KeyDirectory>,
     limits: IngestLimits,
     stats: Arc<IngestStats>,
     permits: Arc<Semaphore>,
@@ -89,7 +89,7 @@ pub struct RtmpIngest {
 
 impl RtmpIngest {
     pub fn new(
-        directory: Arc<HubDirectory>,
+        directory: Arc<dyn KeyDirectory>,
         limits: IngestLimits,
         stats: Arc<IngestStats>,
         shutdown: watch::Receiver<bool>,
@@ -166,7 +166,13 @@ impl RtmpIngest {
                 let _permit = permit;
                 let _open = OpenSession::new(stats.rtmp_sessions());
                 let connection = handle_connection(
-                    socket, remote, ticket, &directory, &limits, &stats, shutdown,
+                    socket,
+                    remote,
+                    ticket,
+                    &*directory,
+                    &limits,
+                    &stats,
+                    shutdown,
                 );
                 match catch_panic("rtmp_connection", connection).await {
                     Ok(Ok(())) => debug!(%remote, "rtmp connection closed"),
@@ -195,7 +201,7 @@ async fn handle_connection(
     mut socket: TcpStream,
     remote: SocketAddr,
     mut ticket: Ticket,
-    directory: &HubDirectory,
+    directory: &dyn KeyDirectory,
     limits: &IngestLimits,
     stats: &IngestStats,
     mut shutdown: watch::Receiver<bool>,
@@ -356,7 +362,7 @@ enum LiveEnd {
 async fn read_while_live(
     connection: &mut Connection<'_>,
     read_buf: &mut [u8],
-    directory: &HubDirectory,
+    directory: &dyn KeyDirectory,
     shutdown: &mut watch::Receiver<bool>,
     limits: &IngestLimits,
 ) -> Result<LiveEnd, IngestError> {
@@ -416,7 +422,11 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     /// Runs bytes through the session, acts on its events, sends its replies.
-    async fn process(&mut self, bytes: &[u8], directory: &HubDirectory) -> Result<(), IngestError> {
+    async fn process(
+        &mut self,
+        bytes: &[u8],
+        directory: &dyn KeyDirectory,
+    ) -> Result<(), IngestError> {
         let remote = self.remote;
         if let Err(e) = self
             .session
@@ -472,7 +482,9 @@ impl Connection<'_> {
                         }
                         Err(e) => {
                             // The key is never logged; the stream, when known, is.
-                            let stream = directory.lookup(&stream_key).map(|h| h.id().to_string());
+                            let stream = directory
+                                .find_key(&stream_key)
+                                .map(|(hub, _)| hub.id().to_string());
                             warn!(stream = stream.as_deref().unwrap_or("-"), %remote, protocol = "rtmp", "publish refused: {e}");
                             self.stats.count_rejection(RejectReason::from(&e));
                             refused = Some(e);

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use prism_media::arbiter::SourceRole;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
-use prism_media::{HubDirectory, IngestProtocol, MediaMessage, PublishError, StreamHub};
+use prism_media::{IngestProtocol, KeyDirectory, MediaMessage, PublishError, StreamHub};
 
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::remux::Remuxer;
@@ -72,7 +72,7 @@ pub async fn bind_srt(settings: &SrtSettings) -> Result<(SrtListener, SrtIncomin
 /// connection tracker), so a listener can be restarted under supervision.
 pub struct SrtIngest {
     settings: SrtSettings,
-    directory: Arc<HubDirectory>,
+    directory: Arc<dyn KeyDirectory>,
     stats: Arc<IngestStats>,
     connections: TaskTracker,
     shutdown: watch::Receiver<bool>,
@@ -81,7 +81,7 @@ pub struct SrtIngest {
 impl SrtIngest {
     pub fn new(
         settings: SrtSettings,
-        directory: Arc<HubDirectory>,
+        directory: Arc<dyn KeyDirectory>,
         stats: Arc<IngestStats>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -117,7 +117,7 @@ impl SrtIngest {
                 _ = shutdown.changed() => break,
             };
             let remote = request.remote();
-            let admitted = admit(request, &self.settings, &self.directory, &self.stats).await;
+            let admitted = admit(request, &self.settings, &*self.directory, &self.stats).await;
             let Some((hub, socket, role)) = admitted else {
                 continue;
             };
@@ -179,7 +179,7 @@ async fn close_listener(mut listener: SrtListener) {
 async fn admit(
     request: ConnectionRequest,
     settings: &SrtSettings,
-    directory: &HubDirectory,
+    directory: &dyn KeyDirectory,
     stats: &IngestStats,
 ) -> Option<(Arc<StreamHub>, SrtSocket, SourceRole)> {
     let remote = request.remote();

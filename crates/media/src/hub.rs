@@ -3,7 +3,6 @@
 //! current GOP) and hands a reference-counted clone of the message to every
 //! destination queue. The hub never waits on a destination.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -1572,75 +1571,6 @@ impl Drop for PublishGuard {
     }
 }
 
-/// Stream keys to hubs: how ingest finds the stream a publisher names.
-#[derive(Default)]
-pub struct HubDirectory {
-    by_key: RwLock<HashMap<String, DirectoryEntry>>,
-}
-
-#[derive(Clone)]
-struct DirectoryEntry {
-    hub: Arc<StreamHub>,
-    srt_passphrase: Option<String>,
-}
-
-impl HubDirectory {
-    /// Registers a stream under its key; with `srt_passphrase`, SRT
-    /// publishers of it must use that passphrase.
-    pub fn insert(
-        &self,
-        key: &crate::StreamKey,
-        hub: Arc<StreamHub>,
-        srt_passphrase: Option<String>,
-    ) {
-        self.by_key
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                key.expose().to_string(),
-                DirectoryEntry {
-                    hub,
-                    srt_passphrase,
-                },
-            );
-    }
-
-    pub fn remove(&self, key: &crate::StreamKey) {
-        self.by_key
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key.expose());
-    }
-
-    pub fn lookup(&self, key: &str) -> Option<Arc<StreamHub>> {
-        self.lookup_srt(key).map(|(hub, _)| hub)
-    }
-
-    /// Finds the stream `key` names and admits a publish of it
-    /// (`StreamHub::admit`): what RTMP and SRT ingest both ask first.
-    /// Returns its hub and the SRT passphrase its publishers must use.
-    pub async fn admit(
-        &self,
-        key: &str,
-        protocol: IngestProtocol,
-        role: SourceRole,
-        patience: Duration,
-    ) -> Result<(Arc<StreamHub>, Option<String>), PublishError> {
-        let (hub, passphrase) = self.lookup_srt(key).ok_or(PublishError::UnknownKey)?;
-        hub.admit(protocol, role, patience).await?;
-        Ok((hub, passphrase))
-    }
-
-    /// The hub and the SRT passphrase its publishers must use, if any.
-    pub fn lookup_srt(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)> {
-        self.by_key
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .map(|e| (Arc::clone(&e.hub), e.srt_passphrase.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2146,43 +2076,6 @@ mod tests {
         let _publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         hub.end_current_publish();
         assert!(!hub.is_live());
-    }
-
-    /// Every protocol's publish goes through the same checks, in order:
-    /// the key, a pulled primary, a source slot already taken.
-    #[tokio::test]
-    async fn one_admission_refuses_an_unknown_key_a_pulled_primary_and_a_taken_source() {
-        let directory = HubDirectory::default();
-        let hub = StreamHub::new("main");
-        let key = crate::StreamKey::new("main-key-1234".to_string());
-        directory.insert(&key, Arc::clone(&hub), None);
-        let admit = |key: &'static str, protocol, role| {
-            let directory = &directory;
-            async move { directory.admit(key, protocol, role, Duration::ZERO).await }
-        };
-        let rtmp = IngestProtocol::Rtmp;
-        assert!(matches!(
-            admit("other-key", rtmp, SourceRole::Primary).await,
-            Err(PublishError::UnknownKey)
-        ));
-        hub.set_pull_only(true);
-        assert!(matches!(
-            admit("main-key-1234", rtmp, SourceRole::Primary).await,
-            Err(PublishError::PullOnly)
-        ));
-        assert!(admit("main-key-1234", rtmp, SourceRole::Backup)
-            .await
-            .is_ok());
-        let pulled = IngestProtocol::RtmpPull;
-        assert!(admit("main-key-1234", pulled, SourceRole::Primary)
-            .await
-            .is_ok());
-        hub.set_pull_only(false);
-        let _live = hub.try_publish(rtmp, addr()).unwrap();
-        assert!(matches!(
-            admit("main-key-1234", IngestProtocol::Srt, SourceRole::Primary).await,
-            Err(PublishError::AlreadyLive)
-        ));
     }
 
     #[test]

@@ -17,15 +17,17 @@ pub mod replay;
 pub mod secret;
 pub mod session_timeline;
 pub mod standby;
+pub mod streams;
 pub mod subscriber;
 pub mod supervise;
 pub mod timeline;
 
 pub use gate::PublishGate;
 pub use hub::{
-    HubDirectory, HubStats, IngestProtocol, LiveState, MediaInfo, PublishError, PublishGuard,
-    PublisherInfo, StreamHub,
+    HubStats, IngestProtocol, LiveState, MediaInfo, PublishError, PublishGuard, PublisherInfo,
+    StreamHub,
 };
 pub use message::{MediaKind, MediaMessage};
 pub use secret::StreamKey;
+pub use streams::{KeyDirectory, Stream, Streams};
 pub use subscriber::Subscriber;

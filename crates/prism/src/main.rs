@@ -18,13 +18,13 @@ use clap::Parser;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use prism_fanout::Registry;
 use prism_ingest::admission::AdmissionLimits;
 use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, SrtSettings};
-use prism_media::HubDirectory;
 
+use prism_admin::streams::{shut_down_destinations, Streams};
 use prism_admin::{Config, Controller, LogFormat};
 use prism_cluster::Cluster;
+use prism_media::KeyDirectory;
 
 use crate::listeners::{supervise, FaultInjector, Readiness, Supervision};
 use crate::telemetry::Telemetry;
@@ -180,13 +180,13 @@ fn log_panics_through_tracing() {
 
 async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), String> {
     fit_the_fd_limit(&mut config);
-    let registry = Arc::new(Registry::default());
+    let streams = Arc::new(Streams::default());
     let ingest_stats = Arc::new(IngestStats::default());
     let readiness = Arc::new(Readiness::default());
     // Installed first, so destination tasks record into it from their start.
     let telemetry = match config.metrics_listen {
         Some(_) => Some(Telemetry::install(
-            Arc::clone(&registry),
+            Arc::clone(&streams),
             Arc::clone(&ingest_stats),
             Arc::clone(&readiness),
             config.metrics_series_idle,
@@ -241,15 +241,8 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
         );
     }
 
-    let directory = Arc::new(HubDirectory::default());
     let controller = match config.cluster.clone() {
-        None => Controller::start(
-            &path,
-            &text,
-            config,
-            Arc::clone(&registry),
-            Arc::clone(&directory),
-        )?,
+        None => Controller::start(&path, &text, config, Arc::clone(&streams))?,
         Some(settings) => {
             let cluster = Cluster::new(settings)?;
             info!(
@@ -261,14 +254,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
             if let Some(telemetry) = &telemetry {
                 telemetry.set_cluster(Arc::clone(&cluster));
             }
-            Controller::start_cluster(
-                &path,
-                &text,
-                config,
-                cluster,
-                Arc::clone(&registry),
-                Arc::clone(&directory),
-            )?
+            Controller::start_cluster(&path, &text, config, cluster, Arc::clone(&streams))?
         }
     };
 
@@ -290,7 +276,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
 
     info!(listen = %rtmp_listen, "rtmp ingest listening");
     let rtmp = Arc::new(RtmpIngest::new(
-        Arc::clone(&directory),
+        Arc::clone(&streams) as Arc<dyn KeyDirectory>,
         limits,
         Arc::clone(&ingest_stats),
         shutdown_rx.clone(),
@@ -313,7 +299,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
             info!(listen = %settings.listen, latency_ms = settings.latency.as_millis() as u64, "srt ingest listening");
             let srt = Arc::new(SrtIngest::new(
                 settings,
-                Arc::clone(&directory),
+                Arc::clone(&streams) as Arc<dyn KeyDirectory>,
                 Arc::clone(&ingest_stats),
                 shutdown_rx.clone(),
             ));
@@ -417,7 +403,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     if let Some(server) = srt_listener {
         let _ = server.await;
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, registry.shutdown())
+    if tokio::time::timeout(SHUTDOWN_GRACE, shut_down_destinations(&streams))
         .await
         .is_err()
     {

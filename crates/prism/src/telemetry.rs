@@ -20,8 +20,9 @@ use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
+use prism_admin::streams::Streams;
 use prism_fanout::DestinationState;
-use prism_fanout::{ErrorKind, Registry};
+use prism_fanout::ErrorKind;
 use prism_ingest::stats::Limit;
 use prism_ingest::{IngestStats, RejectReason};
 use prism_media::arbiter::{SourceRole, SwitchReason};
@@ -40,7 +41,7 @@ const DESTINATION_STATES: [DestinationState; 5] = [
 pub struct Telemetry {
     prometheus: PrometheusHandle,
     process: metrics_process::Collector,
-    registry: Arc<Registry>,
+    streams: Arc<Streams>,
     ingest: Arc<IngestStats>,
     readiness: Arc<Readiness>,
     /// Cluster mode: this node's link to Redis.
@@ -59,7 +60,7 @@ impl Telemetry {
     /// everything that exists, so only removed things (and histograms with no
     /// new observation) age out.
     pub fn install(
-        registry: Arc<Registry>,
+        streams: Arc<Streams>,
         ingest: Arc<IngestStats>,
         readiness: Arc<Readiness>,
         series_idle: Duration,
@@ -90,7 +91,7 @@ impl Telemetry {
         Ok(Arc::new(Self {
             prometheus,
             process,
-            registry,
+            streams,
             ingest,
             readiness,
             cluster: std::sync::OnceLock::new(),
@@ -112,7 +113,7 @@ impl Telemetry {
             counter!("prism_ingest_publish_rejected_total", "reason" => reason.as_str())
                 .absolute(ingest.rejections(reason));
         }
-        for stream in self.registry.streams() {
+        for stream in self.streams.all() {
             let hub = &stream.hub;
             let stats = hub.stats();
             let id = stream.id.clone();
@@ -147,7 +148,7 @@ impl Telemetry {
             gauge!("prism_stream_bitrate_bits_per_second", "stream" => id.clone())
                 .set(stats.bitrate_bps.load(Ordering::Relaxed) as f64);
 
-            for destination in stream.destinations() {
+            for destination in stream.parts.destinations.all() {
                 let status = &destination.status;
                 let labels = [
                     ("stream", id.clone()),

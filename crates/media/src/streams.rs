@@ -1,0 +1,257 @@
+//! The one table of the streams a node relays, by id and by key.
+//!
+//! Ingest finds a stream by the key a publisher names (through
+//! [`KeyDirectory`], which is all it sees of the table); the control plane,
+//! the API, the metrics and the cluster find it by id. What the layers above
+//! attach to a stream (its destinations, its pulls) travels in `parts`, so
+//! there is no second table to keep in step.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::arbiter::SourceRole;
+use crate::hub::{IngestProtocol, PublishError, StreamHub};
+use crate::secret::StreamKey;
+
+/// One stream: its hub and what the layers above attach to it.
+pub struct Stream<P> {
+    pub id: String,
+    pub hub: Arc<StreamHub>,
+    pub parts: P,
+}
+
+/// How a publisher gets in: the stream a key names and the SRT passphrase
+/// its SRT publishers must use.
+struct Door<P> {
+    stream: Arc<Stream<P>>,
+    srt_passphrase: Option<String>,
+}
+
+struct Table<P> {
+    /// In the order they were added (the config's order).
+    streams: Vec<Arc<Stream<P>>>,
+    by_key: HashMap<String, Door<P>>,
+}
+
+pub struct Streams<P> {
+    table: RwLock<Table<P>>,
+}
+
+impl<P> Default for Streams<P> {
+    fn default() -> Self {
+        Self {
+            table: RwLock::new(Table {
+                streams: Vec::new(),
+                by_key: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<P> Streams<P> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table<P>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table<P>> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a stream under its id and key (replacing one with the same id);
+    /// with `srt_passphrase`, its SRT publishers must use that passphrase.
+    pub fn insert(
+        &self,
+        stream: Stream<P>,
+        key: &StreamKey,
+        srt_passphrase: Option<String>,
+    ) -> Arc<Stream<P>> {
+        let stream = Arc::new(stream);
+        let mut table = self.write();
+        table.remove(&stream.id);
+        table.streams.push(Arc::clone(&stream));
+        table.by_key.insert(
+            key.expose().to_string(),
+            Door {
+                stream: Arc::clone(&stream),
+                srt_passphrase,
+            },
+        );
+        stream
+    }
+
+    /// Takes a stream out, with its key.
+    pub fn remove(&self, id: &str) -> Option<Arc<Stream<P>>> {
+        self.write().remove(id)
+    }
+
+    /// Gives a stream a new key or SRT passphrase; the old key stops working.
+    pub fn rekey(&self, id: &str, key: &StreamKey, srt_passphrase: Option<String>) {
+        let mut table = self.write();
+        let Some(stream) = table.streams.iter().find(|s| s.id == id).cloned() else {
+            return;
+        };
+        table.by_key.retain(|_, door| door.stream.id != id);
+        table.by_key.insert(
+            key.expose().to_string(),
+            Door {
+                stream,
+                srt_passphrase,
+            },
+        );
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Stream<P>>> {
+        self.read().streams.iter().find(|s| s.id == id).cloned()
+    }
+
+    /// The stream `key` names and the SRT passphrase its publishers must use.
+    pub fn by_key(&self, key: &str) -> Option<(Arc<Stream<P>>, Option<String>)> {
+        self.read()
+            .by_key
+            .get(key)
+            .map(|door| (Arc::clone(&door.stream), door.srt_passphrase.clone()))
+    }
+
+    /// A snapshot of every stream, in order (cheap: reference counts).
+    pub fn all(&self) -> Vec<Arc<Stream<P>>> {
+        self.read().streams.clone()
+    }
+}
+
+impl<P> Table<P> {
+    fn remove(&mut self, id: &str) -> Option<Arc<Stream<P>>> {
+        let index = self.streams.iter().position(|s| s.id == id)?;
+        self.by_key.retain(|_, door| door.stream.id != id);
+        Some(self.streams.remove(index))
+    }
+}
+
+/// What ingest sees of the streams: the hub a key names.
+pub trait KeyDirectory: Send + Sync {
+    /// The hub `key` names and the SRT passphrase its publishers must use.
+    fn find_key(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)>;
+}
+
+impl<P: Send + Sync> KeyDirectory for Streams<P> {
+    fn find_key(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)> {
+        self.by_key(key)
+            .map(|(stream, passphrase)| (Arc::clone(&stream.hub), passphrase))
+    }
+}
+
+impl dyn KeyDirectory + '_ {
+    /// Finds the stream `key` names and admits a publish of it
+    /// (`StreamHub::admit`): what RTMP and SRT ingest both ask first.
+    /// Returns its hub and the SRT passphrase its publishers must use.
+    pub async fn admit(
+        &self,
+        key: &str,
+        protocol: IngestProtocol,
+        role: SourceRole,
+        patience: Duration,
+    ) -> Result<(Arc<StreamHub>, Option<String>), PublishError> {
+        let (hub, passphrase) = self.find_key(key).ok_or(PublishError::UnknownKey)?;
+        hub.admit(protocol, role, patience).await?;
+        Ok((hub, passphrase))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(streams: &Streams<u32>, id: &str, key: &str, part: u32) {
+        streams.insert(
+            Stream {
+                id: id.into(),
+                hub: StreamHub::new(id),
+                parts: part,
+            },
+            &StreamKey::new(key),
+            None,
+        );
+    }
+
+    #[test]
+    fn a_stream_is_found_by_id_and_by_key_and_leaves_both() {
+        let streams = Streams::default();
+        add(&streams, "main", "key-main", 1);
+        add(&streams, "second", "key-second", 2);
+        assert_eq!(streams.get("second").unwrap().parts, 2);
+        assert_eq!(streams.by_key("key-main").unwrap().0.id, "main");
+        let ids: Vec<_> = streams.all().iter().map(|s| s.id.clone()).collect();
+        assert_eq!(ids, ["main", "second"]);
+
+        assert_eq!(streams.remove("main").unwrap().parts, 1);
+        assert!(streams.get("main").is_none());
+        assert!(streams.by_key("key-main").is_none());
+        assert!(streams.by_key("key-second").is_some());
+    }
+
+    #[test]
+    fn a_new_key_replaces_the_old_one() {
+        let streams = Streams::default();
+        add(&streams, "main", "old", 1);
+        streams.rekey("main", &StreamKey::new("new"), Some("passphrase".into()));
+        assert!(streams.by_key("old").is_none());
+        let (stream, passphrase) = streams.by_key("new").unwrap();
+        assert_eq!(stream.id, "main");
+        assert_eq!(passphrase.as_deref(), Some("passphrase"));
+    }
+
+    #[test]
+    fn adding_a_stream_again_replaces_it_and_its_key() {
+        let streams = Streams::default();
+        add(&streams, "main", "old", 1);
+        add(&streams, "main", "new", 2);
+        assert_eq!(streams.all().len(), 1);
+        assert!(streams.by_key("old").is_none());
+        assert_eq!(streams.by_key("new").unwrap().0.parts, 2);
+    }
+
+    /// Every protocol's publish goes through the same checks, in order:
+    /// the key, a pulled primary, a source slot already taken.
+    #[tokio::test]
+    async fn one_admission_refuses_an_unknown_key_a_pulled_primary_and_a_taken_source() {
+        let streams = Arc::new(Streams::default());
+        let hub = StreamHub::new("main");
+        let key = StreamKey::new("main-key-1234".to_string());
+        let stream = Stream {
+            id: "main".into(),
+            hub: Arc::clone(&hub),
+            parts: (),
+        };
+        streams.insert(stream, &key, None);
+        let directory: Arc<dyn KeyDirectory> = streams;
+        let admit = |key: &'static str, protocol, role| {
+            let directory = Arc::clone(&directory);
+            async move { directory.admit(key, protocol, role, Duration::ZERO).await }
+        };
+        let rtmp = IngestProtocol::Rtmp;
+        assert!(matches!(
+            admit("other-key", rtmp, SourceRole::Primary).await,
+            Err(PublishError::UnknownKey)
+        ));
+        hub.set_pull_only(true);
+        assert!(matches!(
+            admit("main-key-1234", rtmp, SourceRole::Primary).await,
+            Err(PublishError::PullOnly)
+        ));
+        assert!(admit("main-key-1234", rtmp, SourceRole::Backup)
+            .await
+            .is_ok());
+        let pulled = IngestProtocol::RtmpPull;
+        assert!(admit("main-key-1234", pulled, SourceRole::Primary)
+            .await
+            .is_ok());
+        hub.set_pull_only(false);
+        let _live = hub
+            .try_publish(rtmp, "127.0.0.1:5000".parse().unwrap())
+            .unwrap();
+        assert!(matches!(
+            admit("main-key-1234", IngestProtocol::Srt, SourceRole::Primary).await,
+            Err(PublishError::AlreadyLive)
+        ));
+    }
+}
