@@ -136,7 +136,7 @@ reconnect_grace_s = 0
         json["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("max_delay_ms must be from 0"),
+            .starts_with("max_delay_ms: must be from 0"),
         "{json}"
     );
     let (status, _, _) = api(admin_port, "GET", "/v1/streams/nope", "");

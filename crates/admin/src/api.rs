@@ -164,6 +164,12 @@ impl From<ControlError> for ApiError {
     fn from(error: ControlError) -> Self {
         match error {
             ControlError::Invalid(message) => ApiError::invalid(message),
+            // A caller sends one stream or destination, and knows its
+            // fields by their JSON names, not by their place in the file.
+            ControlError::InvalidConfig(error) => ApiError::invalid(match error.field_name() {
+                Some(field) => format!("{field}: {}", error.message),
+                None => error.message,
+            }),
             ControlError::NotFound(message) => ApiError::not_found(message),
             ControlError::Conflict(message) => ApiError::conflict(message),
             ControlError::StoreUnavailable(message) => ApiError::unavailable(message),
@@ -558,8 +564,7 @@ async fn add_stream(State(app): State<App>, body: Bytes) -> Result<impl IntoResp
             key: request.key,
             pull: request.pull,
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     let Outcome::StreamAdded { id, key } = outcome else {
         return Err(ApiError::internal("adding a stream made no stream"));
     };
@@ -635,8 +640,7 @@ async fn add_destination(
                 max_delay_ms: request.max_delay_ms,
             },
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     let Outcome::DestinationAdded { id: dest } = outcome else {
         return Err(ApiError::internal(
             "adding a destination made no destination",
@@ -678,8 +682,7 @@ async fn patch_destination(
             enabled: patch.enabled,
             max_delay_ms: patch.max_delay_ms,
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
 }
 
@@ -781,8 +784,7 @@ async fn patch_stream(
             reconnect_grace_s: patch.reconnect_grace_s,
             standby_file: patch.standby_file,
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     Ok(Json(view_of_stream(&app, &id).await?))
 }
 
@@ -919,8 +921,7 @@ async fn replace_restreams(
             stream: id.clone(),
             destinations,
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     Ok(Json(view_of_stream(&app, &id).await?.destinations))
 }
 
@@ -936,32 +937,8 @@ async fn set_enabled(app: &App, stream: String, id: String, enabled: bool) -> Re
             enabled: Some(enabled),
             max_delay_ms: None,
         })
-        .await
-        .map_err(field_error)?;
+        .await?;
     Ok(())
-}
-
-/// A control error as the API's answer, a config field named as the caller
-/// knows it (`strip_config_path`).
-fn field_error(error: ControlError) -> ApiError {
-    strip_config_path(error.into())
-}
-
-/// Config errors name fields by their place in the file
-/// (`streams[0].destinations[2].url: ...`); an API caller knows them by
-/// their JSON name (`url: ...`).
-fn strip_config_path(mut error: ApiError) -> ApiError {
-    let message = &error.message;
-    if let Some(rest) = message.strip_prefix("streams[") {
-        if let Some((_, after)) = rest.split_once("].") {
-            let after = match after.strip_prefix("destinations[") {
-                Some(inner) => inner.split_once("].").map_or(after, |(_, field)| field),
-                None => after,
-            };
-            error.message = after.to_string();
-        }
-    }
-    error
 }
 
 /// A destination id from a display name: `"YouTube (main)"` → `"youtube-main"`.
@@ -998,14 +975,31 @@ mod tests {
         assert_eq!(slug("***"), "");
     }
 
+    /// A config error reaches an API caller under the field's JSON name,
+    /// not its place in the file.
     #[test]
-    fn config_paths_become_field_names() {
-        let e = strip_config_path(ApiError::invalid(
-            "streams[0].destinations[3].url: no stream key",
-        ));
-        assert_eq!(e.message, "url: no stream key");
-        let e = strip_config_path(ApiError::invalid("streams[2].key: must not be empty"));
-        assert_eq!(e.message, "key: must not be empty");
+    fn a_config_error_names_the_field_as_the_caller_knows_it() {
+        let text = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\n\
+                    key = \"live_1234\"\n\n[[streams.destinations]]\nid = \"d\"\n\
+                    url = \"rtmp://host/app\"\n";
+        let parsed = crate::Config::parse_in(
+            std::path::Path::new("prism.toml"),
+            text,
+            &crate::outside::Hermetic,
+        );
+        let Err(error) = parsed else {
+            panic!("a destination without a key is refused");
+        };
+        assert_eq!(
+            error.field.as_deref(),
+            Some("streams[0].destinations[0].url")
+        );
+        let answer = ApiError::from(ControlError::InvalidConfig(error));
+        assert!(
+            answer.message.starts_with("url: no stream key"),
+            "{}",
+            answer.message
+        );
     }
 
     /// (No `unwrap_err`: that needs `Debug`, which a type holding a key must not have.)

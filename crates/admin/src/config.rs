@@ -416,13 +416,13 @@ impl std::fmt::Debug for SrtConfig {
 }
 
 /// SRT passphrases are 10 to 79 characters (the SRT specification).
-fn check_passphrase(value: &Spanned<String>, field: &str) -> Result<String, String> {
+fn check_passphrase(value: &Spanned<String>) -> Result<String, String> {
     let len = value.get_ref().chars().count();
     if (10..=79).contains(&len) {
         Ok(value.get_ref().clone())
     } else {
         Err(format!(
-            "{field}: an SRT passphrase is 10 to 79 characters (this one has {len})"
+            "an SRT passphrase is 10 to 79 characters (this one has {len})"
         ))
     }
 }
@@ -547,15 +547,50 @@ impl DestinationEntry {
     }
 }
 
-/// A configuration error, shown as `FILE:LINE:COL: message`.
-#[derive(Debug, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", path.display())]
+/// A configuration error, shown as `FILE:LINE:COL: FIELD: message`.
+#[derive(Debug)]
 pub struct ConfigError {
     pub path: PathBuf,
     pub line: usize,
     pub column: usize,
+    /// The field at fault, by its place in the file
+    /// (`streams[0].destinations[2].url`); `None` when no one field is.
+    pub field: Option<String>,
+    /// What is wrong, without the field.
     pub message: String,
 }
+
+impl ConfigError {
+    /// The field's own name (`url` for `streams[0].destinations[2].url`):
+    /// how an API caller, who sends one stream or destination, knows it.
+    pub fn field_name(&self) -> Option<&str> {
+        let field = self.field.as_deref()?;
+        Some(field.rsplit('.').next().unwrap_or(field))
+    }
+
+    /// `FIELD: message` (or the message alone), without the place.
+    pub fn detail(&self) -> String {
+        match &self.field {
+            Some(field) => format!("{field}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.detail()
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -563,6 +598,7 @@ impl Config {
             path: path.to_path_buf(),
             line: 1,
             column: 1,
+            field: None,
             message: format!("cannot read the config file: {e}"),
         })?;
         Self::parse(path, &text)
@@ -610,9 +646,8 @@ impl Config {
         outside: &dyn Outside,
     ) -> Result<Self, ConfigError> {
         let mut config = Self::parse_in(path, text, outside)?;
-        let error = error_in(origin, streams_text);
-        let raw: RawStreamsDocument = toml::from_str(streams_text)
-            .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+        let error = ErrorAt::new(origin, streams_text);
+        let raw: RawStreamsDocument = toml::from_str(streams_text).map_err(|e| error.toml(&e))?;
         config.streams =
             parse_streams(raw.streams, path, config.max_standby_bytes, &error, outside)?;
         Ok(config)
@@ -624,18 +659,17 @@ impl Config {
         import: bool,
         outside: &dyn Outside,
     ) -> Result<Self, ConfigError> {
-        let error = error_in(path, text);
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+        let error = ErrorAt::new(path, text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| error.toml(&e))?;
         let cluster = match &raw.cluster {
             None => None,
             Some(cluster) => {
                 if let (Some(stream), false) = (raw.streams.first(), import) {
-                    return Err(error(
+                    return Err(error.field(
                         stream.id.span(),
-                        "streams: with [cluster] the streams live in Redis, not in the node's file; \
-                         load them with `prism import --config FILE` and remove them here"
-                            .into(),
+                        "streams",
+                        "with [cluster] the streams live in Redis, not in the node's file; \
+                         load them with `prism import --config FILE` and remove them here",
                     ));
                 }
                 Some(parse_cluster(cluster.get_ref(), &error, outside)?)
@@ -645,8 +679,8 @@ impl Config {
         let metrics_listen = match &raw.metrics {
             None => None,
             Some(metrics) => Some(
-                parse_listen(&metrics.listen, "metrics.listen")
-                    .map_err(|m| error(metrics.listen.span(), m))?,
+                parse_listen(&metrics.listen)
+                    .map_err(|m| error.field(metrics.listen.span(), "metrics.listen", m))?,
             ),
         };
         let admin = match &raw.admin {
@@ -654,13 +688,14 @@ impl Config {
             Some(section) => {
                 let span = section.span();
                 let admin = section.get_ref();
-                let listen = parse_listen(&admin.listen, "admin.listen")
-                    .map_err(|m| error(admin.listen.span(), m))?;
+                let listen = parse_listen(&admin.listen)
+                    .map_err(|m| error.field(admin.listen.span(), "admin.listen", m))?;
                 let token = match (&admin.token, &admin.token_file) {
                     (Some(_), Some(file)) => {
-                        return Err(error(
+                        return Err(error.field(
                             file.span(),
-                            "admin: set either token or token_file, not both".into(),
+                            "admin",
+                            "set either token or token_file, not both",
                         ))
                     }
                     (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
@@ -668,14 +703,12 @@ impl Config {
                         let file_path = relative_to_config(path, file.get_ref());
                         let bytes = outside
                             .read_file(&file_path, MAX_TOKEN_FILE_BYTES)
-                            .map_err(|e| error(file.span(), format!("admin.token_file: {e}")))?;
+                            .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
                         let text = String::from_utf8(bytes).map_err(|_| {
-                            error(
+                            error.field(
                                 file.span(),
-                                format!(
-                                    "admin.token_file: {} is not UTF-8 text",
-                                    file_path.display()
-                                ),
+                                "admin.token_file",
+                                format!("{} is not UTF-8 text", file_path.display()),
                             )
                         })?;
                         Some((text.trim().to_string(), file.span()))
@@ -686,18 +719,19 @@ impl Config {
                 };
                 if let Some((token, span)) = &token {
                     if token.len() < MIN_TOKEN_LEN {
-                        return Err(error(
+                        return Err(error.field(
                             span.clone(),
-                            format!("admin token must be at least {MIN_TOKEN_LEN} characters"),
+                            "admin.token",
+                            format!("must be at least {MIN_TOKEN_LEN} characters"),
                         ));
                     }
                 }
                 if token.is_none() && !(admin.insecure_no_auth && listen.ip().is_loopback()) {
-                    return Err(error(
+                    return Err(error.field(
                         span,
-                        "admin: set token, token_file or the PRISM_ADMIN_TOKEN environment variable \
-                         (insecure_no_auth = true is accepted only on a loopback listen address)"
-                            .into(),
+                        "admin",
+                        "set token, token_file or the PRISM_ADMIN_TOKEN environment variable \
+                         (insecure_no_auth = true is accepted only on a loopback listen address)",
                     ));
                 }
                 let mut allowed_hosts = Vec::new();
@@ -708,10 +742,11 @@ impl Config {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
                     if !plain {
-                        return Err(error(
+                        return Err(error.field(
                             host.span(),
+                            "admin.allowed_hosts",
                             format!(
-                                "admin.allowed_hosts: {name:?} is not a host name (write the \
+                                "{name:?} is not a host name (write the \
                                  name alone, e.g. \"prism.example.org\": no scheme, port or path)"
                             ),
                         ));
@@ -732,13 +767,14 @@ impl Config {
         let srt = match &raw.srt {
             None => None,
             Some(srt) => Some(SrtConfig {
-                listen: parse_listen(&srt.listen, "srt.listen")
-                    .map_err(|m| error(srt.listen.span(), m))?,
+                listen: parse_listen(&srt.listen)
+                    .map_err(|m| error.field(srt.listen.span(), "srt.listen", m))?,
                 latency: Duration::from_millis(srt.latency_ms.clamp(20, 10_000)),
                 max_connections: srt.max_connections.max(1),
                 passphrase: match &srt.passphrase {
                     Some(p) => Some(
-                        check_passphrase(p, "srt.passphrase").map_err(|m| error(p.span(), m))?,
+                        check_passphrase(p)
+                            .map_err(|m| error.field(p.span(), "srt.passphrase", m))?,
                     ),
                     None => None,
                 },
@@ -746,41 +782,40 @@ impl Config {
         };
         let rtmp_span = raw.rtmp.span();
         let rtmp = raw.rtmp.into_inner();
-        let listen =
-            parse_listen(&rtmp.listen, "rtmp.listen").map_err(|m| error(rtmp.listen.span(), m))?;
+        let listen = parse_listen(&rtmp.listen)
+            .map_err(|m| error.field(rtmp.listen.span(), "rtmp.listen", m))?;
         if rtmp.max_connections == 0 {
-            return Err(error(
-                rtmp_span,
-                "rtmp.max_connections must be at least 1".into(),
-            ));
+            return Err(error.field(rtmp_span, "rtmp.max_connections", "must be at least 1"));
         }
 
         let budget_kib = *raw.fanout.queue_budget_kib.get_ref();
         if budget_kib < 64 {
-            return Err(error(
+            return Err(error.field(
                 raw.fanout.queue_budget_kib.span(),
-                "fanout.queue_budget_kib must be at least 64 (one second of video needs more)"
-                    .into(),
+                "fanout.queue_budget_kib",
+                "must be at least 64 (one second of video needs more)",
             ));
         }
 
         let chunk_size = *raw.fanout.chunk_size.get_ref();
         if !(128..=65536).contains(&chunk_size) {
-            return Err(error(
+            return Err(error.field(
                 raw.fanout.chunk_size.span(),
-                format!("fanout.chunk_size must be from 128 to 65536 (the range RTMP servers such as SRS document); got {chunk_size}"),
+                "fanout.chunk_size",
+                format!("must be from 128 to 65536 (the range RTMP servers such as SRS document); got {chunk_size}"),
             ));
         }
 
         let max_delay_ms = *raw.fanout.max_delay_ms.get_ref();
         check_max_delay(max_delay_ms)
-            .map_err(|m| error(raw.fanout.max_delay_ms.span(), format!("fanout.{m}")))?;
+            .map_err(|m| error.field(raw.fanout.max_delay_ms.span(), "fanout.max_delay_ms", m))?;
 
         let max_standby_mib = *raw.max_standby_mib.get_ref();
         if !(1..=4096).contains(&max_standby_mib) {
-            return Err(error(
+            return Err(error.field(
                 raw.max_standby_mib.span(),
-                "max_standby_mib must be 1 to 4096".into(),
+                "max_standby_mib",
+                "must be 1 to 4096",
             ));
         }
         let max_standby_bytes = max_standby_mib << 20;
@@ -788,9 +823,10 @@ impl Config {
 
         let worker_threads = *raw.runtime.worker_threads.get_ref();
         if !(1..=64).contains(&worker_threads) {
-            return Err(error(
+            return Err(error.field(
                 raw.runtime.worker_threads.span(),
-                "runtime.worker_threads must be 1 to 64".into(),
+                "runtime.worker_threads",
+                "must be 1 to 64",
             ));
         }
         Ok(Config {
@@ -847,28 +883,54 @@ impl Config {
     }
 }
 
-type ErrorAt<'a> = dyn Fn(Range<usize>, String) -> ConfigError + 'a;
-
 fn check_max_delay(ms: u64) -> Result<(), String> {
     if ms > MAX_DELAY_LIMIT_MS {
         return Err(format!(
-            "max_delay_ms must be from 0 (write every message at once) to {MAX_DELAY_LIMIT_MS}; got {ms}"
+            "must be from 0 (write every message at once) to {MAX_DELAY_LIMIT_MS}; got {ms}"
         ));
     }
     Ok(())
 }
 
-/// Errors at a byte span of `text`, shown as `path:line:column: message`.
-fn error_in<'a>(
+/// Errors at byte spans of the text of one file.
+struct ErrorAt<'a> {
     path: &'a Path,
     text: &'a str,
-) -> impl Fn(Range<usize>, String) -> ConfigError + 'a {
-    move |span: Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
+}
+
+impl<'a> ErrorAt<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        Self { path, text }
+    }
+
+    /// `field`, at `span`, is wrong: `message` says how.
+    fn field(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> ConfigError {
+        let mut error = self.toml_syntax(span, message.to_string());
+        error.field = Some(field.into());
+        error
+    }
+
+    /// What the TOML parser or serde found (its message names the field
+    /// where it knows one).
+    fn toml(&self, error: &toml::de::Error) -> ConfigError {
+        self.toml_syntax(
+            error.span().unwrap_or(0..0),
+            error.message().trim().to_string(),
+        )
+    }
+
+    fn toml_syntax(&self, span: Range<usize>, message: String) -> ConfigError {
+        let (line, column) = line_column(self.text, span.start);
         ConfigError {
-            path: path.to_path_buf(),
+            path: self.path.to_path_buf(),
             line,
             column,
+            field: None,
             message,
         }
     }
@@ -876,7 +938,7 @@ fn error_in<'a>(
 
 fn parse_cluster(
     raw: &RawCluster,
-    error: &ErrorAt,
+    error: &ErrorAt<'_>,
     outside: &dyn Outside,
 ) -> Result<ClusterSettings, ConfigError> {
     let url = raw.redis.get_ref().trim();
@@ -884,37 +946,38 @@ fn parse_cluster(
         || url.starts_with("rediss://")
         || url.starts_with("redis+unix://"))
     {
-        return Err(error(
+        return Err(error.field(
             raw.redis.span(),
-            "cluster.redis must be a redis:// (or rediss://) URL, e.g. \"redis://127.0.0.1:6379\""
-                .into(),
+            "cluster.redis",
+            "must be a redis:// (or rediss://) URL, e.g. \"redis://127.0.0.1:6379\"",
         ));
     }
     let node_id = match &raw.node_id {
         Some(id) => {
-            check_id(id.get_ref())
-                .map_err(|m| error(id.span(), format!("cluster.node_id: {m}")))?;
+            check_id(id.get_ref()).map_err(|m| error.field(id.span(), "cluster.node_id", m))?;
             id.get_ref().clone()
         }
         None => outside
             .host_name()
             .filter(|name| check_id(name).is_ok())
             .ok_or_else(|| {
-                error(
+                error.field(
                     raw.redis.span(),
-                    "cluster.node_id: not set, and the host name cannot be read; set it".into(),
+                    "cluster.node_id",
+                    "not set, and the host name cannot be read; set it",
                 )
             })?,
     };
     let lease_ms = *raw.lease_ms.get_ref();
     if !(500..=60_000).contains(&lease_ms) {
-        return Err(error(
+        return Err(error.field(
             raw.lease_ms.span(),
-            format!("cluster.lease_ms must be 500 to 60000; got {lease_ms}"),
+            "cluster.lease_ms",
+            format!("must be 500 to 60000; got {lease_ms}"),
         ));
     }
     let prefix = raw.prefix.get_ref().clone();
-    check_id(&prefix).map_err(|m| error(raw.prefix.span(), format!("cluster.prefix: {m}")))?;
+    check_id(&prefix).map_err(|m| error.field(raw.prefix.span(), "cluster.prefix", m))?;
     Ok(ClusterSettings {
         redis_url: url.to_string(),
         node_id,
@@ -929,14 +992,15 @@ fn parse_streams(
     raw_streams: Vec<RawStream>,
     path: &Path,
     max_standby_bytes: u64,
-    error: &ErrorAt,
+    error: &ErrorAt<'_>,
     outside: &dyn Outside,
 ) -> Result<Vec<StreamConfig>, ConfigError> {
     if raw_streams.len() > MAX_STREAMS {
         let span = raw_streams[MAX_STREAMS].id.span();
-        return Err(error(
+        return Err(error.field(
             span,
-            format!("streams: at most {MAX_STREAMS} streams per instance"),
+            "streams",
+            format!("at most {MAX_STREAMS} streams per instance"),
         ));
     }
     let mut streams = Vec::with_capacity(raw_streams.len());
@@ -944,40 +1008,42 @@ fn parse_streams(
     let mut keys: HashMap<String, String> = HashMap::new();
     for (index, stream) in raw_streams.into_iter().enumerate() {
         let id = stream.id.get_ref().clone();
-        check_id(&id).map_err(|m| error(stream.id.span(), format!("streams[{index}].id: {m}")))?;
+        let at = |field: &str| format!("streams[{index}].{field}");
+        check_id(&id).map_err(|m| error.field(stream.id.span(), at("id"), m))?;
         if ids.insert(id.clone(), index).is_some() {
-            return Err(error(
+            return Err(error.field(
                 stream.id.span(),
-                format!("streams[{index}].id: duplicate stream id {id:?}"),
+                at("id"),
+                format!("duplicate stream id {id:?}"),
             ));
         }
         let backup_pull = match &stream.backup_pull {
             None => None,
             Some(url) => Some(
                 parse_pull(url.get_ref())
-                    .map_err(|m| error(url.span(), format!("streams[{index}].backup_pull: {m}")))?,
+                    .map_err(|m| error.field(url.span(), at("backup_pull"), m))?,
             ),
         };
         let pull = match &stream.pull {
             None => None,
             Some(url) => Some(
-                parse_pull(url.get_ref())
-                    .map_err(|m| error(url.span(), format!("streams[{index}].pull: {m}")))?,
+                parse_pull(url.get_ref()).map_err(|m| error.field(url.span(), at("pull"), m))?,
             ),
         };
         let key = match &stream.key {
             Some(key) => {
                 check_stream_key(key.get_ref(), &id, &mut keys)
-                    .map_err(|m| error(key.span(), format!("streams[{index}].key: {m}")))?;
+                    .map_err(|m| error.field(key.span(), at("key"), m))?;
                 key.get_ref().clone()
             }
             // A pulled stream with no key takes no publisher (a key would
             // let a pushed backup in): an unguessable one stands in.
             None if pull.is_some() => unguessable_key(&id),
             None => {
-                return Err(error(
+                return Err(error.field(
                     stream.id.span(),
-                    format!("streams[{index}]: missing field `key` (or a `pull` source)"),
+                    at("key"),
+                    "missing (a stream needs a `key`, or a `pull` source)",
                 ))
             }
         };
@@ -985,14 +1051,14 @@ fn parse_streams(
         let mut destinations = Vec::with_capacity(stream.destinations.len());
         let mut destination_ids = HashMap::new();
         for (d, destination) in stream.destinations.into_iter().enumerate() {
-            let field = format!("streams[{index}].destinations[{d}]");
+            let field = |name: &str| format!("streams[{index}].destinations[{d}].{name}");
             let dest_id = destination.id.get_ref().clone();
-            check_id(&dest_id)
-                .map_err(|m| error(destination.id.span(), format!("{field}.id: {m}")))?;
+            check_id(&dest_id).map_err(|m| error.field(destination.id.span(), field("id"), m))?;
             if destination_ids.insert(dest_id.clone(), d).is_some() {
-                return Err(error(
+                return Err(error.field(
                     destination.id.span(),
-                    format!("{field}.id: duplicate destination id {dest_id:?} in stream {id:?}"),
+                    field("id"),
+                    format!("duplicate destination id {dest_id:?} in stream {id:?}"),
                 ));
             }
             let platform = match &destination.platform {
@@ -1002,47 +1068,48 @@ fn parse_streams(
                         .iter()
                         .map(|p| p.id.as_str())
                         .collect();
-                    error(
+                    error.field(
                         name.span(),
+                        field("platform"),
                         format!(
-                            "{field}.platform: unknown platform {:?} (known: {})",
+                            "unknown platform {:?} (known: {})",
                             name.get_ref(),
                             known.join(", ")
                         ),
                     )
                 })?),
             };
-            let (url_text, url_span) =
-                match (&destination.url, platform.and_then(|p| p.url.as_ref())) {
-                    (Some(url), _) => (url.get_ref().as_str(), url.span()),
-                    (None, Some(preset)) => (preset.as_str(), destination.id.span()),
-                    (None, None) => {
-                        return Err(error(
-                            destination.id.span(),
-                            format!(
-                        "{field}: missing field `url` (or a `platform` whose preset has one)"
-                    ),
-                        ))
-                    }
-                };
+            let (url_text, url_span) = match (
+                &destination.url,
+                platform.and_then(|p| p.url.as_ref()),
+            ) {
+                (Some(url), _) => (url.get_ref().as_str(), url.span()),
+                (None, Some(preset)) => (preset.as_str(), destination.id.span()),
+                (None, None) => return Err(error.field(
+                    destination.id.span(),
+                    field("url"),
+                    "missing (a destination needs a `url`, or a `platform` whose preset has one)",
+                )),
+            };
             let url = DestinationUrl::parse(
                 url_text,
                 destination.key.as_ref().map(|k| k.get_ref().as_str()),
             )
-            .map_err(|e| error(url_span, format!("{field}.url: {e}")))?;
+            .map_err(|e| error.field(url_span, field("url"), e))?;
             let ca_file = match &destination.ca_file {
                 None => None,
                 Some(file) => {
                     if url.scheme != prism_fanout::url::Scheme::Rtmps {
-                        return Err(error(
+                        return Err(error.field(
                             file.span(),
-                            format!("{field}.ca_file: only rtmps:// destinations use a ca_file"),
+                            field("ca_file"),
+                            "only rtmps:// destinations use a ca_file",
                         ));
                     }
                     let ca_path = relative_to_config(path, file.get_ref());
                     outside
                         .check_ca_file(&ca_path)
-                        .map_err(|e| error(file.span(), format!("{field}.ca_file: {e}")))?;
+                        .map_err(|e| error.field(file.span(), field("ca_file"), e))?;
                     Some(ca_path)
                 }
             };
@@ -1050,13 +1117,14 @@ fn parse_streams(
                 None => None,
                 Some(ms) => {
                     if url.scheme == prism_fanout::url::Scheme::Srt {
-                        return Err(error(
+                        return Err(error.field(
                             ms.span(),
-                            format!("{field}.max_delay_ms: SRT destinations are paced by SRT's own latency; max_delay_ms is for rtmp:// and rtmps://"),
+                            field("max_delay_ms"),
+                            "SRT destinations are paced by SRT's own latency; max_delay_ms is for rtmp:// and rtmps://",
                         ));
                     }
                     check_max_delay(*ms.get_ref())
-                        .map_err(|m| error(ms.span(), format!("{field}.{m}")))?;
+                        .map_err(|m| error.field(ms.span(), field("max_delay_ms"), m))?;
                     Some(Duration::from_millis(*ms.get_ref()))
                 }
             };
@@ -1074,8 +1142,7 @@ fn parse_streams(
         }
         let srt_passphrase = match &stream.srt_passphrase {
             Some(p) => Some(
-                check_passphrase(p, &format!("streams[{index}].srt_passphrase"))
-                    .map_err(|m| error(p.span(), m))?,
+                check_passphrase(p).map_err(|m| error.field(p.span(), at("srt_passphrase"), m))?,
             ),
             None => None,
         };
@@ -1085,9 +1152,7 @@ fn parse_streams(
                 let clip_path = relative_to_config(path, file.get_ref());
                 let clip = outside
                     .standby_clip(&clip_path, max_standby_bytes)
-                    .map_err(|m| {
-                        error(file.span(), format!("streams[{index}].standby_file: {m}"))
-                    })?;
+                    .map_err(|m| error.field(file.span(), at("standby_file"), m))?;
                 Some(prism_media::hub::StandbyConfig {
                     clip,
                     after: Duration::from_millis(stream.standby_after_ms.clamp(100, 60_000)),
@@ -1114,10 +1179,10 @@ fn parse_streams(
     Ok(streams)
 }
 
-fn parse_listen(value: &Spanned<String>, field: &str) -> Result<SocketAddr, String> {
+fn parse_listen(value: &Spanned<String>) -> Result<SocketAddr, String> {
     value.get_ref().parse::<SocketAddr>().map_err(|_| {
         format!(
-            "{field}: {:?} is not an address:port (e.g. \"0.0.0.0:1935\")",
+            "{:?} is not an address:port (e.g. \"0.0.0.0:1935\")",
             value.get_ref()
         )
     })
@@ -1177,11 +1242,12 @@ fn check_stream_key(key: &str, id: &str, keys: &mut HashMap<String, String>) -> 
 /// Reads a `pull` source: `rtmp://HOST[:PORT]/APP/NAME` (played) or
 /// `srt://HOST:PORT?streamid=…` (called, in request mode).
 pub fn parse_pull(url: &str) -> Result<DestinationUrl, String> {
-    let parsed = DestinationUrl::parse(url, None).map_err(|e| {
-        e.to_string().replace(
-            "no stream key: set `key`, or end the url with /STREAM_KEY",
-            "no stream name: end the url with /STREAM_NAME",
-        )
+    let parsed = DestinationUrl::parse(url, None).map_err(|e| match e {
+        // A source has a stream name where a destination has a key.
+        prism_fanout::url::UrlError::NoKey => {
+            "no stream name: end the url with /STREAM_NAME".to_string()
+        }
+        other => other.to_string(),
     })?;
     if parsed.scheme == prism_fanout::url::Scheme::Rtmps {
         return Err("rtmps:// sources are not supported: pull from rtmp:// or srt://".into());
@@ -1355,7 +1421,7 @@ key = "live_8f2c1d"
 
         let message = error_text(&format!("{GOOD}\n[fanout]\nmax_delay_ms = 1001\n"));
         assert!(
-            message.contains("fanout.max_delay_ms must be from 0 (write every message at once) to 1000; got 1001"),
+            message.contains("fanout.max_delay_ms: must be from 0 (write every message at once) to 1000; got 1001"),
             "{message}"
         );
         let message = error_text(&GOOD.replace(
@@ -1488,7 +1554,13 @@ key = "live_8f2c1d"
             "url = \"rtmp://a.rtmp.youtube.com/live2\"",
             "platform = \"custom\"",
         );
-        assert!(error_text(&text).contains("missing field `url`"));
+        let error = parse(&text).unwrap_err();
+        assert_eq!(
+            error.field.as_deref(),
+            Some("streams[0].destinations[0].url")
+        );
+        assert_eq!(error.field_name(), Some("url"));
+        assert!(error.message.starts_with("missing"), "{error}");
     }
 
     #[test]
@@ -1536,7 +1608,7 @@ key = "live_8f2c1d"
         assert_eq!(parse(&with("4096")).unwrap().fanout.chunk_size, 4096);
         let message = error_text(&with("100000"));
         assert!(
-            message.starts_with("prism.toml:6:14: fanout.chunk_size must be from 128 to 65536"),
+            message.starts_with("prism.toml:6:14: fanout.chunk_size: must be from 128 to 65536"),
             "{message}"
         );
     }

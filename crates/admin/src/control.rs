@@ -390,7 +390,7 @@ impl Controller {
         let (path, parsed) = (self.path.clone(), text.clone());
         let config = off_async_threads(move || Config::parse(&path, &parsed))
             .await?
-            .map_err(|e| ControlError::Invalid(e.message))?;
+            .map_err(ControlError::InvalidConfig)?;
         let controller = Arc::clone(self);
         let stream = stream.to_string();
         let transaction = tokio::spawn(async move {
@@ -497,7 +497,7 @@ impl Controller {
             Config::parse_with_streams(&path, &node_text, &origin, &streams)
         })
         .await?
-        .map_err(|e| ControlError::Invalid(e.message))?;
+        .map_err(ControlError::InvalidConfig)?;
         let written = tokio::time::timeout(
             CLUSTER_WRITE_TIMEOUT,
             cluster.store().write(state.version, &text),

@@ -10,6 +10,10 @@ pub enum ControlError {
     /// file, line and field).
     #[error("{0}")]
     Invalid(String),
+    /// The configuration a change would make does not validate: the error
+    /// names the field at fault.
+    #[error("{0}")]
+    InvalidConfig(crate::config::ConfigError),
     /// What the change names does not exist (a stream, a destination).
     #[error("{0}")]
     NotFound(String),
