@@ -167,10 +167,10 @@ impl Controller {
         text: &str,
         config: Config,
         streams: Arc<Streams>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ControlError> {
         let document: DocumentMut = text
             .parse()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| ControlError::Invalid(format!("{}: {e}", path.display())))?;
         Ok(Self::launch(
             path,
             Backing::File,
@@ -194,16 +194,16 @@ impl Controller {
         config: Config,
         cluster: Arc<Cluster>,
         streams: Arc<Streams>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ControlError> {
         let cache = cache_path(path);
         let (version, document, config) = match read_cache(&cache) {
             Some((version, streams)) => {
                 match Config::parse_with_streams(path, text, &cache, &streams) {
                     Ok(config) => {
                         info!(version, cache = %cache.display(), streams = config.streams.len(), "cluster: starting from the last configuration this node applied");
-                        let document = streams
-                            .parse()
-                            .map_err(|e| format!("{}: {e}", cache.display()))?;
+                        let document = streams.parse().map_err(|e| {
+                            ControlError::Invalid(format!("{}: {e}", cache.display()))
+                        })?;
                         (version, document, config)
                     }
                     Err(e) => {

@@ -1,6 +1,13 @@
 //! Prism's control plane: the TOML configuration (parsing, validation,
 //! write-back), live changes and reloads applied as a diff, and the admin
 //! HTTP API that drives them.
+//!
+//! Errors: a caller that must tell cases apart gets a type
+//! (`ConfigError` with the field at fault, `ControlError`, `OutsideError`);
+//! only `api.rs` turns them into HTTP statuses. The checks of single config
+//! fields return their reason as text, which `ConfigError` attaches to the
+//! field: it is read by the person editing the file, and no caller tells
+//! those reasons apart.
 
 pub mod api;
 pub mod command;

@@ -13,10 +13,32 @@ use std::time::SystemTime;
 use prism_media::config_file::{read_config_file, ConfigFileError};
 use prism_media::standby::StandbyClip;
 
+/// Why something a configuration names could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OutsideError {
+    /// A hermetic parse reads no file.
+    #[error("{} is not read here (hermetic parse)", .0.display())]
+    NotRead(PathBuf),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    #[error("cannot read {}: {source}", path.display())]
+    Metadata {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Clip {
+        path: PathBuf,
+        source: prism_media::standby::StandbyError,
+    },
+    #[error(transparent)]
+    CaFile(#[from] prism_fanout::transport::CaFileError),
+}
+
 /// The answers a configuration's parse needs from outside its text.
 pub trait Outside {
     /// A regular file's bytes, at most `max_bytes`.
-    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String>;
+    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, OutsideError>;
 
     /// An environment variable.
     fn env(&self, name: &str) -> Option<String>;
@@ -25,20 +47,18 @@ pub trait Outside {
     fn host_name(&self) -> Option<String>;
 
     /// The standby clip in `path` (FLV or MP4, at most `max_bytes`), decoded.
-    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, String>;
+    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, OutsideError>;
 
     /// Whether `path` holds CA certificates a TLS client can use.
-    fn check_ca_file(&self, path: &Path) -> Result<(), String>;
+    fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError>;
 }
 
 /// This machine: its files, its environment, its host name.
 pub struct System;
 
 impl Outside for System {
-    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
-        read_config_file(path, max_bytes, "")
-            .map(|(bytes, _)| bytes)
-            .map_err(|e| e.to_string())
+    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, OutsideError> {
+        Ok(read_config_file(path, max_bytes, "")?.0)
     }
 
     fn env(&self, name: &str) -> Option<String> {
@@ -52,20 +72,20 @@ impl Outside for System {
 
     /// A clip already read is reused while its file is unchanged, so API
     /// changes, which re-validate the whole config, do not read it again.
-    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, String> {
+    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, OutsideError> {
         type Cache = HashMap<PathBuf, (SystemTime, u64, Arc<StandbyClip>)>;
         static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-        let shown = path.display();
+        let unreadable = |source| OutsideError::Metadata {
+            path: path.to_path_buf(),
+            source,
+        };
         // Only a regular file is looked at (a FIFO or device named here is
         // refused before anything blocks); the cache is keyed on its stamp.
-        let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
         if !metadata.is_file() {
-            return Err(ConfigFileError::not_regular(path, metadata.file_type()).to_string());
+            return Err(ConfigFileError::not_regular(path, metadata.file_type()).into());
         }
-        let stamp = (
-            metadata.modified().map_err(|e| e.to_string())?,
-            metadata.len(),
-        );
+        let stamp = (metadata.modified().map_err(unreadable)?, metadata.len());
         let cache = CACHE.get_or_init(Default::default);
         if let Some((modified, len, clip)) =
             cache.lock().unwrap_or_else(|e| e.into_inner()).get(path)
@@ -74,10 +94,13 @@ impl Outside for System {
                 return Ok(Arc::clone(clip));
             }
         }
-        let (bytes, _) =
-            read_config_file(path, max_bytes, " (max_standby_mib)").map_err(|e| e.to_string())?;
-        let clip = StandbyClip::from_file(&bytes::Bytes::from(bytes))
-            .map_err(|e| format!("{shown}: {e}"))?;
+        let (bytes, _) = read_config_file(path, max_bytes, " (max_standby_mib)")?;
+        let clip = StandbyClip::from_file(&bytes::Bytes::from(bytes)).map_err(|source| {
+            OutsideError::Clip {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
         let clip = Arc::new(clip);
         cache
             .lock()
@@ -86,8 +109,9 @@ impl Outside for System {
         Ok(clip)
     }
 
-    fn check_ca_file(&self, path: &Path) -> Result<(), String> {
-        prism_fanout::transport::tls_config(Some(path)).map(|_| ())
+    fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError> {
+        prism_fanout::transport::tls_config(Some(path))?;
+        Ok(())
     }
 }
 
@@ -96,11 +120,8 @@ impl Outside for System {
 pub struct Hermetic;
 
 impl Outside for Hermetic {
-    fn read_file(&self, path: &Path, _max_bytes: u64) -> Result<Vec<u8>, String> {
-        Err(format!(
-            "{} is not read here (hermetic parse)",
-            path.display()
-        ))
+    fn read_file(&self, path: &Path, _max_bytes: u64) -> Result<Vec<u8>, OutsideError> {
+        Err(OutsideError::NotRead(path.to_path_buf()))
     }
 
     fn env(&self, _name: &str) -> Option<String> {
@@ -111,18 +132,12 @@ impl Outside for Hermetic {
         None
     }
 
-    fn standby_clip(&self, path: &Path, _max_bytes: u64) -> Result<Arc<StandbyClip>, String> {
-        Err(format!(
-            "{} is not read here (hermetic parse)",
-            path.display()
-        ))
+    fn standby_clip(&self, path: &Path, _max_bytes: u64) -> Result<Arc<StandbyClip>, OutsideError> {
+        Err(OutsideError::NotRead(path.to_path_buf()))
     }
 
-    fn check_ca_file(&self, path: &Path) -> Result<(), String> {
-        Err(format!(
-            "{} is not read here (hermetic parse)",
-            path.display()
-        ))
+    fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError> {
+        Err(OutsideError::NotRead(path.to_path_buf()))
     }
 }
 

@@ -72,16 +72,15 @@ impl Cluster {
     /// Sets up the link without connecting: a node starts (and relays from
     /// its last known configuration) whether Redis is there or not. Call it
     /// within a Tokio runtime.
-    pub fn new(settings: ClusterSettings) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(settings.redis_url.as_str())
-            .map_err(|e| format!("cluster.redis: {e}"))?;
+    /// Fails only on a `cluster.redis` URL the client cannot use.
+    pub fn new(settings: ClusterSettings) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(settings.redis_url.as_str())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(COMMAND_TIMEOUT))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cluster.redis: {e}"))?;
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let health = Arc::new(RedisHealth::default());
         let leases = Leases::new(
             redis.clone(),
@@ -216,7 +215,9 @@ impl Cluster {
                     .await
                     .unwrap_or_else(|panic| {
                         error!(%panic, "reading the cluster's version panicked; retrying");
-                        Err(VersionError::Unreachable(RedisUnavailable::Failed(panic)))
+                        Err(VersionError::Unreachable(RedisUnavailable::Failed(
+                            panic.message,
+                        )))
                     });
                 match read {
                     Ok(_) => reported = false,

@@ -141,7 +141,7 @@ async fn supervise(
         hub.unsubscribe(&queue);
         queue.discard_lent();
         let delay = jittered(backoff);
-        let panic = remote_text(&panic);
+        let panic = remote_text(&panic.message);
         error!(
             stream = %hub.id(),
             destination = %config.id,
@@ -642,7 +642,7 @@ async fn open(config: &DestinationConfig) -> Result<Transport, DestinationError>
                             tokio::task::spawn_blocking(move || tls_config(ca_file.as_deref()))
                                 .await
                                 .map_err(|e| format!("TLS setup task failed: {e}"))
-                                .and_then(|config| config)
+                                .and_then(|config| config.map_err(|e| e.to_string()))
                                 .map_err(|e| DestinationError::new(ErrorKind::Tls, e))?;
                         tls_connect(stream, host, tls).await
                     }

@@ -1,6 +1,12 @@
 //! Prism's fan-out: one task per destination, each with its own bounded queue,
 //! pushing the stream over RTMP with chunk headers written per destination and
 //! payloads shared by all of them.
+//!
+//! Errors: every failure of a destination is a `DestinationError`, a `kind`
+//! to act on (the API, the events and `prism_destination_failures_total`
+//! carry it; `is_dns()`, `is_tls()`, … test it) and a message to read. A
+//! failure ends one session; the task reconnects with backoff, whatever
+//! the kind.
 
 pub mod acks;
 pub mod destination;

@@ -7,7 +7,7 @@
 //! for private servers. The server name (SNI) is the URL's host.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,33 +28,46 @@ pub enum Transport {
 /// The largest CA file read: far over any real bundle (Mozilla's is ~220 kB).
 const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
+/// Why a `ca_file` cannot serve as a TLS client's roots.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error(transparent)]
+    Read(#[from] prism_media::config_file::ConfigFileError),
+    #[error("CA file {}: {message}", path.display())]
+    Certificate { path: PathBuf, message: String },
+    #[error("CA file {} holds no certificate", path.display())]
+    Empty { path: PathBuf },
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
 /// A TLS client configuration: the built-in roots, or only those in `ca_file`.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, CaFileError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
             // The name may come from the API or a cluster's document: only a
             // regular file, read without blocking on a FIFO, and bounded.
-            let (pem, _) = prism_media::config_file::read_config_file(path, MAX_CA_FILE_BYTES, "")
-                .map_err(|e| format!("ca_file: {e}"))?;
-            let certificates = CertificateDer::pem_slice_iter(&pem);
-            for certificate in certificates {
-                let certificate =
-                    certificate.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-                roots
-                    .add(certificate)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            let (pem, _) = prism_media::config_file::read_config_file(path, MAX_CA_FILE_BYTES, "")?;
+            let bad = |message: String| CaFileError::Certificate {
+                path: path.to_path_buf(),
+                message,
+            };
+            for certificate in CertificateDer::pem_slice_iter(&pem) {
+                let certificate = certificate.map_err(|e| bad(e.to_string()))?;
+                roots.add(certificate).map_err(|e| bad(e.to_string()))?;
             }
             if roots.is_empty() {
-                return Err(format!("ca_file {} holds no certificate", path.display()));
+                return Err(CaFileError::Empty {
+                    path: path.to_path_buf(),
+                });
             }
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -89,3 +89,12 @@ pub enum PullError {
     #[error("the stream refused the pulled source: {0}")]
     Admit(PublishError),
 }
+
+/// A listener that could not be bound: what it is for, where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for {what} on {address}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub address: std::net::SocketAddr,
+    pub source: std::io::Error,
+}

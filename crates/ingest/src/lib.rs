@@ -1,5 +1,11 @@
 //! Prism's ingest: accepts RTMP and SRT publishers and feeds their media into
 //! the stream hub their stream key names.
+//!
+//! Errors: why a connection or a pull ended is an `IngestError` or a
+//! `PullError` (with `is_timeout()`, `is_refused()`); a refusal carries the
+//! `PublishError` that each protocol answers in its own words; a listener
+//! that cannot be bound is a `BindError`. Panics inside a connection are
+//! caught, logged and counted (`prism_media::supervise`), never spread.
 
 pub mod admission;
 mod announce;

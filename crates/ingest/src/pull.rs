@@ -162,7 +162,7 @@ async fn run(
         let reason = match end {
             Ok(reason) => remote_text(&reason),
             Err(panic) => {
-                let panic = remote_text(&panic);
+                let panic = remote_text(&panic.message);
                 error!(stream = %hub.id(), source = %shown, %panic, "pull task panicked; reconnecting");
                 format!("internal error (task panicked): {panic}")
             }

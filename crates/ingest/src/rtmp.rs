@@ -181,7 +181,7 @@ impl RtmpIngest {
                         info!(%remote, %reason, "rtmp connection ended")
                     }
                     Err(panic) => {
-                        let panic = remote_text(&panic);
+                        let panic = remote_text(&panic.message);
                         error!(%remote, %panic, "rtmp connection task panicked; connection closed")
                     }
                 }

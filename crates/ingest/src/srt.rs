@@ -60,12 +60,18 @@ pub fn observe_srt_task_panics() {
 }
 
 /// Binds the SRT listener (UDP); an error names the address.
-pub async fn bind_srt(settings: &SrtSettings) -> Result<(SrtListener, SrtIncoming), String> {
+pub async fn bind_srt(
+    settings: &SrtSettings,
+) -> Result<(SrtListener, SrtIncoming), crate::error::BindError> {
     SrtListener::builder()
         .latency(settings.latency)
         .bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen for SRT on {}: {e}", settings.listen))
+        .map_err(|source| crate::error::BindError {
+            what: "SRT",
+            address: settings.listen,
+            source,
+        })
 }
 
 /// The SRT ingest: what outlives any one listener task (the settings, the
@@ -129,7 +135,7 @@ impl SrtIngest {
                 let publish =
                     run_publish(hub, socket, role, remote, idle_timeout, &stats, shutdown);
                 if let Err(panic) = catch_panic("srt_connection", publish).await {
-                    let panic = remote_text(&panic);
+                    let panic = remote_text(&panic.message);
                     error!(%remote, %panic, "srt connection task panicked; connection closed");
                 }
             });
@@ -169,7 +175,7 @@ impl Drop for ClosingListener {
 /// listener task, which is caught here, logged and counted.
 async fn close_listener(mut listener: SrtListener) {
     if let Err(panic) = catch_panic("listener", listener.close()).await {
-        let panic = remote_text(&panic);
+        let panic = remote_text(&panic.message);
         error!(%panic, "the SRT listener task had panicked; its SRT sessions ended with it");
     }
 }

@@ -7,17 +7,30 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 
+/// A task's work that ended in a panic; shown as the panic's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Panicked {
+    /// The kind of task (`prism_task_panics_total{task}`).
+    pub task: &'static str,
+    /// The text the panic was raised with.
+    pub message: String,
+}
+
 /// Runs `future`, catching a panic inside it. On a panic, counts it under
-/// `prism_task_panics_total{task}` and returns its message; the caller logs
-/// it with its own context (remote address, destination) and decides what
-/// follows (end the connection, retry the destination, restart a listener).
-pub async fn catch_panic<F: Future>(task: &'static str, future: F) -> Result<F::Output, String> {
+/// `prism_task_panics_total{task}` and returns it; the caller logs it with
+/// its own context (remote address, destination) and decides what follows
+/// (end the connection, retry the destination, restart a listener).
+pub async fn catch_panic<F: Future>(task: &'static str, future: F) -> Result<F::Output, Panicked> {
     AssertUnwindSafe(future)
         .catch_unwind()
         .await
         .map_err(|payload| {
             count_panic(task);
-            panic_message(payload.as_ref())
+            Panicked {
+                task,
+                message: panic_message(payload.as_ref()),
+            }
         })
 }
 
@@ -75,7 +88,13 @@ mod tests {
     #[tokio::test]
     async fn a_panic_becomes_its_message() {
         let caught = catch_panic("destination", async { panic!("boom {}", 7) }).await;
-        assert_eq!(caught.unwrap_err(), "boom 7");
+        assert_eq!(
+            caught.unwrap_err(),
+            Panicked {
+                task: "destination",
+                message: "boom 7".into()
+            }
+        );
         assert_eq!(catch_panic("destination", async { 5 }).await.unwrap(), 5);
     }
 }

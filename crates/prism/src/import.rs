@@ -65,7 +65,8 @@ fn import(path: &Path, redis: Option<String>, prefix: Option<String>) -> Result<
             node_id: "import".into(),
             lease: Duration::from_secs(5),
             prefix: prefix.clone(),
-        })?;
+        })
+        .map_err(|e| format!("cluster.redis: {e}"))?;
         let store = link.store();
         let before = match tokio::time::timeout(REDIS_TIMEOUT, store.read())
             .await

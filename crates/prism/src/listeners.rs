@@ -32,6 +32,17 @@ pub struct Readiness {
     down: Mutex<BTreeSet<&'static str>>,
 }
 
+/// Why the daemon is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Still loading the config and binding its listeners.
+    #[error("starting")]
+    Starting,
+    /// These listeners are being restarted under supervision.
+    #[error("listener restarting: {}", .0.join(", "))]
+    Restarting(Vec<&'static str>),
+}
+
 impl Readiness {
     /// Marks the start complete: config loaded, every listener bound.
     pub fn set_started(&self) {
@@ -39,16 +50,15 @@ impl Readiness {
     }
 
     /// `Ok` when ready, else what is missing (for the 503 body).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), NotReady> {
         if !self.started.load(Ordering::Relaxed) {
-            return Err("starting".into());
+            return Err(NotReady::Starting);
         }
         let down = self.down.lock().expect("readiness lock");
         if down.is_empty() {
             Ok(())
         } else {
-            let names: Vec<&str> = down.iter().copied().collect();
-            Err(format!("listener restarting: {}", names.join(", ")))
+            Err(NotReady::Restarting(down.iter().copied().collect()))
         }
     }
 
@@ -112,7 +122,7 @@ pub async fn supervise<L, Bind, BindFuture, Serve, ServeFuture>(
     supervision: Supervision,
 ) where
     Bind: FnMut() -> BindFuture,
-    BindFuture: Future<Output = Result<L, String>>,
+    BindFuture: Future<Output = Result<L, prism_ingest::error::BindError>>,
     Serve: FnMut(L) -> ServeFuture,
     ServeFuture: Future<Output = ()>,
 {
@@ -195,7 +205,11 @@ mod tests {
                     let attempt = binds.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
                         match attempt {
-                            1 => Err("address in use".to_string()),
+                            1 => Err(prism_ingest::error::BindError {
+                                what: "test",
+                                address: "127.0.0.1:1".parse().unwrap(),
+                                source: std::io::ErrorKind::AddrInUse.into(),
+                            }),
                             n => Ok(n),
                         }
                     }
@@ -215,9 +229,10 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(readiness.check(), Err(NotReady::Restarting(vec!["test"])));
         assert_eq!(
-            readiness.check(),
-            Err("listener restarting: test".to_string())
+            readiness.check().unwrap_err().to_string(),
+            "listener restarting: test"
         );
         tokio::time::sleep(RESTART_BACKOFF_MIN * 4).await;
         assert_eq!(binds.load(Ordering::SeqCst), 2);
@@ -268,7 +283,7 @@ mod tests {
     #[test]
     fn not_ready_until_started() {
         let readiness = Readiness::default();
-        assert_eq!(readiness.check(), Err("starting".to_string()));
+        assert_eq!(readiness.check(), Err(NotReady::Starting));
         readiness.set_started();
         assert_eq!(readiness.check(), Ok(()));
     }

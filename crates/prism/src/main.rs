@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use prism_ingest::admission::AdmissionLimits;
+use prism_ingest::error::BindError;
 use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, SrtSettings};
 
 use prism_admin::streams::{shut_down_destinations, Streams};
@@ -178,7 +179,13 @@ fn log_panics_through_tracing() {
     }));
 }
 
-async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), String> {
+/// The daemon, from its parsed config to its shutdown. Its error is what
+/// stopped the start (a port taken, a bad file): `main` logs it and exits 1.
+async fn run(
+    path: PathBuf,
+    text: String,
+    mut config: Config,
+) -> Result<(), Box<dyn std::error::Error>> {
     fit_the_fd_limit(&mut config);
     let streams = Arc::new(Streams::default());
     let ingest_stats = Arc::new(IngestStats::default());
@@ -244,7 +251,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     let controller = match config.cluster.clone() {
         None => Controller::start(&path, &text, config, Arc::clone(&streams))?,
         Some(settings) => {
-            let cluster = Cluster::new(settings)?;
+            let cluster = Cluster::new(settings).map_err(|e| format!("cluster.redis: {e}"))?;
             info!(
                 node = %cluster.node_id(),
                 redis = %prism_cluster::node::redacted(&cluster.settings().redis_url),
@@ -322,7 +329,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
     };
     let metrics_server = match (metrics_listener, &telemetry) {
         (Some(listener), Some(telemetry)) => {
-            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            let address = listener.local_addr()?;
             let limits = metrics_limits;
             info!(listen = %address, max_connections = limits.max_connections, "metrics listening");
             let app = telemetry::router(Arc::clone(telemetry));
@@ -343,7 +350,7 @@ async fn run(path: PathBuf, text: String, mut config: Config) -> Result<(), Stri
         (Some(listener), Some(admin_config)) => {
             let limits = http_limits(admin_config.max_connections);
             let max_event_streams = admin_config.max_event_streams;
-            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            let address = listener.local_addr()?;
             info!(
                 listen = %address,
                 auth = admin_config.token.is_some(),
@@ -512,17 +519,24 @@ fn fit_the_fd_limit(config: &mut Config) {
 }
 
 /// Binds a TCP listener, with an error that says what it is for and where.
-async fn bind_tcp(what: &str, address: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+async fn bind_tcp(
+    what: &'static str,
+    address: SocketAddr,
+) -> Result<tokio::net::TcpListener, BindError> {
     tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
+        .map_err(|source| BindError {
+            what,
+            address,
+            source,
+        })
 }
 
 /// SIGUSR2 makes the listeners named in `PRISM_TEST_HOOKS` fail, so tests
 /// can watch supervision work.
-fn spawn_fault_signal(faults: FaultInjector) -> Result<(), String> {
+fn spawn_fault_signal(faults: FaultInjector) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut usr2 = signal(SignalKind::user_defined2()).map_err(|e| format!("SIGUSR2: {e}"))?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     tokio::spawn(async move {
         while usr2.recv().await.is_some() {
             warn!("SIGUSR2: failing the listeners PRISM_TEST_HOOKS names");

@@ -64,7 +64,7 @@ impl Telemetry {
         ingest: Arc<IngestStats>,
         readiness: Arc<Readiness>,
         series_idle: Duration,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, metrics_exporter_prometheus::BuildError> {
         let latency_buckets = [
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ];
@@ -80,10 +80,8 @@ impl Telemetry {
                     Matcher::Full("prism_destination_connect_seconds".into()),
                     &connect_buckets,
                 )
-            })
-            .map_err(|e| format!("metrics: {e}"))?
-            .install_recorder()
-            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+            })?
+            .install_recorder()?;
         // The standard `process_*` names, as every Prometheus client library exports them.
         let process = metrics_process::Collector::default();
         process.describe();
