@@ -149,10 +149,10 @@ pub fn flv_tags(data: &[u8]) {
     let _ = flv::is_metadata(data);
     let _ = flv::video_codec_name(data);
     let _ = flv::audio_codec_name(data);
-    let _ = prism_ingest::h264::sps_dimensions(data);
-    let _ = prism_ingest::hevc::parse_sps(data);
+    let _ = prism_media::h264::sps_dimensions(data);
+    let _ = prism_media::hevc::parse_sps(data);
     let _ = prism_media::aac::adts_frames(data).count();
-    let _ = prism_ingest::h264::nal_units(data).count();
+    let _ = prism_media::h264::nal_units(data).count();
 }
 
 /// MPEG-TS demux and remux to FLV messages.

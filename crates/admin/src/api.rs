@@ -20,6 +20,8 @@ use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
+mod recordings;
+
 use crate::streams::{RunningStream, Streams};
 use prism_media::arbiter::{SourceChoice, SourceRole};
 
@@ -55,6 +57,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/streams/{id}/restreams"),
     ("PUT", "/v1/streams/{id}/standby"),
     ("PUT", "/v1/streams/{id}/source"),
+    ("PUT", "/v1/streams/{id}/record"),
+    ("GET", "/v1/recordings"),
+    ("GET", "/v1/recordings/{id}"),
+    ("DELETE", "/v1/recordings/{id}"),
 ];
 
 /// The OpenAPI 3 document, kept beside the code.
@@ -115,6 +121,12 @@ pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
         .route("/v1/streams/{id}/restreams", put(replace_restreams))
         .route("/v1/streams/{id}/standby", put(set_standby))
         .route("/v1/streams/{id}/source", put(set_source))
+        .route("/v1/streams/{id}/record", put(recordings::set_record))
+        .route("/v1/recordings", get(recordings::list))
+        .route(
+            "/v1/recordings/{id}",
+            get(recordings::serve).delete(recordings::delete),
+        )
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::console::routes())
@@ -222,7 +234,47 @@ struct StreamView {
     /// Redis cannot be asked (then `live` still tells about this node).
     #[serde(skip_serializing_if = "Option::is_none")]
     live_on: Option<String>,
+    /// The stream is recorded (`record`).
+    record: bool,
+    /// Its recorder, while it is recorded.
+    recording: Option<RecorderView>,
     destinations: Vec<DestinationView>,
+}
+
+#[derive(Serialize)]
+struct RecorderView {
+    /// `waiting` (for the stream, or its first keyframe), `recording`, or
+    /// `failed` (the last write failed; it tries again by itself).
+    state: &'static str,
+    /// The file being written.
+    current: Option<CurrentRecordingView>,
+    last_error: Option<FailureView>,
+    /// Frames left out of the recording (a disk too slow, a failed write).
+    dropped_frames: u64,
+}
+
+#[derive(Serialize)]
+struct CurrentRecordingView {
+    id: String,
+    duration_s: f64,
+    bytes: u64,
+}
+
+fn recorder_view(recorder: &prism_record::RecorderHandle) -> RecorderView {
+    let status = &recorder.status;
+    RecorderView {
+        state: status.state().as_str(),
+        current: status.current().map(|file| CurrentRecordingView {
+            id: file.id.to_string(),
+            duration_s: file.duration_ms() as f64 / 1000.0,
+            bytes: file.bytes,
+        }),
+        last_error: status.last_error().map(|e| FailureView {
+            kind: e.kind.as_str(),
+            message: e.to_string(),
+        }),
+        dropped_frames: recorder.dropped_frames(),
+    }
 }
 
 #[derive(Serialize)]
@@ -376,6 +428,11 @@ fn stream_view(streams: &Streams, stream: &StreamConfig, fanout: &FanoutConfig) 
             .map(|e| e.hub.sources().iter().map(source_view).collect())
             .unwrap_or_default(),
         live_on: None,
+        record: stream.record,
+        recording: entry
+            .as_ref()
+            .and_then(|e| e.parts.recorder())
+            .map(|r| recorder_view(&r)),
         destinations: stream
             .destinations
             .iter()
@@ -759,6 +816,8 @@ struct StreamPatch {
     /// `null` for none.
     #[serde(default, deserialize_with = "present")]
     standby_file: Option<Option<String>>,
+    /// Records the stream (as `PUT .../record`).
+    record: Option<bool>,
 }
 
 /// A field that is present, `null` included (`Some(None)`), as opposed to
@@ -783,6 +842,7 @@ async fn patch_stream(
             pull: patch.pull,
             reconnect_grace_s: patch.reconnect_grace_s,
             standby_file: patch.standby_file,
+            record: patch.record,
         })
         .await?;
     Ok(Json(view_of_stream(&app, &id).await?))

@@ -30,6 +30,8 @@ pub enum Command {
         pull: Option<Option<String>>,
         reconnect_grace_s: Option<u64>,
         standby_file: Option<Option<String>>,
+        /// Records the stream (`record`).
+        record: Option<bool>,
     },
     /// A new destination of `stream`; without `id` one is made from the
     /// platform's name (`youtube`, `youtube-2`…).
@@ -163,6 +165,7 @@ impl Command {
                 pull,
                 reconnect_grace_s,
                 standby_file,
+                record,
             } => {
                 let streams = streams(document)?;
                 let index = persist::position(streams, &id).ok_or_else(|| no_stream(&id))?;
@@ -175,6 +178,9 @@ impl Command {
                 }
                 if let Some(file) = &standby_file {
                     persist::set_string(table, "standby_file", file.as_deref());
+                }
+                if let Some(record) = record {
+                    table["record"] = value(record);
                 }
                 Ok(Outcome::Done)
             }
@@ -399,6 +405,7 @@ mod tests {
             pull: None,
             reconnect_grace_s: Some(5),
             standby_file: None,
+            record: None,
         });
         assert!(matches!(outcome, Err(ControlError::NotFound(_))));
         let (outcome, _) = run(Command::AddStream {

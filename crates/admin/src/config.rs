@@ -30,6 +30,8 @@ struct RawConfig {
     admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     fanout: RawFanout,
+    #[serde(default)]
+    record: RawRecord,
     cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     streams: Vec<RawStream>,
@@ -222,6 +224,48 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[record]`: where and how streams with `record = true` are recorded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    #[serde(default = "default_record_path")]
+    path: Spanned<String>,
+    #[serde(default = "default_record_format")]
+    format: Spanned<String>,
+    #[serde(default = "default_segment_s")]
+    segment_s: Spanned<u64>,
+    #[serde(default)]
+    keep_hours: u64,
+    #[serde(default)]
+    max_gib: u64,
+}
+
+impl Default for RawRecord {
+    fn default() -> Self {
+        Self {
+            path: default_record_path(),
+            format: default_record_format(),
+            segment_s: default_segment_s(),
+            keep_hours: 0,
+            max_gib: 0,
+        }
+    }
+}
+
+/// Recordings go beside the config file unless told otherwise.
+fn default_record_path() -> Spanned<String> {
+    Spanned::new(0..0, "recordings".into())
+}
+
+fn default_record_format() -> Spanned<String> {
+    Spanned::new(0..0, "fmp4".into())
+}
+
+/// Ten minutes a file.
+fn default_segment_s() -> Spanned<u64> {
+    Spanned::new(0..0, 600)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFanout {
@@ -332,6 +376,9 @@ struct RawStream {
     failback: bool,
     #[serde(default = "default_failback_after_s")]
     failback_after_s: u64,
+    /// Records the stream (see `[record]`).
+    #[serde(default)]
+    record: bool,
     #[serde(default)]
     destinations: Vec<RawDestination>,
 }
@@ -390,9 +437,34 @@ pub struct Config {
     pub metrics_max_connections: usize,
     pub admin: Option<AdminConfig>,
     pub fanout: FanoutConfig,
+    /// How streams with `record = true` are recorded (`[record]`).
+    pub record: RecordConfig,
     /// Cluster mode: the streams live in Redis, not in this file.
     pub cluster: Option<ClusterSettings>,
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[record]`, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordConfig {
+    /// The folder of every stream's folder of recordings.
+    pub root: PathBuf,
+    pub format: prism_record::Format,
+    /// A file ends at the first keyframe after this much media.
+    pub segment: Duration,
+    /// How long and how much is kept (`keep_hours`, `max_gib`; 0 keeps).
+    pub retention: prism_record::library::Retention,
+}
+
+impl RecordConfig {
+    /// What each recorder is started with.
+    pub fn settings(&self) -> prism_record::RecordSettings {
+        prism_record::RecordSettings {
+            root: self.root.clone(),
+            format: self.format,
+            segment: self.segment,
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -518,6 +590,8 @@ pub struct StreamConfig {
     /// When the backup source takes over and hands back (`failover_after_ms`,
     /// `failback`, `failback_after_s`).
     pub failover: prism_media::arbiter::ArbiterConfig,
+    /// Whether the stream is recorded (`record`).
+    pub record: bool,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -829,8 +903,10 @@ impl Config {
                 "must be 1 to 64",
             ));
         }
+        let record = parse_record(&raw.record, path, &error)?;
         Ok(Config {
             log_format: raw.log_format,
+            record,
             max_standby_bytes,
             worker_threads,
             srt,
@@ -934,6 +1010,46 @@ impl<'a> ErrorAt<'a> {
             message,
         }
     }
+}
+
+fn parse_record(
+    raw: &RawRecord,
+    path: &Path,
+    error: &ErrorAt<'_>,
+) -> Result<RecordConfig, ConfigError> {
+    let format = match raw.format.get_ref().as_str() {
+        "fmp4" => prism_record::Format::Fmp4,
+        "flv" => prism_record::Format::Flv,
+        other => {
+            return Err(error.field(
+                raw.format.span(),
+                "record.format",
+                format!("{other:?} is not a recording format (\"fmp4\" or \"flv\")"),
+            ))
+        }
+    };
+    let segment_s = *raw.segment_s.get_ref();
+    if !(1..=24 * 3600).contains(&segment_s) {
+        return Err(error.field(
+            raw.segment_s.span(),
+            "record.segment_s",
+            format!("must be 1 to 86400 (a day); got {segment_s}"),
+        ));
+    }
+    let folder = raw.path.get_ref().trim();
+    if folder.is_empty() {
+        return Err(error.field(raw.path.span(), "record.path", "must not be empty"));
+    }
+    let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+    Ok(RecordConfig {
+        root: relative_to_config(path, folder),
+        format,
+        segment: Duration::from_secs(segment_s),
+        retention: prism_record::library::Retention {
+            max_age: (raw.keep_hours > 0).then(|| hours(raw.keep_hours)),
+            max_bytes: (raw.max_gib > 0).then(|| raw.max_gib.saturating_mul(1 << 30)),
+        },
+    })
 }
 
 fn parse_cluster(
@@ -1170,6 +1286,7 @@ fn parse_streams(
                 failback: stream.failback,
                 failback_after: Duration::from_secs(stream.failback_after_s.min(3600)),
             },
+            record: stream.record,
             key: prism_media::StreamKey::new(key),
             pull,
             backup_pull,

@@ -31,11 +31,12 @@ use prism_media::supervise::catch_panic;
 use prism_media::{Stream as StreamRecord, StreamHub};
 
 use crate::command::{free_stream_id, Command, Outcome};
-use crate::config::{Config, DestinationEntry, FanoutConfig, StreamConfig};
+use crate::config::{Config, DestinationEntry, FanoutConfig, RecordConfig, StreamConfig};
 pub use crate::control_error::ControlError;
 use crate::persist;
 use crate::plan::{plan, Change};
 use crate::streams::{RunningStream, StreamParts, Streams};
+use prism_record::library::{Active, Library};
 
 /// What `/v1/events` streams.
 /// A destination's last failure as the API and events show it: `kind`
@@ -104,6 +105,33 @@ pub enum Event {
         stream: Option<String>,
         timestamp: String,
     },
+    /// A recording file was started.
+    RecordingStart {
+        stream: String,
+        recording: String,
+        /// Under `[record] path`.
+        file: String,
+        /// `start`, `length` (`segment_s` elapsed) or `configuration` (the
+        /// codec parameters changed).
+        reason: &'static str,
+        timestamp: String,
+    },
+    /// A recording file was completed and closed.
+    RecordingSegment {
+        stream: String,
+        recording: String,
+        file: String,
+        duration_s: f64,
+        bytes: u64,
+        timestamp: String,
+    },
+    /// Recording stopped: the publish ended, it was switched off, or a
+    /// write failed (`error`; it resumes by itself).
+    RecordingStop {
+        stream: String,
+        error: Option<FailureView>,
+        timestamp: String,
+    },
 }
 
 impl Event {
@@ -117,6 +145,9 @@ impl Event {
             Event::StandbyStop { .. } => "standby_stop",
             Event::SourceSwitch { .. } => "source_switch",
             Event::ConfigChanged { .. } => "config_changed",
+            Event::RecordingStart { .. } => "recording_start",
+            Event::RecordingSegment { .. } => "recording_segment",
+            Event::RecordingStop { .. } => "recording_stop",
         }
     }
 }
@@ -154,6 +185,7 @@ pub struct Controller {
     state: Arc<Mutex<ControlState>>,
     streams: Arc<Streams>,
     events: broadcast::Sender<Event>,
+    library: Arc<Library>,
     /// What a pulled source's messages may take: the `[rtmp]` bounds every
     /// publisher has (fixed at start, like the listener they govern).
     pull_limits: prism_rtmp::ServerLimits,
@@ -266,6 +298,7 @@ impl Controller {
             state: Arc::new(Mutex::new(state)),
             streams,
             events: broadcast::channel(1024).0,
+            library: Arc::default(),
             pull_limits,
         });
         {
@@ -274,9 +307,10 @@ impl Controller {
                 .try_lock()
                 .expect("nothing else holds a new controller");
             for stream in &state.config.streams {
-                controller.add_stream(stream, &state.config.fanout);
+                controller.add_stream(stream, &state.config);
             }
         }
+        crate::retention::spawn(Arc::downgrade(&controller));
         controller
     }
 
@@ -291,6 +325,36 @@ impl Controller {
     /// The node's one table of streams.
     pub fn streams(&self) -> &Arc<Streams> {
         &self.streams
+    }
+
+    /// The recordings on disk.
+    pub fn library(&self) -> &Arc<Library> {
+        &self.library
+    }
+
+    /// Where recordings lie, and the files being written now.
+    pub async fn recording_context(&self) -> (PathBuf, Vec<Active>) {
+        let root = self.record_config().await.root;
+        (root, self.active_recordings())
+    }
+
+    /// `[record]` as it runs.
+    pub async fn record_config(&self) -> RecordConfig {
+        self.state.lock().await.config.record.clone()
+    }
+
+    /// The files the recorders are writing.
+    pub fn active_recordings(&self) -> Vec<Active> {
+        self.streams
+            .all()
+            .iter()
+            .filter_map(|stream| stream.parts.recorder())
+            .filter_map(|recorder| recorder.status.current())
+            .map(|file| Active {
+                duration_ms: file.duration_ms(),
+                path: file.path,
+            })
+            .collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -689,13 +753,14 @@ impl Controller {
                 Change::RemoveStream { stream } => {
                     if let Some(entry) = self.streams.remove(&stream.id) {
                         entry.parts.stop_pulls().await;
+                        entry.parts.stop_recording().await;
                         entry.hub.end_current_publish();
                         stopping.extend(entry.parts.destinations.take_all());
                         info!(stream = %stream.id, "stream removed");
                     }
                 }
                 Change::AddStream { stream } => {
-                    self.add_stream(stream, &new.fanout);
+                    self.add_stream(stream, new);
                     info!(stream = %stream.id, "stream added");
                 }
                 Change::UpdateStreamSettings { stream } => {
@@ -764,12 +829,24 @@ impl Controller {
                     }
                     info!(%stream, %destination, enabled, "destination toggled");
                 }
+                Change::StopRecording { stream } => {
+                    if let Some(entry) = self.streams.get(&stream.id) {
+                        entry.parts.stop_recording().await;
+                        info!(stream = %stream.id, "recording stopped");
+                    }
+                }
+                Change::StartRecording { stream } => {
+                    if let Some(entry) = self.streams.get(&stream.id) {
+                        self.start_recording(&entry, &new.record);
+                    }
+                }
             }
         }
         prism_fanout::shut_down(stopping).await;
     }
 
-    fn add_stream(&self, stream: &StreamConfig, fanout: &FanoutConfig) {
+    fn add_stream(&self, stream: &StreamConfig, config: &Config) {
+        let fanout = &config.fanout;
         let hub = StreamHub::new(stream.id.clone());
         if let Some(cluster) = self.cluster() {
             hub.set_gate(Arc::clone(cluster.gate()) as Arc<dyn prism_media::PublishGate>);
@@ -791,6 +868,26 @@ impl Controller {
         }
         self.watch_publishes(&hub);
         self.start_pulls(stream, &entry);
+        if stream.record {
+            self.start_recording(&entry, &config.record);
+        }
+    }
+
+    /// Starts recording the stream's sessions (its first file at the next
+    /// keyframe).
+    fn start_recording(&self, entry: &RunningStream, record: &RecordConfig) {
+        let events = self.events.clone();
+        let root = record.root.clone();
+        let sink: prism_record::recorder::EventSink = Arc::new(move |event| {
+            let _ = events.send(recording_event(&root, event));
+        });
+        let recorder =
+            prism_record::spawn_recorder(Arc::clone(&entry.hub), record.settings(), sink);
+        info!(stream = %entry.id, path = %record.root.display(), format = record.format.as_str(), "recording the stream");
+        if let Some(previous) = entry.parts.set_recorder(Some(recorder)) {
+            // Not expected (plan stops first); it completes its file.
+            tokio::spawn(async move { previous.stop().await });
+        }
     }
 
     /// Starts pulling the stream from its `pull` source and its backup
@@ -1030,4 +1127,52 @@ async fn off_async_threads<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ControlError::Internal(format!("config parse task failed: {e}")))
+}
+
+/// A recorder's news as the event stream tells it (files named under the
+/// recordings folder, not by their full path).
+fn recording_event(root: &Path, event: prism_record::RecordingEvent) -> Event {
+    use prism_record::RecordingEvent as Recording;
+    let shown = |file: &Path| {
+        file.strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string()
+    };
+    match event {
+        Recording::Started {
+            stream,
+            recording,
+            file,
+            reason,
+        } => Event::RecordingStart {
+            stream,
+            recording: recording.to_string(),
+            file: shown(&file),
+            reason: reason.as_str(),
+            timestamp: now(),
+        },
+        Recording::Segment {
+            stream,
+            recording,
+            file,
+            duration_ms,
+            bytes,
+        } => Event::RecordingSegment {
+            stream,
+            recording: recording.to_string(),
+            file: shown(&file),
+            duration_s: duration_ms as f64 / 1000.0,
+            bytes,
+            timestamp: now(),
+        },
+        Recording::Stopped { stream, error } => Event::RecordingStop {
+            stream,
+            error: error.map(|e| FailureView {
+                kind: e.kind.as_str(),
+                message: e.to_string(),
+            }),
+            timestamp: now(),
+        },
+    }
 }

@@ -20,6 +20,8 @@ pub mod outside;
 pub mod persist;
 pub mod plan;
 pub mod platforms;
+pub mod range;
+mod retention;
 pub mod site_guard;
 pub mod streams;
 

@@ -44,6 +44,12 @@ pub enum Change<'a> {
         destination: &'a str,
         enabled: bool,
     },
+    /// Recording was switched off, or `[record]` changed: the recorder
+    /// completes its file and stops.
+    StopRecording { stream: &'a StreamConfig },
+    /// Recording was switched on, or `[record]` changed: a recorder starts
+    /// (its first file at the next keyframe).
+    StartRecording { stream: &'a StreamConfig },
 }
 
 /// The steps from `old` to `new`: removed streams first, then each stream
@@ -70,6 +76,13 @@ pub fn plan<'a>(old: &'a Config, new: &'a Config) -> Vec<Change<'a>> {
                 stream,
                 old: before,
             });
+        }
+        let record_changed = old.record != new.record;
+        if before.record && (!stream.record || record_changed) {
+            changes.push(Change::StopRecording { stream });
+        }
+        if stream.record && (!before.record || record_changed) {
+            changes.push(Change::StartRecording { stream });
         }
         let id = stream.id.as_str();
         for destination in &before.destinations {
@@ -168,6 +181,8 @@ key = "other-key-0002"
                     destination,
                     enabled,
                 } => format!("enable {stream}/{destination} {enabled}"),
+                Change::StopRecording { stream } => format!("stop recording {}", stream.id),
+                Change::StartRecording { stream } => format!("record {}", stream.id),
             })
             .collect()
     }
@@ -248,6 +263,40 @@ key = "new-key-0003"
         assert_eq!(
             words(&plan(&old, &new)),
             ["settings main", "replace main/b", "settings other"]
+        );
+    }
+
+    #[test]
+    fn recording_starts_and_stops_with_its_switch_and_restarts_with_its_settings() {
+        let off = config(BASE);
+        let on = config(&BASE.replace(
+            "key = \"main-key-0001\"",
+            "key = \"main-key-0001\"\nrecord = true",
+        ));
+        assert_eq!(
+            words(&plan(&off, &on)),
+            ["settings main", "record main", "settings other"]
+        );
+        assert_eq!(
+            words(&plan(&on, &off)),
+            ["settings main", "stop recording main", "settings other"]
+        );
+        assert_eq!(words(&plan(&on, &on)), ["settings main", "settings other"]);
+        let longer = config(&format!(
+            "[record]\nsegment_s = 60\n{}",
+            BASE.replace(
+                "key = \"main-key-0001\"",
+                "key = \"main-key-0001\"\nrecord = true"
+            )
+        ));
+        assert_eq!(
+            words(&plan(&on, &longer)),
+            [
+                "settings main",
+                "stop recording main",
+                "record main",
+                "settings other"
+            ]
         );
     }
 }

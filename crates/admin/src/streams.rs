@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use prism_fanout::{DestinationHandle, Destinations};
 use prism_ingest::pull::Pull;
 use prism_media::arbiter::SourceRole;
+use prism_record::RecorderHandle;
 
 /// The node's one table of streams, by id and by key.
 pub type Streams = prism_media::Streams<StreamParts>;
@@ -19,6 +20,8 @@ pub struct StreamParts {
     pub destinations: Destinations,
     /// The running pulls of its `pull` and `backup_pull` sources.
     pulls: Mutex<Vec<(SourceRole, Pull)>>,
+    /// Its recorder, while `record = true`.
+    recorder: Mutex<Option<Arc<RecorderHandle>>>,
 }
 
 impl StreamParts {
@@ -26,6 +29,30 @@ impl StreamParts {
         let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         pulls.retain(|(r, _)| *r != role);
         pulls.push((role, pull));
+    }
+
+    /// Its recorder, if it is recorded.
+    pub fn recorder(&self) -> Option<Arc<RecorderHandle>> {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts in (or takes out) the recorder; returns the one it replaces.
+    pub(crate) fn set_recorder(
+        &self,
+        recorder: Option<RecorderHandle>,
+    ) -> Option<Arc<RecorderHandle>> {
+        let mut slot = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, recorder.map(Arc::new))
+    }
+
+    /// Stops the recorder, which completes its file.
+    pub(crate) async fn stop_recording(&self) {
+        if let Some(recorder) = self.set_recorder(None) {
+            recorder.stop().await;
+        }
     }
 
     /// Ends the stream's pulls and waits for their tasks.
@@ -38,13 +65,21 @@ impl StreamParts {
     }
 }
 
-/// Stops every destination of every stream, each unpublishing cleanly,
-/// concurrently: what a shutdown waits for.
-pub async fn shut_down_destinations(streams: &Streams) {
-    let handles: Vec<Arc<DestinationHandle>> = streams
-        .all()
+/// Stops every destination of every stream, each unpublishing cleanly, and
+/// every recorder, each completing its file, concurrently: what a shutdown
+/// waits for.
+pub async fn shut_down(streams: &Streams) {
+    let all = streams.all();
+    let mut recorders = tokio::task::JoinSet::new();
+    for stream in &all {
+        if let Some(recorder) = stream.parts.set_recorder(None) {
+            recorders.spawn(async move { recorder.stop().await });
+        }
+    }
+    let handles: Vec<Arc<DestinationHandle>> = all
         .iter()
         .flat_map(|stream| stream.parts.destinations.all())
         .collect();
     prism_fanout::shut_down(handles).await;
+    while recorders.join_next().await.is_some() {}
 }

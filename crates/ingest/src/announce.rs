@@ -171,7 +171,7 @@ pub(crate) fn standby_differences(
             let sps_len = u16::from_be_bytes([record[6], record[7]]) as usize;
             let dims = record
                 .get(8..8 + sps_len)
-                .and_then(crate::h264::sps_dimensions)
+                .and_then(prism_media::h264::sps_dimensions)
                 .map(|(w, h)| format!("{w}x{h}"))
                 .unwrap_or_else(|| "unknown size".into());
             return format!("h264 {dims} profile {profile}");

@@ -10,8 +10,6 @@
 pub mod admission;
 mod announce;
 pub mod error;
-pub mod h264;
-pub mod hevc;
 pub mod pull;
 pub mod remux;
 pub mod rtmp;

@@ -16,8 +16,8 @@ use prism_media::flv::AMF0_SET_DATA_FRAME;
 use prism_media::{MediaKind, MediaMessage};
 
 use crate::ts::{EsCodec, EsFrame};
-use crate::{h264, hevc};
 use prism_media::aac::{self, AacConfig};
+use prism_media::{h264, hevc};
 
 const WRAP: i64 = 1 << 33;
 /// The timeline starts this far after the first frame's DTS, so a stream

@@ -143,13 +143,24 @@ pub const FILE_HEADER: &[u8; 13] = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00
 
 /// Appends one tag and its PreviousTagSize to `out`.
 pub fn write_tag(out: &mut Vec<u8>, type_id: u8, timestamp: u32, body: &[u8]) {
-    out.push(type_id);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
-    out.push((timestamp >> 24) as u8);
-    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&tag_header(type_id, body.len(), timestamp));
     out.extend_from_slice(body);
-    out.extend_from_slice(&(body.len() as u32 + 11).to_be_bytes());
+    out.extend_from_slice(&previous_tag_size(body.len()));
+}
+
+/// The 11-byte header of a tag of `body_len` bytes (lengths are 24-bit:
+/// a longer body is not a tag). The timestamp's top byte goes last.
+pub fn tag_header(type_id: u8, body_len: usize, timestamp: u32) -> [u8; 11] {
+    let len = (body_len as u32).to_be_bytes();
+    let ts = timestamp.to_be_bytes();
+    [
+        type_id, len[1], len[2], len[3], ts[1], ts[2], ts[3], ts[0], 0, 0, 0,
+    ]
+}
+
+/// The PreviousTagSize that follows a tag of `body_len` bytes.
+pub fn previous_tag_size(body_len: usize) -> [u8; 4] {
+    (body_len as u32 + 11).to_be_bytes()
 }
 
 /// The audio, video and data tags of an FLV file, as messages sharing the

@@ -8,6 +8,8 @@ pub mod arbiter;
 pub mod config_file;
 pub mod flv;
 pub mod gate;
+pub mod h264;
+pub mod hevc;
 pub mod hub;
 pub mod lanes;
 pub mod message;

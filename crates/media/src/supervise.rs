@@ -51,7 +51,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 13] = [
+pub const SUPERVISED_TASKS: [&str; 15] = [
     "rtmp_connection",
     "srt_connection",
     "srt_listener",
@@ -65,6 +65,8 @@ pub const SUPERVISED_TASKS: [&str; 13] = [
     "cluster_link",
     "fanout_thread",
     "event_watch",
+    "recorder",
+    "retention",
 ];
 
 /// The listeners the test suite asks to fail on SIGUSR2 (`PRISM_TEST_HOOKS`,

@@ -22,7 +22,7 @@ use prism_ingest::admission::AdmissionLimits;
 use prism_ingest::error::BindError;
 use prism_ingest::{bind_srt, IngestLimits, IngestStats, RtmpIngest, SrtIngest, SrtSettings};
 
-use prism_admin::streams::{shut_down_destinations, Streams};
+use prism_admin::streams::{shut_down, Streams};
 use prism_admin::{Config, Controller, LogFormat};
 use prism_cluster::Cluster;
 use prism_media::KeyDirectory;
@@ -410,7 +410,7 @@ async fn run(
     if let Some(server) = srt_listener {
         let _ = server.await;
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, shut_down_destinations(&streams))
+    if tokio::time::timeout(SHUTDOWN_GRACE, shut_down(&streams))
         .await
         .is_err()
     {

@@ -146,6 +146,20 @@ impl Telemetry {
             gauge!("prism_stream_bitrate_bits_per_second", "stream" => id.clone())
                 .set(stats.bitrate_bps.load(Ordering::Relaxed) as f64);
 
+            if let Some(recorder) = stream.parts.recorder() {
+                let status = &recorder.status;
+                counter!("prism_recording_bytes_total", "stream" => id.clone())
+                    .absolute(status.bytes_total.load(Ordering::Relaxed));
+                for kind in prism_record::writer::ErrorKind::ALL {
+                    let errors = status.errors(kind);
+                    if errors > 0 {
+                        counter!("prism_recording_errors_total", "stream" => id.clone(), "kind" => kind.as_str())
+                            .absolute(errors);
+                    }
+                }
+                counter!("prism_recording_frames_dropped_total", "stream" => id.clone())
+                    .absolute(recorder.dropped_frames());
+            }
             for destination in stream.parts.destinations.all() {
                 let status = &destination.status;
                 let labels = [
@@ -209,6 +223,24 @@ impl Telemetry {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("prism_ingest_sessions", "Encoder connections open now.");
+    describe_counter!(
+        "prism_recording_bytes_total",
+        Unit::Bytes,
+        "Bytes written to a stream's recordings."
+    );
+    describe_counter!(
+        "prism_recording_errors_total",
+        "Writes of a stream's recording that failed, by kind (disk_full, read_only, permission, io); each stops one file, never the show."
+    );
+    describe_counter!(
+        "prism_recording_frames_dropped_total",
+        "Frames left out of a stream's recording: a disk too slow for its queue, or a failed write."
+    );
+    describe_gauge!(
+        "prism_recording_disk_free_bytes",
+        Unit::Bytes,
+        "Free space on the file system that holds the recordings."
+    );
     describe_gauge!(
         "prism_cluster_redis_up",
         "Cluster mode: 1 while this node reaches the cluster's Redis."

@@ -1,5 +1,5 @@
-//! H.264 helpers for remuxing MPEG-TS (Annex B byte stream) into FLV/RTMP
-//! (AVCC: length-prefixed NAL units plus an AVCDecoderConfigurationRecord).
+//! H.264 helpers: Annex B and length-prefixed NAL units, the SPS (picture
+//! size) and the AVCDecoderConfigurationRecord, for remuxing and recording.
 
 /// NAL unit types that matter here.
 pub const NAL_IDR: u8 = 5;
@@ -50,7 +50,7 @@ pub fn nal_type(unit: &[u8]) -> u8 {
 }
 
 /// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15) for one SPS and PPS.
-pub use prism_media::flv::avc_decoder_configuration_record as decoder_configuration_record;
+pub use crate::flv::avc_decoder_configuration_record as decoder_configuration_record;
 
 /// Removes emulation-prevention bytes (`00 00 03` → `00 00`).
 pub fn rbsp(unit: &[u8]) -> Vec<u8> {

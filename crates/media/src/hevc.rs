@@ -1,5 +1,5 @@
-//! HEVC helpers for remuxing MPEG-TS (Annex B) into enhanced RTMP (FourCC
-//! `hvc1`: length-prefixed NAL units plus an HEVCDecoderConfigurationRecord).
+//! HEVC helpers: NAL unit types, the SPS (picture size, profile) and the
+//! HEVCDecoderConfigurationRecord, for remuxing and recording.
 
 use crate::h264::{rbsp, BitReader};
 
