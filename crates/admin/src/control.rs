@@ -1176,3 +1176,17 @@ fn recording_event(root: &Path, event: prism_record::RecordingEvent) -> Event {
         },
     }
 }
+
+impl crate::retention::Recordings for Controller {
+    async fn record_config(&self) -> RecordConfig {
+        Controller::record_config(self).await
+    }
+
+    fn active_recordings(&self) -> Vec<Active> {
+        Controller::active_recordings(self)
+    }
+
+    fn library(&self) -> &Arc<Library> {
+        Controller::library(self)
+    }
+}

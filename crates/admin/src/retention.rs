@@ -8,14 +8,23 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use prism_media::supervise::catch_panic;
-use prism_record::library::{disk_free, expired};
+use prism_record::library::{disk_free, expired, Active, Library};
 
-use crate::control::Controller;
+use crate::config::RecordConfig;
+
+/// What the sweep asks of the control plane.
+pub(crate) trait Recordings: Send + Sync + 'static {
+    /// `[record]` as it runs.
+    fn record_config(&self) -> impl std::future::Future<Output = RecordConfig> + Send;
+    /// The files being written (never deleted).
+    fn active_recordings(&self) -> Vec<Active>;
+    fn library(&self) -> &Arc<Library>;
+}
 
 const EVERY: Duration = Duration::from_secs(60);
 
-/// Runs until the controller is gone.
-pub(crate) fn spawn(controller: Weak<Controller>) {
+/// Runs until the control plane is gone.
+pub(crate) fn spawn<C: Recordings>(controller: Weak<C>) {
     tokio::spawn(async move {
         loop {
             let Some(strong) = controller.upgrade() else {
@@ -29,7 +38,7 @@ pub(crate) fn spawn(controller: Weak<Controller>) {
     });
 }
 
-async fn sweep(controller: Arc<Controller>) {
+async fn sweep<C: Recordings>(controller: Arc<C>) {
     let record = controller.record_config().await;
     let active = controller.active_recordings();
     let library = Arc::clone(controller.library());
