@@ -13,7 +13,7 @@ shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(rtmp_server rtmp_client rtmp_play rtmp_chunks amf0 flv_tags ts_remux ts_mux stream_id config
-    srt_handshake srt_sender srt_receiver)
+    srt_handshake srt_sender srt_receiver record)
 fi
 
 # Per-input time budget in ms: an input that takes longer is a hang, and a

@@ -242,11 +242,91 @@ pub fn srt_receiver(data: &[u8]) {
     srt_connection::drive(srt_connection::Role::Receiver, data);
 }
 
+/// A recording of whatever an encoder sends: messages read from the input
+/// (kind, timestamp step, body) go through the segmenter in both formats;
+/// every MP4 box it writes must read back with mp4-atom. The bodies are a
+/// peer's bytes, so a configuration MP4 cannot hold is an error the
+/// segmenter reports, never a panic or a file that does not parse.
+pub fn record(data: &[u8]) {
+    use mp4_atom::{Decode, Moof, Moov};
+    use prism_media::{MediaKind, MediaMessage};
+    use prism_record::{Format, Segmenter, Step};
+
+    let mut messages = Vec::new();
+    let (mut at, mut timestamp) = (0usize, 0u64);
+    while at + 3 <= data.len() {
+        let kind = match data[at] % 3 {
+            0 => MediaKind::Video,
+            1 => MediaKind::Audio,
+            _ => MediaKind::Data,
+        };
+        timestamp += u64::from(data[at + 1]) * 8;
+        let len = usize::from(data[at + 2]).min(data.len() - at - 3);
+        let body = bytes::Bytes::copy_from_slice(&data[at + 3..at + 3 + len]);
+        messages.push(MediaMessage::new(kind, timestamp, body));
+        at += 3 + len;
+    }
+    for format in [Format::Fmp4, Format::Flv] {
+        let mut segmenter = Segmenter::new(format, 2000);
+        let mut steps = Vec::new();
+        for message in &messages {
+            segmenter.push(message, &mut steps);
+        }
+        segmenter.finish(&mut steps);
+        if format != Format::Fmp4 {
+            continue;
+        }
+        let mut file: Vec<u8> = Vec::new();
+        let check = |file: &[u8]| {
+            let mut at = 0;
+            while at + 8 <= file.len() {
+                let size = u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+                assert!(
+                    size >= 8 && at + size <= file.len(),
+                    "a box overruns its file"
+                );
+                let body = &file[at..at + size];
+                match &body[4..8] {
+                    b"moov" => {
+                        Moov::decode(&mut &body[..]).expect("the init segment reads back");
+                    }
+                    b"moof" => {
+                        Moof::decode(&mut &body[..]).expect("a fragment reads back");
+                    }
+                    _ => {}
+                }
+                at += size;
+            }
+            assert_eq!(at, file.len(), "the file ends inside a box");
+        };
+        for step in steps {
+            match step {
+                Step::Open { head, .. } => {
+                    check(&file);
+                    file = head.to_vec();
+                }
+                Step::Append { parts, .. } => {
+                    for part in parts {
+                        file.extend_from_slice(&part);
+                    }
+                }
+                Step::Close { trailer } => {
+                    if let Some(trailer) = trailer {
+                        file.extend_from_slice(&trailer);
+                    }
+                }
+                Step::Unsupported(_) | Step::Failed(_) => {}
+            }
+        }
+        check(&file);
+    }
+}
+
 /// A target: its name and the function AFL++ drives.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name, for the seed replay and the seed writer.
-pub const TARGETS: [Target; 13] = [
+pub const TARGETS: [Target; 14] = [
     ("rtmp_server", rtmp_server),
     ("rtmp_client", rtmp_client),
     ("rtmp_play", rtmp_play),
@@ -260,6 +340,7 @@ pub const TARGETS: [Target; 13] = [
     ("srt_handshake", srt_handshake),
     ("srt_sender", srt_sender),
     ("srt_receiver", srt_receiver),
+    ("record", record),
 ];
 
 #[cfg(test)]

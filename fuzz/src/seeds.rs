@@ -290,6 +290,7 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"node-a\"\nlease_ms = 5000\n".to_vec(),
             ),
         ],
+        "record" => vec![("show", record_show())],
         "srt_handshake" => srt_handshakes(),
         "srt_sender" => srt_sender_seeds(),
         "srt_receiver" => srt_receiver_seeds(),
@@ -465,4 +466,41 @@ fn srt_receiver_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ]),
         ),
     ]
+}
+
+/// A short show in the `record` target's framing (kind, timestamp step in
+/// 8 ms, length, body): an H.264 sequence header from x264, an AAC one,
+/// then keyframes and inter frames with audio between, over two segments.
+fn record_show() -> Vec<u8> {
+    let sps: &[u8] = b"\x67\x42\xc0\x1e\xd9\x00\xa0\x2f\xf9\x70\x11\x00\x00\x03\x00\x01\x00\x00\x03\x00\x32\x0f\x16\x2e\x48";
+    let pps: &[u8] = b"\x68\xcb\x83\xcb\x20";
+    let record = prism_media::flv::avc_decoder_configuration_record(sps, pps).unwrap();
+    let mut out = Vec::new();
+    let mut push = |kind: u8, step: u8, body: &[u8]| {
+        out.extend([kind, step, body.len() as u8]);
+        out.extend_from_slice(body);
+    };
+    let mut header = vec![0x17, 0, 0, 0, 0];
+    header.extend_from_slice(&record);
+    push(0, 0, &header);
+    push(1, 0, &[0xaf, 0, 0x12, 0x10]);
+    for n in 0..150u32 {
+        let key = n % 50 == 0;
+        let frame = [
+            if key { 0x17 } else { 0x27 },
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            2,
+            if key { 0x65 } else { 0x41 },
+            0x88,
+        ];
+        push(0, 5, &frame);
+        push(1, 0, &[0xaf, 1, 0x21, 0x10]);
+    }
+    out
 }
