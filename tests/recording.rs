@@ -337,3 +337,180 @@ fn download(port: u16, id: &str, range: Option<&str>) -> Download {
         body: response[split + 4..].to_vec(),
     }
 }
+
+/// A primary at 1280x720 dies and its backup at 640x360 carries the show:
+/// the recording continues on one timeline, in a new file where the codec
+/// parameters change, each file decoding whole at its own resolution.
+#[test]
+fn a_recording_across_a_failover_continues_in_a_new_file_at_the_new_resolution() {
+    require_ffmpeg();
+    let scratch = Scratch::new("record-failover");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let prism = Prism::start(
+        &scratch,
+        &config(
+            rtmp_port,
+            admin_port,
+            "",
+            "record = true\nreconnect_grace_s = 2",
+        ),
+        rtmp_port,
+    );
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut primary =
+        Ffmpeg::hd_publisher(&prism.publish_url(KEY), 60, scratch.file("primary.log"));
+    prism.wait_for_log("recording to a new file", Duration::from_secs(10));
+    let backup_url = format!("{}?backup=1", prism.publish_url(KEY));
+    let mut backup = Ffmpeg::publisher_with_output_options(
+        &backup_url,
+        8,
+        &["-s", "640x360"],
+        scratch.file("backup.log"),
+    );
+    prism.wait_for_log("ready to take over", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    primary.kill();
+    prism.wait_for_log(
+        "destinations continue from the backup",
+        Duration::from_secs(5),
+    );
+    assert!(
+        backup.wait(Duration::from_secs(20)).success(),
+        "{}",
+        backup.log()
+    );
+    wait_until_not_writing(admin_port, Duration::from_secs(15));
+
+    let listed = recordings(admin_port);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let mut previous_end = None;
+    for (recording, width) in listed.iter().zip([1280, 640]) {
+        assert_eq!(recording["complete"], true, "{recording}");
+        let path = file_of(&scratch, recording);
+        assert_decodes(&path, &[]);
+        assert_eq!(width_sequence(&path), [width], "{}", path.display());
+        let (start, duration) = start_and_duration(&path);
+        if let Some(end) = previous_end {
+            // The backup's first keyframe after the switch: no overlap, and
+            // no more than the failover's own gap.
+            assert!(start >= end - 0.05 && start - end < 2.0, "{end} → {start}");
+        }
+        previous_end = Some(start + duration);
+    }
+}
+
+/// Mounts a tmpfs of `mib` MiB on `path` (the test runs as root, as CI
+/// does) and unmounts it when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, mib: u32) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount is installed");
+        assert!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs on {} failed: the disk-full test runs as root (as CI does)",
+            path.display()
+        );
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn recorder_state(port: u16) -> serde_json::Value {
+    api(port, "GET", "/v1/streams/main", "").1["recording"].clone()
+}
+
+fn wait_for_recorder(
+    port: u16,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let state = recorder_state(port);
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never got there: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The disk fills mid-show: the destination loses nothing, the recording
+/// reports the error (API, metrics), and it resumes by itself once space
+/// is freed.
+#[test]
+fn a_full_disk_stops_the_recording_not_the_show_and_recording_resumes_when_space_is_freed() {
+    require_ffmpeg();
+    let scratch = Scratch::new("record-disk-full");
+    let (rtmp_port, admin_port, dest_port, metrics_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let disk = SmallDisk::mount(&scratch.path.join("rec"), 2);
+    let text = config(
+        rtmp_port,
+        admin_port,
+        "",
+        &format!(
+            "record = true\n\n  [[streams.destinations]]\n  id = \"dest\"\n  url = \"rtmp://127.0.0.1:{dest_port}/live/copy\"\n"
+        ),
+    )
+    .replace("[record]", &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[record]"));
+    let destination_file = scratch.file("destination.flv");
+    let mut receiver = Ffmpeg::receiver(dest_port, "live", "copy", &destination_file);
+    let prism = Prism::start(&scratch, &text, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut publisher =
+        Ffmpeg::hd_publisher(&prism.publish_url(KEY), 24, scratch.file("publisher.log"));
+
+    let failed = wait_for_recorder(admin_port, Duration::from_secs(15), |r| {
+        r["state"] == "failed"
+    });
+    assert_eq!(failed["last_error"]["kind"], "disk_full", "{failed}");
+    let (_, metrics) = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("prism_recording_errors_total{stream=\"main\",kind=\"disk_full\"}"),
+        "{metrics}"
+    );
+    // The operator frees the space.
+    for recording in recordings(admin_port) {
+        let (status, json) = api(
+            admin_port,
+            "DELETE",
+            &format!("/v1/recordings/{}", recording["id"].as_str().unwrap()),
+            "",
+        );
+        assert_eq!(status, 200, "{json}");
+    }
+    let resumed = wait_for_recorder(admin_port, Duration::from_secs(15), |r| {
+        r["state"] == "recording" && r["current"]["bytes"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(resumed["dropped_frames"].as_u64().unwrap() > 0, "{resumed}");
+
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "{}",
+        publisher.log()
+    );
+    receiver.wait(Duration::from_secs(15));
+    // The show lost nothing.
+    assert_good_recording(&destination_file, 24.0);
+    drop(prism);
+    drop(disk);
+}
