@@ -305,17 +305,25 @@ struct Download {
     body: Vec<u8>,
 }
 
-/// `GET /v1/recordings/{id}` with an optional `Range`, as raw bytes.
+/// `GET /v1/recordings/{id}` with the token and an optional `Range`.
 fn download(port: u16, id: &str, range: Option<&str>) -> Download {
+    fetch(port, &format!("/v1/recordings/{id}"), Some(TOKEN), range)
+}
+
+/// `GET path`, as raw bytes.
+fn fetch(port: u16, path: &str, token: Option<&str>, range: Option<&str>) -> Download {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET /v1/recordings/{id} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n{range}\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}{range}\r\n"
     )
     .unwrap();
     let mut response = Vec::new();

@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod control_error;
+pub mod download_link;
 pub mod error;
 pub mod outside;
 pub mod persist;

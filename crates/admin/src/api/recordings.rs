@@ -2,6 +2,8 @@
 //! a recording's file (with byte ranges, so a browser seeks and `curl -C -`
 //! resumes) and its deletion. Disk reads run off the async threads.
 
+use std::time::SystemTime;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -15,6 +17,7 @@ use prism_record::RecordingId;
 
 use super::{parse_body, success, view_of_stream, App};
 use crate::command::Command;
+use crate::download_link::LINK_LIFETIME;
 use crate::error::ApiError;
 use crate::range::{self, Answer};
 
@@ -32,10 +35,23 @@ pub(crate) struct RecordingView {
     format: &'static str,
     /// Closed cleanly (a file being written, or cut short, is not).
     complete: bool,
+    /// A link that fetches the file without the bearer token, for an hour
+    /// (for a browser's download or player).
+    download_url: String,
 }
 
-fn view(root: &std::path::Path, recording: &Recording) -> RecordingView {
+fn view(app: &App, root: &std::path::Path, recording: &Recording) -> RecordingView {
+    let id = recording.id.to_string();
+    let mut download_url = format!("/v1/recordings/{id}");
+    if let Some(links) = &app.links {
+        let expires = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + LINK_LIFETIME.as_secs();
+        download_url = format!("{download_url}?{}", links.query(&id, expires));
+    }
     RecordingView {
+        download_url,
         id: recording.id.to_string(),
         stream: recording.id.stream().to_string(),
         file: recording
@@ -84,15 +100,27 @@ pub(crate) async fn list(State(app): State<App>, uri: Uri) -> Result<impl IntoRe
     let stream = query_value(&uri, "stream");
     let (root, active) = app.controller.recording_context().await;
     let library = std::sync::Arc::clone(app.controller.library());
-    let listed = off_async_threads(move || {
+    let (root, recordings) = off_async_threads(move || {
         let recordings = library.list(&root, stream.as_deref(), &active);
-        recordings
-            .iter()
-            .map(|r| view(&root, r))
-            .collect::<Vec<_>>()
+        (root, recordings)
     })
     .await?;
-    Ok(Json(listed))
+    let views: Vec<RecordingView> = recordings.iter().map(|r| view(&app, &root, r)).collect();
+    Ok(Json(views))
+}
+
+/// Whether `request` is a `GET` of one recording through a live signed link
+/// (`LinkSigner`): such a request needs no bearer token.
+pub(crate) fn signed_link_opens(app: &App, request: &axum::extract::Request) -> bool {
+    let (Some(links), true) = (&app.links, request.method() == axum::http::Method::GET) else {
+        return false;
+    };
+    let uri = request.uri();
+    let Some(id) = uri.path().strip_prefix("/v1/recordings/") else {
+        return false;
+    };
+    RecordingId::parse(id).is_some()
+        && links.verify(id, uri.query().unwrap_or(""), SystemTime::now())
 }
 
 /// `GET /v1/recordings/{id}`: the file, whole or a range of it.
