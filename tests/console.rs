@@ -26,14 +26,21 @@ async fn text(client: &Client, css: &str) -> String {
     }
 }
 
+/// Clicks the element, scrolled to the middle of the window first (as a
+/// person scrolls to it: the page's sticky header covers the top).
 async fn click(client: &Client, css: &str) {
-    client
+    let element = client
         .find(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    client
+        .execute(
+            "arguments[0].scrollIntoView({ block: 'center' });",
+            vec![serde_json::to_value(&element).unwrap()],
+        )
         .await
         .unwrap();
+    element.click().await.unwrap();
 }
 
 /// Waits until the element's text is `want`.
@@ -245,6 +252,45 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     .await;
     let events = text(&client, "#events").await;
     assert!(events.contains("gamma: live"), "{events}");
+
+    // Recording switched on and off with a click: the recording is listed
+    // with its length and size, and its download link opens the file in
+    // the browser without the token.
+    click(&client, &format!("{stream} .record")).await;
+    wait_for_text(
+        &client,
+        &format!("{stream} .record-state"),
+        "recording",
+        limit,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    click(&client, &format!("{stream} .record")).await;
+    wait_for_text(&client, &format!("{stream} .record-state"), "off", limit).await;
+    let row = format!("{stream} .recordings tbody tr");
+    let started = Instant::now();
+    while text(&client, &row).await.is_empty() {
+        assert!(started.elapsed() < limit, "no recording listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed = text(&client, &row).await;
+    assert!(
+        listed.contains("Download") && (listed.contains("KiB") || listed.contains("MiB")),
+        "{listed}"
+    );
+    let fetched = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const link = document.querySelector(arguments[0]);
+             fetch(link.href).then(async (r) => done({ status: r.status, bytes: (await r.arrayBuffer()).byteLength,
+                                                     type: r.headers.get('content-type') }));",
+            vec![serde_json::json!(format!("{row} a"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    assert_eq!(fetched["type"], "video/mp4", "{fetched}");
+    assert!(fetched["bytes"].as_u64().unwrap() > 10_000, "{fetched}");
 
     // Phone width: nothing wider than the screen, every control reachable
     // by keyboard.

@@ -5,6 +5,8 @@
 
 const TOKEN_STORAGE = "prism-admin-token";
 const REFRESH_MS = 2000;
+/** The recordings lists are read at most this often (or on a recording event). */
+const RECORDINGS_MS = 10000;
 const GRAPH_SECONDS = 300;
 const MAX_EVENTS = 200;
 
@@ -20,6 +22,8 @@ const streamElements = new Map();
 const bitrateHistory = new Map();
 /** Per `stream/destination`: the last {t, bytes} seen, and the rate from it. */
 const destinationRates = new Map();
+/** When the recordings lists were last read. */
+let recordingsReadAt = 0;
 
 function init() {
   const fragment = new URLSearchParams(location.hash.slice(1));
@@ -121,7 +125,52 @@ async function refresh() {
     render(await api("GET", "/v1/streams"));
   } catch (error) {
     if (token) setConnection("failed", "disconnected");
+    return;
   }
+  if (Date.now() - recordingsReadAt >= RECORDINGS_MS) await refreshRecordings();
+}
+
+/** Reads the recordings on disk into each stream's list. */
+async function refreshRecordings() {
+  recordingsReadAt = Date.now();
+  let recordings;
+  try {
+    recordings = await api("GET", "/v1/recordings");
+  } catch (error) {
+    return;
+  }
+  for (const [id, element] of streamElements) {
+    renderRecordings(element, recordings.filter((r) => r.stream === id));
+  }
+}
+
+function renderRecordings(element, recordings) {
+  const rows = recordings
+    .slice()
+    .reverse()
+    .map((recording) => {
+      const row = document.createElement("tr");
+      row.dataset.recording = recording.id;
+      const name = document.createElement("td");
+      name.textContent = new Date(recording.started_at).toLocaleString();
+      name.title = recording.id;
+      if (!recording.complete) name.append(" (being written, or cut short)");
+      const length = document.createElement("td");
+      length.textContent = formatDuration(recording.duration_s * 1000);
+      const size = document.createElement("td");
+      size.textContent = formatBytes(recording.bytes);
+      const link = document.createElement("td");
+      const anchor = document.createElement("a");
+      anchor.href = recording.download_url;
+      anchor.download = recording.file.split("/").pop();
+      anchor.textContent = "Download";
+      link.append(anchor);
+      row.append(name, length, size, link);
+      return row;
+    });
+  $(".recordings tbody", element).replaceChildren(...rows);
+  $(".recordings", element).hidden = rows.length === 0;
+  $(".no-recordings", element).hidden = rows.length > 0;
 }
 
 /** Refreshes shortly after a burst of events, once. */
@@ -180,6 +229,7 @@ function handleEvent(block) {
     return;
   }
   logEvent(type, event);
+  if (type.startsWith("recording_")) recordingsReadAt = 0;
   scheduleRefresh();
 }
 
@@ -201,6 +251,12 @@ function describeEvent(type, e) {
         : `${e.stream}: no source on air (${e.reason})`;
     case "config_changed":
       return `configuration changed (${e.source}${e.stream ? `, ${e.stream}` : ""})`;
+    case "recording_start":
+      return `${e.stream}: recording to ${e.file} (${e.reason})`;
+    case "recording_segment":
+      return `${e.stream}: recorded ${e.file} (${formatDuration(e.duration_s * 1000)}, ${formatBytes(e.bytes)})`;
+    case "recording_stop":
+      return `${e.stream}: recording stopped${e.error ? ` (${e.error.kind}: ${e.error.message})` : ""}`;
     default:
       return type;
   }
@@ -261,8 +317,43 @@ function createStream(id) {
     $(".url-field", form).hidden = select.value !== "";
   });
   form.addEventListener("submit", (event) => addDestination(event, id, form));
+  const record = $(".record", element);
+  record.setAttribute("aria-label", `Record ${id}`);
+  record.addEventListener("change", async () => {
+    record.disabled = true;
+    try {
+      await api("PUT", `/v1/streams/${enc(id)}/record`, { on: record.checked });
+      $(".record-error", element).textContent = "";
+    } catch (error) {
+      record.checked = !record.checked;
+      $(".record-error", element).textContent = error.message;
+    }
+    record.disabled = false;
+    recordingsReadAt = 0;
+    scheduleRefresh();
+  });
   element.destinationElements = new Map();
   return element;
+}
+
+/** The record switch, the recorder's state and the file being written. */
+function updateRecording(element, stream) {
+  const record = $(".record", element);
+  if (!record.disabled) record.checked = stream.record;
+  const recorder = stream.recording;
+  const pill = $(".record-state", element);
+  const state = recorder ? recorder.state : "off";
+  pill.className = `pill record-state ${state}`;
+  pill.textContent = state;
+  const current = recorder && recorder.current;
+  $(".record-now", element).textContent = current
+    ? `Writing ${current.id}: ${formatDuration(current.duration_s * 1000)}, ${formatBytes(current.bytes)}`
+    : "";
+  const failure = recorder && recorder.last_error;
+  if (!$(".record-error", element).textContent || failure) {
+    $(".record-error", element).textContent =
+      failure && state === "failed" ? `${failure.message} [${failure.kind}] (retrying by itself)` : "";
+  }
 }
 
 /** Forces a source on air, or returns to automatic failover. */
@@ -316,6 +407,7 @@ function updateStream(element, stream) {
     }),
   );
   $(".show-key", element).hidden = Boolean(stream.pull);
+  updateRecording(element, stream);
 
   const history = bitrateHistory.get(stream.id) || [];
   const now = Date.now();
@@ -532,6 +624,13 @@ function enc(part) {
 function formatKbps(kbps) {
   if (kbps >= 1000) return `${(kbps / 1000).toFixed(2)} Mbit/s`;
   return `${Math.round(kbps)} kbit/s`;
+}
+
+function formatBytes(bytes) {
+  if (bytes >= 1 << 30) return `${(bytes / (1 << 30)).toFixed(2)} GiB`;
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  if (bytes >= 1 << 10) return `${Math.round(bytes / (1 << 10))} KiB`;
+  return `${bytes} B`;
 }
 
 function formatDuration(ms) {
