@@ -522,3 +522,68 @@ fn a_full_disk_stops_the_recording_not_the_show_and_recording_resumes_when_space
     drop(prism);
     drop(disk);
 }
+
+/// With `max_gib` small, completed files past the size go, the oldest
+/// first, as soon as each new file completes; the newest stay.
+#[test]
+fn retention_deletes_the_oldest_recordings_first_to_stay_within_max_gib() {
+    require_ffmpeg();
+    let scratch = Scratch::new("record-retention");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let max_bytes = 2 * 1024 * 1024;
+    let prism = Prism::start(
+        &scratch,
+        &config(
+            rtmp_port,
+            admin_port,
+            "segment_s = 2\nmax_gib = 0.001953125",
+            "record = true",
+        ),
+        rtmp_port,
+    );
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut publisher =
+        Ffmpeg::hd_publisher(&prism.publish_url(KEY), 16, scratch.file("publisher.log"));
+    let mut seen = std::collections::BTreeSet::new();
+    while publisher.is_running() {
+        for recording in recordings(admin_port) {
+            seen.insert(recording["id"].as_str().unwrap().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        publisher.wait(Duration::from_secs(5)).success(),
+        "{}",
+        publisher.log()
+    );
+    wait_until_not_writing(admin_port, Duration::from_secs(15));
+    for recording in recordings(admin_port) {
+        seen.insert(recording["id"].as_str().unwrap().to_string());
+    }
+    // The last file's completion wakes the sweep: give it a moment.
+    std::thread::sleep(Duration::from_secs(1));
+    let kept: Vec<String> = recordings(admin_port)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let kept_bytes: u64 = recordings(admin_port)
+        .iter()
+        .map(|r| r["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(seen.len() >= 5, "{seen:?}");
+    assert!(kept.len() < seen.len(), "nothing was deleted: {kept:?}");
+    assert!(
+        kept_bytes <= max_bytes,
+        "{kept_bytes} bytes kept of at most {max_bytes}"
+    );
+    let newest: Vec<String> = seen.iter().rev().take(kept.len()).rev().cloned().collect();
+    assert_eq!(kept, newest, "the oldest go first");
+    for id in seen.iter().filter(|id| !kept.contains(id)) {
+        assert!(!scratch
+            .path
+            .join("rec/main")
+            .join(format!("{id}.mp4"))
+            .exists());
+    }
+    prism.wait_for_log("recording deleted by retention", Duration::from_secs(1));
+}

@@ -482,6 +482,13 @@ impl Ffmpeg {
     }
 
     /// Waits for the process to exit.
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     pub fn wait(&mut self, within: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("already waited");
         let deadline = Instant::now() + within;

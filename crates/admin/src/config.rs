@@ -236,8 +236,13 @@ struct RawRecord {
     segment_s: Spanned<u64>,
     #[serde(default)]
     keep_hours: u64,
-    #[serde(default)]
-    max_gib: u64,
+    #[serde(default = "default_max_gib")]
+    max_gib: Spanned<f64>,
+}
+
+/// Keep everything.
+fn default_max_gib() -> Spanned<f64> {
+    Spanned::new(0..0, 0.0)
 }
 
 impl Default for RawRecord {
@@ -247,7 +252,7 @@ impl Default for RawRecord {
             format: default_record_format(),
             segment_s: default_segment_s(),
             keep_hours: 0,
-            max_gib: 0,
+            max_gib: default_max_gib(),
         }
     }
 }
@@ -1041,13 +1046,21 @@ fn parse_record(
         return Err(error.field(raw.path.span(), "record.path", "must not be empty"));
     }
     let hours = |h: u64| Duration::from_secs(h.saturating_mul(3600));
+    let max_gib = *raw.max_gib.get_ref();
+    if !(0.0..=1_000_000.0).contains(&max_gib) {
+        return Err(error.field(
+            raw.max_gib.span(),
+            "record.max_gib",
+            format!("must be 0 (keep everything) to 1000000; got {max_gib}"),
+        ));
+    }
     Ok(RecordConfig {
         root: relative_to_config(path, folder),
         format,
         segment: Duration::from_secs(segment_s),
         retention: prism_record::library::Retention {
             max_age: (raw.keep_hours > 0).then(|| hours(raw.keep_hours)),
-            max_bytes: (raw.max_gib > 0).then(|| raw.max_gib.saturating_mul(1 << 30)),
+            max_bytes: (max_gib > 0.0).then(|| (max_gib * f64::from(1u32 << 30)) as u64),
         },
     })
 }

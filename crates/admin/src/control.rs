@@ -186,6 +186,8 @@ pub struct Controller {
     streams: Arc<Streams>,
     events: broadcast::Sender<Event>,
     library: Arc<Library>,
+    /// Woken when a recording file is completed (retention looks then).
+    recording_completed: Arc<tokio::sync::Notify>,
     /// What a pulled source's messages may take: the `[rtmp]` bounds every
     /// publisher has (fixed at start, like the listener they govern).
     pull_limits: prism_rtmp::ServerLimits,
@@ -299,6 +301,7 @@ impl Controller {
             streams,
             events: broadcast::channel(1024).0,
             library: Arc::default(),
+            recording_completed: Arc::default(),
             pull_limits,
         });
         {
@@ -878,7 +881,11 @@ impl Controller {
     fn start_recording(&self, entry: &RunningStream, record: &RecordConfig) {
         let events = self.events.clone();
         let root = record.root.clone();
+        let completed = Arc::clone(&self.recording_completed);
         let sink: prism_record::recorder::EventSink = Arc::new(move |event| {
+            if matches!(event, prism_record::RecordingEvent::Segment { .. }) {
+                completed.notify_one();
+            }
             let _ = events.send(recording_event(&root, event));
         });
         let recorder =
@@ -1188,5 +1195,9 @@ impl crate::retention::Recordings for Controller {
 
     fn library(&self) -> &Arc<Library> {
         Controller::library(self)
+    }
+
+    fn completed(&self) -> &Arc<tokio::sync::Notify> {
+        &self.recording_completed
     }
 }

@@ -1,6 +1,7 @@
-//! Keeps the recordings within `[record] keep_hours` and `max_gib`, once a
-//! minute, off the async threads; and reports the free space where they
-//! lie (`prism_recording_disk_free_bytes`).
+//! Keeps the recordings within `[record] keep_hours` and `max_gib`, off the
+//! async threads: each time a recording file is completed (that is when they
+//! grow) and once a minute (for their age); and reports the free space
+//! where they lie (`prism_recording_disk_free_bytes`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,8 @@ pub(crate) trait Recordings: Send + Sync + 'static {
     /// The files being written (never deleted).
     fn active_recordings(&self) -> Vec<Active>;
     fn library(&self) -> &Arc<Library>;
+    /// Woken when a recording file is completed.
+    fn completed(&self) -> &Arc<tokio::sync::Notify>;
 }
 
 const EVERY: Duration = Duration::from_secs(60);
@@ -30,10 +33,14 @@ pub(crate) fn spawn<C: Recordings>(controller: Weak<C>) {
             let Some(strong) = controller.upgrade() else {
                 return;
             };
+            let completed = Arc::clone(strong.completed());
             if let Err(panic) = catch_panic("retention", sweep(strong)).await {
                 warn!(%panic, "the recordings' retention sweep panicked; it runs again in a minute");
             }
-            tokio::time::sleep(EVERY).await;
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = completed.notified() => {}
+            }
         }
     });
 }

@@ -18,6 +18,7 @@ mod soak;
 mod source;
 mod storm;
 mod wan;
+mod write_floor;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +104,11 @@ struct Args {
     /// (4096 is nginx-rtmp's default).
     #[arg(long)]
     nginx_chunk_size: Option<u32>,
+    /// Measure each Prism run twice, the second with every stream recorded
+    /// (`record = true`, fMP4 to the temporary directory's disk), and print
+    /// what recording adds.
+    #[arg(long)]
+    recording: bool,
     /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1),
     /// and the tee's threads per stream.
     #[arg(long)]
@@ -331,20 +337,30 @@ fn main() {
     } else {
         vec![args.against]
     };
-    // One run per Prism budget, in the place of Prism's one.
+    // One run per Prism budget (and with recording, when asked), in the
+    // place of Prism's one.
+    let recordings: &[bool] = if args.recording {
+        &[false, true]
+    } else {
+        &[false]
+    };
     let relays: Vec<Variant> = relays
         .drain(..)
         .flat_map(|against| match against {
             Against::Prism => budgets
                 .iter()
-                .map(|&budget| Variant {
-                    against,
-                    budget: Some(budget),
+                .flat_map(|&budget| {
+                    recordings.iter().map(move |&record| Variant {
+                        against,
+                        budget: Some(budget),
+                        record,
+                    })
                 })
                 .collect(),
             _ => vec![Variant {
                 against,
                 budget: None,
+                record: false,
             }],
         })
         .collect();
@@ -375,6 +391,57 @@ fn main() {
         rounds.push(rows);
     }
     print_table(&args, &relays, &rounds, wan.as_ref());
+    if args.recording {
+        print_recording_floor(&args, &relays, &rounds);
+    }
+}
+
+/// What recording adds beside its floor: the same bytes written to the same
+/// disk the recorder's way by a bare thread (`write_floor`), in rounds
+/// interleaved with nothing else running.
+fn print_recording_floor(args: &Args, relays: &[Variant], rounds: &[Vec<Row>]) {
+    let floors: Vec<f64> = (0..rounds.len().max(1))
+        .filter_map(|_| {
+            write_floor::measure(args.streams, args.bitrate + 128, args.seconds)
+                .map_err(|e| eprintln!("prism-loadgen: the write floor failed: {e}"))
+                .ok()
+        })
+        .collect();
+    let Some(floor) = median(floors.clone()) else {
+        return;
+    };
+    let shown: Vec<String> = floors.iter().map(|f| format!("{f:.2}")).collect();
+    println!(
+        "write floor: {} file(s) at {} kbit/s, one write + fdatasync per second each: {floor:.2} % of a core (by round: {})",
+        args.streams,
+        args.bitrate + 128,
+        shown.join(", ")
+    );
+    for &recorded in relays.iter().filter(|r| r.record) {
+        let plain = Variant {
+            record: false,
+            ..recorded
+        };
+        let added: Vec<f64> = rounds
+            .iter()
+            .filter_map(|rows| {
+                let cpu = |relay| {
+                    rows.iter()
+                        .find(|r| r.relay == relay)
+                        .map(|r| r.cpu_percent)
+                };
+                Some(cpu(recorded)? - cpu(plain)?)
+            })
+            .collect();
+        if let Some(added) = median(added) {
+            println!(
+                "{} adds {added:.2} % of a core to {}; beyond the write floor: {:+.2} % of a core",
+                recorded.name(),
+                plain.name(),
+                added - floor
+            );
+        }
+    }
 }
 
 /// A relay as measured: Prism once per latency budget.
@@ -383,13 +450,20 @@ struct Variant {
     against: Against,
     /// Prism's `max_delay_ms`.
     budget: Option<u64>,
+    /// Prism records every stream.
+    record: bool,
 }
 
 impl Variant {
     fn name(self) -> String {
-        match self.budget {
+        let name = match self.budget {
             Some(0) | None => format!("{:?}", self.against).to_lowercase(),
             Some(ms) => format!("prism/{ms}ms"),
+        };
+        if self.record {
+            name + "+rec"
+        } else {
+            name
         }
     }
 }
@@ -425,7 +499,15 @@ async fn run(
         args.receivers
     };
     let receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
-    let relay = Relay::start(against, args, &receivers, args.prism_bin.as_deref(), budget).await?;
+    let relay = Relay::start(
+        against,
+        args,
+        &receivers,
+        args.prism_bin.as_deref(),
+        budget,
+        variant.record,
+    )
+    .await?;
 
     let started = Instant::now();
     let measure_from = started + warmup;
@@ -630,6 +712,23 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             if let Some(r) = per_round(prism, other, |p, o| p.cpu_percent / o.cpu_percent) {
                 println!("{} CPU / {} CPU = {r:.2}", prism.name(), other.name());
             }
+        }
+    }
+    // What recording adds to the same Prism run, round by round.
+    for &recorded in relays.iter().filter(|r| r.record) {
+        let plain = Variant {
+            record: false,
+            ..recorded
+        };
+        if let Some(r) = per_round(recorded, plain, |p, o| p.cpu_percent / o.cpu_percent) {
+            println!("{} CPU / {} CPU = {r:.2}", recorded.name(), plain.name());
+        }
+        if let Some(d) = per_round(recorded, plain, |p, o| p.rss_mib - o.rss_mib) {
+            println!(
+                "{} RSS - {} RSS = {d:+.1} MiB",
+                recorded.name(),
+                plain.name()
+            );
         }
     }
     // The whole machine's CPU does not depend on which process the kernel

@@ -21,7 +21,7 @@ pub struct Relay {
     against: Against,
     child: Child,
     port: u16,
-    _dir: PathBuf,
+    dir: PathBuf,
 }
 
 /// Prism's config for a run: stream `s` (id and key `s{s}`) pushed to
@@ -65,6 +65,7 @@ impl Relay {
         receivers: &Receivers,
         prism_bin: Option<&Path>,
         max_delay_ms: u64,
+        record: bool,
     ) -> Result<Self, String> {
         let dir =
             std::env::temp_dir().join(format!("prism-loadgen-{}-{against:?}", std::process::id()));
@@ -74,7 +75,16 @@ impl Relay {
             Against::Prism => {
                 let path = dir.join("prism.toml");
                 let destinations = vec![args.destinations; args.streams];
-                let config = prism_config(args, port, receivers, max_delay_ms, &destinations, "");
+                let mut config =
+                    prism_config(args, port, receivers, max_delay_ms, &destinations, "");
+                if record {
+                    // Every stream recorded, to this disk (fMP4, the default).
+                    config = config.replace("\n[[streams]]\n", "\n[[streams]]\nrecord = true\n");
+                    config = format!(
+                        "[record]\npath = \"{}\"\n\n{config}",
+                        dir.join("recordings").display()
+                    );
+                }
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
                 spawn_prism(&path, prism_bin, Stdio::null())?
             }
@@ -165,7 +175,7 @@ impl Relay {
             against,
             child,
             port,
-            _dir: dir,
+            dir,
         })
     }
 
@@ -218,6 +228,8 @@ impl Drop for Relay {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // Recordings of a run are gigabytes: gone with it.
+        let _ = std::fs::remove_dir_all(self.dir.join("recordings"));
     }
 }
 
