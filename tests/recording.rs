@@ -75,34 +75,6 @@ fn wait_until_not_writing(port: u16, within: Duration) {
     }
 }
 
-/// Where a file's media starts and how long it lasts, from its packets
-/// (first presentation time to the last packet's end), as ffprobe reads
-/// them.
-fn start_and_duration(path: &Path) -> (f64, f64) {
-    let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=pts_time,duration_time",
-        ])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let (mut start, mut end) = (f64::MAX, f64::MIN);
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let mut fields = line.split(',').map(|f| f.trim().parse::<f64>());
-        let (Some(Ok(pts)), Some(Ok(duration))) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        start = start.min(pts);
-        end = end.max(pts + duration);
-    }
-    assert!(start <= end, "{}: no packets", path.display());
-    (start, end - start)
-}
-
 fn file_of(scratch: &Scratch, recording: &serde_json::Value) -> PathBuf {
     scratch
         .path
@@ -159,7 +131,7 @@ fn a_show_is_recorded_in_segments_that_decode_and_continue_while_a_destination_g
             recording["bytes"].as_u64().unwrap()
         );
         assert_decodes(&path, &[]);
-        let (start, duration) = start_and_duration(&path);
+        let (start, duration) = packet_span(&path);
         total += duration;
         // The API's length is the file's.
         let listed_duration = recording["duration_s"].as_f64().unwrap();
@@ -257,7 +229,7 @@ fn recording_switched_on_and_off_through_the_api_makes_one_recording_of_that_spa
     let path = file_of(&scratch, recording);
     assert_decodes(&path, &[]);
     // From the first keyframe after the switch (GOPs of 1 s) to the stop.
-    let (_, duration) = start_and_duration(&path);
+    let (_, duration) = packet_span(&path);
     assert!(
         (6.5..=8.5).contains(&duration),
         "{duration} s recorded of 8 s switched on"
@@ -291,7 +263,7 @@ fn a_crash_mid_segment_leaves_a_file_that_plays_up_to_its_last_fragment() {
     std::thread::sleep(Duration::from_millis(300));
 
     assert_decodes(&path, &[]);
-    let (_, duration) = start_and_duration(&path);
+    let (_, duration) = packet_span(&path);
     assert!(
         duration >= 4.0,
         "{duration} s survived a crash 7 s into the segment"
@@ -397,7 +369,7 @@ fn a_recording_across_a_failover_continues_in_a_new_file_at_the_new_resolution()
         let path = file_of(&scratch, recording);
         assert_decodes(&path, &[]);
         assert_eq!(width_sequence(&path), [width], "{}", path.display());
-        let (start, duration) = start_and_duration(&path);
+        let (start, duration) = packet_span(&path);
         if let Some(end) = previous_end {
             // The backup's first keyframe after the switch: no overlap, and
             // no more than the failover's own gap.

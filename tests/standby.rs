@@ -113,10 +113,12 @@ fn an_encoder_gone_for_20_s_is_bridged_by_the_standby_clip() {
     show.prism.terminate();
 }
 
-/// With an MP4 clip, as ffmpeg writes one.
+/// With an MP4 clip, as ffmpeg writes one; the stream is recorded, and the
+/// recording follows what the destination got: a new file where the clip's
+/// picture starts and another where the encoder's returns, one timeline.
 #[test]
 fn standby_on_request_during_a_live_publish() {
-    let mut show = start_with_clip("standby-manual", "", "brb.mp4");
+    let mut show = start_with_clip("standby-manual", "record = true", "brb.mp4");
     let url = show.prism.publish_url(KEY);
     let mut encoder = Ffmpeg::publisher(&url, 20, show.scratch.file("encoder.log"));
     show.prism
@@ -153,6 +155,46 @@ fn standby_on_request_during_a_live_publish() {
         (125..=200).contains(&runs[1].1),
         "about 6 s of standby: {runs:?}"
     );
+    // The recording: encoder, clip, encoder, each file whole at its own
+    // picture size, each starting where the last ended.
+    show.prism
+        .wait_for_log_count("recording to a new file", 3, Duration::from_secs(10));
+    let folder = show.scratch.file("recordings/main");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let files = loop {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        // Complete: each ends with its index (`mfro`).
+        let complete = files.iter().all(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(4)
+                .rev()
+                .take(16)
+                .any(|w| w == b"mfro")
+        });
+        if complete || Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(files.len(), 3, "{files:?}");
+    let mut previous_end = None;
+    for (file, width) in files.iter().zip([320, 160, 320]) {
+        assert_decodes(file, &[]);
+        assert_eq!(width_sequence(file), [width], "{}", file.display());
+        let (start, duration) = packet_span(file);
+        if let Some(end) = previous_end {
+            assert!(
+                (start - end) >= -0.05 && start - end < 0.5,
+                "{end} → {start}"
+            );
+        }
+        previous_end = Some(start + duration);
+    }
     // Refusals say what is wrong.
     let (status, body) = http(
         show.admin_port,

@@ -1125,15 +1125,16 @@ fn warn_of_restart_settings(old: &Config, new: &Config) {
     }
 }
 
-/// Runs config parsing off the async threads: a config names files
-/// (standby clips, CA and token files) that are read and decoded, and a
-/// slow disk or a large clip must not stall the media path.
-async fn off_async_threads<T: Send + 'static>(
+/// Runs blocking work off the async threads: a config names files
+/// (standby clips, CA and token files) that are read and decoded, and the
+/// recordings lie on a disk; a slow disk or a large clip must not stall
+/// the media path.
+pub(crate) async fn off_async_threads<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ControlError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ControlError::Internal(format!("config parse task failed: {e}")))
+        .map_err(|e| ControlError::Internal(format!("a blocking task failed: {e}")))
 }
 
 /// A recorder's news as the event stream tells it (files named under the

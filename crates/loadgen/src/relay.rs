@@ -351,15 +351,21 @@ pub fn spawn_prism(
         })
 }
 
-/// utime + stime of process `pid`, in clock ticks.
 /// CPU `ticks` (of `cpu_ticks`) spent over `window`, as a percentage of
 /// one core. USER_HZ is 100 on every Linux architecture Prism targets.
 pub fn cpu_percent(ticks: u64, window: Duration) -> f64 {
     ticks as f64 / 100.0 / window.as_secs_f64() * 100.0
 }
 
+/// utime + stime of process `pid`, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `/proc/…/stat` file (a process's or a thread's),
+/// in clock ticks.
+pub fn stat_ticks(path: &str) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     // Fields after the command name, which is in parentheses.
     let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();

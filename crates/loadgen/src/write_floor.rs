@@ -31,7 +31,7 @@ fn write(dir: &std::path::Path, streams: usize, kbps: u32, seconds: u64) -> Resu
         .map(|i| (i * 7) as u8)
         .collect();
     let thread = format!("/proc/self/task/{}/stat", thread_id());
-    let before = ticks(&thread)?;
+    let before = crate::relay::stat_ticks(&thread)?;
     let started = Instant::now();
     for n in 1..=seconds {
         for file in &mut files {
@@ -42,25 +42,11 @@ fn write(dir: &std::path::Path, streams: usize, kbps: u32, seconds: u64) -> Resu
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     let window = started.elapsed();
-    let used = ticks(&thread)? - before;
+    let used = crate::relay::stat_ticks(&thread)? - before;
     Ok(crate::relay::cpu_percent(used, window))
 }
 
 fn thread_id() -> i64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) }
-}
-
-/// utime + stime of one thread, in clock ticks.
-fn ticks(stat_path: &str) -> Result<u64, String> {
-    let stat = std::fs::read_to_string(stat_path).map_err(|e| e.to_string())?;
-    let after = stat.rsplit_once(')').ok_or("bad stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64, String> {
-        fields
-            .get(n)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| format!("bad stat field {n}"))
-    };
-    Ok(field(11)? + field(12)?)
 }

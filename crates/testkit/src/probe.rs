@@ -213,3 +213,32 @@ pub fn max_video_gap(path: &Path) -> Duration {
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     Duration::from_secs_f64(gap.max(0.0))
 }
+
+/// Where a file's media starts and how long it lasts, from its packets as
+/// ffprobe reads them: the first presentation time, and the last packet's
+/// end after it. (A fragmented MP4 whose timestamps continue a show has no
+/// duration of its own in its header; its packets tell.)
+pub fn packet_span(path: &Path) -> (f64, f64) {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=pts_time,duration_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let (mut start, mut end) = (f64::MAX, f64::MIN);
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let mut fields = line.split(',').map(|f| f.trim().parse::<f64>());
+        let (Some(Ok(pts)), Some(Ok(duration))) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        start = start.min(pts);
+        end = end.max(pts + duration);
+    }
+    assert!(start <= end, "{}: no packets", path.display());
+    (start, end - start)
+}

@@ -17,6 +17,7 @@ use prism_record::RecordingId;
 
 use super::{parse_body, success, view_of_stream, App};
 use crate::command::Command;
+use crate::control::off_async_threads;
 use crate::download_link::LINK_LIFETIME;
 use crate::error::ApiError;
 use crate::range::{self, Answer};
@@ -204,14 +205,6 @@ async fn find(app: &App, id: &str) -> Result<(Recording, Vec<Active>), ApiError>
     let kept = active.clone();
     let found = off_async_threads(move || library.find(&root, &parsed, &kept)).await?;
     found.map(|r| (r, active)).ok_or_else(missing)
-}
-
-async fn off_async_threads<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal(format!("the disk task failed: {e}")))
 }
 
 /// One `name=value` of the query, percent-decoding not needed for ids.
