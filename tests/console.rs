@@ -334,3 +334,186 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     assert_good_recording(&out_c, gamma);
     prism.assert_log_free_of(&[KEY, "alpha-key", "gamma-key"]);
 }
+
+/// The value of a JavaScript expression in the page.
+async fn eval(client: &Client, expression: &str) -> serde_json::Value {
+    client
+        .execute(&format!("return {expression};"), vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{expression}: {e}"))
+}
+
+/// Waits until a JavaScript condition holds in the page; returns how long.
+async fn wait_for_js(client: &Client, condition: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if eval(client, condition).await == serde_json::Value::Bool(true) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "{condition} still false after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A 1280x720 show plays in the console's preview within seconds, at its
+/// size, under 2 s behind what goes out; the thumbnail draws and the
+/// destination's bitrate shows. Viewers that never read cost the show
+/// nothing, and the daemon's memory stays bounded; one more viewer than
+/// `max_preview_viewers` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_previews_the_show_live_and_idle_viewers_cost_it_nothing() {
+    require_ffmpeg();
+    let scratch = Scratch::new("console-preview");
+    let (rtmp_port, admin_port, dest_port) = (free_port(), free_port(), free_port());
+    let out = scratch.file("destination.flv");
+    let mut receiver = Ffmpeg::receiver(dest_port, "live", "copy", &out);
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\n\n\
+         \x20 [[streams.destinations]]\n  id = \"dest\"\n  url = \"rtmp://127.0.0.1:{dest_port}/live/copy\"\n"
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut publisher = Ffmpeg::hd_publisher(&prism.publish_url(KEY), 30, scratch.file("pub.log"));
+    let live = Instant::now();
+    while !http(admin_port, "GET", "/v1/streams/main", Some(TOKEN), "")
+        .1
+        .contains("\"live\":true")
+    {
+        assert!(live.elapsed() < Duration::from_secs(10), "never live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let driver = ChromeDriver::start();
+    let client = browser(&driver, &[]).await;
+    client
+        .goto(&format!("http://127.0.0.1:{admin_port}/#token={TOKEN}"))
+        .await
+        .unwrap();
+    let video = "document.querySelector('[data-stream=main] .preview')";
+    let playing = wait_for_js(
+        &client,
+        &format!("{video} && {video}.currentTime > 0"),
+        Duration::from_secs(5),
+    )
+    .await;
+    println!("the preview played {playing:?} after the page opened");
+    let started_at = eval(&client, &format!("{video}.currentTime"))
+        .await
+        .as_f64()
+        .unwrap();
+    wait_for_js(
+        &client,
+        &format!("{video}.currentTime > {started_at} + 3"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(eval(&client, &format!("{video}.videoWidth")).await, 1280);
+    assert_eq!(eval(&client, &format!("{video}.videoHeight")).await, 720);
+
+    // How far behind what goes out the picture is: the API's newest
+    // timestamp against the video's position, read together in the page.
+    let mut lags = Vec::new();
+    for _ in 0..6 {
+        let lag = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 const video = document.querySelector('[data-stream=main] .preview');
+                 fetch('/v1/streams/main', { headers: { Authorization: 'Bearer ' + sessionStorage.getItem('prism-admin-token') } })
+                   .then((r) => r.json())
+                   .then((s) => done(s.newest_timestamp_ms - video.currentTime * 1000));",
+                vec![],
+            )
+            .await
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        lags.push(lag);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("preview lag behind the newest message sent, ms: {lags:?}");
+    assert!(lags.iter().all(|&lag| lag < 2000.0), "{lags:?}");
+
+    // The thumbnail draws from the preview; the destination's bitrate shows.
+    wait_for_js(
+        &client,
+        "document.querySelector('#stream-list [data-stream=main] canvas')?.dataset.drawn === 'yes'",
+        Duration::from_secs(10),
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let bitrate = text(&client, "[data-destination=dest] .dest-bitrate").await;
+        if bitrate.ends_with("bit/s") && !bitrate.starts_with("0 ") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "destination bitrate {bitrate:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Three viewers that never read (the console is the fourth), then one
+    // too many.
+    let rss_before = prism.rss_kib();
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            use std::io::Write;
+            let mut socket = std::net::TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+            write!(
+                socket,
+                "GET /v1/streams/main/preview HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+            )
+            .unwrap();
+            socket
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = http(
+        admin_port,
+        "GET",
+        "/v1/streams/main/preview",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("max_preview_viewers"), "{body}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_after = prism.rss_kib();
+    println!(
+        "RSS with three viewers that never read, 10 s on: {} KiB -> {} KiB",
+        rss_before, rss_after
+    );
+    assert!(
+        rss_after < rss_before + 48 * 1024,
+        "{rss_before} -> {rss_after} KiB"
+    );
+    // The console still plays.
+    let now = eval(&client, &format!("{video}.currentTime"))
+        .await
+        .as_f64()
+        .unwrap();
+    wait_for_js(
+        &client,
+        &format!("{video}.currentTime > {now} + 1"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let errors = console_errors(&client, &driver).await;
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    client.close().await.unwrap();
+    drop(idle);
+
+    assert!(
+        publisher.wait(Duration::from_secs(40)).success(),
+        "{}",
+        publisher.log()
+    );
+    receiver.wait(Duration::from_secs(15));
+    // The destination got the whole show meanwhile.
+    assert_good_recording(&out, 30.0);
+}

@@ -15,6 +15,7 @@ const $ = (selector, root = document) => root.querySelector(selector);
 let token = null;
 let eventsAbort = null;
 let refreshTimer = null;
+let thumbnailTimer = null;
 let refreshSoon = null;
 let platforms = [];
 const streamElements = new Map();
@@ -24,6 +25,12 @@ const bitrateHistory = new Map();
 const destinationRates = new Map();
 /** When the recordings lists were last read. */
 let recordingsReadAt = 0;
+/** Per stream: the AbortController of its live preview while it runs. */
+const previews = new Map();
+/** A preview further behind its newest frame than this jumps ahead (s). */
+const PREVIEW_MAX_BEHIND = 1.5;
+/** Thumbnails are drawn from the previews this often (ms). */
+const THUMBNAIL_MS = 2000;
 
 function init() {
   const fragment = new URLSearchParams(location.hash.slice(1));
@@ -69,6 +76,7 @@ function signOut(message) {
   token = null;
   sessionStorage.removeItem(TOKEN_STORAGE);
   if (eventsAbort) eventsAbort.abort();
+  for (const id of [...previews.keys()]) stopPreview(id);
   clearInterval(refreshTimer);
   showLogin(message);
 }
@@ -110,6 +118,8 @@ async function start() {
   await refresh();
   clearInterval(refreshTimer);
   refreshTimer = setInterval(refresh, REFRESH_MS);
+  clearInterval(thumbnailTimer);
+  thumbnailTimer = setInterval(drawThumbnails, THUMBNAIL_MS);
   listenToEvents();
 }
 
@@ -288,11 +298,48 @@ function render(streams) {
   }
   for (const [id, element] of streamElements) {
     if (!seen.has(id)) {
+      stopPreview(id);
       element.remove();
       streamElements.delete(id);
       bitrateHistory.delete(id);
     }
   }
+  renderStreamList(streams);
+}
+
+/** The list of streams at the top: a thumbnail, the name and the state. */
+function renderStreamList(streams) {
+  const list = $("#stream-list");
+  const items = streams.map((stream) => {
+    let item = $(`[data-stream="${CSS.escape(stream.id)}"]`, list);
+    if (!item) {
+      item = document.createElement("li");
+      item.dataset.stream = stream.id;
+      const link = document.createElement("a");
+      link.href = "#";
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        streamElements.get(stream.id)?.scrollIntoView({ behavior: "smooth" });
+      });
+      const thumb = document.createElement("canvas");
+      thumb.width = 160;
+      thumb.height = 90;
+      thumb.setAttribute("role", "img");
+      thumb.setAttribute("aria-label", `Stream ${stream.id}, thumbnail`);
+      const name = document.createElement("span");
+      name.className = "list-name";
+      const state = document.createElement("span");
+      state.className = "pill list-state";
+      link.append(thumb, name, state);
+      item.append(link);
+    }
+    $(".list-name", item).textContent = stream.id;
+    const state = streamState(stream);
+    $(".list-state", item).className = `pill list-state ${state}`;
+    $(".list-state", item).textContent = state;
+    return item;
+  });
+  list.replaceChildren(...items);
 }
 
 function createStream(id) {
@@ -333,7 +380,131 @@ function createStream(id) {
     scheduleRefresh();
   });
   element.destinationElements = new Map();
+  startPreview(element, id);
   return element;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Plays the stream that goes out in the card's <video>, for as long as the
+ * card is there: the server sends fragmented MP4, appended to a Media
+ * Source; a session that ends or changes codecs starts a new one. */
+function startPreview(element, id) {
+  if (previews.has(id)) return;
+  const abort = new AbortController();
+  previews.set(id, abort);
+  runPreview(element, id, abort.signal).finally(() => {
+    if (previews.get(id) === abort) previews.delete(id);
+  });
+}
+
+function stopPreview(id) {
+  const abort = previews.get(id);
+  if (abort) abort.abort();
+  previews.delete(id);
+}
+
+async function runPreview(element, id, signal) {
+  const video = $(".preview", element);
+  const note = $(".preview-note", element);
+  const show = (message) => {
+    note.textContent = message;
+    video.hidden = Boolean(message) && !video.dataset.audioOnly;
+  };
+  while (token && !signal.aborted) {
+    let response;
+    try {
+      response = await fetch(`/v1/streams/${enc(id)}/preview`, {
+        headers: { Authorization: `Bearer ${token}` },
+        signal,
+      });
+    } catch (error) {
+      if (signal.aborted) return;
+      show("Preview: reconnecting");
+      await sleep(2000);
+      continue;
+    }
+    if (!response.ok) {
+      let message = `Preview unavailable (${response.status})`;
+      try {
+        message = (await response.json()).error.message;
+      } catch (error) {
+        // The status says enough.
+      }
+      show(message.charAt(0).toUpperCase() + message.slice(1));
+      await sleep(3000);
+      continue;
+    }
+    const codecs = response.headers.get("X-Prism-Codecs") || "";
+    const mime = `video/mp4; codecs="${codecs}"`;
+    if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
+      response.body.cancel().catch(() => {});
+      show(`This browser cannot play the stream's codecs (${codecs})`);
+      await sleep(10000);
+      continue;
+    }
+    const hasVideo = response.headers.get("X-Prism-Video") === "yes";
+    video.dataset.audioOnly = hasVideo ? "" : "yes";
+    show(hasVideo ? "" : "Audio only: no picture");
+    video.hidden = false;
+    await playPreview(video, response, mime, signal);
+  }
+}
+
+async function playPreview(video, response, mime, signal) {
+  const source = new MediaSource();
+  const url = URL.createObjectURL(source);
+  video.src = url;
+  await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+  URL.revokeObjectURL(url);
+  const buffer = source.addSourceBuffer(mime);
+  const pending = [];
+  const append = () => {
+    if (buffer.updating || pending.length === 0 || source.readyState !== "open") return;
+    buffer.appendBuffer(pending.shift());
+  };
+  buffer.addEventListener("updateend", () => {
+    const ranges = buffer.buffered;
+    if (ranges.length) {
+      const start = ranges.start(0);
+      const end = ranges.end(ranges.length - 1);
+      // Live: never far behind the newest frame.
+      if (video.currentTime < start || end - video.currentTime > PREVIEW_MAX_BEHIND) {
+        video.currentTime = Math.max(ranges.start(ranges.length - 1), end - 0.3);
+      }
+      // What was played long ago goes, so a tab left open stays small.
+      if (video.currentTime - start > 30) {
+        buffer.remove(start, video.currentTime - 10);
+        return;
+      }
+    }
+    if (video.paused) video.play().catch(() => {});
+    append();
+  });
+  const reader = response.body.getReader();
+  try {
+    while (!signal.aborted) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      pending.push(value);
+      append();
+    }
+  } catch (error) {
+    // Aborted or the connection dropped: the caller starts again.
+  }
+  reader.cancel().catch(() => {});
+}
+
+/** Each stream's thumbnail in the list, drawn by the browser from its
+ * preview (Prism never decodes video). */
+function drawThumbnails() {
+  for (const [id, element] of streamElements) {
+    const video = $(".preview", element);
+    const thumb = document.querySelector(`#stream-list [data-stream="${CSS.escape(id)}"] canvas`);
+    if (!thumb || video.readyState < 2 || !video.videoWidth) continue;
+    thumb.getContext("2d").drawImage(video, 0, 0, thumb.width, thumb.height);
+    thumb.dataset.drawn = "yes";
+  }
 }
 
 /** The record switch, the recorder's state and the file being written. */
@@ -447,12 +618,15 @@ function drawGraph(canvas, history, now) {
   context.lineTo(width, height - 0.5);
   context.stroke();
   if (history.length < 2) return;
+  // The window grows with the history, from a minute to GRAPH_SECONDS, so
+  // the first seconds draw across the graph, not squeezed at its edge.
+  const span = Math.min(GRAPH_SECONDS * 1000, Math.max(60 * 1000, now - history[0].t));
   const max = Math.max(100, ...history.map((p) => p.kbps)) * 1.1;
   context.strokeStyle = style.getPropertyValue("--accent").trim() || "#2557d6";
   context.lineWidth = 2;
   context.beginPath();
   history.forEach((point, index) => {
-    const x = width - ((now - point.t) / (GRAPH_SECONDS * 1000)) * width;
+    const x = width - ((now - point.t) / span) * width;
     const y = height - (point.kbps / max) * (height - 4) - 2;
     if (index === 0) context.moveTo(x, y);
     else context.lineTo(x, y);

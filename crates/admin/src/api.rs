@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
+mod preview;
 mod recordings;
 
 use crate::streams::{RunningStream, Streams};
@@ -59,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/streams/{id}/standby"),
     ("PUT", "/v1/streams/{id}/source"),
     ("PUT", "/v1/streams/{id}/record"),
+    ("GET", "/v1/streams/{id}/preview"),
     ("GET", "/v1/recordings"),
     ("GET", "/v1/recordings/{id}"),
     ("DELETE", "/v1/recordings/{id}"),
@@ -77,6 +79,9 @@ struct App {
     /// One permit per open `/v1/events` stream.
     event_streams: Arc<Semaphore>,
     max_event_streams: usize,
+    /// One permit per live preview being watched.
+    preview_viewers: Arc<Semaphore>,
+    max_preview_viewers: usize,
 }
 
 /// The router of the admin listener `admin`: its token is `None` only for a
@@ -91,6 +96,8 @@ pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
         site: Arc::new(SiteGuard::new(admin.listen, &admin.allowed_hosts)),
         event_streams: Arc::new(Semaphore::new(admin.max_event_streams)),
         max_event_streams: admin.max_event_streams,
+        preview_viewers: Arc::new(Semaphore::new(admin.max_preview_viewers)),
+        max_preview_viewers: admin.max_preview_viewers,
     };
     Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -126,6 +133,7 @@ pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
         .route("/v1/streams/{id}/standby", put(set_standby))
         .route("/v1/streams/{id}/source", put(set_source))
         .route("/v1/streams/{id}/record", put(recordings::set_record))
+        .route("/v1/streams/{id}/preview", get(preview::preview))
         .route("/v1/recordings", get(recordings::list))
         .route(
             "/v1/recordings/{id}",
@@ -240,6 +248,9 @@ struct StreamView {
     /// Redis cannot be asked (then `live` still tells about this node).
     #[serde(skip_serializing_if = "Option::is_none")]
     live_on: Option<String>,
+    /// The timestamp (ms, on the session's timeline) of the newest message
+    /// that went out: a live preview's position is compared with it.
+    newest_timestamp_ms: u64,
     /// The stream is recorded (`record`).
     record: bool,
     /// Its recorder, while it is recorded.
@@ -434,6 +445,9 @@ fn stream_view(streams: &Streams, stream: &StreamConfig, fanout: &FanoutConfig) 
             .map(|e| e.hub.sources().iter().map(source_view).collect())
             .unwrap_or_default(),
         live_on: None,
+        newest_timestamp_ms: entry.as_ref().map_or(0, |e| {
+            e.hub.stats().newest_timestamp_ms.load(Ordering::Relaxed)
+        }),
         record: stream.record,
         recording: entry
             .as_ref()

@@ -349,13 +349,8 @@ pub(crate) fn unique_id(base: &str, taken: impl Fn(&str) -> bool) -> String {
 
 /// A new stream key: 24 random letters and digits (about 143 bits).
 pub(crate) fn generate_key() -> String {
-    use rand::distributions::Alphanumeric;
-    use rand::Rng;
-    let random: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
+    let mut random = crate::outside::generate_token();
+    random.truncate(24);
     format!("live_{random}")
 }
 

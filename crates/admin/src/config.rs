@@ -186,8 +186,15 @@ struct RawAdmin {
     max_connections: usize,
     #[serde(default = "default_max_event_streams")]
     max_event_streams: usize,
+    #[serde(default = "default_max_preview_viewers")]
+    max_preview_viewers: usize,
     #[serde(default)]
     allowed_hosts: Vec<Spanned<String>>,
+}
+
+/// Live previews watched at once (each is a consumer of its stream).
+fn default_max_preview_viewers() -> usize {
+    4
 }
 
 /// Connections per HTTP listener: a scraper or an operator's console needs
@@ -505,19 +512,48 @@ fn check_passphrase(value: &Spanned<String>) -> Result<String, String> {
 }
 
 /// The admin API's listener and credentials.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     /// `None` only with `insecure_no_auth` on a loopback address.
     pub token: Option<String>,
+    /// The token file was missing and has just been made (a first run):
+    /// the start logs the console's link with it, once.
+    pub token_created: bool,
     /// Connections the admin listener serves at once.
     pub max_connections: usize,
     /// `/v1/events` streams open at once (within `max_connections`).
     pub max_event_streams: usize,
+    /// Live previews (`/v1/streams/{id}/preview`) watched at once.
+    pub max_preview_viewers: usize,
     /// Host names (besides its addresses and `localhost`) the listener
     /// answers to, e.g. the name of a reverse proxy in front of it.
     pub allowed_hosts: Vec<String>,
 }
+
+/// Equal when they serve the same (whether the token file was just made
+/// is no setting).
+impl PartialEq for AdminConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.listen,
+            &self.token,
+            self.max_connections,
+            self.max_event_streams,
+            self.max_preview_viewers,
+            &self.allowed_hosts,
+        ) == (
+            other.listen,
+            &other.token,
+            other.max_connections,
+            other.max_event_streams,
+            other.max_preview_viewers,
+            &other.allowed_hosts,
+        )
+    }
+}
+
+impl Eq for AdminConfig {}
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -526,6 +562,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("max_connections", &self.max_connections)
             .field("max_event_streams", &self.max_event_streams)
+            .field("max_preview_viewers", &self.max_preview_viewers)
             .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
@@ -769,6 +806,7 @@ impl Config {
                 let admin = section.get_ref();
                 let listen = parse_listen(&admin.listen)
                     .map_err(|m| error.field(admin.listen.span(), "admin.listen", m))?;
+                let mut token_created = false;
                 let token = match (&admin.token, &admin.token_file) {
                     (Some(_), Some(file)) => {
                         return Err(error.field(
@@ -780,6 +818,14 @@ impl Config {
                     (Some(token), None) => Some((token.get_ref().trim().to_string(), token.span())),
                     (None, Some(file)) => {
                         let file_path = relative_to_config(path, file.get_ref());
+                        // The console on a first run: on a loopback address
+                        // a missing token file is made (elsewhere a token
+                        // must be given).
+                        if listen.ip().is_loopback() {
+                            token_created = outside
+                                .create_token_file(&file_path)
+                                .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
+                        }
                         let bytes = outside
                             .read_file(&file_path, MAX_TOKEN_FILE_BYTES)
                             .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
@@ -834,12 +880,14 @@ impl Config {
                 }
                 let max_connections = admin.max_connections.clamp(2, 65_536);
                 Some(AdminConfig {
+                    token_created,
                     allowed_hosts,
                     listen,
                     token: token.map(|(t, _)| t),
                     max_connections,
                     // Leave room for API calls beside the event streams.
                     max_event_streams: admin.max_event_streams.clamp(1, max_connections - 1),
+                    max_preview_viewers: admin.max_preview_viewers.min(max_connections - 1),
                 })
             }
         };

@@ -14,7 +14,7 @@ const CONSOLE_CSS: &str = include_str!("../console/console.css");
 
 /// Only the page's own origin, no inline code, not framed by another site.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+     img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The console's routes (unauthenticated: the token is asked for by the page).
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

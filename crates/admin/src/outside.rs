@@ -51,6 +51,21 @@ pub trait Outside {
 
     /// Whether `path` holds CA certificates a TLS client can use.
     fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError>;
+
+    /// Creates the admin token file at `path` (0600, a new random token)
+    /// if there is none: the console on a first run. `true` if it did.
+    fn create_token_file(&self, path: &Path) -> Result<bool, OutsideError>;
+}
+
+/// A new admin token: 40 random letters and digits (about 238 bits).
+pub fn generate_token() -> String {
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
 }
 
 /// This machine: its files, its environment, its host name.
@@ -113,6 +128,30 @@ impl Outside for System {
         prism_fanout::transport::tls_config(Some(path))?;
         Ok(())
     }
+
+    fn create_token_file(&self, path: &Path) -> Result<bool, OutsideError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let failed = |source| OutsideError::Metadata {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Created whole or not at all, never readable by others.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        let mut file = match file {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(failed(e)),
+        };
+        file.write_all(format!("{}\n", generate_token()).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(failed)?;
+        Ok(true)
+    }
 }
 
 /// Nothing outside the text: every named file is missing, the environment
@@ -138,6 +177,10 @@ impl Outside for Hermetic {
 
     fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError> {
         Err(OutsideError::NotRead(path.to_path_buf()))
+    }
+
+    fn create_token_file(&self, _path: &Path) -> Result<bool, OutsideError> {
+        Ok(false)
     }
 }
 

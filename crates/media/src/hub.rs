@@ -376,6 +376,9 @@ pub struct HubStats {
     pub bitrate_bps: AtomicU64,
     /// Source switches, by `SwitchReason`.
     pub source_switches: [AtomicU64; SwitchReason::ALL.len()],
+    /// The timestamp (ms, on the session timeline) of the newest message
+    /// that went out: where a live preview's picture is measured against.
+    pub newest_timestamp_ms: AtomicU64,
 }
 
 impl HubStats {
@@ -889,6 +892,11 @@ impl StreamHub {
     fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
         let mut twins = Vec::new();
         let mut uncarried = Vec::new();
+        if let Some(last) = messages.last() {
+            self.stats
+                .newest_timestamp_ms
+                .store(last.timestamp, Ordering::Relaxed);
+        }
         for message in messages {
             let cached = record(&mut state, message);
             let gop_empty = state.replay.gop().is_empty();

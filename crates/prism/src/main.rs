@@ -358,6 +358,15 @@ async fn run(
                 max_event_streams,
                 "admin API listening"
             );
+            if admin_config.token_created {
+                if let Some(token) = &admin_config.token {
+                    // Logged once, on the run that made the token: the
+                    // operator opens this link (as Jupyter prints one).
+                    info!(
+                        "console: open http://{address}/#token={token} (a new admin token, saved in the token file)"
+                    );
+                }
+            }
             let app = prism_admin::router(Arc::clone(&controller), &admin_config);
             let shutdown = shutdown_rx.clone();
             Some(tokio::spawn(supervise(

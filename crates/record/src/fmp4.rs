@@ -69,6 +69,37 @@ impl Tracks {
         self.video.as_ref().map(|_| 1)
     }
 
+    /// The codecs as Media Source Extensions name them (RFC 6381):
+    /// `avc1.64001f,mp4a.40.2`.
+    pub fn codecs(&self) -> String {
+        let mut codecs = Vec::new();
+        if let Some(video) = &self.video {
+            let record = video.record.as_ref();
+            codecs.push(match video.codec {
+                // AVCDecoderConfigurationRecord: profile, compatibility, level.
+                VideoCodec::H264 => match record.get(1..4) {
+                    Some(p) => format!("avc1.{:02x}{:02x}{:02x}", p[0], p[1], p[2]),
+                    None => "avc1".into(),
+                },
+                // HEVCDecoderConfigurationRecord: profile space, tier and
+                // profile in byte 1, the level in byte 12.
+                VideoCodec::Hevc => match (record.get(1), record.get(12)) {
+                    (Some(&b), Some(&level)) => format!(
+                        "hvc1.{}.4.{}{level}.B0",
+                        b & 0x1f,
+                        if b & 0x20 != 0 { 'H' } else { 'L' }
+                    ),
+                    _ => "hvc1".into(),
+                },
+            });
+        }
+        if let Some(audio) = &self.audio {
+            let object_type = audio.config.first().map_or(2, |b| b >> 3);
+            codecs.push(format!("mp4a.40.{object_type}"));
+        }
+        codecs.join(",")
+    }
+
     pub fn audio_id(&self) -> Option<u32> {
         self.audio
             .as_ref()

@@ -11,6 +11,8 @@
 //!   disk, made durable fragment by fragment.
 //! - `recorder`: the task that records a stream's sessions.
 //! - `library`: the recordings on disk (listing, deleting, retention).
+//! - `preview`: a live preview feed for the console (fMP4 for Media Source
+//!   Extensions), from the same segmenter.
 //!
 //! Errors: `MuxError` for a configuration a file cannot hold; `WriteError`
 //! (with its `ErrorKind`: disk full, read-only, permission, other I/O) for
@@ -20,6 +22,7 @@ pub mod files;
 pub mod flv_file;
 pub mod fmp4;
 pub mod library;
+pub mod preview;
 pub mod recorder;
 pub mod sample;
 pub mod segmenter;

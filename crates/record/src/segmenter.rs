@@ -99,6 +99,9 @@ struct Pending {
 pub struct Segmenter {
     format: Format,
     segment_ms: u64,
+    /// A fragment holds at most this much media (`MAX_FRAGMENT_MS` unless
+    /// set: a live preview wants shorter ones).
+    fragment_ms: u64,
     /// The configurations seen last.
     latest: Tracks,
     /// What the open file holds; `None` while no file is open.
@@ -134,6 +137,7 @@ impl Segmenter {
         Self {
             format,
             segment_ms: segment_ms.max(1000),
+            fragment_ms: MAX_FRAGMENT_MS,
             latest: Tracks::default(),
             open: None,
             video: Vec::new(),
@@ -155,8 +159,20 @@ impl Segmenter {
             headers: self.headers.clone(),
             saw_video: self.saw_video,
             reported: self.reported.clone(),
+            fragment_ms: self.fragment_ms,
             ..Self::new(self.format, self.segment_ms)
         }
+    }
+
+    /// Fragments of at most `ms` of media (at least 40 ms).
+    pub fn with_fragments_of(mut self, ms: u64) -> Self {
+        self.fragment_ms = ms.max(40);
+        self
+    }
+
+    /// The tracks of the open file.
+    pub fn open_tracks(&self) -> Option<&Tracks> {
+        self.open.as_ref().map(|open| &open.tracks)
     }
 
     /// Whether a file is open.
@@ -272,7 +288,7 @@ impl Segmenter {
             .first()
             .or(self.audio.first())
             .map(|p| p.message.timestamp);
-        first.is_some_and(|first| timestamp.saturating_sub(first) >= MAX_FRAGMENT_MS)
+        first.is_some_and(|first| timestamp.saturating_sub(first) >= self.fragment_ms)
             || self.video.len() + self.audio.len() + self.arrival.len() >= MAX_FRAGMENT_SAMPLES
             || self.pending_bytes >= MAX_FRAGMENT_BYTES
     }
