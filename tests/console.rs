@@ -517,3 +517,80 @@ async fn the_console_previews_the_show_live_and_idle_viewers_cost_it_nothing() {
     // The destination got the whole show meanwhile.
     assert_good_recording(&out, 30.0);
 }
+
+/// A newcomer's first run: the example config copied into an empty folder
+/// (its ports moved to free ones) makes its admin token file, logs a link
+/// once, and the link opens the console on the example stream; the token
+/// in it works on the API. A second start logs no link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_of_the_example_config_logs_a_link_that_opens_the_console() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new("first-run");
+    let (rtmp_port, srt_port, metrics_port, admin_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/prism.toml"),
+    )
+    .unwrap();
+    let config = example
+        .replace("\"0.0.0.0:1935\"", &format!("\"127.0.0.1:{rtmp_port}\""))
+        .replace("\"0.0.0.0:9000\"", &format!("\"127.0.0.1:{srt_port}\""))
+        .replace(
+            "\"127.0.0.1:9100\"",
+            &format!("\"127.0.0.1:{metrics_port}\""),
+        )
+        .replace("\"127.0.0.1:8080\"", &format!("\"127.0.0.1:{admin_port}\""));
+    assert_ne!(config, example);
+    // `--check` first, as a careful newcomer would: it passes and writes
+    // nothing.
+    std::fs::write(scratch.file("prism.toml"), &config).unwrap();
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("--config")
+        .arg(scratch.file("prism.toml"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(!scratch.file("admin.token").exists());
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("console: open http://", Duration::from_secs(5));
+    let log = prism.log();
+    let link = log
+        .split("console: open ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let prefix = format!("http://127.0.0.1:{admin_port}/#token=");
+    assert!(link.starts_with(&prefix), "{link}");
+    let token = &link[prefix.len()..];
+    let file = scratch.file("admin.token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    assert!(token.len() >= 32, "{token}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let driver = ChromeDriver::start();
+    let client = browser(&driver, &[]).await;
+    client.goto(&link).await.unwrap();
+    wait_for_text(
+        &client,
+        "[data-stream=main] .stream-id",
+        "main",
+        Duration::from_secs(10),
+    )
+    .await;
+    let (status, body) = http(admin_port, "GET", "/v1/streams", Some(token), "");
+    assert_eq!(status, 200, "{body}");
+    client.close().await.unwrap();
+
+    prism.terminate();
+    let prism = Prism::start_on_file(&scratch, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    assert_eq!(prism.log().matches("console: open http://").count(), 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+}

@@ -728,6 +728,12 @@ impl Config {
         Self::parse_in(path, text, &System)
     }
 
+    /// `parse` for `prism --check`: reads what the text names and writes
+    /// nothing (`Checking`).
+    pub fn check(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_in(path, text, &crate::outside::Checking)
+    }
+
     /// `parse`, with what the text names answered by `outside` (`Hermetic`
     /// reads nothing: tests and the fuzz target).
     pub fn parse_in(path: &Path, text: &str, outside: &dyn Outside) -> Result<Self, ConfigError> {
@@ -821,21 +827,28 @@ impl Config {
                         // The console on a first run: on a loopback address
                         // a missing token file is made (elsewhere a token
                         // must be given).
-                        if listen.ip().is_loopback() {
-                            token_created = outside
-                                .create_token_file(&file_path)
-                                .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
-                        }
-                        let bytes = outside
-                            .read_file(&file_path, MAX_TOKEN_FILE_BYTES)
-                            .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
-                        let text = String::from_utf8(bytes).map_err(|_| {
-                            error.field(
-                                file.span(),
-                                "admin.token_file",
-                                format!("{} is not UTF-8 text", file_path.display()),
-                            )
-                        })?;
+                        let made = match listen.ip().is_loopback() {
+                            true => outside
+                                .make_token_file(&file_path)
+                                .map_err(|e| error.field(file.span(), "admin.token_file", e))?,
+                            false => None,
+                        };
+                        token_created = made.is_some();
+                        let text = match made {
+                            Some(token) => token,
+                            None => {
+                                let bytes = outside
+                                    .read_file(&file_path, MAX_TOKEN_FILE_BYTES)
+                                    .map_err(|e| error.field(file.span(), "admin.token_file", e))?;
+                                String::from_utf8(bytes).map_err(|_| {
+                                    error.field(
+                                        file.span(),
+                                        "admin.token_file",
+                                        format!("{} is not UTF-8 text", file_path.display()),
+                                    )
+                                })?
+                            }
+                        };
                         Some((text.trim().to_string(), file.span()))
                     }
                     (None, None) => outside

@@ -52,9 +52,10 @@ pub trait Outside {
     /// Whether `path` holds CA certificates a TLS client can use.
     fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError>;
 
-    /// Creates the admin token file at `path` (0600, a new random token)
-    /// if there is none: the console on a first run. `true` if it did.
-    fn create_token_file(&self, path: &Path) -> Result<bool, OutsideError>;
+    /// The console on a first run: when there is no admin token file at
+    /// `path`, makes one (0600, a new random token) and returns its token;
+    /// `None` when the file exists (it is read as usual).
+    fn make_token_file(&self, path: &Path) -> Result<Option<String>, OutsideError>;
 }
 
 /// A new admin token: 40 random letters and digits (about 238 bits).
@@ -129,7 +130,7 @@ impl Outside for System {
         Ok(())
     }
 
-    fn create_token_file(&self, path: &Path) -> Result<bool, OutsideError> {
+    fn make_token_file(&self, path: &Path) -> Result<Option<String>, OutsideError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let failed = |source| OutsideError::Metadata {
@@ -144,13 +145,44 @@ impl Outside for System {
             .open(path);
         let mut file = match file {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
             Err(e) => return Err(failed(e)),
         };
-        file.write_all(format!("{}\n", generate_token()).as_bytes())
+        let token = generate_token();
+        file.write_all(format!("{token}\n").as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(failed)?;
-        Ok(true)
+        Ok(Some(token))
+    }
+}
+
+/// This machine, for `prism --check`: read, never written. A missing admin
+/// token file, which a start would make, is checked as if made.
+pub struct Checking;
+
+impl Outside for Checking {
+    fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Vec<u8>, OutsideError> {
+        System.read_file(path, max_bytes)
+    }
+
+    fn env(&self, name: &str) -> Option<String> {
+        System.env(name)
+    }
+
+    fn host_name(&self) -> Option<String> {
+        System.host_name()
+    }
+
+    fn standby_clip(&self, path: &Path, max_bytes: u64) -> Result<Arc<StandbyClip>, OutsideError> {
+        System.standby_clip(path, max_bytes)
+    }
+
+    fn check_ca_file(&self, path: &Path) -> Result<(), OutsideError> {
+        System.check_ca_file(path)
+    }
+
+    fn make_token_file(&self, path: &Path) -> Result<Option<String>, OutsideError> {
+        Ok((!path.exists()).then(generate_token))
     }
 }
 
@@ -179,8 +211,8 @@ impl Outside for Hermetic {
         Err(OutsideError::NotRead(path.to_path_buf()))
     }
 
-    fn create_token_file(&self, _path: &Path) -> Result<bool, OutsideError> {
-        Ok(false)
+    fn make_token_file(&self, _path: &Path) -> Result<Option<String>, OutsideError> {
+        Ok(None)
     }
 }
 

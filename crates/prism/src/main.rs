@@ -93,7 +93,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::parse(&path, &text) {
+    // `--check` writes nothing (a first run's token file is only made at
+    // a start).
+    let parsed = match args.check {
+        true => Config::check(&path, &text),
+        false => Config::parse(&path, &text),
+    };
+    let config = match parsed {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
