@@ -311,6 +311,24 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
         .unwrap();
     assert!(layout["overflow"].as_i64().unwrap() <= 0, "{layout}");
     assert_eq!(layout["unreachable"], 0, "{layout}");
+    // The preview plays at phone width too, within the screen.
+    let preview = "document.querySelector('[data-stream=main] .preview')";
+    let at = eval(&client, &format!("{preview}.currentTime"))
+        .await
+        .as_f64()
+        .unwrap();
+    wait_for_js(
+        &client,
+        &format!("{preview}.currentTime > {at} + 1 && {preview}.videoWidth === 320 && {preview}.getBoundingClientRect().width <= window.innerWidth"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        !text(&client, &format!("{stream} .on-air-for"))
+            .await
+            .contains('—'),
+        "time on air"
+    );
     let phone = client.screenshot().await.unwrap();
     std::fs::write(screenshot_path(&scratch, "console-phone.png"), phone).unwrap();
 

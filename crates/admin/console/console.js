@@ -564,6 +564,7 @@ function updateStream(element, stream) {
   set(".resolution", ingest && ingest.width ? `${ingest.width}x${ingest.height}` : "—");
   set(".fps", ingest && ingest.fps ? `${Math.round(ingest.fps * 100) / 100} fps` : "—");
   set(".bitrate", ingest ? formatKbps(ingest.bitrate_kbps) : "—");
+  set(".on-air-for", ingest ? formatDuration(Date.now() - Date.parse(ingest.since)) : "—");
   set(".warnings", (stream.warnings || []).join(" "));
   set(".pull", stream.pull || "— (encoders publish)");
   set(".active-source", stream.active_source || "—");
@@ -618,9 +619,9 @@ function drawGraph(canvas, history, now) {
   context.lineTo(width, height - 0.5);
   context.stroke();
   if (history.length < 2) return;
-  // The window grows with the history, from a minute to GRAPH_SECONDS, so
+  // The window grows with the history, from 10 s to GRAPH_SECONDS, so
   // the first seconds draw across the graph, not squeezed at its edge.
-  const span = Math.min(GRAPH_SECONDS * 1000, Math.max(60 * 1000, now - history[0].t));
+  const span = Math.min(GRAPH_SECONDS * 1000, Math.max(10 * 1000, now - history[0].t));
   const max = Math.max(100, ...history.map((p) => p.kbps)) * 1.1;
   context.strokeStyle = style.getPropertyValue("--accent").trim() || "#2557d6";
   context.lineWidth = 2;
