@@ -313,14 +313,11 @@ async fn the_console_shows_the_show_and_changes_destinations_with_clicks() {
     assert_eq!(layout["unreachable"], 0, "{layout}");
     // The preview plays at phone width too, within the screen.
     let preview = "document.querySelector('[data-stream=main] .preview')";
-    let at = eval(&client, &format!("{preview}.currentTime"))
-        .await
-        .as_f64()
-        .unwrap();
-    wait_for_js(
+    wait_until_played(
         &client,
-        &format!("{preview}.currentTime > {at} + 1 && {preview}.videoWidth === 320 && {preview}.getBoundingClientRect().width <= window.innerWidth"),
-        Duration::from_secs(5),
+        preview,
+        1.0,
+        &format!("{preview}.videoWidth === 320 && {preview}.getBoundingClientRect().width <= window.innerWidth"),
     )
     .await;
     assert!(
@@ -359,6 +356,21 @@ async fn eval(client: &Client, expression: &str) -> serde_json::Value {
         .execute(&format!("return {expression};"), vec![])
         .await
         .unwrap_or_else(|e| panic!("{expression}: {e}"))
+}
+
+/// Waits until the `<video>` (a JavaScript expression) has played `seconds`
+/// more, and `also` holds.
+async fn wait_until_played(client: &Client, video: &str, seconds: f64, also: &str) {
+    let at = eval(client, &format!("{video}.currentTime"))
+        .await
+        .as_f64()
+        .unwrap();
+    wait_for_js(
+        client,
+        &format!("{video}.currentTime > {at} + {seconds} && {also}"),
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 /// Waits until a JavaScript condition holds in the page; returns how long.
@@ -419,16 +431,7 @@ async fn the_console_previews_the_show_live_and_idle_viewers_cost_it_nothing() {
     )
     .await;
     println!("the preview played {playing:?} after the page opened");
-    let started_at = eval(&client, &format!("{video}.currentTime"))
-        .await
-        .as_f64()
-        .unwrap();
-    wait_for_js(
-        &client,
-        &format!("{video}.currentTime > {started_at} + 3"),
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_until_played(&client, video, 3.0, "true").await;
     assert_eq!(eval(&client, &format!("{video}.videoWidth")).await, 1280);
     assert_eq!(eval(&client, &format!("{video}.videoHeight")).await, 720);
 
@@ -511,16 +514,7 @@ async fn the_console_previews_the_show_live_and_idle_viewers_cost_it_nothing() {
         "{rss_before} -> {rss_after} KiB"
     );
     // The console still plays.
-    let now = eval(&client, &format!("{video}.currentTime"))
-        .await
-        .as_f64()
-        .unwrap();
-    wait_for_js(
-        &client,
-        &format!("{video}.currentTime > {now} + 1"),
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_until_played(&client, video, 1.0, "true").await;
     let errors = console_errors(&client, &driver).await;
     assert!(errors.is_empty(), "browser console errors: {errors:?}");
     client.close().await.unwrap();
@@ -562,12 +556,7 @@ async fn a_first_run_of_the_example_config_logs_a_link_that_opens_the_console() 
     // `--check` first, as a careful newcomer would: it passes and writes
     // nothing.
     std::fs::write(scratch.file("prism.toml"), &config).unwrap();
-    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
-        .arg("--config")
-        .arg(scratch.file("prism.toml"))
-        .arg("--check")
-        .output()
-        .unwrap();
+    let checked = check_config(&scratch.file("prism.toml"));
     assert!(
         checked.status.success(),
         "{}",
@@ -599,6 +588,14 @@ async fn a_first_run_of_the_example_config_logs_a_link_that_opens_the_console() 
         &client,
         "[data-stream=main] .stream-id",
         "main",
+        Duration::from_secs(10),
+    )
+    .await;
+    // No encoder yet: the preview says why there is no picture.
+    wait_for_text(
+        &client,
+        "[data-stream=main] .preview-note",
+        "The stream is not live",
         Duration::from_secs(10),
     )
     .await;

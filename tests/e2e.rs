@@ -292,12 +292,7 @@ fn check_validates_and_reports_file_line_column() {
     let scratch = Scratch::new("check");
     let good = scratch.file("good.toml");
     std::fs::write(&good, config(1935, &destination("a", "rtmp://h/app/key"))).unwrap();
-    let ok = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .arg("--config")
-        .arg(&good)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let ok = check_config(&good);
     assert!(
         ok.status.success(),
         "{}",
@@ -307,12 +302,7 @@ fn check_validates_and_reports_file_line_column() {
     let bad = scratch.file("bad.toml");
     let text = config(1935, &destination("a", "rtmp://h/app/key")).replace("url =", "uri =");
     std::fs::write(&bad, text).unwrap();
-    let failed = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .arg("--config")
-        .arg(&bad)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let failed = check_config(&bad);
     assert!(!failed.status.success());
     let stderr = String::from_utf8_lossy(&failed.stderr);
     let expected = format!("{}:16:3: unknown field `uri`", bad.display());

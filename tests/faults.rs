@@ -397,12 +397,7 @@ fn kill_9_during_admin_changes_never_leaves_a_broken_config() {
         drop(prism);
 
         // Whatever moment the kill hit, the file is whole and valid.
-        let check = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
-            .arg("--config")
-            .arg(scratch.file("prism.toml"))
-            .arg("--check")
-            .output()
-            .unwrap();
+        let check = check_config(&scratch.file("prism.toml"));
         assert!(
             check.status.success(),
             "round {round}: {}",

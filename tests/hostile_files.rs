@@ -112,11 +112,7 @@ fn fifos_devices_and_huge_files_are_refused_as_standby_clips_without_blocking() 
     refused(admin_port, "POST", "/v1/reload", "", 422, "is a FIFO");
     prism.signal("HUP");
     prism.wait_for_log("is a FIFO, not a regular file", Duration::from_secs(5));
-    let checked = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(["--check", "--config"])
-        .arg(scratch.file("prism.toml"))
-        .output()
-        .unwrap();
+    let checked = check_config(&scratch.file("prism.toml"));
     let said = String::from_utf8_lossy(&checked.stderr);
     assert_eq!(checked.status.code(), Some(2), "{said}");
     assert!(

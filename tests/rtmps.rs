@@ -82,12 +82,7 @@ fn a_bad_ca_file_is_a_config_error_with_its_line() {
     let config = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[[streams]]\nid = \"main\"\nkey = \"k\"\n\n  [[streams.destinations]]\n  id = \"d\"\n  url = \"rtmps://localhost:443/app\"\n  key = \"k\"\n  ca_file = \"empty.pem\"\n";
     let path = scratch.file("prism.toml");
     std::fs::write(&path, config).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .unwrap();
+    let output = check_config(&path);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

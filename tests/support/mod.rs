@@ -989,3 +989,13 @@ pub fn listen_to_events(port: u16, token: &str) -> Arc<std::sync::Mutex<String>>
     });
     seen
 }
+
+/// `prism --config PATH --check`, as an operator runs it.
+pub fn check_config(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("--config")
+        .arg(path)
+        .arg("--check")
+        .output()
+        .unwrap()
+}
