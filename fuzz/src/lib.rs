@@ -153,6 +153,14 @@ pub fn flv_tags(data: &[u8]) {
     let _ = prism_media::hevc::parse_sps(data);
     let _ = prism_media::aac::adts_frames(data).count();
     let _ = prism_media::h264::nal_units(data).count();
+    // Enhanced RTMP v2 multitrack, as video and as audio: read, and track 0
+    // re-framed for single-track consumers.
+    let payload = bytes::Bytes::copy_from_slice(data);
+    for kind in [prism_media::MediaKind::Video, prism_media::MediaKind::Audio] {
+        let _ = prism_media::multitrack::read(kind, &payload);
+        let message = prism_media::MediaMessage::new(kind, 0, payload.clone());
+        let _ = prism_media::multitrack::default_track(&message);
+    }
 }
 
 /// MPEG-TS demux and remux to FLV messages.

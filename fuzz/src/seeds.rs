@@ -269,6 +269,13 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
             ("avc_header", vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f]),
             ("hevc_enhanced", b"\x90hvc1\x01\x01\x60".to_vec()),
             ("aac", vec![0xAF, 0, 0x12, 0x10]),
+            // Multitrack: ManyTracks H.264 (track 1 then track 0), OneTrack
+            // as FFmpeg 8 writes it, ManyTracksManyCodecs, audio, ModEx.
+            ("multitrack_many", b"\x96\x11avc1\x01\x00\x00\x04\x00\x00\x00a\x00\x00\x00\x04\x00\x00\x28b".to_vec()),
+            ("multitrack_one", b"\x96\x01avc1\x01\x00\x00\x00\x00\x00\x00\x02\x09\xf0".to_vec()),
+            ("multitrack_codecs", b"\xa6\x23hvc1\x00\x00\x00\x02hhav01\x01\x00\x00\x02aa".to_vec()),
+            ("multitrack_audio", b"\x95\x11mp4a\x00\x00\x00\x02\x21\x10\x01\x00\x00\x01\x21".to_vec()),
+            ("multitrack_modex", b"\x97\x02\x00\x00\x05\x06\x01avc1\x00\x00\x00\x00z".to_vec()),
         ],
         "ts_remux" => vec![("pat", {
             let mut packet = vec![0x47, 0x40, 0, 0x10, 0, 0, 0xb0, 0x0d, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0];

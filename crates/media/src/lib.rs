@@ -14,6 +14,7 @@ pub mod hub;
 pub mod lanes;
 pub mod message;
 pub mod mpegts;
+pub mod multitrack;
 pub mod remote_text;
 pub mod replay;
 pub mod secret;
