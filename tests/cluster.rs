@@ -36,6 +36,8 @@ impl Node {
             redis.url()
         );
         let prism = Prism::start(&scratch, &config, rtmp);
+        // The RTMP listener is bound first: the admin API a moment later.
+        wait_for_port(admin, Duration::from_secs(5));
         Self {
             id,
             _scratch: scratch,
