@@ -111,12 +111,14 @@ impl fmt::Display for RecordingId {
     }
 }
 
-/// Letters, digits, `-` and `_`: what stream ids are made of.
+/// What stream ids are made of (the config's rule): letters, digits, `-`,
+/// `_` and `.`, starting with a letter or a digit, so never `.` or `..`
+/// and never a `/`: one path segment inside the stream's folder.
 fn is_plain(text: &str) -> bool {
-    !text.is_empty()
+    text.starts_with(|c: char| c.is_ascii_alphanumeric())
         && text
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The extensions of the formats a recording may be in.
@@ -138,6 +140,14 @@ mod tests {
             id.path(Path::new("/rec"), "mp4"),
             Path::new("/rec/main-2/main-2-20261207-150835.mp4")
         );
+        // A dotted stream id, as the config allows.
+        let dotted = RecordingId::new("cam.1", at, 1).unwrap();
+        assert_eq!(dotted.as_str(), "cam.1-20261207-150835");
+        assert_eq!(RecordingId::parse(dotted.as_str()), Some(dotted.clone()));
+        assert_eq!(
+            dotted.path(Path::new("/rec"), "mp4"),
+            Path::new("/rec/cam.1/cam.1-20261207-150835.mp4")
+        );
         let again = RecordingId::new("main-2", at, 3).unwrap();
         assert_eq!(again.as_str(), "main-2-20261207-150835-3");
         assert_eq!(RecordingId::parse(again.as_str()), Some(again));
@@ -149,6 +159,8 @@ mod tests {
         for bad in [
             "",
             "../etc-20261207-150835",
+            "..-20261207-150835",
+            ".hidden-20261207-150835",
             "main/x-20261207-150835",
             "main-20261207",
             "-20261207-150835",
