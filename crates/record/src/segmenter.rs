@@ -298,7 +298,7 @@ impl Segmenter {
     fn at_sync_point(&mut self, timestamp: u64, keyframe: bool, steps: &mut Vec<Step>) {
         let reason = match &self.open {
             None => Some(SegmentReason::Start),
-            Some(open) if open.tracks != self.usable_tracks() => Some(SegmentReason::Configuration),
+            Some(open) if open.tracks != self.latest => Some(SegmentReason::Configuration),
             Some(open) if timestamp.saturating_sub(open.start_ms) >= self.segment_ms => {
                 Some(SegmentReason::Length)
             }
@@ -319,13 +319,8 @@ impl Segmenter {
         }
     }
 
-    /// The tracks a file started now would hold.
-    fn usable_tracks(&self) -> Tracks {
-        self.latest.clone()
-    }
-
     fn start(&mut self, start_ms: u64, reason: SegmentReason, steps: &mut Vec<Step>) {
-        let tracks = self.usable_tracks();
+        let tracks = self.latest.clone();
         let head = match self.format {
             Format::Fmp4 => match fmp4::init_segment(&tracks) {
                 Ok(head) => head,

@@ -40,21 +40,12 @@ impl ErrorKind {
 
     fn of(error: &io::Error) -> Self {
         match error.raw_os_error() {
-            Some(libc_errno::ENOSPC | libc_errno::EDQUOT) => Self::DiskFull,
-            Some(libc_errno::EROFS) => Self::ReadOnly,
-            Some(libc_errno::EACCES | libc_errno::EPERM) => Self::Permission,
+            Some(libc::ENOSPC | libc::EDQUOT) => Self::DiskFull,
+            Some(libc::EROFS) => Self::ReadOnly,
+            Some(libc::EACCES | libc::EPERM) => Self::Permission,
             _ => Self::Io,
         }
     }
-}
-
-/// The errno values that name a kind (Linux).
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const EACCES: i32 = 13;
-    pub const ENOSPC: i32 = 28;
-    pub const EROFS: i32 = 30;
-    pub const EDQUOT: i32 = 122;
 }
 
 /// A failed write, with its kind and the file it was for.
@@ -217,9 +208,9 @@ mod tests {
     #[test]
     fn errors_say_what_to_fix() {
         let error = |code| ErrorKind::of(&io::Error::from_raw_os_error(code));
-        assert_eq!(error(28), ErrorKind::DiskFull);
-        assert_eq!(error(30), ErrorKind::ReadOnly);
-        assert_eq!(error(13), ErrorKind::Permission);
-        assert_eq!(error(5), ErrorKind::Io);
+        assert_eq!(error(libc::ENOSPC), ErrorKind::DiskFull);
+        assert_eq!(error(libc::EROFS), ErrorKind::ReadOnly);
+        assert_eq!(error(libc::EACCES), ErrorKind::Permission);
+        assert_eq!(error(libc::EIO), ErrorKind::Io);
     }
 }
