@@ -123,18 +123,27 @@ impl Library {
             metadata.len(),
             metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         );
-        let mut cache = self.summaries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((len, modified, summary)) = cache.get(path) {
-            if (*len, *modified) == stamp {
-                return *summary;
-            }
+        let cached = self
+            .summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .filter(|(len, modified, _)| (*len, *modified) == stamp)
+            .map(|(_, _, summary)| *summary);
+        if let Some(summary) = cached {
+            return summary;
         }
+        // Read without the lock: a listing and a retention sweep at once do
+        // not wait on each other's file reads.
         let summary = match format {
             "fmp4" => summarize_mp4(path),
             _ => summarize_flv(path),
         }
         .unwrap_or_default();
-        cache.insert(path.to_path_buf(), (stamp.0, stamp.1, summary));
+        self.summaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), (stamp.0, stamp.1, summary));
         summary
     }
 
