@@ -159,7 +159,7 @@ pub fn flv_tags(data: &[u8]) {
     for kind in [prism_media::MediaKind::Video, prism_media::MediaKind::Audio] {
         let _ = prism_media::multitrack::read(kind, &payload);
         let message = prism_media::MediaMessage::new(kind, 0, payload.clone());
-        let _ = prism_media::multitrack::default_track(&message);
+        let _ = prism_media::single_track::default_track(&message);
     }
 }
 

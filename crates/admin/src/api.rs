@@ -255,7 +255,49 @@ struct StreamView {
     record: bool,
     /// Its recorder, while it is recorded.
     recording: Option<RecorderView>,
+    /// What the live session carries, track by track (video first); a
+    /// multitrack publish (enhanced RTMP v2) has more than one of a kind.
+    tracks: Vec<TrackView>,
     destinations: Vec<DestinationView>,
+}
+
+/// One track of the live session. Rates are measured over the last second
+/// of media; what is not known yet is null.
+#[derive(Serialize)]
+struct TrackView {
+    kind: &'static str,
+    /// 0 is the default track: the one `tracks = "default"` destinations,
+    /// SRT destinations, recordings and the preview get.
+    id: u8,
+    codec: Option<&'static str>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<f64>,
+    bitrate_kbps: u64,
+    /// Video: the longest recent interval between keyframes.
+    keyframe_interval_ms: Option<u64>,
+    sample_rate: Option<u32>,
+    channels: Option<u8>,
+}
+
+impl From<prism_media::profile::TrackInfo> for TrackView {
+    fn from(track: prism_media::profile::TrackInfo) -> Self {
+        TrackView {
+            kind: match track.kind {
+                prism_media::MediaKind::Video => "video",
+                _ => "audio",
+            },
+            id: track.id,
+            codec: track.codec,
+            width: track.width,
+            height: track.height,
+            fps: track.fps,
+            bitrate_kbps: track.bitrate_bps / 1000,
+            keyframe_interval_ms: track.keyframe_interval_ms,
+            sample_rate: track.sample_rate,
+            channels: track.channels,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -348,6 +390,8 @@ struct DestinationView {
     /// The latency budget within which its messages are sent together (its
     /// own `max_delay_ms`, or `[fanout]`'s); 0 for SRT destinations.
     max_delay_ms: u64,
+    /// Which tracks of a multitrack stream it gets: "default" or "all".
+    tracks: &'static str,
 }
 
 fn destination_view(
@@ -378,6 +422,7 @@ fn destination_view(
             .and_then(|s| s.live_since())
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         max_delay_ms: destination.effective_max_delay(fanout).as_millis() as u64,
+        tracks: destination.tracks.as_str(),
     }
 }
 
@@ -453,6 +498,10 @@ fn stream_view(streams: &Streams, stream: &StreamConfig, fanout: &FanoutConfig) 
             .as_ref()
             .and_then(|e| e.parts.recorder())
             .map(|r| recorder_view(&r)),
+        tracks: entry
+            .as_ref()
+            .map(|e| e.hub.tracks().into_iter().map(TrackView::from).collect())
+            .unwrap_or_default(),
         destinations: stream
             .destinations
             .iter()
@@ -686,6 +735,8 @@ struct NewDestination {
     enabled: Option<bool>,
     /// Overrides `[fanout] max_delay_ms` (validated by the config parser).
     max_delay_ms: Option<u64>,
+    /// "default" or "all" (validated by the config parser).
+    tracks: Option<String>,
 }
 
 async fn add_destination(
@@ -715,6 +766,7 @@ async fn add_destination(
                 key: request.key,
                 enabled: request.enabled,
                 max_delay_ms: request.max_delay_ms,
+                tracks: request.tracks,
             },
         })
         .await?;
@@ -739,6 +791,7 @@ struct DestinationPatch {
     /// `[fanout] max_delay_ms`.
     #[serde(default, deserialize_with = "present")]
     max_delay_ms: Option<Option<u64>>,
+    tracks: Option<String>,
 }
 
 async fn patch_destination(
@@ -758,6 +811,7 @@ async fn patch_destination(
             key: patch.key,
             enabled: patch.enabled,
             max_delay_ms: patch.max_delay_ms,
+            tracks: patch.tracks,
         })
         .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
@@ -1016,6 +1070,7 @@ async fn set_enabled(app: &App, stream: String, id: String, enabled: bool) -> Re
             key: None,
             enabled: Some(enabled),
             max_delay_ms: None,
+            tracks: None,
         })
         .await?;
     Ok(())

@@ -48,6 +48,8 @@ pub enum Command {
         key: Option<String>,
         enabled: Option<bool>,
         max_delay_ms: Option<Option<u64>>,
+        /// `"default"` or `"all"` (checked by the config parser).
+        tracks: Option<String>,
     },
     RemoveDestination {
         stream: String,
@@ -70,6 +72,7 @@ pub struct NewDestination {
     pub key: Option<String>,
     pub enabled: Option<bool>,
     pub max_delay_ms: Option<u64>,
+    pub tracks: Option<String>,
 }
 
 /// A destination by id, server URL and key.
@@ -215,6 +218,7 @@ impl Command {
                 if let Some(ms) = new.max_delay_ms {
                     table["max_delay_ms"] = value(toml_integer(ms));
                 }
+                persist::set_string(&mut table, "tracks", new.tracks.as_deref());
                 destinations_of(document, &stream)?.push(table);
                 Ok(Outcome::DestinationAdded { id })
             }
@@ -225,6 +229,7 @@ impl Command {
                 key,
                 enabled,
                 max_delay_ms,
+                tracks,
             } => {
                 let table = destination(document, &stream, &id)?;
                 if let Some(url) = &url {
@@ -235,6 +240,9 @@ impl Command {
                 }
                 if let Some(enabled) = enabled {
                     table["enabled"] = value(enabled);
+                }
+                if let Some(tracks) = &tracks {
+                    table["tracks"] = value(tracks.as_str());
                 }
                 match max_delay_ms {
                     Some(Some(ms)) => table["max_delay_ms"] = value(toml_integer(ms)),

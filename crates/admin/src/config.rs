@@ -14,6 +14,7 @@ use crate::outside::{Outside, System};
 use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
 use prism_ingest::IngestLimits;
+pub use prism_media::single_track::Tracks;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -428,6 +429,7 @@ struct RawDestination {
     ca_file: Option<Spanned<String>>,
     ack_timeout_s: Option<u64>,
     max_delay_ms: Option<Spanned<u64>>,
+    tracks: Option<Spanned<String>>,
 }
 
 /// A validated configuration.
@@ -650,6 +652,8 @@ pub struct DestinationEntry {
     pub ack_timeout: Option<Duration>,
     /// Overrides `[fanout] max_delay_ms` for this destination.
     pub max_delay: Option<Duration>,
+    /// Which tracks of a multitrack stream it gets (`tracks`).
+    pub tracks: Tracks,
 }
 
 impl DestinationEntry {
@@ -1025,6 +1029,22 @@ impl Config {
     }
 }
 
+/// A destination's `tracks`: "default" (track 0 of each kind, as plain
+/// packets) or "all" (every track, as received; RTMP only).
+fn parse_tracks(text: &str, url: &DestinationUrl) -> Result<Tracks, String> {
+    match text {
+        "default" => Ok(Tracks::Default),
+        "all" if url.scheme == prism_fanout::url::Scheme::Srt => Err(
+            "SRT destinations carry MPEG-TS, one track of each kind; tracks = \"all\" is for rtmp:// and rtmps://"
+                .into(),
+        ),
+        "all" => Ok(Tracks::All),
+        other => Err(format!(
+            "must be \"default\" (track 0 of each kind) or \"all\" (every track); got {other:?}"
+        )),
+    }
+}
+
 fn check_max_delay(ms: u64) -> Result<(), String> {
     if ms > MAX_DELAY_LIMIT_MS {
         return Err(format!(
@@ -1318,6 +1338,11 @@ fn parse_streams(
                     Some(Duration::from_millis(*ms.get_ref()))
                 }
             };
+            let tracks = match &destination.tracks {
+                None => Tracks::Default,
+                Some(tracks) => parse_tracks(tracks.get_ref(), &url)
+                    .map_err(|m| error.field(tracks.span(), field("tracks"), m))?,
+            };
             destinations.push(DestinationEntry {
                 id: dest_id,
                 platform: platform.map(|p| p.id.clone()),
@@ -1328,6 +1353,7 @@ fn parse_streams(
                     .ack_timeout_s
                     .map(|s| Duration::from_secs(s.clamp(2, 3600))),
                 max_delay,
+                tracks,
             });
         }
         let srt_passphrase = match &stream.srt_passphrase {
@@ -1621,6 +1647,31 @@ key = "live_8f2c1d"
         ));
         assert!(
             message.contains("streams[0].destinations[1].max_delay_ms: SRT destinations"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn tracks_are_default_or_all_and_srt_takes_the_default() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.streams[0].destinations[0].tracks, Tracks::Default);
+        let text = GOOD.replace("enabled = false", "enabled = false\n  tracks = \"all\"");
+        assert_eq!(
+            parse(&text).unwrap().streams[0].destinations[1].tracks,
+            Tracks::All
+        );
+        let message =
+            error_text(&GOOD.replace("enabled = false", "enabled = false\n  tracks = \"some\""));
+        assert!(
+            message.contains("streams[0].destinations[1].tracks: must be \"default\""),
+            "{message}"
+        );
+        let message = error_text(&GOOD.replace(
+            "url = \"rtmp://ingest.example.com/app/fullkey\"",
+            "url = \"srt://ingest.example.com:9000?streamid=x\"\n  tracks = \"all\"",
+        ));
+        assert!(
+            message.contains("streams[0].destinations[1].tracks: SRT destinations carry MPEG-TS"),
             "{message}"
         );
     }

@@ -942,6 +942,7 @@ impl Controller {
                 ca_file: destination.ca_file.clone(),
                 ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
                 max_delay: destination.effective_max_delay(fanout),
+                tracks: destination.tracks,
             },
         ));
         self.watch_destination(&entry.id, &handle);

@@ -126,6 +126,7 @@ fn connects_differently(was: &DestinationEntry, now: &DestinationEntry) -> bool 
         || was.ca_file != now.ca_file
         || was.ack_timeout != now.ack_timeout
         || was.max_delay != now.max_delay
+        || was.tracks != now.tracks
 }
 
 #[cfg(test)]

@@ -376,7 +376,7 @@ impl Live<'_> {
             &config.id,
         );
         let queue = self.queue;
-        let Some(publish_session) = hub.subscribe(queue) else {
+        let Some(publish_session) = hub.subscribe(queue, config.tracks) else {
             // The publisher left while we were connecting.
             let _ = finish(&mut client, &mut writer, config).await;
             return SessionEnd::PublisherEnded;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
+use prism_media::single_track::Tracks;
 use prism_media::StreamHub;
 
 use crate::error::DestinationError;
@@ -43,6 +44,9 @@ pub struct DestinationConfig {
     /// one vectored write (RTMP only); zero writes each message at once,
     /// straight from the hub's push while the socket keeps up.
     pub max_delay: Duration,
+    /// Which tracks of a multitrack stream it takes (RTMP; SRT carries the
+    /// default ones).
+    pub tracks: Tracks,
 }
 
 /// What the task's owner tells it: whether to push, or to stop for good.

@@ -168,9 +168,7 @@ pub(crate) fn standby_differences(
         if codec == "h264" && payload.len() > 13 && payload[0] & 0x80 == 0 {
             let record = &payload[5..];
             let profile = record[1];
-            let sps_len = u16::from_be_bytes([record[6], record[7]]) as usize;
-            let dims = record
-                .get(8..8 + sps_len)
+            let dims = prism_media::h264::record_sps(record)
                 .and_then(prism_media::h264::sps_dimensions)
                 .map(|(w, h)| format!("{w}x{h}"))
                 .unwrap_or_else(|| "unknown size".into());

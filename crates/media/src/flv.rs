@@ -13,8 +13,35 @@ pub const SOUND_AAC: u8 = 10;
 /// Enhanced RTMP: `SoundFormat` value announcing an ex audio header.
 pub const SOUND_EX_HEADER: u8 = 9;
 
+/// What an RTMP message (an FLV tag) carries; the values are the RTMP
+/// message type ids, which are the FLV tag types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio = 8,
+    Video = 9,
+    /// AMF0 data (`@setDataFrame`/`onMetaData`, cue points, captions).
+    Data = 18,
+}
+
+impl MediaKind {
+    pub fn type_id(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind of an RTMP message type id, `None` for types that carry no
+    /// media (commands, protocol control, AMF3 data).
+    pub fn from_type_id(type_id: u8) -> Option<MediaKind> {
+        match type_id {
+            8 => Some(MediaKind::Audio),
+            9 => Some(MediaKind::Video),
+            18 => Some(MediaKind::Data),
+            _ => None,
+        }
+    }
+}
+
 /// Frame type 1: a keyframe (seekable frame).
-const FRAME_KEY: u8 = 1;
+pub const FRAME_KEY: u8 = 1;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VideoTagInfo {
@@ -175,7 +202,7 @@ pub fn file_tags(file: &bytes::Bytes) -> impl Iterator<Item = crate::MediaMessag
         let tag = tag_at(file.get(at..)?)?;
         let body = at + tag.body.start..at + tag.body.end;
         at += tag.next();
-        let Some(kind) = crate::MediaKind::from_type_id(tag.type_id) else {
+        let Some(kind) = MediaKind::from_type_id(tag.type_id) else {
             continue;
         };
         return Some(crate::MediaMessage::new(
@@ -299,14 +326,7 @@ mod metadata_tests {
 pub fn video_codec_name(payload: &[u8]) -> Option<&'static str> {
     let info = inspect_video(payload);
     if let Some(fourcc) = info.fourcc {
-        return Some(match &fourcc {
-            b"avc1" => "h264",
-            b"hvc1" => "hevc",
-            b"av01" => "av1",
-            b"vp09" => "vp9",
-            b"vp08" => "vp8",
-            _ => "unknown",
-        });
+        return fourcc_codec_name(MediaKind::Video, &fourcc);
     }
     Some(match info.codec_id? {
         2 => "sorenson-h263",
@@ -324,16 +344,32 @@ pub fn audio_codec_name(payload: &[u8]) -> Option<&'static str> {
         SOUND_AAC => "aac",
         2 | 14 => "mp3",
         11 => "speex",
-        SOUND_EX_HEADER => match payload.get(1..5)? {
-            b"Opus" => "opus",
-            b"mp4a" => "aac",
-            b"ac-3" => "ac3",
-            b"ec-3" => "eac3",
-            b"fLaC" => "flac",
-            b".mp3" => "mp3",
-            _ => "unknown",
-        },
+        SOUND_EX_HEADER => {
+            let fourcc = payload.get(1..5)?;
+            return fourcc_codec_name(
+                MediaKind::Audio,
+                &[fourcc[0], fourcc[1], fourcc[2], fourcc[3]],
+            );
+        }
         _ => "other",
+    })
+}
+
+/// A short codec name for an enhanced RTMP FourCC.
+pub fn fourcc_codec_name(kind: MediaKind, fourcc: &[u8; 4]) -> Option<&'static str> {
+    Some(match (kind, fourcc) {
+        (MediaKind::Video, b"avc1") => "h264",
+        (MediaKind::Video, b"hvc1") => "hevc",
+        (MediaKind::Video, b"av01") => "av1",
+        (MediaKind::Video, b"vp09") => "vp9",
+        (MediaKind::Video, b"vp08") => "vp8",
+        (MediaKind::Audio, b"Opus") => "opus",
+        (MediaKind::Audio, b"mp4a") => "aac",
+        (MediaKind::Audio, b"ac-3") => "ac3",
+        (MediaKind::Audio, b"ec-3") => "eac3",
+        (MediaKind::Audio, b"fLaC") => "flac",
+        (MediaKind::Audio, b".mp3") => "mp3",
+        _ => "unknown",
     })
 }
 

@@ -112,6 +112,16 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// The first SPS of an AVCDecoderConfigurationRecord (ISO/IEC 14496-15,
+/// 5.3.3.1).
+pub fn record_sps(record: &[u8]) -> Option<&[u8]> {
+    if record.get(5)? & 0x1f == 0 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*record.get(6)?, *record.get(7)?]));
+    record.get(8..8 + len)
+}
+
 /// Picture size from an SPS NAL unit (with its header byte).
 pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     let data = rbsp(sps.get(1..)?);

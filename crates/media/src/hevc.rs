@@ -94,6 +94,27 @@ pub fn parse_sps(sps: &[u8]) -> Option<SpsInfo> {
     })
 }
 
+/// The first SPS of an HEVCDecoderConfigurationRecord (ISO/IEC 14496-15,
+/// 8.3.3.1): its arrays follow a 22-byte header and their count.
+pub fn record_sps(record: &[u8]) -> Option<&[u8]> {
+    let arrays = *record.get(22)?;
+    let mut at = 23;
+    for _ in 0..arrays {
+        let nal_type = record.get(at)? & 0x3f;
+        let count = u16::from_be_bytes([*record.get(at + 1)?, *record.get(at + 2)?]);
+        at += 3;
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes([*record.get(at)?, *record.get(at + 1)?]));
+            let unit = record.get(at + 2..at + 2 + len)?;
+            if nal_type == NAL_SPS {
+                return Some(unit);
+            }
+            at += 2 + len;
+        }
+    }
+    None
+}
+
 /// The HEVCDecoderConfigurationRecord (ISO/IEC 14496-15, 8.3.3.1) for one
 /// VPS, SPS and PPS, with 4-byte NAL lengths.
 pub fn decoder_configuration_record(vps: &[u8], sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
@@ -154,5 +175,10 @@ mod tests {
         sps.extend(bits.finish());
         let info = parse_sps(&sps).unwrap();
         assert_eq!((info.width, info.height), (1920, 1080));
+        // Written into a record and found there again.
+        let record = decoder_configuration_record(b"\x40\x01vps", &sps, b"\x44\x01pps").unwrap();
+        assert_eq!(record_sps(&record), Some(&sps[..]));
+        assert_eq!(record_sps(&record[..record.len() - 10]), Some(&sps[..]));
+        assert_eq!(record_sps(&record[..30]), None);
     }
 }

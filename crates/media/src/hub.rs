@@ -17,8 +17,10 @@ use crate::gate::PublishGate;
 use crate::lanes::{self, Lane};
 use crate::message::{MediaKind, MediaMessage};
 use crate::mpegts::{TsMuxer, UncarriedCodec};
+use crate::profile::{StreamProfile, TrackInfo};
 use crate::replay::ReplayCache;
 use crate::session_timeline::SessionTimeline;
+use crate::single_track::{default_track, single_track, DefaultTrack, Tracks};
 use crate::standby::{StandbyClip, StandbyPlayer};
 use crate::subscriber::{push_to_all, same_subscriber, Subscriber, Subscription};
 
@@ -79,6 +81,8 @@ struct HubState {
     /// The last publisher ended its publish itself (it unpublished): the
     /// show is over, so no standby clip; the usual grace applies.
     clean_stop: bool,
+    /// What the session's messages carry, track by track.
+    profile: StreamProfile,
 }
 
 /// A connected source of the stream: its primary or its backup encoder.
@@ -646,6 +650,11 @@ impl StreamHub {
         Ok(guard)
     }
 
+    /// What the session carries, track by track (empty when not live).
+    pub fn tracks(&self) -> Vec<TrackInfo> {
+        self.lock().profile.tracks()
+    }
+
     /// The source on air (`None` between sources, in the grace period).
     pub fn active_source(&self) -> Option<SourceRole> {
         let state = self.lock();
@@ -722,16 +731,23 @@ impl StreamHub {
 
     /// Attaches a destination queue to the live publish: it is primed with the
     /// metadata, the sequence headers and the cached GOP (so it starts at once,
-    /// on a keyframe), then receives every live message. Returns the publish
-    /// session, or `None` when no publisher is live.
-    pub fn subscribe<S: Subscriber>(&self, subscriber: &Arc<S>) -> Option<u64> {
+    /// on a keyframe), then receives every live message, of the `tracks` it
+    /// takes. Returns the publish session, or `None` when no publisher is live.
+    pub fn subscribe<S: Subscriber>(&self, subscriber: &Arc<S>, tracks: Tracks) -> Option<u64> {
         let subscriber: Arc<dyn Subscriber> = subscriber.clone();
         let mut state = self.lock();
         let session = state.session?;
         let replay = &state.replay;
         let subscription = subscriber.begin(replay.has_video(), replay.gop().is_empty());
         for message in replay.headers().chain(replay.gop()) {
-            subscriber.push_replay(message.clone());
+            match tracks {
+                Tracks::All => subscriber.push_replay(message.clone()),
+                Tracks::Default => {
+                    if let Some(single) = single_track(message) {
+                        subscriber.push_replay(single);
+                    }
+                }
+            }
         }
         let by_lane = Arc::make_mut(&mut state.subscribers);
         remove_subscriber(by_lane, &subscriber);
@@ -741,7 +757,7 @@ impl StreamHub {
         let lane = lanes::choose(by_lane);
         add_subscriber(
             &mut by_lane[lane],
-            Subscription::new(subscriber, subscription),
+            Subscription::new(subscriber, subscription, tracks),
         );
         Some(session)
     }
@@ -750,17 +766,18 @@ impl StreamHub {
     /// (SRT): the first one starts the stream's muxer, primed with the
     /// cached headers and GOP; later ones share it. A TS queue is primed
     /// with the GOP only: the TS carries its tables and parameter sets.
+    /// MPEG-TS carries one track of each kind: the default one.
     pub fn subscribe_ts<S: Subscriber>(&self, subscriber: &Arc<S>) -> Option<u64> {
         let subscriber: Arc<dyn Subscriber> = subscriber.clone();
         let mut state = self.lock();
         let session = state.session?;
         if state.ts.is_none() {
             let mut feed = TsFeed::default();
-            for header in state.replay.sequence_headers() {
-                feed.muxer.mux(header);
+            for header in state.replay.sequence_headers().filter_map(single_track) {
+                feed.muxer.mux(&header);
             }
-            for message in state.replay.gop() {
-                feed.mux(message, true, false);
+            for message in state.replay.gop().iter().filter_map(single_track) {
+                feed.mux(&message, true, false);
             }
             while let Some(codec) = feed.muxer.take_uncarried() {
                 self.warn_uncarried(codec);
@@ -775,7 +792,7 @@ impl StreamHub {
         }
         add_subscriber(
             &mut feed.subscribers,
-            Subscription::new(subscriber, subscription),
+            Subscription::new(subscriber, subscription, Tracks::All),
         );
         Some(session)
     }
@@ -888,21 +905,37 @@ impl StreamHub {
     }
 
     /// Records each message (timeline, caches) and pushes it to every
-    /// destination queue, after releasing the lock.
+    /// destination queue, after releasing the lock. What single-track
+    /// consumers get of a multitrack message is made here, once for all of
+    /// them.
     fn deliver(&self, mut state: std::sync::MutexGuard<'_, HubState>, messages: &[MediaMessage]) {
         let mut twins = Vec::new();
         let mut uncarried = Vec::new();
+        // Empty while every message is its own single-track form (no
+        // multitrack): the common case allocates nothing.
+        let mut singles: Vec<DefaultTrack> = Vec::new();
         if let Some(last) = messages.last() {
             self.stats
                 .newest_timestamp_ms
                 .store(last.timestamp, Ordering::Relaxed);
         }
-        for message in messages {
+        for (at, message) in messages.iter().enumerate() {
             let cached = record(&mut state, message);
+            state.profile.observe(message);
             let gop_empty = state.replay.gop().is_empty();
-            if let Some(feed) = &mut state.ts {
-                twins.extend(feed.mux(message, cached, gop_empty));
+            let single = default_track(message);
+            let for_ts = match &single {
+                DefaultTrack::Unchanged => Some(message),
+                DefaultTrack::Track(track) => Some(track),
+                DefaultTrack::Nothing => None,
+            };
+            if let (Some(feed), Some(for_ts)) = (&mut state.ts, for_ts) {
+                twins.extend(feed.mux(for_ts, cached, gop_empty));
                 uncarried.extend(std::iter::from_fn(|| feed.muxer.take_uncarried()));
+            }
+            if !singles.is_empty() || !matches!(single, DefaultTrack::Unchanged) {
+                singles.resize(at, DefaultTrack::Unchanged);
+                singles.push(single);
             }
         }
         // A destination subscribing from here on was replayed these messages
@@ -916,14 +949,14 @@ impl StreamHub {
         // Other lanes first, so their threads push while this one does.
         for (lane, queues) in lanes.iter().enumerate().skip(1) {
             if !queues.is_empty() {
-                lanes::hand_over(lane, queues, messages);
+                lanes::hand_over(lane, queues, messages, &singles);
             }
         }
         if let Some(queues) = lanes.first() {
-            push_to_all(queues, messages);
+            push_to_all(queues, messages, &singles);
         }
         if let Some(queues) = &ts_subscribers {
-            push_to_all(queues, &twins);
+            push_to_all(queues, &twins, &[]);
         }
     }
 
@@ -1662,7 +1695,7 @@ mod tests {
         publish.push(video(0, true));
         let queues: Vec<Arc<Inbox>> = (0..40).map(|_| Inbox::new()).collect();
         for queue in &queues {
-            hub.subscribe(queue).unwrap();
+            hub.subscribe(queue, Tracks::All).unwrap();
         }
         let lane_sizes: Vec<usize> = hub.lock().subscribers.iter().map(|l| l.len()).collect();
         assert_eq!(lane_sizes.iter().sum::<usize>(), 40);
@@ -1673,7 +1706,7 @@ mod tests {
                 // One leaves and comes back mid-stream: it starts again from
                 // the cached GOP, in order.
                 hub.unsubscribe(&queues[39]);
-                hub.subscribe(&queues[39]).unwrap();
+                hub.subscribe(&queues[39], Tracks::All).unwrap();
             }
         }
         // Collect until the fan-out thread has pushed the last message.
@@ -1717,7 +1750,7 @@ mod tests {
         publish.push(shared.clone());
 
         let queue = Inbox::new();
-        assert!(hub.subscribe(&queue).is_some());
+        assert!(hub.subscribe(&queue, Tracks::All).is_some());
         publish.push(video(132, false));
         let out = queue.take();
         let stamps: Vec<u64> = out.iter().map(|m| m.timestamp).collect();
@@ -1728,6 +1761,48 @@ mod tests {
 
         drop(publish);
         assert!(queue.ended());
+    }
+
+    /// Track 1 of a multitrack stream as FFmpeg 8 sends it: a OneTrack
+    /// multitrack message beside track 0's plain ones.
+    fn track_1(ts: u64, packet_type: u8, key: bool) -> MediaMessage {
+        let frame_type = if key { 1 } else { 2 };
+        let payload = crate::multitrack::tests::video(
+            frame_type,
+            0,
+            packet_type,
+            Some(b"avc1"),
+            &[(None, 1, b"\x00\x00\x00track-1")],
+        );
+        MediaMessage::new(MediaKind::Video, ts, payload)
+    }
+
+    #[tokio::test]
+    async fn default_consumers_get_track_0_alone_and_all_consumers_every_track() {
+        let hub = StreamHub::new("main");
+        let mut publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
+        let header =
+            MediaMessage::new(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
+        publish.push(header);
+        publish.push(track_1(0, 0, true));
+        publish.push(video(0, true));
+        publish.push(track_1(0, 1, true));
+        let (single, all) = (Inbox::new(), Inbox::new());
+        hub.subscribe(&single, Tracks::Default).unwrap();
+        hub.subscribe(&all, Tracks::All).unwrap();
+        publish.push(video(40, false));
+        publish.push(track_1(40, 1, false));
+        let single = single.take();
+        let all = all.take();
+        // Replayed: both tracks' headers and the GOP from track 0's keyframe.
+        assert_eq!(all.len(), 6, "{all:?}");
+        assert_eq!(single.len(), 3, "{single:?}");
+        assert!(single
+            .iter()
+            .all(|m| crate::multitrack::read(m.kind, &m.payload) == Ok(None)));
+        assert!(single[0].sequence_header && single[1].keyframe);
+        // Nothing copied for the plain track.
+        assert_eq!(single[2].payload.as_ptr(), all[5 - 1].payload.as_ptr());
     }
 
     /// The primary drops: the backup goes on air at once, from its cached
@@ -1752,7 +1827,7 @@ mod tests {
         primary.push(header(1));
         primary.push(video(1000, true));
         let queue = Inbox::new();
-        hub.subscribe(&queue).unwrap();
+        hub.subscribe(&queue, Tracks::All).unwrap();
         primary.push(video(1040, false));
         primary.push(audio(1050));
         backup.push(header(2));
@@ -1906,7 +1981,7 @@ mod tests {
             Bytes::from_static(&[0x17, 0, 0, 0, 0, 9]),
         );
         publish.push(header);
-        hub.subscribe(&queue).unwrap();
+        hub.subscribe(&queue, Tracks::All).unwrap();
         publish.push(video(0, true));
         publish.push(video(40, false));
         let start = Instant::now();
@@ -2030,7 +2105,7 @@ mod tests {
         hub.set_reconnect_grace(std::time::Duration::from_secs(10));
         let mut first = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let queue = Inbox::new();
-        let session = hub.subscribe(&queue).unwrap();
+        let session = hub.subscribe(&queue, Tracks::All).unwrap();
         let header = MediaMessage::new(
             MediaKind::Video,
             5000,
@@ -2074,7 +2149,7 @@ mod tests {
         hub.set_reconnect_grace(std::time::Duration::from_secs(2));
         let publish = hub.try_publish(IngestProtocol::Rtmp, addr()).unwrap();
         let queue = Inbox::new();
-        hub.subscribe(&queue).unwrap();
+        hub.subscribe(&queue, Tracks::All).unwrap();
         drop(publish);
         tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
         assert!(hub.is_live());
@@ -2090,6 +2165,6 @@ mod tests {
     fn subscribe_without_a_publisher_is_none() {
         let hub = StreamHub::new("main");
         let queue = Inbox::new();
-        assert_eq!(hub.subscribe(&queue), None);
+        assert_eq!(hub.subscribe(&queue, Tracks::All), None);
     }
 }

@@ -21,6 +21,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use crate::message::MediaMessage;
+use crate::single_track::DefaultTrack;
 use crate::subscriber::{push_to_all, Subscription};
 use crate::supervise::{count_panic, panic_message};
 
@@ -39,6 +40,7 @@ pub(crate) type Lane = Arc<Vec<Subscription>>;
 struct Job {
     queues: Lane,
     messages: Vec<MediaMessage>,
+    singles: Vec<DefaultTrack>,
 }
 
 static THREADS: OnceLock<Vec<SyncSender<Job>>> = OnceLock::new();
@@ -68,7 +70,7 @@ pub fn start(count: usize) -> std::io::Result<()> {
 
 fn run(job: Job) {
     let pushed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        push_to_all(&job.queues, &job.messages);
+        push_to_all(&job.queues, &job.messages, &job.singles);
     }));
     if let Err(panic) = pushed {
         count_panic("fanout_thread");
@@ -97,17 +99,24 @@ pub(crate) fn choose(lanes: &[Lane]) -> usize {
         .unwrap_or(0)
 }
 
-/// Hands `messages` to the fan-out thread of `lane` (1 or more) for every
+/// Hands `messages` (and what single-track consumers get of them, see
+/// `push_to_all`) to the fan-out thread of `lane` (1 or more) for every
 /// queue in `queues`.
-pub(crate) fn hand_over(lane: usize, queues: &Lane, messages: &[MediaMessage]) {
+pub(crate) fn hand_over(
+    lane: usize,
+    queues: &Lane,
+    messages: &[MediaMessage],
+    singles: &[DefaultTrack],
+) {
     let Some(sender) = THREADS.get().and_then(|threads| threads.get(lane - 1)) else {
         // No such thread (never started): push here, in order all the same.
-        push_to_all(queues, messages);
+        push_to_all(queues, messages, singles);
         return;
     };
     let job = Job {
         queues: Arc::clone(queues),
         messages: messages.to_vec(),
+        singles: singles.to_vec(),
     };
     // The thread never stops while the process runs; a send can fail only
     // if it died, which catch_unwind prevents.
@@ -122,7 +131,13 @@ mod tests {
     fn lanes(sizes: &[usize]) -> Vec<Lane> {
         sizes
             .iter()
-            .map(|&n| Arc::new((0..n).map(|_| Subscription::new(Inbox::new(), 1)).collect()))
+            .map(|&n| {
+                Arc::new(
+                    (0..n)
+                        .map(|_| Subscription::new(Inbox::new(), 1, Default::default()))
+                        .collect(),
+                )
+            })
             .collect()
     }
 

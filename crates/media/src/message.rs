@@ -5,32 +5,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::flv;
-
-/// What an RTMP message carries; the values are the RTMP message type ids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio = 8,
-    Video = 9,
-    /// AMF0 data (`@setDataFrame`/`onMetaData`, cue points, captions).
-    Data = 18,
-}
-
-impl MediaKind {
-    pub fn type_id(self) -> u8 {
-        self as u8
-    }
-
-    /// The kind of an RTMP message type id, `None` for types that carry no
-    /// media (commands, protocol control, AMF3 data).
-    pub fn from_type_id(type_id: u8) -> Option<MediaKind> {
-        match type_id {
-            8 => Some(MediaKind::Audio),
-            9 => Some(MediaKind::Video),
-            18 => Some(MediaKind::Data),
-            _ => None,
-        }
-    }
-}
+pub use crate::flv::MediaKind;
+use crate::multitrack;
 
 /// One media message as received at ingest. The payload is the FLV tag body
 /// exactly as the publisher sent it; every destination shares the same
@@ -44,7 +20,8 @@ pub struct MediaMessage {
     /// stamps unwrapped at ingest (see `timeline`), so it never wraps.
     pub timestamp: u64,
     pub payload: Bytes,
-    /// A video frame a decoder can start from.
+    /// A video frame a decoder can start from. For a multitrack message:
+    /// a keyframe of track 0, the track every consumer can take.
     pub keyframe: bool,
     /// A decoder configuration record (AVC/HEVC/AV1 sequence start, AAC
     /// AudioSpecificConfig): never dropped, replayed to every late joiner.
@@ -57,7 +34,9 @@ pub struct MediaMessage {
 impl MediaMessage {
     /// Builds a message and classifies it from its FLV tag header.
     pub fn new(kind: MediaKind, timestamp: u64, payload: Bytes) -> Self {
+        let multitrack = multitrack::classify(kind, &payload);
         let (keyframe, sequence_header) = match kind {
+            _ if multitrack.is_some() => multitrack.unwrap_or_default(),
             MediaKind::Video => {
                 let info = flv::inspect_video(&payload);
                 (info.keyframe, info.sequence_header)

@@ -1,23 +1,22 @@
 //! Enhanced RTMP v2 multitrack messages (the "Multitrack" packet type of
-//! video and audio, with ModEx prefixes): read into their tracks, and track 0
-//! re-framed as an ordinary single-track message for destinations and
-//! consumers that take one track (YouTube, Kick, older servers, recordings).
+//! video and audio, with ModEx prefixes), read into their tracks. What a
+//! single-track consumer gets of them is `single_track`'s.
 //!
 //! Sans-IO and bounded: a message is read once, front to back; a track's
 //! declared size is checked against what is left; at most 256 tracks (ids
 //! are one byte) are read from one message, and ModEx prefixes at most 8.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::flv::{CODEC_AVC, SOUND_AAC, SOUND_EX_HEADER};
-use crate::{MediaKind, MediaMessage};
+use crate::flv::MediaKind;
+use crate::flv::{FRAME_KEY, SOUND_EX_HEADER};
 
-const VIDEO_MULTITRACK: u8 = 6;
+pub(crate) const VIDEO_MULTITRACK: u8 = 6;
 const AUDIO_MULTITRACK: u8 = 5;
 const MOD_EX: u8 = 7;
 const MAX_MOD_EX: usize = 8;
 /// Video packet types that carry a composition time before the frame.
-const CODED_FRAMES: u8 = 1;
+pub(crate) const CODED_FRAMES: u8 = 1;
 
 /// How the tracks of a multitrack message are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,70 +167,29 @@ pub fn read(kind: MediaKind, payload: &Bytes) -> Result<Option<Multitrack>, Mult
     }))
 }
 
-/// What a single-track consumer gets of a message.
-#[derive(Clone, Debug)]
-pub enum DefaultTrack {
-    /// Not a multitrack message: as it is.
-    Unchanged,
-    /// Track 0, re-framed as an ordinary message of its codec.
-    Track(MediaMessage),
-    /// A message with no track 0 (or one that does not read): nothing.
-    Nothing,
-}
-
-/// Track 0 of `message` as an ordinary message: H.264 and AAC as legacy FLV
-/// packets (what every server takes), other codecs as single-track enhanced
-/// packets with their FourCC. The new payload is one small copy, made once
-/// for every consumer that takes the default track.
-pub fn default_track(message: &MediaMessage) -> DefaultTrack {
-    let multitrack = match read(message.kind, &message.payload) {
+/// How a multitrack message counts for the pipeline, as
+/// `(keyframe, sequence_header)`; `None` when `payload` is not multitrack.
+/// A keyframe is one of track 0, where every consumer (single-track ones
+/// too) can start; a message that does not read is neither, so it is
+/// relayed but never started from nor kept as a header.
+pub fn classify(kind: MediaKind, payload: &Bytes) -> Option<(bool, bool)> {
+    let multitrack = match read(kind, payload) {
+        Ok(None) => return None,
         Ok(Some(multitrack)) => multitrack,
-        Ok(None) => return DefaultTrack::Unchanged,
-        Err(_) => return DefaultTrack::Nothing,
+        Err(_) => return Some((false, false)),
     };
-    let Some(track) = multitrack.tracks.iter().find(|t| t.id == 0) else {
-        return DefaultTrack::Nothing;
+    let packet_type = multitrack.tracks.first().map(|track| track.packet_type);
+    let sequence_header = match kind {
+        // SequenceStart, MPEG2TSSequenceStart.
+        MediaKind::Video => matches!(packet_type, Some(0 | 5)),
+        // SequenceStart, MultichannelConfig.
+        _ => matches!(packet_type, Some(0 | 4)),
     };
-    let mut out = BytesMut::with_capacity(track.body.len() + 8);
-    match (message.kind, &track.fourcc) {
-        (MediaKind::Video, b"avc1") => {
-            // FrameType | CodecID 7, AVCPacketType, composition time.
-            let frame = multitrack.frame_type.clamp(1, 5);
-            let (avc_type, composition): (u8, &[u8]) = match track.packet_type {
-                0 => (0, &[0, 0, 0]),
-                CODED_FRAMES => (1, &[]),
-                3 => (1, &[0, 0, 0]),
-                2 => (2, &[0, 0, 0]),
-                _ => return DefaultTrack::Nothing,
-            };
-            out.put_u8((frame << 4) | CODEC_AVC);
-            out.put_u8(avc_type);
-            out.put_slice(composition);
-        }
-        (MediaKind::Audio, b"mp4a") => {
-            // SoundFormat 10 (AAC), 44 kHz, 16-bit, stereo: the flags every
-            // AAC tag carries, whatever the stream is.
-            let aac_type = match track.packet_type {
-                0 => 0,
-                1 => 1,
-                _ => return DefaultTrack::Nothing,
-            };
-            out.put_u8((SOUND_AAC << 4) | 0x0f);
-            out.put_u8(aac_type);
-        }
-        (MediaKind::Video, fourcc) => {
-            out.put_u8(0x80 | (multitrack.frame_type << 4) | track.packet_type);
-            out.put_slice(fourcc);
-        }
-        (_, fourcc) => {
-            out.put_u8((SOUND_EX_HEADER << 4) | track.packet_type);
-            out.put_slice(fourcc);
-        }
-    }
-    out.put_slice(&track.body);
-    let mut single = MediaMessage::new(message.kind, message.timestamp, out.freeze());
-    single.received_at = message.received_at;
-    DefaultTrack::Track(single)
+    let keyframe = kind == MediaKind::Video
+        && multitrack.frame_type == FRAME_KEY
+        && !sequence_header
+        && multitrack.tracks.iter().any(|track| track.id == 0);
+    Some((keyframe, sequence_header))
 }
 
 #[cfg(test)]
@@ -270,107 +228,29 @@ pub(crate) mod tests {
         Bytes::from(out)
     }
 
-    fn message(kind: MediaKind, payload: Bytes) -> MediaMessage {
-        MediaMessage::new(kind, 40, payload)
-    }
-
     #[test]
-    fn many_tracks_are_read_and_track_0_becomes_a_legacy_avc_frame() {
-        // Two H.264 tracks, CodedFrames: composition time, then the frame.
-        let payload = video(
+    fn a_multitrack_keyframe_is_one_of_track_0_and_sequence_starts_are_headers() {
+        let with_0 = video(
             1,
             1,
             CODED_FRAMES,
             Some(b"avc1"),
-            &[
-                (None, 1, b"\x00\x00\x00hi-res"),
-                (None, 0, b"\x00\x00\x28lo"),
-            ],
+            &[(None, 1, b"a"), (None, 0, b"b")],
         );
-        let read = read(MediaKind::Video, &payload).unwrap().unwrap();
-        assert_eq!(read.layout, Layout::ManyTracks);
-        assert_eq!(read.tracks.len(), 2);
-        assert_eq!(read.tracks[1].id, 0);
-        let DefaultTrack::Track(single) = default_track(&message(MediaKind::Video, payload)) else {
-            panic!("track 0 expected");
-        };
-        // A legacy keyframe: 0x17, NALU packet, composition 40 ms, the frame.
-        assert_eq!(&single.payload[..], b"\x17\x01\x00\x00\x28lo");
-        assert!(single.keyframe && !single.sequence_header);
-        assert_eq!(single.timestamp, 40);
-    }
-
-    #[test]
-    fn a_sequence_start_of_track_0_is_a_legacy_sequence_header() {
-        let payload = video(
-            1,
-            1,
-            0,
-            Some(b"avc1"),
-            &[(None, 0, b"\x01\x64\x00\x1f"), (None, 1, b"\x01\x4d")],
+        assert_eq!(classify(MediaKind::Video, &with_0), Some((true, false)));
+        let without_0 = video(1, 0, CODED_FRAMES, Some(b"avc1"), &[(None, 1, b"a")]);
+        assert_eq!(classify(MediaKind::Video, &without_0), Some((false, false)));
+        let header = video(1, 0, 0, Some(b"avc1"), &[(None, 1, b"\x01")]);
+        assert_eq!(classify(MediaKind::Video, &header), Some((false, true)));
+        let audio_header = Bytes::from_static(b"\x95\x00mp4a\x01\x12\x10");
+        assert_eq!(
+            classify(MediaKind::Audio, &audio_header),
+            Some((false, true))
         );
-        let DefaultTrack::Track(single) = default_track(&message(MediaKind::Video, payload)) else {
-            panic!("track 0 expected");
-        };
-        assert_eq!(&single.payload[..], b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f");
-        assert!(single.sequence_header);
-    }
-
-    #[test]
-    fn many_codecs_one_track_each_and_hevc_stays_enhanced() {
-        let payload = video(
-            2,
-            2,
-            3,
-            None,
-            &[
-                (Some(b"hvc1"), 0, b"frame-h"),
-                (Some(b"av01"), 1, b"frame-a"),
-            ],
-        );
-        let read = read(MediaKind::Video, &payload).unwrap().unwrap();
-        assert_eq!(read.tracks[0].fourcc, *b"hvc1");
-        assert_eq!(read.tracks[1].fourcc, *b"av01");
-        let DefaultTrack::Track(single) = default_track(&message(MediaKind::Video, payload)) else {
-            panic!("track 0 expected");
-        };
-        assert_eq!(&single.payload[..], b"\xa3hvc1frame-h");
-    }
-
-    #[test]
-    fn one_track_runs_to_the_end_and_a_message_without_track_0_gives_nothing() {
-        let one = video(
-            1,
-            0,
-            CODED_FRAMES,
-            Some(b"avc1"),
-            &[(None, 2, b"\x00\x00\x00x")],
-        );
-        let read = read(MediaKind::Video, &one).unwrap().unwrap();
-        assert_eq!(read.layout, Layout::OneTrack);
-        assert_eq!(&read.tracks[0].body[..], b"\x00\x00\x00x");
-        assert!(matches!(
-            default_track(&message(MediaKind::Video, one)),
-            DefaultTrack::Nothing
-        ));
-    }
-
-    #[test]
-    fn audio_multitrack_track_0_becomes_legacy_aac() {
-        // SoundFormat 9 | Multitrack, ManyTracks | CodedFrames, mp4a.
-        let mut payload = vec![0x95, 0x11];
-        payload.extend_from_slice(b"mp4a");
-        for (id, frame) in [(0u8, &b"aac-0"[..]), (1, b"aac-1")] {
-            payload.push(id);
-            payload.extend_from_slice(&(frame.len() as u32).to_be_bytes()[1..]);
-            payload.extend_from_slice(frame);
-        }
-        let DefaultTrack::Track(single) =
-            default_track(&message(MediaKind::Audio, Bytes::from(payload)))
-        else {
-            panic!("track 0 expected");
-        };
-        assert_eq!(&single.payload[..], b"\xaf\x01aac-0");
+        let cut = Bytes::from_static(b"\x96\x11av");
+        assert_eq!(classify(MediaKind::Video, &cut), Some((false, false)));
+        let plain = Bytes::from_static(b"\x17\x01\x00\x00\x00x");
+        assert_eq!(classify(MediaKind::Video, &plain), None);
     }
 
     #[test]

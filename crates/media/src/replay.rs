@@ -10,17 +10,23 @@
 
 use crate::flv;
 use crate::message::{MediaKind, MediaMessage};
+use crate::multitrack;
 
 /// Over 30 s of 60 fps video with its audio, in messages.
 pub const GOP_CACHE_MAX_MESSAGES: usize = 4096;
 /// What the cached messages may cost (payload and overhead).
 pub const GOP_CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
+/// Sequence headers kept per kind: one per set of tracks (a multitrack
+/// stream sends track 0's and the others' apart), the oldest dropped past it.
+const MAX_HEADERS_PER_KIND: usize = 8;
+
 #[derive(Debug, Default)]
 pub struct ReplayCache {
     metadata: Option<MediaMessage>,
-    video_header: Option<MediaMessage>,
-    audio_header: Option<MediaMessage>,
+    /// In arrival order: a decoder takes the last one for each track.
+    video_headers: Vec<MediaMessage>,
+    audio_headers: Vec<MediaMessage>,
     /// From the last video keyframe on; empty when none is cached.
     gop: Vec<MediaMessage>,
     gop_bytes: usize,
@@ -58,13 +64,22 @@ impl ReplayCache {
     /// source on air needs kept of its own: the session's cache holds its
     /// GOP); true when it was one.
     pub fn record_headers(&mut self, message: &MediaMessage) -> bool {
-        let slot = match message.kind {
-            MediaKind::Data if flv::is_metadata(&message.payload) => &mut self.metadata,
-            MediaKind::Video if message.sequence_header => &mut self.video_header,
-            MediaKind::Audio if message.sequence_header => &mut self.audio_header,
+        let headers = match message.kind {
+            MediaKind::Data if flv::is_metadata(&message.payload) => {
+                self.metadata = Some(message.clone());
+                return true;
+            }
+            MediaKind::Video if message.sequence_header => &mut self.video_headers,
+            MediaKind::Audio if message.sequence_header => &mut self.audio_headers,
             _ => return false,
         };
-        *slot = Some(message.clone());
+        // A header replaces the one for the same tracks.
+        let tracks = header_tracks(message);
+        headers.retain(|kept| header_tracks(kept) != tracks);
+        if headers.len() == MAX_HEADERS_PER_KIND {
+            headers.remove(0);
+        }
+        headers.push(message.clone());
         true
     }
 
@@ -87,24 +102,29 @@ impl ReplayCache {
 
     /// Metadata, then the video and audio sequence headers, as known.
     pub fn headers(&self) -> impl Iterator<Item = &MediaMessage> {
-        [&self.metadata, &self.video_header, &self.audio_header]
-            .into_iter()
-            .flatten()
+        self.metadata.iter().chain(self.sequence_headers())
     }
 
     /// The video and audio sequence headers, as known.
     pub fn sequence_headers(&self) -> impl Iterator<Item = &MediaMessage> {
-        [&self.video_header, &self.audio_header]
-            .into_iter()
-            .flatten()
+        self.video_headers.iter().chain(&self.audio_headers)
     }
 
     pub fn has_video(&self) -> bool {
-        self.video_header.is_some()
+        !self.video_headers.is_empty()
     }
 
     pub fn has_audio(&self) -> bool {
-        self.audio_header.is_some()
+        !self.audio_headers.is_empty()
+    }
+}
+
+/// The tracks a sequence header configures: track 0 for an ordinary one,
+/// the ids it carries for a multitrack one.
+fn header_tracks(message: &MediaMessage) -> Vec<u8> {
+    match multitrack::read(message.kind, &message.payload) {
+        Ok(Some(multitrack)) => multitrack.tracks.iter().map(|track| track.id).collect(),
+        _ => vec![0],
     }
 }
 
@@ -140,6 +160,24 @@ mod tests {
             !cache.record(&video(160, false)),
             "waits for the next keyframe"
         );
+    }
+
+    #[test]
+    fn each_track_keeps_its_own_sequence_header() {
+        let mut cache = ReplayCache::default();
+        let plain =
+            |n: u8| MediaMessage::new(MediaKind::Video, 0, Bytes::from(vec![0x17, 0, 0, 0, 0, n]));
+        let track_1 = |n: u8| {
+            let payload =
+                crate::multitrack::tests::video(1, 0, 0, Some(b"avc1"), &[(None, 1, &[n])]);
+            MediaMessage::new(MediaKind::Video, 0, payload)
+        };
+        for header in [plain(1), track_1(1), plain(2), track_1(2)] {
+            assert!(header.sequence_header);
+            cache.record(&header);
+        }
+        let kept: Vec<&[u8]> = cache.headers().map(|h| &h.payload[..]).collect();
+        assert_eq!(kept, [&plain(2).payload[..], &track_1(2).payload[..]]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::message::MediaMessage;
+use crate::single_track::{DefaultTrack, Tracks};
 
 /// A consumer the hub pushes every message of the live session to. Every
 /// method is called from the thread that pushes (a publisher's, or a
@@ -36,24 +37,31 @@ pub trait Subscriber: Send + Sync + 'static {
     fn prefetch(&self) {}
 }
 
-/// A subscriber as a hub holds it: with the subscription it joined with.
+/// A subscriber as a hub holds it: with the subscription it joined with
+/// and the tracks it takes.
 #[derive(Clone)]
 pub(crate) struct Subscription {
     pub(crate) subscriber: Arc<dyn Subscriber>,
     id: u64,
+    tracks: Tracks,
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("id", &self.id)
+            .field("tracks", &self.tracks)
             .finish()
     }
 }
 
 impl Subscription {
-    pub(crate) fn new(subscriber: Arc<dyn Subscriber>, id: u64) -> Self {
-        Self { subscriber, id }
+    pub(crate) fn new(subscriber: Arc<dyn Subscriber>, id: u64, tracks: Tracks) -> Self {
+        Self {
+            subscriber,
+            id,
+            tracks,
+        }
     }
 
     /// Whether this is `subscriber`'s (the same object, whatever its type).
@@ -61,8 +69,16 @@ impl Subscription {
         same_subscriber(&self.subscriber, subscriber)
     }
 
-    fn push(&self, message: &MediaMessage) {
-        self.subscriber.push(self.id, message);
+    /// Pushes `message`, or what a single-track consumer gets of it
+    /// (`single`, when it differs).
+    fn push(&self, message: &MediaMessage, single: Option<&DefaultTrack>) {
+        match (self.tracks, single) {
+            (Tracks::Default, Some(DefaultTrack::Track(track))) => {
+                self.subscriber.push(self.id, track)
+            }
+            (Tracks::Default, Some(DefaultTrack::Nothing)) => {}
+            _ => self.subscriber.push(self.id, message),
+        }
     }
 }
 
@@ -71,7 +87,9 @@ pub(crate) fn same_subscriber(a: &Arc<dyn Subscriber>, b: &Arc<dyn Subscriber>) 
 }
 
 /// Pushes each of `messages`, in order, to every subscription of `lane`
-/// (one lane of a stream's destinations).
+/// (one lane of a stream's destinations). `singles` is what single-track
+/// consumers get of each message, or empty when that is each message as
+/// it is (a stream without multitrack messages).
 ///
 /// Each push reads the destination's queue, then its lent writer, then
 /// writes to its socket; the socket copy in between (a video frame to a
@@ -81,8 +99,13 @@ pub(crate) fn same_subscriber(a: &Arc<dyn Subscriber>, b: &Arc<dyn Subscriber>) 
 /// the subscriber two destinations on, what the next one's push will touch
 /// (whose subscriber arrived meanwhile), so each one's fetch overlaps the
 /// send before it.
-pub(crate) fn push_to_all(lane: &[Subscription], messages: &[MediaMessage]) {
-    for message in messages {
+pub(crate) fn push_to_all(
+    lane: &[Subscription],
+    messages: &[MediaMessage],
+    singles: &[DefaultTrack],
+) {
+    for (at, message) in messages.iter().enumerate() {
+        let single = singles.get(at);
         for (at, subscription) in lane.iter().enumerate() {
             if let Some(later) = lane.get(at + 2) {
                 let subscriber: &dyn Subscriber = &*later.subscriber;
@@ -94,7 +117,7 @@ pub(crate) fn push_to_all(lane: &[Subscription], messages: &[MediaMessage]) {
             if let Some(next) = lane.get(at + 1) {
                 next.subscriber.prefetch();
             }
-            subscription.push(message);
+            subscription.push(message, single);
         }
     }
 }

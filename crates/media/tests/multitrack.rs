@@ -4,7 +4,8 @@
 //! the plain one alone, at its own resolution.
 
 use bytes::Bytes;
-use prism_media::multitrack::{default_track, read, DefaultTrack, Layout};
+use prism_media::multitrack::{read, Layout};
+use prism_media::single_track::{default_track, DefaultTrack};
 use prism_media::{MediaKind, MediaMessage};
 
 fn tags() -> Vec<MediaMessage> {

@@ -58,7 +58,8 @@ impl PreviewFeed {
     /// Joins the live session from its cached keyframe.
     pub fn open(hub: Arc<StreamHub>) -> Result<Self, PreviewError> {
         let queue = Arc::new(DestinationQueue::new(VIEWER_QUEUE_BYTES));
-        hub.subscribe(&queue).ok_or(PreviewError::Idle)?;
+        hub.subscribe(&queue, prism_media::single_track::Tracks::Default)
+            .ok_or(PreviewError::Idle)?;
         Ok(Self {
             hub,
             queue,

@@ -302,7 +302,10 @@ impl Recorder {
                 }
                 continue;
             }
-            let Some(session) = self.hub.subscribe(&self.queue) else {
+            let Some(session) = self
+                .hub
+                .subscribe(&self.queue, prism_media::single_track::Tracks::Default)
+            else {
                 served = Some(publish.session);
                 continue;
             };

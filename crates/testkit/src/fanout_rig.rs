@@ -56,7 +56,8 @@ impl FanoutRig {
             .map(|i| {
                 let queue = Arc::new(SessionQueue::new(64 * 1024 * 1024));
                 let status = Arc::new(DestinationStatus::new(Arc::clone(queue.stats())));
-                hub.subscribe(&queue).expect("live");
+                hub.subscribe(&queue, prism_media::single_track::Tracks::Default)
+                    .expect("live");
                 let writer = MediaWriter::new(
                     NullSink,
                     ChunkWriter::new(prism_rtmp::DEFAULT_PUBLISH_CHUNK_SIZE as usize),
@@ -174,5 +175,6 @@ pub fn local_destination(id: &str, port: u16) -> prism_fanout::DestinationConfig
         ca_file: None,
         ack_timeout: Duration::from_secs(10),
         max_delay: Duration::ZERO,
+        tracks: prism_media::single_track::Tracks::Default,
     }
 }
