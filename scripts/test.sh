@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Prism's whole test suite (unit, property and end-to-end tests).
 # The end-to-end tests drive real ffmpeg/ffprobe, srt-live-transmit,
-# nginx-rtmp and headless Chromium, and check the metrics with promtool;
+# nginx-rtmp, headless Chromium and PyAV (FFmpeg 8), and check the metrics
+# with promtool;
 # this installs them first when they are
 # missing (Debian/Ubuntu, as root or through sudo).
 set -euo pipefail
@@ -21,6 +22,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The multitrack test's modern peer: FFmpeg 8's FLV muxer, RTMP client and
+# RTMP server, as PyAV ships them (Debian's ffmpeg is too old for enhanced
+# RTMP v2 multitrack).
+pyav_8='import av, sys; sys.exit(int(av.ffmpeg_version_info.lstrip("n").split(".")[0]) < 8)'
+if ! python3 -c "$pyav_8" >/dev/null 2>&1; then
+  command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 || {
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3 python3-pip
+  }
+  echo "scripts/test.sh: installing PyAV with pip" >&2
+  python3 -m pip install --quiet "av>=18" || python3 -m pip install --quiet --break-system-packages "av>=18"
 fi
 
 log=$(mktemp)

@@ -738,7 +738,7 @@ impl StreamHub {
         let mut state = self.lock();
         let session = state.session?;
         let replay = &state.replay;
-        let subscription = subscriber.begin(replay.has_video(), replay.gop().is_empty());
+        let subscription = subscriber.begin(replay.has_video(), !replay.has_keyframe());
         for message in replay.headers().chain(replay.gop()) {
             match tracks {
                 Tracks::All => subscriber.push_replay(message.clone()),
@@ -786,7 +786,8 @@ impl StreamHub {
         }
         let has_video = state.replay.has_video();
         let feed = state.ts.as_mut().expect("created above");
-        let subscription = subscriber.begin(has_video, feed.gop.is_empty());
+        let on_keyframe = feed.gop.iter().any(|message| message.keyframe);
+        let subscription = subscriber.begin(has_video, !on_keyframe);
         for message in &feed.gop {
             subscriber.push_replay(message.clone());
         }
@@ -981,9 +982,10 @@ impl StreamHub {
         let ready = if !replay.has_video() {
             !replay.gop().is_empty() || replay.has_audio()
         } else if switch.reason.is_urgent() {
-            !replay.gop().is_empty()
+            replay.has_keyframe()
         } else {
-            replay.gop().len() == 1 // its keyframe just arrived
+            // Its keyframe just arrived.
+            replay.gop().last().is_some_and(|message| message.keyframe)
         };
         if ready {
             self.cut_over(state, role, switch);
@@ -1309,7 +1311,7 @@ impl StreamHub {
         // its next keyframe, within the grace period below.
         if let Some(switch) = state.arbiter.decide(now) {
             let slot = state.sources[switch.to.index()].as_ref().expect("healthy");
-            if !slot.replay.gop().is_empty() {
+            if slot.replay.has_keyframe() {
                 self.cut_over(state, switch.to, switch);
                 return;
             }

@@ -29,6 +29,8 @@ pub struct ReplayCache {
     audio_headers: Vec<MediaMessage>,
     /// From the last video keyframe on; empty when none is cached.
     gop: Vec<MediaMessage>,
+    /// A keyframe went into the cache since it was made or last emptied.
+    keyframe_seen: bool,
     gop_bytes: usize,
 }
 
@@ -40,12 +42,18 @@ impl ReplayCache {
         }
         match message.kind {
             MediaKind::Video | MediaKind::Audio => {
-                if message.keyframe {
+                if message.keyframe && self.keyframe_seen {
                     self.clear_gop();
                 }
-                if !message.keyframe && self.gop.is_empty() {
+                // Audio between a video stream's sequence header and its
+                // first keyframe leads in the first GOP: a destination
+                // that joins within it gets the show from its first frame.
+                let lead_in =
+                    !self.keyframe_seen && message.kind == MediaKind::Audio && self.has_video();
+                if !message.keyframe && self.gop.is_empty() && !lead_in {
                     return false;
                 }
+                self.keyframe_seen |= message.keyframe;
                 if self.gop_bytes + message.cost() > GOP_CACHE_MAX_BYTES
                     || self.gop.len() >= GOP_CACHE_MAX_MESSAGES
                 {
@@ -89,7 +97,14 @@ impl ReplayCache {
         self.gop_bytes = 0;
     }
 
-    /// The current GOP, from its keyframe.
+    /// Whether the cached GOP holds a keyframe to start from (it may be
+    /// lead-in audio alone while the first keyframe is awaited).
+    pub fn has_keyframe(&self) -> bool {
+        self.keyframe_seen && !self.gop.is_empty()
+    }
+
+    /// The current GOP, from its keyframe (after lead-in audio, in the
+    /// first one).
     pub fn gop(&self) -> &[MediaMessage] {
         &self.gop
     }
@@ -178,6 +193,33 @@ mod tests {
         }
         let kept: Vec<&[u8]> = cache.headers().map(|h| &h.payload[..]).collect();
         assert_eq!(kept, [&plain(2).payload[..], &track_1(2).payload[..]]);
+    }
+
+    #[test]
+    fn audio_before_the_first_keyframe_leads_in_the_first_gop_only() {
+        let audio =
+            |ts| MediaMessage::new(MediaKind::Audio, ts, Bytes::from_static(b"\xaf\x01aac"));
+        let mut cache = ReplayCache::default();
+        assert!(
+            !cache.record(&audio(0)),
+            "no video header yet: audio-only so far"
+        );
+        cache.record(&MediaMessage::new(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        ));
+        assert!(cache.record(&audio(0)));
+        assert!(!cache.has_keyframe());
+        assert!(cache.record(&video(23, true)));
+        assert!(cache.record(&audio(23)));
+        assert!(cache.has_keyframe());
+        let stamps: Vec<u64> = cache.gop().iter().map(|m| m.timestamp).collect();
+        assert_eq!(stamps, [0, 23, 23]);
+        assert!(cache.record(&video(2023, true)));
+        assert_eq!(cache.gop().len(), 1, "later GOPs start at their keyframe");
+        cache.clear_gop();
+        assert!(!cache.record(&audio(2046)), "and never lead in again");
     }
 
     #[test]
