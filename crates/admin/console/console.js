@@ -544,6 +544,18 @@ function describeSource(source) {
   return `${source.role}: ${source.protocol}${picture}, ${formatKbps(source.bitrate_kbps)} (${state})`;
 }
 
+/** One track of the stream, as a line: "video 1: h264 320x180, 25 fps, 300 kbit/s, keyframe every 2 s". */
+function describeTrack(track) {
+  const parts = [track.codec || "unknown codec"];
+  if (track.width) parts[0] += ` ${track.width}x${track.height}`;
+  if (track.fps) parts.push(`${track.fps} fps`);
+  if (track.sample_rate) parts.push(`${track.sample_rate / 1000} kHz${track.channels ? ` ×${track.channels}` : ""}`);
+  parts.push(formatKbps(track.bitrate_kbps));
+  if (track.keyframe_interval_ms) parts.push(`keyframe every ${Math.round(track.keyframe_interval_ms / 100) / 10} s`);
+  const name = track.id === 0 ? `${track.kind} 0 (default)` : `${track.kind} ${track.id}`;
+  return `${name}: ${parts.join(", ")}`;
+}
+
 function streamState(stream) {
   if (stream.standby) return "standby";
   return stream.live ? "live" : "idle";
@@ -569,6 +581,14 @@ function updateStream(element, stream) {
   set(".pull", stream.pull || "— (encoders publish)");
   set(".active-source", stream.active_source || "—");
   set(".source-choice", stream.source_choice === "auto" ? "" : `(forced: ${stream.source_choice})`);
+  const tracks = stream.tracks || [];
+  $(".tracks", element).replaceChildren(
+    ...(tracks.length ? tracks : [null]).map((track) => {
+      const item = document.createElement("li");
+      item.textContent = track ? describeTrack(track) : "—";
+      return item;
+    }),
+  );
   const sources = $(".sources", element);
   sources.replaceChildren(
     ...(stream.sources || []).map((source) => {
@@ -719,6 +739,7 @@ function updateDestination(item, streamId, destination, now) {
   }
   const kbps = destinationRates.get(key).kbps;
   $(".dest-bitrate", item).textContent = destination.state === "live" ? formatKbps(kbps) : "—";
+  $(".dest-tracks", item).textContent = destination.tracks === "all" ? "all (every track)" : "default (track 0)";
   $(".dest-dropped", item).textContent = String(destination.dropped_frames);
   $(".dest-reconnects", item).textContent = String(destination.reconnects);
   $(".dest-uptime", item).textContent = destination.live_since

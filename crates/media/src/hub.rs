@@ -1794,8 +1794,9 @@ mod tests {
         hub.subscribe(&all, Tracks::All).unwrap();
         publish.push(video(40, false));
         publish.push(track_1(40, 1, false));
-        let single = single.take();
-        let all = all.take();
+        let (single_queue, all_queue) = (single, all);
+        let single = single_queue.take();
+        let all = all_queue.take();
         // Replayed: both tracks' headers and the GOP from track 0's keyframe.
         assert_eq!(all.len(), 6, "{all:?}");
         assert_eq!(single.len(), 3, "{single:?}");
@@ -1804,7 +1805,22 @@ mod tests {
             .all(|m| crate::multitrack::read(m.kind, &m.payload) == Ok(None)));
         assert!(single[0].sequence_header && single[1].keyframe);
         // Nothing copied for the plain track.
-        assert_eq!(single[2].payload.as_ptr(), all[5 - 1].payload.as_ptr());
+        assert_eq!(single[2].payload.as_ptr(), all[4].payload.as_ptr());
+
+        // A third track appears mid-stream: only the all-tracks consumer
+        // sees it, and the stream's tracks list it.
+        let track_2 = crate::multitrack::tests::video(
+            2,
+            0,
+            1,
+            Some(b"avc1"),
+            &[(None, 2, b"\x00\x00\x00track-2")],
+        );
+        publish.push(MediaMessage::new(MediaKind::Video, 80, track_2));
+        assert!(single_queue.take().is_empty());
+        assert_eq!(all_queue.take().len(), 1);
+        let ids: Vec<u8> = hub.tracks().iter().map(|t| t.id).collect();
+        assert_eq!(ids, [0, 1, 2]);
     }
 
     /// The primary drops: the backup goes on air at once, from its cached
