@@ -392,6 +392,8 @@ struct DestinationView {
     max_delay_ms: u64,
     /// Which tracks of a multitrack stream it gets: "default" or "all".
     tracks: &'static str,
+    /// How far behind the stream it goes out (`delay_s`); 0 is live.
+    delay_s: u64,
 }
 
 fn destination_view(
@@ -423,6 +425,7 @@ fn destination_view(
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         max_delay_ms: destination.effective_max_delay(fanout).as_millis() as u64,
         tracks: destination.tracks.as_str(),
+        delay_s: destination.delay.as_secs(),
     }
 }
 
@@ -737,6 +740,8 @@ struct NewDestination {
     max_delay_ms: Option<u64>,
     /// "default" or "all" (validated by the config parser).
     tracks: Option<String>,
+    /// 0 to 600 (validated by the config parser).
+    delay_s: Option<u64>,
 }
 
 async fn add_destination(
@@ -767,6 +772,7 @@ async fn add_destination(
                 enabled: request.enabled,
                 max_delay_ms: request.max_delay_ms,
                 tracks: request.tracks,
+                delay_s: request.delay_s,
             },
         })
         .await?;
@@ -792,6 +798,8 @@ struct DestinationPatch {
     #[serde(default, deserialize_with = "present")]
     max_delay_ms: Option<Option<u64>>,
     tracks: Option<String>,
+    /// Seconds behind the stream; 0 makes it live (it reconnects).
+    delay_s: Option<u64>,
 }
 
 async fn patch_destination(
@@ -812,6 +820,7 @@ async fn patch_destination(
             enabled: patch.enabled,
             max_delay_ms: patch.max_delay_ms,
             tracks: patch.tracks,
+            delay_s: patch.delay_s,
         })
         .await?;
     Ok(Json(view_of_destination(&app, &id, &dest).await?))
@@ -1071,6 +1080,7 @@ async fn set_enabled(app: &App, stream: String, id: String, enabled: bool) -> Re
             enabled: Some(enabled),
             max_delay_ms: None,
             tracks: None,
+            delay_s: None,
         })
         .await?;
     Ok(())

@@ -50,6 +50,8 @@ pub enum Command {
         max_delay_ms: Option<Option<u64>>,
         /// `"default"` or `"all"` (checked by the config parser).
         tracks: Option<String>,
+        /// Seconds behind the stream; 0 makes it live again.
+        delay_s: Option<u64>,
     },
     RemoveDestination {
         stream: String,
@@ -73,6 +75,7 @@ pub struct NewDestination {
     pub enabled: Option<bool>,
     pub max_delay_ms: Option<u64>,
     pub tracks: Option<String>,
+    pub delay_s: Option<u64>,
 }
 
 /// A destination by id, server URL and key.
@@ -219,6 +222,9 @@ impl Command {
                     table["max_delay_ms"] = value(toml_integer(ms));
                 }
                 persist::set_string(&mut table, "tracks", new.tracks.as_deref());
+                if let Some(seconds) = new.delay_s.filter(|&s| s > 0) {
+                    table["delay_s"] = value(toml_integer(seconds));
+                }
                 destinations_of(document, &stream)?.push(table);
                 Ok(Outcome::DestinationAdded { id })
             }
@@ -230,6 +236,7 @@ impl Command {
                 enabled,
                 max_delay_ms,
                 tracks,
+                delay_s,
             } => {
                 let table = destination(document, &stream, &id)?;
                 if let Some(url) = &url {
@@ -243,6 +250,13 @@ impl Command {
                 }
                 if let Some(tracks) = &tracks {
                     table["tracks"] = value(tracks.as_str());
+                }
+                match delay_s {
+                    Some(0) => {
+                        table.remove("delay_s");
+                    }
+                    Some(seconds) => table["delay_s"] = value(toml_integer(seconds)),
+                    None => {}
                 }
                 match max_delay_ms {
                     Some(Some(ms)) => table["max_delay_ms"] = value(toml_integer(ms)),

@@ -296,7 +296,18 @@ struct RawFanout {
     ack_timeout_s: u64,
     #[serde(default = "default_max_delay")]
     max_delay_ms: Spanned<u64>,
+    #[serde(default = "default_max_delay_buffer")]
+    max_delay_buffer_mib: Spanned<u64>,
 }
+
+/// What a stream's delay ring may hold: 600 s of a 6 Mbit/s stream is
+/// 450 MiB.
+fn default_max_delay_buffer() -> Spanned<u64> {
+    Spanned::new(0..0, 512)
+}
+
+/// The longest delay a destination may have (`delay_s`).
+pub const MAX_DESTINATION_DELAY_S: u64 = 600;
 
 /// The largest latency budget: SRS's forwarder batches for 500 ms; twice
 /// that is already more than a platform's player notices less than the
@@ -328,6 +339,7 @@ impl Default for RawFanout {
             chunk_size: default_chunk_size(),
             ack_timeout_s: default_ack_timeout(),
             max_delay_ms: default_max_delay(),
+            max_delay_buffer_mib: default_max_delay_buffer(),
         }
     }
 }
@@ -430,6 +442,7 @@ struct RawDestination {
     ack_timeout_s: Option<u64>,
     max_delay_ms: Option<Spanned<u64>>,
     tracks: Option<Spanned<String>>,
+    delay_s: Option<Spanned<u64>>,
 }
 
 /// A validated configuration.
@@ -615,6 +628,8 @@ pub struct FanoutConfig {
     /// The latency budget within which a destination's messages are
     /// coalesced into one write (`max_delay_ms`).
     pub max_delay: Duration,
+    /// What a stream's delay ring may hold (`max_delay_buffer_mib`).
+    pub max_delay_buffer_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -654,6 +669,8 @@ pub struct DestinationEntry {
     pub max_delay: Option<Duration>,
     /// Which tracks of a multitrack stream it gets (`tracks`).
     pub tracks: Tracks,
+    /// It goes out this far behind the stream (`delay_s`); zero is live.
+    pub delay: Duration,
 }
 
 impl DestinationEntry {
@@ -974,6 +991,14 @@ impl Config {
             ));
         }
         let record = parse_record(&raw.record, path, &error)?;
+        let delay_buffer_mib = *raw.fanout.max_delay_buffer_mib.get_ref();
+        if !(1..=65_536).contains(&delay_buffer_mib) {
+            return Err(error.field(
+                raw.fanout.max_delay_buffer_mib.span(),
+                "fanout.max_delay_buffer_mib",
+                "must be 1 to 65536",
+            ));
+        }
         Ok(Config {
             log_format: raw.log_format,
             record,
@@ -1023,6 +1048,7 @@ impl Config {
                     * 1024,
                 chunk_size,
                 max_delay: Duration::from_millis(max_delay_ms),
+                max_delay_buffer_bytes: (delay_buffer_mib << 20) as usize,
             },
             streams,
         })
@@ -1343,6 +1369,22 @@ fn parse_streams(
                 Some(tracks) => parse_tracks(tracks.get_ref(), &url)
                     .map_err(|m| error.field(tracks.span(), field("tracks"), m))?,
             };
+            let delay = match &destination.delay_s {
+                None => Duration::ZERO,
+                Some(seconds) if *seconds.get_ref() <= MAX_DESTINATION_DELAY_S => {
+                    Duration::from_secs(*seconds.get_ref())
+                }
+                Some(seconds) => {
+                    return Err(error.field(
+                        seconds.span(),
+                        field("delay_s"),
+                        format!(
+                            "must be from 0 (live) to {MAX_DESTINATION_DELAY_S} seconds; got {}",
+                            seconds.get_ref()
+                        ),
+                    ))
+                }
+            };
             destinations.push(DestinationEntry {
                 id: dest_id,
                 platform: platform.map(|p| p.id.clone()),
@@ -1354,6 +1396,7 @@ fn parse_streams(
                     .map(|s| Duration::from_secs(s.clamp(2, 3600))),
                 max_delay,
                 tracks,
+                delay,
             });
         }
         let srt_passphrase = match &stream.srt_passphrase {

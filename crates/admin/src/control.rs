@@ -24,7 +24,9 @@ use prism_cluster::node::VersionError;
 use prism_cluster::{Cluster, StoreError};
 use prism_fanout::DestinationState;
 use prism_fanout::DestinationUrl;
-use prism_fanout::{spawn_destination, DestinationConfig, DestinationHandle};
+use prism_fanout::{
+    spawn_delayed_destination, spawn_destination, DestinationConfig, DestinationHandle,
+};
 use prism_ingest::pull::{spawn_pull, PullSource};
 use prism_media::arbiter::SourceRole;
 use prism_media::supervise::catch_panic;
@@ -928,23 +930,28 @@ impl Controller {
         destination: &DestinationEntry,
         fanout: &FanoutConfig,
     ) {
-        let handle = Arc::new(spawn_destination(
-            Arc::clone(&entry.hub),
-            DestinationConfig {
-                id: destination.id.clone(),
-                url: destination.url.clone(),
-                enabled: destination.enabled,
-                queue_budget_bytes: fanout.queue_budget_bytes,
-                connect_timeout: fanout.connect_timeout,
-                write_timeout: fanout.write_timeout,
-                socket_send_buffer_bytes: fanout.socket_send_buffer_bytes,
-                chunk_size: fanout.chunk_size,
-                ca_file: destination.ca_file.clone(),
-                ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
-                max_delay: destination.effective_max_delay(fanout),
-                tracks: destination.tracks,
-            },
-        ));
+        let config = DestinationConfig {
+            id: destination.id.clone(),
+            url: destination.url.clone(),
+            enabled: destination.enabled,
+            queue_budget_bytes: fanout.queue_budget_bytes,
+            connect_timeout: fanout.connect_timeout,
+            write_timeout: fanout.write_timeout,
+            socket_send_buffer_bytes: fanout.socket_send_buffer_bytes,
+            chunk_size: fanout.chunk_size,
+            ca_file: destination.ca_file.clone(),
+            ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
+            max_delay: destination.effective_max_delay(fanout),
+            tracks: destination.tracks,
+        };
+        let handle = Arc::new(if destination.delay.is_zero() {
+            spawn_destination(Arc::clone(&entry.hub), config)
+        } else {
+            let line = entry
+                .parts
+                .delay_line(&entry.hub, fanout.max_delay_buffer_bytes);
+            spawn_delayed_destination(line.hub_for(destination.delay), config)
+        });
         self.watch_destination(&entry.id, &handle);
         entry.parts.destinations.put(handle);
     }

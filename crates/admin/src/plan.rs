@@ -127,6 +127,7 @@ fn connects_differently(was: &DestinationEntry, now: &DestinationEntry) -> bool 
         || was.ack_timeout != now.ack_timeout
         || was.max_delay != now.max_delay
         || was.tracks != now.tracks
+        || was.delay != now.delay
 }
 
 #[cfg(test)]

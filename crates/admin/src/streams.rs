@@ -4,9 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use prism_fanout::{DestinationHandle, Destinations};
+use prism_fanout::{DelayLine, DestinationHandle, Destinations};
 use prism_ingest::pull::Pull;
 use prism_media::arbiter::SourceRole;
+use prism_media::StreamHub;
 use prism_record::RecorderHandle;
 
 /// The node's one table of streams, by id and by key.
@@ -22,9 +23,25 @@ pub struct StreamParts {
     pulls: Mutex<Vec<(SourceRole, Pull)>>,
     /// Its recorder, while `record = true`.
     recorder: Mutex<Option<Arc<RecorderHandle>>>,
+    /// Its delay ring and delayed hubs, made with its first delayed
+    /// destination.
+    delay: Mutex<Option<Arc<DelayLine>>>,
 }
 
 impl StreamParts {
+    /// The stream's delay line, started with `budget_bytes` if it has none.
+    pub(crate) fn delay_line(&self, hub: &Arc<StreamHub>, budget_bytes: usize) -> Arc<DelayLine> {
+        let mut line = self.delay.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            line.get_or_insert_with(|| Arc::new(DelayLine::start(Arc::clone(hub), budget_bytes))),
+        )
+    }
+
+    /// Its delay line, if a destination of it ever went out delayed.
+    pub fn delay(&self) -> Option<Arc<DelayLine>> {
+        self.delay.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn add_pull(&self, role: SourceRole, pull: Pull) {
         let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         pulls.retain(|(r, _)| *r != role);

@@ -27,6 +27,7 @@ use prism_media::{MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
 
 use crate::acks::{AckTracker, AckVerdict};
+use crate::delay_line::DelayedHub;
 use crate::error::{DestinationError, ErrorKind};
 use crate::queue::Batch;
 use crate::session::{
@@ -51,6 +52,8 @@ pub struct DestinationHandle {
     queue: Arc<SessionQueue>,
     control: watch::Sender<Control>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// A delayed destination's hold on its delay (`delay_s`).
+    delayed: Option<DelayedHub>,
 }
 
 impl DestinationHandle {
@@ -109,7 +112,19 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
         queue,
         control,
         task: Mutex::new(Some(task)),
+        delayed: None,
     }
+}
+
+/// Starts a destination that goes out its delay behind the stream: a
+/// destination of the delayed hub, which it holds while it lives.
+pub fn spawn_delayed_destination(
+    delayed: DelayedHub,
+    config: DestinationConfig,
+) -> DestinationHandle {
+    let mut handle = spawn_destination(Arc::clone(&delayed.hub), config);
+    handle.delayed = Some(delayed);
+    handle
 }
 
 /// Runs the destination's task, and runs it again after a panic: the

@@ -9,6 +9,7 @@
 //! the kind.
 
 pub mod acks;
+pub mod delay_line;
 pub mod destination;
 pub mod destinations;
 pub mod error;
@@ -20,7 +21,10 @@ pub mod transport;
 pub mod url;
 pub mod writer;
 
-pub use destination::{spawn_destination, start_publish, DestinationHandle};
+pub use delay_line::{DelayLine, DelayedHub};
+pub use destination::{
+    spawn_delayed_destination, spawn_destination, start_publish, DestinationHandle,
+};
 pub use destinations::{shut_down, Destinations};
 pub use error::{DestinationError, ErrorKind};
 pub use queue::{Batch, DestinationQueue, DirectWriter, QueueStats};

@@ -6,6 +6,7 @@ pub mod aac;
 pub mod accept;
 pub mod arbiter;
 pub mod config_file;
+pub mod delay;
 pub mod flv;
 pub mod gate;
 pub mod h264;

@@ -21,7 +21,7 @@ pub const GOP_CACHE_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// stream sends track 0's and the others' apart), the oldest dropped past it.
 const MAX_HEADERS_PER_KIND: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayCache {
     metadata: Option<MediaMessage>,
     /// In arrival order: a decoder takes the last one for each track.

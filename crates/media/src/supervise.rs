@@ -51,13 +51,14 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 15] = [
+pub const SUPERVISED_TASKS: [&str; 16] = [
     "rtmp_connection",
     "srt_connection",
     "srt_listener",
     "pull",
     "http_connection",
     "destination",
+    "delay_line",
     "listener",
     "stream_driver",
     "cluster_sync",

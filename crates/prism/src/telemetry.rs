@@ -160,6 +160,10 @@ impl Telemetry {
                 counter!("prism_recording_frames_dropped_total", "stream" => id.clone())
                     .absolute(recorder.dropped_frames());
             }
+            if let Some(delay) = stream.parts.delay() {
+                gauge!("prism_delay_buffer_bytes", "stream" => id.clone())
+                    .set(delay.buffered_bytes() as f64);
+            }
             for destination in stream.parts.destinations.all() {
                 let status = &destination.status;
                 let labels = [
