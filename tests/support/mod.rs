@@ -407,6 +407,12 @@ impl Ffmpeg {
         Self::spawn(&publish_args(clip, url, "flv"), log_path)
     }
 
+    /// Publishes `clip` to `url` in `format` (`flv` for RTMP, `mpegts` for
+    /// SRT), as a live encoder does.
+    pub fn clip_publisher(clip: Clip, url: &str, format: &str, log_path: PathBuf) -> Self {
+        Self::spawn(&publish_args(clip, url, format), log_path)
+    }
+
     /// As `publisher`, with more output options (placed before the URL),
     /// e.g. `-output_ts_offset`.
     pub fn publisher_with_output_options(

@@ -394,6 +394,10 @@ struct DestinationView {
     tracks: &'static str,
     /// How far behind the stream it goes out (`delay_s`); 0 is live.
     delay_s: u64,
+    /// The rules of its platform the stream breaks now (`code`: `codec`,
+    /// `bitrate`, `resolution`, `frame_rate`, `keyframe_interval`,
+    /// `no_audio`, `audio_codec`, `sample_rate`, `rtmps`, `delay_buffer`).
+    warnings: Vec<prism_fanout::rules::Warning>,
 }
 
 fn destination_view(
@@ -426,6 +430,7 @@ fn destination_view(
         max_delay_ms: destination.effective_max_delay(fanout).as_millis() as u64,
         tracks: destination.tracks.as_str(),
         delay_s: destination.delay.as_secs(),
+        warnings: status.map(|s| s.warnings()).unwrap_or_default(),
     }
 }
 

@@ -78,6 +78,8 @@ pub enum Event {
         error: Option<FailureView>,
         /// The server acknowledges what it receives.
         verified: bool,
+        /// The rules of its platform the stream breaks now.
+        warnings: Vec<prism_fanout::rules::Warning>,
         timestamp: String,
     },
     StandbyStart {
@@ -316,6 +318,7 @@ impl Controller {
             }
         }
         crate::retention::spawn(Arc::downgrade(&controller));
+        crate::rule_checks::spawn(Arc::downgrade(&controller.streams));
         controller
     }
 
@@ -943,6 +946,10 @@ impl Controller {
             ack_timeout: destination.ack_timeout.unwrap_or(fanout.ack_timeout),
             max_delay: destination.effective_max_delay(fanout),
             tracks: destination.tracks,
+            rules: destination
+                .platform
+                .as_deref()
+                .and_then(crate::platforms::rules),
         };
         let handle = Arc::new(if destination.delay.is_zero() {
             spawn_destination(Arc::clone(&entry.hub), config)
@@ -1064,6 +1071,7 @@ fn destination_event(
         state: state.as_str(),
         error: status.last_error().map(FailureView::from),
         verified: status.verified(),
+        warnings: status.warnings(),
         timestamp: now(),
     }
 }

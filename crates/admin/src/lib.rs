@@ -23,6 +23,7 @@ pub mod plan;
 pub mod platforms;
 pub mod range;
 mod retention;
+mod rule_checks;
 pub mod site_guard;
 pub mod streams;
 

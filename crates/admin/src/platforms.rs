@@ -1,11 +1,13 @@
 //! Platform presets (`config/platforms.toml`): server URLs operators would
 //! otherwise copy from each platform's dashboard.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use prism_fanout::rules::{PlatformLimits, PlatformRules};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Platform {
     pub id: String,
@@ -18,6 +20,9 @@ pub struct Platform {
     /// typical one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub per_account_url: bool,
+    /// What it takes, as it publishes it (checked against the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PlatformLimits>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +44,16 @@ pub fn all() -> &'static [Platform] {
 
 pub fn find(id: &str) -> Option<&'static Platform> {
     all().iter().find(|p| p.id == id)
+}
+
+/// The rules a destination naming platform `id` is held to, if it
+/// publishes any.
+pub fn rules(id: &str) -> Option<Arc<PlatformRules>> {
+    let platform = find(id)?;
+    Some(Arc::new(PlatformRules {
+        name: platform.name.clone(),
+        limits: platform.limits.clone()?,
+    }))
 }
 
 #[cfg(test)]

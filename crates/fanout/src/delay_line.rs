@@ -186,6 +186,15 @@ pub struct DelayedHub {
     line: Weak<Shared>,
 }
 
+impl DelayedHub {
+    /// Its ring ran out of room within the last minute: what it held then.
+    pub fn recent_overflow(&self) -> Option<Overflow> {
+        let shared = self.line.upgrade()?;
+        let overflow = shared.feed.ring().overflow();
+        overflow.filter(|o| o.at.elapsed() < OVERFLOW_SHOWN_FOR)
+    }
+}
+
 impl Drop for DelayedHub {
     fn drop(&mut self) {
         if let Some(shared) = self.line.upgrade() {

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use prism_media::remote_text::remote_text;
+use prism_media::single_track::Tracks;
 use prism_media::supervise::catch_panic;
 use prism_media::{MediaMessage, StreamHub};
 use prism_rtmp::{ChunkWriter, ClientEvent, PublishClient, Role};
@@ -30,6 +31,7 @@ use crate::acks::{AckTracker, AckVerdict};
 use crate::delay_line::DelayedHub;
 use crate::error::{DestinationError, ErrorKind};
 use crate::queue::Batch;
+use crate::rules::{self, PlatformRules, Warning};
 use crate::session::{
     stop_requested, went_live, Control, DestinationConfig, SessionEnd, BATCH_MESSAGES,
 };
@@ -54,6 +56,17 @@ pub struct DestinationHandle {
     task: Mutex<Option<JoinHandle<()>>>,
     /// A delayed destination's hold on its delay (`delay_s`).
     delayed: Option<DelayedHub>,
+    /// What its warnings are worked out from.
+    checked: RuleCheck,
+}
+
+/// What a destination's warnings are worked out from: the stream it gets,
+/// and its platform's rules.
+struct RuleCheck {
+    hub: Arc<StreamHub>,
+    rules: Option<Arc<PlatformRules>>,
+    tracks: Tracks,
+    rtmps: bool,
 }
 
 impl DestinationHandle {
@@ -63,6 +76,48 @@ impl DestinationHandle {
     pub fn set_enabled(&self, enabled: bool) {
         self.control.send_modify(|c| c.enabled = enabled);
         self.queue.interrupt();
+    }
+
+    /// Checks the stream it gets against its platform's rules (and a
+    /// delayed destination's buffer) and shows what is broken in its
+    /// warnings; a codec the platform does not take stops the push until
+    /// the stream is in one it does. Called each second.
+    pub fn refresh_warnings(&self) {
+        let check = &self.checked;
+        let mut warnings = Vec::new();
+        if let Some(rules) = &check.rules {
+            if check.hub.is_live() {
+                warnings = rules::check(
+                    &rules.name,
+                    &rules.limits,
+                    &check.hub.tracks(),
+                    check.tracks,
+                    check.rtmps,
+                );
+            }
+        }
+        if let Some(overflow) = self.delayed.as_ref().and_then(DelayedHub::recent_overflow) {
+            warnings.push(Warning {
+                code: "delay_buffer",
+                message: format!(
+                    "the delay buffer filled at {} MiB ({:.0} s of the stream, less than this destination's delay): raise [fanout] max_delay_buffer_mib; the destination skipped ahead",
+                    overflow.held_bytes >> 20,
+                    overflow.held.as_secs_f64()
+                ),
+            });
+        }
+        let refused = warnings.iter().any(|w| w.code == "codec");
+        self.status.set_warnings(warnings);
+        if self.control.borrow().refused != refused {
+            self.control.send_modify(|c| c.refused = refused);
+            self.queue.interrupt();
+        }
+    }
+
+    /// Whether it is held to rules that can warn: its platform's, or a
+    /// delay buffer's.
+    pub fn has_rules(&self) -> bool {
+        self.checked.rules.is_some() || self.delayed.is_some()
     }
 
     /// Whether the push is enabled (what the task was last told).
@@ -97,7 +152,14 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
     let (control, control_rx) = watch::channel(Control {
         enabled: config.enabled,
         shutdown: false,
+        refused: false,
     });
+    let checked = RuleCheck {
+        hub: Arc::clone(&hub),
+        rules: config.rules.clone(),
+        tracks: config.tracks,
+        rtmps: config.url.scheme == Scheme::Rtmps,
+    };
     let id = config.id.clone();
     let task = tokio::spawn(supervise(
         hub,
@@ -113,6 +175,7 @@ pub fn spawn_destination(hub: Arc<StreamHub>, config: DestinationConfig) -> Dest
         control,
         task: Mutex::new(Some(task)),
         delayed: None,
+        checked,
     }
 }
 
@@ -223,6 +286,21 @@ async fn run(
             continue;
         }
 
+        if let Some(refusal) = refusal(&hub, &config, c.refused).await {
+            // Nothing is sent in a codec the platform refuses; the stream
+            // is looked at again each second.
+            if status.state() != DestinationState::Refused {
+                warn!(stream = %hub.id(), destination = %config.id, reason = %refusal, "destination refuses the stream's codec");
+                status.record_failure(DestinationError::new(ErrorKind::Incompatible, refusal));
+                status.set_state(DestinationState::Refused);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REFUSAL_RECHECK) => {}
+                r = control.changed() => if r.is_err() { return },
+                r = live.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
         if attempts_this_publish == 0 {
             // The first attempt for this publish: every destination of the
             // stream woke with it, so starts are spread (see `start_delay`).
@@ -277,6 +355,30 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A refused destination looks at the stream again this often.
+const REFUSAL_RECHECK: Duration = Duration::from_secs(1);
+/// How long a destination with codec rules waits for the stream to show
+/// its video codec before it connects anyway.
+const CODEC_WAIT: Duration = Duration::from_secs(1);
+
+/// Why the destination must not send the stream now: its platform does not
+/// take the stream's video codec. Waits up to `CODEC_WAIT` for the stream
+/// to show its tracks, so that nothing is sent before it is known.
+async fn refusal(hub: &StreamHub, config: &DestinationConfig, refused: bool) -> Option<String> {
+    let rules = config.rules.as_ref()?;
+    rules.limits.video_codecs.as_ref()?;
+    let deadline = Instant::now() + CODEC_WAIT;
+    loop {
+        let tracks = hub.tracks();
+        let known = tracks.iter().any(|t| t.codec.is_some());
+        if known || refused || Instant::now() >= deadline {
+            return rules::incompatible_codec(&rules.name, &rules.limits, &tracks)
+                .map(|w| w.message);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -454,7 +556,7 @@ where
         // queue and the socket only, not on a control channel too.
         if control.has_changed().unwrap_or(true) {
             let c = *control.borrow_and_update();
-            if c.shutdown || !c.enabled {
+            if c.stops() {
                 return match finish(&mut client, &mut writer, config).await {
                     Ok(()) => SessionEnd::Stopped,
                     Err(e) => SessionEnd::Failed(e),

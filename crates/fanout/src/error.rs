@@ -37,10 +37,12 @@ pub enum ErrorKind {
     Io,
     /// A fault inside Prism (the destination task panicked).
     Internal,
+    /// The stream is in a codec the destination's platform does not take.
+    Incompatible,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Dns,
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectTimeout,
@@ -53,6 +55,7 @@ impl ErrorKind {
         ErrorKind::ClosedByPeer,
         ErrorKind::Io,
         ErrorKind::Internal,
+        ErrorKind::Incompatible,
     ];
 
     /// The name in the API, events and the `kind` label of metrics.
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::ClosedByPeer => "closed_by_peer",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
+            ErrorKind::Incompatible => "incompatible",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod destinations;
 pub mod error;
 pub mod queue;
+pub mod rules;
 pub mod session;
 pub mod srt;
 pub mod status;

@@ -2,6 +2,7 @@
 //! destination's settings, the control its owner sends, how a session ends,
 //! and the moments every session goes through.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -9,6 +10,8 @@ use tracing::info;
 
 use prism_media::single_track::Tracks;
 use prism_media::StreamHub;
+
+use crate::rules::PlatformRules;
 
 use crate::error::DestinationError;
 use crate::status::{DestinationState, DestinationStatus};
@@ -47,6 +50,9 @@ pub struct DestinationConfig {
     /// Which tracks of a multitrack stream it takes (RTMP; SRT carries the
     /// default ones).
     pub tracks: Tracks,
+    /// Its platform's published limits, when it names a platform that
+    /// has them.
+    pub rules: Option<Arc<PlatformRules>>,
 }
 
 /// What the task's owner tells it: whether to push, or to stop for good.
@@ -54,6 +60,15 @@ pub struct DestinationConfig {
 pub(crate) struct Control {
     pub(crate) enabled: bool,
     pub(crate) shutdown: bool,
+    /// The stream is in a codec the platform does not take (`rules`).
+    pub(crate) refused: bool,
+}
+
+impl Control {
+    /// Whether a live session must end now.
+    pub(crate) fn stops(&self) -> bool {
+        self.shutdown || !self.enabled || self.refused
+    }
 }
 
 /// How a session ended.

@@ -205,7 +205,7 @@ async fn relay(
         }
         if control.has_changed().unwrap_or(true) {
             let c = *control.borrow_and_update();
-            if c.shutdown || !c.enabled {
+            if c.stops() {
                 datagrams.flush(&mut out);
                 let _ = send(status, socket, &mut out, config).await;
                 return SessionEnd::Stopped;

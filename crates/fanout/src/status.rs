@@ -1,6 +1,7 @@
 //! What a destination reports: its state, its last failure, its counters,
 //! readable at any time without touching its task.
 
+use crate::rules::Warning;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ pub enum DestinationState {
     /// The last attempt failed; waiting out the backoff.
     Retrying = 3,
     Disabled = 4,
+    /// The stream is in a codec its platform does not take: nothing is
+    /// sent until it is in one it does (see `rules`).
+    Refused = 5,
 }
 
 impl DestinationState {
@@ -30,6 +34,7 @@ impl DestinationState {
             DestinationState::Live => "live",
             DestinationState::Retrying => "retrying",
             DestinationState::Disabled => "disabled",
+            DestinationState::Refused => "refused",
         }
     }
 
@@ -39,6 +44,7 @@ impl DestinationState {
             2 => DestinationState::Live,
             3 => DestinationState::Retrying,
             4 => DestinationState::Disabled,
+            5 => DestinationState::Refused,
             _ => DestinationState::Idle,
         }
     }
@@ -70,6 +76,8 @@ pub struct DestinationStatus {
     live_since_ms: AtomicU64,
     /// The counters of the destination's queue.
     queue_stats: Arc<QueueStats>,
+    /// The platform's rules the stream breaks now (see `rules`).
+    warnings: Mutex<Vec<Warning>>,
     /// Test hook: the task panics at its next turn (see `inject_panic`).
     #[cfg(feature = "test-hooks")]
     pub(crate) panic_requested: std::sync::atomic::AtomicBool,
@@ -92,6 +100,7 @@ impl DestinationStatus {
             ack_timeouts: AtomicU64::new(0),
             live_since_ms: AtomicU64::new(0),
             queue_stats,
+            warnings: Mutex::new(Vec::new()),
             #[cfg(feature = "test-hooks")]
             panic_requested: std::sync::atomic::AtomicBool::new(false),
         }
@@ -182,6 +191,23 @@ impl DestinationStatus {
     /// When the server last acknowledged (ms since `status_epoch()`).
     pub(crate) fn set_last_ack_ms(&self, ms: u64) {
         self.last_ack_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The platform's rules the stream breaks now.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_warnings(&self, warnings: Vec<Warning>) {
+        let mut now = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if *now != warnings {
+            *now = warnings;
+            drop(now);
+            self.changes.send_replace(());
+        }
     }
 
     pub(crate) fn set_error(&self, error: Option<DestinationError>) {

@@ -38,6 +38,8 @@ pub struct TrackInfo {
     pub keyframe_interval_ms: Option<u64>,
     pub sample_rate: Option<u32>,
     pub channels: Option<u8>,
+    /// The media time it has covered so far (ms).
+    pub span_ms: u64,
 }
 
 #[derive(Debug)]
@@ -48,6 +50,7 @@ struct Track {
     window_bytes: u64,
     window_frames: u32,
     last_keyframe: Option<u64>,
+    first: Option<u64>,
     newest: u64,
     /// The last keyframe intervals, a ring written at `next_interval`.
     intervals: [u64; KEYFRAME_INTERVALS],
@@ -68,11 +71,13 @@ impl Track {
                 keyframe_interval_ms: None,
                 sample_rate: None,
                 channels: None,
+                span_ms: 0,
             },
             window_start: None,
             window_bytes: 0,
             window_frames: 0,
             last_keyframe: None,
+            first: None,
             newest: 0,
             intervals: [0; KEYFRAME_INTERVALS],
             next_interval: 0,
@@ -120,6 +125,9 @@ impl StreamProfile {
             .iter()
             .map(|track| {
                 let mut info = track.info.clone();
+                info.span_ms = track
+                    .newest
+                    .saturating_sub(track.first.unwrap_or(track.newest));
                 if let Some(last) = track.last_keyframe {
                     let since = track.newest.saturating_sub(last);
                     info.keyframe_interval_ms = Some(
@@ -172,6 +180,7 @@ impl StreamProfile {
         }
         let now = message.timestamp;
         track.newest = track.newest.max(now);
+        track.first.get_or_insert(now);
         if keyframe && message.kind == MediaKind::Video {
             if let Some(last) = track.last_keyframe.filter(|&last| now > last) {
                 track.intervals[track.next_interval] = now - last;

@@ -30,12 +30,13 @@ use prism_media::IngestProtocol;
 
 use crate::listeners::Readiness;
 
-const DESTINATION_STATES: [DestinationState; 5] = [
+const DESTINATION_STATES: [DestinationState; 6] = [
     DestinationState::Idle,
     DestinationState::Connecting,
     DestinationState::Live,
     DestinationState::Retrying,
     DestinationState::Disabled,
+    DestinationState::Refused,
 ];
 
 pub struct Telemetry {
@@ -179,6 +180,21 @@ impl Telemetry {
                     } else {
                         0.0
                     });
+                }
+                // Only destinations held to rules (a platform's, a delay
+                // buffer's) have warning series.
+                if destination.has_rules() {
+                    let warnings = status.warnings();
+                    for code in prism_fanout::rules::WARNING_CODES {
+                        let present = warnings.iter().any(|w| w.code == code);
+                        let mut with_code = labels.to_vec();
+                        with_code.push(("code", code.to_string()));
+                        gauge!("prism_destination_warnings", &with_code).set(if present {
+                            1.0
+                        } else {
+                            0.0
+                        });
+                    }
                 }
                 counter!("prism_destination_bytes_sent_total", &labels)
                     .absolute(status.bytes_sent.load(Ordering::Relaxed));

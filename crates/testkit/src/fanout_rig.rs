@@ -176,5 +176,6 @@ pub fn local_destination(id: &str, port: u16) -> prism_fanout::DestinationConfig
         ack_timeout: Duration::from_secs(10),
         max_delay: Duration::ZERO,
         tracks: prism_media::single_track::Tracks::Default,
+        rules: None,
     }
 }
