@@ -294,7 +294,7 @@ mod tests {
         let warnings = check(
             "YouTube",
             &youtube(),
-            &[video.clone()],
+            std::slice::from_ref(&video),
             Tracks::Default,
             false,
         );
