@@ -2,7 +2,8 @@
 //! checked against what a real ffmpeg publishes. A stream with a keyframe
 //! every 10 s and no audio, to a destination with `platform = "youtube"`
 //! and a local server: its warnings name the keyframe interval and the
-//! missing audio (in the API and the metrics), and it is still sent. HEVC
+//! missing audio (in the API, the metrics and on its card in the console),
+//! and it is still sent. HEVC
 //! to a Facebook destination is refused and never sent, while a YouTube
 //! destination of the same stream, which takes HEVC, gets it.
 
@@ -137,6 +138,45 @@ fn a_stream_that_breaks_youtubes_rules_is_warned_about_and_still_sent() {
             "{code}"
         );
     }
+    // The console shows them on the destination's card.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shown = runtime.block_on(async {
+        let driver = support::browser::ChromeDriver::start();
+        let client = support::browser::browser(&driver, &[]).await;
+        client
+            .goto(&format!("http://127.0.0.1:{admin_port}/#token={TOKEN}"))
+            .await
+            .unwrap();
+        let card = "[data-destination=yt] .dest-warnings li";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let shown = client
+                .execute(
+                    &format!("return [...document.querySelectorAll('{card}')].map(li => li.dataset.code + ': ' + li.textContent);"),
+                    vec![],
+                )
+                .await
+                .unwrap();
+            let lines: Vec<String> = serde_json::from_value(shown).unwrap_or_default();
+            if lines.iter().any(|l| l.starts_with("no_audio: ")) || Instant::now() > deadline {
+                let _ = client.close().await;
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.starts_with("keyframe_interval: a keyframe every"))
+            && shown
+                .iter()
+                .any(|l| l.starts_with("no_audio: the stream has no audio")),
+        "{shown:?}"
+    );
     assert!(
         publisher.wait(Duration::from_secs(30)).success(),
         "{}",

@@ -740,6 +740,15 @@ function updateDestination(item, streamId, destination, now) {
   const kbps = destinationRates.get(key).kbps;
   $(".dest-bitrate", item).textContent = destination.state === "live" ? formatKbps(kbps) : "—";
   $(".dest-tracks", item).textContent = destination.tracks === "all" ? "all (every track)" : "default (track 0)";
+  $(".dest-delay", item).textContent = destination.delay_s ? `${destination.delay_s} s behind` : "live";
+  $(".dest-warnings", item).replaceChildren(
+    ...(destination.warnings || []).map((warning) => {
+      const line = document.createElement("li");
+      line.dataset.code = warning.code;
+      line.textContent = warning.message;
+      return line;
+    }),
+  );
   $(".dest-dropped", item).textContent = String(destination.dropped_frames);
   $(".dest-reconnects", item).textContent = String(destination.reconnects);
   $(".dest-uptime", item).textContent = destination.live_since

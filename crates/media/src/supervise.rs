@@ -51,7 +51,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 16] = [
+pub const SUPERVISED_TASKS: [&str; 17] = [
     "rtmp_connection",
     "srt_connection",
     "srt_listener",
@@ -68,6 +68,7 @@ pub const SUPERVISED_TASKS: [&str; 16] = [
     "event_watch",
     "recorder",
     "retention",
+    "rule_checks",
 ];
 
 /// The listeners the test suite asks to fail on SIGUSR2 (`PRISM_TEST_HOOKS`,
