@@ -155,12 +155,23 @@ pub fn flv_tags(data: &[u8]) {
     let _ = prism_media::h264::nal_units(data).count();
     // Enhanced RTMP v2 multitrack, as video and as audio: read, and track 0
     // re-framed for single-track consumers.
+    // The stream's description (codec records, sizes, rates), as a
+    // header and as a frame of each kind.
     let payload = bytes::Bytes::copy_from_slice(data);
+    let mut profile = prism_media::profile::StreamProfile::default();
     for kind in [prism_media::MediaKind::Video, prism_media::MediaKind::Audio] {
         let _ = prism_media::multitrack::read(kind, &payload);
         let message = prism_media::MediaMessage::new(kind, 0, payload.clone());
         let _ = prism_media::single_track::default_track(&message);
+        profile.observe(&message);
+        profile.observe(&prism_media::MediaMessage {
+            sequence_header: true,
+            ..message
+        });
     }
+    let _ = prism_media::h264::record_sps(data);
+    let _ = prism_media::hevc::record_sps(data);
+    let _ = profile.tracks();
 }
 
 /// MPEG-TS demux and remux to FLV messages.
