@@ -139,6 +139,21 @@ reconnect_grace_s = 0
             .starts_with("max_delay_ms: must be from 0"),
         "{json}"
     );
+    for (body, field) in [
+        (
+            r#"{"key": "k", "url": "rtmp://h/app", "delay_s": 601}"#,
+            "delay_s: must be from 0 (live) to 600",
+        ),
+        (
+            r#"{"key": "k", "url": "rtmp://h/app", "tracks": "some"}"#,
+            "tracks: must be \"default\"",
+        ),
+    ] {
+        let (status, json, _) = api(admin_port, "POST", "/v1/streams/main/destinations", body);
+        assert_eq!(status, 422, "{json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{message}");
+    }
     let (status, _, _) = api(admin_port, "GET", "/v1/streams/nope", "");
     assert_eq!(status, 404);
     let (status, _, _) = api(
@@ -186,8 +201,25 @@ reconnect_grace_s = 0
     assert!(got > 5.0, "b recorded only {got} s");
     assert_good_recording(&scratch.file("b.flv"), got);
 
+    // Delay and tracks are set through the API too.
+    let (status, json, _) = api(
+        admin_port,
+        "PATCH",
+        "/v1/streams/main/destinations/a",
+        r#"{"delay_s": 30, "tracks": "all"}"#,
+    );
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        (json["delay_s"].as_u64(), json["tracks"].as_str()),
+        (Some(30), Some("all"))
+    );
+
     // The changes are in the file, and the operator's comments still are.
     let file = std::fs::read_to_string(scratch.file("prism.toml")).unwrap();
+    assert!(
+        file.contains("delay_s = 30") && file.contains("tracks = \"all\""),
+        "{file}"
+    );
     assert!(
         file.starts_with("# Operator's note: this comment must survive API edits.\n"),
         "{file}"

@@ -147,3 +147,91 @@ reconnect_grace_s = 0
         "a {gap:?} gap in the delayed show"
     );
 }
+
+/// The encoder drops and comes back within the grace period: the delayed
+/// destination rides it out as the live one does, that much later: one
+/// connection, one file, one timeline with no gap.
+#[test]
+fn a_delayed_destination_rides_out_an_encoder_reconnect_like_a_live_one() {
+    require_ffmpeg();
+    let scratch = Scratch::new("delay-reconnect");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let config = format!(
+        r#"[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+[[streams]]
+id = "main"
+key = "{KEY}"
+reconnect_grace_s = 5
+
+  [[streams.destinations]]
+  id = "now"
+  url = "rtmp://127.0.0.1:{nginx}/live/now"
+
+  [[streams.destinations]]
+  id = "later"
+  url = "rtmp://127.0.0.1:{nginx}/live/later"
+  delay_s = 6
+"#,
+        nginx = nginx.port
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    for part in ["first", "second"] {
+        let mut publisher = Ffmpeg::publisher(
+            &prism.publish_url(KEY),
+            8,
+            scratch.file(&format!("{part}.log")),
+        );
+        assert!(
+            publisher.wait(Duration::from_secs(30)).success(),
+            "{}",
+            publisher.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // Both end once the grace is over; the delayed one 6 s later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let later = loop {
+        let (_, text) = http(
+            admin_port,
+            "GET",
+            "/v1/streams/main/destinations/later",
+            Some(TOKEN),
+            "",
+        );
+        let view: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if view["state"] == "idle" && view["bytes_sent"].as_u64() > Some(0) {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delayed destination never ended: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(later["reconnects"], 0, "one connection throughout: {later}");
+    let (live_file, late_file) = (nginx.dir.join("now.flv"), nginx.dir.join("later.flv"));
+    let live = assert_good_recording(&live_file, 16.0);
+    let late = assert_good_recording(&late_file, 16.0);
+    assert!(
+        (live.duration - late.duration).abs() < 1.0,
+        "live {:.2} s, delayed {:.2} s",
+        live.duration,
+        late.duration
+    );
+    for file in [&live_file, &late_file] {
+        let gap = max_video_gap(file);
+        assert!(
+            gap < Duration::from_millis(200),
+            "{}: a {gap:?} gap",
+            file.display()
+        );
+    }
+}
