@@ -15,6 +15,42 @@ const TOKEN: &str = "delay-token-9f8e7d6c";
 const SHOW_S: u32 = 20;
 const DELAY_S: u64 = 10;
 
+/// A stream with two destinations on nginx-rtmp: `now`, and `later`, which
+/// goes out `delay_s` behind it.
+fn config(
+    rtmp_port: u16,
+    admin_port: u16,
+    sections: &str,
+    grace_s: u64,
+    nginx_port: u16,
+    delay_s: u64,
+) -> String {
+    format!(
+        r#"[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+{sections}
+[[streams]]
+id = "main"
+key = "{KEY}"
+reconnect_grace_s = {grace_s}
+
+  [[streams.destinations]]
+  id = "now"
+  url = "rtmp://127.0.0.1:{nginx_port}/live/now"
+
+  [[streams.destinations]]
+  id = "later"
+  url = "rtmp://127.0.0.1:{nginx_port}/live/later"
+  delay_s = {delay_s}
+"#
+    )
+}
+
 #[test]
 fn a_delayed_destination_gets_the_whole_show_that_much_later() {
     require_ffmpeg();
@@ -23,32 +59,13 @@ fn a_delayed_destination_gets_the_whole_show_that_much_later() {
     // nginx-rtmp writes what it receives as it comes.
     let nginx = Nginx::start(&scratch.file("nginx"));
     let (live_file, late_file) = (nginx.dir.join("now.flv"), nginx.dir.join("later.flv"));
-    let config = format!(
-        r#"[rtmp]
-listen = "127.0.0.1:{rtmp_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{TOKEN}"
-
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-
-[[streams]]
-id = "main"
-key = "{KEY}"
-reconnect_grace_s = 0
-
-  [[streams.destinations]]
-  id = "now"
-  url = "rtmp://127.0.0.1:{nginx}/live/now"
-
-  [[streams.destinations]]
-  id = "later"
-  url = "rtmp://127.0.0.1:{nginx}/live/later"
-  delay_s = {DELAY_S}
-"#,
-        nginx = nginx.port
+    let config = config(
+        rtmp_port,
+        admin_port,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+        0,
+        nginx.port,
+        DELAY_S,
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
     wait_for_port(admin_port, Duration::from_secs(5));
@@ -157,30 +174,7 @@ fn a_delayed_destination_rides_out_an_encoder_reconnect_like_a_live_one() {
     let scratch = Scratch::new("delay-reconnect");
     let (rtmp_port, admin_port) = (free_port(), free_port());
     let nginx = Nginx::start(&scratch.file("nginx"));
-    let config = format!(
-        r#"[rtmp]
-listen = "127.0.0.1:{rtmp_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{TOKEN}"
-
-[[streams]]
-id = "main"
-key = "{KEY}"
-reconnect_grace_s = 5
-
-  [[streams.destinations]]
-  id = "now"
-  url = "rtmp://127.0.0.1:{nginx}/live/now"
-
-  [[streams.destinations]]
-  id = "later"
-  url = "rtmp://127.0.0.1:{nginx}/live/later"
-  delay_s = 6
-"#,
-        nginx = nginx.port
-    );
+    let config = config(rtmp_port, admin_port, "", 5, nginx.port, 6);
     let prism = Prism::start(&scratch, &config, rtmp_port);
     wait_for_port(admin_port, Duration::from_secs(5));
     for part in ["first", "second"] {

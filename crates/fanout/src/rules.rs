@@ -223,17 +223,9 @@ mod tests {
 
     fn track(kind: MediaKind, codec: &'static str) -> TrackInfo {
         TrackInfo {
-            kind,
-            id: 0,
             codec: Some(codec),
-            width: None,
-            height: None,
-            fps: None,
-            bitrate_bps: 0,
-            keyframe_interval_ms: None,
-            sample_rate: None,
-            channels: None,
             span_ms: 10_000,
+            ..TrackInfo::new(kind, 0)
         }
     }
 

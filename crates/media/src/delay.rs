@@ -352,6 +352,16 @@ mod tests {
         ))
     }
 
+    /// A session's start: its header, then `frames` video frames 100 ms
+    /// apart with a keyframe every tenth, arrived at `at(timestamp)`.
+    fn show(ring: &mut DelayRing, at: impl Fn(u64) -> Instant, frames: u64) {
+        ring.push(at(0), DelayEvent::Begin);
+        ring.push(at(0), header());
+        for n in 0..frames {
+            ring.push(at(n * 100), video(n * 100, n % 10 == 0));
+        }
+    }
+
     fn describe(events: &[DelayEvent]) -> Vec<String> {
         events
             .iter()
@@ -374,11 +384,7 @@ mod tests {
         let (short, long) = (Duration::from_secs(1), Duration::from_secs(2));
         ring.add_delay(short);
         ring.add_delay(long);
-        ring.push(at(0), DelayEvent::Begin);
-        ring.push(at(0), header());
-        for n in 0..30u64 {
-            ring.push(at(n * 100), video(n * 100, n % 10 == 0));
-        }
+        show(&mut ring, at, 30);
         ring.push(at(3000), DelayEvent::End);
         let mut out = Vec::new();
         ring.take_due(short, at(1500), &mut out);
@@ -406,11 +412,7 @@ mod tests {
         let mut ring = DelayRing::new(1 << 20);
         let first = Duration::from_secs(10);
         ring.add_delay(first);
-        ring.push(at(0), DelayEvent::Begin);
-        ring.push(at(0), header());
-        for n in 0..25u64 {
-            ring.push(at(n * 100), video(n * 100, n % 10 == 0));
-        }
+        show(&mut ring, at, 25);
         let late = Duration::from_secs(1);
         ring.add_delay(late);
         ring.push(at(2500), video(2500, false));

@@ -57,22 +57,29 @@ struct Track {
     next_interval: usize,
 }
 
+impl TrackInfo {
+    /// A track of which nothing is known yet.
+    pub fn new(kind: MediaKind, id: u8) -> Self {
+        TrackInfo {
+            kind,
+            id,
+            codec: None,
+            width: None,
+            height: None,
+            fps: None,
+            bitrate_bps: 0,
+            keyframe_interval_ms: None,
+            sample_rate: None,
+            channels: None,
+            span_ms: 0,
+        }
+    }
+}
+
 impl Track {
     fn new(kind: MediaKind, id: u8) -> Self {
         Track {
-            info: TrackInfo {
-                kind,
-                id,
-                codec: None,
-                width: None,
-                height: None,
-                fps: None,
-                bitrate_bps: 0,
-                keyframe_interval_ms: None,
-                sample_rate: None,
-                channels: None,
-                span_ms: 0,
-            },
+            info: TrackInfo::new(kind, id),
             window_start: None,
             window_bytes: 0,
             window_frames: 0,
