@@ -51,6 +51,13 @@ reconnect_grace_s = {grace_s}
     )
 }
 
+/// The delayed destination, as the API shows it.
+fn later(admin_port: u16) -> serde_json::Value {
+    let path = "/v1/streams/main/destinations/later";
+    let (_, text) = http(admin_port, "GET", path, Some(TOKEN), "");
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
 #[test]
 fn a_delayed_destination_gets_the_whole_show_that_much_later() {
     require_ffmpeg();
@@ -136,25 +143,12 @@ fn a_delayed_destination_gets_the_whole_show_that_much_later() {
         publisher.log()
     );
     // The delayed destination ends its session the delay after the show.
-    let deadline = Instant::now() + Duration::from_secs(DELAY_S + 15);
-    loop {
-        let (_, text) = http(
-            admin_port,
-            "GET",
-            "/v1/streams/main/destinations/later",
-            Some(TOKEN),
-            "",
-        );
-        let view: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if view["state"] != "live" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the delayed destination never ended: {view}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_until(
+        "the delayed destination's end",
+        Duration::from_secs(DELAY_S + 15),
+        || later(admin_port),
+        |view| view["state"] != "live",
+    );
     let show = f64::from(SHOW_S);
     assert_good_recording(&live_file, show);
     assert_good_recording(&late_file, show);
@@ -191,25 +185,12 @@ fn a_delayed_destination_rides_out_an_encoder_reconnect_like_a_live_one() {
         std::thread::sleep(Duration::from_secs(2));
     }
     // Both end once the grace is over; the delayed one 6 s later.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let later = loop {
-        let (_, text) = http(
-            admin_port,
-            "GET",
-            "/v1/streams/main/destinations/later",
-            Some(TOKEN),
-            "",
-        );
-        let view: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if view["state"] == "idle" && view["bytes_sent"].as_u64() > Some(0) {
-            break view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the delayed destination never ended: {view}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let later = poll_until(
+        "the delayed destination's end",
+        Duration::from_secs(30),
+        || later(admin_port),
+        |view| view["state"] == "idle" && view["bytes_sent"].as_u64() > Some(0),
+    );
     assert_eq!(later["reconnects"], 0, "one connection throughout: {later}");
     let (live_file, late_file) = (nginx.dir.join("now.flv"), nginx.dir.join("later.flv"));
     let live = assert_good_recording(&live_file, 16.0);

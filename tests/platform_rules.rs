@@ -60,18 +60,12 @@ fn wait_for(
     within: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let view = destination(admin_port, id);
-        if done(&view) {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "destination {id} never got there: {view}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_until(
+        &format!("destination {id}'s change"),
+        within,
+        || destination(admin_port, id),
+        done,
+    )
 }
 
 fn codes(view: &serde_json::Value) -> Vec<String> {

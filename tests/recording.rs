@@ -419,18 +419,12 @@ fn wait_for_recorder(
     within: Duration,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let state = recorder_state(port);
-        if done(&state) {
-            return state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the recorder never got there: {state}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until(
+        "the recorder's state",
+        within,
+        || recorder_state(port),
+        done,
+    )
 }
 
 /// The disk fills mid-show: the destination loses nothing, the recording

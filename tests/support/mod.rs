@@ -83,6 +83,28 @@ pub fn wait_for_port(port: u16, within: Duration) {
     );
 }
 
+/// Reads `probe` every 100 ms until what it reads is `done`, and returns
+/// that; fails, naming `what` and the last reading, after `within`.
+pub fn poll_until<T: std::fmt::Debug>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let reading = probe();
+        if done(&reading) {
+            return reading;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened within {within:?}: {reading:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The `prism` daemon under test.
 pub struct Prism {
     child: Option<Child>,
