@@ -147,23 +147,9 @@ impl DelayLine {
         }
     }
 
-    /// Whether any destination still goes out delayed.
-    pub fn is_used(&self) -> bool {
-        !self.shared.outputs().is_empty()
-    }
-
     /// What the ring holds now, in bytes.
     pub fn buffered_bytes(&self) -> usize {
         self.shared.feed.ring().bytes()
-    }
-
-    /// The ring ran out of room within the last minute: what it held then.
-    pub fn recent_overflow(&self) -> Option<Overflow> {
-        self.shared
-            .feed
-            .ring()
-            .overflow()
-            .filter(|o| o.at.elapsed() < OVERFLOW_SHOWN_FOR)
     }
 }
 

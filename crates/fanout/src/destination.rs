@@ -286,7 +286,13 @@ async fn run(
             continue;
         }
 
-        if let Some(refusal) = refusal(&hub, &config, c.refused).await {
+        // Refused by the rule checks (`refresh_warnings`), which also
+        // lift it; or found so here, before anything is sent.
+        let refused = match c.refused {
+            true => Some(codec_warning(&status)),
+            false => refusal(&hub, &config).await,
+        };
+        if let Some(refusal) = refused {
             // Nothing is sent in a codec the platform refuses; the stream
             // is looked at again each second.
             if status.state() != DestinationState::Refused {
@@ -367,19 +373,31 @@ const CODEC_WAIT: Duration = Duration::from_secs(1);
 /// Why the destination must not send the stream now: its platform does not
 /// take the stream's video codec. Waits up to `CODEC_WAIT` for the stream
 /// to show its tracks, so that nothing is sent before it is known.
-async fn refusal(hub: &StreamHub, config: &DestinationConfig, refused: bool) -> Option<String> {
+async fn refusal(hub: &StreamHub, config: &DestinationConfig) -> Option<String> {
     let rules = config.rules.as_ref()?;
     rules.limits.video_codecs.as_ref()?;
     let deadline = Instant::now() + CODEC_WAIT;
     loop {
         let tracks = hub.tracks();
         let known = tracks.iter().any(|t| t.codec.is_some());
-        if known || refused || Instant::now() >= deadline {
+        if known || Instant::now() >= deadline {
             return rules::incompatible_codec(&rules.name, &rules.limits, &tracks)
                 .map(|w| w.message);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What the rule checks said of the stream's codec.
+fn codec_warning(status: &DestinationStatus) -> String {
+    status
+        .warnings()
+        .into_iter()
+        .find(|w| w.code == "codec")
+        .map_or_else(
+            || "the platform does not take the stream's video codec".to_string(),
+            |w| w.message,
+        )
 }
 
 /// How far apart destinations that start together are spread, per

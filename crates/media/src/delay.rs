@@ -138,10 +138,6 @@ impl DelayRing {
         self.trim();
     }
 
-    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
-        self.cursors.iter().map(|c| c.delay)
-    }
-
     /// Appends to `out` what is due for `delay` at `now`: entries that
     /// arrived at least `delay` before it, in order.
     pub fn take_due(&mut self, delay: Duration, now: Instant, out: &mut Vec<DelayEvent>) {
