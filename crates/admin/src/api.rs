@@ -22,6 +22,7 @@ use tokio_stream::{Stream, StreamExt};
 
 mod preview;
 mod recordings;
+mod schedule;
 
 use crate::streams::{RunningStream, Streams};
 use prism_media::arbiter::{SourceChoice, SourceRole};
@@ -64,6 +65,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/recordings"),
     ("GET", "/v1/recordings/{id}"),
     ("DELETE", "/v1/recordings/{id}"),
+    ("GET", "/v1/schedule"),
+    ("POST", "/v1/schedule"),
+    ("GET", "/v1/schedule/{id}"),
+    ("PATCH", "/v1/schedule/{id}"),
+    ("DELETE", "/v1/schedule/{id}"),
 ];
 
 /// The OpenAPI 3 document, kept beside the code.
@@ -134,6 +140,13 @@ pub fn router(controller: Arc<Controller>, admin: &AdminConfig) -> Router {
         .route("/v1/streams/{id}/source", put(set_source))
         .route("/v1/streams/{id}/record", put(recordings::set_record))
         .route("/v1/streams/{id}/preview", get(preview::preview))
+        .route("/v1/schedule", get(schedule::list).post(schedule::book))
+        .route(
+            "/v1/schedule/{id}",
+            get(schedule::get)
+                .patch(schedule::change)
+                .delete(schedule::cancel),
+        )
         .route("/v1/recordings", get(recordings::list))
         .route(
             "/v1/recordings/{id}",
@@ -202,6 +215,15 @@ impl From<ControlError> for ApiError {
             ControlError::Internal(message) => ApiError::internal(message),
         }
     }
+}
+
+/// One `name=value` of the query, percent-decoding not needed for ids.
+fn query_value(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

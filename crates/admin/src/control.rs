@@ -11,6 +11,7 @@
 //! reconfigure only what differs. Changes are serialized by one lock; the
 //! media path never takes it.
 
+use crate::scheduler::{state_path, Scheduler};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -110,6 +111,23 @@ pub enum Event {
         timestamp: String,
     },
     /// A recording file was started.
+    /// A schedule entry began: its destinations are live.
+    ScheduleStart {
+        entry: String,
+        stream: String,
+        title: String,
+        timestamp: String,
+    },
+    /// A schedule entry ended: `completed`, `canceled`, or `failed` (with
+    /// why).
+    ScheduleEnd {
+        entry: String,
+        stream: String,
+        title: String,
+        status: &'static str,
+        failure: Option<String>,
+        timestamp: String,
+    },
     RecordingStart {
         stream: String,
         recording: String,
@@ -149,6 +167,8 @@ impl Event {
             Event::StandbyStop { .. } => "standby_stop",
             Event::SourceSwitch { .. } => "source_switch",
             Event::ConfigChanged { .. } => "config_changed",
+            Event::ScheduleStart { .. } => "schedule_start",
+            Event::ScheduleEnd { .. } => "schedule_end",
             Event::RecordingStart { .. } => "recording_start",
             Event::RecordingSegment { .. } => "recording_segment",
             Event::RecordingStop { .. } => "recording_stop",
@@ -195,6 +215,8 @@ pub struct Controller {
     /// What a pulled source's messages may take: the `[rtmp]` bounds every
     /// publisher has (fixed at start, like the listener they govern).
     pull_limits: prism_rtmp::ServerLimits,
+    /// The schedule, and its state file.
+    scheduler: Arc<Scheduler>,
 }
 
 impl Controller {
@@ -209,6 +231,7 @@ impl Controller {
         let document: DocumentMut = text
             .parse()
             .map_err(|e| ControlError::Invalid(format!("{}: {e}", path.display())))?;
+        let scheduler = Scheduler::load(state_path(path)).map_err(ControlError::Invalid)?;
         Ok(Self::launch(
             path,
             Backing::File,
@@ -219,6 +242,7 @@ impl Controller {
                 node_text: text.to_string(),
             },
             streams,
+            scheduler,
         ))
     }
 
@@ -257,6 +281,7 @@ impl Controller {
             let stream = table.upgrade()?.get(id)?;
             Some(Arc::clone(&stream.hub))
         }));
+        let scheduler = Scheduler::load(state_path(path)).map_err(ControlError::Invalid)?;
         let controller = Self::launch(
             path,
             Backing::Cluster {
@@ -270,6 +295,7 @@ impl Controller {
                 node_text: text.to_string(),
             },
             streams,
+            scheduler,
         );
         cluster.set_applied_version(version);
         let mut versions = cluster.watch_versions();
@@ -293,7 +319,9 @@ impl Controller {
         backing: Backing,
         state: ControlState,
         streams: Arc<Streams>,
+        scheduler: Scheduler,
     ) -> Arc<Self> {
+        let scheduler = Arc::new(scheduler);
         let pull_limits = prism_rtmp::ServerLimits {
             max_message_len: state.config.rtmp.max_message_bytes,
             max_partial_messages: state.config.rtmp.max_partial_messages,
@@ -307,6 +335,7 @@ impl Controller {
             library: Arc::default(),
             recording_completed: Arc::default(),
             pull_limits,
+            scheduler,
         });
         {
             let state = controller
@@ -319,7 +348,18 @@ impl Controller {
         }
         crate::retention::spawn(Arc::downgrade(&controller));
         crate::rule_checks::spawn(Arc::downgrade(&controller.streams));
+        crate::scheduler::spawn(Arc::downgrade(&controller));
         controller
+    }
+
+    /// The schedule.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Where events go to every event stream.
+    pub(crate) fn events(&self) -> &broadcast::Sender<Event> {
+        &self.events
     }
 
     /// Cluster mode: this node's link to the cluster.
@@ -832,8 +872,10 @@ impl Controller {
                         .streams
                         .get(stream)
                         .and_then(|entry| entry.parts.destinations.get(destination));
+                    // A destination a schedule entry takes live stays live.
+                    let booked = self.scheduler.booked(stream, destination);
                     if let Some(handle) = handle {
-                        handle.set_enabled(enabled);
+                        handle.set_enabled(enabled || booked);
                     }
                     info!(%stream, %destination, enabled, "destination toggled");
                 }
@@ -936,7 +978,7 @@ impl Controller {
         let config = DestinationConfig {
             id: destination.id.clone(),
             url: destination.url.clone(),
-            enabled: destination.enabled,
+            enabled: destination.enabled || self.scheduler.booked(&entry.id, &destination.id),
             queue_budget_bytes: fanout.queue_budget_bytes,
             connect_timeout: fanout.connect_timeout,
             write_timeout: fanout.write_timeout,

@@ -24,6 +24,7 @@ pub mod platforms;
 pub mod range;
 mod retention;
 mod rule_checks;
+pub mod scheduler;
 pub mod site_guard;
 pub mod streams;
 

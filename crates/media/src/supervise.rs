@@ -51,7 +51,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// The task kinds that are supervised, so their series exist from the start.
-pub const SUPERVISED_TASKS: [&str; 17] = [
+pub const SUPERVISED_TASKS: [&str; 18] = [
     "rtmp_connection",
     "srt_connection",
     "srt_listener",
@@ -69,6 +69,7 @@ pub const SUPERVISED_TASKS: [&str; 17] = [
     "recorder",
     "retention",
     "rule_checks",
+    "scheduler",
 ];
 
 /// The listeners the test suite asks to fail on SIGUSR2 (`PRISM_TEST_HOOKS`,

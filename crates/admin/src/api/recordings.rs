@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use prism_record::library::{Active, DeleteError, Recording};
 use prism_record::RecordingId;
 
-use super::{parse_body, success, view_of_stream, App};
+use super::{parse_body, query_value, success, view_of_stream, App};
 use crate::command::Command;
 use crate::control::off_async_threads;
 use crate::download_link::LINK_LIFETIME;
@@ -205,13 +205,4 @@ async fn find(app: &App, id: &str) -> Result<(Recording, Vec<Active>), ApiError>
     let kept = active.clone();
     let found = off_async_threads(move || library.find(&root, &parsed, &kept)).await?;
     found.map(|r| (r, active)).ok_or_else(missing)
-}
-
-/// One `name=value` of the query, percent-decoding not needed for ids.
-fn query_value(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
 }

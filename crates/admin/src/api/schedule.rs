@@ -1,0 +1,250 @@
+//! The schedule API (Restream's events, Livepush's scheduler): book a
+//! stream's destinations for a window of time, list the entries (upcoming,
+//! in progress, history), change an upcoming one, cancel one.
+
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use prism_schedule::entry::rfc3339;
+use prism_schedule::{Booking, Change, Entry, Outcome, ScheduleError, Status};
+
+use super::{parse_body, present, query_value, App};
+use crate::error::ApiError;
+use crate::scheduler;
+
+/// An entry as the API shows it.
+#[derive(Serialize)]
+struct EntryView {
+    id: String,
+    stream: String,
+    title: String,
+    starts_at: String,
+    ends_at: String,
+    /// Null: all of the stream's destinations.
+    destinations: Option<Vec<String>>,
+    status: &'static str,
+    failure: Option<String>,
+    started_at: Option<String>,
+    ended_at: Option<String>,
+    /// What each destination sent during the entry (once it ended).
+    outcome: Vec<Outcome>,
+}
+
+fn time(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn view(entry: &Entry) -> EntryView {
+    EntryView {
+        id: entry.id.clone(),
+        stream: entry.stream.clone(),
+        title: entry.title.clone(),
+        starts_at: time(entry.starts_at),
+        ends_at: time(entry.ends_at),
+        destinations: entry.destinations.clone(),
+        status: entry.status.as_str(),
+        failure: entry.failure.clone(),
+        started_at: entry.started_at.map(time),
+        ended_at: entry.ended_at.map(time),
+        outcome: entry.outcome.clone(),
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(error: ScheduleError) -> Self {
+        match error {
+            ScheduleError::NotFound(_) => ApiError::not_found(error.to_string()),
+            ScheduleError::Overlap { .. } | ScheduleError::NotUpcoming { .. } => {
+                ApiError::conflict(error.to_string())
+            }
+            ScheduleError::EndsBeforeStart | ScheduleError::EndsInThePast => {
+                ApiError::invalid(format!("ends_at: {error}"))
+            }
+        }
+    }
+}
+
+fn parse_time(field: &str, text: &str) -> Result<SystemTime, ApiError> {
+    rfc3339::parse(text).map_err(|e| ApiError::invalid(format!("{field}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewEntry {
+    stream: String,
+    title: Option<String>,
+    starts_at: String,
+    ends_at: String,
+    /// The stream's destinations it takes live; all of them when left out.
+    destinations: Option<Vec<String>>,
+}
+
+/// Checks that `stream` exists and has each of `destinations`.
+async fn check_targets(
+    app: &App,
+    stream: &str,
+    destinations: Option<&[String]>,
+) -> Result<(), ApiError> {
+    let known: Option<Vec<String>> = app
+        .controller
+        .with_config(|config| {
+            let stream = config.streams.iter().find(|s| s.id == stream)?;
+            Some(stream.destinations.iter().map(|d| d.id.clone()).collect())
+        })
+        .await;
+    let Some(known) = known else {
+        return Err(ApiError::invalid(format!("stream: no stream {stream:?}")));
+    };
+    for id in destinations.unwrap_or_default() {
+        if !known.contains(id) {
+            return Err(ApiError::invalid(format!(
+                "destinations: no destination {id:?} in stream {stream:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/schedule`: books an entry.
+pub(crate) async fn book(
+    State(app): State<App>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request: NewEntry = parse_body(&body)?;
+    let starts_at = parse_time("starts_at", &request.starts_at)?;
+    let ends_at = parse_time("ends_at", &request.ends_at)?;
+    check_targets(&app, &request.stream, request.destinations.as_deref()).await?;
+    let scheduler = app.controller.scheduler();
+    let mut schedule = scheduler.lock();
+    let entry = schedule.book(
+        Booking {
+            title: request.title.unwrap_or_else(|| request.stream.clone()),
+            stream: request.stream,
+            starts_at,
+            ends_at,
+            destinations: request.destinations,
+            source: None,
+            key_hash: None,
+        },
+        SystemTime::now(),
+    )?;
+    let shown = view(entry);
+    scheduler.changed(&schedule);
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+/// `GET /v1/schedule[?status=…]`: the entries, in the order they start.
+pub(crate) async fn list(State(app): State<App>, uri: Uri) -> Result<impl IntoResponse, ApiError> {
+    let wanted = match query_value(&uri, "status").as_deref() {
+        None => None,
+        Some(text) => Some(Status::parse(text).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "status: {text:?} is none of upcoming, in-progress, completed, canceled, failed"
+            ))
+        })?),
+    };
+    let schedule = app.controller.scheduler().lock();
+    let entries: Vec<EntryView> = schedule
+        .entries()
+        .iter()
+        .filter(|e| wanted.is_none_or(|s| e.status == s))
+        .map(view)
+        .collect();
+    Ok(Json(entries))
+}
+
+/// `GET /v1/schedule/{id}`.
+pub(crate) async fn get(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let schedule = app.controller.scheduler().lock();
+    let entry = schedule
+        .get(&id)
+        .ok_or_else(|| ApiError::from(ScheduleError::NotFound(id.clone())))?;
+    Ok(Json(view(entry)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntryPatch {
+    title: Option<String>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    /// A list, or null for all of the stream's destinations.
+    #[serde(default, deserialize_with = "present")]
+    destinations: Option<Option<Vec<String>>>,
+}
+
+/// `PATCH /v1/schedule/{id}`: changes an upcoming entry.
+pub(crate) async fn change(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let patch: EntryPatch = parse_body(&body)?;
+    let starts_at = patch
+        .starts_at
+        .as_deref()
+        .map(|t| parse_time("starts_at", t))
+        .transpose()?;
+    let ends_at = patch
+        .ends_at
+        .as_deref()
+        .map(|t| parse_time("ends_at", t))
+        .transpose()?;
+    if let Some(Some(destinations)) = &patch.destinations {
+        let stream = app
+            .controller
+            .scheduler()
+            .lock()
+            .get(&id)
+            .map(|e| e.stream.clone())
+            .ok_or_else(|| ApiError::from(ScheduleError::NotFound(id.clone())))?;
+        check_targets(&app, &stream, Some(destinations)).await?;
+    }
+    let scheduler = app.controller.scheduler();
+    let mut schedule = scheduler.lock();
+    let entry = schedule.change(
+        &id,
+        Change {
+            title: patch.title,
+            starts_at,
+            ends_at,
+            destinations: patch.destinations,
+        },
+        SystemTime::now(),
+    )?;
+    let shown = view(entry);
+    scheduler.changed(&schedule);
+    Ok(Json(shown))
+}
+
+/// `DELETE /v1/schedule/{id}`: cancels it; one in progress ends now and its
+/// destinations return to what the config says.
+pub(crate) async fn cancel(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let controller = &app.controller;
+    let scheduler = controller.scheduler();
+    let (was_live, entry) = {
+        let mut schedule = scheduler.lock();
+        let was_live = schedule.cancel(&id, SystemTime::now())?;
+        (was_live, schedule.get(&id).cloned().expect("just canceled"))
+    };
+    if was_live {
+        scheduler::finish(controller, &entry);
+        scheduler::enable_booked(controller).await;
+        let _ = controller.events().send(scheduler::schedule_event(&entry));
+    }
+    let schedule = scheduler.lock();
+    scheduler.changed(&schedule);
+    Ok(Json(view(schedule.get(&id).expect("still listed"))))
+}

@@ -1,0 +1,251 @@
+//! The schedule as the daemon runs it: `prism_schedule::Schedule` behind a
+//! lock, written atomically to its state file (beside the config) on every
+//! change, and a task that moves it along the wall clock and carries out
+//! what it says. An entry in progress takes its destinations live whatever
+//! their `enabled` says; once it ends they return to what the config says
+//! (level-triggered each second, so a restart or a reload mid-entry changes
+//! nothing). What each destination sent during an entry is its outcome.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use prism_media::supervise::catch_panic;
+use prism_schedule::{Entry, Outcome, Schedule, Step};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::control::{now, Controller, Event};
+use crate::persist::write_atomically;
+
+/// The clock is looked at at least this often: an NTP step is noticed
+/// within a second.
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct Scheduler {
+    schedule: Mutex<Schedule>,
+    path: PathBuf,
+    /// Each entry in progress: its destinations' counters when it started.
+    baselines: Mutex<HashMap<String, Vec<Outcome>>>,
+    /// Wakes the task when an entry is booked, changed or canceled.
+    wake: Notify,
+}
+
+/// The state file of the config at `config`: `NAME.schedule.json` beside it.
+pub fn state_path(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("prism");
+    config.with_file_name(format!("{stem}.schedule.json"))
+}
+
+impl Scheduler {
+    /// The schedule kept at `path`; empty when the file does not exist yet.
+    pub fn load(path: PathBuf) -> Result<Self, String> {
+        let schedule = match std::fs::read_to_string(&path) {
+            Ok(text) => Schedule::from_json(&text)
+                .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Schedule::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok(Self {
+            schedule: Mutex::new(schedule),
+            path,
+            baselines: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the schedule to its state file (atomically); a failure is
+    /// logged, and the next change writes it again.
+    pub fn save(&self, schedule: &Schedule) {
+        if let Err(e) = write_atomically(&self.path, &schedule.to_json()) {
+            warn!(file = %self.path.display(), error = %e, "the schedule could not be saved; it is kept in memory and saved at the next change");
+        }
+    }
+
+    /// After a booking, change or cancellation: saved, and looked at now.
+    pub fn changed(&self, schedule: &Schedule) {
+        self.save(schedule);
+        self.wake.notify_one();
+    }
+
+    /// Whether an entry in progress takes `destination` of `stream` live.
+    pub fn booked(&self, stream: &str, destination: &str) -> bool {
+        self.lock()
+            .in_progress()
+            .any(|e| e.stream == stream && e.covers(destination))
+    }
+}
+
+/// Runs the schedule until the controller is gone. A panic in one turn is
+/// logged and counted; the next turn runs a second later.
+pub(crate) fn spawn(controller: Weak<Controller>) {
+    tokio::spawn(async move {
+        loop {
+            let Some(strong) = controller.upgrade() else {
+                return;
+            };
+            let scheduler = Arc::clone(strong.scheduler());
+            if let Err(panic) = catch_panic("scheduler", turn(&strong)).await {
+                warn!(%panic, "the schedule's turn panicked; it runs again in a second");
+            }
+            drop(strong);
+            let wait = {
+                let next = scheduler.lock().next_change();
+                next.and_then(|at| at.duration_since(SystemTime::now()).ok())
+                    .unwrap_or(TICK)
+                    .min(TICK)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = scheduler.wake.notified() => {}
+            }
+        }
+    });
+}
+
+/// One turn: entries moved to now, then every destination enabled as its
+/// config and the entries in progress say.
+async fn turn(controller: &Controller) {
+    let scheduler = controller.scheduler();
+    let now = SystemTime::now();
+    let (steps, entries) = {
+        let mut schedule = scheduler.lock();
+        let steps = schedule.tick(now);
+        (steps, schedule.entries().to_vec())
+    };
+    for step in &steps {
+        let id = match step {
+            Step::Started(id) | Step::Ended(id) | Step::Missed(id) => id,
+        };
+        let Some(entry) = entries.iter().find(|e| &e.id == id) else {
+            continue;
+        };
+        match step {
+            Step::Started(_) => {
+                info!(entry = %entry.id, stream = %entry.stream, title = %entry.title, "schedule entry started");
+                let baseline = counters(controller, entry);
+                scheduler
+                    .baselines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(entry.id.clone(), baseline);
+            }
+            Step::Ended(_) | Step::Missed(_) => {
+                info!(entry = %entry.id, stream = %entry.stream, status = entry.status.as_str(), "schedule entry ended");
+                finish(controller, entry);
+            }
+        }
+        let _ = controller.events().send(schedule_event(entry));
+    }
+    if !steps.is_empty() {
+        scheduler.save(&scheduler.lock());
+    }
+    enable_booked(controller).await;
+}
+
+/// Records what went out during `entry` (ended or canceled).
+pub(crate) fn finish(controller: &Controller, entry: &Entry) {
+    let scheduler = controller.scheduler();
+    let baseline = scheduler
+        .baselines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&entry.id)
+        .unwrap_or_default();
+    let outcome = counters(controller, entry)
+        .into_iter()
+        .map(|now| {
+            let before = baseline
+                .iter()
+                .find(|b| b.destination == now.destination)
+                .cloned()
+                .unwrap_or_default();
+            Outcome {
+                bytes: now.bytes.saturating_sub(before.bytes),
+                dropped_frames: now.dropped_frames.saturating_sub(before.dropped_frames),
+                destination: now.destination,
+            }
+        })
+        .collect();
+    scheduler.lock().set_outcome(&entry.id, outcome);
+}
+
+/// The counters of the destinations `entry` covers, now.
+fn counters(controller: &Controller, entry: &Entry) -> Vec<Outcome> {
+    use std::sync::atomic::Ordering;
+    let Some(stream) = controller.streams().get(&entry.stream) else {
+        return Vec::new();
+    };
+    stream
+        .parts
+        .destinations
+        .all()
+        .iter()
+        .filter(|d| entry.covers(&d.id))
+        .map(|d| Outcome {
+            destination: d.id.clone(),
+            bytes: d.status.bytes_sent.load(Ordering::Relaxed),
+            dropped_frames: d.status.dropped_frames(),
+        })
+        .collect()
+}
+
+/// Every destination enabled if its config or an entry in progress says so.
+pub(crate) async fn enable_booked(controller: &Controller) {
+    let configured: Vec<(String, String, bool)> = controller
+        .with_config(|config| {
+            config
+                .streams
+                .iter()
+                .flat_map(|s| {
+                    s.destinations
+                        .iter()
+                        .map(|d| (s.id.clone(), d.id.clone(), d.enabled))
+                })
+                .collect()
+        })
+        .await;
+    let scheduler = controller.scheduler();
+    for (stream, destination, enabled) in configured {
+        let wanted = enabled || scheduler.booked(&stream, &destination);
+        let handle = controller
+            .streams()
+            .get(&stream)
+            .and_then(|s| s.parts.destinations.get(&destination));
+        if let Some(handle) = handle {
+            if handle.is_enabled() != wanted {
+                info!(%stream, %destination, enabled = wanted, "destination set by the schedule");
+                handle.set_enabled(wanted);
+            }
+        }
+    }
+}
+
+/// The event an entry's start or end sends.
+pub(crate) fn schedule_event(entry: &Entry) -> Event {
+    let (id, stream, title) = (entry.id.clone(), entry.stream.clone(), entry.title.clone());
+    match entry.status {
+        prism_schedule::Status::InProgress => Event::ScheduleStart {
+            entry: id,
+            stream,
+            title,
+            timestamp: now(),
+        },
+        status => Event::ScheduleEnd {
+            entry: id,
+            stream,
+            title,
+            status: status.as_str(),
+            failure: entry.failure.clone(),
+            timestamp: now(),
+        },
+    }
+}

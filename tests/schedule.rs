@@ -1,0 +1,186 @@
+//! End to end: the schedule. A live encoder publishes 30 s; an entry books
+//! destination `sched` (disabled in the file) from +8 s to +18 s: it goes
+//! live for that window alone and its recording spans it, while the
+//! stream's other destination records the whole show; the entry reads
+//! upcoming, in progress, then completed, with what `sched` sent.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use support::*;
+
+const KEY: &str = "live_sched_1b2c3d4e";
+const TOKEN: &str = "schedule-token-5f6a7b8c";
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn api(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = http(port, method, path, Some(TOKEN), body);
+    (status, serde_json::from_str(&text).unwrap_or_default())
+}
+
+fn entry(port: u16, id: &str) -> serde_json::Value {
+    api(port, "GET", &format!("/v1/schedule/{id}"), "").1
+}
+
+#[test]
+fn a_booked_destination_goes_live_for_its_window_alone() {
+    require_ffmpeg();
+    let scratch = Scratch::new("schedule-booked");
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let config = format!(
+        r#"[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+[[streams]]
+id = "main"
+key = "{KEY}"
+reconnect_grace_s = 0
+
+  [[streams.destinations]]
+  id = "always"
+  url = "rtmp://127.0.0.1:{port}/live/always"
+
+  [[streams.destinations]]
+  id = "sched"
+  url = "rtmp://127.0.0.1:{port}/live/sched"
+  enabled = false
+"#,
+        port = nginx.port
+    );
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+
+    // Bad bookings are refused, each naming what is wrong.
+    let now = SystemTime::now();
+    for (body, status, says) in [
+        (
+            format!(
+                r#"{{"stream": "main", "starts_at": "soon", "ends_at": "{}"}}"#,
+                rfc3339(now)
+            ),
+            422,
+            "starts_at: ",
+        ),
+        (
+            format!(
+                r#"{{"stream": "nope", "starts_at": "{0}", "ends_at": "{0}"}}"#,
+                rfc3339(now)
+            ),
+            422,
+            "stream: no stream",
+        ),
+        (
+            format!(
+                r#"{{"stream": "main", "destinations": ["x"], "starts_at": "{}", "ends_at": "{}"}}"#,
+                rfc3339(now),
+                rfc3339(now + Duration::from_secs(60))
+            ),
+            422,
+            "destinations: no destination \"x\"",
+        ),
+    ] {
+        let (got, json) = api(admin_port, "POST", "/v1/schedule", &body);
+        assert_eq!(got, status, "{json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().starts_with(says),
+            "{json}"
+        );
+    }
+
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(KEY), 30, scratch.file("publisher.log"));
+    poll_until(
+        "the stream going live",
+        Duration::from_secs(10),
+        || api(admin_port, "GET", "/v1/streams/main", "").1,
+        |stream| stream["live"] == true,
+    );
+    // Whole seconds on the wire: the window starts on the next one.
+    let base = SystemTime::now() + Duration::from_secs(1);
+    let (starts, ends) = (
+        base + Duration::from_secs(8),
+        base + Duration::from_secs(18),
+    );
+    let body = format!(
+        r#"{{"stream": "main", "title": "The ten seconds", "destinations": ["sched"], "starts_at": "{}", "ends_at": "{}"}}"#,
+        rfc3339(starts),
+        rfc3339(ends)
+    );
+    let (status, booked) = api(admin_port, "POST", "/v1/schedule", &body);
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap().to_string();
+    assert_eq!(booked["status"], "upcoming", "{booked}");
+    // The same destination in an overlapping window is refused, naming it.
+    let (status, clash) = api(admin_port, "POST", "/v1/schedule", &body);
+    assert_eq!(status, 409, "{clash}");
+    assert!(
+        clash["error"]["message"].as_str().unwrap().contains(&id),
+        "{clash}"
+    );
+
+    let live = poll_until(
+        "the entry starting",
+        Duration::from_secs(15),
+        || entry(admin_port, &id),
+        |e| e["status"] == "in-progress",
+    );
+    assert!(live["started_at"].is_string(), "{live}");
+    poll_until(
+        "sched going live",
+        Duration::from_secs(5),
+        || api(admin_port, "GET", "/v1/streams/main/destinations/sched", "").1,
+        |d| d["state"] == "live",
+    );
+    let done = poll_until(
+        "the entry ending",
+        Duration::from_secs(15),
+        || entry(admin_port, &id),
+        |e| e["status"] == "completed",
+    );
+    assert!(done["ended_at"].is_string(), "{done}");
+    let sent = &done["outcome"][0];
+    assert_eq!(sent["destination"], "sched", "{done}");
+    assert!(sent["bytes"].as_u64() > Some(10_000), "{done}");
+    // Back to what the file says: disabled, while the show goes on.
+    poll_until(
+        "sched returning to disabled",
+        Duration::from_secs(5),
+        || api(admin_port, "GET", "/v1/streams/main/destinations/sched", "").1,
+        |d| d["state"] == "disabled",
+    );
+    let started = Instant::now();
+    assert!(
+        publisher.wait(Duration::from_secs(30)).success(),
+        "{}",
+        publisher.log()
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the show outlived the entry"
+    );
+
+    let sched = nginx.dir.join("sched.flv");
+    let span = probe_duration(&sched);
+    assert!(
+        (8.5..=11.5).contains(&span),
+        "the booked destination recorded {span:.2} s"
+    );
+    assert_decodes(&sched, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let always = nginx.dir.join("always.flv");
+    while probe_duration(&always) < 28.5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_good_recording(&always, 30.0);
+    let (_, history) = api(admin_port, "GET", "/v1/schedule?status=completed", "");
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+}
