@@ -10,6 +10,7 @@
 pub mod admission;
 mod announce;
 pub mod error;
+pub mod file_source;
 pub mod pull;
 pub mod remux;
 pub mod rtmp;

@@ -321,14 +321,17 @@ pub enum IngestProtocol {
     RtmpPull = 2,
     /// Prism calls an SRT listener for the stream (`pull = "srt://…"`).
     SrtPull = 3,
+    /// Prism plays a file into the stream (a scheduled pre-recorded show).
+    File = 4,
 }
 
 impl IngestProtocol {
-    pub const ALL: [IngestProtocol; 4] = [
+    pub const ALL: [IngestProtocol; 5] = [
         IngestProtocol::Rtmp,
         IngestProtocol::Srt,
         IngestProtocol::RtmpPull,
         IngestProtocol::SrtPull,
+        IngestProtocol::File,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -337,12 +340,17 @@ impl IngestProtocol {
             IngestProtocol::Srt => "srt",
             IngestProtocol::RtmpPull => "rtmp-pull",
             IngestProtocol::SrtPull => "srt-pull",
+            IngestProtocol::File => "file",
         }
     }
 
-    /// Whether Prism fetched the stream rather than an encoder pushing it.
+    /// Whether Prism fetched the stream (from a server, or a file) rather
+    /// than an encoder pushing it.
     pub fn is_pull(self) -> bool {
-        matches!(self, IngestProtocol::RtmpPull | IngestProtocol::SrtPull)
+        matches!(
+            self,
+            IngestProtocol::RtmpPull | IngestProtocol::SrtPull | IngestProtocol::File
+        )
     }
 }
 
@@ -559,17 +567,42 @@ impl StreamHub {
         remote: SocketAddr,
         role: SourceRole,
     ) -> Result<PublishGuard, PublishError> {
+        self.claim(protocol, remote, role, false)
+    }
+
+    /// Claims the primary source whoever holds it: a scheduled show's file
+    /// takes the stream from a live encoder, which is told it was displaced.
+    pub fn take_over(
+        self: &Arc<Self>,
+        protocol: IngestProtocol,
+        remote: SocketAddr,
+    ) -> Result<PublishGuard, PublishError> {
+        self.claim(protocol, remote, SourceRole::Primary, true)
+    }
+
+    fn claim(
+        self: &Arc<Self>,
+        protocol: IngestProtocol,
+        remote: SocketAddr,
+        role: SourceRole,
+        displace: bool,
+    ) -> Result<PublishGuard, PublishError> {
         if self.refuses_pushed(protocol, role) {
             return Err(PublishError::PullOnly);
         }
         let mut state = self.lock();
         if let Some(slot) = &state.sources[role.index()] {
             let current = slot.token;
-            if !slot.silent(SILENT_PUBLISHER, Instant::now()) {
+            let silent = slot.silent(SILENT_PUBLISHER, Instant::now());
+            if !silent && !displace {
                 return Err(PublishError::AlreadyLive);
             }
             drop(state);
-            tracing::info!(stream = %self.id, %remote, source = role.as_str(), silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
+            if silent {
+                tracing::info!(stream = %self.id, %remote, source = role.as_str(), silent_ms = SILENT_PUBLISHER.as_millis() as u64, "the live publisher has sent nothing for a while; a new one takes over");
+            } else {
+                tracing::info!(stream = %self.id, source = role.as_str(), protocol = protocol.as_str(), "a scheduled source takes the stream from the live publisher");
+            }
             // Recorded before the token changes, so its connection, woken
             // by the change, always reads why.
             self.holder.send_modify(|holder| holder.displaced = current);
