@@ -2,7 +2,10 @@
 //! destination `sched` (disabled in the file) from +8 s to +18 s: it goes
 //! live for that window alone and its recording spans it, while the
 //! stream's other destination records the whole show; the entry reads
-//! upcoming, in progress, then completed, with what `sched` sent.
+//! upcoming, in progress, then completed, with what `sched` sent. A file
+//! booked as a stream's source before Prism restarts plays for its window;
+//! a looping playlist of two files of different sizes plays across its
+//! boundaries with no gap.
 
 mod support;
 
@@ -183,4 +186,148 @@ reconnect_grace_s = 0
     assert_good_recording(&always, 30.0);
     let (_, history) = api(admin_port, "GET", "/v1/schedule?status=completed", "");
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+}
+
+/// A stream with no encoder and one destination on `nginx`.
+fn show_config(rtmp_port: u16, admin_port: u16, nginx_port: u16) -> String {
+    format!(
+        r#"[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{TOKEN}"
+
+[[streams]]
+id = "main"
+key = "{KEY}"
+reconnect_grace_s = 0
+
+  [[streams.destinations]]
+  id = "dest"
+  url = "rtmp://127.0.0.1:{nginx_port}/live/dest"
+"#
+    )
+}
+
+/// Books `source` on stream `main` from `from` to `to` seconds from now.
+fn book_show(admin_port: u16, source: &str, from: u64, to: u64) -> String {
+    let base = SystemTime::now() + Duration::from_secs(1);
+    let body = format!(
+        r#"{{"stream": "main", "title": "Pre-recorded", "source": {source}, "starts_at": "{}", "ends_at": "{}"}}"#,
+        rfc3339(base + Duration::from_secs(from)),
+        rfc3339(base + Duration::from_secs(to))
+    );
+    let (status, booked) = api(admin_port, "POST", "/v1/schedule", &body);
+    assert_eq!(status, 201, "{booked}");
+    booked["id"].as_str().unwrap().to_string()
+}
+
+fn wait_until_over(admin_port: u16, id: &str, within: Duration) -> serde_json::Value {
+    poll_until(
+        "the entry ending",
+        within,
+        || entry(admin_port, id),
+        |e| e["status"] == "completed" || e["status"] == "failed",
+    )
+}
+
+#[test]
+fn a_show_booked_before_a_restart_plays_its_file_for_its_window() {
+    require_ffmpeg();
+    let scratch = Scratch::new("schedule-file");
+    Clip::new("testsrc=size=320x240:rate=25")
+        .seconds(30)
+        .encode("flv", &scratch.file("show.flv"))
+        .unwrap();
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let mut prism = Prism::start(
+        &scratch,
+        &show_config(rtmp_port, admin_port, nginx.port),
+        rtmp_port,
+    );
+    wait_for_port(admin_port, Duration::from_secs(5));
+    // A file that cannot be played is refused when booked.
+    std::fs::write(scratch.file("notes.txt"), "not a video").unwrap();
+    let body = format!(
+        r#"{{"stream": "main", "source": {{"file": "notes.txt"}}, "starts_at": "{}", "ends_at": "{}"}}"#,
+        rfc3339(SystemTime::now() + Duration::from_secs(60)),
+        rfc3339(SystemTime::now() + Duration::from_secs(70))
+    );
+    let (status, refused) = api(admin_port, "POST", "/v1/schedule", &body);
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("notes.txt: not an FLV file"),
+        "{refused}"
+    );
+
+    let id = book_show(admin_port, r#"{"file": "show.flv"}"#, 6, 16);
+    let (status, _) = prism.terminate();
+    assert!(status.success());
+    let _prism = Prism::start_on_file(&scratch, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    assert_eq!(entry(admin_port, &id)["status"], "upcoming");
+    let done = wait_until_over(admin_port, &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    let recorded = nginx.dir.join("dest.flv");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe_duration(&recorded) < 8.5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let probe = assert_good_recording(&recorded, 10.0);
+    assert!(
+        (8.5..=11.5).contains(&probe.duration),
+        "{:.2} s of the show",
+        probe.duration
+    );
+}
+
+#[test]
+fn a_looping_playlist_of_two_sizes_plays_across_its_boundaries_with_no_gap() {
+    require_ffmpeg();
+    let scratch = Scratch::new("schedule-playlist");
+    for (name, size) in [("small.flv", "320x240"), ("large.flv", "640x360")] {
+        Clip::new(&format!("testsrc=size={size}:rate=25"))
+            .seconds(2)
+            .encode("flv", &scratch.file(name))
+            .unwrap();
+    }
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let _prism = Prism::start(
+        &scratch,
+        &show_config(rtmp_port, admin_port, nginx.port),
+        rtmp_port,
+    );
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let id = book_show(
+        admin_port,
+        r#"{"file": ["small.flv", "large.flv"], "loop": true}"#,
+        2,
+        12,
+    );
+    let done = wait_until_over(admin_port, &id, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["source"]["loop"], true, "{done}");
+    let recorded = nginx.dir.join("dest.flv");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe_duration(&recorded) < 8.5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_decodes(&recorded, &[]);
+    let sizes = runs(&width_sequence(&recorded));
+    let widths: Vec<u32> = sizes.iter().map(|(w, _)| *w).collect();
+    assert!(
+        widths.len() >= 4 && widths.windows(2).all(|w| w[0] != w[1]),
+        "the files alternate: {sizes:?}"
+    );
+    let gap = max_video_gap(&recorded);
+    assert!(
+        gap < Duration::from_millis(100),
+        "a {gap:?} gap between files"
+    );
 }

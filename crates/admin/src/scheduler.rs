@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
+use prism_ingest::file_source::FilePlayer;
 use prism_media::supervise::catch_panic;
 use prism_schedule::{Entry, Outcome, Schedule, Step};
 use tokio::sync::Notify;
@@ -26,6 +27,9 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Scheduler {
     schedule: Mutex<Schedule>,
     path: PathBuf,
+    /// The shows playing now, by entry; a show whose files ended stays
+    /// listed (finished) until its entry ends, so it is not played again.
+    players: Mutex<HashMap<String, FilePlayer>>,
     /// Each entry in progress: its destinations' counters when it started.
     baselines: Mutex<HashMap<String, Vec<Outcome>>>,
     /// Wakes the task when an entry is booked, changed or canceled.
@@ -53,6 +57,7 @@ impl Scheduler {
         Ok(Self {
             schedule: Mutex::new(schedule),
             path,
+            players: Mutex::new(HashMap::new()),
             baselines: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
@@ -74,6 +79,13 @@ impl Scheduler {
     pub fn changed(&self, schedule: &Schedule) {
         self.save(schedule);
         self.wake.notify_one();
+    }
+
+    /// Where a show's file `name` is: relative paths are the config's
+    /// folder's.
+    pub fn file_path(&self, name: &str) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(name)
     }
 
     /// Whether an entry in progress takes `destination` of `stream` live.
@@ -145,10 +157,61 @@ async fn turn(controller: &Controller) {
         }
         let _ = controller.events().send(schedule_event(entry));
     }
+    play_shows(controller).await;
     if !steps.is_empty() {
         scheduler.save(&scheduler.lock());
     }
     enable_booked(controller).await;
+}
+
+/// Every entry in progress with files plays them; a show whose entry is no
+/// longer in progress stops.
+async fn play_shows(controller: &Controller) {
+    let scheduler = controller.scheduler();
+    let live: Vec<Entry> = scheduler
+        .lock()
+        .in_progress()
+        .filter(|e| e.source.is_some())
+        .cloned()
+        .collect();
+    let mut stopping = Vec::new();
+    {
+        let mut players = scheduler.players.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<String> = players.keys().cloned().collect();
+        for id in ids {
+            if !live.iter().any(|e| e.id == id) {
+                stopping.extend(players.remove(&id));
+            }
+        }
+        for entry in &live {
+            if players.contains_key(&entry.id) {
+                continue;
+            }
+            let source = entry.source.as_ref().expect("filtered");
+            let Some(stream) = controller.streams().get(&entry.stream) else {
+                continue;
+            };
+            let files = source
+                .files
+                .iter()
+                .map(|f| scheduler.file_path(f))
+                .collect();
+            match FilePlayer::start(Arc::clone(&stream.hub), files, source.repeat) {
+                Ok(player) => {
+                    players.insert(entry.id.clone(), player);
+                }
+                Err(e) => scheduler.lock().fail(
+                    &entry.id,
+                    format!("the show's player could not start: {e}"),
+                    SystemTime::now(),
+                ),
+            }
+        }
+    }
+    for player in stopping {
+        // Joins its thread, which looks every 100 ms.
+        let _ = tokio::task::spawn_blocking(move || player.stop()).await;
+    }
 }
 
 /// Records what went out during `entry` (ended or canceled).

@@ -11,10 +11,12 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use prism_ingest::file_source;
 use prism_schedule::entry::rfc3339;
-use prism_schedule::{Booking, Change, Entry, Outcome, ScheduleError, Status};
+use prism_schedule::{Booking, Change, Entry, FileSource, Outcome, ScheduleError, Status};
 
 use super::{parse_body, present, query_value, App};
+use crate::control::off_async_threads;
 use crate::error::ApiError;
 use crate::scheduler;
 
@@ -28,12 +30,21 @@ struct EntryView {
     ends_at: String,
     /// Null: all of the stream's destinations.
     destinations: Option<Vec<String>>,
+    /// The files played instead of an encoder, if any.
+    source: Option<SourceView>,
     status: &'static str,
     failure: Option<String>,
     started_at: Option<String>,
     ended_at: Option<String>,
     /// What each destination sent during the entry (once it ended).
     outcome: Vec<Outcome>,
+}
+
+#[derive(Serialize)]
+struct SourceView {
+    files: Vec<String>,
+    #[serde(rename = "loop")]
+    repeat: bool,
 }
 
 fn time(at: SystemTime) -> String {
@@ -48,6 +59,10 @@ fn view(entry: &Entry) -> EntryView {
         starts_at: time(entry.starts_at),
         ends_at: time(entry.ends_at),
         destinations: entry.destinations.clone(),
+        source: entry.source.as_ref().map(|s| SourceView {
+            files: s.files.clone(),
+            repeat: s.repeat,
+        }),
         status: entry.status.as_str(),
         failure: entry.failure.clone(),
         started_at: entry.started_at.map(time),
@@ -83,6 +98,53 @@ pub(crate) struct NewEntry {
     ends_at: String,
     /// The stream's destinations it takes live; all of them when left out.
     destinations: Option<Vec<String>>,
+    /// Files played into the stream instead of an encoder.
+    source: Option<SourceRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceRequest {
+    /// One file, or a playlist.
+    file: OneOrMany,
+    /// Played again from the first file when the last ends.
+    #[serde(default, rename = "loop")]
+    repeat: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Checks that each file of a show can be played (readable FLV with audio
+/// or video), off the async threads: a long file's tags are read.
+async fn check_source(app: &App, request: SourceRequest) -> Result<FileSource, ApiError> {
+    let files = match request.file {
+        OneOrMany::One(file) => vec![file],
+        OneOrMany::Many(files) => files,
+    };
+    if files.is_empty() {
+        return Err(ApiError::invalid("source.file: no file"));
+    }
+    let paths: Vec<_> = files
+        .iter()
+        .map(|f| app.controller.scheduler().file_path(f))
+        .collect();
+    let checked = off_async_threads(move || {
+        paths
+            .iter()
+            .map(|path| file_source::describe(path).map(|_| ()))
+            .collect::<Result<(), _>>()
+    })
+    .await?;
+    checked.map_err(|e| ApiError::invalid(format!("source.file: {e}")))?;
+    Ok(FileSource {
+        files,
+        repeat: request.repeat,
+    })
 }
 
 /// Checks that `stream` exists and has each of `destinations`.
@@ -120,6 +182,10 @@ pub(crate) async fn book(
     let starts_at = parse_time("starts_at", &request.starts_at)?;
     let ends_at = parse_time("ends_at", &request.ends_at)?;
     check_targets(&app, &request.stream, request.destinations.as_deref()).await?;
+    let source = match request.source {
+        Some(source) => Some(check_source(&app, source).await?),
+        None => None,
+    };
     let scheduler = app.controller.scheduler();
     let mut schedule = scheduler.lock();
     let entry = schedule.book(
@@ -129,7 +195,7 @@ pub(crate) async fn book(
             starts_at,
             ends_at,
             destinations: request.destinations,
-            source: None,
+            source,
             key_hash: None,
         },
         SystemTime::now(),
