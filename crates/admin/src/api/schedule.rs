@@ -136,8 +136,7 @@ async fn check_source(app: &App, request: SourceRequest) -> Result<FileSource, A
     let checked = off_async_threads(move || {
         paths
             .iter()
-            .map(|path| file_source::describe(path).map(|_| ()))
-            .collect::<Result<(), _>>()
+            .try_for_each(|path| file_source::describe(path).map(|_| ()))
     })
     .await?;
     checked.map_err(|e| ApiError::invalid(format!("source.file: {e}")))?;
