@@ -331,3 +331,61 @@ fn a_looping_playlist_of_two_sizes_plays_across_its_boundaries_with_no_gap() {
         "a {gap:?} gap between files"
     );
 }
+
+/// An entry's own key publishes from 15 minutes before it starts to its
+/// end: refused before, accepted within, shown once.
+#[test]
+fn an_event_key_is_refused_before_its_window_and_accepted_within_it() {
+    require_ffmpeg();
+    let scratch = Scratch::new("schedule-key");
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let prism = Prism::start(
+        &scratch,
+        &show_config(rtmp_port, admin_port, nginx.port),
+        rtmp_port,
+    );
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let book = |starts_in: u64| {
+        let now = SystemTime::now();
+        let body = format!(
+            r#"{{"stream": "main", "key": true, "starts_at": "{}", "ends_at": "{}"}}"#,
+            rfc3339(now + Duration::from_secs(starts_in)),
+            rfc3339(now + Duration::from_secs(starts_in + 300))
+        );
+        let (status, booked) = api(admin_port, "POST", "/v1/schedule", &body);
+        assert_eq!(status, 201, "{booked}");
+        let key = booked["key"].as_str().expect("the key, once").to_string();
+        let id = booked["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            entry(admin_port, &id)["key"],
+            serde_json::Value::Null,
+            "never again"
+        );
+        assert_eq!(entry(admin_port, &id)["has_key"], true);
+        key
+    };
+    // Its window opens in 5 minutes: not yet.
+    let later = book(20 * 60);
+    let mut early = Ffmpeg::publisher(&prism.publish_url(&later), 3, scratch.file("early.log"));
+    assert!(
+        !early.wait(Duration::from_secs(20)).success(),
+        "an event key before its window publishes"
+    );
+    // Its window opened 5 minutes ago.
+    let within = book(10 * 60);
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(&within), 4, scratch.file("within.log"));
+    poll_until(
+        "the event key's publish",
+        Duration::from_secs(10),
+        || api(admin_port, "GET", "/v1/streams/main", "").1,
+        |stream| stream["live"] == true,
+    );
+    assert!(
+        publisher.wait(Duration::from_secs(20)).success(),
+        "{}",
+        publisher.log()
+    );
+    prism.assert_log_free_of(&[&later, &within]);
+}

@@ -13,12 +13,14 @@ use std::time::{Duration, SystemTime};
 
 use prism_ingest::file_source::FilePlayer;
 use prism_media::supervise::catch_panic;
+use prism_media::EventKey;
 use prism_schedule::{Entry, Outcome, Schedule, Step};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::control::{now, Controller, Event};
 use crate::persist::write_atomically;
+use crate::streams::Streams;
 
 /// The clock is looked at at least this often: an NTP step is noticed
 /// within a second.
@@ -79,6 +81,25 @@ impl Scheduler {
     pub fn changed(&self, schedule: &Schedule) {
         self.save(schedule);
         self.wake.notify_one();
+    }
+
+    /// Gives ingest the event keys of the entries not over yet.
+    pub fn publish_keys(&self, schedule: &Schedule, streams: &Streams) {
+        let keys = schedule
+            .entries()
+            .iter()
+            .filter(|e| !e.status.is_final())
+            .filter_map(|e| {
+                let (opens, closes) = e.key_window();
+                Some(EventKey {
+                    key: e.key.clone()?,
+                    stream: e.stream.clone(),
+                    opens,
+                    closes,
+                })
+            })
+            .collect();
+        streams.set_event_keys(keys);
     }
 
     /// Where a show's file `name` is: relative paths are the config's
@@ -158,8 +179,12 @@ async fn turn(controller: &Controller) {
         let _ = controller.events().send(schedule_event(entry));
     }
     play_shows(controller).await;
-    if !steps.is_empty() {
-        scheduler.save(&scheduler.lock());
+    {
+        let schedule = scheduler.lock();
+        scheduler.publish_keys(&schedule, controller.streams());
+        if !steps.is_empty() {
+            scheduler.save(&schedule);
+        }
     }
     enable_booked(controller).await;
 }

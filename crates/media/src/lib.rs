@@ -35,5 +35,5 @@ pub use hub::{
 };
 pub use message::{MediaKind, MediaMessage};
 pub use secret::StreamKey;
-pub use streams::{KeyDirectory, Stream, Streams};
+pub use streams::{EventKey, KeyDirectory, Stream, Streams};
 pub use subscriber::Subscriber;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::arbiter::SourceRole;
 use crate::hub::{IngestProtocol, PublishError, StreamHub};
@@ -32,6 +32,18 @@ struct Table<P> {
     /// In the order they were added (the config's order).
     streams: Vec<Arc<Stream<P>>>,
     by_key: HashMap<String, Door<P>>,
+    /// Keys that publish to a stream within a window of time.
+    event_keys: HashMap<String, EventKey>,
+}
+
+/// A key that publishes to a stream only within a window of time: a
+/// scheduled event's own key.
+#[derive(Clone, Debug)]
+pub struct EventKey {
+    pub key: String,
+    pub stream: String,
+    pub opens: SystemTime,
+    pub closes: SystemTime,
 }
 
 pub struct Streams<P> {
@@ -44,6 +56,7 @@ impl<P> Default for Streams<P> {
             table: RwLock::new(Table {
                 streams: Vec::new(),
                 by_key: HashMap::new(),
+                event_keys: HashMap::new(),
             }),
         }
     }
@@ -105,12 +118,38 @@ impl<P> Streams<P> {
         self.read().streams.iter().find(|s| s.id == id).cloned()
     }
 
-    /// The stream `key` names and the SRT passphrase its publishers must use.
+    /// The stream `key` names and the SRT passphrase its publishers must
+    /// use: a stream's own key, or an event key within its window at `now`.
+    pub fn by_key_at(
+        &self,
+        key: &str,
+        now: SystemTime,
+    ) -> Option<(Arc<Stream<P>>, Option<String>)> {
+        let table = self.read();
+        let door = match table.by_key.get(key) {
+            Some(door) => door,
+            None => {
+                let event = table
+                    .event_keys
+                    .get(key)
+                    .filter(|e| e.opens <= now && now < e.closes)?;
+                table
+                    .by_key
+                    .values()
+                    .find(|door| door.stream.id == event.stream)?
+            }
+        };
+        Some((Arc::clone(&door.stream), door.srt_passphrase.clone()))
+    }
+
+    /// As `by_key_at`, now.
     pub fn by_key(&self, key: &str) -> Option<(Arc<Stream<P>>, Option<String>)> {
-        self.read()
-            .by_key
-            .get(key)
-            .map(|door| (Arc::clone(&door.stream), door.srt_passphrase.clone()))
+        self.by_key_at(key, SystemTime::now())
+    }
+
+    /// Replaces the event keys.
+    pub fn set_event_keys(&self, keys: Vec<EventKey>) {
+        self.write().event_keys = keys.into_iter().map(|k| (k.key.clone(), k)).collect();
     }
 
     /// A snapshot of every stream, in order (cheap: reference counts).
@@ -198,6 +237,30 @@ mod tests {
         let (stream, passphrase) = streams.by_key("new").unwrap();
         assert_eq!(stream.id, "main");
         assert_eq!(passphrase.as_deref(), Some("passphrase"));
+    }
+
+    #[test]
+    fn an_event_key_publishes_within_its_window_only() {
+        let streams = Streams::default();
+        add(&streams, "main", "own-key", 1);
+        let opens = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let closes = opens + Duration::from_secs(600);
+        streams.set_event_keys(vec![EventKey {
+            key: "event-key".into(),
+            stream: "main".into(),
+            opens,
+            closes,
+        }]);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(streams.by_key_at("event-key", at(999)).is_none());
+        assert_eq!(
+            streams.by_key_at("event-key", at(1_000)).unwrap().0.id,
+            "main"
+        );
+        assert!(streams.by_key_at("event-key", at(1_600)).is_none());
+        assert!(streams.by_key_at("own-key", at(0)).is_some());
+        streams.set_event_keys(Vec::new());
+        assert!(streams.by_key_at("event-key", at(1_000)).is_none());
     }
 
     #[test]

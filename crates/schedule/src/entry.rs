@@ -77,9 +77,11 @@ pub struct Entry {
     /// The stream's destinations it takes live; `None` covers all of them.
     pub destinations: Option<Vec<String>>,
     pub source: Option<FileSource>,
-    /// The event key's hash (`key_hash`), if the entry has a key of its own.
+    /// The entry's own stream key (an event key), if it has one: it
+    /// publishes to the stream from `KEY_OPENS_BEFORE` before `starts_at`
+    /// to `ends_at`. Kept in the state file (written 0600), shown once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_hash: Option<String>,
+    pub key: Option<String>,
     pub status: Status,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,7 +94,20 @@ pub struct Entry {
     pub outcome: Vec<Outcome>,
 }
 
+/// An event key publishes from this long before its entry starts.
+pub const KEY_OPENS_BEFORE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 impl Entry {
+    /// When its event key publishes: from 15 minutes before it starts to
+    /// its end.
+    pub fn key_window(&self) -> (SystemTime, SystemTime) {
+        let opens = self
+            .starts_at
+            .checked_sub(KEY_OPENS_BEFORE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        (opens, self.ends_at)
+    }
+
     /// Whether it takes `destination` live.
     pub fn covers(&self, destination: &str) -> bool {
         self.destinations

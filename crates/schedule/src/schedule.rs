@@ -22,7 +22,7 @@ pub struct Booking {
     pub ends_at: SystemTime,
     pub destinations: Option<Vec<String>>,
     pub source: Option<FileSource>,
-    pub key_hash: Option<String>,
+    pub key: Option<String>,
 }
 
 /// A change to an upcoming entry; fields given are set.
@@ -102,7 +102,7 @@ impl Schedule {
             ends_at: booking.ends_at,
             destinations: booking.destinations,
             source: booking.source,
-            key_hash: booking.key_hash,
+            key: booking.key,
             status: Status::Upcoming,
             failure: None,
             started_at: None,
@@ -275,7 +275,7 @@ mod tests {
             ends_at: at(to),
             destinations: destinations.map(|d| d.iter().map(|s| s.to_string()).collect()),
             source: None,
-            key_hash: None,
+            key: None,
         }
     }
 

@@ -16,6 +16,7 @@ use prism_schedule::entry::rfc3339;
 use prism_schedule::{Booking, Change, Entry, FileSource, Outcome, ScheduleError, Status};
 
 use super::{parse_body, present, query_value, App};
+use crate::command::generate_key;
 use crate::control::off_async_threads;
 use crate::error::ApiError;
 use crate::scheduler;
@@ -38,6 +39,11 @@ struct EntryView {
     ended_at: Option<String>,
     /// What each destination sent during the entry (once it ended).
     outcome: Vec<Outcome>,
+    /// It has an event key of its own.
+    has_key: bool,
+    /// The event key: in the answer that booked it, and never again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +74,8 @@ fn view(entry: &Entry) -> EntryView {
         started_at: entry.started_at.map(time),
         ended_at: entry.ended_at.map(time),
         outcome: entry.outcome.clone(),
+        has_key: entry.key.is_some(),
+        key: None,
     }
 }
 
@@ -100,6 +108,9 @@ pub(crate) struct NewEntry {
     destinations: Option<Vec<String>>,
     /// Files played into the stream instead of an encoder.
     source: Option<SourceRequest>,
+    /// `true` gives the entry a stream key of its own, which publishes to
+    /// the stream from 15 minutes before it starts to its end.
+    key: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -195,12 +206,14 @@ pub(crate) async fn book(
             ends_at,
             destinations: request.destinations,
             source,
-            key_hash: None,
+            key: request.key.unwrap_or(false).then(generate_key),
         },
         SystemTime::now(),
     )?;
-    let shown = view(entry);
+    let mut shown = view(entry);
+    shown.key = entry.key.clone();
     scheduler.changed(&schedule);
+    scheduler.publish_keys(&schedule, app.controller.streams());
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
@@ -288,6 +301,7 @@ pub(crate) async fn change(
     )?;
     let shown = view(entry);
     scheduler.changed(&schedule);
+    scheduler.publish_keys(&schedule, app.controller.streams());
     Ok(Json(shown))
 }
 
@@ -311,5 +325,6 @@ pub(crate) async fn cancel(
     }
     let schedule = scheduler.lock();
     scheduler.changed(&schedule);
+    scheduler.publish_keys(&schedule, controller.streams());
     Ok(Json(view(schedule.get(&id).expect("still listed"))))
 }
