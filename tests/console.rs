@@ -609,3 +609,94 @@ async fn a_first_run_of_the_example_config_logs_a_link_that_opens_the_console() 
     assert_eq!(prism.log().matches("console: open http://").count(), 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
 }
+
+/// The schedule in the console: a show booked through the form (with an
+/// event key, shown once) is listed as upcoming, edited, and canceled with
+/// a click into the history; the page logs no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_books_edits_and_cancels_a_schedule_entry() {
+    let scratch = Scratch::new("console-schedule");
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\n\n\
+         \x20 [[streams.destinations]]\n  id = \"alpha\"\n  url = \"rtmp://127.0.0.1:9/live\"\n  key = \"alpha-key\"\n  enabled = false\n"
+    );
+    let _prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let driver = ChromeDriver::start();
+    let client = browser(&driver, &[]).await;
+    client
+        .goto(&format!("http://127.0.0.1:{admin_port}/#token={TOKEN}"))
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(10);
+    wait_for_js(
+        &client,
+        "document.querySelector('#book-form select').options.length === 1",
+        limit,
+    )
+    .await;
+    click(&client, "#book summary").await;
+    // In an hour, for an hour, in this browser's time zone.
+    eval(
+        &client,
+        "(() => { const f = document.querySelector('#book-form');
+           const local = (ms) => { const d = new Date(Date.now() + ms);
+             return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19); };
+           f.elements.title.value = 'Friday show';
+           f.elements.starts_at.value = local(3600e3);
+           f.elements.ends_at.value = local(7200e3);
+           f.elements.destinations.value = 'alpha';
+           f.elements.key.checked = true; return true; })()",
+    )
+    .await;
+    click(&client, "#book-form button[type=submit]").await;
+    wait_for_js(
+        &client,
+        "document.querySelector('#book-key').textContent.startsWith('Its stream key (shown this once): ')",
+        limit,
+    )
+    .await;
+    let item = "#schedule-upcoming li[data-entry]";
+    wait_for_js(
+        &client,
+        &format!("!!document.querySelector('{item}')"),
+        limit,
+    )
+    .await;
+    let listed = text(&client, item).await;
+    assert!(
+        listed.contains("Friday show · main")
+            && listed.contains("takes alpha live")
+            && listed.contains("event key"),
+        "{listed}"
+    );
+    // Edit the title.
+    click(&client, &format!("{item} .edit")).await;
+    eval(
+        &client,
+        &format!("(() => {{ document.querySelector('{item} form').elements.title.value = 'Saturday show'; return true; }})()"),
+    )
+    .await;
+    click(&client, &format!("{item} form button[type=submit]")).await;
+    wait_for_js(
+        &client,
+        &format!("(document.querySelector('{item}') || {{}}).textContent?.includes('Saturday show') === true"),
+        limit,
+    )
+    .await;
+    let (_, listed) = http(admin_port, "GET", "/v1/schedule", Some(TOKEN), "");
+    assert!(listed.contains("Saturday show"), "{listed}");
+    // Cancel it: it moves to the history.
+    click(&client, &format!("{item} .cancel")).await;
+    wait_for_js(
+        &client,
+        "(document.querySelector('#schedule-history li[data-entry] .entry-status') || {}).textContent === 'canceled'",
+        limit,
+    )
+    .await;
+    let errors = console_errors(&client, &driver).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    client.close().await.unwrap();
+}

@@ -43,6 +43,7 @@ function init() {
   $("#login-form").addEventListener("submit", onLogin);
   $("#sign-out").addEventListener("click", () => signOut(""));
   $("#add-stream-form").addEventListener("submit", onAddStream);
+  $("#book-form").addEventListener("submit", onBook);
   if (token) {
     start();
   } else {
@@ -133,6 +134,7 @@ async function refresh() {
   if (!token) return;
   try {
     render(await api("GET", "/v1/streams"));
+    renderSchedule(await api("GET", "/v1/schedule"));
   } catch (error) {
     if (token) setConnection("failed", "disconnected");
     return;
@@ -181,6 +183,152 @@ function renderRecordings(element, recordings) {
   $(".recordings tbody", element).replaceChildren(...rows);
   $(".recordings", element).hidden = rows.length === 0;
   $(".no-recordings", element).hidden = rows.length > 0;
+}
+
+/** The schedule's entries in three lists: live now, upcoming, history. */
+function renderSchedule(entries) {
+  const lists = { live: [], upcoming: [], history: [] };
+  for (const entry of entries) {
+    const list = entry.status === "in-progress" ? "live" : entry.status === "upcoming" ? "upcoming" : "history";
+    lists[list].push(scheduleItem(entry));
+  }
+  lists.history.reverse();
+  for (const [name, items] of Object.entries(lists)) {
+    const list = $(`#schedule-${name}`);
+    // An entry being edited keeps its form until it is saved or closed.
+    if (list.querySelector("form")) continue;
+    list.replaceChildren(...(items.length ? items : [emptyItem()]));
+  }
+  const select = $("#book-form select[name=stream]");
+  const chosen = select.value;
+  select.replaceChildren(
+    ...[...streamElements.keys()].map((id) => {
+      const option = document.createElement("option");
+      option.value = option.textContent = id;
+      return option;
+    }),
+  );
+  if (chosen) select.value = chosen;
+}
+
+function emptyItem() {
+  const item = document.createElement("li");
+  item.className = "muted";
+  item.textContent = "—";
+  return item;
+}
+
+function scheduleItem(entry) {
+  const item = document.createElement("li");
+  item.dataset.entry = entry.id;
+  const when = `${new Date(entry.starts_at).toLocaleString()} – ${new Date(entry.ends_at).toLocaleTimeString()}`;
+  const what = entry.source
+    ? `plays ${entry.source.files.join(", ")}${entry.source.loop ? " (loop)" : ""}`
+    : `takes ${entry.destinations ? entry.destinations.join(", ") : "every destination"} live`;
+  const parts = [`${entry.title} · ${entry.stream} · ${when} · ${what}`];
+  if (entry.has_key) parts.push("event key");
+  if (entry.failure) parts.push(entry.failure);
+  const sent = entry.outcome.map((o) => `${o.destination}: ${formatBytes(o.bytes)}, ${o.dropped_frames} dropped`);
+  if (sent.length) parts.push(sent.join("; "));
+  const text = document.createElement("span");
+  text.textContent = parts.join(" · ");
+  const status = document.createElement("span");
+  status.className = `pill entry-status ${entry.status}`;
+  status.textContent = entry.status;
+  item.append(status, " ", text);
+  if (entry.status === "upcoming") {
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.className = "edit";
+    edit.textContent = "Edit";
+    edit.addEventListener("click", () => editEntry(item, entry));
+    item.append(" ", edit);
+  }
+  if (entry.status === "upcoming" || entry.status === "in-progress") {
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "cancel danger";
+    cancel.textContent = entry.status === "upcoming" ? "Cancel" : "End now";
+    cancel.addEventListener("click", async () => {
+      try {
+        await api("DELETE", `/v1/schedule/${enc(entry.id)}`);
+      } catch (error) {
+        text.textContent = error.message;
+      }
+      scheduleRefresh();
+    });
+    item.append(" ", cancel);
+  }
+  return item;
+}
+
+/** A `datetime-local` value for an RFC 3339 time, in this browser's zone. */
+function localInput(rfc3339) {
+  const at = new Date(rfc3339);
+  return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+}
+
+function editEntry(item, entry) {
+  const form = document.createElement("form");
+  form.className = "inline";
+  form.innerHTML = `<label>Title <input name="title"></label>
+    <label>Starts <input name="starts_at" type="datetime-local" step="1" required></label>
+    <label>Ends <input name="ends_at" type="datetime-local" step="1" required></label>
+    <button type="submit">Save</button> <button type="button" class="close">Close</button>
+    <p class="error" role="alert"></p>`;
+  form.elements["title"].value = entry.title;
+  form.elements["starts_at"].value = localInput(entry.starts_at);
+  form.elements["ends_at"].value = localInput(entry.ends_at);
+  form.querySelector(".close").addEventListener("click", () => {
+    form.remove();
+    scheduleRefresh();
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api("PATCH", `/v1/schedule/${enc(entry.id)}`, {
+        title: form.elements["title"].value,
+        starts_at: new Date(form.elements["starts_at"].value).toISOString(),
+        ends_at: new Date(form.elements["ends_at"].value).toISOString(),
+      });
+      form.remove();
+    } catch (error) {
+      form.querySelector(".error").textContent = error.message;
+    }
+    scheduleRefresh();
+  });
+  item.append(form);
+}
+
+async function onBook(event) {
+  event.preventDefault();
+  const form = event.target;
+  const field = (name) => form.elements[name].value.trim();
+  const list = (name) =>
+    field(name)
+      .split(",")
+      .map((part) => part.trim())
+      .filter(Boolean);
+  const body = {
+    stream: field("stream"),
+    starts_at: new Date(field("starts_at")).toISOString(),
+    ends_at: new Date(field("ends_at")).toISOString(),
+  };
+  if (field("title")) body.title = field("title");
+  if (list("destinations").length) body.destinations = list("destinations");
+  if (list("files").length) body.source = { file: list("files"), loop: form.elements["loop"].checked };
+  if (form.elements["key"].checked) body.key = true;
+  try {
+    const entry = await api("POST", "/v1/schedule", body);
+    $("#book-error").textContent = "";
+    $("#book-key").textContent = entry.key
+      ? `Its stream key (shown this once): ${entry.key}`
+      : "";
+    form.reset();
+  } catch (error) {
+    $("#book-error").textContent = error.message;
+  }
+  scheduleRefresh();
 }
 
 /** Refreshes shortly after a burst of events, once. */
@@ -267,6 +415,10 @@ function describeEvent(type, e) {
       return `${e.stream}: recorded ${e.file} (${formatDuration(e.duration_s * 1000)}, ${formatBytes(e.bytes)})`;
     case "recording_stop":
       return `${e.stream}: recording stopped${e.error ? ` (${e.error.kind}: ${e.error.message})` : ""}`;
+    case "schedule_start":
+      return `${e.stream}: "${e.title}" started`;
+    case "schedule_end":
+      return `${e.stream}: "${e.title}" ${e.status}${e.failure ? ` (${e.failure})` : ""}`;
     default:
       return type;
   }
@@ -295,6 +447,14 @@ function render(streams) {
       $("#streams").append(element);
     }
     updateStream(element, stream);
+    // A preview is asked for only while there is something to show.
+    if (stream.live) {
+      startPreview(element, stream.id);
+    } else {
+      stopPreview(stream.id);
+      $(".preview", element).hidden = true;
+      $(".preview-note", element).textContent = "The stream is not live";
+    }
   }
   for (const [id, element] of streamElements) {
     if (!seen.has(id)) {
@@ -380,7 +540,6 @@ function createStream(id) {
     scheduleRefresh();
   });
   element.destinationElements = new Map();
-  startPreview(element, id);
   return element;
 }
 
