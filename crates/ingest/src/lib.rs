@@ -10,7 +10,6 @@
 pub mod admission;
 mod announce;
 pub mod error;
-pub mod file_source;
 pub mod pull;
 pub mod remux;
 pub mod rtmp;

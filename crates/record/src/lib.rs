@@ -13,6 +13,8 @@
 //! - `library`: the recordings on disk (listing, deleting, retention).
 //! - `preview`: a live preview feed for the console (fMP4 for Media Source
 //!   Extensions), from the same segmenter.
+//! - `playback`: files (a recording, or any FLV) played back into a stream
+//!   at real time: a scheduled pre-recorded show.
 //!
 //! Errors: `MuxError` for a configuration a file cannot hold; `WriteError`
 //! (with its `ErrorKind`: disk full, read-only, permission, other I/O) for
@@ -22,6 +24,7 @@ pub mod files;
 pub mod flv_file;
 pub mod fmp4;
 pub mod library;
+pub mod playback;
 pub mod preview;
 pub mod recorder;
 pub mod sample;

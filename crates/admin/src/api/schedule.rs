@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use prism_ingest::file_source;
+use prism_record::playback;
 use prism_schedule::entry::rfc3339;
 use prism_schedule::{Booking, Change, Entry, FileSource, Outcome, ScheduleError, Status};
 
@@ -147,7 +147,7 @@ async fn check_source(app: &App, request: SourceRequest) -> Result<FileSource, A
     let checked = off_async_threads(move || {
         paths
             .iter()
-            .try_for_each(|path| file_source::describe(path).map(|_| ()))
+            .try_for_each(|path| playback::describe(path).map(|_| ()))
     })
     .await?;
     checked.map_err(|e| ApiError::invalid(format!("source.file: {e}")))?;
