@@ -389,3 +389,46 @@ fn an_event_key_is_refused_before_its_window_and_accepted_within_it() {
     );
     prism.assert_log_free_of(&[&later, &within]);
 }
+
+/// A recording Prism made (fragmented MP4) is booked as a show and plays
+/// back to a destination, whole and decodable.
+#[test]
+fn a_recording_prism_made_plays_back_as_a_show() {
+    require_ffmpeg();
+    let scratch = Scratch::new("schedule-recording");
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let (rtmp_port, admin_port) = (free_port(), free_port());
+    let config = show_config(rtmp_port, admin_port, nginx.port).replace(
+        "reconnect_grace_s = 0\n",
+        "reconnect_grace_s = 0\nrecord = true\n",
+    ) + "\n[record]\npath = \"rec\"\n";
+    let prism = Prism::start(&scratch, &config, rtmp_port);
+    wait_for_port(admin_port, Duration::from_secs(5));
+    let mut publisher =
+        Ffmpeg::publisher(&prism.publish_url(KEY), 6, scratch.file("publisher.log"));
+    assert!(
+        publisher.wait(Duration::from_secs(20)).success(),
+        "{}",
+        publisher.log()
+    );
+    let recording = poll_until(
+        "a complete recording",
+        Duration::from_secs(15),
+        || api(admin_port, "GET", "/v1/recordings", "").1,
+        |listed| listed[0]["complete"] == true,
+    );
+    let file = format!("rec/{}", recording[0]["file"].as_str().unwrap());
+    assert!(file.ends_with(".mp4"), "{file}");
+    // The destination's recording of the live show is set aside.
+    std::fs::rename(nginx.dir.join("dest.flv"), nginx.dir.join("live.flv")).unwrap();
+    let id = book_show(admin_port, &format!(r#"{{"file": "{file}"}}"#), 1, 9);
+    let done = wait_until_over(admin_port, &id, Duration::from_secs(20));
+    assert_eq!(done["status"], "completed", "{done}");
+    let played = nginx.dir.join("dest.flv");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while probe_duration(&played) < 5.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let probe = assert_good_recording(&played, 6.0);
+    assert!(probe.duration > 5.0, "{:.2} s played back", probe.duration);
+}

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
-use prism_record::playback::FilePlayer;
 use prism_media::supervise::catch_panic;
 use prism_media::EventKey;
+use prism_record::playback::FilePlayer;
 use prism_schedule::{Entry, Outcome, Schedule, Step};
 use tokio::sync::Notify;
 use tracing::{info, warn};

@@ -23,6 +23,7 @@
 pub mod files;
 pub mod flv_file;
 pub mod fmp4;
+pub mod fmp4_read;
 pub mod library;
 pub mod playback;
 pub mod preview;

@@ -1,4 +1,5 @@
-//! A pre-recorded show: FLV files played into a stream at real time, with
+//! A pre-recorded show: files (FLV, or fragmented MP4 such as Prism's own
+//! recordings) played into a stream at real time, with
 //! no encoder, from a schedule entry's start to its end. A playlist plays
 //! its files in order on one timeline (each file's first frame one frame
 //! after the last one's), and may repeat. The player holds the stream's
@@ -22,6 +23,8 @@ use bytes::Bytes;
 use tracing::{error, info, warn};
 
 use prism_media::flv::{self, MediaKind};
+
+use crate::fmp4_read::Fmp4Reader;
 use prism_media::supervise::{count_panic, panic_message};
 use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
 
@@ -47,8 +50,13 @@ pub struct FileInfo {
 pub enum FileError {
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
-    #[error("{path}: not an FLV file (MP4 files are not played yet: record with format = \"flv\", or remux with ffmpeg -c copy)")]
-    NotFlv { path: String },
+    #[error("{path}: neither FLV nor MP4")]
+    NotPlayable { path: String },
+    #[error("{path}: {error}")]
+    Mp4 {
+        path: String,
+        error: crate::fmp4_read::Fmp4ReadError,
+    },
     #[error("{path}: a tag of {size} bytes at byte {at} is over the 16 MiB limit")]
     TagTooLarge { path: String, size: usize, at: u64 },
     #[error("{path}: no audio or video in it")]
@@ -65,6 +73,9 @@ pub fn describe(path: &Path) -> Result<FileInfo, FileError> {
         error,
     };
     let mut file = BufReader::new(File::open(path).map_err(io)?);
+    if is_mp4(&mut file).map_err(io)? {
+        return describe_mp4(file, &shown);
+    }
     let start = read_header(&mut file, &shown)?;
     file.seek(SeekFrom::Start(start)).map_err(io)?;
     let (mut first, mut last) = (None, 0u32);
@@ -118,11 +129,44 @@ pub fn describe(path: &Path) -> Result<FileInfo, FileError> {
     })
 }
 
+/// Whether the file starts with an MP4 `ftyp` box (and not FLV's header).
+fn is_mp4(file: &mut (impl Read + Seek)) -> std::io::Result<bool> {
+    let mut head = [0u8; 8];
+    let read = file.read(&mut head)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(read == 8 && &head[4..] == b"ftyp")
+}
+
+/// A fragmented MP4's length and codecs, from its `moov` and `moof`s.
+fn describe_mp4(file: BufReader<File>, path: &str) -> Result<FileInfo, FileError> {
+    let mp4 = |error| FileError::Mp4 {
+        path: path.to_string(),
+        error,
+    };
+    let mut reader = Fmp4Reader::open(file).map_err(mp4)?;
+    let (video, audio) = reader.codecs();
+    let (mut first, mut last) = (None, 0u64);
+    while let Some(frames) = reader.next_fragment(false).map_err(mp4)? {
+        for frame in frames {
+            first.get_or_insert(frame.timestamp);
+            last = last.max(frame.timestamp);
+        }
+    }
+    let first = first.ok_or_else(|| FileError::NoMedia {
+        path: path.to_string(),
+    })?;
+    Ok(FileInfo {
+        duration: Duration::from_millis(last - first),
+        video,
+        audio,
+    })
+}
+
 /// Checks the `FLV` signature; returns where the first tag starts.
 fn read_header(file: &mut impl Read, path: &str) -> Result<u64, FileError> {
     let mut header = [0u8; 9];
     if file.read_exact(&mut header).is_err() || &header[..3] != b"FLV" {
-        return Err(FileError::NotFlv {
+        return Err(FileError::NotPlayable {
             path: path.to_string(),
         });
     }
@@ -225,37 +269,18 @@ fn play_file(
     started: Instant,
     stop: &AtomicBool,
 ) -> Result<Option<u64>, FileError> {
-    let shown = path.display().to_string();
-    let io = |error| FileError::Io {
-        path: shown.clone(),
-        error,
-    };
-    let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(io)?);
-    let first_tag = read_header(&mut file, &shown)?;
-    file.seek(SeekFrom::Start(first_tag)).map_err(io)?;
-    let mut first: Option<u32> = None;
+    let mut messages = FileMessages::open(path)?;
+    let mut first: Option<u64> = None;
     let mut last = None;
-    let mut header = [0u8; 11];
-    while file.read_exact(&mut header).is_ok() {
-        let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
-        let mut body = vec![0u8; size + 4];
-        if file.read_exact(&mut body).is_err() {
-            break; // cut short: the show goes on from what was whole
-        }
-        body.truncate(size);
-        let Some(kind) = MediaKind::from_type_id(header[0] & 0x1f) else {
-            continue;
-        };
-        let timestamp = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
-        let message = MediaMessage::new(kind, 0, Bytes::from(body));
+    while let Some(message) = messages.next()? {
         // The file's time starts at its first frame: headers and metadata
         // before it (often stamped 0 in a file whose frames start later)
         // go out with it.
-        if kind != MediaKind::Data && !message.sequence_header {
-            first.get_or_insert(timestamp);
+        if message.kind != MediaKind::Data && !message.sequence_header {
+            first.get_or_insert(message.timestamp);
         }
-        let from_first = first.map_or(0, |first| timestamp.saturating_sub(first));
-        let at = start_ms + u64::from(from_first);
+        let from_first = first.map_or(0, |first| message.timestamp.saturating_sub(first));
+        let at = start_ms + from_first;
         if !wait_until(started + Duration::from_millis(at), stop) || !publish.is_current() {
             return Ok(last);
         }
@@ -266,6 +291,97 @@ fn play_file(
         last = Some(at);
     }
     Ok(last)
+}
+
+/// A file's messages in order, stamped with the file's own times; a file
+/// cut short ends with its last whole message.
+enum FileMessages {
+    Flv {
+        file: BufReader<File>,
+        path: String,
+    },
+    Mp4 {
+        reader: Box<Fmp4Reader<BufReader<File>>>,
+        pending: std::collections::VecDeque<MediaMessage>,
+        path: String,
+    },
+}
+
+impl FileMessages {
+    fn open(path: &Path) -> Result<Self, FileError> {
+        let shown = path.display().to_string();
+        let io = |error| FileError::Io {
+            path: shown.clone(),
+            error,
+        };
+        let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(io)?);
+        if is_mp4(&mut file).map_err(io)? {
+            let reader = Fmp4Reader::open(file).map_err(|error| FileError::Mp4 {
+                path: shown.clone(),
+                error,
+            })?;
+            return Ok(FileMessages::Mp4 {
+                pending: reader.headers().into(),
+                reader: Box::new(reader),
+                path: shown,
+            });
+        }
+        let first_tag = read_header(&mut file, &shown)?;
+        file.seek(SeekFrom::Start(first_tag)).map_err(io)?;
+        Ok(FileMessages::Flv { file, path: shown })
+    }
+
+    fn next(&mut self) -> Result<Option<MediaMessage>, FileError> {
+        match self {
+            FileMessages::Flv { file, path } => loop {
+                let mut header = [0u8; 11];
+                if file.read_exact(&mut header).is_err() {
+                    return Ok(None);
+                }
+                let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
+                if size > MAX_TAG {
+                    return Err(FileError::TagTooLarge {
+                        path: path.clone(),
+                        size,
+                        at: file.stream_position().unwrap_or(0),
+                    });
+                }
+                let mut body = vec![0u8; size + 4];
+                if file.read_exact(&mut body).is_err() {
+                    return Ok(None);
+                }
+                body.truncate(size);
+                let Some(kind) = MediaKind::from_type_id(header[0] & 0x1f) else {
+                    continue;
+                };
+                let timestamp = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
+                return Ok(Some(MediaMessage::new(
+                    kind,
+                    u64::from(timestamp),
+                    Bytes::from(body),
+                )));
+            },
+            FileMessages::Mp4 {
+                reader,
+                pending,
+                path,
+            } => loop {
+                if let Some(message) = pending.pop_front() {
+                    return Ok(Some(message));
+                }
+                match reader.next_fragment(true) {
+                    Ok(Some(frames)) => pending.extend(frames),
+                    Ok(None) => return Ok(None),
+                    Err(error) => {
+                        return Err(FileError::Mp4 {
+                            path: path.clone(),
+                            error,
+                        })
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// Sleeps until `due`; false when stopped meanwhile.
@@ -315,7 +431,7 @@ mod tests {
         assert_eq!((info.video, info.audio), (Some("h264"), Some("aac")));
         let mp4 = dir.join("b.mp4");
         std::fs::write(&mp4, b"\x00\x00\x00\x20ftypisom").unwrap();
-        assert!(matches!(describe(&mp4), Err(FileError::NotFlv { .. })));
+        assert!(matches!(describe(&mp4), Err(FileError::Mp4 { .. })));
         let missing = describe(&dir.join("none.flv")).unwrap_err().to_string();
         assert!(missing.contains("none.flv"), "{missing}");
     }

@@ -562,7 +562,7 @@ pub(crate) mod tests {
         out
     }
 
-    fn run(segmenter: &mut Segmenter, messages: &[MediaMessage]) -> Vec<Step> {
+    pub(crate) fn run(segmenter: &mut Segmenter, messages: &[MediaMessage]) -> Vec<Step> {
         let mut steps = Vec::new();
         for message in messages {
             segmenter.push(message, &mut steps);
