@@ -338,6 +338,18 @@ pub fn record(data: &[u8]) {
             }
         }
         check(&file);
+        read_back(&file);
+    }
+    // The input itself as a file to play back.
+    read_back(data);
+}
+
+/// Plays back `file` as a show would, reading every fragment.
+fn read_back(file: &[u8]) {
+    use prism_record::fmp4_read::Fmp4Reader;
+    if let Ok(mut reader) = Fmp4Reader::open(std::io::Cursor::new(file)) {
+        let _ = reader.headers();
+        while let Ok(Some(_)) = reader.next_fragment(true) {}
     }
 }
 

@@ -17,6 +17,9 @@ use prism_media::MediaMessage;
 
 /// The largest `moov`, `moof` or sample read.
 const MAX_BOX: u64 = 16 << 20;
+/// Samples in one fragment: far more than minutes of video and audio; a
+/// `trun` may declare four billion without a byte of data behind them.
+const MAX_SAMPLES: usize = 1 << 20;
 /// `sample_is_non_sync_sample`, in a sample's flags.
 const NON_SYNC: u32 = 0x0001_0000;
 
@@ -137,6 +140,9 @@ impl<R: Read + Seek> Fmp4Reader<R> {
                 let base = traf.tfhd.base_data_offset.unwrap_or(start);
                 let mut decode = traf.tfdt.as_ref().map_or(0, |t| t.base_media_decode_time);
                 for trun in &traf.trun {
+                    if frames.len() + trun.samples.len() > MAX_SAMPLES {
+                        return Err(Fmp4ReadError::TooLarge("trun"));
+                    }
                     let mut at =
                         base.saturating_add_signed(i64::from(trun.data_offset.unwrap_or(0)));
                     for (index, entry) in trun.samples.iter().enumerate() {
@@ -372,6 +378,41 @@ mod tests {
             );
             assert_eq!(&got.payload[..], &want.payload[..]);
         }
+    }
+
+    #[test]
+    fn a_run_of_four_billion_empty_samples_is_refused_not_read() {
+        let mut segmenter = Segmenter::new(Format::Fmp4, 600_000);
+        let mut steps = run(&mut segmenter, &show(3, 1000));
+        segmenter.finish(&mut steps);
+        let file = files(&steps).remove(0);
+        let mut reader = Fmp4Reader::open(Cursor::new(file.clone())).unwrap();
+        let moov_end = reader.at as usize;
+        let mut hostile = file[..moov_end].to_vec();
+        let moof = Moof {
+            mfhd: mp4_atom::Mfhd { sequence_number: 1 },
+            traf: vec![mp4_atom::Traf {
+                tfhd: mp4_atom::Tfhd {
+                    track_id: 1,
+                    default_sample_size: Some(0),
+                    ..Default::default()
+                },
+                trun: vec![mp4_atom::Trun {
+                    data_offset: None,
+                    samples: mp4_atom::TrunSamples::Inherited {
+                        count: u32::MAX,
+                        first_flags: None,
+                    },
+                }],
+                ..Default::default()
+            }],
+        };
+        mp4_atom::Encode::encode(&moof, &mut hostile).unwrap();
+        reader = Fmp4Reader::open(Cursor::new(hostile)).unwrap();
+        assert!(matches!(
+            reader.next_fragment(false),
+            Err(Fmp4ReadError::TooLarge("trun"))
+        ));
     }
 
     #[test]
