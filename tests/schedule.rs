@@ -261,7 +261,7 @@ fn a_show_booked_before_a_restart_plays_its_file_for_its_window() {
         refused["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("notes.txt: not an FLV file"),
+            .contains("notes.txt: neither FLV nor MP4"),
         "{refused}"
     );
 

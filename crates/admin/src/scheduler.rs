@@ -25,6 +25,8 @@ use crate::streams::Streams;
 /// The clock is looked at at least this often: an NTP step is noticed
 /// within a second.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a show waits for the stream's lease in cluster mode.
+const LEASE_PATIENCE: Duration = Duration::from_secs(2);
 
 pub struct Scheduler {
     schedule: Mutex<Schedule>,
@@ -190,7 +192,8 @@ async fn turn(controller: &Controller) {
 }
 
 /// Every entry in progress with files plays them; a show whose entry is no
-/// longer in progress stops.
+/// longer in progress stops. In cluster mode a show first takes the
+/// stream's lease, so it never plays on two nodes.
 async fn play_shows(controller: &Controller) {
     let scheduler = controller.scheduler();
     let live: Vec<Entry> = scheduler
@@ -199,43 +202,62 @@ async fn play_shows(controller: &Controller) {
         .filter(|e| e.source.is_some())
         .cloned()
         .collect();
-    let mut stopping = Vec::new();
-    {
+    let (stopping, starting): (Vec<FilePlayer>, Vec<Entry>) = {
         let mut players = scheduler.players.lock().unwrap_or_else(|e| e.into_inner());
-        let ids: Vec<String> = players.keys().cloned().collect();
-        for id in ids {
-            if !live.iter().any(|e| e.id == id) {
-                stopping.extend(players.remove(&id));
-            }
-        }
-        for entry in &live {
-            if players.contains_key(&entry.id) {
-                continue;
-            }
-            let source = entry.source.as_ref().expect("filtered");
-            let Some(stream) = controller.streams().get(&entry.stream) else {
-                continue;
-            };
-            let files = source
-                .files
-                .iter()
-                .map(|f| scheduler.file_path(f))
-                .collect();
-            match FilePlayer::start(Arc::clone(&stream.hub), files, source.repeat) {
-                Ok(player) => {
-                    players.insert(entry.id.clone(), player);
-                }
-                Err(e) => scheduler.lock().fail(
-                    &entry.id,
-                    format!("the show's player could not start: {e}"),
-                    SystemTime::now(),
-                ),
-            }
-        }
-    }
+        let over: Vec<String> = players
+            .keys()
+            .filter(|id| !live.iter().any(|e| &e.id == *id))
+            .cloned()
+            .collect();
+        let stopping = over.iter().filter_map(|id| players.remove(id)).collect();
+        let starting = live
+            .into_iter()
+            .filter(|e| !players.contains_key(&e.id))
+            .collect();
+        (stopping, starting)
+    };
     for player in stopping {
         // Joins its thread, which looks every 100 ms.
         let _ = tokio::task::spawn_blocking(move || player.stop()).await;
+    }
+    for entry in starting {
+        let Some(stream) = controller.streams().get(&entry.stream) else {
+            continue;
+        };
+        let started = match stream.hub.claim_lease(LEASE_PATIENCE).await {
+            Ok(()) => {
+                let source = entry.source.as_ref().expect("filtered");
+                let files = source
+                    .files
+                    .iter()
+                    .map(|f| scheduler.file_path(f))
+                    .collect();
+                FilePlayer::start(Arc::clone(&stream.hub), files, source.repeat)
+                    .map_err(|e| format!("the show's player could not start: {e}"))
+            }
+            Err(e) => Err(format!("the show could not take the stream: {e}")),
+        };
+        match started {
+            Ok(player) => {
+                scheduler
+                    .players
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(entry.id.clone(), player);
+            }
+            Err(why) => {
+                warn!(entry = %entry.id, stream = %entry.stream, %why, "schedule entry failed");
+                let failed = {
+                    let mut schedule = scheduler.lock();
+                    schedule.fail(&entry.id, why, SystemTime::now());
+                    scheduler.save(&schedule);
+                    schedule.get(&entry.id).cloned()
+                };
+                if let Some(failed) = failed {
+                    let _ = controller.events().send(schedule_event(&failed));
+                }
+            }
+        }
     }
 }
 

@@ -449,6 +449,13 @@ impl StreamHub {
         if self.has_active_source(role) {
             return Err(PublishError::AlreadyLive);
         }
+        self.claim_lease(patience).await
+    }
+
+    /// Cluster mode: takes the stream's lease for this node (or finds it
+    /// already here), as a publish does; a scheduled show asks it before it
+    /// takes the stream, so no two nodes ever push it. Alone, always yes.
+    pub async fn claim_lease(&self, patience: Duration) -> Result<(), PublishError> {
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner()).clone();
         match gate {
             None => Ok(()),
