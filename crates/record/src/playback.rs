@@ -240,9 +240,13 @@ fn play(hub: &Arc<StreamHub>, files: &[PathBuf], repeat: bool, stop: &AtomicBool
     // Where the next file starts on the show's timeline (ms).
     let mut next_start = 0u64;
     'show: loop {
+        let mut played = false;
         for path in files {
             match play_file(&mut publish, path, next_start, started, stop) {
-                Ok(Some(last)) => next_start = last + FILE_GAP_MS,
+                Ok(Some(last)) => {
+                    next_start = last + FILE_GAP_MS;
+                    played = true;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     warn!(stream = %hub.id(), error = %e, "a file of the show could not be played; the show goes on with the next");
@@ -252,7 +256,9 @@ fn play(hub: &Arc<StreamHub>, files: &[PathBuf], repeat: bool, stop: &AtomicBool
                 break 'show;
             }
         }
-        if !repeat {
+        // A playlist of which nothing plays any more (its files gone) is
+        // not looped through again and again.
+        if !repeat || !played {
             break;
         }
     }
@@ -434,6 +440,19 @@ mod tests {
         assert!(matches!(describe(&mp4), Err(FileError::Mp4 { .. })));
         let missing = describe(&dir.join("none.flv")).unwrap_err().to_string();
         assert!(missing.contains("none.flv"), "{missing}");
+    }
+
+    #[tokio::test]
+    async fn a_looping_playlist_whose_files_are_gone_ends_instead_of_spinning() {
+        let dir = scratch("gone");
+        let hub = StreamHub::new("show");
+        let player = FilePlayer::start(Arc::clone(&hub), vec![dir.join("gone.flv")], true).unwrap();
+        let started = Instant::now();
+        while !player.is_finished() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(player.is_finished());
+        player.stop();
     }
 
     #[tokio::test]
