@@ -357,11 +357,6 @@ impl Controller {
         &self.scheduler
     }
 
-    /// Where events go to every event stream.
-    pub(crate) fn events(&self) -> &broadcast::Sender<Event> {
-        &self.events
-    }
-
     /// Cluster mode: this node's link to the cluster.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         match &self.backing {
@@ -1238,6 +1233,56 @@ fn recording_event(root: &Path, event: prism_record::RecordingEvent) -> Event {
                 kind: e.kind.as_str(),
                 message: e.to_string(),
             }),
+            timestamp: now(),
+        },
+    }
+}
+
+impl crate::scheduler::ScheduleHost for Controller {
+    fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    fn streams(&self) -> &Arc<Streams> {
+        &self.streams
+    }
+
+    fn announce(&self, entry: &prism_schedule::Entry) {
+        let _ = self.events.send(schedule_event(entry));
+    }
+
+    async fn configured_destinations(&self) -> Vec<(String, String, bool)> {
+        self.with_config(|config| {
+            config
+                .streams
+                .iter()
+                .flat_map(|s| {
+                    s.destinations
+                        .iter()
+                        .map(|d| (s.id.clone(), d.id.clone(), d.enabled))
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// The event a schedule entry's start or end sends.
+fn schedule_event(entry: &prism_schedule::Entry) -> Event {
+    let (id, stream, title) = (entry.id.clone(), entry.stream.clone(), entry.title.clone());
+    match entry.status {
+        prism_schedule::Status::InProgress => Event::ScheduleStart {
+            entry: id,
+            stream,
+            title,
+            timestamp: now(),
+        },
+        status => Event::ScheduleEnd {
+            entry: id,
+            stream,
+            title,
+            status: status.as_str(),
+            failure: entry.failure.clone(),
             timestamp: now(),
         },
     }

@@ -18,7 +18,6 @@ use prism_schedule::{Entry, Outcome, Schedule, Step};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::control::{now, Controller, Event};
 use crate::persist::write_atomically;
 use crate::streams::Streams;
 
@@ -38,6 +37,19 @@ pub struct Scheduler {
     baselines: Mutex<HashMap<String, Vec<Outcome>>>,
     /// Wakes the task when an entry is booked, changed or canceled.
     wake: Notify,
+}
+
+/// What the schedule's task needs of the control plane (the `Controller`),
+/// which it runs beside.
+pub(crate) trait ScheduleHost: Send + Sync + 'static {
+    fn scheduler(&self) -> &Arc<Scheduler>;
+    fn streams(&self) -> &Arc<Streams>;
+    /// Tells the event stream that `entry` started or ended.
+    fn announce(&self, entry: &Entry);
+    /// Each destination's configured `enabled`: (stream, destination, enabled).
+    fn configured_destinations(
+        &self,
+    ) -> impl std::future::Future<Output = Vec<(String, String, bool)>> + Send;
 }
 
 /// The state file of the config at `config`: `NAME.schedule.json` beside it.
@@ -121,14 +133,14 @@ impl Scheduler {
 
 /// Runs the schedule until the controller is gone. A panic in one turn is
 /// logged and counted; the next turn runs a second later.
-pub(crate) fn spawn(controller: Weak<Controller>) {
+pub(crate) fn spawn<H: ScheduleHost>(controller: Weak<H>) {
     tokio::spawn(async move {
         loop {
             let Some(strong) = controller.upgrade() else {
                 return;
             };
             let scheduler = Arc::clone(strong.scheduler());
-            if let Err(panic) = catch_panic("scheduler", turn(&strong)).await {
+            if let Err(panic) = catch_panic("scheduler", turn(strong.as_ref())).await {
                 warn!(%panic, "the schedule's turn panicked; it runs again in a second");
             }
             drop(strong);
@@ -148,7 +160,7 @@ pub(crate) fn spawn(controller: Weak<Controller>) {
 
 /// One turn: entries moved to now, then every destination enabled as its
 /// config and the entries in progress say.
-async fn turn(controller: &Controller) {
+async fn turn<H: ScheduleHost>(controller: &H) {
     let scheduler = controller.scheduler();
     let now = SystemTime::now();
     let (steps, entries) = {
@@ -178,7 +190,7 @@ async fn turn(controller: &Controller) {
                 finish(controller, entry);
             }
         }
-        let _ = controller.events().send(schedule_event(entry));
+        controller.announce(entry);
     }
     play_shows(controller).await;
     {
@@ -194,7 +206,7 @@ async fn turn(controller: &Controller) {
 /// Every entry in progress with files plays them; a show whose entry is no
 /// longer in progress stops. In cluster mode a show first takes the
 /// stream's lease, so it never plays on two nodes.
-async fn play_shows(controller: &Controller) {
+async fn play_shows<H: ScheduleHost>(controller: &H) {
     let scheduler = controller.scheduler();
     let live: Vec<Entry> = scheduler
         .lock()
@@ -254,7 +266,7 @@ async fn play_shows(controller: &Controller) {
                     schedule.get(&entry.id).cloned()
                 };
                 if let Some(failed) = failed {
-                    let _ = controller.events().send(schedule_event(&failed));
+                    controller.announce(&failed);
                 }
             }
         }
@@ -262,7 +274,7 @@ async fn play_shows(controller: &Controller) {
 }
 
 /// Records what went out during `entry` (ended or canceled).
-pub(crate) fn finish(controller: &Controller, entry: &Entry) {
+pub(crate) fn finish<H: ScheduleHost>(controller: &H, entry: &Entry) {
     let scheduler = controller.scheduler();
     let baseline = scheduler
         .baselines
@@ -289,7 +301,7 @@ pub(crate) fn finish(controller: &Controller, entry: &Entry) {
 }
 
 /// The counters of the destinations `entry` covers, now.
-fn counters(controller: &Controller, entry: &Entry) -> Vec<Outcome> {
+fn counters<H: ScheduleHost>(controller: &H, entry: &Entry) -> Vec<Outcome> {
     use std::sync::atomic::Ordering;
     let Some(stream) = controller.streams().get(&entry.stream) else {
         return Vec::new();
@@ -309,20 +321,8 @@ fn counters(controller: &Controller, entry: &Entry) -> Vec<Outcome> {
 }
 
 /// Every destination enabled if its config or an entry in progress says so.
-pub(crate) async fn enable_booked(controller: &Controller) {
-    let configured: Vec<(String, String, bool)> = controller
-        .with_config(|config| {
-            config
-                .streams
-                .iter()
-                .flat_map(|s| {
-                    s.destinations
-                        .iter()
-                        .map(|d| (s.id.clone(), d.id.clone(), d.enabled))
-                })
-                .collect()
-        })
-        .await;
+pub(crate) async fn enable_booked<H: ScheduleHost>(controller: &H) {
+    let configured = controller.configured_destinations().await;
     let scheduler = controller.scheduler();
     for (stream, destination, enabled) in configured {
         let wanted = enabled || scheduler.booked(&stream, &destination);
@@ -336,26 +336,5 @@ pub(crate) async fn enable_booked(controller: &Controller) {
                 handle.set_enabled(wanted);
             }
         }
-    }
-}
-
-/// The event an entry's start or end sends.
-pub(crate) fn schedule_event(entry: &Entry) -> Event {
-    let (id, stream, title) = (entry.id.clone(), entry.stream.clone(), entry.title.clone());
-    match entry.status {
-        prism_schedule::Status::InProgress => Event::ScheduleStart {
-            entry: id,
-            stream,
-            title,
-            timestamp: now(),
-        },
-        status => Event::ScheduleEnd {
-            entry: id,
-            stream,
-            title,
-            status: status.as_str(),
-            failure: entry.failure.clone(),
-            timestamp: now(),
-        },
     }
 }

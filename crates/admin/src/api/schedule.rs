@@ -19,7 +19,7 @@ use super::{parse_body, present, query_value, App};
 use crate::command::generate_key;
 use crate::control::off_async_threads;
 use crate::error::ApiError;
-use crate::scheduler;
+use crate::scheduler::{self, ScheduleHost};
 
 /// An entry as the API shows it.
 #[derive(Serialize)]
@@ -319,9 +319,9 @@ pub(crate) async fn cancel(
         (was_live, schedule.get(&id).cloned().expect("just canceled"))
     };
     if was_live {
-        scheduler::finish(controller, &entry);
-        scheduler::enable_booked(controller).await;
-        let _ = controller.events().send(scheduler::schedule_event(&entry));
+        scheduler::finish(controller.as_ref(), &entry);
+        scheduler::enable_booked(controller.as_ref()).await;
+        controller.announce(&entry);
     }
     let schedule = scheduler.lock();
     scheduler.changed(&schedule);
