@@ -35,29 +35,10 @@ fn a_booked_destination_goes_live_for_its_window_alone() {
     let scratch = Scratch::new("schedule-booked");
     let nginx = Nginx::start(&scratch.file("nginx"));
     let (rtmp_port, admin_port) = (free_port(), free_port());
-    let config = format!(
-        r#"[rtmp]
-listen = "127.0.0.1:{rtmp_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{TOKEN}"
-
-[[streams]]
-id = "main"
-key = "{KEY}"
-reconnect_grace_s = 0
-
-  [[streams.destinations]]
-  id = "always"
-  url = "rtmp://127.0.0.1:{port}/live/always"
-
-  [[streams.destinations]]
-  id = "sched"
-  url = "rtmp://127.0.0.1:{port}/live/sched"
-  enabled = false
-"#,
-        port = nginx.port
+    let config = stream_config(
+        rtmp_port,
+        admin_port,
+        &[("always", nginx.port, true), ("sched", nginx.port, false)],
     );
     let prism = Prism::start(&scratch, &config, rtmp_port);
     wait_for_port(admin_port, Duration::from_secs(5));
@@ -188,26 +169,24 @@ reconnect_grace_s = 0
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
 }
 
-/// A stream with no encoder and one destination on `nginx`.
+/// Stream `main` with its destinations: (id, nginx-rtmp port, enabled),
+/// each recording to `ID.flv`.
+fn stream_config(rtmp_port: u16, admin_port: u16, destinations: &[(&str, u16, bool)]) -> String {
+    let mut config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{TOKEN}\"\n\n\
+         [[streams]]\nid = \"main\"\nkey = \"{KEY}\"\nreconnect_grace_s = 0\n"
+    );
+    for (id, port, enabled) in destinations {
+        config += &format!(
+            "\n  [[streams.destinations]]\n  id = \"{id}\"\n  url = \"rtmp://127.0.0.1:{port}/live/{id}\"\n  enabled = {enabled}\n"
+        );
+    }
+    config
+}
+
+/// Stream `main` (no encoder yet) with one destination, `dest`, on nginx.
 fn show_config(rtmp_port: u16, admin_port: u16, nginx_port: u16) -> String {
-    format!(
-        r#"[rtmp]
-listen = "127.0.0.1:{rtmp_port}"
-
-[admin]
-listen = "127.0.0.1:{admin_port}"
-token = "{TOKEN}"
-
-[[streams]]
-id = "main"
-key = "{KEY}"
-reconnect_grace_s = 0
-
-  [[streams.destinations]]
-  id = "dest"
-  url = "rtmp://127.0.0.1:{nginx_port}/live/dest"
-"#
-    )
+    stream_config(rtmp_port, admin_port, &[("dest", nginx_port, true)])
 }
 
 /// Books `source` on stream `main` from `from` to `to` seconds from now.
