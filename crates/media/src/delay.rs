@@ -37,7 +37,7 @@ struct Entry {
 }
 
 /// One delay's reading position.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Cursor {
     delay: Duration,
     /// The index (counted since the ring was made) of its next entry.
@@ -144,15 +144,8 @@ impl DelayRing {
         let Some(at) = self.cursors.iter().position(|c| c.delay == delay) else {
             return;
         };
-        let mut cursor = std::mem::replace(
-            &mut self.cursors[at],
-            Cursor {
-                delay,
-                next: 0,
-                restart: false,
-                open: false,
-            },
-        );
+        // Moved along on a copy: the ring is read meanwhile.
+        let mut cursor = self.cursors[at];
         while let Some(entry) = self.entry(cursor.next) {
             if entry.at + delay > now {
                 break;

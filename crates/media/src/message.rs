@@ -34,15 +34,16 @@ pub struct MediaMessage {
 impl MediaMessage {
     /// Builds a message and classifies it from its FLV tag header.
     pub fn new(kind: MediaKind, timestamp: u64, payload: Bytes) -> Self {
-        let multitrack = multitrack::classify(kind, &payload);
-        let (keyframe, sequence_header) = match kind {
-            _ if multitrack.is_some() => multitrack.unwrap_or_default(),
-            MediaKind::Video => {
-                let info = flv::inspect_video(&payload);
-                (info.keyframe, info.sequence_header)
-            }
-            MediaKind::Audio => (false, flv::is_audio_sequence_header(&payload)),
-            MediaKind::Data => (false, false),
+        let (keyframe, sequence_header) = match multitrack::classify(kind, &payload) {
+            Some(flags) => flags,
+            None => match kind {
+                MediaKind::Video => {
+                    let info = flv::inspect_video(&payload);
+                    (info.keyframe, info.sequence_header)
+                }
+                MediaKind::Audio => (false, flv::is_audio_sequence_header(&payload)),
+                MediaKind::Data => (false, false),
+            },
         };
         Self {
             kind,

@@ -106,7 +106,8 @@ impl StreamProfile {
         }
         match multitrack::read(message.kind, &message.payload) {
             Ok(None) => {
-                let codec = match message.kind {
+                // Named from a header, or a first frame: not from every frame.
+                let codec = || match message.kind {
                     MediaKind::Video => flv::video_codec_name(&message.payload),
                     _ => flv::audio_codec_name(&message.payload),
                 };
@@ -116,7 +117,7 @@ impl StreamProfile {
             Ok(Some(read)) => {
                 let keyframe = read.frame_type == flv::FRAME_KEY && !message.sequence_header;
                 for track in &read.tracks {
-                    let codec = flv::fourcc_codec_name(message.kind, &track.fourcc);
+                    let codec = || flv::fourcc_codec_name(message.kind, &track.fourcc);
                     let config = message.sequence_header.then_some(&track.body[..]);
                     self.follow(message, track.id, codec, config, track.body.len(), keyframe);
                 }
@@ -159,7 +160,7 @@ impl StreamProfile {
         &mut self,
         message: &MediaMessage,
         id: u8,
-        codec: Option<&'static str>,
+        codec: impl FnOnce() -> Option<&'static str>,
         configuration: Option<&[u8]>,
         bytes: usize,
         keyframe: bool,
@@ -176,8 +177,12 @@ impl StreamProfile {
             }
             None => return,
         };
-        if codec.is_some_and(|c| c != "unknown") || track.info.codec.is_none() {
-            track.info.codec = codec.or(track.info.codec);
+        // A new codec comes with its sequence header.
+        if message.sequence_header || track.info.codec.is_none() {
+            let codec = codec();
+            if codec.is_some_and(|c| c != "unknown") || track.info.codec.is_none() {
+                track.info.codec = codec.or(track.info.codec);
+            }
         }
         if message.sequence_header {
             if let Some(configuration) = configuration {
