@@ -346,8 +346,8 @@ pub fn record(data: &[u8]) {
 
 /// Plays back `file` as a show would, reading every fragment.
 fn read_back(file: &[u8]) {
-    use prism_record::fmp4_read::Fmp4Reader;
-    if let Ok(mut reader) = Fmp4Reader::open(std::io::Cursor::new(file)) {
+    use prism_record::mp4_read::Mp4Reader;
+    if let Ok(mut reader) = Mp4Reader::open(std::io::Cursor::new(file)) {
         let _ = reader.headers();
         while let Ok(Some(_)) = reader.next_fragment(true) {}
     }

@@ -297,7 +297,18 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"node-a\"\nlease_ms = 5000\n".to_vec(),
             ),
         ],
-        "record" => vec![("show", record_show())],
+        "record" => vec![
+            ("show", record_show()),
+            // A plain MP4 ffmpeg wrote, played back as a file: H.264 with
+            // B-frames and AAC, edit lists, the index last. Made with
+            // `ffmpeg -f lavfi -i testsrc=size=32x32:rate=10 -f lavfi -i
+            // sine=sample_rate=8000 -t 0.4 -c:v libx264 -preset ultrafast
+            // -bf 2 -g 4 -c:a aac -b:a 8k -fflags +bitexact -map_metadata -1`.
+            (
+                "ffmpeg_plain_mp4",
+                include_bytes!("../seeds/ffmpeg-plain.mp4").to_vec(),
+            ),
+        ],
         "srt_handshake" => srt_handshakes(),
         "srt_sender" => srt_sender_seeds(),
         "srt_receiver" => srt_receiver_seeds(),

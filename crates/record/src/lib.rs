@@ -23,8 +23,8 @@
 pub mod files;
 pub mod flv_file;
 pub mod fmp4;
-pub mod fmp4_read;
 pub mod library;
+pub mod mp4_read;
 pub mod playback;
 pub mod preview;
 pub mod recorder;

@@ -1,5 +1,5 @@
-//! A pre-recorded show: files (FLV, or fragmented MP4 such as Prism's own
-//! recordings) played into a stream at real time, with
+//! A pre-recorded show: files (FLV, or MP4 plain or fragmented, such as
+//! Prism's own recordings) played into a stream at real time, with
 //! no encoder, from a schedule entry's start to its end. A playlist plays
 //! its files in order on one timeline (each file's first frame one frame
 //! after the last one's), and may repeat. The player holds the stream's
@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use prism_media::flv::{self, MediaKind};
 
-use crate::fmp4_read::Fmp4Reader;
+use crate::mp4_read::Mp4Reader;
 use prism_media::supervise::{count_panic, panic_message};
 use prism_media::{IngestProtocol, MediaMessage, PublishGuard, StreamHub};
 
@@ -55,7 +55,7 @@ pub enum FileError {
     #[error("{path}: {error}")]
     Mp4 {
         path: String,
-        error: crate::fmp4_read::Fmp4ReadError,
+        error: crate::mp4_read::Mp4ReadError,
     },
     #[error("{path}: a tag of {size} bytes at byte {at} is over the 16 MiB limit")]
     TagTooLarge { path: String, size: usize, at: u64 },
@@ -137,13 +137,13 @@ fn is_mp4(file: &mut (impl Read + Seek)) -> std::io::Result<bool> {
     Ok(read == 8 && &head[4..] == b"ftyp")
 }
 
-/// A fragmented MP4's length and codecs, from its `moov` and `moof`s.
+/// An MP4's length and codecs, from its `moov` (and `moof`s).
 fn describe_mp4(file: BufReader<File>, path: &str) -> Result<FileInfo, FileError> {
     let mp4 = |error| FileError::Mp4 {
         path: path.to_string(),
         error,
     };
-    let mut reader = Fmp4Reader::open(file).map_err(mp4)?;
+    let mut reader = Mp4Reader::open(file).map_err(mp4)?;
     let (video, audio) = reader.codecs();
     let (mut first, mut last) = (None, 0u64);
     while let Some(frames) = reader.next_fragment(false).map_err(mp4)? {
@@ -307,7 +307,7 @@ enum FileMessages {
         path: String,
     },
     Mp4 {
-        reader: Box<Fmp4Reader<BufReader<File>>>,
+        reader: Box<Mp4Reader<BufReader<File>>>,
         pending: std::collections::VecDeque<MediaMessage>,
         path: String,
     },
@@ -322,7 +322,7 @@ impl FileMessages {
         };
         let mut file = BufReader::with_capacity(256 << 10, File::open(path).map_err(io)?);
         if is_mp4(&mut file).map_err(io)? {
-            let reader = Fmp4Reader::open(file).map_err(|error| FileError::Mp4 {
+            let reader = Mp4Reader::open(file).map_err(|error| FileError::Mp4 {
                 path: shown.clone(),
                 error,
             })?;
