@@ -546,3 +546,132 @@ fn a_backup_joins_the_primary_on_the_node_holding_the_stream() {
         node.prism.assert_log_free_of(&[KEY]);
     }
 }
+
+/// The schedule is the cluster's: an entry booked on one node is listed on
+/// every node, an overlapping booking on another node is refused naming
+/// it, and a show (a file played into the stream) plays on exactly one
+/// node; when that node dies, another takes the show over within the lease
+/// time and the entry completes there.
+#[test]
+fn a_show_booked_on_one_node_plays_on_one_and_another_takes_it_over() {
+    require_ffmpeg();
+    let scratch = Scratch::new("cluster-schedule");
+    let redis = RedisServer::start(&scratch.file("redis"));
+    let clip = scratch.file("show.flv");
+    Clip::new("testsrc=size=320x240:rate=25")
+        .seconds(60)
+        .encode("flv", &clip)
+        .unwrap();
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    import(
+        &scratch,
+        &redis,
+        &format!(
+            "[[streams]]\nid = \"main\"\nkey = \"{KEY}\"\n\n  [[streams.destinations]]\n  \
+             id = \"dest\"\n  url = \"rtmp://127.0.0.1:{}/live/dest\"\n",
+            nginx.port
+        ),
+    );
+    let nodes = [Node::start("node-a", &redis), Node::start("node-b", &redis)];
+    let book = |node: &Node, from: u64, to: u64| {
+        let base = std::time::SystemTime::now();
+        let at = |s: u64| {
+            let at = base + Duration::from_secs(s);
+            humantime::format_rfc3339_seconds(at).to_string()
+        };
+        node.api(
+            "POST",
+            "/v1/schedule",
+            &format!(
+                r#"{{"stream": "main", "title": "show {from}", "source": {{"file": {:?}}}, "starts_at": "{}", "ends_at": "{}"}}"#,
+                clip.display().to_string(),
+                at(from),
+                at(to)
+            ),
+        )
+    };
+    let entry = |node: &Node, id: &str| node.api("GET", &format!("/v1/schedule/{id}"), "").1;
+
+    let (status, first) = book(&nodes[0], 4, 14);
+    assert_eq!(status, 201, "{first}");
+    let first = first["id"].as_str().unwrap().to_string();
+    // Listed on the other node at once; a clash booked there is refused.
+    assert_eq!(entry(&nodes[1], &first)["status"], "upcoming");
+    let (status, clash) = book(&nodes[1], 10, 20);
+    assert_eq!(status, 409, "{clash}");
+    assert!(clash.to_string().contains(&first), "{clash}");
+
+    let over = poll_until(
+        "the first show ending",
+        Duration::from_secs(30),
+        || entry(&nodes[1], &first),
+        |e| e["status"] == "completed" || e["status"] == "failed",
+    );
+    assert_eq!(over["status"], "completed", "{over}");
+    let played = |node: &Node| {
+        node.prism
+            .log()
+            .matches("the show plays on this node")
+            .count()
+    };
+    // The lines saying `id`'s show started playing on `node`.
+    let plays = |node: &Node, id: &str| {
+        node.prism
+            .log()
+            .lines()
+            .filter(|l| l.contains("the show plays on this node") && l.contains(&format!("{id} ")))
+            .count()
+    };
+    assert_eq!(
+        nodes.iter().map(played).sum::<usize>(),
+        1,
+        "the show played on exactly one node"
+    );
+    let recorded = nginx.dir.join("dest.flv");
+    let probe = assert_good_recording(&recorded, 10.0);
+    assert!(
+        (8.5..=11.5).contains(&probe.duration),
+        "{:.2} s of the show",
+        probe.duration
+    );
+    let sent = &over["outcome"][0];
+    assert_eq!(sent["destination"], "dest");
+    assert!(sent["bytes"].as_u64().unwrap() > 100_000, "{over}");
+
+    // The next show: its node dies mid-show, the other takes it over.
+    let (status, second) = book(&nodes[1], 2, 22);
+    assert_eq!(status, 201, "{second}");
+    let second = second["id"].as_str().unwrap().to_string();
+    let runner = poll_until(
+        "a node playing the second show",
+        Duration::from_secs(10),
+        || nodes.iter().position(|n| plays(n, &second) > 0),
+        |at| at.is_some(),
+    )
+    .unwrap();
+    let (runner, other) = (&nodes[runner], &nodes[1 - runner]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(plays(other, &second), 0, "the show played on both nodes");
+    runner.prism.signal("KILL");
+    let killed = Instant::now();
+    wait_until(
+        Duration::from_millis(LEASE_MS + 4000),
+        "the other node taking the show over",
+        || plays(other, &second) > 0,
+    );
+    eprintln!(
+        "the show's node was killed; {} took the show over {:?} later (lease {LEASE_MS} ms)",
+        other.id,
+        killed.elapsed()
+    );
+    other.wait_for("main", Duration::from_secs(5), "dest live again", |v| {
+        destination_state(v, "dest") == "live"
+    });
+    let over = poll_until(
+        "the second show ending",
+        Duration::from_secs(30),
+        || entry(other, &second),
+        |e| e["status"] != "in-progress",
+    );
+    assert_eq!(over["status"], "completed", "{over}");
+}

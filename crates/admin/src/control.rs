@@ -282,6 +282,7 @@ impl Controller {
             Some(Arc::clone(&stream.hub))
         }));
         let scheduler = Scheduler::load(state_path(path)).map_err(ControlError::Invalid)?;
+        scheduler.share(Arc::clone(&cluster));
         let controller = Self::launch(
             path,
             Backing::Cluster {

@@ -1,20 +1,30 @@
-//! The schedule as the daemon runs it: `prism_schedule::Schedule` behind a
-//! lock, written atomically to its state file (beside the config) on every
-//! change, and a task that moves it along the wall clock and carries out
-//! what it says. An entry in progress takes its destinations live whatever
-//! their `enabled` says; once it ends they return to what the config says
+//! The schedule as the daemon runs it: `prism_schedule::Schedule`, kept in
+//! its state file beside the config (written atomically on every change) or,
+//! in cluster mode, in Redis (a versioned JSON document changed by compare
+//! and set, the state file its cache), and a task that moves it along the
+//! wall clock and carries out what it says.
+//!
+//! An entry in progress takes its destinations live whatever their
+//! `enabled` says; once it ends they return to what the config says
 //! (level-triggered each second, so a restart or a reload mid-entry changes
-//! nothing). What each destination sent during an entry is its outcome.
+//! nothing). What each destination sent during an entry is its outcome: in
+//! a cluster each node adds what it sent. A show (files played into the
+//! stream) runs on one node: the one holding the entry's lease in Redis,
+//! taken by the node the stream is live on if any, else by the first to
+//! ask; another takes it over if that node dies.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
+use prism_cluster::{Acquired, Cluster, Lease, StoreError};
 use prism_media::supervise::catch_panic;
-use prism_media::EventKey;
+use prism_media::{EventKey, PublishError};
 use prism_record::playback::FilePlayer;
-use prism_schedule::{Entry, Outcome, Schedule, Step};
+use prism_schedule::{Entry, Outcome, Schedule, Status};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -22,21 +32,55 @@ use crate::persist::write_atomically;
 use crate::streams::Streams;
 
 /// The clock is looked at at least this often: an NTP step is noticed
-/// within a second.
+/// within a second, and so is another node's change.
 const TICK: Duration = Duration::from_secs(1);
 /// How long a show waits for the stream's lease in cluster mode.
 const LEASE_PATIENCE: Duration = Duration::from_secs(2);
+/// A Redis call of the schedule's that takes longer has failed.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Compare-and-set attempts before a change gives up (others kept winning).
+const ATTEMPTS: usize = 8;
 
 pub struct Scheduler {
     schedule: Mutex<Schedule>,
     path: PathBuf,
-    /// The shows playing now, by entry; a show whose files ended stays
+    /// Cluster mode: the shared document and the version held here.
+    shared: OnceLock<Shared>,
+    /// The shows playing here, by entry; a show whose files ended stays
     /// listed (finished) until its entry ends, so it is not played again.
-    players: Mutex<HashMap<String, FilePlayer>>,
-    /// Each entry in progress: its destinations' counters when it started.
+    players: Mutex<HashMap<String, Show>>,
+    /// Each entry in progress: its destinations' counters here when it
+    /// started (or when this node first saw it in progress).
     baselines: Mutex<HashMap<String, Vec<Outcome>>>,
+    /// Each entry's status as last seen here: a change is announced once.
+    seen: Mutex<HashMap<String, Status>>,
     /// Wakes the task when an entry is booked, changed or canceled.
     wake: Notify,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    version: AtomicU64,
+}
+
+struct Show {
+    player: FilePlayer,
+    /// Cluster mode: the entry's lease, held while the entry runs here.
+    lease: Option<Lease>,
+}
+
+/// Why a change to the schedule was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The schedule refused it (overlap, no such entry, …).
+    #[error("{0}")]
+    Refused(E),
+    #[error("the cluster's Redis is unreachable ({0}): schedule changes are refused until it is back; shows go on unchanged")]
+    Unavailable(String),
+    #[error("the shared schedule in Redis ({0}) is not one Prism wrote; changes are refused until it is fixed")]
+    Unreadable(String),
+    #[error("the schedule kept changing on other nodes while this change was made; try again")]
+    Busy,
 }
 
 /// What the schedule's task needs of the control plane (the `Controller`),
@@ -47,9 +91,7 @@ pub(crate) trait ScheduleHost: Send + Sync + 'static {
     /// Tells the event stream that `entry` started or ended.
     fn announce(&self, entry: &Entry);
     /// Each destination's configured `enabled`: (stream, destination, enabled).
-    fn configured_destinations(
-        &self,
-    ) -> impl std::future::Future<Output = Vec<(String, String, bool)>> + Send;
+    fn configured_destinations(&self) -> impl Future<Output = Vec<(String, String, bool)>> + Send;
 }
 
 /// The state file of the config at `config`: `NAME.schedule.json` beside it.
@@ -70,36 +112,169 @@ impl Scheduler {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Schedule::default(),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
+        let seen = schedule
+            .entries()
+            .iter()
+            .map(|e| (e.id.clone(), e.status))
+            .collect();
         Ok(Self {
             schedule: Mutex::new(schedule),
             path,
+            shared: OnceLock::new(),
             players: Mutex::new(HashMap::new()),
             baselines: Mutex::new(HashMap::new()),
+            seen: Mutex::new(seen),
             wake: Notify::new(),
         })
     }
 
+    /// Cluster mode: the schedule is the cluster's, in Redis; the state file
+    /// becomes this node's cache of it.
+    pub fn share(&self, cluster: Arc<Cluster>) {
+        let shared = Shared {
+            cluster,
+            version: AtomicU64::new(0),
+        };
+        if self.shared.set(shared).is_err() {
+            warn!("the schedule was shared twice; the first cluster link stays");
+        }
+    }
+
+    /// The schedule as this node knows it now.
     pub fn lock(&self) -> MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes the schedule to its state file (atomically); a failure is
     /// logged, and the next change writes it again.
-    pub fn save(&self, schedule: &Schedule) {
+    fn save(&self, schedule: &Schedule) {
         if let Err(e) = write_atomically(&self.path, &schedule.to_json()) {
             warn!(file = %self.path.display(), error = %e, "the schedule could not be saved; it is kept in memory and saved at the next change");
         }
     }
 
-    /// After a booking, change or cancellation: saved, and looked at now.
-    pub fn changed(&self, schedule: &Schedule) {
-        self.save(schedule);
-        self.wake.notify_one();
+    /// Makes a change: `change` runs on the newest schedule (in a cluster,
+    /// the one in Redis, again if another node changed it meanwhile), which
+    /// is then kept, saved and looked at now. A change that changes nothing
+    /// writes nothing.
+    pub async fn update<T, E>(
+        &self,
+        mut change: impl FnMut(&mut Schedule) -> Result<T, E>,
+    ) -> Result<T, UpdateError<E>> {
+        let Some(shared) = self.shared.get() else {
+            let result = {
+                let mut schedule = self.lock();
+                let before = schedule.clone();
+                let result = change(&mut schedule).map_err(UpdateError::Refused)?;
+                if *schedule != before {
+                    self.save(&schedule);
+                }
+                result
+            };
+            self.wake.notify_one();
+            return Ok(result);
+        };
+        let store = shared.cluster.schedule_store();
+        let health = shared.cluster.health();
+        for _ in 0..ATTEMPTS {
+            let newest = health
+                .bounded(REDIS_TIMEOUT, store.read())
+                .await
+                .map_err(|e| UpdateError::Unavailable(e.to_string()))?;
+            let mut schedule = if newest.text.is_empty() {
+                Schedule::default()
+            } else {
+                Schedule::from_json(&newest.text)
+                    .map_err(|e| UpdateError::Unreadable(format!("{}: {e}", store.channel())))?
+            };
+            let before = schedule.clone();
+            let result = change(&mut schedule).map_err(UpdateError::Refused)?;
+            if schedule == before {
+                self.adopt(newest.version, schedule);
+                return Ok(result);
+            }
+            let text = schedule.to_json();
+            match tokio::time::timeout(REDIS_TIMEOUT, store.write(newest.version, &text)).await {
+                Ok(Ok(version)) => {
+                    health.saw_success();
+                    self.adopt(version, schedule);
+                    self.wake.notify_one();
+                    return Ok(result);
+                }
+                // Another node's change landed first: redo it on that one.
+                Ok(Err(StoreError::Conflict { .. })) => continue,
+                Ok(Err(e)) => {
+                    health.saw_failure(&e.to_string());
+                    return Err(UpdateError::Unavailable(e.to_string()));
+                }
+                Err(_) => {
+                    let e = format!("no answer within {REDIS_TIMEOUT:?}");
+                    health.saw_failure(&e);
+                    return Err(UpdateError::Unavailable(e));
+                }
+            }
+        }
+        Err(UpdateError::Busy)
+    }
+
+    /// Cluster mode: takes a newer shared schedule than the one held here
+    /// (another node's change). A node that finds Redis without a schedule
+    /// (a new cluster, or Redis lost its data) puts its own there.
+    pub(crate) async fn refresh(&self) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let store = shared.cluster.schedule_store();
+        let health = shared.cluster.health();
+        let Ok(version) = health.bounded(REDIS_TIMEOUT, store.version()).await else {
+            return;
+        };
+        if version == shared.version.load(Ordering::Relaxed) && version != 0 {
+            return;
+        }
+        if version == 0 {
+            let mine = self.lock().clone();
+            if mine.entries().is_empty() {
+                return;
+            }
+            let text = mine.to_json();
+            if let Ok(written) = health.bounded(REDIS_TIMEOUT, store.write(0, &text)).await {
+                info!(
+                    version = written,
+                    entries = mine.entries().len(),
+                    "cluster: the schedule this node kept is now the cluster's"
+                );
+                shared.version.store(written, Ordering::Relaxed);
+            }
+            return;
+        }
+        let Ok(newest) = health.bounded(REDIS_TIMEOUT, store.read()).await else {
+            return;
+        };
+        match Schedule::from_json(&newest.text) {
+            Ok(schedule) => self.adopt(newest.version, schedule),
+            Err(e) => {
+                warn!(key = %store.channel(), error = %e, "cluster: the shared schedule does not parse; this node keeps the one it has")
+            }
+        }
+    }
+
+    /// Holds `schedule` as the shared one at `version` (and caches it).
+    fn adopt(&self, version: u64, schedule: Schedule) {
+        if let Some(shared) = self.shared.get() {
+            shared.version.store(version, Ordering::Relaxed);
+        }
+        let mut held = self.lock();
+        if *held != schedule {
+            self.save(&schedule);
+            *held = schedule;
+        }
     }
 
     /// Gives ingest the event keys of the entries not over yet.
-    pub fn publish_keys(&self, schedule: &Schedule, streams: &Streams) {
-        let keys = schedule
+    pub fn publish_keys(&self, streams: &Streams) {
+        let keys = self
+            .lock()
             .entries()
             .iter()
             .filter(|e| !e.status.is_final())
@@ -129,6 +304,49 @@ impl Scheduler {
             .in_progress()
             .any(|e| e.stream == stream && e.covers(destination))
     }
+
+    fn baselines(&self) -> MutexGuard<'_, HashMap<String, Vec<Outcome>>> {
+        self.baselines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn players(&self) -> MutexGuard<'_, HashMap<String, Show>> {
+        self.players.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A change made together with the outcome of every entry that is over:
+/// what this node's destinations sent since it started is added to it in
+/// the same write, so an entry never reads ended without its outcome.
+pub(crate) async fn update_settling<H: ScheduleHost, T, E>(
+    controller: &H,
+    mut change: impl FnMut(&mut Schedule) -> Result<T, E>,
+) -> Result<T, UpdateError<E>> {
+    let scheduler = controller.scheduler();
+    let counted: Vec<(String, Vec<Outcome>)> = scheduler
+        .baselines()
+        .iter()
+        .map(|(id, baseline)| (id.clone(), sent_since(controller, id, baseline)))
+        .collect();
+    let mut settled = Vec::new();
+    let result = scheduler
+        .update(|schedule| {
+            let result = change(schedule)?;
+            settled.clear();
+            for (id, sent) in &counted {
+                let over = schedule.get(id).is_none_or(|e| e.status.is_final());
+                if over {
+                    schedule.add_outcome(id, sent);
+                    settled.push(id.clone());
+                }
+            }
+            Ok(result)
+        })
+        .await?;
+    let mut baselines = scheduler.baselines();
+    for id in settled {
+        baselines.remove(&id);
+    }
+    Ok(result)
 }
 
 /// Runs the schedule until the controller is gone. A panic in one turn is
@@ -158,54 +376,82 @@ pub(crate) fn spawn<H: ScheduleHost>(controller: Weak<H>) {
     });
 }
 
-/// One turn: entries moved to now, then every destination enabled as its
-/// config and the entries in progress say.
+/// One turn: the newest schedule, entries moved to now (with the outcome of
+/// those that ended), each change of status announced, shows played, and
+/// every destination enabled as its config and the entries in progress say.
 async fn turn<H: ScheduleHost>(controller: &H) {
     let scheduler = controller.scheduler();
+    scheduler.refresh().await;
     let now = SystemTime::now();
-    let (steps, entries) = {
-        let mut schedule = scheduler.lock();
-        let steps = schedule.tick(now);
-        (steps, schedule.entries().to_vec())
+    let due = {
+        let schedule = scheduler.lock();
+        let baselines = scheduler.baselines();
+        !schedule.clone().tick(now).is_empty()
+            || baselines
+                .keys()
+                .any(|id| schedule.get(id).is_none_or(|e| e.status.is_final()))
     };
-    for step in &steps {
-        let id = match step {
-            Step::Started(id) | Step::Ended(id) | Step::Missed(id) => id,
-        };
-        let Some(entry) = entries.iter().find(|e| &e.id == id) else {
-            continue;
-        };
-        match step {
-            Step::Started(_) => {
-                info!(entry = %entry.id, stream = %entry.stream, title = %entry.title, "schedule entry started");
-                let baseline = counters(controller, entry);
-                scheduler
-                    .baselines
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(entry.id.clone(), baseline);
+    if due {
+        let ticked = update_settling(controller, |schedule| {
+            schedule.tick(SystemTime::now());
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await;
+        if let Err(e) = ticked {
+            warn!(error = %e, "the schedule could not be moved along; it is tried again in a second");
+        }
+    }
+    observe(controller);
+    play_shows(controller).await;
+    scheduler.publish_keys(controller.streams());
+    enable_booked(controller).await;
+}
+
+/// Announces each entry whose status changed since this node last looked
+/// (by this node's doing or another's), and counts from the start of each
+/// entry now in progress.
+fn observe<H: ScheduleHost>(controller: &H) {
+    let scheduler = controller.scheduler();
+    let entries = scheduler.lock().entries().to_vec();
+    let changed: Vec<&Entry> = {
+        let mut seen = scheduler.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = entries
+            .iter()
+            .filter(|e| seen.get(&e.id) != Some(&e.status))
+            .collect();
+        *seen = entries.iter().map(|e| (e.id.clone(), e.status)).collect();
+        changed
+    };
+    for entry in changed {
+        match entry.status {
+            Status::Upcoming => continue,
+            Status::InProgress => {
+                info!(entry = %entry.id, stream = %entry.stream, title = %entry.title, "schedule entry started")
             }
-            Step::Ended(_) | Step::Missed(_) => {
-                info!(entry = %entry.id, stream = %entry.stream, status = entry.status.as_str(), "schedule entry ended");
-                finish(controller, entry);
+            status => {
+                info!(entry = %entry.id, stream = %entry.stream, status = status.as_str(), "schedule entry ended")
             }
         }
         controller.announce(entry);
     }
-    play_shows(controller).await;
-    {
-        let schedule = scheduler.lock();
-        scheduler.publish_keys(&schedule, controller.streams());
-        if !steps.is_empty() {
-            scheduler.save(&schedule);
+    let mut baselines = scheduler.baselines();
+    for entry in entries.iter().filter(|e| e.status == Status::InProgress) {
+        if !baselines.contains_key(&entry.id) {
+            baselines.insert(entry.id.clone(), counters(controller, entry));
         }
     }
-    enable_booked(controller).await;
 }
 
-/// Every entry in progress with files plays them; a show whose entry is no
-/// longer in progress stops. In cluster mode a show first takes the
-/// stream's lease, so it never plays on two nodes.
+/// Who runs a show, as this node sees it.
+enum Runner {
+    Here(Option<Lease>),
+    Elsewhere,
+    /// Redis does not answer: a show running here goes on, none starts.
+    Unknown,
+}
+
+/// Every entry in progress with files plays them on one node; a show whose
+/// entry is no longer in progress (or runs elsewhere now) stops.
 async fn play_shows<H: ScheduleHost>(controller: &H) {
     let scheduler = controller.scheduler();
     let live: Vec<Entry> = scheduler
@@ -214,26 +460,42 @@ async fn play_shows<H: ScheduleHost>(controller: &H) {
         .filter(|e| e.source.is_some())
         .cloned()
         .collect();
-    let (stopping, starting): (Vec<FilePlayer>, Vec<Entry>) = {
-        let mut players = scheduler.players.lock().unwrap_or_else(|e| e.into_inner());
+    let mut running_here = Vec::new();
+    let mut starting = Vec::new();
+    for entry in live {
+        match runner(scheduler, &entry).await {
+            Runner::Here(lease) => {
+                let mut players = scheduler.players();
+                match players.get_mut(&entry.id) {
+                    Some(show) => {
+                        // Taken again (renewed) with a new fence.
+                        show.lease = lease;
+                        running_here.push(entry.id);
+                    }
+                    None => starting.push((entry, lease)),
+                }
+            }
+            Runner::Elsewhere => {}
+            Runner::Unknown => running_here.push(entry.id),
+        }
+    }
+    let stopping: Vec<Show> = {
+        let mut players = scheduler.players();
         let over: Vec<String> = players
             .keys()
-            .filter(|id| !live.iter().any(|e| &e.id == *id))
+            .filter(|id| !running_here.contains(id))
             .cloned()
             .collect();
-        let stopping = over.iter().filter_map(|id| players.remove(id)).collect();
-        let starting = live
-            .into_iter()
-            .filter(|e| !players.contains_key(&e.id))
-            .collect();
-        (stopping, starting)
+        over.iter().filter_map(|id| players.remove(id)).collect()
     };
-    for player in stopping {
+    for show in stopping {
         // Joins its thread, which looks every 100 ms.
-        let _ = tokio::task::spawn_blocking(move || player.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || show.player.stop()).await;
+        release(scheduler, show.lease).await;
     }
-    for entry in starting {
+    for (entry, lease) in starting {
         let Some(stream) = controller.streams().get(&entry.stream) else {
+            release(scheduler, lease).await;
             continue;
         };
         let started = match stream.hub.claim_lease(LEASE_PATIENCE).await {
@@ -247,42 +509,84 @@ async fn play_shows<H: ScheduleHost>(controller: &H) {
                 FilePlayer::start(Arc::clone(&stream.hub), files, source.repeat)
                     .map_err(|e| format!("the show's player could not start: {e}"))
             }
+            // Live on another node since this one looked: that node runs
+            // the show, at the next turn.
+            Err(PublishError::LiveElsewhere { node }) if scheduler.shared.get().is_some() => {
+                info!(entry = %entry.id, stream = %entry.stream, %node, "the stream is live on another node; the show runs there");
+                release(scheduler, lease).await;
+                continue;
+            }
             Err(e) => Err(format!("the show could not take the stream: {e}")),
         };
         match started {
             Ok(player) => {
+                info!(entry = %entry.id, stream = %entry.stream, "the show plays on this node");
                 scheduler
-                    .players
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(entry.id.clone(), player);
+                    .players()
+                    .insert(entry.id.clone(), Show { player, lease });
             }
             Err(why) => {
                 warn!(entry = %entry.id, stream = %entry.stream, %why, "schedule entry failed");
-                let failed = {
-                    let mut schedule = scheduler.lock();
-                    schedule.fail(&entry.id, why, SystemTime::now());
-                    scheduler.save(&schedule);
-                    schedule.get(&entry.id).cloned()
-                };
-                if let Some(failed) = failed {
-                    controller.announce(&failed);
+                release(scheduler, lease).await;
+                let failed = update_settling(controller, |schedule| {
+                    schedule.fail(&entry.id, why.clone(), SystemTime::now());
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .await;
+                if let Err(e) = failed {
+                    warn!(entry = %entry.id, error = %e, "the entry's failure could not be recorded; it is tried again in a second");
                 }
+                observe(controller);
             }
         }
     }
 }
 
-/// Records what went out during `entry` (ended or canceled).
-pub(crate) fn finish<H: ScheduleHost>(controller: &H, entry: &Entry) {
-    let scheduler = controller.scheduler();
-    let baseline = scheduler
-        .baselines
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&entry.id)
-        .unwrap_or_default();
-    let outcome = counters(controller, entry)
+/// Whether `entry`'s show runs here: alone, always; in a cluster, where its
+/// lease is (the node the stream is live on takes it first).
+async fn runner(scheduler: &Scheduler, entry: &Entry) -> Runner {
+    let Some(shared) = scheduler.shared.get() else {
+        return Runner::Here(None);
+    };
+    let cluster = &shared.cluster;
+    let live_on = cluster
+        .live_nodes(std::slice::from_ref(&entry.stream))
+        .await;
+    match live_on.as_deref() {
+        Ok([Some(node)]) if node != cluster.node_id() => return Runner::Elsewhere,
+        Ok(_) => {}
+        Err(_) => return Runner::Unknown,
+    }
+    let name = format!("schedule:{}", entry.id);
+    match cluster
+        .health()
+        .bounded(REDIS_TIMEOUT, cluster.leases().acquire(&name))
+        .await
+    {
+        Ok(Acquired::Held(lease)) => Runner::Here(Some(lease)),
+        Ok(Acquired::Taken { .. }) => Runner::Elsewhere,
+        Err(_) => Runner::Unknown,
+    }
+}
+
+/// Gives an entry's lease up once its show stopped here.
+async fn release(scheduler: &Scheduler, lease: Option<Lease>) {
+    if let (Some(shared), Some(lease)) = (scheduler.shared.get(), lease) {
+        let cluster = &shared.cluster;
+        let _ = cluster
+            .health()
+            .bounded(REDIS_TIMEOUT, cluster.leases().release(&lease))
+            .await;
+    }
+}
+
+/// What `entry`'s destinations sent here since `baseline`.
+fn sent_since<H: ScheduleHost>(controller: &H, id: &str, baseline: &[Outcome]) -> Vec<Outcome> {
+    let entry = controller.scheduler().lock().get(id).cloned();
+    let Some(entry) = entry else {
+        return Vec::new();
+    };
+    counters(controller, &entry)
         .into_iter()
         .map(|now| {
             let before = baseline
@@ -296,13 +600,11 @@ pub(crate) fn finish<H: ScheduleHost>(controller: &H, entry: &Entry) {
                 destination: now.destination,
             }
         })
-        .collect();
-    scheduler.lock().set_outcome(&entry.id, outcome);
+        .collect()
 }
 
 /// The counters of the destinations `entry` covers, now.
 fn counters<H: ScheduleHost>(controller: &H, entry: &Entry) -> Vec<Outcome> {
-    use std::sync::atomic::Ordering;
     let Some(stream) = controller.streams().get(&entry.stream) else {
         return Vec::new();
     };

@@ -61,6 +61,8 @@ pub struct Cluster {
     redis: ConnectionManager,
     health: Arc<RedisHealth>,
     store: ConfigStore,
+    schedule: ConfigStore,
+    leases: Leases,
     gate: Arc<LeaseGate>,
     /// The store version last read or announced.
     versions: watch::Sender<u64>,
@@ -89,7 +91,7 @@ impl Cluster {
             &settings.prefix,
         );
         let gate = LeaseGate::new(
-            leases,
+            leases.clone(),
             redis.clone(),
             Arc::clone(&health),
             &settings.node_id,
@@ -98,6 +100,8 @@ impl Cluster {
         );
         Ok(Arc::new(Self {
             store: ConfigStore::new(redis.clone(), &settings.prefix),
+            schedule: ConfigStore::named(redis.clone(), &settings.prefix, "schedule"),
+            leases,
             settings,
             client,
             redis,
@@ -118,6 +122,17 @@ impl Cluster {
 
     pub fn store(&self) -> &ConfigStore {
         &self.store
+    }
+
+    /// The shared schedule (JSON, versioned like the streams).
+    pub fn schedule_store(&self) -> &ConfigStore {
+        &self.schedule
+    }
+
+    /// Leases by name: a stream's, or (names no stream id can take, such as
+    /// `schedule:e3`) a schedule entry's, held by the node that runs it.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     pub fn gate(&self) -> &Arc<LeaseGate> {

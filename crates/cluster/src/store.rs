@@ -1,6 +1,7 @@
-//! The cluster's shared configuration: the `[[streams]]` of every node, as
-//! one TOML document in Redis (parsed and checked by the same code as a
-//! node's file), with a version that grows by one with every change. A
+//! The cluster's shared documents: the `[[streams]]` of every node, as one
+//! TOML document in Redis (parsed and checked by the same code as a node's
+//! file), and the schedule, as JSON; each with a version that grows by one
+//! with every change. A
 //! change is applied only to the version it was made from (compare and set,
 //! in one Lua script), and announced on a pub/sub channel with its version,
 //! so a node applies each version once, in order, and a node that missed an
@@ -77,31 +78,42 @@ fn parse_version(key: &str, raw: Option<String>) -> Result<u64, StoreError> {
     }
 }
 
+/// One versioned document in Redis: `PREFIX:NAME`, its version at
+/// `PREFIX:NAME:version`, each new version announced on
+/// `PREFIX:NAME:changes`.
 #[derive(Clone)]
 pub struct ConfigStore {
     redis: ConnectionManager,
     prefix: String,
+    name: &'static str,
 }
 
 impl ConfigStore {
+    /// The shared `[[streams]]`.
     pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+        Self::named(redis, prefix, "streams")
+    }
+
+    /// Another document of the cluster's (`schedule`).
+    pub fn named(redis: ConnectionManager, prefix: &str, name: &'static str) -> Self {
         Self {
             redis,
             prefix: prefix.to_string(),
+            name,
         }
     }
 
     fn document_key(&self) -> String {
-        format!("{}:streams", self.prefix)
+        format!("{}:{}", self.prefix, self.name)
     }
 
     fn version_key(&self) -> String {
-        format!("{}:streams:version", self.prefix)
+        format!("{}:{}:version", self.prefix, self.name)
     }
 
     /// The pub/sub channel each new version is announced on.
     pub fn channel(&self) -> String {
-        format!("{}:streams:changes", self.prefix)
+        format!("{}:{}:changes", self.prefix, self.name)
     }
 
     /// The document and its version, read together.

@@ -57,7 +57,11 @@ pub enum Step {
     Missed(String),
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Entries over (completed, canceled, failed) kept as history: the oldest
+/// beyond this are let go, so the state file stays small.
+pub const MAX_HISTORY: usize = 1000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     entries: Vec<Entry>,
     /// Numbers the next entry's id.
@@ -194,7 +198,30 @@ impl Schedule {
                 _ => {}
             }
         }
+        self.forget_oldest_history();
         steps
+    }
+
+    /// Keeps the [`MAX_HISTORY`] entries that ended last among those over.
+    fn forget_oldest_history(&mut self) {
+        let mut ended: Vec<SystemTime> = self
+            .entries
+            .iter()
+            .filter(|e| e.status.is_final())
+            .map(|e| e.ended_at.unwrap_or(e.ends_at))
+            .collect();
+        if ended.len() <= MAX_HISTORY {
+            return;
+        }
+        ended.sort_unstable();
+        let oldest_kept = ended[ended.len() - MAX_HISTORY];
+        let mut over = ended.len() - MAX_HISTORY;
+        self.entries.retain(|e| {
+            let forget =
+                over > 0 && e.status.is_final() && e.ended_at.unwrap_or(e.ends_at) < oldest_kept;
+            over -= usize::from(forget);
+            !forget
+        });
     }
 
     /// Marks an entry in progress failed (what it plays could not start).
@@ -209,11 +236,31 @@ impl Schedule {
         }
     }
 
-    /// Records what went out during an entry.
-    pub fn set_outcome(&mut self, id: &str, outcome: Vec<crate::entry::Outcome>) {
-        if let Ok(at) = self.position(id) {
-            self.entries[at].outcome = outcome;
+    /// Adds what went out during an entry, destination by destination (in a
+    /// cluster each node adds what it sent). False when nothing changed.
+    pub fn add_outcome(&mut self, id: &str, sent: &[crate::entry::Outcome]) -> bool {
+        let Ok(at) = self.position(id) else {
+            return false;
+        };
+        let outcome = &mut self.entries[at].outcome;
+        let mut changed = false;
+        for part in sent {
+            match outcome
+                .iter_mut()
+                .find(|o| o.destination == part.destination)
+            {
+                Some(total) => {
+                    total.bytes += part.bytes;
+                    total.dropped_frames += part.dropped_frames;
+                    changed |= part.bytes > 0 || part.dropped_frames > 0;
+                }
+                None => {
+                    outcome.push(part.clone());
+                    changed = true;
+                }
+            }
         }
+        changed
     }
 
     /// When the next entry starts or ends, for the caller's timer.
@@ -300,6 +347,57 @@ mod tests {
             (entry.status, entry.started_at, entry.ended_at),
             (Status::Completed, Some(at(100)), Some(at(200)))
         );
+    }
+
+    #[test]
+    fn each_node_adds_what_it_sent_to_the_outcome() {
+        let mut schedule = Schedule::default();
+        let id = schedule
+            .book(booking(100, 200, None), at(0))
+            .unwrap()
+            .id
+            .clone();
+        let sent = |destination: &str, bytes| crate::entry::Outcome {
+            destination: destination.into(),
+            bytes,
+            dropped_frames: 0,
+        };
+        // A node that sent nothing still names the destinations once.
+        assert!(schedule.add_outcome(&id, &[sent("a", 0), sent("b", 0)]));
+        assert!(!schedule.add_outcome(&id, &[sent("a", 0), sent("b", 0)]));
+        assert!(schedule.add_outcome(&id, &[sent("a", 700), sent("b", 0)]));
+        assert!(schedule.add_outcome(&id, &[sent("a", 300)]));
+        assert_eq!(
+            schedule.get(&id).unwrap().outcome,
+            [sent("a", 1000), sent("b", 0)]
+        );
+        assert!(!schedule.add_outcome("e404", &[sent("a", 1)]));
+    }
+
+    #[test]
+    fn history_keeps_the_entries_that_ended_last() {
+        let mut schedule = Schedule::default();
+        let total = MAX_HISTORY as u64 + 10;
+        for n in 0..total {
+            let id = schedule
+                .book(booking(10 * n + 1, 10 * n + 5, Some(&["a"])), at(0))
+                .unwrap()
+                .id
+                .clone();
+            schedule.cancel(&id, at(0)).unwrap();
+        }
+        // One still to come is never let go.
+        schedule
+            .book(booking(100_000, 100_010, None), at(0))
+            .unwrap();
+        schedule.tick(at(1));
+        assert_eq!(schedule.entries().len(), MAX_HISTORY + 1);
+        assert_eq!(
+            schedule.entries()[0].title,
+            "101-105",
+            "the ten oldest went"
+        );
+        assert_eq!(schedule.entries()[MAX_HISTORY].status, Status::Upcoming);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::{parse_body, present, query_value, App};
 use crate::command::generate_key;
 use crate::control::off_async_threads;
 use crate::error::ApiError;
-use crate::scheduler::{self, ScheduleHost};
+use crate::scheduler::{self, UpdateError};
 
 /// An entry as the API shows it.
 #[derive(Serialize)]
@@ -76,6 +76,18 @@ fn view(entry: &Entry) -> EntryView {
         outcome: entry.outcome.clone(),
         has_key: entry.key.is_some(),
         key: None,
+    }
+}
+
+impl From<UpdateError<ScheduleError>> for ApiError {
+    fn from(error: UpdateError<ScheduleError>) -> Self {
+        match error {
+            UpdateError::Refused(error) => error.into(),
+            UpdateError::Unavailable(_) | UpdateError::Busy => {
+                ApiError::unavailable(error.to_string())
+            }
+            UpdateError::Unreadable(_) => ApiError::internal(error.to_string()),
+        }
     }
 }
 
@@ -197,23 +209,24 @@ pub(crate) async fn book(
         None => None,
     };
     let scheduler = app.controller.scheduler();
-    let mut schedule = scheduler.lock();
-    let entry = schedule.book(
-        Booking {
-            title: request.title.unwrap_or_else(|| request.stream.clone()),
-            stream: request.stream,
-            starts_at,
-            ends_at,
-            destinations: request.destinations,
-            source,
-            key: request.key.unwrap_or(false).then(generate_key),
-        },
-        SystemTime::now(),
-    )?;
-    let mut shown = view(entry);
-    shown.key = entry.key.clone();
-    scheduler.changed(&schedule);
-    scheduler.publish_keys(&schedule, app.controller.streams());
+    let booking = Booking {
+        title: request.title.unwrap_or_else(|| request.stream.clone()),
+        stream: request.stream,
+        starts_at,
+        ends_at,
+        destinations: request.destinations,
+        source,
+        key: request.key.unwrap_or(false).then(generate_key),
+    };
+    let shown = scheduler
+        .update(|schedule| {
+            let entry = schedule.book(booking.clone(), SystemTime::now())?;
+            let mut shown = view(entry);
+            shown.key = entry.key.clone();
+            Ok(shown)
+        })
+        .await?;
+    scheduler.publish_keys(app.controller.streams());
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
@@ -227,7 +240,9 @@ pub(crate) async fn list(State(app): State<App>, uri: Uri) -> Result<impl IntoRe
             ))
         })?),
     };
-    let schedule = app.controller.scheduler().lock();
+    let scheduler = app.controller.scheduler();
+    scheduler.refresh().await;
+    let schedule = scheduler.lock();
     let entries: Vec<EntryView> = schedule
         .entries()
         .iter()
@@ -242,7 +257,9 @@ pub(crate) async fn get(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let schedule = app.controller.scheduler().lock();
+    let scheduler = app.controller.scheduler();
+    scheduler.refresh().await;
+    let schedule = scheduler.lock();
     let entry = schedule
         .get(&id)
         .ok_or_else(|| ApiError::from(ScheduleError::NotFound(id.clone())))?;
@@ -288,20 +305,20 @@ pub(crate) async fn change(
         check_targets(&app, &stream, Some(destinations)).await?;
     }
     let scheduler = app.controller.scheduler();
-    let mut schedule = scheduler.lock();
-    let entry = schedule.change(
-        &id,
-        Change {
-            title: patch.title,
-            starts_at,
-            ends_at,
-            destinations: patch.destinations,
-        },
-        SystemTime::now(),
-    )?;
-    let shown = view(entry);
-    scheduler.changed(&schedule);
-    scheduler.publish_keys(&schedule, app.controller.streams());
+    let change = Change {
+        title: patch.title,
+        starts_at,
+        ends_at,
+        destinations: patch.destinations,
+    };
+    let shown = scheduler
+        .update(|schedule| {
+            schedule
+                .change(&id, change.clone(), SystemTime::now())
+                .map(view)
+        })
+        .await?;
+    scheduler.publish_keys(app.controller.streams());
     Ok(Json(shown))
 }
 
@@ -313,18 +330,12 @@ pub(crate) async fn cancel(
 ) -> Result<impl IntoResponse, ApiError> {
     let controller = &app.controller;
     let scheduler = controller.scheduler();
-    let (was_live, entry) = {
-        let mut schedule = scheduler.lock();
-        let was_live = schedule.cancel(&id, SystemTime::now())?;
-        (was_live, schedule.get(&id).cloned().expect("just canceled"))
-    };
-    if was_live {
-        scheduler::finish(controller.as_ref(), &entry);
-        scheduler::enable_booked(controller.as_ref()).await;
-        controller.announce(&entry);
-    }
-    let schedule = scheduler.lock();
-    scheduler.changed(&schedule);
-    scheduler.publish_keys(&schedule, controller.streams());
-    Ok(Json(view(schedule.get(&id).expect("still listed"))))
+    let canceled = scheduler::update_settling(controller.as_ref(), |schedule| {
+        schedule.cancel(&id, SystemTime::now())?;
+        Ok(schedule.get(&id).cloned().expect("just canceled"))
+    })
+    .await?;
+    scheduler::enable_booked(controller.as_ref()).await;
+    scheduler.publish_keys(controller.streams());
+    Ok(Json(view(&canceled)))
 }
