@@ -14,13 +14,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use prism_media::auth::{parse_args, PublishAttempt, Refusal};
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
-use prism_media::{IngestProtocol, KeyDirectory, MediaKind, MediaMessage, PublishGuard};
+use prism_media::{IngestProtocol, KeyDirectory, MediaKind, MediaMessage, PublishError, PublishGuard};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
@@ -459,14 +460,25 @@ impl Connection<'_> {
                 } => {
                     let arguments = arguments.unwrap_or_default();
                     let role = source_role(arguments.split('&'));
-                    let names = argument_names(arguments.split('&').filter(|a| !names_backup(a)));
-                    if !names.is_empty() {
-                        info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
+                    let attempt = PublishAttempt {
+                        key: stream_key.clone(),
+                        protocol: IngestProtocol::Rtmp,
+                        remote,
+                        app: self.session.app().to_string(),
+                        args: parse_args(&arguments, '&'),
+                    };
+                    if directory.authorizer().is_none() {
+                        let names =
+                            argument_names(arguments.split('&').filter(|a| !names_backup(a)));
+                        if !names.is_empty() {
+                            info!(%remote, arguments = %names, "publish names arguments after the stream key; ignored");
+                        }
                     }
-                    // One admission for every protocol; the stream's lease
-                    // in cluster mode is a bounded wait.
+                    // One admission for every protocol (the authorisation
+                    // hook, then the stream's lease in cluster mode: both
+                    // bounded waits).
                     let admitted = match directory
-                        .admit(&stream_key, IngestProtocol::Rtmp, role, RTMP_ADMIT_PATIENCE)
+                        .admit(&attempt, role, RTMP_ADMIT_PATIENCE)
                         .await
                     {
                         Ok((hub, _)) => hub
@@ -502,8 +514,12 @@ impl Connection<'_> {
         }
         if let Some(reason) = refused {
             self.events.clear();
+            let code = match reason {
+                PublishError::Refused(Refusal::Unauthorized) => "NetStream.Publish.Unauthorized",
+                _ => "NetStream.Publish.BadName",
+            };
             self.session
-                .reject_publish(&mut self.out, &reason.to_string());
+                .reject_publish_as(&mut self.out, code, &reason.to_string());
             flush(&mut self.socket, &mut self.out).await?;
             return Err(IngestError::Refused(reason));
         }

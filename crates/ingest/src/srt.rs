@@ -6,6 +6,7 @@
 //! connection is accepted, with the SRT reject reasons callers understand.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use prism_media::arbiter::SourceRole;
+use prism_media::auth::{PublishAttempt, Refusal};
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::{IngestProtocol, KeyDirectory, MediaMessage, PublishError, StreamHub};
@@ -27,7 +29,7 @@ use prism_media::{IngestProtocol, KeyDirectory, MediaMessage, PublishError, Stre
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::remux::Remuxer;
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason as Rejection};
-use crate::streamid::publish_key;
+use crate::streamid::{publish_context, publish_key};
 use crate::ts::{EsFrame, TsDemuxer};
 
 #[derive(Clone, Debug)]
@@ -81,6 +83,8 @@ pub struct SrtIngest {
     directory: Arc<dyn KeyDirectory>,
     stats: Arc<IngestStats>,
     connections: TaskTracker,
+    /// Callers being admitted now.
+    pending: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -96,6 +100,7 @@ impl SrtIngest {
             directory,
             stats,
             connections: TaskTracker::new(),
+            pending: Arc::new(AtomicUsize::new(0)),
             shutdown,
         }
     }
@@ -123,17 +128,45 @@ impl SrtIngest {
                 _ = shutdown.changed() => break,
             };
             let remote = request.remote();
-            let admitted = admit(request, &self.settings, &*self.directory, &self.stats).await;
-            let Some((hub, socket, role)) = admitted else {
+            // Each caller is admitted on its own task (the authorisation
+            // hook and a cluster lease are waits that must not hold up the
+            // next caller), at most MAX_PENDING_ADMISSIONS at once.
+            let Some(pending) = PendingAdmission::take(&self.pending) else {
+                self.stats.count_limit(Limit::Connections);
+                warn!(%remote, protocol = "srt", "publish refused: too many SRT callers being admitted at once");
+                let _ = request
+                    .reject(RejectReason::Server(ServerRejectReason::Overload))
+                    .await;
                 continue;
             };
             let stats = Arc::clone(&self.stats);
             let shutdown = self.shutdown.clone();
-            let idle_timeout = self.settings.idle_timeout;
+            let settings = self.settings.clone();
+            let directory = Arc::clone(&self.directory);
             self.connections.spawn(async move {
+                let admitted = admit(request, &settings, &*directory, &stats);
+                let admitted = match catch_panic("srt_connection", admitted).await {
+                    Ok(admitted) => admitted,
+                    Err(panic) => {
+                        let panic = remote_text(&panic.message);
+                        error!(%remote, %panic, "srt admission panicked; caller dropped");
+                        None
+                    }
+                };
+                drop(pending);
+                let Some((hub, socket, role)) = admitted else {
+                    return;
+                };
                 let _open = OpenSession::new(stats.srt_sessions());
-                let publish =
-                    run_publish(hub, socket, role, remote, idle_timeout, &stats, shutdown);
+                let publish = run_publish(
+                    hub,
+                    socket,
+                    role,
+                    remote,
+                    settings.idle_timeout,
+                    &stats,
+                    shutdown,
+                );
                 if let Err(panic) = catch_panic("srt_connection", publish).await {
                     let panic = remote_text(&panic.message);
                     error!(%remote, %panic, "srt connection task panicked; connection closed");
@@ -145,6 +178,30 @@ impl SrtIngest {
             self.connections.wait().await;
         }
         listener.close().await;
+    }
+}
+
+/// SRT callers admitted at once (each may wait on the authorisation hook or
+/// a cluster lease); more are refused with Overload until some are done.
+const MAX_PENDING_ADMISSIONS: usize = 64;
+
+/// One caller being admitted, counted while it lasts.
+struct PendingAdmission(Arc<AtomicUsize>);
+
+impl PendingAdmission {
+    fn take(count: &Arc<AtomicUsize>) -> Option<Self> {
+        let taken = count.fetch_add(1, Ordering::Relaxed);
+        if taken >= MAX_PENDING_ADMISSIONS {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(Arc::clone(count)))
+    }
+}
+
+impl Drop for PendingAdmission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -215,10 +272,18 @@ async fn admit(
             return None;
         }
     };
-    // One admission for every protocol; the stream's lease in cluster mode
-    // is a bounded wait.
+    let (app, args) = publish_context(&stream_id);
+    let attempt = PublishAttempt {
+        key: key.to_string(),
+        protocol: IngestProtocol::Srt,
+        remote,
+        app,
+        args,
+    };
+    // One admission for every protocol (the authorisation hook, then the
+    // stream's lease in cluster mode: both bounded waits).
     let (hub, stream_passphrase) = match directory
-        .admit(key, IngestProtocol::Srt, role, SRT_ADMIT_PATIENCE)
+        .admit(&attempt, role, SRT_ADMIT_PATIENCE)
         .await
     {
         Ok(admitted) => admitted,
@@ -290,6 +355,11 @@ fn srt_reject(error: &PublishError) -> ServerRejectReason {
         PublishError::AlreadyLive | PublishError::LiveElsewhere { .. } => {
             ServerRejectReason::Conflict
         }
+        // libsrt's callers read these as 1401, 1403, 1503 and 1402.
+        PublishError::Refused(Refusal::Unauthorized) => ServerRejectReason::Unauthorized,
+        PublishError::Refused(Refusal::Forbidden) => ServerRejectReason::Forbidden,
+        PublishError::Refused(Refusal::HookFailed) => ServerRejectReason::Down,
+        PublishError::Refused(Refusal::Busy) => ServerRejectReason::Overload,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prism_media::auth::Refusal;
 use prism_media::{IngestProtocol, PublishError};
 
 /// Why a publish was refused.
@@ -15,20 +16,24 @@ pub enum RejectReason {
     /// The byte stream was not RTMP the session could follow, or the SRT
     /// stream id asked for something Prism does not do.
     ProtocolError,
-    /// SRT: wrong passphrase, or encryption on one side only.
+    /// SRT: wrong passphrase, or encryption on one side only; or the
+    /// authorisation hook said no.
     Unauthorized,
     /// The stream pulls from its source and takes no publisher.
     PullOnly,
+    /// The authorisation hook failed or was too busy to ask.
+    AuthUnavailable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::UnknownKey,
         RejectReason::AlreadyLive,
         RejectReason::Timeout,
         RejectReason::ProtocolError,
         RejectReason::Unauthorized,
         RejectReason::PullOnly,
+        RejectReason::AuthUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl RejectReason {
             RejectReason::ProtocolError => "protocol_error",
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::PullOnly => "pull_only",
+            RejectReason::AuthUnavailable => "auth_unavailable",
         }
     }
 }
@@ -51,6 +57,12 @@ impl From<&PublishError> for RejectReason {
                 RejectReason::AlreadyLive
             }
             PublishError::PullOnly => RejectReason::PullOnly,
+            PublishError::Refused(Refusal::Unauthorized | Refusal::Forbidden) => {
+                RejectReason::Unauthorized
+            }
+            PublishError::Refused(Refusal::HookFailed | Refusal::Busy) => {
+                RejectReason::AuthUnavailable
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! access-control fields publish the stream's backup source.
 
 use prism_media::arbiter::SourceRole;
+use prism_media::auth::parse_args;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamIdError {
@@ -92,9 +93,50 @@ pub fn publish_key(stream_id: &str) -> Result<(&str, SourceRole), StreamIdError>
     }
 }
 
+/// What else a stream id says, for the authorisation hook: the resource's
+/// path before the key (`r=live/KEY` → `live`) and the arguments: the
+/// query after the key (`KEY?token=…`), or the access-control fields other
+/// than `r` and `m` (`#!::r=KEY,m=publish,t=…`).
+pub fn publish_context(stream_id: &str) -> (String, Vec<(String, String)>) {
+    let stream_id = stream_id.trim();
+    let fields = stream_id
+        .strip_prefix("#!::")
+        .or_else(|| stream_id.strip_prefix("%23!::"));
+    let Some(fields) = fields else {
+        let named = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
+        let query = named.split_once('?').map_or("", |(_, query)| query);
+        return (String::new(), parse_args(query, '&'));
+    };
+    let mut args = parse_args(fields, ',');
+    let app = args
+        .iter()
+        .find(|(name, _)| name == "r")
+        .and_then(|(_, resource)| resource.rsplit_once('/'))
+        .map(|(app, _)| app.to_string())
+        .unwrap_or_default();
+    args.retain(|(name, _)| name != "r" && name != "m");
+    (app, args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_context_names_the_app_and_the_arguments() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(
+            publish_context("live_abc?token=good&backup=1"),
+            (String::new(), pairs(&[("token", "good"), ("backup", "1")]))
+        );
+        assert_eq!(
+            publish_context("#!::r=live/live_abc,m=publish,u=alice,token=t%2C1"),
+            ("live".into(), pairs(&[("u", "alice"), ("token", "t,1")]))
+        );
+        assert_eq!(publish_context("live_abc"), (String::new(), Vec::new()));
+    }
 
     #[test]
     fn backup_is_named_in_either_form() {

@@ -46,6 +46,21 @@ pub enum PublishError {
     /// Cluster mode: another node holds the stream's lease.
     #[error("the stream is already live on node {node:?}")]
     LiveElsewhere { node: String },
+    /// The authorisation hook (`[auth]`) said no, or could not be asked.
+    #[error("{}", refusal_text(*.0))]
+    Refused(crate::auth::Refusal),
+}
+
+fn refusal_text(refusal: crate::auth::Refusal) -> &'static str {
+    use crate::auth::Refusal;
+    match refusal {
+        Refusal::Unauthorized => "the authorisation hook refused the publish (401)",
+        Refusal::Forbidden => "the authorisation hook refused the publish",
+        Refusal::HookFailed => {
+            "the authorisation hook failed or did not answer in time, and [auth] on_error is \"deny\""
+        }
+        Refusal::Busy => "too many publish authorisations in flight for unknown keys; try again",
+    }
 }
 
 #[derive(Default)]

@@ -5,6 +5,7 @@
 pub mod aac;
 pub mod accept;
 pub mod arbiter;
+pub mod auth;
 pub mod config_file;
 pub mod delay;
 pub mod flv;

@@ -11,7 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::arbiter::SourceRole;
-use crate::hub::{IngestProtocol, PublishError, StreamHub};
+use crate::auth::{PublishAttempt, PublishAuthorizer, Verdict};
+use crate::hub::{PublishError, StreamHub};
 use crate::secret::StreamKey;
 
 /// One stream: its hub and what the layers above attach to it.
@@ -48,6 +49,8 @@ pub struct EventKey {
 
 pub struct Streams<P> {
     table: RwLock<Table<P>>,
+    /// Asked before a publish is admitted (`[auth]`), when set.
+    authorizer: RwLock<Option<Arc<dyn PublishAuthorizer>>>,
 }
 
 impl<P> Default for Streams<P> {
@@ -58,6 +61,7 @@ impl<P> Default for Streams<P> {
                 by_key: HashMap::new(),
                 event_keys: HashMap::new(),
             }),
+            authorizer: RwLock::new(None),
         }
     }
 }
@@ -152,6 +156,12 @@ impl<P> Streams<P> {
         self.write().event_keys = keys.into_iter().map(|k| (k.key.clone(), k)).collect();
     }
 
+    /// Sets (or with `None`, removes) what is asked before a publish is
+    /// admitted.
+    pub fn set_authorizer(&self, authorizer: Option<Arc<dyn PublishAuthorizer>>) {
+        *self.authorizer.write().unwrap_or_else(|e| e.into_inner()) = authorizer;
+    }
+
     /// A snapshot of every stream, in order (cheap: reference counts).
     pub fn all(&self) -> Vec<Arc<Stream<P>>> {
         self.read().streams.clone()
@@ -170,6 +180,12 @@ impl<P> Table<P> {
 pub trait KeyDirectory: Send + Sync {
     /// The hub `key` names and the SRT passphrase its publishers must use.
     fn find_key(&self, key: &str) -> Option<(Arc<StreamHub>, Option<String>)>;
+    /// The hub of the stream with this id, and its SRT passphrase.
+    fn find_stream(&self, id: &str) -> Option<(Arc<StreamHub>, Option<String>)>;
+    /// What decides who may publish, besides the keys (`[auth]`).
+    fn authorizer(&self) -> Option<Arc<dyn PublishAuthorizer>> {
+        None
+    }
 }
 
 impl<P: Send + Sync> KeyDirectory for Streams<P> {
@@ -177,21 +193,47 @@ impl<P: Send + Sync> KeyDirectory for Streams<P> {
         self.by_key(key)
             .map(|(stream, passphrase)| (Arc::clone(&stream.hub), passphrase))
     }
+
+    fn find_stream(&self, id: &str) -> Option<(Arc<StreamHub>, Option<String>)> {
+        let table = self.read();
+        let door = table.by_key.values().find(|door| door.stream.id == id)?;
+        Some((Arc::clone(&door.stream.hub), door.srt_passphrase.clone()))
+    }
+
+    fn authorizer(&self) -> Option<Arc<dyn PublishAuthorizer>> {
+        self.authorizer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl dyn KeyDirectory + '_ {
-    /// Finds the stream `key` names and admits a publish of it
-    /// (`StreamHub::admit`): what RTMP and SRT ingest both ask first.
-    /// Returns its hub and the SRT passphrase its publishers must use.
+    /// Finds the stream the attempt's key names, asks the authoriser if
+    /// there is one, and admits a publish of it (`StreamHub::admit`): what
+    /// RTMP and SRT ingest both ask first. Returns its hub and the SRT
+    /// passphrase its publishers must use.
     pub async fn admit(
         &self,
-        key: &str,
-        protocol: IngestProtocol,
+        attempt: &PublishAttempt,
         role: SourceRole,
         patience: Duration,
     ) -> Result<(Arc<StreamHub>, Option<String>), PublishError> {
-        let (hub, passphrase) = self.find_key(key).ok_or(PublishError::UnknownKey)?;
-        hub.admit(protocol, role, patience).await?;
+        let mut found = self.find_key(&attempt.key);
+        if let Some(authorizer) = self.authorizer() {
+            let stream = found.as_ref().map(|(hub, _)| hub.id().to_string());
+            match authorizer.authorize(attempt, stream.as_deref()).await {
+                None | Some(Verdict::Admit { stream: None }) => {}
+                Some(Verdict::Admit { stream: Some(id) }) => {
+                    if found.is_none() {
+                        found = self.find_stream(&id);
+                    }
+                }
+                Some(Verdict::Refuse(refusal)) => return Err(PublishError::Refused(refusal)),
+            }
+        }
+        let (hub, passphrase) = found.ok_or(PublishError::UnknownKey)?;
+        hub.admit(attempt.protocol, role, patience).await?;
         Ok((hub, passphrase))
     }
 }
@@ -199,6 +241,7 @@ impl dyn KeyDirectory + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::IngestProtocol;
 
     fn add(streams: &Streams<u32>, id: &str, key: &str, part: u32) {
         streams.insert(
@@ -273,6 +316,64 @@ mod tests {
         assert_eq!(streams.by_key("new").unwrap().0.parts, 2);
     }
 
+    fn attempt(key: &str, protocol: IngestProtocol) -> PublishAttempt {
+        PublishAttempt {
+            key: key.into(),
+            protocol,
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            app: "live".into(),
+            args: crate::auth::parse_args("token=good", '&'),
+        }
+    }
+
+    /// Admits `token=good` publishes; with a key Prism does not know, onto
+    /// stream `main`.
+    struct TokenCheck;
+
+    impl PublishAuthorizer for TokenCheck {
+        fn authorize<'a>(
+            &'a self,
+            attempt: &'a PublishAttempt,
+            stream: Option<&'a str>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Verdict>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                let good = attempt.args.iter().any(|(n, v)| n == "token" && v == "good");
+                Some(match (good, stream) {
+                    (false, _) => Verdict::Refuse(crate::auth::Refusal::Forbidden),
+                    (true, Some(_)) => Verdict::Admit { stream: None },
+                    (true, None) => Verdict::Admit {
+                        stream: Some("main".into()),
+                    },
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_authorizer_refuses_or_admits_and_places_unknown_keys() {
+        let streams = Arc::new(Streams::default());
+        add(&streams, "main", "main-key", 7);
+        streams.set_authorizer(Some(Arc::new(TokenCheck)));
+        let directory: Arc<dyn KeyDirectory> = streams.clone();
+        let mut bad = attempt("main-key", IngestProtocol::Rtmp);
+        bad.args = crate::auth::parse_args("token=bad", '&');
+        assert!(matches!(
+            directory.admit(&bad, SourceRole::Primary, Duration::ZERO).await,
+            Err(PublishError::Refused(crate::auth::Refusal::Forbidden))
+        ));
+        let (hub, _) = directory
+            .admit(&attempt("per-user-key", IngestProtocol::Srt), SourceRole::Primary, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(hub.id(), "main");
+        streams.set_authorizer(None);
+        assert!(matches!(
+            directory.admit(&bad, SourceRole::Primary, Duration::ZERO).await,
+            Ok(_)
+        ));
+    }
+
     /// Every protocol's publish goes through the same checks, in order:
     /// the key, a pulled primary, a source slot already taken.
     #[tokio::test]
@@ -289,7 +390,10 @@ mod tests {
         let directory: Arc<dyn KeyDirectory> = streams;
         let admit = |key: &'static str, protocol, role| {
             let directory = Arc::clone(&directory);
-            async move { directory.admit(key, protocol, role, Duration::ZERO).await }
+            async move {
+                let attempt = attempt(key, protocol);
+                directory.admit(&attempt, role, Duration::ZERO).await
+            }
         };
         let rtmp = IngestProtocol::Rtmp;
         assert!(matches!(

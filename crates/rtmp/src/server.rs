@@ -112,6 +112,7 @@ pub struct ServerSession {
     inbound: Inbound,
     limits: ServerLimits,
     connected: bool,
+    app: String,
     next_stream_id: u32,
     publish: Publish,
 }
@@ -129,9 +130,16 @@ impl ServerSession {
             inbound: Inbound::new(reader_limits),
             limits,
             connected: false,
+            app: String::new(),
             next_stream_id: FIRST_STREAM_ID,
             publish: Publish::None,
         }
+    }
+
+    /// The application the encoder's `connect` named (`live` in
+    /// `rtmp://host/live/KEY`).
+    pub fn app(&self) -> &str {
+        &self.app
     }
 
     /// Whether the encoder's `connect` has been answered (admission moves
@@ -205,6 +213,13 @@ impl ServerSession {
         match command.name.as_str() {
             "connect" if !self.connected => {
                 self.connected = true;
+                // Told to the authorisation hook; bounded like any name.
+                self.app = command
+                    .object
+                    .get("app")
+                    .and_then(Value::as_str)
+                    .map(|app| app.chars().take(256).collect())
+                    .unwrap_or_default();
                 // Enhanced RTMP: a publisher that lists FourCCs learns which
                 // of them Prism relays (all of them pass through untouched).
                 let enhanced = command.object.get("fourCcList").is_some();
@@ -330,11 +345,17 @@ impl ServerSession {
 
     /// Refuses the pending publish request with the encoder-visible reason.
     pub fn reject_publish(&mut self, out: &mut ChunkWriter, description: &str) {
+        self.reject_publish_as(out, "NetStream.Publish.BadName", description);
+    }
+
+    /// Refuses the requested publish with a status `code` of its own
+    /// (`NetStream.Publish.Unauthorized` when an authorisation said no).
+    pub fn reject_publish_as(&mut self, out: &mut ChunkWriter, code: &str, description: &str) {
         let Publish::Requested { stream_id } = self.publish else {
             return;
         };
         self.publish = Publish::None;
-        queue_bad_name(out, stream_id, description);
+        queue_status(out, stream_id, "error", code, description);
     }
 }
 
