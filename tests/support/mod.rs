@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod hook_server;
 pub mod tls;
 
 use std::fs;

@@ -13,6 +13,10 @@ use toml::Spanned;
 use crate::outside::{Outside, System};
 use prism_cluster::ClusterSettings;
 use prism_fanout::DestinationUrl;
+use prism_hooks::config::{
+    parse_auth, parse_stream_auth, parse_webhooks, AuthSettings, FieldError, RawAuth,
+    RawStreamAuth, RawWebhook, StreamAuth, WebhookSettings,
+};
 use prism_ingest::IngestLimits;
 pub use prism_media::single_track::Tracks;
 
@@ -34,6 +38,9 @@ struct RawConfig {
     #[serde(default)]
     record: RawRecord,
     cluster: Option<Spanned<RawCluster>>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -404,6 +411,8 @@ struct RawStream {
     /// Records the stream (see `[record]`).
     #[serde(default)]
     record: bool,
+    /// `false`: publishes skip `[auth]`; a URL: that hook instead.
+    auth: Option<Spanned<RawStreamAuth>>,
     #[serde(default)]
     destinations: Vec<RawDestination>,
 }
@@ -468,6 +477,9 @@ pub struct Config {
     pub record: RecordConfig,
     /// Cluster mode: the streams live in Redis, not in this file.
     pub cluster: Option<ClusterSettings>,
+    /// The publish authorisation hook (`[auth]`).
+    pub auth: Option<AuthSettings>,
+    pub webhooks: Vec<WebhookSettings>,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -651,6 +663,8 @@ pub struct StreamConfig {
     pub failover: prism_media::arbiter::ArbiterConfig,
     /// Whether the stream is recorded (`record`).
     pub record: bool,
+    /// Its publishes' authorisation hook (`auth`).
+    pub auth: StreamAuth,
     pub destinations: Vec<DestinationEntry>,
 }
 
@@ -991,6 +1005,17 @@ impl Config {
             ));
         }
         let record = parse_record(&raw.record, path, &error)?;
+        // A hook's CA file is read now, so a bad one is named here.
+        let resolve = |file: &str| {
+            let file = relative_to_config(path, file);
+            outside.check_ca_file(&file).map_err(|e| e.to_string())?;
+            Ok(file)
+        };
+        let auth = match &raw.auth {
+            None => None,
+            Some(auth) => Some(parse_auth(auth, resolve).map_err(|e| error.fault(e))?),
+        };
+        let webhooks = parse_webhooks(&raw.webhooks, resolve).map_err(|e| error.fault(e))?;
         let delay_buffer_mib = *raw.fanout.max_delay_buffer_mib.get_ref();
         if !(1..=65_536).contains(&delay_buffer_mib) {
             return Err(error.field(
@@ -1050,6 +1075,8 @@ impl Config {
                 max_delay: Duration::from_millis(max_delay_ms),
                 max_delay_buffer_bytes: (delay_buffer_mib << 20) as usize,
             },
+            auth,
+            webhooks,
             streams,
         })
     }
@@ -1101,6 +1128,11 @@ impl<'a> ErrorAt<'a> {
         let mut error = self.toml_syntax(span, message.to_string());
         error.field = Some(field.into());
         error
+    }
+
+    /// A hook setting at fault (`prism_hooks::config`).
+    fn fault(&self, fault: FieldError) -> ConfigError {
+        self.field(fault.span, fault.field, fault.message)
     }
 
     /// What the TOML parser or serde found (its message names the field
@@ -1405,6 +1437,10 @@ fn parse_streams(
             ),
             None => None,
         };
+        let auth = match &stream.auth {
+            None => StreamAuth::Inherit,
+            Some(auth) => parse_stream_auth(auth, &at("auth")).map_err(|e| error.fault(e))?,
+        };
         let standby = match &stream.standby_file {
             None => None,
             Some(file) => {
@@ -1430,6 +1466,7 @@ fn parse_streams(
                 failback_after: Duration::from_secs(stream.failback_after_s.min(3600)),
             },
             record: stream.record,
+            auth,
             key: prism_media::StreamKey::new(key),
             pull,
             backup_pull,

@@ -28,8 +28,10 @@ use prism_fanout::DestinationUrl;
 use prism_fanout::{
     spawn_delayed_destination, spawn_destination, DestinationConfig, DestinationHandle,
 };
+use prism_hooks::auth::HttpAuthorizer;
 use prism_ingest::pull::{spawn_pull, PullSource};
 use prism_media::arbiter::SourceRole;
+use prism_media::auth::{PublishAuthorizer, Refusal, Verdict};
 use prism_media::supervise::catch_panic;
 use prism_media::{Stream as StreamRecord, StreamHub};
 
@@ -110,7 +112,6 @@ pub enum Event {
         stream: Option<String>,
         timestamp: String,
     },
-    /// A recording file was started.
     /// A schedule entry began: its destinations are live.
     ScheduleStart {
         entry: String,
@@ -128,6 +129,7 @@ pub enum Event {
         failure: Option<String>,
         timestamp: String,
     },
+    /// A recording file was started.
     RecordingStart {
         stream: String,
         recording: String,
@@ -347,6 +349,13 @@ impl Controller {
                 controller.add_stream(stream, &state.config);
             }
         }
+        controller.install_authorizer(
+            &controller
+                .state
+                .try_lock()
+                .expect("nothing else holds a new controller")
+                .config,
+        );
         crate::retention::spawn(Arc::downgrade(&controller));
         crate::rule_checks::spawn(Arc::downgrade(&controller.streams));
         crate::scheduler::spawn(Arc::downgrade(&controller));
@@ -888,7 +897,33 @@ impl Controller {
                 }
             }
         }
+        if hooks_changed(old, new) {
+            self.install_authorizer(new);
+        }
         prism_fanout::shut_down(stopping).await;
+    }
+
+    /// Gives ingest the publish authorisation hook the config names (or
+    /// none): `[auth]`, and each stream's own `auth`.
+    fn install_authorizer(&self, config: &Config) {
+        let streams = config
+            .streams
+            .iter()
+            .map(|s| (s.id.clone(), s.auth.clone()))
+            .collect();
+        match HttpAuthorizer::new(config.auth.clone(), streams) {
+            Ok(authorizer) => {
+                let authorizer = authorizer.map(|a| Arc::new(a) as Arc<dyn PublishAuthorizer>);
+                self.streams.set_authorizer(authorizer);
+            }
+            // Its CA file was checked with the config: it went away since.
+            // Every publish a hook would be asked about is refused, never
+            // let through unasked.
+            Err(e) => {
+                error!(error = %e, "the publish authorisation hook could not be set up; publishes it would be asked about are refused until the config is fixed");
+                self.streams.set_authorizer(Some(Arc::new(RefuseAll)));
+            }
+        }
     }
 
     fn add_stream(&self, stream: &StreamConfig, config: &Config) {
@@ -1304,5 +1339,31 @@ impl crate::retention::Recordings for Controller {
 
     fn completed(&self) -> &Arc<tokio::sync::Notify> {
         &self.recording_completed
+    }
+}
+
+/// Whether a change of config changes who the authorisation hook asks.
+fn hooks_changed(old: &Config, new: &Config) -> bool {
+    let auth = |config: &Config| -> Vec<(String, prism_hooks::config::StreamAuth)> {
+        config
+            .streams
+            .iter()
+            .map(|s| (s.id.clone(), s.auth.clone()))
+            .collect()
+    };
+    old.auth != new.auth || auth(old) != auth(new)
+}
+
+/// What stands in for a hook that could not be set up: every publish it
+/// would be asked about is refused.
+struct RefuseAll;
+
+impl PublishAuthorizer for RefuseAll {
+    fn authorize<'a>(
+        &'a self,
+        _attempt: &'a prism_media::auth::PublishAttempt,
+        _stream: Option<&'a str>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Verdict>> + Send + 'a>> {
+        Box::pin(async { Some(Verdict::Refuse(Refusal::HookFailed)) })
     }
 }

@@ -14,14 +14,16 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use prism_media::auth::{parse_args, PublishAttempt, Refusal};
 use prism_media::accept::{AcceptBackoff, Throttle, LOG_INTERVAL};
+use prism_media::auth::{parse_args, PublishAttempt, Refusal};
 use prism_media::flv::{self, AMF0_SET_DATA_FRAME};
 use prism_media::hub::PublishEnded;
 use prism_media::remote_text::remote_text;
 use prism_media::supervise::catch_panic;
 use prism_media::timeline::Unwrapper;
-use prism_media::{IngestProtocol, KeyDirectory, MediaKind, MediaMessage, PublishError, PublishGuard};
+use prism_media::{
+    IngestProtocol, KeyDirectory, MediaKind, MediaMessage, PublishError, PublishGuard,
+};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerLimits, ServerSession};
 
 use crate::admission::{Admission, AdmissionLimits, EvictedBy, Stage, Ticket};
@@ -477,9 +479,7 @@ impl Connection<'_> {
                     // One admission for every protocol (the authorisation
                     // hook, then the stream's lease in cluster mode: both
                     // bounded waits).
-                    let admitted = match directory
-                        .admit(&attempt, role, RTMP_ADMIT_PATIENCE)
-                        .await
+                    let admitted = match directory.admit(&attempt, role, RTMP_ADMIT_PATIENCE).await
                     {
                         Ok((hub, _)) => hub
                             .try_publish_as(IngestProtocol::Rtmp, remote, role)

@@ -29,7 +29,7 @@ use prism_media::{IngestProtocol, KeyDirectory, MediaMessage, PublishError, Stre
 use crate::announce::{log_publish_stopped, PublishAnnouncer};
 use crate::remux::Remuxer;
 use crate::stats::{IngestStats, Limit, OpenSession, RejectReason as Rejection};
-use crate::streamid::{publish_context, publish_key};
+use crate::streamid::{publish_context, publish_key, unescaped};
 use crate::ts::{EsFrame, TsDemuxer};
 
 #[derive(Clone, Debug)]
@@ -262,6 +262,7 @@ async fn admit(
             .await;
         return None;
     }
+    let stream_id = unescaped(&stream_id);
     let (key, role) = match publish_key(&stream_id) {
         Ok(named) => named,
         Err(e) => {
@@ -282,10 +283,7 @@ async fn admit(
     };
     // One admission for every protocol (the authorisation hook, then the
     // stream's lease in cluster mode: both bounded waits).
-    let (hub, stream_passphrase) = match directory
-        .admit(&attempt, role, SRT_ADMIT_PATIENCE)
-        .await
-    {
+    let (hub, stream_passphrase) = match directory.admit(&attempt, role, SRT_ADMIT_PATIENCE).await {
         Ok(admitted) => admitted,
         Err(e) => {
             refuse(Rejection::from(&e), &e.to_string());

@@ -52,6 +52,19 @@ pub fn source_role<'a>(mut arguments: impl Iterator<Item = &'a str>) -> SourceRo
     }
 }
 
+/// A stream id whose query came percent-encoded (`KEY%3Ftoken%3D…`, as a
+/// URL-encoding tool writes it and ffmpeg 5 passes it on), decoded; any
+/// other as it is.
+pub fn unescaped(stream_id: &str) -> std::borrow::Cow<'_, str> {
+    let encoded_query =
+        !stream_id.contains('?') && (stream_id.contains("%3F") || stream_id.contains("%3f"));
+    if encoded_query {
+        std::borrow::Cow::Owned(prism_media::auth::decode(stream_id))
+    } else {
+        std::borrow::Cow::Borrowed(stream_id)
+    }
+}
+
 /// The stream key a publisher names, and which of its sources. Never log
 /// the key: it is secret.
 pub fn publish_key(stream_id: &str) -> Result<(&str, SourceRole), StreamIdError> {
@@ -123,9 +136,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_encoded_query_is_decoded_and_nothing_else_is() {
+        assert_eq!(unescaped("live_abc%3Ftoken%3Dgood"), "live_abc?token=good");
+        assert_eq!(unescaped("live_abc?token=a%20b"), "live_abc?token=a%20b");
+        assert_eq!(unescaped("live%41bc"), "live%41bc");
+    }
+
+    #[test]
     fn the_context_names_the_app_and_the_arguments() {
         let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
         };
         assert_eq!(
             publish_context("live_abc?token=good&backup=1"),

@@ -40,7 +40,9 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Admitted; for a key Prism does not know, onto the stream named.
-    Admit { stream: Option<String> },
+    Admit {
+        stream: Option<String>,
+    },
     Refuse(Refusal),
 }
 
@@ -71,23 +73,21 @@ pub fn parse_args(query: &str, separator: char) -> Vec<(String, String)> {
 
 /// Percent-decoding (and `+` as a space), cut at 1 KiB; invalid escapes are
 /// kept as they are.
-fn decode(text: &str) -> String {
+pub fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len().min(1024));
     let mut at = 0;
     while at < bytes.len() && out.len() < 1024 {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[at] {
-            b'%' if at + 2 < bytes.len() => {
-                match (hex(bytes[at + 1]), hex(bytes[at + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push((high * 16 + low) as u8);
-                        at += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if at + 2 < bytes.len() => match (hex(bytes[at + 1]), hex(bytes[at + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    at += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             byte => out.push(byte),
         }
@@ -111,7 +111,10 @@ mod tests {
                 ("x".into(), "%zz".into()),
             ]
         );
-        assert_eq!(parse_args("u=me,t=stream", ','), [("u".into(), "me".into()), ("t".into(), "stream".into())]);
+        assert_eq!(
+            parse_args("u=me,t=stream", ','),
+            [("u".into(), "me".into()), ("t".into(), "stream".into())]
+        );
         assert_eq!(parse_args("a=%4", '&'), [("a".into(), "%4".into())]);
         assert!(parse_args("", '&').is_empty());
         assert_eq!(parse_args(&"a&".repeat(100), '&').len(), 32);
