@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use crate::hub::IngestProtocol;
+pub use crate::hub::Refusal;
 
 /// A publish about to be admitted, as the authoriser is told of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,19 +22,6 @@ pub struct PublishAttempt {
     pub app: String,
     /// The arguments after the key (`KEY?token=…`), in order, decoded.
     pub args: Vec<(String, String)>,
-}
-
-/// Why the authoriser refused a publish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The hook answered 401.
-    Unauthorized,
-    /// The hook answered another 4xx.
-    Forbidden,
-    /// The hook failed (timed out, 5xx, unreachable) and is set to deny then.
-    HookFailed,
-    /// Too many calls in flight already, for a key Prism does not know.
-    Busy,
 }
 
 /// The authoriser's answer.

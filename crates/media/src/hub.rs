@@ -48,11 +48,23 @@ pub enum PublishError {
     LiveElsewhere { node: String },
     /// The authorisation hook (`[auth]`) said no, or could not be asked.
     #[error("{}", refusal_text(*.0))]
-    Refused(crate::auth::Refusal),
+    Refused(Refusal),
 }
 
-fn refusal_text(refusal: crate::auth::Refusal) -> &'static str {
-    use crate::auth::Refusal;
+/// Why the authoriser (`crate::auth`) refused a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The hook answered 401.
+    Unauthorized,
+    /// The hook answered another 4xx.
+    Forbidden,
+    /// The hook failed (timed out, 5xx, unreachable) and is set to deny then.
+    HookFailed,
+    /// Too many calls in flight already, for a key Prism does not know.
+    Busy,
+}
+
+fn refusal_text(refusal: Refusal) -> &'static str {
     match refusal {
         Refusal::Unauthorized => "the authorisation hook refused the publish (401)",
         Refusal::Forbidden => "the authorisation hook refused the publish",

@@ -124,7 +124,7 @@ impl<R: Read + Seek> Mp4Reader<R> {
                         return Err(Mp4ReadError::TooLarge("moov"));
                     }
                     let body = reader.read_box(start, size, "moov")?;
-                    let moov = Moov::decode(&mut &body[..])
+                    let moov = Moov::decode(&mut &pruned(&body)[..])
                         .map_err(|e| Mp4ReadError::Box(e.to_string()))?;
                     drop(body);
                     let (tracks, layout) = tracks(moov, len)?;
@@ -177,8 +177,8 @@ impl<R: Read + Seek> Mp4Reader<R> {
                 continue;
             }
             let body = self.read_box(start, size, "moof")?;
-            let moof =
-                Moof::decode(&mut &body[..]).map_err(|e| Mp4ReadError::Box(e.to_string()))?;
+            let moof = Moof::decode(&mut &pruned(&body)[..])
+                .map_err(|e| Mp4ReadError::Box(e.to_string()))?;
             let mut frames = Vec::new();
             for traf in &moof.traf {
                 let Some(index) = self.tracks.iter().position(|t| t.id == traf.tfhd.track_id)
@@ -350,6 +350,75 @@ impl<R: Read + Seek> Mp4Reader<R> {
         self.input.seek(SeekFrom::Start(start))?;
         self.input.read_exact(&mut body)?;
         Ok(body)
+    }
+}
+
+/// Boxes holding the boxes below.
+const CONTAINERS: [&[u8; 4]; 9] = [
+    b"moov", b"trak", b"edts", b"mdia", b"minf", b"stbl", b"mvex", b"moof", b"traf",
+];
+/// The boxes the reader uses, kept whole.
+const USED: [&[u8; 4]; 22] = [
+    b"mvhd", b"tkhd", b"elst", b"mdhd", b"hdlr", b"vmhd", b"smhd", b"dinf", b"stsd", b"stts",
+    b"ctts", b"stss", b"stsc", b"stsz", b"stco", b"co64", b"mehd", b"trex", b"mfhd", b"tfhd",
+    b"tfdt", b"trun",
+];
+
+/// `moov` or `moof` (a whole box) with only the boxes the reader uses.
+/// What else a file holds is never parsed: some boxes (sample groups, for
+/// one) declare billions of empty entries that a parser would build one by
+/// one.
+fn pruned(container: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(container.len());
+    let Some((kind, _, body)) = split_box(container) else {
+        return out;
+    };
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&kind);
+    let mut rest = body;
+    while let Some((child, _, _)) = split_box(rest) {
+        let size = box_len(rest);
+        let whole = &rest[..size];
+        if CONTAINERS.contains(&&child) {
+            out.extend_from_slice(&pruned(whole));
+        } else if USED.contains(&&child) {
+            out.extend_from_slice(whole);
+        }
+        rest = &rest[size..];
+    }
+    // At most MAX_MOOV: the size fits 32 bits.
+    let size = out.len() as u32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    out
+}
+
+/// A box's type, header length and body; `None` past the end or for a box
+/// whose size does not fit what is left.
+fn split_box(bytes: &[u8]) -> Option<([u8; 4], usize, &[u8])> {
+    if bytes.len() < 8 {
+        return None;
+    }
+    let kind: [u8; 4] = bytes[4..8].try_into().expect("4 bytes");
+    let size = box_len(bytes);
+    let header = if u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) == 1 {
+        16
+    } else {
+        8
+    };
+    (size >= header && size <= bytes.len()).then(|| (kind, header, &bytes[header..size]))
+}
+
+/// The length of the box `bytes` starts with (0 means "to the end"); a
+/// length that cannot be is 0, which ends the walk.
+fn box_len(bytes: &[u8]) -> usize {
+    match u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) {
+        0 => bytes.len(),
+        1 if bytes.len() >= 16 => {
+            let size = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+            usize::try_from(size).unwrap_or(0)
+        }
+        1 => 0,
+        size => size as usize,
     }
 }
 
