@@ -360,3 +360,158 @@ fn a_burst_of_unknown_keys_makes_at_most_max_concurrent_calls_and_does_not_hold_
         "busy {busy}, asked {asked}"
     );
 }
+
+/// The few lines of Python docs/api.md gives a receiver to check a
+/// webhook's signature, run on `body`: true when it verifies.
+fn python_verifies(secret: &str, body: &[u8], header: &str) -> bool {
+    let script = "import hmac, hashlib, sys\n\
+                  secret, header = sys.argv[1].encode(), sys.argv[2]\n\
+                  body = sys.stdin.buffer.read()\n\
+                  expected = 'sha256=' + hmac.new(secret, body, hashlib.sha256).hexdigest()\n\
+                  sys.exit(0 if hmac.compare_digest(expected, header) else 1)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, secret, header])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait().unwrap().success()
+}
+
+#[test]
+fn webhooks_are_signed_retried_with_the_same_id_in_order_and_kept_across_a_restart() {
+    require_ffmpeg();
+    let scratch = Scratch::new("hooks-webhooks");
+    let nginx = Nginx::start(&scratch.file("nginx"));
+    let secret = "webhook-secret-7c1d2e3f";
+    let refused_once = std::sync::atomic::AtomicBool::new(false);
+    let receiver = HookServer::start(move |request| {
+        let first_stop = request.json()["type"] == "publish_stop"
+            && !refused_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        HookAnswer::status(if first_stop { 500 } else { 200 })
+    });
+    let ports = Ports::new();
+    let webhooks =
+        |url: &str| format!("[[webhooks]]\nid = \"ops\"\nurl = \"{url}\"\nsecret = \"{secret}\"");
+    let mut prism = Prism::start(
+        &scratch,
+        &config(
+            &ports,
+            nginx.port,
+            &webhooks(&receiver.url("/prism-events")),
+            "",
+        ),
+        ports.rtmp,
+    );
+    wait_for_port(ports.admin, Duration::from_secs(5));
+    let mut publisher = Ffmpeg::publisher(&prism.publish_url(KEY), 3, scratch.file("pub.log"));
+    assert!(publisher.wait(Duration::from_secs(20)).success());
+
+    let stops = |requests: &[HookRequest]| {
+        requests
+            .iter()
+            .filter(|r| r.json()["type"] == "publish_stop")
+            .count()
+    };
+    let requests = poll_until(
+        "publish_stop delivered again after its 500",
+        Duration::from_secs(15),
+        || receiver.requests(),
+        |r| stops(r) >= 2,
+    );
+    let bodies: Vec<serde_json::Value> = requests.iter().map(HookRequest::json).collect();
+    let kinds: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    eprintln!("delivered: {kinds:?}");
+    for request in &requests {
+        let header = request.header("x-prism-signature").expect("signed");
+        assert!(
+            python_verifies(secret, &request.body, header),
+            "{}",
+            String::from_utf8_lossy(&request.body)
+        );
+        assert!(!python_verifies(
+            "another-secret-000000",
+            &request.body,
+            header
+        ));
+        let body = request.json();
+        assert_eq!(request.header("x-prism-id"), body["id"].as_str());
+        assert!(
+            body["time"].is_string() && body["sent_at"].is_string(),
+            "{body}"
+        );
+    }
+    // In order: the stop that failed is sent again before anything after it.
+    let failed = kinds.iter().position(|k| *k == "publish_stop").unwrap();
+    assert_eq!(
+        bodies[failed + 1]["id"],
+        bodies[failed]["id"],
+        "the retry came first, with the same id"
+    );
+    assert_eq!(kinds[0], "publish_start", "{kinds:?}");
+    let times: Vec<&str> = bodies.iter().map(|b| b["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(kinds.contains(&"destination_state"));
+    let exposition = metrics(&ports);
+    assert_eq!(
+        metric(
+            &exposition,
+            "prism_webhook_deliveries_total",
+            &[("webhook", "ops"), ("result", "failed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&exposition, "prism_webhook_queue", &[("webhook", "ops")]),
+        Some(0.0)
+    );
+
+    // Its endpoint is down while events happen; Prism is restarted; they
+    // are delivered when the endpoint is back.
+    let down = free_port();
+    std::fs::write(
+        scratch.file("prism.toml"),
+        config(
+            &ports,
+            nginx.port,
+            &webhooks(&format!("http://127.0.0.1:{down}/prism-events")),
+            "",
+        ),
+    )
+    .unwrap();
+    prism.signal("HUP");
+    prism.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    let mut publisher = Ffmpeg::publisher(&prism.publish_url(KEY), 2, scratch.file("pub2.log"));
+    assert!(publisher.wait(Duration::from_secs(20)).success());
+    prism.wait_for_log("webhook delivery failed", Duration::from_secs(5));
+    let (status, _) = prism.terminate();
+    assert!(status.success());
+    let back = HookServer::start(|_| HookAnswer::status(200));
+    std::fs::write(
+        scratch.file("prism.toml"),
+        config(
+            &ports,
+            nginx.port,
+            &webhooks(&back.url("/prism-events")),
+            "",
+        ),
+    )
+    .unwrap();
+    let _prism = Prism::start_on_file(&scratch, ports.rtmp);
+    let after = poll_until(
+        "the queued events delivered after the restart",
+        Duration::from_secs(15),
+        || back.requests(),
+        |r| stops(r) >= 1,
+    );
+    let kinds: Vec<String> = after
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("config_changed"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "publish_start"), "{kinds:?}");
+}

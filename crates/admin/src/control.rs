@@ -29,6 +29,7 @@ use prism_fanout::{
     spawn_delayed_destination, spawn_destination, DestinationConfig, DestinationHandle,
 };
 use prism_hooks::auth::HttpAuthorizer;
+use prism_hooks::Webhooks;
 use prism_ingest::pull::{spawn_pull, PullSource};
 use prism_media::arbiter::SourceRole;
 use prism_media::auth::{PublishAuthorizer, Refusal, Verdict};
@@ -219,6 +220,8 @@ pub struct Controller {
     pull_limits: prism_rtmp::ServerLimits,
     /// The schedule, and its state file.
     scheduler: Arc<Scheduler>,
+    /// The `[[webhooks]]` running now (replaced when they change).
+    webhooks: std::sync::Mutex<Option<Arc<Webhooks>>>,
 }
 
 impl Controller {
@@ -339,6 +342,7 @@ impl Controller {
             recording_completed: Arc::default(),
             pull_limits,
             scheduler,
+            webhooks: std::sync::Mutex::new(None),
         });
         {
             let state = controller
@@ -348,14 +352,10 @@ impl Controller {
             for stream in &state.config.streams {
                 controller.add_stream(stream, &state.config);
             }
+            controller.install_authorizer(&state.config);
+            controller.start_webhooks(&state.config);
         }
-        controller.install_authorizer(
-            &controller
-                .state
-                .try_lock()
-                .expect("nothing else holds a new controller")
-                .config,
-        );
+        spawn_webhook_dispatch(&controller);
         crate::retention::spawn(Arc::downgrade(&controller));
         crate::rule_checks::spawn(Arc::downgrade(&controller.streams));
         crate::scheduler::spawn(Arc::downgrade(&controller));
@@ -900,7 +900,22 @@ impl Controller {
         if hooks_changed(old, new) {
             self.install_authorizer(new);
         }
+        if old.webhooks != new.webhooks {
+            self.start_webhooks(new);
+        }
         prism_fanout::shut_down(stopping).await;
+    }
+
+    /// Starts the configured webhooks (stopping those running), each with
+    /// what its journal in `NAME.webhooks/` beside the config still holds.
+    fn start_webhooks(&self, config: &Config) {
+        let running = (!config.webhooks.is_empty()).then(|| {
+            Arc::new(Webhooks::start(
+                config.webhooks.clone(),
+                &webhooks_dir(&self.path),
+            ))
+        });
+        *self.webhooks.lock().unwrap_or_else(|e| e.into_inner()) = running;
     }
 
     /// Gives ingest the publish authorisation hook the config names (or
@@ -1339,6 +1354,67 @@ impl crate::retention::Recordings for Controller {
 
     fn completed(&self) -> &Arc<tokio::sync::Notify> {
         &self.recording_completed
+    }
+}
+
+/// Where the webhooks' journals are: `NAME.webhooks/` beside the config.
+fn webhooks_dir(config: &Path) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("prism");
+    config.with_file_name(format!("{stem}.webhooks"))
+}
+
+/// Hands every event to the webhooks, as `GET /v1/events` sends it, until
+/// the controller is gone. Events it fell behind on are counted as dropped;
+/// a panic is logged and counted, and it goes on with the next event.
+fn spawn_webhook_dispatch(controller: &Arc<Controller>) {
+    let mut events = controller.events.subscribe();
+    let controller = Arc::downgrade(controller);
+    tokio::spawn(async move {
+        loop {
+            let dispatch = dispatch_to_webhooks(&controller, &mut events);
+            match catch_panic("webhook_dispatch", dispatch).await {
+                Ok(()) => return,
+                Err(panic) => {
+                    error!(panic = %panic.message, "handing events to the webhooks panicked; it goes on with the next event")
+                }
+            }
+        }
+    });
+}
+
+async fn dispatch_to_webhooks(
+    controller: &std::sync::Weak<Controller>,
+    events: &mut broadcast::Receiver<Event>,
+) {
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(
+                    missed,
+                    "the webhooks fell behind the events; those are not sent"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(controller) = controller.upgrade() else {
+            return;
+        };
+        let webhooks = controller
+            .webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(webhooks) = webhooks {
+            match serde_json::to_value(&event) {
+                Ok(fields) => webhooks.publish(event.kind(), &fields),
+                Err(e) => error!(error = %e, "an event could not be made JSON for the webhooks"),
+            }
+        }
     }
 }
 

@@ -8,6 +8,10 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod outbox;
+pub mod sign;
 pub mod target;
+pub mod webhooks;
 
 pub use target::HookUrl;
+pub use webhooks::Webhooks;
