@@ -296,6 +296,10 @@ pub fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
                 "cluster_node",
                 b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode_id = \"node-a\"\nlease_ms = 5000\n".to_vec(),
             ),
+            (
+                "hooks",
+                b"[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[auth]\nurl = \"https://auth.example.com/p?t=1\"\ntimeout_ms = 500\non_error = \"allow\"\nunknown_keys = true\n\n[[webhooks]]\nurl = \"http://[::1]:8080/e\"\nsecret = \"0123456789abcdef\"\nevents = [\"publish_*\", \"config_changed\"]\n\n[[streams]]\nid = \"main\"\nkey = \"k-0123456789\"\nauth = false\n".to_vec(),
+            ),
         ],
         "record" => vec![
             ("show", record_show()),

@@ -1941,6 +1941,62 @@ key = "live_8f2c1d"
         assert_eq!(line_column("", 0), (1, 1));
     }
 
+    #[test]
+    fn hook_settings_are_read_and_a_bad_one_is_named_with_its_line() {
+        let base = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n";
+        let config = parse(&format!(
+            "{base}[auth]\nurl = \"https://auth.example.com/check?t=1\"\non_error = \"allow\"\n\n\
+             [[webhooks]]\nurl = \"http://127.0.0.1:9000/e\"\nsecret = \"0123456789abcdef\"\nevents = [\"schedule_*\"]\n\n\
+             [[streams]]\nid = \"main\"\nkey = \"live_8f2c1d\"\nauth = false\n"
+        ))
+        .unwrap();
+        let auth = config.auth.unwrap();
+        assert_eq!(auth.on_error, prism_hooks::config::OnError::Allow);
+        assert_eq!(auth.timeout, Duration::from_millis(2000));
+        assert_eq!(config.webhooks[0].id, "127.0.0.1:9000");
+        assert_eq!(
+            config.webhooks[0].events.as_deref(),
+            Some(&["schedule_start".to_string(), "schedule_end".to_string()][..])
+        );
+        assert_eq!(config.streams[0].auth, StreamAuth::Off);
+
+        let message = error_text(&format!(
+            "{base}[auth]\nurl = \"https://a.example\"\non_error = \"maybe\"\n"
+        ));
+        assert!(
+            message.starts_with("prism.toml:6:") && message.contains("auth.on_error"),
+            "{message}"
+        );
+        let message = error_text(&format!("{base}[auth]\nurl = \"ftp://a.example\"\n"));
+        assert!(
+            message.starts_with("prism.toml:5:") && message.contains("auth.url"),
+            "{message}"
+        );
+        let message = error_text(&format!(
+            "{base}[[webhooks]]\nurl = \"http://h/\"\nevents = [\"publish_begin\"]\n"
+        ));
+        assert!(
+            message.starts_with("prism.toml:6:") && message.contains("webhooks[0].events"),
+            "{message}"
+        );
+        let message = error_text(&format!(
+            "{base}[[webhooks]]\nurl = \"http://h/\"\nsecret = \"short\"\n"
+        ));
+        assert!(message.contains("webhooks[0].secret"), "{message}");
+        let message = error_text(&format!(
+            "{base}[[streams]]\nid = \"main\"\nkey = \"live_8f2c1d\"\nauth = \"ftp://x\"\n"
+        ));
+        assert!(
+            message.starts_with("prism.toml:7:") && message.contains("streams[0].auth"),
+            "{message}"
+        );
+        // A hook URL's query may hold a token: errors leave it out.
+        let message = error_text(&format!(
+            "{base}[auth]\nurl = \"gopher://h/?token=s3cret\"\n"
+        ));
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
     const NODE: &str = "[rtmp]\nlisten = \"127.0.0.1:1935\"\n\n[cluster]\nredis = \"redis://10.0.0.5:6379\"\nnode_id = \"node-a\"\n";
 
     #[test]

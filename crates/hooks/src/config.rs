@@ -223,8 +223,8 @@ pub const EVENT_TYPES: [&str; 12] = [
     "config_changed",
 ];
 
-/// `[[webhooks]]` entry, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[[webhooks]]` entry, checked. Its debug form leaves the secret out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// Its name in metrics and logs (default: the URL's host and port).
     pub id: String,
@@ -235,6 +235,20 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     pub max_queue: usize,
     pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .field("events", &self.events)
+            .field("timeout", &self.timeout)
+            .field("max_queue", &self.max_queue)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl WebhookSettings {
