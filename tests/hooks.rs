@@ -515,3 +515,45 @@ fn webhooks_are_signed_retried_with_the_same_id_in_order_and_kept_across_a_resta
     );
     assert!(kinds.iter().any(|k| k == "publish_start"), "{kinds:?}");
 }
+
+/// An `https://` hook is verified: with its private CA as `ca_file` it is
+/// asked and admits; without it (the host's store does not know that CA)
+/// the TLS handshake fails, and `on_error = "deny"` refuses the publish.
+#[test]
+fn an_https_hook_is_verified_against_its_ca_file() {
+    let scratch = Scratch::new("hooks-https");
+    let hook = HookServer::start(token_check);
+    let (ca_pem, certificate, key) = support::tls::certificates();
+    let tls_port = free_port();
+    support::tls::tls_proxy(tls_port, hook.port, certificate, key);
+    std::fs::write(scratch.file("hook-ca.pem"), ca_pem).unwrap();
+    let ports = Ports::new();
+    let auth = |ca: &str| {
+        format!("[auth]\nurl = \"https://localhost:{tls_port}/auth\"\ntimeout_ms = 2000\n{ca}")
+    };
+    let mut prism = Prism::start(
+        &scratch,
+        &config(&ports, free_port(), &auth("ca_file = \"hook-ca.pem\""), ""),
+        ports.rtmp,
+    );
+    wait_for_port(ports.admin, Duration::from_secs(5));
+    let (_, admitted) = publish_by_hand(ports.rtmp, &format!("{KEY}?token=good"));
+    assert!(admitted, "{}", prism.log());
+    assert_eq!(hook.requests().len(), 1);
+    prism.terminate();
+
+    let prism = Prism::start(
+        &scratch,
+        &config(&ports, free_port(), &auth(""), ""),
+        ports.rtmp,
+    );
+    wait_for_port(ports.admin, Duration::from_secs(5));
+    let (_, admitted) = publish_by_hand(ports.rtmp, &format!("{KEY}?token=good"));
+    assert!(!admitted);
+    prism.wait_for_log("TLS", Duration::from_secs(1));
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "an unverified hook was sent the question"
+    );
+}
