@@ -16,10 +16,22 @@ use support::*;
 const KEY: &str = "live_hooks_4f2a9c1e";
 const TOKEN: &str = "hooks-test-admin-token-01";
 
-/// Admits a publish whose arguments hold `token=good`; refuses others 403.
+/// Admits a publish whose arguments hold `token=good` (a key Prism does not
+/// know onto stream `main`); refuses others 403.
 fn token_check(request: &HookRequest) -> HookAnswer {
-    let good = request.json()["args"]["token"] == "good";
-    HookAnswer::status(if good { 200 } else { 403 })
+    let question = request.json();
+    match (
+        question["args"]["token"] == "good",
+        question["stream"].is_null(),
+    ) {
+        (false, _) => HookAnswer::status(403),
+        (true, false) => HookAnswer::status(200),
+        (true, true) => HookAnswer {
+            status: 200,
+            body: r#"{"stream": "main"}"#.into(),
+            delay: Duration::ZERO,
+        },
+    }
 }
 
 /// Stream `main` (key `KEY`) to nginx-rtmp's `dest`, with `auth` as its
@@ -65,7 +77,7 @@ fn the_auth_hook_admits_good_tokens_and_refuses_bad_ones_over_rtmp_and_srt() {
     let hook = HookServer::start(token_check);
     let ports = Ports::new();
     let auth = format!(
-        "[auth]\nurl = \"{}\"",
+        "[auth]\nurl = \"{}\"\nunknown_keys = true",
         hook.url("/auth?secret=hook-query-9d3e")
     );
     let prism = Prism::start(&scratch, &config(&ports, nginx.port, &auth, ""), ports.rtmp);
@@ -135,6 +147,23 @@ fn the_auth_hook_admits_good_tokens_and_refuses_bad_ones_over_rtmp_and_srt() {
         assert_eq!(question["args"], serde_json::json!({ "token": token }));
     }
 
+    // A key Prism does not know (a per-user key kept elsewhere): the hook
+    // places it on stream `main`.
+    let mut personal = Ffmpeg::publisher(
+        &format!("{}?token=good", prism.publish_url("alice-personal-key")),
+        4,
+        scratch.file("personal.log"),
+    );
+    assert!(
+        personal.wait(Duration::from_secs(30)).success(),
+        "{}",
+        personal.log()
+    );
+    let question = hook.requests()[4].json();
+    assert_eq!(question["stream"], serde_json::Value::Null);
+    assert_eq!(question["key"], "alice-personal-key");
+    assert_good_recording(&recorded, 4.0);
+
     let exposition = metrics(&ports);
     assert_eq!(
         metric(
@@ -142,7 +171,7 @@ fn the_auth_hook_admits_good_tokens_and_refuses_bad_ones_over_rtmp_and_srt() {
             "prism_auth_requests_total",
             &[("result", "admitted")]
         ),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         metric(
@@ -154,7 +183,7 @@ fn the_auth_hook_admits_good_tokens_and_refuses_bad_ones_over_rtmp_and_srt() {
     );
     assert_eq!(
         metric(&exposition, "prism_auth_latency_seconds_count", &[]),
-        Some(4.0)
+        Some(5.0)
     );
     assert_eq!(
         metric(
@@ -164,7 +193,7 @@ fn the_auth_hook_admits_good_tokens_and_refuses_bad_ones_over_rtmp_and_srt() {
         ),
         Some(2.0)
     );
-    prism.assert_log_free_of(&[KEY, "hook-query-9d3e"]);
+    prism.assert_log_free_of(&[KEY, "alice-personal-key", "hook-query-9d3e"]);
 }
 
 #[test]
@@ -497,7 +526,7 @@ fn webhooks_are_signed_retried_with_the_same_id_in_order_and_kept_across_a_resta
         ),
     )
     .unwrap();
-    let _prism = Prism::start_on_file(&scratch, ports.rtmp);
+    let prism = Prism::start_on_file(&scratch, ports.rtmp);
     let after = poll_until(
         "the queued events delivered after the restart",
         Duration::from_secs(15),
@@ -508,6 +537,7 @@ fn webhooks_are_signed_retried_with_the_same_id_in_order_and_kept_across_a_resta
         .iter()
         .map(|r| r.json()["type"].as_str().unwrap().to_string())
         .collect();
+    prism.assert_log_free_of(&[secret]);
     assert_eq!(
         kinds.first().map(String::as_str),
         Some("config_changed"),

@@ -1191,11 +1191,7 @@ const CACHE_HEADER: &str = "# Prism cluster cache: the last shared configuration
 
 /// `prism.toml` keeps its cache as `prism.cluster-cache.toml` beside it.
 fn cache_path(config: &Path) -> PathBuf {
-    let stem = config
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("prism");
-    config.with_file_name(format!("{stem}.cluster-cache.toml"))
+    persist::beside_config(config, "cluster-cache.toml")
 }
 
 /// The cached version and document, if a readable cache is there.
@@ -1359,11 +1355,7 @@ impl crate::retention::Recordings for Controller {
 
 /// Where the webhooks' journals are: `NAME.webhooks/` beside the config.
 fn webhooks_dir(config: &Path) -> PathBuf {
-    let stem = config
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("prism");
-    config.with_file_name(format!("{stem}.webhooks"))
+    persist::beside_config(config, "webhooks")
 }
 
 /// Hands every event to the webhooks, as `GET /v1/events` sends it, until

@@ -5,12 +5,22 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
 /// Writes `text` to a temporary file beside `path`, flushes it to disk, renames
 /// it over `path`, then flushes the directory so the rename itself is durable.
+/// What Prism keeps beside its config file: `NAME.SUFFIX` for
+/// `NAME.toml` (`prism.schedule.json`, `prism.webhooks`, …).
+pub fn beside_config(config: &Path, suffix: &str) -> PathBuf {
+    let stem = config
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("prism");
+    config.with_file_name(format!("{stem}.{suffix}"))
+}
+
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path
         .parent()

@@ -96,11 +96,7 @@ pub(crate) trait ScheduleHost: Send + Sync + 'static {
 
 /// The state file of the config at `config`: `NAME.schedule.json` beside it.
 pub fn state_path(config: &Path) -> PathBuf {
-    let stem = config
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("prism");
-    config.with_file_name(format!("{stem}.schedule.json"))
+    crate::persist::beside_config(config, "schedule.json")
 }
 
 impl Scheduler {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use prism_admin::config::Config;
 
 /// Commented lines that are examples or alternatives, not defaults.
-const NOT_DEFAULTS: [&str; 14] = [
+const NOT_DEFAULTS: [&str; 18] = [
     "passphrase",
     "srt_passphrase",
     "standby_file",
@@ -26,11 +26,16 @@ const NOT_DEFAULTS: [&str; 14] = [
     "pull",
     "key",
     "listen",
+    "auth",
+    "secret",
+    "events",
+    "ca_file",
 ];
 
 /// Sections whose presence turns a feature on (the admin API, cluster
-/// mode): their defaults are compared, never written out.
-const OPTIONAL_SECTIONS: [&str; 2] = ["[admin]", "[cluster]"];
+/// mode, publish authorisation): their defaults are compared, never
+/// written out.
+const OPTIONAL_SECTIONS: [&str; 3] = ["[admin]", "[cluster]", "[auth]"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -27,7 +27,6 @@ use prism_media::auth::{PublishAttempt, PublishAuthorizer, Refusal, Verdict};
 
 use crate::config::{AuthSettings, OnError, StreamAuth};
 use crate::http::HttpClient;
-use crate::target::HookUrl;
 
 /// Answers kept at most (the oldest go first past it).
 const MAX_CACHED: usize = 10_000;
@@ -246,13 +245,141 @@ fn failed(settings: &AuthSettings, why: String) -> Verdict {
         OnError::Deny => "deny",
         OnError::Allow => "allow",
     };
-    warn!(hook = %shown(&settings.url), %why, on_error, "the publish authorisation hook failed");
+    warn!(hook = %settings.url.shown(), %why, on_error, "the publish authorisation hook failed");
     match settings.on_error {
         OnError::Deny => Verdict::Refuse(Refusal::HookFailed),
         OnError::Allow => Verdict::Admit { stream: None },
     }
 }
 
-fn shown(url: &HookUrl) -> String {
-    url.shown()
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::target::HookUrl;
+    use prism_media::IngestProtocol;
+
+    /// A hook on loopback that answers every request `status` with `body`,
+    /// counting them.
+    async fn hook(status: u16, body: &'static str) -> (HookUrl, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        (
+            HookUrl::parse(&format!("http://127.0.0.1:{port}/auth")).unwrap(),
+            asked,
+        )
+    }
+
+    fn attempt(key: &str, token: &str) -> PublishAttempt {
+        PublishAttempt {
+            key: key.into(),
+            protocol: IngestProtocol::Rtmp,
+            remote: "127.0.0.1:4000".parse().unwrap(),
+            app: "live".into(),
+            args: vec![("token".into(), token.into())],
+        }
+    }
+
+    fn settings(url: HookUrl) -> AuthSettings {
+        AuthSettings::for_url(url, None)
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_per_key_and_arguments() {
+        let (url, asked) = hook(200, "").await;
+        let mut settings = settings(url);
+        settings.cache = Duration::from_secs(60);
+        let authorizer = HttpAuthorizer::new(Some(settings), Vec::new())
+            .unwrap()
+            .unwrap();
+        for _ in 0..3 {
+            let verdict = authorizer
+                .authorize(&attempt("k1", "a"), Some("main"))
+                .await;
+            assert_eq!(verdict, Some(Verdict::Admit { stream: None }));
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        authorizer
+            .authorize(&attempt("k1", "b"), Some("main"))
+            .await;
+        authorizer
+            .authorize(&attempt("k2", "a"), Some("main"))
+            .await;
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_is_asked_only_with_unknown_keys_and_placed_where_the_hook_says() {
+        let (url, asked) = hook(200, r#"{"stream": "main"}"#).await;
+        let mut settings = settings(url);
+        let off = HttpAuthorizer::new(Some(settings.clone()), Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(off.authorize(&attempt("alice", "a"), None).await, None);
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        settings.unknown_keys = true;
+        let on = HttpAuthorizer::new(Some(settings), Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            on.authorize(&attempt("alice", "a"), None).await,
+            Some(Verdict::Admit {
+                stream: Some("main".into())
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_fails_answers_as_on_error_says_and_a_stream_may_opt_out() {
+        let (url, _) = hook(503, "").await;
+        let mut settings = settings(url);
+        let streams = vec![("quiet".to_string(), StreamAuth::Off)];
+        let deny = HttpAuthorizer::new(Some(settings.clone()), streams)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            deny.authorize(&attempt("k", "a"), Some("main")).await,
+            Some(Verdict::Refuse(Refusal::HookFailed))
+        );
+        assert_eq!(
+            deny.authorize(&attempt("k", "a"), Some("quiet")).await,
+            None
+        );
+        settings.on_error = OnError::Allow;
+        let allow = HttpAuthorizer::new(Some(settings), Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            allow.authorize(&attempt("k", "a"), Some("main")).await,
+            Some(Verdict::Admit { stream: None })
+        );
+        let (url, _) = hook(401, "").await;
+        let unauthorized = HttpAuthorizer::new(Some(AuthSettings::for_url(url, None)), Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            unauthorized
+                .authorize(&attempt("k", "a"), Some("main"))
+                .await,
+            Some(Verdict::Refuse(Refusal::Unauthorized))
+        );
+        assert!(HttpAuthorizer::new(None, Vec::new()).unwrap().is_none());
+    }
 }

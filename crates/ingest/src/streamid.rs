@@ -52,6 +52,30 @@ pub fn source_role<'a>(mut arguments: impl Iterator<Item = &'a str>) -> SourceRo
     }
 }
 
+/// The two forms a stream id takes.
+enum Form<'a> {
+    /// `KEY` (or `streamid=KEY`), and what follows a `?` after it.
+    Plain { key: &'a str, query: &'a str },
+    /// The access-control form's fields (after `#!::`).
+    AccessControl(&'a str),
+}
+
+fn form(stream_id: &str) -> Form<'_> {
+    let stream_id = stream_id.trim();
+    // Some tools percent-encode the `#` of the access-control form in URLs.
+    let fields = stream_id
+        .strip_prefix("#!::")
+        .or_else(|| stream_id.strip_prefix("%23!::"));
+    match fields {
+        Some(fields) => Form::AccessControl(fields),
+        None => {
+            let named = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
+            let (key, query) = named.split_once('?').unwrap_or((named, ""));
+            Form::Plain { key, query }
+        }
+    }
+}
+
 /// A stream id whose query came percent-encoded (`KEY%3Ftoken%3D…`, as a
 /// URL-encoding tool writes it and ffmpeg 5 passes it on), decoded; any
 /// other as it is.
@@ -68,19 +92,10 @@ pub fn unescaped(stream_id: &str) -> std::borrow::Cow<'_, str> {
 /// The stream key a publisher names, and which of its sources. Never log
 /// the key: it is secret.
 pub fn publish_key(stream_id: &str) -> Result<(&str, SourceRole), StreamIdError> {
-    let stream_id = stream_id.trim();
-    // Some tools percent-encode the `#` of the access-control form in URLs.
-    let fields = stream_id
-        .strip_prefix("#!::")
-        .or_else(|| stream_id.strip_prefix("%23!::"));
-    let Some(fields) = fields else {
-        let named = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
-        let (key, arguments) = named.split_once('?').unwrap_or((named, ""));
-        return if key.is_empty() {
-            Err(StreamIdError::Empty)
-        } else {
-            Ok((key, source_role(arguments.split('&'))))
-        };
+    let fields = match form(stream_id) {
+        Form::Plain { key: "", .. } => return Err(StreamIdError::Empty),
+        Form::Plain { key, query } => return Ok((key, source_role(query.split('&')))),
+        Form::AccessControl(fields) => fields,
     };
     let mut resource = None;
     for field in fields.split(',') {
@@ -111,14 +126,9 @@ pub fn publish_key(stream_id: &str) -> Result<(&str, SourceRole), StreamIdError>
 /// query after the key (`KEY?token=…`), or the access-control fields other
 /// than `r` and `m` (`#!::r=KEY,m=publish,t=…`).
 pub fn publish_context(stream_id: &str) -> (String, Vec<(String, String)>) {
-    let stream_id = stream_id.trim();
-    let fields = stream_id
-        .strip_prefix("#!::")
-        .or_else(|| stream_id.strip_prefix("%23!::"));
-    let Some(fields) = fields else {
-        let named = stream_id.strip_prefix("streamid=").unwrap_or(stream_id);
-        let query = named.split_once('?').map_or("", |(_, query)| query);
-        return (String::new(), parse_args(query, '&'));
+    let fields = match form(stream_id) {
+        Form::Plain { query, .. } => return (String::new(), parse_args(query, '&')),
+        Form::AccessControl(fields) => fields,
     };
     let mut args = parse_args(fields, ',');
     let app = args
