@@ -171,12 +171,10 @@ impl Scheduler {
             return Ok(result);
         };
         let store = shared.cluster.schedule_store();
-        let health = shared.cluster.health();
         for _ in 0..ATTEMPTS {
-            let newest = health
-                .bounded(REDIS_TIMEOUT, store.read())
+            let newest = bounded(store.read())
                 .await
-                .map_err(|e| UpdateError::Unavailable(e.to_string()))?;
+                .map_err(UpdateError::Unavailable)?;
             let mut schedule = if newest.text.is_empty() {
                 Schedule::default()
             } else {
@@ -192,20 +190,15 @@ impl Scheduler {
             let text = schedule.to_json();
             match tokio::time::timeout(REDIS_TIMEOUT, store.write(newest.version, &text)).await {
                 Ok(Ok(version)) => {
-                    health.saw_success();
                     self.adopt(version, schedule);
                     self.wake.notify_one();
                     return Ok(result);
                 }
                 // Another node's change landed first: redo it on that one.
                 Ok(Err(StoreError::Conflict { .. })) => continue,
-                Ok(Err(e)) => {
-                    health.saw_failure(&e.to_string());
-                    return Err(UpdateError::Unavailable(e.to_string()));
-                }
+                Ok(Err(e)) => return Err(UpdateError::Unavailable(e.to_string())),
                 Err(_) => {
                     let e = format!("no answer within {REDIS_TIMEOUT:?}");
-                    health.saw_failure(&e);
                     return Err(UpdateError::Unavailable(e));
                 }
             }
@@ -221,8 +214,7 @@ impl Scheduler {
             return;
         };
         let store = shared.cluster.schedule_store();
-        let health = shared.cluster.health();
-        let Ok(version) = health.bounded(REDIS_TIMEOUT, store.version()).await else {
+        let Ok(version) = bounded(store.version()).await else {
             return;
         };
         if version == shared.version.load(Ordering::Relaxed) && version != 0 {
@@ -234,7 +226,7 @@ impl Scheduler {
                 return;
             }
             let text = mine.to_json();
-            if let Ok(written) = health.bounded(REDIS_TIMEOUT, store.write(0, &text)).await {
+            if let Ok(written) = bounded(store.write(0, &text)).await {
                 info!(
                     version = written,
                     entries = mine.entries().len(),
@@ -244,7 +236,7 @@ impl Scheduler {
             }
             return;
         }
-        let Ok(newest) = health.bounded(REDIS_TIMEOUT, store.read()).await else {
+        let Ok(newest) = bounded(store.read()).await else {
             return;
         };
         match Schedule::from_json(&newest.text) {
@@ -554,14 +546,23 @@ async fn runner(scheduler: &Scheduler, entry: &Entry) -> Runner {
         Err(_) => return Runner::Unknown,
     }
     let name = format!("schedule:{}", entry.id);
-    match cluster
-        .health()
-        .bounded(REDIS_TIMEOUT, cluster.leases().acquire(&name))
-        .await
-    {
+    match bounded(cluster.leases().acquire(&name)).await {
         Ok(Acquired::Held(lease)) => Runner::Here(Some(lease)),
         Ok(Acquired::Taken { .. }) => Runner::Elsewhere,
         Err(_) => Runner::Unknown,
+    }
+}
+
+/// A Redis call of the schedule's, within `REDIS_TIMEOUT`. The node's Redis
+/// health is left to the streams' own calls: a schedule call that succeeds
+/// must not clear what they found wrong (a version key that holds no
+/// version).
+async fn bounded<T, E: std::fmt::Display>(
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
     }
 }
 
@@ -569,10 +570,7 @@ async fn runner(scheduler: &Scheduler, entry: &Entry) -> Runner {
 async fn release(scheduler: &Scheduler, lease: Option<Lease>) {
     if let (Some(shared), Some(lease)) = (scheduler.shared.get(), lease) {
         let cluster = &shared.cluster;
-        let _ = cluster
-            .health()
-            .bounded(REDIS_TIMEOUT, cluster.leases().release(&lease))
-            .await;
+        let _ = bounded(cluster.leases().release(&lease)).await;
     }
 }
 
