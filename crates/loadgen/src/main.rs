@@ -163,6 +163,10 @@ enum Command {
         /// Threads writing each stream's sinks (see `relay::run_tee`).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Coalesce what is read within this many ms into one write per
+        /// sink (a relay's latency budget); 0 writes each read at once.
+        #[arg(long, default_value_t = 0)]
+        budget_ms: u64,
     },
 }
 
@@ -244,10 +248,12 @@ fn main() {
         sinks,
         streams,
         threads,
+        budget_ms,
     }) = &args.command
     {
         let sinks: Vec<String> = sinks.split(',').map(str::to_string).collect();
-        relay::run_tee(listen, &sinks, *streams, *threads);
+        let budget = Duration::from_millis(*budget_ms);
+        relay::run_tee(listen, &sinks, *streams, *threads, budget);
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -347,6 +353,16 @@ fn main() {
     let relays: Vec<Variant> = relays
         .drain(..)
         .flat_map(|against| match against {
+            // The tee coalesces within each budget too: the floor for
+            // Prism at that budget.
+            Against::Tee => budgets
+                .iter()
+                .map(|&budget| Variant {
+                    against,
+                    budget: Some(budget),
+                    record: false,
+                })
+                .collect(),
             Against::Prism => budgets
                 .iter()
                 .flat_map(|&budget| {
@@ -448,7 +464,7 @@ fn print_recording_floor(args: &Args, relays: &[Variant], rounds: &[Vec<Row>]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Variant {
     against: Against,
-    /// Prism's `max_delay_ms`.
+    /// Prism's `max_delay_ms` (the tee's coalescing budget).
     budget: Option<u64>,
     /// Prism records every stream.
     record: bool,
@@ -456,9 +472,10 @@ struct Variant {
 
 impl Variant {
     fn name(self) -> String {
+        let relay = format!("{:?}", self.against).to_lowercase();
         let name = match self.budget {
-            Some(0) | None => format!("{:?}", self.against).to_lowercase(),
-            Some(ms) => format!("prism/{ms}ms"),
+            Some(0) | None => relay,
+            Some(ms) => format!("{relay}/{ms}ms"),
         };
         if self.record {
             name + "+rec"
@@ -707,8 +724,14 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             .collect();
         median(values)
     };
+    // Prism against each other relay; against the tee at its own budget
+    // only (the floor for that budget).
+    let compared = |prism: &Variant, other: &Variant| {
+        other.against != Against::Prism
+            && (other.against != Against::Tee || other.budget == prism.budget)
+    };
     for &prism in relays.iter().filter(|r| r.against == Against::Prism) {
-        for &other in relays.iter().filter(|r| r.against != Against::Prism) {
+        for &other in relays.iter().filter(|o| compared(&prism, o)) {
             if let Some(r) = per_round(prism, other, |p, o| p.cpu_percent / o.cpu_percent) {
                 println!("{} CPU / {} CPU = {r:.2}", prism.name(), other.name());
             }
@@ -734,7 +757,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
     // The whole machine's CPU does not depend on which process the kernel
     // charged a segment's transmission to (see `relay::machine_ticks`).
     for &prism in relays.iter().filter(|r| r.against == Against::Prism) {
-        for &other in relays.iter().filter(|r| r.against != Against::Prism) {
+        for &other in relays.iter().filter(|o| compared(&prism, o)) {
             let difference = |p: &Row, o: &Row| p.machine_percent - o.machine_percent;
             if let Some(d) = per_round(prism, other, difference) {
                 println!(

@@ -4,12 +4,12 @@
 //! a plain TCP tee (this binary's `tee` subcommand). Configs are generated
 //! here.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::receivers::Receivers;
 use crate::source::Target;
@@ -152,6 +152,7 @@ impl Relay {
                     .args(["tee", "--listen", &format!("127.0.0.1:{port}")])
                     .args(["--streams", &args.streams.to_string()])
                     .args(["--threads", &args.prism_threads.unwrap_or(1).to_string()])
+                    .args(["--budget-ms", &max_delay_ms.to_string()])
                     .args(["--sinks", &sinks.join(",")])
                     .spawn()
                     .map_err(|e| format!("cannot start the tee: {e}"))?
@@ -237,15 +238,19 @@ impl Drop for Relay {
 /// and write every byte read to each of them. No protocol, no queues. With
 /// `threads` above 1 the sinks are split into that many groups, as Prism's
 /// lanes split a stream's destinations: the reading thread writes to the
-/// first, and hands each read to one thread per other group.
-pub fn run_tee(listen: &str, sinks: &[String], streams: usize, threads: usize) {
+/// first, and hands each batch to one thread per other group.
+///
+/// With a `budget` it coalesces as a relay with that latency budget does:
+/// what it reads within `budget` of a batch's first read goes to each sink
+/// in one vectored write (the floor for Prism at the same `max_delay_ms`).
+pub fn run_tee(listen: &str, sinks: &[String], streams: usize, threads: usize, budget: Duration) {
     let listener = TcpListener::bind(listen).expect("tee listen");
     let mut handles = Vec::new();
     for _ in 0..streams.max(1) {
         let (publisher, _) = listener.accept().expect("tee accept");
         let sinks = sinks.to_vec();
         handles.push(std::thread::spawn(move || {
-            tee_one(publisher, &sinks, threads)
+            tee_one(publisher, &sinks, threads, budget)
         }));
     }
     for handle in handles {
@@ -253,7 +258,10 @@ pub fn run_tee(listen: &str, sinks: &[String], streams: usize, threads: usize) {
     }
 }
 
-fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize) {
+/// What one publisher sent within one budget: its reads, in order.
+type Batch = Arc<Vec<Vec<u8>>>;
+
+fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: Duration) {
     let outputs: Vec<TcpStream> = sinks
         .iter()
         .map(|sink| {
@@ -269,13 +277,13 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize) {
         groups[n % group_count].push(output);
     }
     let mut own = groups.remove(0);
-    let helpers: Vec<std::sync::mpsc::SyncSender<Arc<[u8]>>> = groups
+    let helpers: Vec<std::sync::mpsc::SyncSender<Batch>> = groups
         .into_iter()
         .map(|mut group| {
-            let (sender, reads) = std::sync::mpsc::sync_channel::<Arc<[u8]>>(1024);
+            let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(1024);
             std::thread::spawn(move || {
-                while let Ok(read) = reads.recv() {
-                    if !write_all_to(&mut group, &read) {
+                while let Ok(batch) = batches.recv() {
+                    if !write_batch_to(&mut group, &batch) {
                         return;
                     }
                 }
@@ -283,28 +291,62 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize) {
             sender
         })
         .collect();
+    let mut reads: Vec<Vec<u8>> = Vec::new();
+    let mut first_read = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = publisher.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        if !helpers.is_empty() {
-            let read: Arc<[u8]> = Arc::from(&buf[..n]);
-            for helper in &helpers {
-                let _ = helper.send(Arc::clone(&read));
+    loop {
+        // With a batch open, read only until its budget is spent.
+        let left = budget.saturating_sub(first_read.elapsed());
+        let timeout = (!reads.is_empty()).then_some(left.max(Duration::from_micros(1)));
+        let _ = publisher.set_read_timeout(timeout);
+        let due = match publisher.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if reads.is_empty() {
+                    first_read = Instant::now();
+                }
+                reads.push(buf[..n].to_vec());
+                first_read.elapsed() >= budget
             }
-        }
-        if !write_all_to(&mut own, &buf[..n]) {
-            return;
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+            Err(_) => break,
+        };
+        if due && !reads.is_empty() {
+            let batch: Batch = Arc::new(std::mem::take(&mut reads));
+            for helper in &helpers {
+                let _ = helper.send(Arc::clone(&batch));
+            }
+            if !write_batch_to(&mut own, &batch) {
+                return;
+            }
         }
     }
 }
 
-/// False once a write fails (the run is over).
-fn write_all_to(outputs: &mut [TcpStream], bytes: &[u8]) -> bool {
-    outputs
-        .iter_mut()
-        .all(|output| output.write_all(bytes).is_ok())
+/// Each output gets the batch in one vectored write (more only when the
+/// socket takes part of it). False once a write fails (the run is over).
+fn write_batch_to(outputs: &mut [TcpStream], batch: &[Vec<u8>]) -> bool {
+    outputs.iter_mut().all(|output| {
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|read| IoSlice::new(read)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match output.write_vectored(slices) {
+                Ok(0) => return false,
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    })
 }
 
 /// The prism binary: the one given, or the one beside this binary.
