@@ -299,14 +299,16 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: D
         let left = budget.saturating_sub(first_read.elapsed());
         let timeout = (!reads.is_empty()).then_some(left.max(Duration::from_micros(1)));
         let _ = publisher.set_read_timeout(timeout);
-        let due = match publisher.read(&mut buf) {
-            Ok(0) => break,
+        // Whether the batch goes out now, and whether the publisher is done
+        // (what is batched still goes out then).
+        let (due, done) = match publisher.read(&mut buf) {
+            Ok(0) => (true, true),
             Ok(n) => {
                 if reads.is_empty() {
                     first_read = Instant::now();
                 }
                 reads.push(buf[..n].to_vec());
-                first_read.elapsed() >= budget
+                (first_read.elapsed() >= budget, false)
             }
             Err(e)
                 if matches!(
@@ -314,10 +316,10 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: D
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                true
+                (true, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-            Err(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (false, false),
+            Err(_) => (true, true),
         };
         if due && !reads.is_empty() {
             let batch: Batch = Arc::new(std::mem::take(&mut reads));
@@ -327,6 +329,9 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: D
             if !write_batch_to(&mut own, &batch) {
                 return;
             }
+        }
+        if done {
+            return;
         }
     }
 }
