@@ -390,7 +390,7 @@ fn a_burst_of_unknown_keys_makes_at_most_max_concurrent_calls_and_does_not_hold_
     );
 }
 
-/// The few lines of Python docs/api.md gives a receiver to check a
+/// The few lines of Python docs/hooks.md gives a receiver to check a
 /// webhook's signature, run on `body`: true when it verifies.
 fn python_verifies(secret: &str, body: &[u8], header: &str) -> bool {
     let script = "import hmac, hashlib, sys\n\
