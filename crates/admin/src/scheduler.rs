@@ -310,10 +310,19 @@ pub(crate) async fn update_settling<H: ScheduleHost, T, E>(
     mut change: impl FnMut(&mut Schedule) -> Result<T, E>,
 ) -> Result<T, UpdateError<E>> {
     let scheduler = controller.scheduler();
-    let counted: Vec<(String, Vec<Outcome>)> = scheduler
+    // Taken out first: `sent_since` locks the schedule, and the schedule's
+    // lock is never waited for while the baselines' is held.
+    let baselines: Vec<(String, Vec<Outcome>)> = scheduler
         .baselines()
         .iter()
-        .map(|(id, baseline)| (id.clone(), sent_since(controller, id, baseline)))
+        .map(|(id, baseline)| (id.clone(), baseline.clone()))
+        .collect();
+    let counted: Vec<(String, Vec<Outcome>)> = baselines
+        .into_iter()
+        .map(|(id, baseline)| {
+            let sent = sent_since(controller, &id, &baseline);
+            (id, sent)
+        })
         .collect();
     let mut settled = Vec::new();
     let result = scheduler
@@ -371,12 +380,14 @@ async fn turn<H: ScheduleHost>(controller: &H) {
     let scheduler = controller.scheduler();
     scheduler.refresh().await;
     let now = SystemTime::now();
+    let counting: Vec<String> = scheduler.baselines().keys().cloned().collect();
     let due = {
+        // An entry starts or ends at `now` exactly when its next change is
+        // due; an entry counted here that is over needs its outcome.
         let schedule = scheduler.lock();
-        let baselines = scheduler.baselines();
-        !schedule.clone().tick(now).is_empty()
-            || baselines
-                .keys()
+        schedule.next_change().is_some_and(|at| at <= now)
+            || counting
+                .iter()
                 .any(|id| schedule.get(id).is_none_or(|e| e.status.is_final()))
     };
     if due {
