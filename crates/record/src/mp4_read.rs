@@ -120,10 +120,7 @@ impl<R: Read + Seek> Mp4Reader<R> {
             };
             match &kind {
                 b"moov" => {
-                    if size > MAX_MOOV {
-                        return Err(Mp4ReadError::TooLarge("moov"));
-                    }
-                    let body = reader.read_box(start, size, "moov")?;
+                    let body = reader.read_box(start, size, MAX_MOOV, "moov")?;
                     let moov = Moov::decode(&mut &pruned(&body)[..])
                         .map_err(|e| Mp4ReadError::Box(e.to_string()))?;
                     drop(body);
@@ -176,7 +173,7 @@ impl<R: Read + Seek> Mp4Reader<R> {
             if &kind != b"moof" {
                 continue;
             }
-            let body = self.read_box(start, size, "moof")?;
+            let body = self.read_box(start, size, MAX_BOX, "moof")?;
             let moof = Moof::decode(&mut &pruned(&body)[..])
                 .map_err(|e| Mp4ReadError::Box(e.to_string()))?;
             let mut frames = Vec::new();
@@ -336,13 +333,14 @@ impl<R: Read + Seek> Mp4Reader<R> {
         Ok(Some((kind, start, size)))
     }
 
+    /// The box at `start`, whole; one over `limit` is refused, named `what`.
     fn read_box(
         &mut self,
         start: u64,
         size: u64,
+        limit: u64,
         what: &'static str,
     ) -> Result<Vec<u8>, Mp4ReadError> {
-        let limit = if what == "moov" { MAX_MOOV } else { MAX_BOX };
         if size > limit {
             return Err(Mp4ReadError::TooLarge(what));
         }
