@@ -5,7 +5,7 @@
 //! leaves nothing open to a hook that misbehaves.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tracing::warn;
+
+use prism_media::remote_text::remote_text;
+use prism_media::supervise::catch_panic;
 
 use crate::target::HookUrl;
 
@@ -62,30 +66,44 @@ fn ca_roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// A TLS client configuration trusting `roots`.
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
+}
+
 impl HttpClient {
     /// Trusts the host's CA store, or only the certificates in `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
+        let tls = match ca_file {
             Some(path) => {
                 let (pem, _) = prism_media::config_file::read_config_file(path, MAX_CA_FILE, "")
                     .map_err(|e| e.to_string())?;
-                roots = ca_roots(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+                let roots = ca_roots(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+                client_config(roots)?
             }
+            // The host's store is read once per process, not per hook.
             None => {
-                // Certificates the host store holds that rustls cannot use
-                // are skipped, as browsers do.
-                let found = rustls_native_certs::load_native_certs();
-                let _ = roots.add_parsable_certificates(found.certs);
+                static HOST_STORE: OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+                    OnceLock::new();
+                HOST_STORE
+                    .get_or_init(|| {
+                        // Certificates the host store holds that rustls
+                        // cannot use are skipped, as browsers do.
+                        let mut roots = rustls::RootCertStore::empty();
+                        let found = rustls_native_certs::load_native_certs();
+                        let _ = roots.add_parsable_certificates(found.certs);
+                        client_config(roots)
+                    })
+                    .clone()?
             }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self { tls: Arc::new(tls) })
+        };
+        Ok(Self { tls })
     }
 
     /// POSTs `body` (JSON) with `headers`; the whole exchange within
@@ -144,8 +162,13 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(http)?;
-    // Drives the connection until the exchange is done (or dropped).
-    let driver = tokio::spawn(connection);
+    // Drives the connection until the exchange is done (or dropped); a
+    // panic in it is logged and counted, and the exchange fails.
+    let driver = tokio::spawn(async move {
+        if let Err(panic) = catch_panic("hook_connection", connection).await {
+            warn!(panic = %remote_text(&panic.message), "a hook's HTTP connection panicked");
+        }
+    });
     let result = async {
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status().as_u16();

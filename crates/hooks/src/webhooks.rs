@@ -298,7 +298,6 @@ fn deliver(settings: &WebhookSettings, client: &HttpClient, pending: &Pending) -
     }
     let (client, url, timeout) = (client.clone(), settings.url.clone(), settings.timeout);
     Box::pin(async move {
-        let headers: Vec<(&str, String)> = headers;
         client
             .post(&url, &headers, Bytes::from(body), timeout)
             .await
