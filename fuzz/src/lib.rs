@@ -193,6 +193,10 @@ pub fn ts_remux(data: &[u8]) {
 pub fn stream_id(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = prism_ingest::streamid::publish_key(text);
+        // What the authorisation hook is told of it, after decoding.
+        let unescaped = prism_ingest::streamid::unescaped(text);
+        let _ = prism_ingest::streamid::publish_context(&unescaped);
+        let _ = prism_media::auth::parse_args(text, '&');
         let _ = prism_fanout::DestinationUrl::parse(text, None);
         let _ = prism_fanout::DestinationUrl::parse(text, Some("key"));
     }
