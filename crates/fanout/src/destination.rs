@@ -525,13 +525,13 @@ impl Live<'_> {
 }
 
 /// The live loop: drain what is queued, then lend the writer to the queue
-/// (so the hub writes to the socket directly) and sleep until the queue or
-/// the server needs the task. With a latency budget (`max_delay`) nothing is
-/// lent: the task sleeps until the held messages are due and writes them
-/// together.
+/// (so the hub writes to the socket directly, or holds the messages in the
+/// writer's batch under a latency budget) and sleep until the queue or the
+/// server needs the task. Messages the queue holds while the task has the
+/// writer go out together when the oldest is due.
 async fn relay<R, S>(
     status: &DestinationStatus,
-    queue: &SessionQueue,
+    queue: &Arc<SessionQueue>,
     mut reader: R,
     mut writer: MediaWriter<S>,
     mut client: PublishClient,
@@ -548,10 +548,8 @@ where
     let acked_before = status.acked_bytes.load(Ordering::Relaxed);
     status.set_verified(false);
     let mut next_ack_check = Instant::now() + ACK_CHECK_EVERY;
-    // With a latency budget the queue holds messages and the task writes
-    // them in batches; without one, the hub writes through the lent writer.
     queue.set_max_delay(config.max_delay);
-    let lends = config.max_delay.is_zero() && writer.writes_directly();
+    let lends = writer.writes_directly();
     // What the queue holds first is the replay of the cached GOP, which
     // every destination of a stream writes at once when the stream starts
     // or they all reconnect: it goes through the replay gate.

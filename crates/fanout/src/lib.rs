@@ -9,6 +9,7 @@
 //! the kind.
 
 pub mod acks;
+mod batch_timer;
 pub mod delay_line;
 pub mod destination;
 pub mod destinations;

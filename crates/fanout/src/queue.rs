@@ -15,20 +15,26 @@
 //! to the task, which finishes that write and drains the queue as usual.
 //! A wake-up per message per destination cost more than the write itself.
 //!
-//! A destination with a latency budget (`max_delay`) never lends its writer:
-//! its messages are held until the oldest has waited that long (or the queue
-//! is half full, or the publish ends), then handed out together, so the task
-//! writes them with one vectored write instead of one write per message.
-//! The owner is woken once per batch, not once per message.
+//! A destination with a latency budget (`max_delay`) lends its writer too,
+//! but a push only adds the message to the batch the writer holds. The batch
+//! goes out in one vectored write once its oldest message has waited the
+//! budget: sent by the first push after that, or by the batch timer thread
+//! (`batch_timer`) at the deadline, whichever comes first; at once when it
+//! holds half the queue's budget. Nothing wakes the destination's task.
+//! While the task has the writer (the socket was full, a replay, the server
+//! spoke), messages wait in the queue until the oldest is due, and the task
+//! writes them together.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use prism_media::subscriber::prefetch;
+
+use crate::batch_timer::{self, DueBatch};
 use prism_media::{MediaKind, MediaMessage, Subscriber};
 
 /// Counters a destination exposes; read by the admin API and metrics.
@@ -47,6 +53,15 @@ pub trait DirectWriter: Send + 'static {
     /// take all of it, or failed: the writer keeps what is left (or the
     /// error), and the queue wakes its owner to deal with it.
     fn write_now(&mut self, message: &MediaMessage) -> bool;
+
+    /// Adds `message` to the batch the writer holds for `send_held`.
+    fn hold(&mut self, message: &MediaMessage);
+
+    /// Bytes the writer holds, not yet written.
+    fn held_bytes(&self) -> usize;
+
+    /// Writes the held batch without waiting; `false` as for `write_now`.
+    fn send_held(&mut self) -> bool;
 }
 
 /// The writer a destination task lent to its queue, if it did.
@@ -55,6 +70,11 @@ struct Lent<W> {
     /// The writer could not finish a write: pushes queue until the owner
     /// takes it back.
     stalled: bool,
+    /// When the batch the writer holds must go out (with a latency budget;
+    /// `None` while it holds none).
+    due: Option<Instant>,
+    /// The queue itself, for the batch timer to call back.
+    queue: Option<Weak<dyn DueBatch>>,
 }
 
 impl<W> Default for Lent<W> {
@@ -62,6 +82,8 @@ impl<W> Default for Lent<W> {
         Self {
             writer: None,
             stalled: false,
+            due: None,
+            queue: None,
         }
     }
 }
@@ -86,6 +108,9 @@ struct QueueState<W> {
     /// How long a message may be held so that it goes out with the ones
     /// after it (zero: hand each out at once).
     max_delay: Duration,
+    /// Numbers the batches a lent writer holds, so the batch timer sends
+    /// only the one it was asked for.
+    batch: u64,
 }
 
 impl<W> Default for QueueState<W> {
@@ -101,6 +126,7 @@ impl<W> Default for QueueState<W> {
             ended: false,
             subscription: 0,
             max_delay: Duration::ZERO,
+            batch: 0,
         }
     }
 }
@@ -141,6 +167,25 @@ impl<W> std::fmt::Debug for DestinationQueue<W> {
             .field("budget_bytes", &self.budget_bytes)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the batch timer calls when a lent writer's batch is due.
+impl<W: DirectWriter> DueBatch for DestinationQueue<W> {
+    fn send_due(&self, batch: u64) {
+        let mut state = self.lock();
+        if state.batch != batch || state.lent.due.is_none() || state.lent.stalled {
+            return;
+        }
+        state.lent.due = None;
+        let Some(writer) = state.lent.writer.as_mut() else {
+            return;
+        };
+        if !writer.send_held() {
+            state.lent.stalled = true;
+            drop(state);
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -307,23 +352,59 @@ impl<W: DirectWriter> DestinationQueue<W> {
             state.items.retain(|queued| !superseded(queued));
             state.queued_bytes = state.items.iter().map(MediaMessage::cost).sum();
         }
-        if state.items.is_empty() && !state.lent.stalled {
-            if let Some(writer) = state.lent.writer.as_mut() {
-                if !writer.write_now(message) {
-                    state.lent.stalled = true;
-                    drop(state);
-                    self.ready.notify_one();
-                }
-                return;
+        if state.items.is_empty() && !state.lent.stalled && state.lent.writer.is_some() {
+            let written = if state.max_delay.is_zero() {
+                let writer = state.lent.writer.as_mut().expect("lent");
+                writer.write_now(message)
+            } else {
+                self.hold(&mut state, message)
+            };
+            if !written {
+                state.lent.stalled = true;
+                drop(state);
+                self.ready.notify_one();
             }
+            return;
         }
         self.enqueue(state, message.clone());
     }
 
+    /// Adds `message` to the lent writer's batch, and sends the batch if it
+    /// is due (or holds half the budget). The first message of a batch asks
+    /// the batch timer to send it at its deadline, should no push come
+    /// after it in time. Returns `false` when the writer stalled.
+    fn hold(&self, state: &mut QueueState<W>, message: &MediaMessage) -> bool {
+        let lent = &mut state.lent;
+        let writer = lent.writer.as_mut().expect("lent");
+        writer.hold(message);
+        let due = match lent.due {
+            Some(due) => due,
+            None => {
+                let due = message.received_at + state.max_delay;
+                state.batch += 1;
+                let timed = lent
+                    .queue
+                    .clone()
+                    .is_some_and(|queue| batch_timer::schedule(due, state.batch, queue));
+                if !timed {
+                    return writer.send_held();
+                }
+                lent.due = Some(due);
+                due
+            }
+        };
+        if message.received_at < due && writer.held_bytes() < self.budget_bytes / 2 {
+            return true;
+        }
+        lent.due = None;
+        writer.send_held()
+    }
+
     /// Lends the owner's writer to the queue for direct writes. Refused
     /// (the writer comes back) when there is something for the owner to do
-    /// first: queued messages, the end of the publish, an interrupt.
-    pub fn lend(&self, writer: Box<W>) -> Result<(), Box<W>> {
+    /// first: queued messages, the end of the publish, an interrupt. The
+    /// writer must hold nothing: the owner flushes it first.
+    pub fn lend(self: &Arc<Self>, writer: Box<W>) -> Result<(), Box<W>> {
         let mut state = self.lock();
         if !state.items.is_empty()
             || state.ended
@@ -335,9 +416,12 @@ impl<W: DirectWriter> DestinationQueue<W> {
         self.lent_at
             .store(&*writer as *const W as usize, Ordering::Relaxed);
         self.lent_size.store(size_of::<W>(), Ordering::Relaxed);
+        let queue: Weak<dyn DueBatch> = Arc::downgrade(self) as Weak<dyn DueBatch>;
         state.lent = Lent {
             writer: Some(writer),
             stalled: false,
+            due: None,
+            queue: Some(queue),
         };
         Ok(())
     }
@@ -354,8 +438,10 @@ impl<W: DirectWriter> DestinationQueue<W> {
         drop(self.take_lent());
     }
 
+    /// Takes the lent writer back, with the batch it holds: the owner
+    /// writes that batch at once.
     fn take_lent(&self) -> Option<Box<W>> {
-        let writer = self.lock().lent.writer.take();
+        let writer = std::mem::take(&mut self.lock().lent).writer;
         self.lent_at.store(0, Ordering::Relaxed);
         writer
     }
@@ -634,11 +720,22 @@ mod tests {
     }
 
     /// Records what it is given; "the socket" takes `room` messages, then
-    /// would block.
-    #[derive(Debug)]
+    /// would block. A held batch counts as one write in `sends`.
+    #[derive(Debug, Default)]
     struct Recorder {
         written: Vec<u64>,
         room: usize,
+        held: Vec<(u64, usize)>,
+        sends: Vec<Vec<u64>>,
+    }
+
+    impl Recorder {
+        fn with_room(room: usize) -> Box<Self> {
+            Box::new(Self {
+                room,
+                ..Self::default()
+            })
+        }
     }
 
     impl DirectWriter for Recorder {
@@ -650,17 +747,32 @@ mod tests {
             self.room -= 1;
             true
         }
+
+        fn hold(&mut self, message: &MediaMessage) {
+            self.held.push((message.timestamp, message.cost()));
+        }
+
+        fn held_bytes(&self) -> usize {
+            self.held.iter().map(|(_, cost)| cost).sum()
+        }
+
+        fn send_held(&mut self) -> bool {
+            let batch: Vec<u64> = self.held.drain(..).map(|(ts, _)| ts).collect();
+            self.written.extend(&batch);
+            self.sends.push(batch);
+            if self.room == 0 {
+                return false;
+            }
+            self.room -= 1;
+            true
+        }
     }
 
     #[tokio::test]
     async fn a_lent_writer_takes_pushes_until_the_socket_is_full() {
-        let queue = Queue::new(1 << 20);
+        let queue = Arc::new(Queue::new(1 << 20));
         queue.reset(false, false);
-        let recorder = Box::new(Recorder {
-            written: Vec::new(),
-            room: 2,
-        });
-        queue.lend(recorder).unwrap();
+        queue.lend(Recorder::with_room(2)).unwrap();
         queue.push(&audio(1));
         queue.push(&audio(2));
         assert!(queue.try_batch(&mut Vec::new(), 16).is_none());
@@ -681,14 +793,9 @@ mod tests {
 
     #[tokio::test]
     async fn lending_is_refused_while_the_owner_has_work() {
-        let queue = Queue::new(1 << 20);
+        let queue = Arc::new(Queue::new(1 << 20));
         queue.reset(false, false);
-        let recorder = || {
-            Box::new(Recorder {
-                written: Vec::new(),
-                room: 10,
-            })
-        };
+        let recorder = || Recorder::with_room(10);
         queue.push(&audio(1));
         let back = queue.lend(recorder()).unwrap_err();
         assert!(back.written.is_empty());
@@ -711,14 +818,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_drop_policy_applies_before_a_direct_write() {
-        let queue = Queue::new(1 << 20);
+        let queue = Arc::new(Queue::new(1 << 20));
         queue.reset(true, true);
-        queue
-            .lend(Box::new(Recorder {
-                written: Vec::new(),
-                room: 10,
-            }))
-            .unwrap();
+        queue.lend(Recorder::with_room(10)).unwrap();
         queue.push(&video(0, false, 10));
         queue.push(&video(33, true, 10));
         queue.push(&audio(34));
@@ -823,5 +925,98 @@ mod tests {
             Batch::Ready
         );
         assert_eq!(out.len(), 3);
+    }
+
+    /// Waits (a while at most) until the writer lent to `queue` has sent
+    /// `sends` batches; returns what it has sent.
+    fn sends_of(queue: &Queue, sends: usize) -> Vec<Vec<u64>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = queue.lock();
+            let writer = state.lent.writer.as_ref().expect("still lent");
+            if writer.sends.len() >= sends || Instant::now() > deadline {
+                return writer.sends.clone();
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_lent_writer_holds_a_budgets_worth_and_sends_it_in_one_write() {
+        let queue = Arc::new(Queue::new(1 << 20));
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(200));
+        queue.lend(Recorder::with_room(10)).unwrap();
+        let t0 = Instant::now();
+        queue.push(&audio_at(1, t0));
+        queue.push(&audio_at(2, t0 + Duration::from_millis(100)));
+        queue.push(&audio_at(3, t0 + Duration::from_millis(199)));
+        assert!(sends_of(&queue, 0).is_empty(), "held within the budget");
+        // The first message past the deadline sends the batch with it; the
+        // next starts a new batch.
+        queue.push(&audio_at(4, t0 + Duration::from_millis(200)));
+        queue.push(&audio_at(5, t0 + Duration::from_millis(210)));
+        assert_eq!(sends_of(&queue, 1), [vec![1, 2, 3, 4]]);
+        // No push comes after it: the batch timer sends it when it is due
+        // (and not again for the first batch's deadline).
+        assert_eq!(sends_of(&queue, 2), [vec![1, 2, 3, 4], vec![5]]);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(sends_of(&queue, 0).len(), 2);
+        assert!(
+            queue.try_batch(&mut Vec::new(), 16).is_none(),
+            "the owner had nothing to do"
+        );
+    }
+
+    #[test]
+    fn a_held_batch_goes_at_half_the_budget_and_a_full_socket_wakes_the_owner() {
+        let queue = Arc::new(Queue::new(4 * (400 + MESSAGE_OVERHEAD)));
+        queue.reset(true, false);
+        queue.set_max_delay(Duration::from_secs(60));
+        queue.lend(Recorder::with_room(0)).unwrap();
+        let t0 = Instant::now();
+        queue.push(&MediaMessage {
+            received_at: t0,
+            ..video(0, true, 400)
+        });
+        assert!(sends_of(&queue, 0).is_empty());
+        queue.push(&MediaMessage {
+            received_at: t0,
+            ..video(33, false, 400)
+        });
+        assert_eq!(sends_of(&queue, 1), [vec![0, 33]]);
+        // The socket took none of it: the owner takes the writer back and
+        // what comes meanwhile waits in the queue.
+        queue.push(&MediaMessage {
+            received_at: t0,
+            ..video(66, false, 400)
+        });
+        let recorder: Box<Recorder> = queue.reclaim().unwrap();
+        assert_eq!(recorder.written, [0, 33]);
+        let mut out = Vec::new();
+        queue.end();
+        assert_eq!(queue.try_batch(&mut out, 16), Some(Batch::Ready));
+        assert_eq!(out.iter().map(|m| m.timestamp).collect::<Vec<_>>(), [66]);
+    }
+
+    #[test]
+    fn a_writer_taken_back_keeps_its_batch_and_the_timer_leaves_it_alone() {
+        let queue = Arc::new(Queue::new(1 << 20));
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(20));
+        queue.lend(Recorder::with_room(10)).unwrap();
+        queue.push(&audio(1));
+        let recorder: Box<Recorder> = queue.reclaim().unwrap();
+        assert_eq!(recorder.held.len(), 1, "the owner writes it");
+        // Lent again, empty: the first batch's deadline passes, and only the
+        // new batch is sent, at its own.
+        let mut recorder = recorder;
+        recorder.held.clear();
+        queue.lend(recorder).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(sends_of(&queue, 0).is_empty());
+        queue.push(&audio(2));
+        assert_eq!(sends_of(&queue, 1), [vec![2]]);
     }
 }

@@ -221,17 +221,7 @@ impl<S: MediaSink> MediaWriter<S> {
 
     /// Chunks `message` onto the connection, to go out with the next write.
     pub fn queue(&mut self, message: &MediaMessage) {
-        let session = &mut *self.session;
-        if let Some(timestamp) = session.timeline.rebase(message) {
-            prism_rtmp::queue_media(
-                &mut session.out,
-                message.kind.type_id(),
-                session.stream_id,
-                timestamp,
-                &message.payload,
-            );
-            session.telemetry.arrivals.push(message.received_at);
-        }
+        self.session.hold(message);
     }
 
     /// Where protocol messages (responses to the server, the unpublish) go.
@@ -344,6 +334,16 @@ impl Drop for SessionWriter {
     }
 }
 
+/// Writes `slices` to a lent writer's target without waiting.
+fn send_now(target: &Option<DirectTarget>, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    match target {
+        Some(DirectTarget::Socket(fd)) => socket2::SockRef::from(fd).send_vectored(slices),
+        Some(DirectTarget::Discard) => Ok(slices.iter().map(|b| b.len()).sum()),
+        // Never lent (`writes_directly`); the task would write it.
+        None => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
 impl DirectWriter for SessionWriter {
     fn write_now(&mut self, message: &MediaMessage) -> bool {
         let Some(timestamp) = self.timeline.rebase(message) else {
@@ -353,12 +353,7 @@ impl DirectWriter for SessionWriter {
         let target = &self.target;
         let result = self
             .out
-            .write_now(header, &message.payload, |slices| match target {
-                Some(DirectTarget::Socket(fd)) => socket2::SockRef::from(fd).send_vectored(slices),
-                Some(DirectTarget::Discard) => Ok(slices.iter().map(|b| b.len()).sum()),
-                // Never lent (`writes_directly`); the task would write it.
-                None => Err(io::ErrorKind::WouldBlock.into()),
-            });
+            .write_now(header, &message.payload, |slices| send_now(target, slices));
         match result {
             Ok(true) => {
                 if self
@@ -374,6 +369,41 @@ impl DirectWriter for SessionWriter {
                 self.telemetry.arrivals.push(message.received_at);
                 false
             }
+            Err(e) => {
+                self.failed = Some(DestinationError::io("write", &e));
+                false
+            }
+        }
+    }
+
+    fn hold(&mut self, message: &MediaMessage) {
+        if let Some(timestamp) = self.timeline.rebase(message) {
+            prism_rtmp::queue_media(
+                &mut self.out,
+                message.kind.type_id(),
+                self.stream_id,
+                timestamp,
+                &message.payload,
+            );
+            self.telemetry.arrivals.push(message.received_at);
+        }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.out.pending_bytes()
+    }
+
+    fn send_held(&mut self) -> bool {
+        let target = &self.target;
+        match self.out.try_write(|slices| send_now(target, slices)) {
+            Ok(true) => {
+                if self.telemetry.written(&self.status) {
+                    self.report_bytes();
+                }
+                true
+            }
+            // The task finishes the write (and samples its latency then).
+            Ok(false) => false,
             Err(e) => {
                 self.failed = Some(DestinationError::io("write", &e));
                 false
@@ -425,13 +455,14 @@ impl SessionTelemetry {
     }
 
     /// After a batch was written: its messages' latency is now known.
-    fn written(&mut self, status: &DestinationStatus) {
+    /// True once a second, as `written_one`.
+    fn written(&mut self, status: &DestinationStatus) -> bool {
         let now = Instant::now();
         for arrived in self.arrivals.drain(..) {
             self.latencies
                 .push(now.saturating_duration_since(arrived).as_secs_f64());
         }
-        self.maintain(now, status);
+        self.maintain(now, status)
     }
 
     /// After one message was written directly (`arrivals`, a separate

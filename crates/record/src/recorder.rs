@@ -189,6 +189,16 @@ impl DirectWriter for NoWriter {
     fn write_now(&mut self, _message: &MediaMessage) -> bool {
         false
     }
+
+    fn hold(&mut self, _message: &MediaMessage) {}
+
+    fn held_bytes(&self) -> usize {
+        0
+    }
+
+    fn send_held(&mut self) -> bool {
+        false
+    }
 }
 
 /// A running recorder. Stopping it completes the file being written.

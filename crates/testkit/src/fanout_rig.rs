@@ -5,14 +5,15 @@
 //!   and writes at once: the steady state of a destination that keeps up.
 //! - `Path::Queued`: pushes queue, then each destination pops its batch and
 //!   writes it: what a destination that fell behind does.
-//! - `Path::Held(n)`: pushes queue, and every n-th message each destination
-//!   pops the n and writes them in one vectored write: a destination with a
-//!   latency budget (`max_delay_ms`) that covers n messages.
+//! - `Path::Held(n)`: the writers are lent to queues with a latency budget
+//!   (`max_delay_ms`) that covers n messages 40 ms apart (each message is
+//!   stamped as received at its timestamp): a push holds the message in the
+//!   writer, and the n-th writes the batch in one vectored write.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prism_fanout::writer::{MediaWriter, NullSink, SessionQueue};
@@ -29,7 +30,7 @@ pub enum Path {
 
 struct Destination {
     queue: Arc<SessionQueue>,
-    /// Held here on the queued path; lent to the queue on the direct path.
+    /// Held here on the queued path; lent to the queue on the others.
     writer: Option<MediaWriter<NullSink>>,
     batch: Vec<MediaMessage>,
 }
@@ -39,9 +40,12 @@ pub struct FanoutRig {
     path: Path,
     destinations: Vec<Destination>,
     runtime: tokio::runtime::Runtime,
-    /// Messages pushed since the destinations last wrote (`Path::Held`).
-    held: usize,
+    /// When the message stamped 0 was received (`Path::Held`).
+    clock_start: Instant,
 }
+
+/// The spacing of the messages the held path's budget is set for.
+const HELD_SPACING: Duration = Duration::from_millis(40);
 
 impl FanoutRig {
     pub fn new(destinations: usize, path: Path) -> Self {
@@ -66,13 +70,16 @@ impl FanoutRig {
                     "bench",
                     &format!("d{i}"),
                 );
+                if let Path::Held(n) = path {
+                    queue.set_max_delay(HELD_SPACING * (n as u32 - 1));
+                }
                 let writer = match path {
-                    Path::Direct => {
+                    Path::Direct | Path::Held(_) => {
                         let (_, session) = writer.into_parts();
                         assert!(queue.lend(session).is_ok(), "nothing queued yet");
                         None
                     }
-                    Path::Queued | Path::Held(_) => Some(writer),
+                    Path::Queued => Some(writer),
                 };
                 Destination {
                     queue,
@@ -90,7 +97,7 @@ impl FanoutRig {
             path,
             destinations,
             runtime,
-            held: 0,
+            clock_start: Instant::now(),
         }
     }
 
@@ -109,19 +116,20 @@ impl FanoutRig {
         MediaMessage::new(MediaKind::Audio, timestamp, Bytes::from(body))
     }
 
-    /// Fans one message out to every destination and writes it.
-    pub fn relay(&mut self, message: MediaMessage) {
+    /// Fans one message out to every destination and writes it (on the
+    /// held path, holds it and writes every n-th message's batch).
+    ///
+    /// The held path's messages are stamped received at their timestamp,
+    /// from when the rig was made: ahead of the clock, so the batch timer
+    /// never sends a batch (each batch still gives it a deadline to discard
+    /// once it passes).
+    pub fn relay(&mut self, mut message: MediaMessage) {
+        if let Path::Held(_) = self.path {
+            message.received_at = self.clock_start + Duration::from_millis(message.timestamp);
+        }
         self.publish.push(message);
-        match self.path {
-            Path::Direct => return,
-            Path::Queued => {}
-            Path::Held(n) => {
-                self.held += 1;
-                if self.held < n {
-                    return;
-                }
-                self.held = 0;
-            }
+        if self.path != Path::Queued {
+            return;
         }
         for destination in &mut self.destinations {
             let writer = destination.writer.as_mut().expect("held on this path");
@@ -148,7 +156,7 @@ impl FanoutRig {
             match destination.writer.as_ref() {
                 Some(writer) => total += writer.bytes_written(),
                 None => {
-                    let session = queue.reclaim().expect("lent on the direct path");
+                    let session = queue.reclaim().expect("lent on this path");
                     total += session.bytes_written();
                     assert!(queue.lend(session).is_ok(), "nothing queued");
                 }
