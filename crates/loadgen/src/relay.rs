@@ -295,33 +295,26 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: D
     let mut first_read = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // With a batch open, read only until its budget is spent.
-        let left = budget.saturating_sub(first_read.elapsed());
-        let timeout = (!reads.is_empty()).then_some(left.max(Duration::from_micros(1)));
-        let _ = publisher.set_read_timeout(timeout);
-        // Whether the batch goes out now, and whether the publisher is done
-        // (what is batched still goes out then).
-        let (due, done) = match publisher.read(&mut buf) {
-            Ok(0) => (true, true),
-            Ok(n) => {
-                if reads.is_empty() {
-                    first_read = Instant::now();
+        // With a batch open, wait for the publisher only until its budget is
+        // spent; then it goes out (and whatever arrives next opens the next).
+        let due = !reads.is_empty()
+            && !readable_within(&publisher, budget.saturating_sub(first_read.elapsed()));
+        // Whether the publisher is done (what is batched still goes out).
+        let done = !due
+            && match publisher.read(&mut buf) {
+                Ok(0) => true,
+                Ok(n) => {
+                    if reads.is_empty() {
+                        first_read = Instant::now();
+                    }
+                    reads.push(buf[..n].to_vec());
+                    false
                 }
-                reads.push(buf[..n].to_vec());
-                (first_read.elapsed() >= budget, false)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                (true, false)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => (false, false),
-            Err(_) => (true, true),
-        };
-        if due && !reads.is_empty() {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                Err(_) => true,
+            };
+        let send = due || done || (!reads.is_empty() && first_read.elapsed() >= budget);
+        if send && !reads.is_empty() {
             let batch: Batch = Arc::new(std::mem::take(&mut reads));
             for helper in &helpers {
                 let _ = helper.send(Arc::clone(&batch));
@@ -334,6 +327,30 @@ fn tee_one(mut publisher: TcpStream, sinks: &[String], threads: usize, budget: D
             return;
         }
     }
+}
+
+/// Waits up to `wait` for `socket` to have something to read (or to close).
+/// `ppoll` keeps the budget to the microsecond, where a socket read timeout
+/// runs on the kernel's coarser tick and would hold batches longer than the
+/// budget says.
+fn readable_within(socket: &TcpStream, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    if wait.is_zero() {
+        return false;
+    }
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd, a valid timespec and no signal mask.
+    let ready = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+    // An error (EINTR) counts as readable: the read that follows tells.
+    ready != 0
 }
 
 /// Each output gets the batch in one vectored write (more only when the
