@@ -17,20 +17,25 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use prism_media::supervise::{count_panic, panic_message};
 
 /// A queue holding a batch in its lent writer.
 pub(crate) trait DueBatch: Send + Sync {
-    /// Sends batch number `batch`, if the writer still holds it.
-    fn send_due(&self, batch: u64);
+    /// Sends batch number `batch`, if the writer still holds it; `now` is
+    /// when the timer woke.
+    fn send_due(&self, batch: u64, now: Instant);
+
+    /// A hint that `send_due` comes soon: bring what it touches into the
+    /// caches (as the hub's pushes do, `prism_media::subscriber`).
+    fn prefetch(&self) {}
 }
 
 /// Deadlines this close together are served by one wake-up: a batch may go
 /// out this much early, never late.
-const COALESCE: Duration = Duration::from_millis(1);
+pub(crate) const COALESCE: Duration = Duration::from_millis(1);
 
 struct Deadline {
     due: Instant,
@@ -115,6 +120,7 @@ impl Timer {
 
     fn run(&self) {
         let mut due_now = Vec::new();
+        let mut ready: Vec<(Arc<dyn DueBatch>, u64)> = Vec::new();
         loop {
             let mut deadlines = self.lock();
             loop {
@@ -143,12 +149,21 @@ impl Timer {
                 due_now.push(deadline);
             }
             drop(deadlines);
-            for deadline in due_now.drain(..) {
-                let Some(queue) = deadline.queue.upgrade() else {
-                    continue;
-                };
+            let now = Instant::now();
+            // Each queue's state is cold by now: the next one's is fetched
+            // while this one writes.
+            ready.extend(
+                due_now
+                    .drain(..)
+                    .filter_map(|d| Some((d.queue.upgrade()?, d.batch))),
+            );
+            for at in 0..ready.len() {
+                if let Some((next, _)) = ready.get(at + 1) {
+                    next.prefetch();
+                }
+                let (queue, batch) = &ready[at];
                 let sent = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    queue.send_due(deadline.batch);
+                    queue.send_due(*batch, now);
                 }));
                 if let Err(panic) = sent {
                     count_panic("batch_timer");
@@ -158,6 +173,7 @@ impl Timer {
                     );
                 }
             }
+            ready.clear();
         }
     }
 }
@@ -165,13 +181,13 @@ impl Timer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{mpsc, Arc};
+    use std::sync::mpsc;
 
     struct Probe(Mutex<mpsc::Sender<(u64, Instant)>>);
 
     impl DueBatch for Probe {
-        fn send_due(&self, batch: u64) {
-            let _ = self.0.lock().unwrap().send((batch, Instant::now()));
+        fn send_due(&self, batch: u64, now: Instant) {
+            let _ = self.0.lock().unwrap().send((batch, now));
         }
     }
 

@@ -554,6 +554,9 @@ where
     // every destination of a stream writes at once when the stream starts
     // or they all reconnect: it goes through the replay gate.
     let mut replaying = true;
+    // The deadline of the batch the writer holds, while the task has it
+    // back for a moment (see `lend_with_batch`).
+    let mut batch_due: Option<Instant> = None;
     loop {
         if Instant::now() >= next_ack_check {
             next_ack_check = Instant::now() + ACK_CHECK_EVERY;
@@ -611,22 +614,36 @@ where
         replaying = false;
         let read = if held_until.is_none() && lends {
             let (sink, session) = writer.into_parts();
-            if let Err(back) = queue.lend(session) {
+            if let Err(back) = queue.lend_with_batch(session, batch_due.take()) {
                 writer = MediaWriter::from_parts(sink, back);
+                // Refused for what the writer holds: it goes out now.
+                if let Err(e) = writer.flush(config.write_timeout).await {
+                    return SessionEnd::Failed(e);
+                }
                 continue;
             }
             let read = wait(queue, &mut reader, &mut read_buf, next_ack_check).await;
-            let session = queue
-                .reclaim()
+            let (session, due) = queue
+                .reclaim_with_batch()
                 .expect("only this task takes back the writer it lent");
             writer = MediaWriter::from_parts(sink, session);
-            // Finish a direct write the socket could not take whole (or
-            // report the one that failed).
-            if let Err(e) = writer.flush(config.write_timeout).await {
-                return SessionEnd::Failed(e);
+            // A batch still timed goes back lent with the writer; anything
+            // else it holds (a direct write the socket could not take
+            // whole, or the error of one that failed) is dealt with now.
+            batch_due = due;
+            if batch_due.is_none() {
+                if let Err(e) = writer.flush(config.write_timeout).await {
+                    return SessionEnd::Failed(e);
+                }
             }
             read
         } else {
+            // Held messages are waited for: a batch the writer holds goes
+            // out first, not after them.
+            batch_due = None;
+            if let Err(e) = writer.flush(config.write_timeout).await {
+                return SessionEnd::Failed(e);
+            }
             let wake_by = held_until.map_or(next_ack_check, |until| until.min(next_ack_check));
             wait(queue, &mut reader, &mut read_buf, wake_by).await
         };
@@ -645,8 +662,12 @@ where
                             format!("server ended the publish: {code}: {reason}"),
                         ));
                     }
-                    if let Err(e) = writer.flush(config.write_timeout).await {
-                        return SessionEnd::Failed(e);
+                    // What the client answered waits for the batch the
+                    // writer holds, if any: within its deadline.
+                    if batch_due.is_none() {
+                        if let Err(e) = writer.flush(config.write_timeout).await {
+                            return SessionEnd::Failed(e);
+                        }
                     }
                 }
                 Err(e) => return SessionEnd::Failed(DestinationError::protocol(e)),

@@ -61,7 +61,8 @@ pub trait DirectWriter: Send + 'static {
     fn held_bytes(&self) -> usize;
 
     /// Writes the held batch without waiting; `false` as for `write_now`.
-    fn send_held(&mut self) -> bool;
+    /// `now` is the time of the call (read once for many writers).
+    fn send_held(&mut self, now: Instant) -> bool;
 }
 
 /// The writer a destination task lent to its queue, if it did.
@@ -71,7 +72,7 @@ struct Lent<W> {
     /// takes it back.
     stalled: bool,
     /// When the batch the writer holds must go out (with a latency budget;
-    /// `None` while it holds none).
+    /// `None` while it holds none, or once it was sent or stalled).
     due: Option<Instant>,
     /// The queue itself, for the batch timer to call back.
     queue: Option<Weak<dyn DueBatch>>,
@@ -172,20 +173,26 @@ impl<W> std::fmt::Debug for DestinationQueue<W> {
 
 /// What the batch timer calls when a lent writer's batch is due.
 impl<W: DirectWriter> DueBatch for DestinationQueue<W> {
-    fn send_due(&self, batch: u64) {
+    fn send_due(&self, batch: u64, now: Instant) {
         let mut state = self.lock();
         if state.batch != batch || state.lent.due.is_none() || state.lent.stalled {
             return;
         }
-        state.lent.due = None;
-        let Some(writer) = state.lent.writer.as_mut() else {
+        let lent = &mut state.lent;
+        let Some(writer) = lent.writer.as_mut() else {
             return;
         };
-        if !writer.send_held() {
+        lent.due = None;
+        if !writer.send_held(now) {
             state.lent.stalled = true;
             drop(state);
             self.ready.notify_one();
         }
+    }
+
+    fn prefetch(&self) {
+        prefetch(std::ptr::from_ref(self).cast(), size_of::<Self>());
+        self.prefetch_lent_writer();
     }
 }
 
@@ -387,7 +394,7 @@ impl<W: DirectWriter> DestinationQueue<W> {
                     .clone()
                     .is_some_and(|queue| batch_timer::schedule(due, state.batch, queue));
                 if !timed {
-                    return writer.send_held();
+                    return writer.send_held(Instant::now());
                 }
                 lent.due = Some(due);
                 due
@@ -397,14 +404,26 @@ impl<W: DirectWriter> DestinationQueue<W> {
             return true;
         }
         lent.due = None;
-        writer.send_held()
+        writer.send_held(Instant::now())
     }
 
     /// Lends the owner's writer to the queue for direct writes. Refused
     /// (the writer comes back) when there is something for the owner to do
-    /// first: queued messages, the end of the publish, an interrupt. The
-    /// writer must hold nothing: the owner flushes it first.
+    /// first: queued messages, the end of the publish, an interrupt, or
+    /// bytes the writer holds (the owner writes them).
     pub fn lend(self: &Arc<Self>, writer: Box<W>) -> Result<(), Box<W>> {
+        self.lend_with_batch(writer, None)
+    }
+
+    /// `lend`, for a writer taken back with `reclaim_with_batch` for a
+    /// moment (to read from the server) that still holds its batch: it goes
+    /// back with the batch's deadline, unless that has passed (refused: the
+    /// owner writes the batch).
+    pub fn lend_with_batch(
+        self: &Arc<Self>,
+        writer: Box<W>,
+        due: Option<Instant>,
+    ) -> Result<(), Box<W>> {
         let mut state = self.lock();
         if !state.items.is_empty()
             || state.ended
@@ -413,6 +432,16 @@ impl<W: DirectWriter> DestinationQueue<W> {
         {
             return Err(writer);
         }
+        let due = if writer.held_bytes() == 0 {
+            None
+        } else {
+            // The timer may serve a deadline this early: it must not have
+            // come and gone while the owner had the writer.
+            match due {
+                Some(due) if due > Instant::now() + batch_timer::COALESCE => Some(due),
+                _ => return Err(writer),
+            }
+        };
         self.lent_at
             .store(&*writer as *const W as usize, Ordering::Relaxed);
         self.lent_size.store(size_of::<W>(), Ordering::Relaxed);
@@ -420,15 +449,22 @@ impl<W: DirectWriter> DestinationQueue<W> {
         state.lent = Lent {
             writer: Some(writer),
             stalled: false,
-            due: None,
+            due,
             queue: Some(queue),
         };
         Ok(())
     }
 
     /// Takes back the writer lent with `lend`, with any write it could not
-    /// finish still in it.
+    /// finish still in it, or the batch it holds.
     pub fn reclaim(&self) -> Option<Box<W>> {
+        self.take_lent().map(|(writer, _)| writer)
+    }
+
+    /// `reclaim`, with the deadline of the batch the writer holds (`None`
+    /// when it holds none, or holds what a write left: the owner writes
+    /// that at once). See `lend_with_batch`.
+    pub fn reclaim_with_batch(&self) -> Option<(Box<W>, Option<Instant>)> {
         self.take_lent()
     }
 
@@ -438,12 +474,16 @@ impl<W: DirectWriter> DestinationQueue<W> {
         drop(self.take_lent());
     }
 
-    /// Takes the lent writer back, with the batch it holds: the owner
-    /// writes that batch at once.
-    fn take_lent(&self) -> Option<Box<W>> {
-        let writer = std::mem::take(&mut self.lock().lent).writer;
+    /// Takes the lent writer back, with its batch's deadline. The batch
+    /// keeps its number: lent again with the deadline, the batch timer's
+    /// call for it still finds it.
+    fn take_lent(&self) -> Option<(Box<W>, Option<Instant>)> {
+        let mut state = self.lock();
+        let writer = state.lent.writer.take();
+        let due = state.lent.due.take();
+        drop(state);
         self.lent_at.store(0, Ordering::Relaxed);
-        writer
+        writer.map(|writer| (writer, due))
     }
 
     /// Prefetches the lent writer, if one is lent (see `push_to_all`).
@@ -756,7 +796,7 @@ mod tests {
             self.held.iter().map(|(_, cost)| cost).sum()
         }
 
-        fn send_held(&mut self) -> bool {
+        fn send_held(&mut self, _now: Instant) -> bool {
             let batch: Vec<u64> = self.held.drain(..).map(|(ts, _)| ts).collect();
             self.written.extend(&batch);
             self.sends.push(batch);
@@ -998,6 +1038,32 @@ mod tests {
         queue.end();
         assert_eq!(queue.try_batch(&mut out, 16), Some(Batch::Ready));
         assert_eq!(out.iter().map(|m| m.timestamp).collect::<Vec<_>>(), [66]);
+    }
+
+    #[test]
+    fn a_writer_taken_back_for_a_moment_goes_back_with_its_batch_and_deadline() {
+        let queue = Arc::new(Queue::new(1 << 20));
+        queue.reset(false, false);
+        queue.set_max_delay(Duration::from_millis(150));
+        queue.lend(Recorder::with_room(10)).unwrap();
+        queue.push(&audio(1));
+        let (recorder, due) = queue.reclaim_with_batch().unwrap();
+        let due = due.expect("the batch is timed");
+        // Lent again with its deadline: the timer still sends it, once.
+        queue.lend_with_batch(recorder, Some(due)).unwrap();
+        queue.push(&audio(2));
+        assert_eq!(sends_of(&queue, 1), [vec![1, 2]]);
+        assert!(Instant::now() + batch_timer::COALESCE >= due, "sent early");
+        // A writer holding bytes without a deadline, or past it, is refused:
+        // its owner writes them.
+        queue.push(&audio(3));
+        let (recorder, due) = queue.reclaim_with_batch().unwrap();
+        let back = queue.lend_with_batch(recorder, None).unwrap_err();
+        assert_eq!(back.held.len(), 1);
+        let back = queue
+            .lend_with_batch(back, due.map(|_| Instant::now()))
+            .unwrap_err();
+        assert_eq!(back.held.len(), 1);
     }
 
     #[test]

@@ -242,7 +242,7 @@ impl<S: MediaSink> MediaWriter<S> {
             .await;
         session.report_bytes();
         result?;
-        session.telemetry.written(&session.status);
+        session.telemetry.written(Instant::now(), &session.status);
         Ok(())
     }
 
@@ -297,7 +297,7 @@ impl<S: MediaSink> MediaWriter<S> {
                 Err(e) => return Err(DestinationError::io("write", &e)),
             }
         }
-        session.telemetry.written(&session.status);
+        session.telemetry.written(Instant::now(), &session.status);
         Ok(())
     }
 
@@ -385,7 +385,7 @@ impl DirectWriter for SessionWriter {
                 timestamp,
                 &message.payload,
             );
-            self.telemetry.arrivals.push(message.received_at);
+            self.telemetry.held(message.received_at);
         }
     }
 
@@ -393,11 +393,11 @@ impl DirectWriter for SessionWriter {
         self.out.pending_bytes()
     }
 
-    fn send_held(&mut self) -> bool {
+    fn send_held(&mut self, now: Instant) -> bool {
         let target = &self.target;
         match self.out.try_write(|slices| send_now(target, slices)) {
             Ok(true) => {
-                if self.telemetry.written(&self.status) {
+                if self.telemetry.written(now, &self.status) {
                     self.report_bytes();
                 }
                 true
@@ -423,6 +423,8 @@ struct SessionTelemetry {
     latencies: Vec<f64>,
     /// Direct writes so far (see `written_one`).
     direct_writes: u32,
+    /// Messages held for a batch so far (see `held`).
+    held_messages: u32,
     /// When the samples next go to the recorder (a second after the last
     /// time): kept as the deadline, so the per-write check is a comparison.
     next_flush: Instant,
@@ -431,9 +433,10 @@ struct SessionTelemetry {
 }
 
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
-/// One direct write in this many records its relay latency: at 30 fps with
-/// audio that is still about nine samples a second per destination.
-const DIRECT_SAMPLE_EVERY: u32 = 8;
+/// One message in this many (written directly, or held for a batch)
+/// records its relay latency: at 30 fps with audio that is still about nine
+/// samples a second per destination.
+const LATENCY_SAMPLE_EVERY: u32 = 8;
 /// Latency samples held between flushes; a batch adds at most 256.
 const LATENCY_BUFFER: usize = 1024;
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -448,16 +451,25 @@ impl SessionTelemetry {
             arrivals: Vec::with_capacity(256),
             latencies: Vec::with_capacity(LATENCY_BUFFER + 256),
             direct_writes: 0,
+            held_messages: 0,
             next_flush: now + TELEMETRY_FLUSH,
             last_drop_report: now,
             dropped_at_last_report: status.dropped_frames(),
         }
     }
 
-    /// After a batch was written: its messages' latency is now known.
-    /// True once a second, as `written_one`.
-    fn written(&mut self, status: &DestinationStatus) -> bool {
-        let now = Instant::now();
+    /// A message was chunked to go out with the next write: one in
+    /// `LATENCY_SAMPLE_EVERY` is sampled for its latency once written.
+    fn held(&mut self, arrived: Instant) {
+        self.held_messages = self.held_messages.wrapping_add(1);
+        if self.held_messages.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+            self.arrivals.push(arrived);
+        }
+    }
+
+    /// After a batch was written at `now`: the latency of its sampled
+    /// messages is known. True once a second, as `written_one`.
+    fn written(&mut self, now: Instant, status: &DestinationStatus) -> bool {
         for arrived in self.arrivals.drain(..) {
             self.latencies
                 .push(now.saturating_duration_since(arrived).as_secs_f64());
@@ -469,7 +481,7 @@ impl SessionTelemetry {
     /// buffer, is not touched). True once a second: time to update shared
     /// counters.
     ///
-    /// Only one direct write in `DIRECT_SAMPLE_EVERY` reads the clock and
+    /// Only one direct write in `LATENCY_SAMPLE_EVERY` reads the clock and
     /// records its latency (and any message that arrived a second or more
     /// after the last flush, so the once-a-second work is never late): the
     /// hub's push runs this for every destination of every message, and
@@ -478,7 +490,7 @@ impl SessionTelemetry {
     /// destinations.
     fn written_one(&mut self, arrived: Instant, status: &DestinationStatus) -> bool {
         self.direct_writes = self.direct_writes.wrapping_add(1);
-        if !self.direct_writes.is_multiple_of(DIRECT_SAMPLE_EVERY) && arrived < self.next_flush {
+        if !self.direct_writes.is_multiple_of(LATENCY_SAMPLE_EVERY) && arrived < self.next_flush {
             return false;
         }
         let now = Instant::now();
@@ -604,7 +616,7 @@ mod tests {
         );
     }
 
-    /// Direct writes record one latency sample in `DIRECT_SAMPLE_EVERY`,
+    /// Direct writes record one latency sample in `LATENCY_SAMPLE_EVERY`,
     /// and always one for a message that arrived a second after the last
     /// flush, so the once-a-second flush is never held back.
     #[test]
@@ -612,7 +624,7 @@ mod tests {
         let status = DestinationStatus::new(Arc::default());
         let mut telemetry = SessionTelemetry::new("s", "d", &status);
         let arrived = telemetry.next_flush - TELEMETRY_FLUSH;
-        for _ in 0..2 * DIRECT_SAMPLE_EVERY {
+        for _ in 0..2 * LATENCY_SAMPLE_EVERY {
             telemetry.written_one(arrived, &status);
         }
         assert_eq!(telemetry.latencies.len(), 2);

@@ -196,7 +196,7 @@ impl DirectWriter for NoWriter {
         0
     }
 
-    fn send_held(&mut self) -> bool {
+    fn send_held(&mut self, _now: std::time::Instant) -> bool {
         false
     }
 }

@@ -156,9 +156,10 @@ impl FanoutRig {
             match destination.writer.as_ref() {
                 Some(writer) => total += writer.bytes_written(),
                 None => {
-                    let session = queue.reclaim().expect("lent on this path");
+                    let (session, due) = queue.reclaim_with_batch().expect("lent on this path");
                     total += session.bytes_written();
-                    assert!(queue.lend(session).is_ok(), "nothing queued");
+                    let lent = queue.lend_with_batch(session, due);
+                    assert!(lent.is_ok(), "nothing queued, the batch not due");
                 }
             }
         }
