@@ -17,6 +17,7 @@ mod sink;
 mod soak;
 mod source;
 mod storm;
+mod tls_front;
 mod wan;
 mod write_floor;
 
@@ -109,6 +110,11 @@ struct Args {
     /// what recording adds.
     #[arg(long)]
     recording: bool,
+    /// Measure each Prism run twice, the second with its destinations over
+    /// RTMPS (TLS terminated by nginx's stream module in front of the
+    /// receivers), and print what TLS adds.
+    #[arg(long)]
+    rtmps: bool,
     /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1),
     /// and the tee's threads per stream.
     #[arg(long)]
@@ -350,6 +356,7 @@ fn main() {
     } else {
         &[false]
     };
+    let tls: &[bool] = if args.rtmps { &[false, true] } else { &[false] };
     let relays: Vec<Variant> = relays
         .drain(..)
         .flat_map(|against| match against {
@@ -361,15 +368,19 @@ fn main() {
                     against,
                     budget: Some(budget),
                     record: false,
+                    tls: false,
                 })
                 .collect(),
             Against::Prism => budgets
                 .iter()
                 .flat_map(|&budget| {
-                    recordings.iter().map(move |&record| Variant {
-                        against,
-                        budget: Some(budget),
-                        record,
+                    tls.iter().flat_map(move |&tls| {
+                        recordings.iter().map(move |&record| Variant {
+                            against,
+                            budget: Some(budget),
+                            record,
+                            tls,
+                        })
                     })
                 })
                 .collect(),
@@ -377,6 +388,7 @@ fn main() {
                 against,
                 budget: None,
                 record: false,
+                tls: false,
             }],
         })
         .collect();
@@ -468,6 +480,8 @@ struct Variant {
     budget: Option<u64>,
     /// Prism records every stream.
     record: bool,
+    /// Prism's destinations push RTMPS.
+    tls: bool,
 }
 
 impl Variant {
@@ -477,6 +491,7 @@ impl Variant {
             Some(0) | None => relay,
             Some(ms) => format!("{relay}/{ms}ms"),
         };
+        let name = if self.tls { name + "+tls" } else { name };
         if self.record {
             name + "+rec"
         } else {
@@ -515,7 +530,10 @@ async fn run(
     } else {
         args.receivers
     };
-    let receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
+    let mut receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
+    if variant.tls {
+        receivers = receivers.with_tls_front(wan)?;
+    }
     let relay = Relay::start(
         against,
         args,
@@ -650,7 +668,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
         wan.map_or("loopback", |w| w.description.as_str())
     );
     println!(
-        "{:<12} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>9} {:>11}",
+        "{:<15} {:>5} {:>8} {:>9} {:>9} {:>10} {:>13} {:>8} {:>8} {:>8} {:>9} {:>11}",
         "relay",
         "dests",
         "CPU %",
@@ -681,7 +699,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             .egress_mbit
             .map_or("-".to_string(), |e| format!("{e:.0} Mb/s"));
         println!(
-            "{:<12} {:>5} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>9} {:>11}",
+            "{:<15} {:>5} {:>8.1} {:>9.1} {:>9.1} {:>10} {:>13.3} {:>8} {:>8} {:>8} {:>9} {:>11}",
             row.relay.name(),
             row.streams * row.destinations,
             row.cpu_percent,
@@ -706,7 +724,7 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
                     .map(value)
                     .collect();
                 if !runs.is_empty() {
-                    println!("{:<12} {what} by round: {}", relay.name(), runs.join(", "));
+                    println!("{:<15} {what} by round: {}", relay.name(), runs.join(", "));
                 }
             };
             by_round("CPU %", |r| format!("{:.2}", r.cpu_percent));
@@ -735,6 +753,13 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             if let Some(r) = per_round(prism, other, |p, o| p.cpu_percent / o.cpu_percent) {
                 println!("{} CPU / {} CPU = {r:.2}", prism.name(), other.name());
             }
+        }
+    }
+    // What TLS adds to the same Prism run, round by round.
+    for &tls in relays.iter().filter(|r| r.tls) {
+        let plain = Variant { tls: false, ..tls };
+        if let Some(r) = per_round(tls, plain, |p, o| p.cpu_percent / o.cpu_percent) {
+            println!("{} CPU / {} CPU = {r:.2}", tls.name(), plain.name());
         }
     }
     // What recording adds to the same Prism run, round by round.

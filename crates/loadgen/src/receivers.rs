@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 
 use crate::sink::Sinks;
+use crate::tls_front::TlsFront;
 use crate::wan::WanPath;
 use crate::Clock;
 use prism_testkit::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
@@ -34,6 +35,8 @@ pub struct Receivers {
     pub sinks: Option<Sinks>,
     nginx: Option<Child>,
     _dir: Option<PathBuf>,
+    /// TLS terminated in front of the receivers (`with_tls_front`).
+    tls: Option<TlsFront>,
 }
 
 impl Receivers {
@@ -66,6 +69,7 @@ impl Receivers {
                     sinks: Some(sinks),
                     nginx: None,
                     _dir: None,
+                    tls: None,
                 })
             }
             ReceiverKind::Nginx => {
@@ -131,6 +135,7 @@ impl Receivers {
             sinks: None,
             nginx: Some(child),
             _dir: Some(dir),
+            tls: None,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         for port in &receivers.ports {
@@ -181,9 +186,27 @@ impl Receivers {
         )
     }
 
+    /// Puts a TLS front (`tls_front`) before the receivers: destinations
+    /// then push RTMPS to it.
+    pub fn with_tls_front(mut self, wan: Option<&WanPath>) -> Result<Self, String> {
+        if wan.is_some() {
+            return Err("RTMPS destinations are measured on loopback only".into());
+        }
+        self.tls = Some(TlsFront::start(self.host, &self.ports)?);
+        Ok(self)
+    }
+
     /// Where destination `d` of `stream` sends (the name the sinks parse).
     pub fn url(&self, stream: usize, d: usize) -> String {
-        format!("rtmp://{}:{}/sink/s{stream}-d{d}", self.host, self.ports[d])
+        match &self.tls {
+            Some(tls) => format!("rtmps://localhost:{}/sink/s{stream}-d{d}", tls.ports[d]),
+            None => format!("rtmp://{}:{}/sink/s{stream}-d{d}", self.host, self.ports[d]),
+        }
+    }
+
+    /// The CA a destination must trust to reach the TLS front, if any.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|tls| tls.ca_file.as_path())
     }
 }
 

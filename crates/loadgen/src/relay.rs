@@ -53,6 +53,9 @@ pub fn prism_config(
                 "  [[streams.destinations]]\n  id = \"d{d}\"\n  url = \"{}\"\n",
                 receivers.url(stream, d)
             );
+            if let Some(ca_file) = receivers.ca_file() {
+                config += &format!("  ca_file = \"{}\"\n", ca_file.display());
+            }
         }
     }
     config

@@ -1,0 +1,166 @@
+//! RTMPS receivers: nginx's stream module terminating TLS in front of the
+//! receivers (one process, one `listen … ssl` per receiver port, proxied to
+//! it in plain TCP), as a platform's ingest front end does. Prism's
+//! destinations then push `rtmps://localhost:PORT/…`, trusting the front's
+//! private CA through `ca_file`. The certificates are made with the
+//! `openssl` command (an ECDSA P-256 key, as most platforms serve).
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prism_testkit::nginx::spawn_nginx;
+
+/// Where Debian's libnginx-mod-stream puts the module.
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+pub struct TlsFront {
+    /// One TLS port per receiver port, in the same order.
+    pub ports: Vec<u16>,
+    /// The CA the front's certificate is signed by.
+    pub ca_file: PathBuf,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl TlsFront {
+    /// Starts the front for the receivers listening on `host`'s `backends`.
+    pub fn start(host: Ipv4Addr, backends: &[u16]) -> Result<Self, String> {
+        if !Path::new(NGINX_STREAM_MODULE).exists() {
+            return Err(
+                "nginx's stream module is not installed (apt-get install -y nginx libnginx-mod-stream)"
+                    .into(),
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-tls", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        make_certificates(&dir)?;
+        let mut ports = Vec::with_capacity(backends.len());
+        for _ in backends {
+            // Bound and released at once: nginx binds it a moment later.
+            let listener =
+                TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
+            ports.push(listener.local_addr().map_err(|e| e.to_string())?.port());
+        }
+        let servers: String = ports
+            .iter()
+            .zip(backends)
+            .map(|(port, backend)| {
+                format!("  server {{\n    listen 127.0.0.1:{port} ssl;\n    proxy_pass {host}:{backend};\n  }}\n")
+            })
+            .collect();
+        let config = format!(
+            "load_module {NGINX_STREAM_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
+             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
+             stream {{\n  ssl_certificate {dir}/server.pem;\n  ssl_certificate_key {dir}/server.key;\n{servers}}}\n",
+            dir = dir.display()
+        );
+        let child = spawn_nginx(Command::new("nginx"), &dir, &config)?;
+        let front = Self {
+            ports,
+            ca_file: dir.join("ca.pem"),
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for port in &front.ports {
+            while TcpStream::connect_timeout(
+                &(Ipv4Addr::LOCALHOST, *port).into(),
+                Duration::from_secs(1),
+            )
+            .is_err()
+            {
+                if Instant::now() > deadline {
+                    return Err(format!("the TLS front did not listen on 127.0.0.1:{port}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(front)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA and a certificate for `localhost` signed by it, in `dir`.
+fn make_certificates(dir: &Path) -> Result<(), String> {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=prism-loadgen CA"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        dir,
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n")
+        .map_err(|e| e.to_string())?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    )
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run openssl (apt-get install -y openssl): {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
