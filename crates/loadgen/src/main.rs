@@ -110,11 +110,13 @@ struct Args {
     /// what recording adds.
     #[arg(long)]
     recording: bool,
-    /// Measure each Prism run twice, the second with its destinations over
-    /// RTMPS (TLS terminated by nginx's stream module in front of the
-    /// receivers), and print what TLS adds.
-    #[arg(long)]
-    rtmps: bool,
+    /// The protocols Prism's destinations push (comma-separated), each a
+    /// run of its own, and what each costs next to RTMP: `rtmps` (TLS
+    /// terminated by nginx's stream module in front of the receivers),
+    /// `srt` (libsrt's `srt-live-transmit` listeners, their output
+    /// discarded: no frame or latency figures).
+    #[arg(long, value_delimiter = ',', default_value = "rtmp")]
+    egress: Vec<Egress>,
     /// Prism's `[runtime] worker_threads` (default: Prism's own default, 1),
     /// and the tee's threads per stream.
     #[arg(long)]
@@ -356,7 +358,7 @@ fn main() {
     } else {
         &[false]
     };
-    let tls: &[bool] = if args.rtmps { &[false, true] } else { &[false] };
+
     let relays: Vec<Variant> = relays
         .drain(..)
         .flat_map(|against| match against {
@@ -368,18 +370,18 @@ fn main() {
                     against,
                     budget: Some(budget),
                     record: false,
-                    tls: false,
+                    egress: Egress::Rtmp,
                 })
                 .collect(),
             Against::Prism => budgets
                 .iter()
                 .flat_map(|&budget| {
-                    tls.iter().flat_map(move |&tls| {
+                    args.egress.iter().flat_map(move |&egress| {
                         recordings.iter().map(move |&record| Variant {
                             against,
                             budget: Some(budget),
                             record,
-                            tls,
+                            egress,
                         })
                     })
                 })
@@ -388,7 +390,7 @@ fn main() {
                 against,
                 budget: None,
                 record: false,
-                tls: false,
+                egress: Egress::Rtmp,
             }],
         })
         .collect();
@@ -480,8 +482,16 @@ struct Variant {
     budget: Option<u64>,
     /// Prism records every stream.
     record: bool,
-    /// Prism's destinations push RTMPS.
-    tls: bool,
+    /// What Prism's destinations push.
+    egress: Egress,
+}
+
+/// The protocol Prism's destinations push (`--egress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Egress {
+    Rtmp,
+    Rtmps,
+    Srt,
 }
 
 impl Variant {
@@ -491,7 +501,11 @@ impl Variant {
             Some(0) | None => relay,
             Some(ms) => format!("{relay}/{ms}ms"),
         };
-        let name = if self.tls { name + "+tls" } else { name };
+        let name = match self.egress {
+            Egress::Rtmp => name,
+            Egress::Rtmps => name + "+rtmps",
+            Egress::Srt => name + "+srt",
+        };
         if self.record {
             name + "+rec"
         } else {
@@ -530,10 +544,12 @@ async fn run(
     } else {
         args.receivers
     };
-    let mut receivers = Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?;
-    if variant.tls {
-        receivers = receivers.with_tls_front(wan)?;
-    }
+    let receivers = match variant.egress {
+        Egress::Srt => Receivers::start_srt(args.destinations, wan)?,
+        Egress::Rtmps => Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?
+            .with_tls_front(wan)?,
+        Egress::Rtmp => Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?,
+    };
     let relay = Relay::start(
         against,
         args,
@@ -578,6 +594,12 @@ async fn run(
         sent += publisher.await.map_err(|e| e.to_string())??;
     }
     let window = window_start.elapsed();
+    let idle = receivers.idle_srt_receivers();
+    if idle > 0 {
+        return Err(format!(
+            "{idle} SRT receivers received nothing: their destinations were not live"
+        ));
+    }
     let cpu_after = relay.cpu_ticks()?;
     let machine_after = relay::machine_ticks()?;
     let receiver_cpu_after = receivers.nginx_pid().map(relay::cpu_ticks).transpose()?;
@@ -755,11 +777,15 @@ fn print_table(args: &Args, relays: &[Variant], rounds: &[Vec<Row>], wan: Option
             }
         }
     }
-    // What TLS adds to the same Prism run, round by round.
-    for &tls in relays.iter().filter(|r| r.tls) {
-        let plain = Variant { tls: false, ..tls };
-        if let Some(r) = per_round(tls, plain, |p, o| p.cpu_percent / o.cpu_percent) {
-            println!("{} CPU / {} CPU = {r:.2}", tls.name(), plain.name());
+    // What another protocol costs next to RTMP in the same Prism run,
+    // round by round.
+    for &other in relays.iter().filter(|r| r.egress != Egress::Rtmp) {
+        let rtmp = Variant {
+            egress: Egress::Rtmp,
+            ..other
+        };
+        if let Some(r) = per_round(other, rtmp, |p, o| p.cpu_percent / o.cpu_percent) {
+            println!("{} CPU / {} CPU = {r:.2}", other.name(), rtmp.name());
         }
     }
     // What recording adds to the same Prism run, round by round.

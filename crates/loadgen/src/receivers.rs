@@ -37,6 +37,8 @@ pub struct Receivers {
     _dir: Option<PathBuf>,
     /// TLS terminated in front of the receivers (`with_tls_front`).
     tls: Option<TlsFront>,
+    /// libsrt's listeners (`start_srt`).
+    srt: Vec<Child>,
 }
 
 impl Receivers {
@@ -70,6 +72,7 @@ impl Receivers {
                     nginx: None,
                     _dir: None,
                     tls: None,
+                    srt: Vec::new(),
                 })
             }
             ReceiverKind::Nginx => {
@@ -136,6 +139,7 @@ impl Receivers {
             nginx: Some(child),
             _dir: Some(dir),
             tls: None,
+            srt: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         for port in &receivers.ports {
@@ -186,6 +190,76 @@ impl Receivers {
         )
     }
 
+    /// SRT receivers: libsrt's own `srt-live-transmit` listening with its
+    /// defaults, one per destination, discarding what it receives (so no
+    /// frame or latency figures).
+    pub fn start_srt(destinations: usize, wan: Option<&WanPath>) -> Result<Self, String> {
+        if wan.is_some() {
+            return Err("SRT destinations are measured on loopback only".into());
+        }
+        let mut receivers = Self {
+            host: Ipv4Addr::LOCALHOST,
+            ports: Vec::with_capacity(destinations),
+            sinks: None,
+            nginx: None,
+            _dir: None,
+            tls: None,
+            srt: Vec::with_capacity(destinations),
+        };
+        for _ in 0..destinations {
+            // Bound and released at once: the listener binds it a moment later.
+            let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|s| s.local_addr())
+                .map_err(|e| e.to_string())?
+                .port();
+            let child = std::process::Command::new("srt-live-transmit")
+                .args([
+                    "-a",
+                    "no",
+                    "-q",
+                    &format!("srt://127.0.0.1:{port}?mode=listener"),
+                    "file://con",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    format!("cannot start srt-live-transmit (apt-get install -y srt-tools): {e}")
+                })?;
+            receivers.ports.push(port);
+            receivers.srt.push(child);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for child in &mut receivers.srt {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "an srt-live-transmit receiver exited at once: {status}"
+                ));
+            }
+        }
+        Ok(receivers)
+    }
+
+    /// How many SRT receivers have written nothing of what they received
+    /// (`wchar` in their `/proc/PID/io`): destinations that never reached
+    /// them.
+    pub fn idle_srt_receivers(&self) -> usize {
+        let written = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()
+                .and_then(|io| {
+                    io.lines()
+                        .find_map(|line| line.strip_prefix("wchar: "))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+        };
+        self.srt
+            .iter()
+            .filter(|child| written(child.id()) == 0)
+            .count()
+    }
+
     /// Puts a TLS front (`tls_front`) before the receivers: destinations
     /// then push RTMPS to it.
     pub fn with_tls_front(mut self, wan: Option<&WanPath>) -> Result<Self, String> {
@@ -198,6 +272,9 @@ impl Receivers {
 
     /// Where destination `d` of `stream` sends (the name the sinks parse).
     pub fn url(&self, stream: usize, d: usize) -> String {
+        if !self.srt.is_empty() {
+            return format!("srt://{}:{}", self.host, self.ports[d]);
+        }
         match &self.tls {
             Some(tls) => format!("rtmps://localhost:{}/sink/s{stream}-d{d}", tls.ports[d]),
             None => format!("rtmp://{}:{}/sink/s{stream}-d{d}", self.host, self.ports[d]),
@@ -212,6 +289,10 @@ impl Receivers {
 
 impl Drop for Receivers {
     fn drop(&mut self) {
+        for child in &mut self.srt {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(child) = &mut self.nginx {
             // `ip netns exec` runs nginx in its own process: the kill
             // reaches it (exec replaces ip).

@@ -89,7 +89,10 @@ impl Relay {
                     );
                 }
                 std::fs::write(&path, config).map_err(|e| e.to_string())?;
-                spawn_prism(&path, prism_bin, Stdio::null())?
+                // Its warnings, for a run that fails.
+                let log =
+                    std::fs::File::create(dir.join("prism.log")).map_err(|e| e.to_string())?;
+                spawn_prism(&path, prism_bin, Stdio::from(log))?
             }
             Against::Nginx => {
                 if !Path::new(NGINX_RTMP_MODULE).exists() {
