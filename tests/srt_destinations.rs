@@ -59,6 +59,37 @@ fn srt_listeners_receive_a_show_that_decodes_whole() {
     prism.assert_log_free_of(&[PASSPHRASE, "ignored-by-the-listener"]);
 }
 
+/// An HD show, as a real encoder sends it: its keyframes are larger than
+/// the send buffer srt-tokio once had by default (32 packets), whose
+/// overflow stopped the session sending anything more while it stayed
+/// connected.
+#[test]
+fn an_hd_show_reaches_libsrt_whole() {
+    require_ffmpeg();
+    let scratch = Scratch::new("srt-out-hd");
+    let rtmp_port = free_port();
+    let slt_port = free_port();
+    let slt_out = scratch.file("slt.ts");
+    let mut slt_receiver = Ffmpeg::srt_live_transmit_receiver(slt_port, None, &slt_out);
+    let destinations = [format!("srt://127.0.0.1:{slt_port}")];
+    let prism = Prism::start(&scratch, &config(rtmp_port, &destinations), rtmp_port);
+    let mut publisher = Ffmpeg::hd_publisher(&prism.publish_url(KEY), 8, scratch.file("pub.log"));
+    assert!(
+        publisher.wait(Duration::from_secs(30)).success(),
+        "{}",
+        publisher.log()
+    );
+    slt_receiver.wait(Duration::from_secs(15));
+    // 8 s at 2 to 4 Mbit/s: megabytes, all of which decode.
+    let received = std::fs::metadata(&slt_out).unwrap().len();
+    assert!(
+        received > 1_000_000,
+        "libsrt received {received} bytes:\n{}",
+        prism.log()
+    );
+    assert_good_recording(&slt_out, 8.0);
+}
+
 #[test]
 fn a_restarted_srt_receiver_is_fed_again_within_5_s_while_rtmp_loses_nothing() {
     require_ffmpeg();

@@ -92,6 +92,10 @@ struct Rig {
 
 impl Rig {
     fn new(role: Role) -> Self {
+        Self::with_send_buffer(role, PacketCount(8192))
+    }
+
+    fn with_send_buffer(role: Role, send_buffer: PacketCount) -> Self {
         let start = Instant::now();
         let handshake = match role {
             Role::Sender => Handshake::Connector,
@@ -100,7 +104,10 @@ impl Rig {
             Role::Receiver => Handshake::Listener(libsrt_conclusion()),
         };
         let connection = DuplexConnection::new(Connection {
-            settings: settings(start),
+            settings: ConnectionSettings {
+                send_buffer_size: send_buffer,
+                ..settings(start)
+            },
             handshake,
         });
         Self {
@@ -256,5 +263,36 @@ pub mod wire {
     /// A NAK: a range starts with its top bit set.
     pub fn nak(loss_list: &[u32]) -> Vec<u8> {
         control(NAK, 0, loss_list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst larger than the send buffer, before any of it was sent (a
+    /// keyframe larger than the buffer): the oldest packets are dropped and
+    /// the rest are sent. The patched srt-protocol's sender once kept
+    /// waiting for the first dropped packet and sent nothing more.
+    #[test]
+    fn a_burst_past_the_send_buffer_drops_the_oldest_and_sends_the_rest() {
+        let mut rig = Rig::with_send_buffer(Role::Sender, PacketCount(32));
+        let payload = Bytes::from_static(&[0x47; MESSAGE_LEN]);
+        for _ in 0..100 {
+            rig.connection
+                .handle_data_input(rig.now, Some((rig.now, payload.clone())));
+        }
+        for _ in 0..50 {
+            rig.advance(Duration::from_millis(1));
+        }
+        let statistics = rig.connection.statistics().clone();
+        assert_eq!(statistics.tx_dropped_data, 68);
+        assert_eq!(statistics.tx_unique_data, 32);
+        // And what comes next is sent too.
+        rig.send(10);
+        for _ in 0..50 {
+            rig.advance(Duration::from_millis(1));
+        }
+        assert_eq!(rig.connection.statistics().tx_unique_data, 42);
     }
 }

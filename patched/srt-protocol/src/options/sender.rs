@@ -123,7 +123,10 @@ impl Default for Sender {
         Self {
             peer_latency: Duration::from_millis(120),
             drop_delay: Duration::ZERO,
-            buffer_size: ByteCount(46592),
+            // PRISM PATCH: libsrt's default SRTO_SNDBUF, 8192 buffers of
+            // 1500 - 28 bytes. Upstream's 46592 bytes is 32 packets: one
+            // keyframe of a 6 Mbit/s stream overflowed it.
+            buffer_size: ByteCount(8192 * 1472),
             bandwidth: Default::default(),
             flow_control_window_size: PacketCount(25600),
             max_payload_size: PacketSize(1316),

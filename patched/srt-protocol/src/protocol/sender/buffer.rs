@@ -68,6 +68,11 @@ impl SendBuffer {
             Ok(())
         } else if let Some(entry) = self.buffer.pop_front() {
             self.buffer_len_bytes -= entry.packet.wire_size();
+            // PRISM PATCH: a packet dropped before it was ever sent moves the
+            // next one to send past it, as `drop_too_late_packets` does.
+            // Upstream left `next_send` below the buffer's front: every later
+            // send found no packet there, and the session sent nothing more.
+            self.next_send = max(self.next_send, entry.packet.seq_number + 1);
 
             // remove packet from lost list if we are dropping it
             if self.lost_list.first() == Some(&entry.packet.seq_number) {
