@@ -1,4 +1,6 @@
-#![forbid(unsafe_code)]
+// PRISM PATCH: deny rather than forbid, so that `net::batch` may make the one
+// `sendmsg` with a control message that UDP GSO needs.
+#![deny(unsafe_code)]
 #![recursion_limit = "256"]
 
 //! Implementation of [SRT](https://www.haivision.com/products/srt-secure-reliable-transport/) in pure safe rust.

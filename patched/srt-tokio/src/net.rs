@@ -16,6 +16,8 @@ use tokio::net::{lookup_host, UdpSocket};
 
 use crate::options::*;
 
+mod batch;
+
 pub async fn bind_socket(options: &SocketOptions) -> Result<UdpSocket, io::Error> {
     let socket = Socket::new(
         if options.connect.local.is_ipv4() {
@@ -63,6 +65,9 @@ pub struct PacketSocket {
     // PRISM PATCH: whether the socket is IPv6, read once. Upstream asked the
     // kernel (getsockname) for every datagram it parsed.
     ipv6: bool,
+    // PRISM PATCH: the datagrams of one turn of the session loop, written
+    // out together by `flush` (see `batch`).
+    batch: batch::Batch,
 }
 
 impl PacketSocket {
@@ -73,6 +78,7 @@ impl PacketSocket {
             stream: None,
             buffer: BytesMut::with_capacity(buffer_capacity),
             ipv6,
+            batch: batch::Batch::default(),
         }
     }
 
@@ -88,6 +94,7 @@ impl PacketSocket {
                 stream: Some(packet_receiver),
                 buffer: BytesMut::with_capacity(self.buffer.capacity()),
                 ipv6: self.ipv6,
+                batch: batch::Batch::default(),
             },
         )
     }
@@ -96,6 +103,18 @@ impl PacketSocket {
         self.buffer.clear();
         packet.0.serialize(&mut self.buffer);
         self.socket.send_to(&self.buffer, packet.1).await
+    }
+
+    /// PRISM PATCH: adds `packet` to the datagrams `flush` writes.
+    pub fn queue(&mut self, packet: (Packet, SocketAddr)) {
+        self.batch.push(&packet.0, packet.1);
+    }
+
+    /// PRISM PATCH: writes what `queue` gathered: runs of datagrams of one
+    /// size to one address in one `sendmsg` with UDP GSO where the kernel
+    /// has it, the others one by one.
+    pub async fn flush(&mut self) -> Result<(), io::Error> {
+        self.batch.send(&self.socket).await
     }
 
     pub async fn receive(&mut self) -> ReceivePacketResult {

@@ -8,6 +8,10 @@ use tokio::{task::JoinHandle, time::sleep_until};
 
 use crate::{net::PacketSocket, watch, SocketStatistics, SrtSocket};
 
+/// PRISM PATCH: messages from the application taken in one turn of the
+/// session loop at most (see `run_handler_loop`).
+const MAX_DATA_PER_TURN: usize = 64;
+
 struct SrtSocketState {
     socket: PacketSocket,
     connection: DuplexConnection,
@@ -47,10 +51,14 @@ impl SrtSocketState {
                 let _ = statistics_sender.send(connection.statistics().clone());
             }
 
+            // PRISM PATCH: the turn's packets are written together (UDP GSO
+            // where the kernel has it, see `net::batch`), not one `sendto`
+            // each.
             while let Some(packet) = connection.next_packet(Instant::now()) {
-                if let Err(e) = socket.send(packet).await {
-                    error!("Error while sending packet: {:?}", e); // TODO: real error handling
-                }
+                socket.queue(packet);
+            }
+            if let Err(e) = socket.flush().await {
+                error!("Error while sending packets: {:?}", e);
             }
 
             while let Some(data) = connection.next_data(Instant::now()) {
@@ -80,7 +88,26 @@ impl SrtSocketState {
 
             match input {
                 Input::Packet(packet) => connection.handle_packet_input(Instant::now(), packet),
-                Input::Data(data) => connection.handle_data_input(Instant::now(), data),
+                Input::Data(data) => {
+                    let mut more = data.is_some();
+                    connection.handle_data_input(Instant::now(), data);
+                    // PRISM PATCH: the application's messages already queued
+                    // are taken in the same turn (up to a GSO send's worth),
+                    // so their packets go out together instead of a turn,
+                    // and a send, each.
+                    for _ in 0..MAX_DATA_PER_TURN {
+                        if !more {
+                            break;
+                        }
+                        match input_data.next().now_or_never() {
+                            Some(data) => {
+                                more = data.is_some();
+                                connection.handle_data_input(Instant::now(), data);
+                            }
+                            None => break,
+                        }
+                    }
+                }
                 _ => {}
             }
         }
