@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use prism_media::subscriber::prefetch;
+use prism_media::{MediaKind, MediaMessage, Subscriber};
 
 use crate::batch_timer::{self, DueBatch};
-use prism_media::{MediaKind, MediaMessage, Subscriber};
 
 /// Counters a destination exposes; read by the admin API and metrics.
 #[derive(Debug, Default)]

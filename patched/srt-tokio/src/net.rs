@@ -105,9 +105,11 @@ impl PacketSocket {
         self.socket.send_to(&self.buffer, packet.1).await
     }
 
-    /// PRISM PATCH: adds `packet` to the datagrams `flush` writes.
-    pub fn queue(&mut self, packet: (Packet, SocketAddr)) {
+    /// PRISM PATCH: adds `packet` to the datagrams `flush` writes; true
+    /// once they are a GSO send's worth, to be flushed before more.
+    pub fn queue(&mut self, packet: (Packet, SocketAddr)) -> bool {
         self.batch.push(&packet.0, packet.1);
+        self.batch.len() >= batch::MAX_SEGMENTS
     }
 
     /// PRISM PATCH: writes what `queue` gathered: runs of datagrams of one

@@ -18,8 +18,9 @@ use srt_protocol::packet::Packet;
 use tokio::net::UdpSocket;
 
 /// At most this many datagrams in one GSO send (the kernel's
-/// `UDP_MAX_SEGMENTS` is 64 up to 5.x, 128 after).
-const MAX_SEGMENTS: usize = 64;
+/// `UDP_MAX_SEGMENTS` is 64 up to 5.x, 128 after), and in one batch: a
+/// batch is written once it holds this many, so its buffer stays small.
+pub const MAX_SEGMENTS: usize = 64;
 /// At most this many bytes in one GSO send: one UDP datagram's payload.
 const MAX_GSO_BYTES: usize = 65_000;
 
@@ -35,6 +36,10 @@ pub struct Batch {
 }
 
 impl Batch {
+    pub fn len(&self) -> usize {
+        self.datagrams.len()
+    }
+
     pub fn push(&mut self, packet: &Packet, to: SocketAddr) {
         let start = self.bytes.len();
         packet.serialize(&mut self.bytes);

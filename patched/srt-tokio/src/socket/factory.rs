@@ -55,7 +55,11 @@ impl SrtSocketState {
             // where the kernel has it, see `net::batch`), not one `sendto`
             // each.
             while let Some(packet) = connection.next_packet(Instant::now()) {
-                socket.queue(packet);
+                if socket.queue(packet) {
+                    if let Err(e) = socket.flush().await {
+                        error!("Error while sending packets: {:?}", e);
+                    }
+                }
             }
             if let Err(e) = socket.flush().await {
                 error!("Error while sending packets: {:?}", e);
