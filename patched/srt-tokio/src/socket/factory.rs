@@ -47,14 +47,17 @@ impl SrtSocketState {
         tokio::pin!(sleep);
         let mut deadline = None;
         while connection.is_open() {
-            if connection.should_update_statistics(Instant::now()) {
+            // PRISM PATCH: the clock is read once for what a turn sends and
+            // once for what it handles, not for every packet and message.
+            let now = Instant::now();
+            if connection.should_update_statistics(now) {
                 let _ = statistics_sender.send(connection.statistics().clone());
             }
 
             // PRISM PATCH: the turn's packets are written together (UDP GSO
             // where the kernel has it, see `net::batch`), not one `sendto`
             // each.
-            while let Some(packet) = connection.next_packet(Instant::now()) {
+            while let Some(packet) = connection.next_packet(now) {
                 if socket.queue(packet) {
                     if let Err(e) = socket.flush().await {
                         error!("Error while sending packets: {:?}", e);
@@ -65,7 +68,8 @@ impl SrtSocketState {
                 error!("Error while sending packets: {:?}", e);
             }
 
-            while let Some(data) = connection.next_data(Instant::now()) {
+            let now = Instant::now();
+            while let Some(data) = connection.next_data(now) {
                 if output_data.is_closed() {
                     continue;
                 }
@@ -74,7 +78,7 @@ impl SrtSocketState {
                 }
             }
 
-            let timeout = connection.check_timers(Instant::now());
+            let timeout = connection.check_timers(now);
             if deadline != Some(timeout) {
                 sleep.as_mut().reset(timeout.into());
                 deadline = Some(timeout);
@@ -90,11 +94,12 @@ impl SrtSocketState {
                 () = &mut sleep => Input::Timer,
             };
 
+            let now = Instant::now();
             match input {
-                Input::Packet(packet) => connection.handle_packet_input(Instant::now(), packet),
+                Input::Packet(packet) => connection.handle_packet_input(now, packet),
                 Input::Data(data) => {
                     let mut more = data.is_some();
-                    connection.handle_data_input(Instant::now(), data);
+                    connection.handle_data_input(now, data);
                     // PRISM PATCH: the application's messages already queued
                     // are taken in the same turn (up to a GSO send's worth),
                     // so their packets go out together instead of a turn,
@@ -106,7 +111,7 @@ impl SrtSocketState {
                         match input_data.next().now_or_never() {
                             Some(data) => {
                                 more = data.is_some();
-                                connection.handle_data_input(Instant::now(), data);
+                                connection.handle_data_input(now, data);
                             }
                             None => break,
                         }
