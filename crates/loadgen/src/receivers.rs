@@ -17,6 +17,7 @@ use crate::sink::Sinks;
 use crate::tls_front::TlsFront;
 use crate::wan::WanPath;
 use crate::Clock;
+use prism_testkit::free_port;
 use prism_testkit::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -207,11 +208,7 @@ impl Receivers {
             srt: Vec::with_capacity(destinations),
         };
         for _ in 0..destinations {
-            // Bound and released at once: the listener binds it a moment later.
-            let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|s| s.local_addr())
-                .map_err(|e| e.to_string())?
-                .port();
+            let port = free_port();
             let child = std::process::Command::new("srt-live-transmit")
                 .args([
                     "-a",

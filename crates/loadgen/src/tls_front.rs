@@ -5,12 +5,13 @@
 //! private CA through `ca_file`. The certificates are made with the
 //! `openssl` command (an ECDSA P-256 key, as most platforms serve).
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prism_testkit::nginx::spawn_nginx;
+use prism_testkit::{free_port, wait_for_port};
 
 /// Where Debian's libnginx-mod-stream puts the module.
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
@@ -36,13 +37,7 @@ impl TlsFront {
         let dir = std::env::temp_dir().join(format!("prism-loadgen-{}-tls", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         make_certificates(&dir)?;
-        let mut ports = Vec::with_capacity(backends.len());
-        for _ in backends {
-            // Bound and released at once: nginx binds it a moment later.
-            let listener =
-                TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| e.to_string())?;
-            ports.push(listener.local_addr().map_err(|e| e.to_string())?.port());
-        }
+        let ports: Vec<u16> = backends.iter().map(|_| free_port()).collect();
         let servers: String = ports
             .iter()
             .zip(backends)
@@ -64,17 +59,9 @@ impl TlsFront {
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in &front.ports {
-            while TcpStream::connect_timeout(
-                &(Ipv4Addr::LOCALHOST, *port).into(),
-                Duration::from_secs(1),
-            )
-            .is_err()
-            {
-                if Instant::now() > deadline {
-                    return Err(format!("the TLS front did not listen on 127.0.0.1:{port}"));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        for &port in &front.ports {
+            if !wait_for_port(port, deadline.saturating_duration_since(Instant::now())) {
+                return Err(format!("the TLS front did not listen on 127.0.0.1:{port}"));
             }
         }
         Ok(front)
