@@ -9,6 +9,7 @@
 //!     cargo build --release -p prism -p prism-loadgen
 //!     target/release/prism-loadgen --destinations 100 --bitrate 6000 --seconds 20 --all
 
+mod capacity;
 mod failover;
 mod ingest;
 mod receivers;
@@ -33,7 +34,7 @@ use crate::relay::Relay;
 use crate::sink::SinkReport;
 use crate::wan::WanPath;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     about = "Measure a relay's cost per destination: Prism, nginx-rtmp push, or a plain TCP tee"
 )]
@@ -123,7 +124,7 @@ struct Args {
     prism_threads: Option<usize>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Run Prism for a long time under churn (publishers dropping and
     /// returning, destinations hanging up, admin changes every 3 s) and
@@ -158,6 +159,29 @@ enum Command {
     Failover {
         #[arg(long, default_value_t = 20)]
         switches: usize,
+    },
+    /// The largest load each relay holds on this machine (Prism; with --all
+    /// nginx-rtmp, and SRS with --srs-bin): every destination live, no
+    /// frame lost once settled, p99 latency within the relay's budget + 5
+    /// ms. Uses --bitrate, --seconds, --prism-threads, --srs-bin.
+    Capacity {
+        /// The shapes of load to search (comma-separated).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "fanout,streams,srt-publishers,rtmps"
+        )]
+        shapes: Vec<capacity::Shape>,
+        /// Destinations per stream in the `streams` and `srt-publishers` shapes.
+        #[arg(long, default_value_t = 5)]
+        per_stream: usize,
+        /// Prism's latency budget (`[fanout] max_delay_ms`).
+        #[arg(long, default_value_t = 100)]
+        budget_ms: u64,
+        /// The largest N (destinations) or S (streams) tried.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
     },
     /// (internal) Run as the plain TCP tee relay.
     Tee {
@@ -247,6 +271,10 @@ struct Latency {
     max_ms: f64,
     p99_read_ms: f64,
     lost: u64,
+    /// Frames lost once settled (`SinkReport::lost_in_window`).
+    lost_in_window: u64,
+    /// Destinations that received the measured window's frames.
+    live: usize,
 }
 
 fn main() {
@@ -326,6 +354,20 @@ fn main() {
         Some(Command::Failover { switches }) => {
             Some(runtime.block_on(failover::run(&args, *switches, &source)))
         }
+        Some(Command::Capacity {
+            shapes,
+            per_stream,
+            budget_ms,
+            max,
+        }) => {
+            let options = capacity::CapacityOptions {
+                shapes: shapes.clone(),
+                per_stream: *per_stream,
+                budget_ms: *budget_ms,
+                max: *max,
+            };
+            Some(runtime.block_on(capacity::run_capacity(&args, &options, &source)))
+        }
         _ => None,
     };
     if let Some(outcome) = outcome {
@@ -371,6 +413,7 @@ fn main() {
                     budget: Some(budget),
                     record: false,
                     egress: Egress::Rtmp,
+                    ingest: Ingest::Rtmp,
                 })
                 .collect(),
             Against::Prism => budgets
@@ -382,6 +425,7 @@ fn main() {
                             budget: Some(budget),
                             record,
                             egress,
+                            ingest: Ingest::Rtmp,
                         })
                     })
                 })
@@ -391,6 +435,7 @@ fn main() {
                 budget: None,
                 record: false,
                 egress: Egress::Rtmp,
+                ingest: Ingest::Rtmp,
             }],
         })
         .collect();
@@ -484,6 +529,15 @@ struct Variant {
     record: bool,
     /// What Prism's destinations push.
     egress: Egress,
+    /// What the publishers send.
+    ingest: Ingest,
+}
+
+/// The protocol the publishers send (RTMP, or MPEG-TS over SRT by libsrt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingest {
+    Rtmp,
+    Srt,
 }
 
 /// The protocol Prism's destinations push (`--egress`).
@@ -500,6 +554,10 @@ impl Variant {
         let name = match self.budget {
             Some(0) | None => relay,
             Some(ms) => format!("{relay}/{ms}ms"),
+        };
+        let name = match self.ingest {
+            Ingest::Rtmp => name,
+            Ingest::Srt => name + "+srt-in",
         };
         let name = match self.egress {
             Egress::Rtmp => name,
@@ -550,15 +608,7 @@ async fn run(
             .with_tls_front(wan)?,
         Egress::Rtmp => Receivers::start(kind, args.destinations, clocks.clone(), raw, wan)?,
     };
-    let relay = Relay::start(
-        against,
-        args,
-        &receivers,
-        args.prism_bin.as_deref(),
-        budget,
-        variant.record,
-    )
-    .await?;
+    let relay = Relay::start(variant, args, &receivers).await?;
 
     let started = Instant::now();
     let measure_from = started + warmup;
@@ -594,6 +644,9 @@ async fn run(
         sent += publisher.await.map_err(|e| e.to_string())??;
     }
     let window = window_start.elapsed();
+    if let Some(sinks) = &receivers.sinks {
+        sinks.set_window_end(Instant::now() - Duration::from_secs(1));
+    }
     let idle = receivers.idle_srt_receivers();
     if idle > 0 {
         return Err(format!(
@@ -640,6 +693,8 @@ async fn run(
             max_ms: report.percentile_ms(1.0),
             p99_read_ms: report.read_percentile_ms(0.99),
             lost: report.lost,
+            lost_in_window: report.lost_in_window,
+            live: report.live,
         }),
         sent,
     })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::receivers::Receivers;
 use crate::source::Target;
-use crate::{Against, Args};
+use crate::{Against, Args, Ingest, Variant};
 use prism_testkit::free_port;
 use prism_testkit::nginx::{spawn_nginx, NGINX_RTMP_MODULE};
 
@@ -21,6 +21,8 @@ pub struct Relay {
     against: Against,
     child: Child,
     port: u16,
+    /// Where publishers send SRT (`Ingest::Srt`).
+    srt_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -63,24 +65,30 @@ pub fn prism_config(
 
 impl Relay {
     pub async fn start(
-        against: Against,
+        variant: Variant,
         args: &Args,
         receivers: &Receivers,
-        prism_bin: Option<&Path>,
-        max_delay_ms: u64,
-        record: bool,
     ) -> Result<Self, String> {
+        let against = variant.against;
         let dir =
             std::env::temp_dir().join(format!("prism-loadgen-{}-{against:?}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let port = free_port();
+        let srt_port = (variant.ingest == Ingest::Srt).then(free_port);
+        let max_delay_ms = variant.budget.unwrap_or(0);
         let child = match against {
             Against::Prism => {
                 let path = dir.join("prism.toml");
                 let destinations = vec![args.destinations; args.streams];
+                let srt = srt_port.map_or(String::new(), |port| {
+                    format!(
+                        "\n[srt]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = {}\n",
+                        args.streams + 8
+                    )
+                });
                 let mut config =
-                    prism_config(args, port, receivers, max_delay_ms, &destinations, "");
-                if record {
+                    prism_config(args, port, receivers, max_delay_ms, &destinations, &srt);
+                if variant.record {
                     // Every stream recorded, to this disk (fMP4, the default).
                     config = config.replace("\n[[streams]]\n", "\n[[streams]]\nrecord = true\n");
                     config = format!(
@@ -92,7 +100,10 @@ impl Relay {
                 // Its warnings, for a run that fails.
                 let log =
                     std::fs::File::create(dir.join("prism.log")).map_err(|e| e.to_string())?;
-                spawn_prism(&path, prism_bin, Stdio::from(log))?
+                spawn_prism(&path, args.prism_bin.as_deref(), Stdio::from(log))?
+            }
+            Against::Nginx | Against::Tee if srt_port.is_some() => {
+                return Err(format!("{against:?} takes no SRT publish"));
             }
             Against::Nginx => {
                 if !Path::new(NGINX_RTMP_MODULE).exists() {
@@ -129,10 +140,18 @@ impl Relay {
                     .iter()
                     .map(|p| format!("{}:{p}", receivers.host))
                     .collect();
+                // SRT (an SRS built with --srt=on): remuxed to RTMP, then
+                // forwarded as an RTMP publish is.
+                let (srt_server, srt_vhost) = srt_port.map_or((String::new(), ""), |port| {
+                    (
+                        format!("srt_server {{\n    enabled on;\n    listen {port};\n}}\n"),
+                        "    srt {\n        enabled on;\n        srt_to_rtmp on;\n    }\n",
+                    )
+                });
                 let config = format!(
                     "listen {port};\nmax_connections 4000;\ndaemon off;\npid {dir}/srs.pid;\n\
-                     srs_log_tank file;\nsrs_log_file {dir}/srs.log;\nsrs_log_level warn;\n\
-                     vhost __defaultVhost__ {{\n    chunk_size {chunk_size};\n    forward {{\n        enabled on;\n        destination {};\n    }}\n}}\n",
+                     srs_log_tank file;\nsrs_log_file {dir}/srs.log;\nsrs_log_level warn;\n{srt_server}\
+                     vhost __defaultVhost__ {{\n    chunk_size {chunk_size};\n{srt_vhost}    forward {{\n        enabled on;\n        destination {};\n    }}\n}}\n",
                     destinations.join(" "),
                     dir = dir.display(),
                     chunk_size = args.chunk_size,
@@ -182,11 +201,19 @@ impl Relay {
             against,
             child,
             port,
+            srt_port,
             dir,
         })
     }
 
     pub fn publish_target(&self, stream: usize) -> Target {
+        if let Some(port) = self.srt_port {
+            let stream_id = match self.against {
+                Against::Srs => format!("#!::r=sink/s{stream},m=publish"),
+                _ => format!("s{stream}"),
+            };
+            return Target::Srt(format!("srt://127.0.0.1:{port}?streamid={stream_id}"));
+        }
         match self.against {
             Against::Prism => {
                 Target::Rtmp(format!("rtmp://127.0.0.1:{}/live/s{stream}", self.port))

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use prism_media::{flv, MediaKind};
 use prism_rtmp::{ChunkWriter, Role, ServerEvent, ServerSession};
 
-use crate::source::{decode_stamp, AUDIO_STAMP_AT, VIDEO_STAMP_AT};
+use crate::source::find_stamp;
 use crate::{wall_clock_ns, Clock};
 
 struct Connection {
@@ -40,6 +40,7 @@ struct Connection {
 /// kernel's receipt and to the read.
 #[derive(Clone, Copy)]
 struct Sample {
+    seq: u64,
     read_at: Instant,
     arrival_us: u32,
     read_us: u32,
@@ -49,6 +50,10 @@ struct Shared {
     clocks: Vec<Arc<Clock>>,
     bytes: AtomicU64,
     window_start: OnceLock<Instant>,
+    /// The frames counted for loss: those sent within these times on the
+    /// publisher's clock (wall clock, ns).
+    window_start_wall_ns: OnceLock<u64>,
+    window_end_wall_ns: OnceLock<u64>,
     connections: Mutex<Vec<Arc<Mutex<Connection>>>>,
     /// (stream, at): every connection of that stream made before `at`
     /// hangs up.
@@ -71,10 +76,16 @@ pub struct SinkReport {
     /// To the sink's read, sorted.
     read_latencies_us: Vec<u32>,
     pub lost: u64,
+    /// Frames sent in the measured window (`set_window_end`) that a
+    /// connection live in it never received: what a relay lost once
+    /// settled, whatever it skipped while a destination started.
+    pub lost_in_window: u64,
+    /// Connections that received a frame sent in the measured window.
+    pub live: usize,
 }
 
 impl SinkReport {
-    fn new(samples: impl Iterator<Item = Sample>, lost: u64) -> Self {
+    fn new(samples: impl Iterator<Item = Sample>, lost: u64, window: WindowCount) -> Self {
         let (mut latencies_us, mut read_latencies_us): (Vec<u32>, Vec<u32>) =
             samples.map(|s| (s.arrival_us, s.read_us)).unzip();
         latencies_us.sort_unstable();
@@ -83,6 +94,8 @@ impl SinkReport {
             latencies_us,
             read_latencies_us,
             lost,
+            lost_in_window: window.lost,
+            live: window.live,
         }
     }
 
@@ -116,6 +129,8 @@ pub fn start(
         clocks,
         bytes: AtomicU64::new(0),
         window_start: OnceLock::new(),
+        window_start_wall_ns: OnceLock::new(),
+        window_end_wall_ns: OnceLock::new(),
         connections: Mutex::new(Vec::new()),
         hang_up: watch::channel(None).0,
     });
@@ -143,6 +158,22 @@ pub fn start(
 impl Sinks {
     pub fn set_window_start(&self, at: Instant) {
         let _ = self.shared.window_start.set(at);
+        let ahead = at.saturating_duration_since(Instant::now()).as_nanos() as u64;
+        let _ = self
+            .shared
+            .window_start_wall_ns
+            .set(wall_clock_ns() + ahead);
+    }
+
+    /// Frames sent after `at` (in the past) are not counted for loss: the
+    /// last ones of a publish may be held by design (a TS demuxer ends a
+    /// video frame only when the next one starts).
+    pub fn set_window_end(&self, at: Instant) {
+        let behind = Instant::now().saturating_duration_since(at).as_nanos() as u64;
+        let _ = self
+            .shared
+            .window_end_wall_ns
+            .set(wall_clock_ns().saturating_sub(behind));
     }
 
     pub fn bytes(&self) -> u64 {
@@ -203,7 +234,7 @@ impl Sinks {
                     .filter(|s| (from..to).contains(&s.read_at)),
             );
         }
-        SinkReport::new(samples.into_iter(), 0)
+        SinkReport::new(samples.into_iter(), 0, WindowCount::default())
     }
 
     /// Latencies of every frame sent after the warm-up, and frames lost:
@@ -213,8 +244,30 @@ impl Sinks {
         let mut samples = Vec::new();
         let mut lost = 0;
         let window_start = self.shared.window_start.get().copied();
+        let counted = |wall: &OnceLock<u64>, or| wall.get().copied().unwrap_or(or);
+        let (from, to) = (
+            counted(&self.shared.window_start_wall_ns, u64::MAX),
+            counted(&self.shared.window_end_wall_ns, u64::MAX),
+        );
+        let window_seqs: Vec<_> = self
+            .shared
+            .clocks
+            .iter()
+            .map(|c| c.seqs_sent_between(from, to))
+            .collect();
+        let mut window = WindowCount::default();
         for connection in connections.iter() {
             let connection = connection.lock().unwrap();
+            let seqs = &window_seqs[connection.stream];
+            let received = connection
+                .samples
+                .iter()
+                .filter(|s| seqs.contains(&s.seq))
+                .count() as u64;
+            if received > 0 {
+                window.live += 1;
+                window.lost += (seqs.end - seqs.start).saturating_sub(received);
+            }
             samples.extend(
                 connection
                     .samples
@@ -223,7 +276,9 @@ impl Sinks {
             );
             let last_sent = self.shared.clocks[connection.stream].last_seq();
             if let Some(first) = connection.first_seq {
-                lost += (last_sent + 1 - first).saturating_sub(connection.received);
+                lost += (last_sent + 1)
+                    .saturating_sub(first)
+                    .saturating_sub(connection.received);
             }
         }
         if connections.len() < expected_connections {
@@ -232,8 +287,15 @@ impl Sinks {
                 connections.len()
             );
         }
-        SinkReport::new(samples.into_iter(), lost)
+        SinkReport::new(samples.into_iter(), lost, window)
     }
+}
+
+/// The measured window's count over connections (`SinkReport`).
+#[derive(Default)]
+struct WindowCount {
+    lost: u64,
+    live: usize,
 }
 
 impl Clock {
@@ -243,6 +305,19 @@ impl Clock {
             .iter()
             .rposition(|s| s.load(Ordering::Relaxed) != 0)
             .map_or(0, |i| i as u64)
+    }
+
+    /// The sequence numbers of the messages sent within `from..to` (wall
+    /// clock, ns); sequence numbers follow the order of sending.
+    fn seqs_sent_between(&self, from: u64, to: u64) -> std::ops::Range<u64> {
+        let sent_within = |s: &AtomicU64| (from..to).contains(&s.load(Ordering::Relaxed));
+        match self.sent.iter().position(sent_within) {
+            Some(first) => {
+                let last = self.sent.iter().rposition(sent_within).unwrap_or(first);
+                first as u64..last as u64 + 1
+            }
+            None => 0..0,
+        }
     }
 }
 
@@ -348,12 +423,12 @@ fn record_frame(
     payload: &[u8],
     arrived_wall_ns: Option<u64>,
 ) {
-    let at = match kind {
-        MediaKind::Video if !flv::inspect_video(payload).sequence_header => VIDEO_STAMP_AT,
-        MediaKind::Audio if !flv::is_audio_sequence_header(payload) => AUDIO_STAMP_AT,
-        _ => return,
+    let frame = match kind {
+        MediaKind::Video => !flv::inspect_video(payload).sequence_header,
+        MediaKind::Audio => !flv::is_audio_sequence_header(payload),
+        MediaKind::Data => false,
     };
-    let Some(seq) = payload.get(at..at + 8).and_then(decode_stamp) else {
+    let Some(seq) = frame.then(|| find_stamp(kind, payload)).flatten() else {
         return;
     };
     let mut state = connection.lock().unwrap();
@@ -371,6 +446,7 @@ fn record_frame(
             .unwrap_or(read_age);
         let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
         state.samples.push(Sample {
+            seq,
             read_at: now,
             arrival_us: us(arrival_age),
             read_us: us(read_age),

@@ -23,8 +23,11 @@ const SOURCE_SECONDS: u32 = 10;
 /// (user data, unregistered) put first in every video frame, so the frame
 /// stays valid H.264 for relays that parse it (SRS does); past the AAC
 /// header (audio).
-pub const VIDEO_STAMP_AT: usize = 5 + 4 + 3 + 16;
+pub const VIDEO_STAMP_AT: usize = 5 + 4 + 3 + STAMP_UUID.len();
 pub const AUDIO_STAMP_AT: usize = 2;
+/// The SEI's UUID, which marks the stamp wherever a relay puts the SEI (a
+/// relay that goes through MPEG-TS may keep an access unit delimiter first).
+const STAMP_UUID: &[u8; 16] = b"prism-loadgen-ts";
 /// The SEI NAL unit carrying the stamp: header (type 6), payload type 5,
 /// payload size 24 (a 16-byte UUID and the 8-byte stamp), then the RBSP
 /// stop bit.
@@ -40,8 +43,34 @@ pub fn encode_stamp(seq: u64) -> [u8; 8] {
     out
 }
 
-pub fn decode_stamp(bytes: &[u8]) -> Option<u64> {
+/// The sequence number in a stamped frame as received: audio past the AAC
+/// header, video after the stamp's UUID among the frame's first NAL units.
+pub fn find_stamp(kind: MediaKind, payload: &[u8]) -> Option<u64> {
+    let at = match kind {
+        MediaKind::Audio => AUDIO_STAMP_AT,
+        MediaKind::Video
+            if payload.get(VIDEO_STAMP_AT - STAMP_UUID.len()..VIDEO_STAMP_AT)
+                == Some(STAMP_UUID) =>
+        {
+            VIDEO_STAMP_AT
+        }
+        MediaKind::Video => {
+            let head = &payload[..payload.len().min(128)];
+            head.windows(STAMP_UUID.len())
+                .position(|w| w == STAMP_UUID)?
+                + STAMP_UUID.len()
+        }
+        MediaKind::Data => return None,
+    };
+    decode_stamp(payload.get(at..at + 8)?)
+}
+
+/// A stamp's value; none for bytes no stamp has (an unstamped frame).
+fn decode_stamp(bytes: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = bytes.try_into().ok()?;
+    if bytes.iter().any(|b| b & 0x80 == 0) {
+        return None;
+    }
     Some(
         bytes
             .iter()
@@ -55,7 +84,7 @@ fn with_stamp_sei(frame: &[u8]) -> Bytes {
     out.extend_from_slice(&frame[..5]);
     out.extend_from_slice(&(STAMP_SEI_LEN as u32).to_be_bytes());
     out.extend_from_slice(&[0x06, 0x05, 24]);
-    out.extend_from_slice(b"prism-loadgen-ts");
+    out.extend_from_slice(STAMP_UUID);
     out.extend_from_slice(&encode_stamp(0));
     out.push(0x80);
     out.extend_from_slice(&frame[5..]);
@@ -90,6 +119,8 @@ pub enum Target {
         address: String,
         stream: usize,
     },
+    /// An `srt://` URL: MPEG-TS over SRT (`publish_srt`).
+    Srt(String),
 }
 
 /// Where the source stream of `bitrate_kbps` is cached: the workspace's
@@ -163,109 +194,237 @@ pub async fn publish(
     duration: Duration,
     clock: Arc<Clock>,
 ) -> Result<u64, String> {
-    let (url, raw_addr, raw_stream) = match target {
-        Target::Rtmp(url) => (Some(url), None, 0),
-        Target::Raw { address, stream } => (None, Some(address), stream),
-    };
-    let address = match (&url, &raw_addr) {
-        (Some(url), _) => {
-            let parsed = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
-            format!("{}:{}", parsed.host, parsed.port)
+    match target {
+        Target::Rtmp(url) => publish_rtmp(&source, &url, duration, &clock).await,
+        Target::Raw { address, stream } => {
+            publish_raw(&source, &address, stream, duration, &clock).await
         }
-        (_, Some(addr)) => addr.clone(),
-        _ => unreachable!(),
-    };
-    let mut stream = connect_retrying(&address).await?;
+        Target::Srt(url) => publish_srt(&source, &url, duration, &clock).await,
+    }
+}
+
+async fn publish_rtmp(
+    source: &Source,
+    url: &str,
+    duration: Duration,
+    clock: &Clock,
+) -> Result<u64, String> {
+    let url = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
+    let mut stream = connect_retrying(&format!("{}:{}", url.host, url.port)).await?;
     let _ = stream.set_nodelay(true);
     let mut out = ChunkWriter::new(128);
-    let mut stream_id = 0;
-    if let Some(url) = &url {
-        let url = DestinationUrl::parse(url, None).map_err(|e| e.to_string())?;
-        stream_id = prism_fanout::start_publish(
-            &mut stream,
-            &url,
-            // What OBS publishes with.
-            prism_rtmp::server::SERVER_CHUNK_SIZE,
-            &mut out,
-            None,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .1;
+    let stream_id = prism_fanout::start_publish(
+        &mut stream,
+        &url,
+        // What OBS publishes with.
+        prism_rtmp::server::SERVER_CHUNK_SIZE,
+        &mut out,
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .1;
+    let mut writer = drained(stream);
+    let mut pacer = Pacer::new(source, duration, clock);
+    while let Some((kind, timestamp, payload)) = pacer.next().await {
+        prism_rtmp::queue_media(&mut out, kind.type_id(), stream_id, timestamp, &payload);
+        out.write_to(&mut writer, None)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let raw = raw_addr.is_some();
-    if raw {
-        stream
-            .write_all(&(raw_stream as u32).to_be_bytes())
+    let _ = writer.shutdown().await;
+    Ok(pacer.seq)
+}
+
+/// Plain TCP to the tee: the stream's index, then FLV tags.
+async fn publish_raw(
+    source: &Source,
+    address: &str,
+    stream: usize,
+    duration: Duration,
+    clock: &Clock,
+) -> Result<u64, String> {
+    let mut socket = connect_retrying(address).await?;
+    let _ = socket.set_nodelay(true);
+    socket
+        .write_all(&(stream as u32).to_be_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut writer = drained(socket);
+    let mut raw_tag = Vec::new();
+    let mut pacer = Pacer::new(source, duration, clock);
+    while let Some((kind, timestamp, payload)) = pacer.next().await {
+        raw_tag.clear();
+        flv::write_tag(&mut raw_tag, kind.type_id(), timestamp, &payload);
+        writer
+            .write_all(&raw_tag)
             .await
             .map_err(|e| format!("write: {e}"))?;
     }
-    let (mut reader, mut writer) = stream.into_split();
-    // Drain whatever the relay says (acks, pings), so it never blocks on us.
+    let _ = writer.shutdown().await;
+    Ok(pacer.seq)
+}
+
+/// MPEG-TS over SRT, sent by libsrt: the harness muxes (Prism's own TS
+/// muxer) into the stdin of `srt-live-transmit` calling `url` with libsrt's
+/// defaults, which sends it on in 1316-byte messages, as encoders do.
+async fn publish_srt(
+    source: &Source,
+    url: &str,
+    duration: Duration,
+    clock: &Clock,
+) -> Result<u64, String> {
+    let mut child = std::process::Command::new("srt-live-transmit")
+        // An encoder's messages: seven TS packets (srt-live-transmit's own
+        // default, 1456 bytes, splits packets, which SRS refuses).
+        .args(["-q", "-chunk", &SRT_MESSAGE.to_string(), "file://con", url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start srt-live-transmit (Debian: srt-tools): {e}"))?;
+    let stdin = child.stdin.take().ok_or("srt-live-transmit: no stdin")?;
+    let sender = KillOnDrop(child);
+    let mut pipe = tokio::net::unix::pipe::Sender::from_owned_fd(std::os::fd::OwnedFd::from(stdin))
+        .map_err(|e| format!("srt-live-transmit's stdin: {e}"))?;
+    let mut muxer = prism_media::mpegts::TsMuxer::new();
+    let mut pacer = Pacer::new(source, duration, clock);
+    // Video frames alone are measured: SRS parses the AAC in TS and drops
+    // most frames a stamp garbles.
+    pacer.stamp_audio = false;
+    let mut written = 0;
+    while let Some((kind, timestamp, payload)) = pacer.next().await {
+        let packets = muxer.mux(&prism_media::MediaMessage::new(
+            kind,
+            timestamp.into(),
+            payload,
+        ));
+        written += packets.len();
+        pipe.write_all(&packets)
+            .await
+            .map_err(|e| format!("srt-live-transmit ended: {e}"))?;
+    }
+    // srt-live-transmit sends whole 1316-byte messages: null packets push
+    // out the last one, and the connection stays up past SRT's receive
+    // latency so the receiver delivers all it holds.
+    let last_message = written % SRT_MESSAGE;
+    if last_message > 0 {
+        let padding: Vec<u8> =
+            std::iter::repeat_n(TS_NULL_PACKET, (SRT_MESSAGE - last_message) / 188)
+                .flatten()
+                .collect();
+        let _ = pipe.write_all(&padding).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    drop(pipe);
+    drop(sender);
+    Ok(pacer.seq)
+}
+
+/// What srt-live-transmit sends per SRT message: seven TS packets.
+const SRT_MESSAGE: usize = 7 * 188;
+
+/// A TS null packet (PID 0x1fff), which demuxers skip.
+const TS_NULL_PACKET: [u8; 188] = {
+    let mut packet = [0xff; 188];
+    packet[0] = 0x47;
+    packet[1] = 0x1f;
+    packet[2] = 0xff;
+    packet[3] = 0x10;
+    packet
+};
+
+/// Ends a helper process with the publish that started it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The write half of `stream`; its read half is drained (acks, pings), so
+/// the relay never blocks on us.
+fn drained(stream: TcpStream) -> tokio::net::tcp::OwnedWriteHalf {
+    let (mut reader, writer) = stream.into_split();
     tokio::spawn(async move {
         let mut sink = vec![0u8; 4096];
         while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
     });
+    writer
+}
 
-    let started = Instant::now();
-    let mut seq = 0u64;
-    let mut pass = 0u32;
-    'passes: loop {
-        let offset = pass * source.duration_ms;
-        for tag in source.tags.iter() {
+/// The source's tags at their times, looping for `duration` (sequence
+/// headers and metadata only in the first pass), every frame stamped with
+/// the next sequence number and marked sent on `clock`.
+struct Pacer<'a> {
+    source: &'a Source,
+    duration: Duration,
+    clock: &'a Clock,
+    started: Instant,
+    pass: u32,
+    next: usize,
+    /// Stamped messages so far.
+    seq: u64,
+    /// Audio frames get stamps too (their AAC data is garbled where the
+    /// stamp goes; a relay that parses AAC may drop them).
+    stamp_audio: bool,
+}
+
+impl<'a> Pacer<'a> {
+    fn new(source: &'a Source, duration: Duration, clock: &'a Clock) -> Self {
+        Self {
+            source,
+            duration,
+            clock,
+            started: Instant::now(),
+            pass: 0,
+            next: 0,
+            seq: 0,
+            stamp_audio: true,
+        }
+    }
+
+    /// The next tag, its timestamp and its (stamped) payload, once it is
+    /// due; none when the run is over.
+    async fn next(&mut self) -> Option<(MediaKind, u32, Bytes)> {
+        loop {
+            if self.next == self.source.tags.len() {
+                self.next = 0;
+                self.pass += 1;
+            }
+            let tag = &self.source.tags[self.next];
+            self.next += 1;
             let is_header = tag.kind == MediaKind::Data
                 || prism_media::MediaMessage::new(tag.kind, 0, tag.data.clone()).sequence_header;
-            if pass > 0 && is_header {
+            if self.pass > 0 && is_header {
                 continue;
             }
-            let due = started + Duration::from_millis((offset + tag.timestamp) as u64);
-            if due.duration_since(started) > duration {
-                break 'passes;
+            let timestamp = self.pass * self.source.duration_ms + tag.timestamp;
+            let due = self.started + Duration::from_millis(timestamp as u64);
+            if due.duration_since(self.started) > self.duration {
+                return None;
             }
             tokio::time::sleep_until(due.into()).await;
             let stamp_at = match tag.kind {
-                MediaKind::Video => VIDEO_STAMP_AT,
-                MediaKind::Audio => AUDIO_STAMP_AT,
-                MediaKind::Data => usize::MAX,
-            };
-            let payload = if !is_header && tag.data.len() >= stamp_at + 8 {
-                seq += 1;
+                MediaKind::Video => Some(VIDEO_STAMP_AT),
+                MediaKind::Audio if self.stamp_audio => Some(AUDIO_STAMP_AT),
+                MediaKind::Audio | MediaKind::Data => None,
+            }
+            .filter(|at| !is_header && tag.data.len() >= at + 8);
+            let payload = if let Some(stamp_at) = stamp_at {
+                self.seq += 1;
                 let mut stamped = BytesMut::from(&tag.data[..]);
-                stamped[stamp_at..stamp_at + 8].copy_from_slice(&encode_stamp(seq));
-                clock.mark_sent(seq);
+                stamped[stamp_at..stamp_at + 8].copy_from_slice(&encode_stamp(self.seq));
+                self.clock.mark_sent(self.seq);
                 stamped.freeze()
             } else {
                 tag.data.clone()
             };
-            if raw {
-                let mut raw_tag = Vec::with_capacity(payload.len() + 15);
-                flv::write_tag(
-                    &mut raw_tag,
-                    tag.kind.type_id(),
-                    offset + tag.timestamp,
-                    &payload,
-                );
-                writer
-                    .write_all(&raw_tag)
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
-                continue;
-            }
-            prism_rtmp::queue_media(
-                &mut out,
-                tag.kind.type_id(),
-                stream_id,
-                offset + tag.timestamp,
-                &payload,
-            );
-            out.write_to(&mut writer, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            return Some((tag.kind, timestamp, payload));
         }
-        pass += 1;
     }
-    let _ = writer.shutdown().await;
-    Ok(seq)
 }
 
 async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
