@@ -439,3 +439,41 @@ async fn connect_retrying(address: &str) -> Result<TcpStream, String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An FLV AVC frame (keyframe, NALU) of one slice, stamped with `seq`.
+    fn stamped_frame(seq: u64) -> Vec<u8> {
+        let frame = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        let mut stamped = with_stamp_sei(&frame).to_vec();
+        stamped[VIDEO_STAMP_AT..VIDEO_STAMP_AT + 8].copy_from_slice(&encode_stamp(seq));
+        stamped
+    }
+
+    #[test]
+    fn a_video_stamp_is_found_where_the_publisher_put_it() {
+        let frame = stamped_frame(123_456);
+        assert_eq!(find_stamp(MediaKind::Video, &frame), Some(123_456));
+    }
+
+    #[test]
+    fn a_video_stamp_is_found_behind_an_access_unit_delimiter() {
+        // What SRS forwards of a TS publish: the AUD kept first.
+        let stamped = stamped_frame(77);
+        let mut frame = stamped[..5].to_vec();
+        frame.extend_from_slice(&[0, 0, 0, 2, 0x09, 0xf0]);
+        frame.extend_from_slice(&stamped[5..]);
+        assert_eq!(find_stamp(MediaKind::Video, &frame), Some(77));
+    }
+
+    #[test]
+    fn an_unstamped_frame_has_no_stamp() {
+        // Raw AAC as an encoder writes it: bytes with the high bit clear.
+        let audio = [0xaf, 0x01, 0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c, 0x00, 0x40];
+        assert_eq!(find_stamp(MediaKind::Audio, &audio), None);
+        let unstamped_video = [0x27, 1, 0, 0, 0, 0, 0, 0, 3, 0x41, 0x9a, 0x02];
+        assert_eq!(find_stamp(MediaKind::Video, &unstamped_video), None);
+    }
+}
