@@ -419,3 +419,45 @@ fn removing_a_stream_ends_its_live_srt_publish() {
     assert_eq!(log.matches("publish stopped").count(), 1, "{log}");
     assert_eq!(log.matches("panicked").count(), 0, "{log}");
 }
+
+/// The SRT listener's one UDP socket takes every publisher's datagrams, so
+/// it asks for libsrt's receive buffer (8192 packets of 1500 bytes); the
+/// kernel grants up to `net.core.rmem_max`, and when that is less the log
+/// says which sysctl to raise.
+#[test]
+fn the_srt_listener_asks_libsrts_receive_buffer_and_says_when_the_kernel_caps_it() {
+    const ASKED: u64 = 8192 * 1500;
+    const CAPPED: &str = "raise net.core.rmem_max";
+    let scratch = Scratch::new("srt-rcvbuf");
+    let (rtmp_port, srt_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n[[streams]]\nid = \"plain\"\nkey = \"{PLAIN_KEY}\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
+    let rmem_max: u64 = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("read net.core.rmem_max")
+        .trim()
+        .parse()
+        .unwrap();
+    // What the kernel granted, as `ss` reports it (`rb`, twice the grant:
+    // Linux counts its overhead in).
+    let ss = std::process::Command::new("ss")
+        .args(["-u", "-l", "-n", "-m", &format!("sport = :{srt_port}")])
+        .output()
+        .expect("run ss (Debian: iproute2)");
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let granted: u64 = ss
+        .split("rb")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no receive buffer for port {srt_port} in: {ss}"));
+    assert_eq!(granted, 2 * ASKED.min(rmem_max), "{ss}");
+    if rmem_max < ASKED {
+        prism.wait_for_log(CAPPED, Duration::from_secs(5));
+    } else {
+        assert!(!prism.log().contains(CAPPED), "{}", prism.log());
+    }
+    prism.terminate();
+}

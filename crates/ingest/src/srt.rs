@@ -49,8 +49,10 @@ pub struct SrtSettings {
 /// listener's demultiplexer) as Prism's supervised tasks report theirs:
 /// counted under `prism_task_panics_total{task}` and logged, the message
 /// escaped. Such a panic ends that one connection (or listener, which is
-/// then restarted); the process goes on.
-pub fn observe_srt_task_panics() {
+/// then restarted); the process goes on. srt-tokio's warnings to the
+/// operator (a kernel limit on its UDP buffers, UDP GSO refused) are logged
+/// too.
+pub fn observe_srt_tasks() {
     srt_tokio::set_panic_observer(|task, message| {
         prism_media::supervise::count_panic(task);
         error!(
@@ -59,6 +61,7 @@ pub fn observe_srt_task_panics() {
             "an SRT task panicked; its connection ended"
         );
     });
+    srt_tokio::set_warning_observer(|message| warn!("SRT: {message}"));
 }
 
 /// Binds the SRT listener (UDP); an error names the address.

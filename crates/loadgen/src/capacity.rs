@@ -73,6 +73,8 @@ pub struct CapacityOptions {
     pub budget_ms: u64,
     /// The largest N or S tried.
     pub max: usize,
+    /// The first N or S tried, instead of the shape's own start.
+    pub start: Option<usize>,
 }
 
 /// One probe's outcome: the run, or why it did not hold.
@@ -183,7 +185,7 @@ async fn search(
 ) -> Found {
     let mut held: Option<Probe> = None;
     let mut failed: Option<Probe> = None;
-    let mut load = shape.start().min(options.max);
+    let mut load = options.start.unwrap_or(shape.start()).min(options.max);
     loop {
         let probe = measure(args, options, source, variant, shape, load, limit_ms).await;
         eprintln!(

@@ -182,6 +182,9 @@ enum Command {
         /// The largest N (destinations) or S (streams) tried.
         #[arg(long, default_value_t = 1000)]
         max: usize,
+        /// The first N or S tried (default: 50 destinations, 8 streams).
+        #[arg(long)]
+        start: Option<usize>,
     },
     /// (internal) Run as the plain TCP tee relay.
     Tee {
@@ -359,12 +362,14 @@ fn main() {
             per_stream,
             budget_ms,
             max,
+            start,
         }) => {
             let options = capacity::CapacityOptions {
                 shapes: shapes.clone(),
                 per_stream: *per_stream,
                 budget_ms: *budget_ms,
                 max: *max,
+                start: *start,
             };
             Some(runtime.block_on(capacity::run_capacity(&args, &options, &source)))
         }

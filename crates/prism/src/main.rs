@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     log_panics_through_tracing();
-    prism_ingest::srt::observe_srt_task_panics();
+    prism_ingest::srt::observe_srt_tasks();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)

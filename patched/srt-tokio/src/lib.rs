@@ -53,10 +53,12 @@ mod listener;
 mod net;
 mod socket;
 mod supervise;
+mod warnings;
 mod watch;
 
 pub use net::bind_socket;
 pub use supervise::set_panic_observer;
+pub use warnings::set_warning_observer;
 pub use srt_protocol::access;
 pub use srt_protocol::options;
 

@@ -34,10 +34,38 @@ pub async fn bind_socket(options: &SocketOptions) -> Result<UdpSocket, io::Error
 
     socket.set_nonblocking(true)?; // required for passing to tokio
     socket.set_recv_buffer_size(recv_buffer_size)?;
+    warn_if_capped(&socket, recv_buffer_size);
     socket.set_send_buffer_size(send_buffer_size)?;
     socket.bind(&options.connect.local.into())?;
 
     UdpSocket::from_std(socket.into())
+}
+
+/// PRISM PATCH: the kernel grants a receive buffer up to
+/// `net.core.rmem_max` (Debian's default: 208 KiB), whatever was asked; a
+/// burst past what it granted (keyframes of many publishers arriving at
+/// once on a listener's one socket) is dropped before SRT sees it, and
+/// costs retransmissions or, past the latency, frames. Said once per
+/// process.
+fn warn_if_capped(socket: &Socket, asked: usize) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Linux reports twice what it grants (the other half is its overhead).
+    let granted = socket.recv_buffer_size().map_or(asked, |reported| {
+        if cfg!(target_os = "linux") {
+            reported / 2
+        } else {
+            reported
+        }
+    });
+    if granted < asked && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::warnings::warn(format!(
+            "the kernel capped SRT's UDP receive buffer at {} KiB of the {} KiB asked: \
+             raise net.core.rmem_max (sysctl -w net.core.rmem_max={asked}) so that bursts \
+             from many publishers are not dropped",
+            granted / 1024,
+            asked / 1024
+        ));
+    }
 }
 
 pub async fn lookup_remote_host(remote: &SocketAddress) -> Result<SocketAddr, io::Error> {

@@ -29,7 +29,7 @@ pub struct Connect {
     /// UDP Socket Receive Buffer Size. Configured in bytes, maintained in packets based on MSS value.
     /// Receive buffer must not be greater than FC size.
     ///
-    /// Default is 64k
+    /// Default is 8192 × 1500 bytes, as libsrt's
     pub udp_recv_buffer_size: ByteCount,
 
     /// SRT_UDP_SNDBUF
@@ -61,7 +61,11 @@ impl Default for Connect {
             local: SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
             timeout: Duration::from_secs(3),
             min_version: SrtVersion::new(1, 0, 0),
-            udp_recv_buffer_size: ByteCount(65536),
+            // PRISM PATCH: libsrt's default, its receive buffer in bytes
+            // (8192 packets of 1500); upstream asked for 64 KiB, which one
+            // HD keyframe fills, and which a listener shares among all its
+            // callers.
+            udp_recv_buffer_size: ByteCount(8192 * 1500),
             udp_send_buffer_size: ByteCount(65536),
             ip_ttl: 64,
             linger: Some(Duration::from_secs(180)),

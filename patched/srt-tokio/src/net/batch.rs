@@ -66,7 +66,9 @@ impl Batch {
                     // Sent one by one below, this time and from now on.
                     Err(e) if refuses_gso(&e) => {
                         GSO_REFUSED.store(true, Ordering::Relaxed);
-                        log::warn!("UDP GSO refused ({e}): SRT datagrams are sent one by one");
+                        crate::warnings::warn(format!(
+                            "UDP GSO refused ({e}): SRT datagrams are sent one by one"
+                        ));
                     }
                     Err(e) => {
                         result = Err(e);
