@@ -1,5 +1,6 @@
 //! End to end: hostile SRT traffic during a live SRT show. From hundreds of
-//! UDP ports: induction floods, random datagrams, conclusions with random
+//! UDP ports: induction floods, random datagrams (some larger than any SRT
+//! packet), conclusions with random
 //! and oversized (over 512 bytes) stream ids that then go silent
 //! mid-handshake. Meanwhile the live show loses nothing, a real caller on
 //! another key gets in within a second, Prism's memory stays bounded and
@@ -93,7 +94,9 @@ impl Flood {
                         for _ in 0..20 {
                             let packet = match kind {
                                 0 => induction_datagram(random()),
-                                1 => (0..random() % 1500).map(|_| random() as u8).collect(),
+                                // Random bytes, up to twice the largest SRT datagram:
+                                // those past it are read truncated and dropped.
+                                1 => (0..random() % 3000).map(|_| random() as u8).collect(),
                                 _ => {
                                     // Induction, then a conclusion with a
                                     // random or oversized stream id; then
@@ -255,4 +258,40 @@ fn hostile_srt_traffic_leaves_the_show_and_new_callers_alone() {
     let log = prism.log();
     assert!(!log.contains("panicked"), "{log}");
     assert!(!log.contains("listener ended unexpectedly"), "{log}");
+}
+
+/// The listener reads its socket many datagrams at a time: a datagram too
+/// large for any SRT packet, read truncated and dropped, costs nothing to
+/// the caller whose handshake arrives just behind it.
+#[test]
+fn a_datagram_too_large_for_srt_leaves_the_next_one_whole() {
+    const CALLERS: usize = 50;
+    let scratch = Scratch::new("srt-oversize");
+    let (rtmp_port, srt_port) = (free_port(), free_port());
+    let config = format!(
+        "[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n\n\
+         [[streams]]\nid = \"show\"\nkey = \"{SHOW_KEY}\"\n"
+    );
+    let mut prism = Prism::start(&scratch, &config, rtmp_port);
+    prism.wait_for_log("srt ingest listening", Duration::from_secs(5));
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, srt_port));
+    let mut answered = 0;
+    for n in 0..CALLERS {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        // Back to back, so that one read of the listener takes both.
+        socket.send_to(&[0x5a; 2000], target).unwrap();
+        socket
+            .send_to(&induction_datagram(n as u32 + 1), target)
+            .unwrap();
+        let mut answer = [0u8; 1500];
+        if let Ok((len, _)) = socket.recv_from(&mut answer) {
+            answered += usize::from(cookie_of(&answer[..len]).is_some());
+        }
+    }
+    assert_eq!(answered, CALLERS, "{}", prism.log());
+    assert!(!prism.log().contains("panicked"), "{}", prism.log());
+    prism.terminate();
 }

@@ -1,6 +1,8 @@
 //! RTMPS receivers: nginx's stream module terminating TLS in front of the
-//! receivers (one process, one `listen … ssl` per receiver port, proxied to
-//! it in plain TCP), as a platform's ingest front end does. Prism's
+//! receivers (one process per core, the receiver ports dealt among them,
+//! one `listen … ssl` per receiver port, proxied to it in plain TCP), as a
+//! platform's ingest front end does; one process alone, decrypting every
+//! destination, would bound what the harness can measure. Prism's
 //! destinations then push `rtmps://localhost:PORT/…`, trusting the front's
 //! private CA through `ca_file`. The certificates are made with the
 //! `openssl` command (an ECDSA P-256 key, as most platforms serve).
@@ -21,7 +23,7 @@ pub struct TlsFront {
     pub ports: Vec<u16>,
     /// The CA the front's certificate is signed by.
     pub ca_file: PathBuf,
-    child: Child,
+    children: Vec<Child>,
     dir: PathBuf,
 }
 
@@ -38,26 +40,37 @@ impl TlsFront {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         make_certificates(&dir)?;
         let ports: Vec<u16> = backends.iter().map(|_| free_port()).collect();
-        let servers: String = ports
-            .iter()
-            .zip(backends)
-            .map(|(port, backend)| {
-                format!("  server {{\n    listen 127.0.0.1:{port} ssl;\n    proxy_pass {host}:{backend};\n  }}\n")
-            })
-            .collect();
-        let config = format!(
-            "load_module {NGINX_STREAM_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
-             error_log {dir}/error.log warn;\npid {dir}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
-             stream {{\n  ssl_certificate {dir}/server.pem;\n  ssl_certificate_key {dir}/server.key;\n{servers}}}\n",
-            dir = dir.display()
-        );
-        let child = spawn_nginx(Command::new("nginx"), &dir, &config)?;
-        let front = Self {
+        let mut front = Self {
             ports,
             ca_file: dir.join("ca.pem"),
-            child,
+            children: Vec::new(),
             dir,
         };
+        let processes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for process in 0..processes.min(backends.len()) {
+            let servers: String = front
+                .ports
+                .iter()
+                .zip(backends)
+                .skip(process)
+                .step_by(processes)
+                .map(|(port, backend)| {
+                    format!("  server {{\n    listen 127.0.0.1:{port} ssl;\n    proxy_pass {host}:{backend};\n  }}\n")
+                })
+                .collect();
+            let own = front.dir.join(format!("front{process}"));
+            std::fs::create_dir_all(&own).map_err(|e| e.to_string())?;
+            let config = format!(
+                "load_module {NGINX_STREAM_MODULE};\nworker_processes 1;\nmaster_process off;\ndaemon off;\n\
+                 error_log {own}/error.log warn;\npid {own}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
+                 stream {{\n  ssl_certificate {dir}/server.pem;\n  ssl_certificate_key {dir}/server.key;\n{servers}}}\n",
+                own = own.display(),
+                dir = front.dir.display()
+            );
+            front
+                .children
+                .push(spawn_nginx(Command::new("nginx"), &own, &config)?);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         for &port in &front.ports {
             if !wait_for_port(port, deadline.saturating_duration_since(Instant::now())) {
@@ -70,8 +83,10 @@ impl TlsFront {
 
 impl Drop for TlsFront {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
