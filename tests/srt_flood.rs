@@ -94,8 +94,8 @@ impl Flood {
                         for _ in 0..20 {
                             let packet = match kind {
                                 0 => induction_datagram(random()),
-                                // Random bytes, up to twice the largest SRT datagram:
-                                // those past it are read truncated and dropped.
+                                // Random bytes, up to twice the largest SRT
+                                // datagram.
                                 1 => (0..random() % 3000).map(|_| random() as u8).collect(),
                                 _ => {
                                     // Induction, then a conclusion with a
@@ -260,9 +260,9 @@ fn hostile_srt_traffic_leaves_the_show_and_new_callers_alone() {
     assert!(!log.contains("listener ended unexpectedly"), "{log}");
 }
 
-/// The listener reads its socket many datagrams at a time: a datagram too
-/// large for any SRT packet, read truncated and dropped, costs nothing to
-/// the caller whose handshake arrives just behind it.
+/// A datagram too large for any SRT packet is dropped, and costs nothing to
+/// the caller whose handshake arrives just behind it (a listener that read
+/// datagrams in batches and dropped one must not shift the rest).
 #[test]
 fn a_datagram_too_large_for_srt_leaves_the_next_one_whole() {
     const CALLERS: usize = 50;
@@ -281,7 +281,7 @@ fn a_datagram_too_large_for_srt_leaves_the_next_one_whole() {
         socket
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
-        // Back to back, so that one read of the listener takes both.
+        // Back to back, as one burst.
         socket.send_to(&[0x5a; 2000], target).unwrap();
         socket
             .send_to(&induction_datagram(n as u32 + 1), target)

@@ -189,7 +189,7 @@ async fn search(
     loop {
         let probe = measure(args, options, source, variant, shape, load, limit_ms).await;
         eprintln!(
-            "prism-loadgen: capacity: {} {}: {} at {}{}",
+            "prism-loadgen: capacity: {} {}: {} at {}{}{}",
             variant.name(),
             shape.describe(options.per_stream),
             if probe.failure.is_none() {
@@ -202,6 +202,11 @@ async fn search(
                 .failure
                 .as_ref()
                 .map(|f| format!(" ({f})"))
+                .unwrap_or_default(),
+            probe
+                .row
+                .as_ref()
+                .map(|row| format!(", relay CPU {:.1} %", row.cpu_percent))
                 .unwrap_or_default()
         );
         if probe.failure.is_none() {

@@ -17,7 +17,6 @@ use tokio::net::{lookup_host, UdpSocket};
 use crate::options::*;
 
 mod batch;
-mod receive;
 
 pub async fn bind_socket(options: &SocketOptions) -> Result<UdpSocket, io::Error> {
     let socket = Socket::new(
@@ -97,10 +96,6 @@ pub struct PacketSocket {
     // PRISM PATCH: the datagrams of one turn of the session loop, written
     // out together by `flush` (see `batch`).
     batch: batch::Batch,
-    // PRISM PATCH: datagrams read together and not yet handed out (see
-    // `receive`); made on the first read, as a socket fed by a channel
-    // never reads.
-    received: Option<Box<receive::ReceivedBatch>>,
 }
 
 impl PacketSocket {
@@ -112,7 +107,6 @@ impl PacketSocket {
             buffer: BytesMut::with_capacity(buffer_capacity),
             ipv6,
             batch: batch::Batch::default(),
-            received: None,
         }
     }
 
@@ -129,7 +123,6 @@ impl PacketSocket {
                 buffer: BytesMut::with_capacity(self.buffer.capacity()),
                 ipv6: self.ipv6,
                 batch: batch::Batch::default(),
-                received: None,
             },
         )
     }
@@ -168,19 +161,20 @@ impl PacketSocket {
     }
 
     async fn socket_receive(&mut self) -> ReceivePacketResult {
-        let received = self.received.get_or_insert_with(Default::default);
         loop {
-            if let Some((datagram, from)) = received.next() {
-                let packet = Packet::parse(&mut Cursor::new(datagram), self.ipv6)?;
-                return Ok((packet, from));
-            }
             self.socket.readable().await?;
-            match received.fill(&self.socket) {
-                Ok(()) => continue,
+            self.buffer.clear();
+            return match self.socket.try_recv_buf_from(&mut self.buffer) {
+                Ok((size, from)) => self.parse(size, from),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
+                Err(e) => Err(e.into()),
+            };
         }
+    }
+
+    fn parse(&mut self, size: usize, from: SocketAddr) -> ReceivePacketResult {
+        let packet = Packet::parse(&mut Cursor::new(&self.buffer[0..size]), self.ipv6)?;
+        Ok((packet, from))
     }
 }
 
