@@ -14,6 +14,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v srt-live-transmit >/dev/null 2>&1 || missing+=(srt-tools)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(nginx libnginx-mod-rtmp)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# `ss` reads the SRT listener's socket buffer.
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 # The console test drives Debian's Chromium through chromedriver.
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
