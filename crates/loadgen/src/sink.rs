@@ -244,10 +244,11 @@ impl Sinks {
         let mut samples = Vec::new();
         let mut lost = 0;
         let window_start = self.shared.window_start.get().copied();
-        let counted = |wall: &OnceLock<u64>, or| wall.get().copied().unwrap_or(or);
+        // No start set counts nothing; no end set counts to the last sent.
+        let wall_ns = |set: &OnceLock<u64>| set.get().copied().unwrap_or(u64::MAX);
         let (from, to) = (
-            counted(&self.shared.window_start_wall_ns, u64::MAX),
-            counted(&self.shared.window_end_wall_ns, u64::MAX),
+            wall_ns(&self.shared.window_start_wall_ns),
+            wall_ns(&self.shared.window_end_wall_ns),
         );
         let window_seqs: Vec<_> = self
             .shared
